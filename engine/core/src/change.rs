@@ -1,0 +1,461 @@
+//! Incremental changes: each turns a snapshot into the next revision without rebuilding
+//! the credential FST.
+//!
+//! A change is validated against the snapshot it applies to; a refused change leaves
+//! nothing behind. Structural edits (sites, calendars, role flags) copy the small tables
+//! they touch; credential, person and door edits go to overlays.
+
+use crate::error::ModelError;
+use crate::ids::{CredentialId, DoorId, GroupId, IqId, PersonId, Revision, ScheduleId, SiteId};
+use crate::model::{
+    CalendarRecord, CredentialRecord, DoorMode, DoorRecord, GroupRecord, IqRecord, PersonRecord, RoleFlags,
+    ScheduleRecord, SiteRecord,
+};
+use crate::snapshot::{
+    CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door, entity, group_row,
+    set_dense,
+};
+use std::sync::Arc;
+
+/// One mutation of the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Block a person: every credential of theirs is denied.
+    BlockPerson(PersonId),
+    /// Lift a block.
+    UnblockPerson(PersonId),
+    /// Revoke a credential.
+    RevokeCredential(CredentialId),
+    /// Lift a revocation.
+    RestoreCredential(CredentialId),
+    /// Add a credential, or replace the one with the same id.
+    PutCredential(CredentialRecord),
+    /// Remove a credential.
+    RemoveCredential(CredentialId),
+    /// Add a person to a group.
+    Grant {
+        /// Who.
+        person: PersonId,
+        /// Which group.
+        group: GroupId,
+    },
+    /// Take a person out of a group.
+    Ungrant {
+        /// Who.
+        person: PersonId,
+        /// Which group.
+        group: GroupId,
+    },
+    /// Add a person, or replace one (same site only).
+    PutPerson(PersonRecord),
+    /// Remove a person. Their credentials stay, unassigned.
+    RemovePerson(PersonId),
+    /// Add a door, or replace one (same site only).
+    PutDoor(DoorRecord),
+    /// Remove a door no group opens.
+    RemoveDoor(DoorId),
+    /// Set a door's mode.
+    SetDoorMode {
+        /// Which door.
+        door: DoorId,
+        /// The new mode.
+        mode: DoorMode,
+    },
+    /// Lock a door down, or lift it.
+    SetDoorLockdown {
+        /// Which door.
+        door: DoorId,
+        /// On or off.
+        on: bool,
+    },
+    /// Lock a whole site down, or lift it.
+    SetSiteLockdown {
+        /// Which site.
+        site: SiteId,
+        /// On or off.
+        on: bool,
+    },
+    /// Add a group, or replace one (same site only), members included.
+    PutGroup(GroupRecord),
+    /// Remove a group.
+    RemoveGroup(GroupId),
+    /// Add a schedule, or replace one (same site only).
+    PutSchedule(ScheduleRecord),
+    /// Remove a schedule nothing uses.
+    RemoveSchedule(ScheduleId),
+    /// Add an IQ.
+    PutIq(IqRecord),
+    /// Remove an IQ no door uses.
+    RemoveIq(IqId),
+    /// Add a site, or replace its settings.
+    PutSite(SiteRecord),
+    /// Add a holiday calendar, or replace one.
+    PutCalendar(CalendarRecord),
+    /// Replace the role flags.
+    SetRoles(RoleFlags),
+}
+
+impl Snapshot {
+    /// The snapshot after `change`, at `revision`. `self` is untouched.
+    ///
+    /// # Errors
+    /// [`ModelError::StaleRevision`] if `revision` is not newer than this snapshot's;
+    /// otherwise why the change does not fit the model.
+    pub fn apply(&self, revision: Revision, change: &Change) -> Result<Snapshot, ModelError> {
+        if revision <= self.revision {
+            return Err(ModelError::StaleRevision {
+                current: self.revision,
+                given: revision,
+            });
+        }
+        let mut next = self.clone();
+        next.revision = revision;
+        next.apply_in_place(change)?;
+        Ok(next)
+    }
+
+    fn person_row(&self, id: PersonId) -> Result<PersonRow, ModelError> {
+        self.people
+            .get(id.0)
+            .copied()
+            .ok_or_else(|| ModelError::NotFound { entity: entity(id) })
+    }
+
+    fn door_row(&self, id: DoorId) -> Result<DoorRow, ModelError> {
+        self.doors
+            .get(id.0)
+            .cloned()
+            .ok_or_else(|| ModelError::NotFound { entity: entity(id) })
+    }
+
+    fn site_row(&self, id: SiteId) -> Result<&SiteRow, ModelError> {
+        self.site(id).ok_or_else(|| ModelError::NotFound { entity: entity(id) })
+    }
+
+    fn apply_in_place(&mut self, change: &Change) -> Result<(), ModelError> {
+        match change {
+            Change::BlockPerson(p) => {
+                self.person_row(*p)?;
+                Arc::make_mut(&mut self.blocked).insert(p.0);
+            }
+            Change::UnblockPerson(p) => {
+                self.person_row(*p)?;
+                Arc::make_mut(&mut self.blocked).remove(p.0);
+            }
+            Change::RevokeCredential(c) => {
+                self.credential_by_id(*c)
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*c) })?;
+                Arc::make_mut(&mut self.revoked).insert(c.0);
+            }
+            Change::RestoreCredential(c) => {
+                self.credential_by_id(*c)
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*c) })?;
+                Arc::make_mut(&mut self.revoked).remove(c.0);
+            }
+            Change::PutCredential(rec) => self.put_credential(rec)?,
+            Change::RemoveCredential(c) => {
+                self.credential_by_id(*c)
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*c) })?;
+                self.unlink_credential(*c);
+                Arc::make_mut(&mut self.revoked).remove(c.0);
+            }
+            Change::Grant { person, group } | Change::Ungrant { person, group } => {
+                let grant = matches!(change, Change::Grant { .. });
+                let person_row = self.person_row(*person)?;
+                let groups = Arc::make_mut(&mut self.groups);
+                let Some(Some(row)) = groups.get_mut(group.0 as usize) else {
+                    return Err(ModelError::NotFound { entity: entity(*group) });
+                };
+                if row.site != person_row.site {
+                    return Err(ModelError::CrossSite {
+                        from: entity(*group),
+                        to: entity(*person),
+                    });
+                }
+                let members = Arc::make_mut(&mut row.members);
+                if grant {
+                    members.insert(person.0);
+                } else {
+                    members.remove(person.0);
+                }
+            }
+            Change::PutPerson(rec) => {
+                self.site_row(rec.site)?;
+                if let Some(old) = self.people.get(rec.id.0)
+                    && old.site != rec.site
+                {
+                    return Err(ModelError::SiteChange { entity: entity(rec.id) });
+                }
+                if rec.id.0 > crate::snapshot::MAX_ID {
+                    return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
+                }
+                self.people.set_row(
+                    rec.id.0,
+                    Some(PersonRow {
+                        site: rec.site,
+                        role: rec.role,
+                    }),
+                );
+                let blocked = Arc::make_mut(&mut self.blocked);
+                if rec.blocked {
+                    blocked.insert(rec.id.0);
+                } else {
+                    blocked.remove(rec.id.0);
+                }
+            }
+            Change::RemovePerson(p) => self.remove_person(*p)?,
+            Change::PutDoor(rec) => {
+                check_door(&self.sites, &self.iqs, &self.schedules, rec)?;
+                if rec.id.0 > crate::snapshot::MAX_ID {
+                    return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
+                }
+                let groups = match self.doors.get(rec.id.0) {
+                    Some(old) if old.site != rec.site => return Err(ModelError::SiteChange { entity: entity(rec.id) }),
+                    Some(old) => old.groups.clone(),
+                    None => Arc::from([]),
+                };
+                let row = DoorRow {
+                    site: rec.site,
+                    iq: rec.iq,
+                    mode: rec.mode,
+                    lockdown: rec.lockdown,
+                    groups,
+                };
+                self.doors.set_row(rec.id.0, Some(row));
+            }
+            Change::RemoveDoor(d) => {
+                let row = self.door_row(*d)?;
+                if let Some(g) = row.groups.first() {
+                    return Err(ModelError::InUse {
+                        entity: entity(*d),
+                        used_by: entity(*g),
+                    });
+                }
+                self.doors.set_row(d.0, None);
+            }
+            Change::SetDoorMode { door, mode } => {
+                let mut row = self.door_row(*door)?;
+                let rec = DoorRecord {
+                    id: *door,
+                    site: row.site,
+                    iq: row.iq,
+                    mode: *mode,
+                    lockdown: row.lockdown,
+                };
+                check_door(&self.sites, &self.iqs, &self.schedules, &rec)?;
+                row.mode = *mode;
+                self.doors.set_row(door.0, Some(row));
+            }
+            Change::SetDoorLockdown { door, on } => {
+                let mut row = self.door_row(*door)?;
+                row.lockdown = *on;
+                self.doors.set_row(door.0, Some(row));
+            }
+            Change::SetSiteLockdown { site, on } => {
+                self.site_row(*site)?;
+                if let Some(Some(row)) = Arc::make_mut(&mut self.sites).get_mut(site.0 as usize) {
+                    row.lockdown = *on;
+                }
+            }
+            Change::PutGroup(rec) => self.put_group(rec)?,
+            Change::RemoveGroup(g) => {
+                let old = self
+                    .group(*g)
+                    .cloned()
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*g) })?;
+                self.relink_group_doors(*g, &old.doors, &[])?;
+                set_dense(Arc::make_mut(&mut self.groups), g.0, None, *g)?;
+            }
+            Change::PutSchedule(rec) => {
+                self.site_row(rec.site)?;
+                if let Some(old) = self.schedule(rec.id)
+                    && old.site != rec.site
+                {
+                    return Err(ModelError::SiteChange { entity: entity(rec.id) });
+                }
+                let row = ScheduleRow {
+                    site: rec.site,
+                    schedule: rec.schedule.clone(),
+                };
+                set_dense(Arc::make_mut(&mut self.schedules), rec.id.0, Some(row), rec.id)?;
+            }
+            Change::RemoveSchedule(s) => {
+                self.schedule(*s)
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*s) })?;
+                if let Some((id, _)) = self
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .find(|(_, g)| g.as_ref().is_some_and(|g| g.schedule == Some(*s)))
+                {
+                    return Err(ModelError::InUse {
+                        entity: entity(*s),
+                        used_by: format!("group:{id}"),
+                    });
+                }
+                if let Some((id, _)) = self.doors.iter().find(|(_, d)| d.mode == DoorMode::OfficeScheduled(*s)) {
+                    return Err(ModelError::InUse {
+                        entity: entity(*s),
+                        used_by: entity(DoorId(id)),
+                    });
+                }
+                set_dense(Arc::make_mut(&mut self.schedules), s.0, None, *s)?;
+            }
+            Change::PutIq(rec) => {
+                self.site_row(rec.site)?;
+                if let Some(site) = self.iq_site(rec.id)
+                    && site != rec.site
+                {
+                    return Err(ModelError::SiteChange { entity: entity(rec.id) });
+                }
+                set_dense(Arc::make_mut(&mut self.iqs), rec.id.0, Some(rec.site), rec.id)?;
+            }
+            Change::RemoveIq(iq) => {
+                self.iq_site(*iq)
+                    .ok_or_else(|| ModelError::NotFound { entity: entity(*iq) })?;
+                if let Some((id, _)) = self.doors.iter().find(|(_, d)| d.iq == Some(*iq)) {
+                    return Err(ModelError::InUse {
+                        entity: entity(*iq),
+                        used_by: entity(DoorId(id)),
+                    });
+                }
+                set_dense(Arc::make_mut(&mut self.iqs), iq.0, None, *iq)?;
+            }
+            Change::PutSite(rec) => {
+                if let Some(cal) = rec.holiday_calendar
+                    && self.calendar(cal).is_none()
+                {
+                    return Err(ModelError::UnknownReference {
+                        from: entity(rec.id),
+                        to: entity(cal),
+                    });
+                }
+                let row = SiteRow {
+                    time_zone: rec.time_zone.clone(),
+                    calendar: rec.holiday_calendar,
+                    lockdown: rec.lockdown,
+                };
+                set_dense(Arc::make_mut(&mut self.sites), rec.id.0, Some(row), rec.id)?;
+            }
+            Change::PutCalendar(rec) => {
+                set_dense(
+                    Arc::make_mut(&mut self.calendars),
+                    rec.id.0,
+                    Some(rec.calendar.clone()),
+                    rec.id,
+                )?;
+            }
+            Change::SetRoles(flags) => {
+                let mut exempt = Vec::new();
+                for role in &flags.lockdown_exempt {
+                    let index = usize::from(role.0);
+                    if exempt.len() <= index {
+                        exempt.resize(index + 1, false);
+                    }
+                    if let Some(slot) = exempt.get_mut(index) {
+                        *slot = true;
+                    }
+                }
+                self.lockdown_exempt = Arc::new(exempt);
+            }
+        }
+        Ok(())
+    }
+
+    fn put_credential(&mut self, rec: &CredentialRecord) -> Result<(), ModelError> {
+        if rec.id.0 > crate::snapshot::MAX_ID {
+            return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
+        }
+        let key = check_credential(&self.sites, |p| self.people.get(p.0).map(|r| r.site), rec)?;
+        if let Some(holder) = self.credential(&key)
+            && holder.id != rec.id.0
+        {
+            return Err(ModelError::DuplicateSecret {
+                existing: entity(CredentialId(holder.id)),
+                claimed_by: entity(rec.id),
+            });
+        }
+        self.unlink_credential(rec.id);
+        self.link_credential(&key, CredentialRow::from_record(rec));
+        let revoked = Arc::make_mut(&mut self.revoked);
+        if rec.revoked {
+            revoked.insert(rec.id.0);
+        } else {
+            revoked.remove(rec.id.0);
+        }
+        Ok(())
+    }
+
+    fn remove_person(&mut self, p: PersonId) -> Result<(), ModelError> {
+        self.person_row(p)?;
+        let mut owned = Vec::new();
+        self.for_each_credential(|key, row| {
+            if row.person == p.0 {
+                owned.push((key.to_vec(), row));
+            }
+        });
+        for (key, mut row) in owned {
+            row.person = crate::snapshot::NO_PERSON;
+            self.unlink_credential(CredentialId(row.id));
+            self.link_raw(key.into_boxed_slice(), row);
+        }
+        let touched: Vec<usize> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.as_ref().is_some_and(|g| g.members.contains(p.0)))
+            .map(|(i, _)| i)
+            .collect();
+        if !touched.is_empty() {
+            let groups = Arc::make_mut(&mut self.groups);
+            for i in touched {
+                if let Some(Some(g)) = groups.get_mut(i) {
+                    Arc::make_mut(&mut g.members).remove(p.0);
+                }
+            }
+        }
+        Arc::make_mut(&mut self.blocked).remove(p.0);
+        self.people.set_row(p.0, None);
+        Ok(())
+    }
+
+    fn put_group(&mut self, rec: &GroupRecord) -> Result<(), ModelError> {
+        if rec.id.0 > crate::snapshot::MAX_ID {
+            return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
+        }
+        let row = group_row(
+            &self.sites,
+            &self.schedules,
+            |d| self.doors.get(d.0).map(|r| r.site),
+            |p| self.people.get(p.0).map(|r| r.site),
+            rec,
+        )?;
+        let old_doors: Arc<[DoorId]> = match self.group(rec.id) {
+            Some(old) if old.site != rec.site => return Err(ModelError::SiteChange { entity: entity(rec.id) }),
+            Some(old) => old.doors.clone(),
+            None => Arc::from([]),
+        };
+        self.relink_group_doors(rec.id, &old_doors, &row.doors)?;
+        set_dense(Arc::make_mut(&mut self.groups), rec.id.0, Some(row), rec.id)
+    }
+
+    /// Update the per-door group lists when `group` moves from `old` doors to `new` ones.
+    fn relink_group_doors(&mut self, group: GroupId, old: &[DoorId], new: &[DoorId]) -> Result<(), ModelError> {
+        for door in old.iter().filter(|d| !new.contains(d)) {
+            let mut row = self.door_row(*door)?;
+            let list: Vec<GroupId> = row.groups.iter().copied().filter(|g| *g != group).collect();
+            row.groups = Arc::from(list);
+            self.doors.set_row(door.0, Some(row));
+        }
+        for door in new.iter().filter(|d| !old.contains(d)) {
+            let mut row = self.door_row(*door)?;
+            let mut list = row.groups.to_vec();
+            if let Err(at) = list.binary_search(&group) {
+                list.insert(at, group);
+            }
+            row.groups = Arc::from(list);
+            self.doors.set_row(door.0, Some(row));
+        }
+        Ok(())
+    }
+}

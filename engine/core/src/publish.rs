@@ -1,0 +1,151 @@
+//! Publication: one `ArcSwap<Snapshot>` that readers load and one writer advances.
+//!
+//! Readers call [`SnapshotCell::load`] and see exactly one revision. Writers are
+//! serialised by a mutex; each change builds the next snapshot off to the side and swaps
+//! it in, so a decision never waits for a write.
+//!
+//! Compaction folds the overlays into a fresh FST without blocking writers: it snapshots
+//! the current state, rebuilds off the lock, then replays the changes that landed
+//! meanwhile and swaps the result in.
+
+use crate::change::Change;
+use crate::error::ModelError;
+use crate::ids::Revision;
+use crate::snapshot::Snapshot;
+use arc_swap::{ArcSwap, Guard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Overlay size past which [`SnapshotCell::needs_compaction`] says yes.
+pub const DEFAULT_COMPACTION_THRESHOLD: usize = 4096;
+
+#[derive(Default)]
+struct WriterState {
+    /// Changes applied since a compaction started, to be replayed on its result.
+    replay: Option<Vec<(Revision, Change)>>,
+}
+
+/// The published snapshot.
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<WriterState>,
+    compaction_threshold: usize,
+}
+
+impl std::fmt::Debug for SnapshotCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCell")
+            .field("revision", &self.load().revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotCell {
+    /// Publish `snapshot`.
+    #[must_use]
+    pub fn new(snapshot: Snapshot) -> Self {
+        SnapshotCell {
+            current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(WriterState::default()),
+            compaction_threshold: DEFAULT_COMPACTION_THRESHOLD,
+        }
+    }
+
+    /// Set the overlay size past which compaction is due.
+    #[must_use]
+    pub fn with_compaction_threshold(mut self, rows: usize) -> Self {
+        self.compaction_threshold = rows;
+        self
+    }
+
+    /// The current snapshot, for one decision or a short batch of them.
+    #[inline]
+    #[must_use]
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, owned.
+    #[must_use]
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        // A writer that panicked left no half-written snapshot behind (snapshots are built
+        // aside and swapped whole), so the state is still good.
+        self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Apply `change` as `revision` and publish it. When this returns, every later
+    /// [`SnapshotCell::load`] sees the change.
+    ///
+    /// # Errors
+    /// Why the change was refused; the published snapshot is then unchanged.
+    pub fn apply(&self, revision: Revision, change: Change) -> Result<Revision, ModelError> {
+        let mut state = self.lock();
+        let next = self.current.load().apply(revision, &change)?;
+        self.current.store(Arc::new(next));
+        if let Some(replay) = state.replay.as_mut() {
+            replay.push((revision, change));
+        }
+        Ok(revision)
+    }
+
+    /// Publish a snapshot built elsewhere (a full rebuild). It must not be older than the
+    /// current one.
+    ///
+    /// # Errors
+    /// [`ModelError::StaleRevision`] if it is older.
+    pub fn replace(&self, snapshot: Snapshot) -> Result<Revision, ModelError> {
+        let mut state = self.lock();
+        let current = self.current.load().revision();
+        if snapshot.revision() < current {
+            return Err(ModelError::StaleRevision {
+                current,
+                given: snapshot.revision(),
+            });
+        }
+        let revision = snapshot.revision();
+        self.current.store(Arc::new(snapshot));
+        // A compaction running now started from an older state; its result must not win.
+        state.replay = None;
+        Ok(revision)
+    }
+
+    /// Whether the overlays have grown past the threshold.
+    #[must_use]
+    pub fn needs_compaction(&self) -> bool {
+        self.load().overlay_len() > self.compaction_threshold
+    }
+
+    /// Rebuild the base from the current state, replay what landed meanwhile, publish.
+    /// Meant for a background thread; writers and readers go on while it runs.
+    ///
+    /// Returns the revision published, or `None` if a [`SnapshotCell::replace`] or another
+    /// compaction overtook this one (its work is then dropped, as it is stale).
+    ///
+    /// # Errors
+    /// If the rebuild or a replayed change fails; the published snapshot is then unchanged.
+    pub fn compact(&self) -> Result<Option<Revision>, ModelError> {
+        let start = {
+            let mut state = self.lock();
+            if state.replay.is_some() {
+                return Ok(None);
+            }
+            state.replay = Some(Vec::new());
+            self.current.load_full()
+        };
+        let rebuilt = start.compact();
+        let mut state = self.lock();
+        let Some(replay) = state.replay.take() else {
+            return Ok(None);
+        };
+        let mut next = rebuilt?;
+        for (revision, change) in &replay {
+            next = next.apply(*revision, change)?;
+        }
+        let revision = next.revision();
+        self.current.store(Arc::new(next));
+        Ok(Some(revision))
+    }
+}

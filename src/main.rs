@@ -1,0 +1,114 @@
+//! The `keyway` command.
+//!
+//! For now it holds `simulate`: generate a site population, build the decision snapshot,
+//! answer a stream of door requests, and report how they were decided.
+
+use clap::{Parser, Subcommand};
+use keyway_core::{Presented, Reason, Revision, Snapshot, decide};
+use keyway_sim::{Population, PopulationSpec};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Keyway: an access-control engine for sites with doors.
+#[derive(Debug, Parser)]
+#[command(name = "keyway", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a population, build the decision snapshot and answer door requests.
+    Simulate {
+        /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
+        /// 10 is a tenth.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        divisor: u32,
+        /// How many requests to answer.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+        /// How many decisions to print in full.
+        #[arg(long, default_value_t = 5)]
+        show: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Simulate {
+            divisor,
+            requests,
+            show,
+        } => simulate(divisor, requests, show),
+    }
+}
+
+fn simulate(divisor: u32, request_count: usize, show: usize) -> ExitCode {
+    let spec = PopulationSpec::scaled_down(divisor);
+    println!(
+        "generating {} credentials, {} people, {} doors, {} groups",
+        spec.credentials, spec.people, spec.doors, spec.groups
+    );
+    let population = Population::generate(spec);
+    let requests = population.requests(request_count, 11);
+    let started = Instant::now();
+    let snapshot = match Snapshot::build(Revision(1), population.records.iter().cloned()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: the generated population was refused: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "built snapshot {} in {:.2?} ({} sites)",
+        snapshot.revision(),
+        started.elapsed(),
+        population.sites()
+    );
+
+    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let started = Instant::now();
+    for (i, r) in requests.iter().enumerate() {
+        let decision = decide(
+            &snapshot,
+            r.door,
+            Presented {
+                kind: r.kind,
+                secret: &r.secret,
+            },
+            r.at,
+        );
+        *by_reason.entry(decision.reason.code()).or_default() += 1;
+        if i < show {
+            println!(
+                "  {} at {} with {:?} {}: {:?} ({}) on {}",
+                r.door,
+                r.at,
+                r.kind,
+                hex(&r.secret),
+                decision.effect,
+                decision.reason,
+                decision.revision
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    let per = elapsed.as_nanos() / requests.len().max(1) as u128;
+    println!(
+        "answered {} requests in {:.2?} ({per} ns each, one thread)",
+        requests.len(),
+        elapsed
+    );
+    for (reason, count) in &by_reason {
+        println!("  {reason:<22} {count}");
+    }
+    let _ = Reason::NoRight;
+    ExitCode::SUCCESS
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
