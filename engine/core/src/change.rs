@@ -6,6 +6,7 @@
 //! they touch; credential, person and door edits go to overlays.
 
 use crate::error::ModelError;
+use crate::group_list::GroupList;
 use crate::ids::{CredentialId, DoorId, GroupId, IqId, PersonId, Revision, ScheduleId, SiteId};
 use crate::model::{
     CalendarRecord, CredentialRecord, DoorMode, DoorRecord, GroupRecord, IqRecord, PersonRecord, RoleFlags,
@@ -15,6 +16,7 @@ use crate::snapshot::{
     CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door, entity, group_row,
     set_dense,
 };
+use roaring::RoaringBitmap;
 use std::sync::Arc;
 
 /// One mutation of the model.
@@ -117,7 +119,7 @@ impl Snapshot {
     fn person_row(&self, id: PersonId) -> Result<PersonRow, ModelError> {
         self.people
             .get(id.0)
-            .copied()
+            .cloned()
             .ok_or_else(|| ModelError::NotFound { entity: entity(id) })
     }
 
@@ -173,19 +175,25 @@ impl Snapshot {
                     });
                 }
                 let members = Arc::make_mut(&mut row.members);
+                let mut person_row = person_row;
                 if grant {
                     members.insert(person.0);
+                    person_row.groups = person_row.groups.with(*group);
                 } else {
                     members.remove(person.0);
+                    person_row.groups = person_row.groups.without(*group);
                 }
+                self.people.set_row(person.0, Some(person_row));
             }
             Change::PutPerson(rec) => {
                 self.site_row(rec.site)?;
-                if let Some(old) = self.people.get(rec.id.0)
-                    && old.site != rec.site
-                {
-                    return Err(ModelError::SiteChange { entity: entity(rec.id) });
-                }
+                let groups = match self.people.get(rec.id.0) {
+                    Some(old) if old.site != rec.site => {
+                        return Err(ModelError::SiteChange { entity: entity(rec.id) });
+                    }
+                    Some(old) => old.groups.clone(),
+                    None => GroupList::default(),
+                };
                 if rec.id.0 > crate::snapshot::MAX_ID {
                     return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
                 }
@@ -194,6 +202,7 @@ impl Snapshot {
                     Some(PersonRow {
                         site: rec.site,
                         role: rec.role,
+                        groups,
                     }),
                 );
                 let blocked = Arc::make_mut(&mut self.blocked);
@@ -212,7 +221,7 @@ impl Snapshot {
                 let groups = match self.doors.get(rec.id.0) {
                     Some(old) if old.site != rec.site => return Err(ModelError::SiteChange { entity: entity(rec.id) }),
                     Some(old) => old.groups.clone(),
-                    None => Arc::from([]),
+                    None => GroupList::default(),
                 };
                 let row = DoorRow {
                     site: rec.site,
@@ -225,7 +234,7 @@ impl Snapshot {
             }
             Change::RemoveDoor(d) => {
                 let row = self.door_row(*d)?;
-                if let Some(g) = row.groups.first() {
+                if let Some(g) = row.groups.as_slice().first() {
                     return Err(ModelError::InUse {
                         entity: entity(*d),
                         used_by: entity(*g),
@@ -264,6 +273,7 @@ impl Snapshot {
                     .cloned()
                     .ok_or_else(|| ModelError::NotFound { entity: entity(*g) })?;
                 self.relink_group_doors(*g, &old.doors, &[])?;
+                self.relink_group_members(*g, &old.members, &RoaringBitmap::new())?;
                 set_dense(Arc::make_mut(&mut self.groups), g.0, None, *g)?;
             }
             Change::PutSchedule(rec) => {
@@ -399,18 +409,12 @@ impl Snapshot {
             self.unlink_credential(CredentialId(row.id));
             self.link_raw(key.into_boxed_slice(), row);
         }
-        let touched: Vec<usize> = self
-            .groups
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| g.as_ref().is_some_and(|g| g.members.contains(p.0)))
-            .map(|(i, _)| i)
-            .collect();
-        if !touched.is_empty() {
+        let person = self.person_row(p)?;
+        if !person.groups.as_slice().is_empty() {
             let groups = Arc::make_mut(&mut self.groups);
-            for i in touched {
-                if let Some(Some(g)) = groups.get_mut(i) {
-                    Arc::make_mut(&mut g.members).remove(p.0);
+            for g in person.groups.as_slice() {
+                if let Some(Some(row)) = groups.get_mut(g.0 as usize) {
+                    Arc::make_mut(&mut row.members).remove(p.0);
                 }
             }
         }
@@ -430,31 +434,48 @@ impl Snapshot {
             |p| self.people.get(p.0).map(|r| r.site),
             rec,
         )?;
-        let old_doors: Arc<[DoorId]> = match self.group(rec.id) {
+        let (old_doors, old_members): (Arc<[DoorId]>, Arc<RoaringBitmap>) = match self.group(rec.id) {
             Some(old) if old.site != rec.site => return Err(ModelError::SiteChange { entity: entity(rec.id) }),
-            Some(old) => old.doors.clone(),
-            None => Arc::from([]),
+            Some(old) => (old.doors.clone(), old.members.clone()),
+            None => (Arc::from([]), Arc::default()),
         };
         self.relink_group_doors(rec.id, &old_doors, &row.doors)?;
+        self.relink_group_members(rec.id, &old_members, &row.members)?;
         set_dense(Arc::make_mut(&mut self.groups), rec.id.0, Some(row), rec.id)
     }
 
     /// Update the per-door group lists when `group` moves from `old` doors to `new` ones.
+    /// Both door lists are sorted and free of duplicates.
     fn relink_group_doors(&mut self, group: GroupId, old: &[DoorId], new: &[DoorId]) -> Result<(), ModelError> {
-        for door in old.iter().filter(|d| !new.contains(d)) {
+        for door in old.iter().filter(|d| new.binary_search(d).is_err()) {
             let mut row = self.door_row(*door)?;
-            let list: Vec<GroupId> = row.groups.iter().copied().filter(|g| *g != group).collect();
-            row.groups = Arc::from(list);
+            row.groups = row.groups.without(group);
             self.doors.set_row(door.0, Some(row));
         }
-        for door in new.iter().filter(|d| !old.contains(d)) {
+        for door in new.iter().filter(|d| old.binary_search(d).is_err()) {
             let mut row = self.door_row(*door)?;
-            let mut list = row.groups.to_vec();
-            if let Err(at) = list.binary_search(&group) {
-                list.insert(at, group);
-            }
-            row.groups = Arc::from(list);
+            row.groups = row.groups.with(group);
             self.doors.set_row(door.0, Some(row));
+        }
+        Ok(())
+    }
+
+    /// Update the people's group lists when `group`'s members go from `old` to `new`.
+    fn relink_group_members(
+        &mut self,
+        group: GroupId,
+        old: &RoaringBitmap,
+        new: &RoaringBitmap,
+    ) -> Result<(), ModelError> {
+        for person in old - new {
+            let mut row = self.person_row(PersonId(person))?;
+            row.groups = row.groups.without(group);
+            self.people.set_row(person, Some(row));
+        }
+        for person in new - old {
+            let mut row = self.person_row(PersonId(person))?;
+            row.groups = row.groups.with(group);
+            self.people.set_row(person, Some(row));
         }
         Ok(())
     }

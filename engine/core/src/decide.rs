@@ -247,13 +247,13 @@ fn evaluate(
     }
     let mut has_right = false;
     let mut holiday = false;
-    for &group_id in door.groups.iter() {
+    for &group_id in door.groups.as_slice() {
+        if !person.groups.contains(group_id) {
+            continue;
+        }
         let Some(group) = snapshot.group(group_id) else {
             continue;
         };
-        if !group.members.contains(person_id.0) {
-            continue;
-        }
         has_right = true;
         let Some(schedule_id) = group.schedule else {
             return Reason::Granted {

@@ -40,6 +40,7 @@
 mod change;
 mod decide;
 mod error;
+mod group_list;
 mod ids;
 mod model;
 mod publish;
