@@ -61,3 +61,8 @@ pub use schedule::{
     ScheduleError, ScheduleVerdict,
 };
 pub use snapshot::{IqLoad, MAX_ID, Snapshot};
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -812,7 +812,7 @@ impl Snapshot {
 }
 
 fn build_base(mut keyed: Vec<(CredentialKey, CredentialRow)>) -> Result<CredentialBase, ModelError> {
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_unstable_by_key(|pair| pair.0);
     for pair in keyed.windows(2) {
         if let [a, b] = pair
             && a.0 == b.0
