@@ -410,23 +410,25 @@ impl Snapshot {
                 blocked.insert(p.id.0);
             }
         }
-        let mut group_table: Vec<Option<GroupRow>> = Vec::new();
-        let mut door_groups: HashMap<u32, Vec<GroupId>> = HashMap::new();
-        let mut memberships: Vec<(u32, GroupId)> = Vec::new();
-        for g in groups {
-            let row = group_row(
-                &site_table,
-                &schedule_table,
-                |d| dense_get(&door_table, d.0).map(|r| r.site),
-                |p| dense_get(&person_table, p.0).map(|r| r.site),
-                &g,
-            )?;
-            for door in row.doors.iter() {
-                door_groups.entry(door.0).or_default().push(g.id);
-            }
-            memberships.extend(row.members.iter().map(|p| (p, g.id)));
-            put_dense(&mut group_table, g.id.0, row, g.id)?;
-        }
+        // The credential index (key sort and FST) is the bulk of a build and needs only
+        // the sites and people, so it runs on a second thread while the groups are indexed
+        // here. Errors are reported groups first, so the result does not depend on timing.
+        let (groups_indexed, credentials_indexed) = std::thread::scope(|scope| {
+            let credentials_job = scope.spawn(|| index_credentials(&site_table, &person_table, credentials));
+            let groups_indexed = index_groups(&site_table, &schedule_table, &door_table, &person_table, groups);
+            let credentials_indexed = credentials_job.join().unwrap_or_else(|_| {
+                Err(ModelError::Index {
+                    message: "the credential indexer stopped unexpectedly".into(),
+                })
+            });
+            (groups_indexed, credentials_indexed)
+        });
+        let IndexedGroups {
+            table: group_table,
+            door_groups,
+            mut memberships,
+        } = groups_indexed?;
+        let (base, revoked) = credentials_indexed?;
         for (door, list) in door_groups {
             if let Some(Some(row)) = door_table.get_mut(door as usize) {
                 row.groups = GroupList::from_unsorted(list);
@@ -439,23 +441,6 @@ impl Snapshot {
                 row.groups = GroupList::from_unsorted(chunk.iter().map(|(_, g)| *g).collect());
             }
         }
-
-        let mut revoked = RoaringBitmap::new();
-        let mut keyed = Vec::with_capacity(credentials.len());
-        let mut seen_ids = RoaringBitmap::new();
-        for c in &credentials {
-            check_id(c.id.0, c.id)?;
-            if !seen_ids.insert(c.id.0) {
-                return Err(ModelError::DuplicateId { entity: entity(c.id) });
-            }
-            let key = check_credential(&site_table, |p| dense_get(&person_table, p.0).map(|r| r.site), c)?;
-            if c.revoked {
-                revoked.insert(c.id.0);
-            }
-            keyed.push((key, CredentialRow::from_record(c)));
-        }
-        drop(credentials);
-        let base = build_base(keyed)?;
 
         let mut exempt = Vec::new();
         for role in roles.lockdown_exempt {
@@ -809,6 +794,66 @@ impl Snapshot {
         }));
         out
     }
+}
+
+struct IndexedGroups {
+    table: Vec<Option<GroupRow>>,
+    door_groups: HashMap<u32, Vec<GroupId>>,
+    memberships: Vec<(u32, GroupId)>,
+}
+
+fn index_groups(
+    sites: &[Option<SiteRow>],
+    schedules: &[Option<ScheduleRow>],
+    doors: &[Option<DoorRow>],
+    people: &[Option<PersonRow>],
+    groups: Vec<GroupRecord>,
+) -> Result<IndexedGroups, ModelError> {
+    let mut table: Vec<Option<GroupRow>> = Vec::new();
+    let mut door_groups: HashMap<u32, Vec<GroupId>> = HashMap::new();
+    let mut memberships: Vec<(u32, GroupId)> = Vec::new();
+    for g in groups {
+        let row = group_row(
+            sites,
+            schedules,
+            |d| dense_get(doors, d.0).map(|r| r.site),
+            |p| dense_get(people, p.0).map(|r| r.site),
+            &g,
+        )?;
+        for door in row.doors.iter() {
+            door_groups.entry(door.0).or_default().push(g.id);
+        }
+        memberships.extend(row.members.iter().map(|p| (p, g.id)));
+        put_dense(&mut table, g.id.0, row, g.id)?;
+    }
+    Ok(IndexedGroups {
+        table,
+        door_groups,
+        memberships,
+    })
+}
+
+fn index_credentials(
+    sites: &[Option<SiteRow>],
+    people: &[Option<PersonRow>],
+    credentials: Vec<CredentialRecord>,
+) -> Result<(CredentialBase, RoaringBitmap), ModelError> {
+    let mut revoked = RoaringBitmap::new();
+    let mut keyed = Vec::with_capacity(credentials.len());
+    let mut seen_ids = RoaringBitmap::new();
+    for c in &credentials {
+        check_id(c.id.0, c.id)?;
+        if !seen_ids.insert(c.id.0) {
+            return Err(ModelError::DuplicateId { entity: entity(c.id) });
+        }
+        let key = check_credential(sites, |p| dense_get(people, p.0).map(|r| r.site), c)?;
+        if c.revoked {
+            revoked.insert(c.id.0);
+        }
+        keyed.push((key, CredentialRow::from_record(c)));
+    }
+    drop(credentials);
+    Ok((build_base(keyed)?, revoked))
 }
 
 fn build_base(mut keyed: Vec<(CredentialKey, CredentialRow)>) -> Result<CredentialBase, ModelError> {
