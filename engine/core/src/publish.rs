@@ -22,6 +22,9 @@ pub const DEFAULT_COMPACTION_THRESHOLD: usize = 4096;
 struct WriterState {
     /// Changes applied since a compaction started, to be replayed on its result.
     replay: Option<Vec<(Revision, Change)>>,
+    /// Bumped by every compaction start and every `replace`, so that a compaction can
+    /// tell whether the replay list it finds is still its own.
+    generation: u64,
 }
 
 /// The published snapshot.
@@ -109,6 +112,7 @@ impl SnapshotCell {
         self.current.store(Arc::new(snapshot));
         // A compaction running now started from an older state; its result must not win.
         state.replay = None;
+        state.generation = state.generation.wrapping_add(1);
         Ok(revision)
     }
 
@@ -127,16 +131,20 @@ impl SnapshotCell {
     /// # Errors
     /// If the rebuild or a replayed change fails; the published snapshot is then unchanged.
     pub fn compact(&self) -> Result<Option<Revision>, ModelError> {
-        let start = {
+        let (start, generation) = {
             let mut state = self.lock();
             if state.replay.is_some() {
                 return Ok(None);
             }
             state.replay = Some(Vec::new());
-            self.current.load_full()
+            state.generation = state.generation.wrapping_add(1);
+            (self.current.load_full(), state.generation)
         };
         let rebuilt = start.compact();
         let mut state = self.lock();
+        if state.generation != generation {
+            return Ok(None);
+        }
         let Some(replay) = state.replay.take() else {
             return Ok(None);
         };
