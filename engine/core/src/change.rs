@@ -134,6 +134,17 @@ impl Snapshot {
         self.site(id).ok_or_else(|| ModelError::NotFound { entity: entity(id) })
     }
 
+    /// Refuse a record naming a site that does not exist, as `build` does.
+    fn require_site(&self, site: SiteId, from: impl std::fmt::Display) -> Result<(), ModelError> {
+        match self.site(site) {
+            Some(_) => Ok(()),
+            None => Err(ModelError::UnknownReference {
+                from: from.to_string(),
+                to: entity(site),
+            }),
+        }
+    }
+
     fn apply_in_place(&mut self, change: &Change) -> Result<(), ModelError> {
         match change {
             Change::BlockPerson(p) => {
@@ -186,7 +197,7 @@ impl Snapshot {
                 self.people.set_row(person.0, Some(person_row));
             }
             Change::PutPerson(rec) => {
-                self.site_row(rec.site)?;
+                self.require_site(rec.site, rec.id)?;
                 let groups = match self.people.get(rec.id.0) {
                     Some(old) if old.site != rec.site => {
                         return Err(ModelError::SiteChange { entity: entity(rec.id) });
@@ -277,7 +288,7 @@ impl Snapshot {
                 set_dense(Arc::make_mut(&mut self.groups), g.0, None, *g)?;
             }
             Change::PutSchedule(rec) => {
-                self.site_row(rec.site)?;
+                self.require_site(rec.site, rec.id)?;
                 if let Some(old) = self.schedule(rec.id)
                     && old.site != rec.site
                 {
@@ -312,7 +323,7 @@ impl Snapshot {
                 set_dense(Arc::make_mut(&mut self.schedules), s.0, None, *s)?;
             }
             Change::PutIq(rec) => {
-                self.site_row(rec.site)?;
+                self.require_site(rec.site, rec.id)?;
                 if let Some(site) = self.iq_site(rec.id)
                     && site != rec.site
                 {

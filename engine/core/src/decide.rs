@@ -210,7 +210,7 @@ fn evaluate(
     if snapshot.blocked.contains(person_id.0) {
         return Reason::PersonBlocked;
     }
-    let now = at.as_second();
+    let now = crate::snapshot::whole_second(at);
     if now < credential.valid_from {
         return Reason::NotYetValid;
     }

@@ -106,14 +106,26 @@ impl CredentialRow {
         CredentialRow {
             id: rec.id.0,
             person: rec.owner.map_or(NO_PERSON, |p| p.0),
-            valid_from: rec.valid_from.map_or(i64::MIN, Timestamp::as_second),
-            valid_until: rec.valid_until.map_or(i64::MAX, Timestamp::as_second),
+            valid_from: rec.valid_from.map_or(i64::MIN, whole_second),
+            valid_until: rec.valid_until.map_or(i64::MAX, whole_second),
             offline_access: rec.offline_access,
         }
     }
 
     pub(crate) fn owner(&self) -> Option<PersonId> {
         (self.person != NO_PERSON).then_some(PersonId(self.person))
+    }
+}
+
+/// The whole second an instant falls in (rounding down, also before 1970): validity is
+/// checked at whole-second precision.
+#[inline]
+pub(crate) fn whole_second(at: Timestamp) -> i64 {
+    let second = at.as_second();
+    if at.subsec_nanosecond() < 0 {
+        second.saturating_sub(1)
+    } else {
+        second
     }
 }
 
@@ -251,7 +263,9 @@ impl fmt::Debug for Snapshot {
 /// How many tags and remote users an IQ holds, against its limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IqLoad {
-    /// Live, unrevoked tags whose owner may open a door of the IQ.
+    /// Live, unrevoked tags whose owner may open a door of the IQ. A blocked owner's or
+    /// an expired tag still takes its slot until it is removed or revoked: the IQ holds
+    /// it to deny it.
     pub tags: u32,
     /// People with a live, unrevoked digital key who may open a door of the IQ.
     pub remote_users: u32,
@@ -413,16 +427,23 @@ impl Snapshot {
         // The credential index (key sort and FST) is the bulk of a build and needs only
         // the sites and people, so it runs on a second thread while the groups are indexed
         // here. Errors are reported groups first, so the result does not depend on timing.
+        // Where no thread can be had, the credentials are indexed here after the groups.
         let (groups_indexed, credentials_indexed) = std::thread::scope(|scope| {
-            let credentials_job = scope.spawn(|| index_credentials(&site_table, &person_table, credentials));
+            let job = std::thread::Builder::new()
+                .name("keyway-index".into())
+                .spawn_scoped(scope, || index_credentials(&site_table, &person_table, &credentials));
             let groups_indexed = index_groups(&site_table, &schedule_table, &door_table, &person_table, groups);
-            let credentials_indexed = credentials_job.join().unwrap_or_else(|_| {
-                Err(ModelError::Index {
-                    message: "the credential indexer stopped unexpectedly".into(),
-                })
-            });
+            let credentials_indexed = match job {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(ModelError::Index {
+                        message: "the credential indexer stopped unexpectedly".into(),
+                    })
+                }),
+                Err(_) => index_credentials(&site_table, &person_table, &credentials),
+            };
             (groups_indexed, credentials_indexed)
         });
+        drop(credentials);
         let IndexedGroups {
             table: group_table,
             door_groups,
@@ -836,12 +857,12 @@ fn index_groups(
 fn index_credentials(
     sites: &[Option<SiteRow>],
     people: &[Option<PersonRow>],
-    credentials: Vec<CredentialRecord>,
+    credentials: &[CredentialRecord],
 ) -> Result<(CredentialBase, RoaringBitmap), ModelError> {
     let mut revoked = RoaringBitmap::new();
     let mut keyed = Vec::with_capacity(credentials.len());
     let mut seen_ids = RoaringBitmap::new();
-    for c in &credentials {
+    for c in credentials {
         check_id(c.id.0, c.id)?;
         if !seen_ids.insert(c.id.0) {
             return Err(ModelError::DuplicateId { entity: entity(c.id) });
@@ -852,12 +873,12 @@ fn index_credentials(
         }
         keyed.push((key, CredentialRow::from_record(c)));
     }
-    drop(credentials);
     Ok((build_base(keyed)?, revoked))
 }
 
 fn build_base(mut keyed: Vec<(CredentialKey, CredentialRow)>) -> Result<CredentialBase, ModelError> {
-    keyed.sort_unstable_by_key(|pair| pair.0);
+    // By key, then id, so a duplicate secret is always reported against the lower id.
+    keyed.sort_unstable_by_key(|(key, row)| (*key, row.id));
     for pair in keyed.windows(2) {
         if let [a, b] = pair
             && a.0 == b.0

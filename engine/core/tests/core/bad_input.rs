@@ -658,7 +658,11 @@ fn refused_changes_leave_nothing_behind() {
             err_site_change("person:1"),
         ),
         // A record naming an unknown site; `build` would call this an unknown reference.
-        (vec![], Change::PutPerson(person(40, 9, STAFF)), err_not_found("site:9")),
+        (
+            vec![],
+            Change::PutPerson(person(40, 9, STAFF)),
+            err_unknown("person:40", "site:9"),
+        ),
         (
             vec![],
             Change::PutPerson(person(big, 1, STAFF)),
@@ -788,7 +792,7 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutSchedule(schedule(9, 9, vec![], None)),
-            err_not_found("site:9"),
+            err_unknown("schedule:9", "site:9"),
         ),
         (
             vec![],
@@ -821,7 +825,7 @@ fn refused_changes_leave_nothing_behind() {
             Change::PutIq(iq(1, 2)),
             err_site_change("iq:1"),
         ),
-        (vec![], Change::PutIq(iq(1, 9)), err_not_found("site:9")),
+        (vec![], Change::PutIq(iq(1, 9)), err_unknown("iq:1", "site:9")),
         (vec![], Change::PutIq(iq(big, 1)), err_too_large("iq:67108864")),
         (
             vec![

@@ -658,7 +658,7 @@ impl Model {
         if owner.blocked {
             return Reason::PersonBlocked;
         }
-        let now = at.as_second();
+        let now = whole_second(at);
         if credential.valid_from.is_some_and(|from| now < from) {
             return Reason::NotYetValid;
         }
@@ -960,8 +960,8 @@ fn credential_of(c: &CredentialRecord) -> Credential {
         kind: c.kind,
         secret: c.secret.clone(),
         owner: c.owner.map(|p| p.get()),
-        valid_from: c.valid_from.map(Timestamp::as_second),
-        valid_until: c.valid_until.map(Timestamp::as_second),
+        valid_from: c.valid_from.map(whole_second),
+        valid_until: c.valid_until.map(whole_second),
         offline_access: c.offline_access,
         revoked: c.revoked,
     }
@@ -969,4 +969,10 @@ fn credential_of(c: &CredentialRecord) -> Credential {
 
 fn exempt_of(flags: &RoleFlags) -> Vec<u16> {
     flags.lockdown_exempt.iter().map(|r| r.get()).collect()
+}
+
+/// The whole second an instant falls in, rounding down (also before 1970).
+fn whole_second(at: Timestamp) -> i64 {
+    let second = at.as_second();
+    if at.subsec_nanosecond() < 0 { second - 1 } else { second }
 }
