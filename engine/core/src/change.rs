@@ -13,8 +13,8 @@ use crate::model::{
     ScheduleRecord, SiteRecord,
 };
 use crate::snapshot::{
-    CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door, entity, group_row,
-    set_dense,
+    CredentialKey, CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door,
+    entity, group_row, set_dense,
 };
 use roaring::RoaringBitmap;
 use std::sync::Arc;
@@ -397,7 +397,7 @@ impl Snapshot {
             });
         }
         self.unlink_credential(rec.id);
-        self.link_credential(&key, CredentialRow::from_record(rec));
+        self.link_credential(key, CredentialRow::from_record(rec));
         let revoked = Arc::make_mut(&mut self.revoked);
         if rec.revoked {
             revoked.insert(rec.id.0);
@@ -418,7 +418,9 @@ impl Snapshot {
         for (key, mut row) in owned {
             row.person = crate::snapshot::NO_PERSON;
             self.unlink_credential(CredentialId(row.id));
-            self.link_raw(key.into_boxed_slice(), row);
+            if let Some(key) = CredentialKey::from_raw(&key) {
+                self.link_credential(key, row);
+            }
         }
         let person = self.person_row(p)?;
         if !person.groups.as_slice().is_empty() {

@@ -35,8 +35,9 @@ const NO_ORDINAL: u32 = u32::MAX;
 const KEY_SUFFIX: usize = 5;
 const KEY_CAP: usize = KEY_SUFFIX + CredentialKind::MAX_SECRET_LEN;
 
-/// The index key of a credential: kind, site, secret. Kept on the stack.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The index key of a credential: secret, kind, site. Kept inline (no heap), so the
+/// overlay that maps keys to rows copies as plain memory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct CredentialKey {
     len: u8,
     bytes: [u8; KEY_CAP],
@@ -62,6 +63,16 @@ impl CredentialKey {
         s.copy_from_slice(&site.0.to_be_bytes());
         Some(CredentialKey {
             len: u8::try_from(len).ok()?,
+            bytes,
+        })
+    }
+
+    /// A key from the bytes of one taken from the index.
+    pub(crate) fn from_raw(raw: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; KEY_CAP];
+        bytes.get_mut(..raw.len())?.copy_from_slice(raw);
+        Some(CredentialKey {
+            len: u8::try_from(raw.len()).ok()?,
             bytes,
         })
     }
@@ -139,8 +150,8 @@ struct CredentialBase {
 /// Credentials added, replaced or removed since the base was built.
 #[derive(Clone, Default)]
 struct CredentialOverlay {
-    by_key: HashMap<Box<[u8]>, CredentialRow>,
-    key_by_id: HashMap<u32, Box<[u8]>>,
+    by_key: HashMap<CredentialKey, CredentialRow>,
+    key_by_id: HashMap<u32, CredentialKey>,
     tombstones: RoaringBitmap,
 }
 
@@ -519,13 +530,12 @@ impl Snapshot {
     /// The live credential stored under `key`.
     #[inline]
     pub(crate) fn credential(&self, key: &CredentialKey) -> Option<CredentialRow> {
-        let key = key.as_slice();
         if !self.overlay.by_key.is_empty()
             && let Some(row) = self.overlay.by_key.get(key)
         {
             return Some(*row);
         }
-        let ordinal = u32::try_from(self.base.index.get(key)?).ok()?;
+        let ordinal = u32::try_from(self.base.index.get(key.as_slice())?).ok()?;
         if !self.overlay.tombstones.is_empty() && self.overlay.tombstones.contains(ordinal) {
             return None;
         }
@@ -558,14 +568,9 @@ impl Snapshot {
     }
 
     /// Index `row` under `key`, which must be free.
-    pub(crate) fn link_credential(&mut self, key: &CredentialKey, row: CredentialRow) {
-        self.link_raw(key.as_slice().into(), row);
-    }
-
-    /// Index `row` under a raw key taken from [`Snapshot::for_each_credential`].
-    pub(crate) fn link_raw(&mut self, key: Box<[u8]>, row: CredentialRow) {
+    pub(crate) fn link_credential(&mut self, key: CredentialKey, row: CredentialRow) {
         let overlay = Arc::make_mut(&mut self.overlay);
-        overlay.key_by_id.insert(row.id, key.clone());
+        overlay.key_by_id.insert(row.id, key);
         overlay.by_key.insert(key, row);
     }
 
@@ -583,7 +588,7 @@ impl Snapshot {
             }
         }
         for (key, row) in &self.overlay.by_key {
-            visit(key, *row);
+            visit(key.as_slice(), *row);
         }
     }
 
