@@ -5,6 +5,8 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+#[path = "plugin_host/abi_doc.rs"]
+mod abi_doc;
 #[path = "plugin_host/bundle.rs"]
 mod bundle;
 #[path = "plugin_host/common.rs"]
