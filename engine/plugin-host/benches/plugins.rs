@@ -122,6 +122,24 @@ fn main() {
         b.iter(|| black_box(host.decide(black_box(granted(7)), &ctx)));
     });
 
+    // The same round trip with a minimal WAT guest (sdk/ABI.md's example): what the host
+    // and wasmtime cost, without a Rust guest's decode/encode.
+    let abi_md = include_str!("../../../sdk/ABI.md");
+    let start = abi_md.find("```wat\n").unwrap() + "```wat\n".len();
+    let end = start + abi_md[start..].find("```").unwrap();
+    let wat_rule = runtime
+        .load(
+            "abi-md",
+            &wat::parse_str(&abi_md[start..end]).unwrap(),
+            &[Hook::DoorRule],
+            &keyway_plugin_host::sdk::Config::new(),
+        )
+        .unwrap();
+    let input = keyway_plugin_host::sdk::testing::door_input(1, Some(7));
+    c.bench_function("door_rule/minimal_wat_guest", |b| {
+        b.iter(|| black_box(wat_rule.door_rule(black_box(&input)).unwrap()));
+    });
+
     // Role table: the pure compile, and the roles hook plus compile.
     let bundle = host.bundle();
     let roles_plugin = bundle.plugin("roles-standard").unwrap();
@@ -137,9 +155,9 @@ fn main() {
     });
 
     // Notify: one event through the notify plugin.
-    let input = notify_input();
+    let notify = notify_input();
     c.bench_function("notify/event", |b| {
-        b.iter(|| black_box(bundle.notify(black_box(&input)).unwrap()))
+        b.iter(|| black_box(bundle.notify(black_box(&notify)).unwrap()))
     });
 
     c.final_summary();
@@ -155,10 +173,13 @@ fn main() {
         let ctx = if i.is_multiple_of(2) { &entry } else { &exit };
         black_box(host.decide(granted(u32::try_from(i % 1000).unwrap()), ctx));
     });
+    percentiles("door_rule/minimal_wat_guest round trip", n, |_| {
+        black_box(wat_rule.door_rule(&input).unwrap());
+    });
     let start = Instant::now();
     let events = if quick { 20_000 } else { 200_000 };
     for _ in 0..events {
-        black_box(bundle.notify(&input).unwrap());
+        black_box(bundle.notify(&notify).unwrap());
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
