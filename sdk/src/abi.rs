@@ -9,7 +9,7 @@
     reason = "the guest ABI moves buffers across the boundary by raw pointer"
 )]
 
-use crate::{Config, Hook, Plugin, dispatch};
+use crate::{Config, Hook, Plugin, dispatch, encode};
 use std::alloc::{Layout, alloc, dealloc};
 use std::any::Any;
 use std::cell::RefCell;
@@ -92,7 +92,7 @@ pub unsafe fn guest_configure<P: Plugin>(ptr: usize, len: usize) -> u64 {
             Ok(())
         })
     };
-    leak_output(postcard::to_allocvec(&result).unwrap_or_default())
+    leak_output(encode(&result).unwrap_or_default())
 }
 
 /// `keyway_<hook>`: runs one hook on the configured plugin (configured with an empty
@@ -111,7 +111,7 @@ pub unsafe fn guest_call<P: Plugin>(hook: Hook, ptr: usize, len: usize) -> u64 {
                 if slot.is_none() {
                     match P::configure(&Config::default()) {
                         Ok(p) => *slot = Some(Box::new(p)),
-                        Err(e) => return postcard::to_allocvec(&Err::<(), String>(e)).unwrap_or_default(),
+                        Err(e) => return encode(&Err::<(), String>(e)).unwrap_or_default(),
                     }
                 }
                 match slot.as_ref().and_then(|p| p.downcast_ref::<P>()) {

@@ -151,8 +151,8 @@ pub fn dispatch<P: Plugin>(plugin: &P, hook: Hook, input: &[u8]) -> Vec<u8> {
             Ok(i) => f(&i),
             Err(e) => Err(format!("cannot decode the input: {e}")),
         };
-        postcard::to_allocvec(&result)
-            .or_else(|e| postcard::to_allocvec(&Err::<(), String>(format!("cannot encode the output: {e}"))))
+        encode(&result)
+            .or_else(|e| encode(&Err::<(), String>(format!("cannot encode the output: {e}"))))
             .unwrap_or_default()
     }
     match hook {
@@ -161,6 +161,14 @@ pub fn dispatch<P: Plugin>(plugin: &P, hook: Hook, input: &[u8]) -> Vec<u8> {
         Hook::Notify => run(input, |i| plugin.notify(i)),
         Hook::DoorRule => run(input, |i| plugin.door_rule(i)),
     }
+}
+
+/// Encodes into a buffer of exactly the encoded size: on the guest, the output is handed
+/// over without a reallocation (growing, then shrinking to fit).
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let mut buf = vec![0u8; postcard::experimental::serialized_size(value)?];
+    postcard::to_slice(value, &mut buf)?;
+    Ok(buf)
 }
 
 /// Exports a [`Plugin`] type and the hooks it implements, as wasm functions.
