@@ -1,0 +1,246 @@
+//! The host's errors: one enum per layer, messages lowercase, user input in backticks.
+
+use crate::sha::Sha256;
+use std::path::PathBuf;
+
+/// Loading or calling one plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes do not start with the wasm magic number.
+    #[error("not a WebAssembly module (no `\\0asm` header)")]
+    NotWasm,
+    /// Wasmtime refused the module (truncated, malformed, unsupported feature).
+    #[error("invalid WebAssembly module: {reason}")]
+    InvalidModule {
+        /// Wasmtime's explanation.
+        reason: String,
+    },
+    /// The module imports something outside Keyway's host ABI (WASI included).
+    #[error("import `{module}::{name}` is not part of Keyway's host ABI (plugins may import only `keyway::log`)")]
+    ForbiddenImport {
+        /// The import's module.
+        module: String,
+        /// The import's name.
+        name: String,
+    },
+    /// A required export is missing or has the wrong type.
+    #[error("export `{export}` is missing or has the wrong type: {reason}")]
+    BadExport {
+        /// The export's name.
+        export: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `keyway_abi_version` answered a version this host does not speak.
+    #[error("plugin speaks ABI version {found}, this host speaks {expected}")]
+    AbiVersion {
+        /// What the plugin said.
+        found: i32,
+        /// What the host speaks.
+        expected: i32,
+    },
+    /// The manifest declares a hook the module does not export.
+    #[error("hook `{hook}` is not exported (no `{export}`)")]
+    HookNotExported {
+        /// The hook's manifest name.
+        hook: &'static str,
+        /// The missing export.
+        export: &'static str,
+    },
+    /// The input exceeds the host's cap.
+    #[error("input of {len} bytes exceeds the cap of {max} bytes")]
+    InputTooLarge {
+        /// The input's size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The plugin answered more bytes than the host's cap.
+    #[error("output of {len} bytes exceeds the cap of {max} bytes")]
+    OutputTooLarge {
+        /// The output's size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A pointer the plugin answered lies outside its memory.
+    #[error("{what} out of bounds: {len} bytes at {ptr}, memory holds {memory} bytes")]
+    OutOfBounds {
+        /// Which buffer.
+        what: &'static str,
+        /// The address.
+        ptr: usize,
+        /// The length.
+        len: usize,
+        /// The memory's size.
+        memory: usize,
+    },
+    /// The call used up its fuel: most likely an endless loop.
+    #[error("ran out of fuel after {fuel} units (an endless loop?)")]
+    FuelExhausted {
+        /// The budget per call.
+        fuel: u64,
+    },
+    /// The plugin tried to grow its memory beyond the cap.
+    #[error("exceeded the memory cap of {limit} bytes")]
+    MemoryLimit {
+        /// The cap.
+        limit: usize,
+    },
+    /// The plugin overflowed its stack (deep recursion).
+    #[error("wasm stack overflow (the cap is {limit} bytes; deep recursion?)")]
+    StackOverflow {
+        /// The cap.
+        limit: usize,
+    },
+    /// Any other trap.
+    #[error("trapped: {trap}{}", log_suffix(.log))]
+    Trap {
+        /// Wasmtime's description.
+        trap: String,
+        /// What the plugin logged before trapping (a Rust plugin logs its panic message).
+        log: String,
+    },
+    /// Instantiation failed.
+    #[error("cannot instantiate: {reason}")]
+    Instantiate {
+        /// Wasmtime's explanation.
+        reason: String,
+    },
+    /// The plugin's output is not a valid encoding of the hook's answer.
+    #[error("cannot decode the plugin's output: {reason}")]
+    Decode {
+        /// Postcard's explanation.
+        reason: String,
+    },
+    /// The plugin answered an error of its own.
+    #[error("plugin error: {message}")]
+    Guest {
+        /// The plugin's message, verbatim.
+        message: String,
+    },
+}
+
+fn log_suffix(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin log: {log})")
+    }
+}
+
+impl PluginError {
+    /// Whether the instance that produced this error must be thrown away. Only a plugin
+    /// that answered cleanly (an error of its own included) is reused.
+    #[must_use]
+    pub const fn discards_instance(&self) -> bool {
+        !matches!(
+            self,
+            PluginError::Guest { .. } | PluginError::Decode { .. } | PluginError::InputTooLarge { .. }
+        )
+    }
+}
+
+/// A role table from a roles plugin is inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleTableError {
+    /// No role at all.
+    #[error("the role table is empty")]
+    Empty,
+    /// Role ids index 64-bit masks.
+    #[error("role `{name}` has id {id}; ids must be below 64")]
+    IdTooLarge {
+        /// The role.
+        name: String,
+        /// Its id.
+        id: u16,
+    },
+    /// Two roles share an id.
+    #[error("role id {id} is declared twice")]
+    DuplicateId {
+        /// The id.
+        id: u16,
+    },
+    /// Two roles share a name.
+    #[error("role name `{name}` is declared twice")]
+    DuplicateName {
+        /// The name.
+        name: String,
+    },
+    /// A role refers to a role id that is not in the table.
+    #[error("role `{role}` refers to unknown role id {id} in `{field}`")]
+    UnknownRole {
+        /// The referring role.
+        role: String,
+        /// The field.
+        field: &'static str,
+        /// The unknown id.
+        id: u16,
+    },
+    /// More than 64 distinct capabilities.
+    #[error("more than 64 capabilities (at `{name}`)")]
+    TooManyCapabilities {
+        /// The first capability that did not fit.
+        name: String,
+    },
+    /// A capability name is empty or not `lowercase.dotted`.
+    #[error("capability `{name}` of role `{role}` is not a lowercase dotted name")]
+    BadCapability {
+        /// The role.
+        role: String,
+        /// The name.
+        name: String,
+    },
+}
+
+/// A policy bundle failed to load or validate. The running bundle, if any, stays.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid TOML, or not a valid manifest.
+    #[error("invalid manifest `{path}`: {reason}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.wasm` file does not have the hash the manifest pins.
+    #[error("plugin `{plugin}`: `{file}` has sha256 {found}, the manifest pins {expected}")]
+    HashMismatch {
+        /// The plugin.
+        plugin: String,
+        /// The file.
+        file: String,
+        /// The manifest's hash.
+        expected: String,
+        /// The file's hash.
+        found: Sha256,
+    },
+    /// A plugin failed to load, validate or answer.
+    #[error("plugin `{plugin}`: {source}")]
+    Plugin {
+        /// The plugin.
+        plugin: String,
+        /// What went wrong.
+        source: PluginError,
+    },
+    /// The manifest's structure breaks a rule (hooks, counts).
+    #[error("{0}")]
+    Invalid(String),
+    /// The roles plugin's table is inconsistent.
+    #[error("plugin `{plugin}`: invalid role table: {source}")]
+    Roles {
+        /// The roles plugin.
+        plugin: String,
+        /// What is wrong.
+        source: RoleTableError,
+    },
+}

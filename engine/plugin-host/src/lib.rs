@@ -1,0 +1,42 @@
+//! Keyway's WebAssembly plugin host.
+//!
+//! Integrators change Keyway's policy with sandboxed plugins (see `sdk/`). This crate
+//! loads them with wasmtime (Cranelift), calls their hooks within strict limits, compiles
+//! the roles plugin's answer into bitmasks, runs per-door rules on the decision path, and
+//! swaps whole policy bundles atomically.
+//!
+//! Code map:
+//! - [`runtime`]: the engine, the host ABI (imports allowed: `keyway::log` only), limits
+//!   per call, instance pools; [`Plugin::call`] is one hook round trip.
+//! - `cache`: compile once per process; optional precompiled cache on disk, keyed by the
+//!   engine's compatibility hash.
+//! - [`roles`]: [`RoleTable`], the capability and grant bitmasks.
+//! - [`rules`]: [`DoorRules`], fail-secure/fail-safe, per-person rule state.
+//! - [`bundle`]: the manifest, hash verification, [`Bundle`] and [`PolicyHost`] (hot swap).
+//!
+//! ```no_run
+//! use keyway_plugin_host::{Limits, PolicyHost, Runtime};
+//! use std::sync::Arc;
+//!
+//! let runtime = Arc::new(Runtime::new(Limits::default())?);
+//! let host = PolicyHost::load(runtime, &PolicyHost::default_bundle_dir())?;
+//! let roles = host.bundle().roles().role_flags();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod bundle;
+mod cache;
+mod error;
+pub mod roles;
+pub mod rules;
+pub mod runtime;
+mod sha;
+
+pub use bundle::{Bundle, Manifest, PolicyHost};
+pub use error::{BundleError, PluginError, RoleTableError};
+pub use roles::{Capability, RoleTable};
+pub use rules::{DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision};
+pub use runtime::{Limits, Plugin, Runtime};
+pub use sha::Sha256;
+
+pub use keyway_sdk as sdk;

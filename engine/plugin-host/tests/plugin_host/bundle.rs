@@ -1,0 +1,209 @@
+//! Bundles: the default bundle loads and answers; every broken bundle is refused with a
+//! reason; compiled modules are cached.
+
+use crate::common::{default_bundle, default_dir, runtime};
+use keyway_plugin_host::{Bundle, Limits, Runtime};
+use keyway_sdk::{
+    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, Voucher, VoucherInput,
+    VoucherVerdict,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A copy of the default bundle in a temp dir, with `edit` applied to its manifest.
+pub fn edited_bundle(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(default_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let manifest = dir.path().join("bundle.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, edit(text)).unwrap();
+    dir
+}
+
+#[test]
+fn default_bundle_answers() {
+    let bundle = default_bundle(&runtime());
+    assert_eq!(bundle.name(), "default");
+    let names: Vec<&str> = bundle.plugins().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "anti-passback",
+            "business-hours",
+            "notify-owner",
+            "roles-standard",
+            "voucher-standard"
+        ]
+    );
+    assert!(bundle.rule("anti-passback").is_some() && bundle.rule("business-hours").is_some());
+
+    let voucher = |tier: &str, people: u32, delta: i32| VoucherInput {
+        voucher: Voucher {
+            tier: tier.into(),
+            valid_until: None,
+        },
+        counts: Counts {
+            people,
+            app_users: 0,
+            doors: 0,
+            iqs: 0,
+        },
+        change: Counted::People,
+        delta,
+        at_unix: 1_800_000_000,
+    };
+    let cases = [
+        (voucher("starter", 49, 1), VoucherVerdict::Allow),
+        (
+            voucher("starter", 50, 1),
+            VoucherVerdict::Deny {
+                message: "the site is full: the `starter` voucher allows 50 users and the site has 50; \
+                          remove some or upgrade the voucher"
+                    .into(),
+            },
+        ),
+        (voucher("starter", 50, -1), VoucherVerdict::Allow),
+        (voucher("enterprise", 1_000_000, 1), VoucherVerdict::Allow),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(bundle.voucher(&input).unwrap(), expected, "{input:?}");
+    }
+
+    let notify = |kind| NotifyInput {
+        event: Event {
+            kind,
+            at_unix: 1_800_000_000,
+            door: Some((1, "Front".into())),
+            person: None,
+            detail: String::new(),
+        },
+        settings: NotificationSettings {
+            site_name: "HQ".into(),
+            owner: Recipient {
+                person: 1,
+                address: "owner@example.com".into(),
+            },
+            channel: Channel::Push,
+            enabled: vec![EventKind::DoorForced],
+        },
+    };
+    let out = bundle.notify(&notify(EventKind::DoorForced)).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].recipient.person, out[0].subject.as_str()),
+        (1, "HQ: door forced open at Front")
+    );
+    assert!(bundle.notify(&notify(EventKind::EntryGranted)).unwrap().is_empty());
+}
+
+/// An edit of a manifest's text.
+type Edit = Box<dyn FnOnce(String) -> String>;
+
+fn load(dir: &Path) -> String {
+    Bundle::load(&runtime(), dir).unwrap_err().to_string()
+}
+
+#[test]
+fn broken_bundles_are_refused() {
+    let zeros = "0".repeat(64);
+    // (case, manifest edit, expected error, a prefix when the tail varies)
+    let cases: Vec<(&str, Edit, String)> = vec![
+        (
+            "tampered hash",
+            Box::new(|t: String| {
+                let start = t.find("sha256 = \"").unwrap() + 10;
+                format!("{}{}{}", &t[..start], "0".repeat(64), &t[start + 64..])
+            }),
+            "plugin `roles-standard`: `roles-standard.wasm` has sha256 ".into(),
+        ),
+        (
+            "missing file",
+            Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"gone.wasm\"")),
+            "cannot read `".into(),
+        ),
+        (
+            "escaping path",
+            Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"../x.wasm\"")),
+            "plugin `notify-owner`: file `../x.wasm` must be inside the bundle directory".into(),
+        ),
+        (
+            "unknown hook",
+            Box::new(|t: String| t.replace("hooks = [\"notify\"]", "hooks = [\"notfy\"]")),
+            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule)".into(),
+        ),
+        (
+            "hook not exported",
+            Box::new(|t: String| t.replace("hooks = [\"notify\"]", "hooks = [\"notify\", \"door_rule\"]")),
+            "plugin `notify-owner`: hook `door_rule` is not exported (no `keyway_door_rule`)".into(),
+        ),
+        (
+            "no roles plugin",
+            Box::new(|t: String| t.replace("hooks = [\"roles\"]", "hooks = []")),
+            "bundle `default` has no plugin providing the `roles` hook".into(),
+        ),
+        (
+            "config refused by the plugin",
+            Box::new(|t: String| t.replace("open = \"08:00\"", "open = \"8 o'clock\"")),
+            "plugin `business-hours`: plugin error: `open` must be a time like `08:30`, found `8 o'clock`".into(),
+        ),
+        (
+            "wrong abi",
+            Box::new(|t: String| t.replace("abi = 1", "abi = 2")),
+            "bundle `default` targets ABI version 2, this host speaks 1".into(),
+        ),
+        (
+            "invalid toml",
+            Box::new(|t: String| t.replace("[bundle]", "[bundle")),
+            "invalid manifest `".into(),
+        ),
+        (
+            "unknown field",
+            Box::new(|t: String| t.replace("abi = 1", "abi = 1\nversion = 3")),
+            "invalid manifest `".into(),
+        ),
+    ];
+    for (case, edit, expected) in cases {
+        let dir = edited_bundle(edit);
+        let err = load(dir.path());
+        assert!(err.starts_with(&expected), "{case}: {err}");
+        if case == "tampered hash" {
+            assert!(err.ends_with(&format!("the manifest pins {zeros}")), "{err}");
+        }
+    }
+}
+
+#[test]
+fn corrupted_wasm_is_refused_by_its_hash() {
+    let dir = edited_bundle(|t| t);
+    let path = dir.path().join("roles-standard.wasm");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    assert!(load(dir.path()).starts_with("plugin `roles-standard`: `roles-standard.wasm` has sha256 "));
+}
+
+#[test]
+fn precompiled_cache_survives_a_restart() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = Arc::new(Runtime::new(Limits::default()).unwrap().with_cache_dir(cache.path()));
+    Bundle::load(&first, &default_dir()).unwrap();
+    assert_eq!(first.compiled_count(), 5);
+    // The same process never compiles a module twice.
+    Bundle::load(&first, &default_dir()).unwrap();
+    assert_eq!(first.compiled_count(), 5);
+    let files = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(files, 5);
+    let key = format!("{:016x}.cwasm", first.compatibility_key());
+    for f in std::fs::read_dir(cache.path()).unwrap() {
+        assert!(f.unwrap().file_name().to_string_lossy().ends_with(&key));
+    }
+    // A "restarted" process loads them precompiled, and they work.
+    let second = Arc::new(Runtime::new(Limits::default()).unwrap().with_cache_dir(cache.path()));
+    let bundle = Bundle::load(&second, &default_dir()).unwrap();
+    assert_eq!(second.compiled_count(), 0);
+    assert!(bundle.roles().lockdown_exempt_roles().len() == 2);
+}

@@ -1,0 +1,246 @@
+//! Keyway's plugin SDK: what a policy plugin depends on.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`] and built
+//! for `wasm32-unknown-unknown`. The host calls its hooks with postcard-encoded inputs;
+//! the SDK decodes them, calls your methods and encodes the answers. The same code runs
+//! natively under [`testing::Harness`], so plugins are unit-tested with `cargo test`.
+//!
+//! ```
+//! use keyway_sdk::{Config, DoorRuleInput, DoorRuleOutput, HookResult, Plugin};
+//!
+//! /// Shuts door 13, whatever the core says.
+//! struct NoThirteen;
+//!
+//! impl Plugin for NoThirteen {
+//!     fn configure(_config: &Config) -> HookResult<Self> {
+//!         Ok(NoThirteen)
+//!     }
+//!
+//!     fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+//!         Ok(if input.door == 13 { DoorRuleOutput::deny("door 13 is unlucky") } else { DoorRuleOutput::abstain() })
+//!     }
+//! }
+//!
+//! keyway_sdk::export_plugin!(NoThirteen, door_rule);
+//!
+//! let harness = keyway_sdk::testing::Harness::<NoThirteen>::new(Config::new())?;
+//! let out = harness.door_rule(&keyway_sdk::testing::door_input(13, Some(1)))?;
+//! assert_eq!(out, DoorRuleOutput::deny("door 13 is unlucky"));
+//! # Ok::<(), String>(())
+//! ```
+//!
+//! See `sdk/README.md` for the guide and `sdk/ABI.md` for the binary contract.
+
+pub mod abi;
+pub mod capabilities;
+mod config;
+pub mod testing;
+mod types;
+
+pub use abi::ABI_VERSION;
+pub use config::{Config, Value};
+pub use types::*;
+
+#[doc(hidden)]
+pub use postcard as __postcard;
+
+/// The hooks a plugin may export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `keyway_roles`: the role table, once per bundle load.
+    Roles,
+    /// `keyway_voucher`: may this write change the counts?
+    Voucher,
+    /// `keyway_notify`: notifications for one event.
+    Notify,
+    /// `keyway_door_rule`: a per-decision rule on the doors that attach it.
+    DoorRule,
+}
+
+impl Hook {
+    /// Every hook.
+    pub const ALL: [Hook; 4] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule];
+
+    /// The name of the wasm export.
+    #[must_use]
+    pub const fn export_name(self) -> &'static str {
+        match self {
+            Hook::Roles => "keyway_roles",
+            Hook::Voucher => "keyway_voucher",
+            Hook::Notify => "keyway_notify",
+            Hook::DoorRule => "keyway_door_rule",
+        }
+    }
+
+    /// The name used in manifests (`hooks = ["door_rule"]`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::Roles => "roles",
+            Hook::Voucher => "voucher",
+            Hook::Notify => "notify",
+            Hook::DoorRule => "door_rule",
+        }
+    }
+
+    /// The hook with this manifest name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+}
+
+/// A policy plugin. Implement `configure` and the hooks you export; the others answer an
+/// error if ever called.
+pub trait Plugin: Sized + 'static {
+    /// Builds the plugin from its manifest config. Called once per instance.
+    ///
+    /// # Errors
+    /// A message naming what is wrong with the config; the bundle then fails to load.
+    fn configure(config: &Config) -> HookResult<Self>;
+
+    /// The role table.
+    ///
+    /// # Errors
+    /// Any message; the bundle then fails to load.
+    fn roles(&self) -> HookResult<RoleTableDef> {
+        Err(not_exported(Hook::Roles))
+    }
+
+    /// Whether a write that changes a counted thing may go ahead.
+    ///
+    /// # Errors
+    /// Any message; the API then refuses the write (a voucher fails closed).
+    fn voucher(&self, input: &VoucherInput) -> HookResult<VoucherVerdict> {
+        let _ = input;
+        Err(not_exported(Hook::Voucher))
+    }
+
+    /// The notifications one event produces.
+    ///
+    /// # Errors
+    /// Any message; the host logs it and drops the event's notifications.
+    fn notify(&self, input: &NotifyInput) -> HookResult<Vec<Notification>> {
+        let _ = input;
+        Err(not_exported(Hook::Notify))
+    }
+
+    /// A door rule's verdict on one decision.
+    ///
+    /// # Errors
+    /// Any message; the door's fail mode then decides (fail-secure denies).
+    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+        let _ = input;
+        Err(not_exported(Hook::DoorRule))
+    }
+}
+
+fn not_exported(hook: Hook) -> String {
+    format!("this plugin does not implement the `{}` hook", hook.name())
+}
+
+/// Runs `hook` on `plugin` with a postcard-encoded input, and answers the
+/// postcard-encoded [`HookResult`]. The wasm exports and the native harness share it.
+#[must_use]
+pub fn dispatch<P: Plugin>(plugin: &P, hook: Hook, input: &[u8]) -> Vec<u8> {
+    fn run<I: serde::de::DeserializeOwned, O: serde::Serialize>(
+        input: &[u8],
+        f: impl FnOnce(&I) -> HookResult<O>,
+    ) -> Vec<u8> {
+        let result = match postcard::from_bytes::<I>(input) {
+            Ok(i) => f(&i),
+            Err(e) => Err(format!("cannot decode the input: {e}")),
+        };
+        encode(&result)
+            .or_else(|e| encode(&Err::<(), String>(format!("cannot encode the output: {e}"))))
+            .unwrap_or_default()
+    }
+    match hook {
+        Hook::Roles => run(input, |(): &()| plugin.roles()),
+        Hook::Voucher => run(input, |i| plugin.voucher(i)),
+        Hook::Notify => run(input, |i| plugin.notify(i)),
+        Hook::DoorRule => run(input, |i| plugin.door_rule(i)),
+    }
+}
+
+/// Encodes into a buffer of exactly the encoded size: on the guest, the output is handed
+/// over without a reallocation (growing, then shrinking to fit).
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let mut buf = vec![0u8; postcard::experimental::serialized_size(value)?];
+    postcard::to_slice(value, &mut buf)?;
+    Ok(buf)
+}
+
+/// Exports a [`Plugin`] type and the hooks it implements, as wasm functions.
+///
+/// ```
+/// # use keyway_sdk::{Config, HookResult, Plugin, RoleTableDef};
+/// # struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     fn configure(_: &Config) -> HookResult<Self> { Ok(MyPlugin) }
+/// #     fn roles(&self) -> HookResult<RoleTableDef> { Ok(RoleTableDef::default()) }
+/// # }
+/// keyway_sdk::export_plugin!(MyPlugin, roles, door_rule);
+/// ```
+///
+/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`. On targets other than
+/// wasm32 the macro expands to nothing, so the crate builds and tests natively.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty $(, $hook:ident)* $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[expect(unsafe_code, reason = "wasm exports are unmangled symbols reading buffers the host hands over")]
+        pub mod __keyway_exports {
+            use super::*;
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn keyway_abi_version() -> i32 {
+                $crate::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn keyway_alloc(len: i32) -> i32 {
+                $crate::abi::guest_alloc(len as u32 as usize) as i32
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn keyway_dealloc(ptr: i32, len: i32) {
+                // SAFETY: the ABI only lets the host free buffers it was handed.
+                unsafe { $crate::abi::guest_dealloc(ptr as u32 as usize, len as u32 as usize) }
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn keyway_configure(ptr: i32, len: i32) -> i64 {
+                // SAFETY: the host passes a buffer from `keyway_alloc` that it filled.
+                unsafe { $crate::abi::guest_configure::<$plugin>(ptr as u32 as usize, len as u32 as usize) as i64 }
+            }
+
+            $( $crate::__export_hook!($plugin, $hook); )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    ($plugin:ty, roles) => {
+        $crate::__export_hook!(@fn $plugin, keyway_roles, Roles);
+    };
+    ($plugin:ty, voucher) => {
+        $crate::__export_hook!(@fn $plugin, keyway_voucher, Voucher);
+    };
+    ($plugin:ty, notify) => {
+        $crate::__export_hook!(@fn $plugin, keyway_notify, Notify);
+    };
+    ($plugin:ty, door_rule) => {
+        $crate::__export_hook!(@fn $plugin, keyway_door_rule, DoorRule);
+    };
+    (@fn $plugin:ty, $name:ident, $hook:ident) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(ptr: i32, len: i32) -> i64 {
+            // SAFETY: the host passes a buffer from `keyway_alloc` that it filled.
+            unsafe { $crate::abi::guest_call::<$plugin>($crate::Hook::$hook, ptr as u32 as usize, len as u32 as usize) as i64 }
+        }
+    };
+}

@@ -1,0 +1,390 @@
+//! The types that cross the boundary between the host and a plugin.
+//!
+//! Both sides encode them with postcard, so the field order of every struct and the
+//! variant order of every enum is part of the ABI: append, never reorder. `sdk/ABI.md`
+//! spells the encoding out for authors who do not write Rust.
+
+use serde::{Deserialize, Serialize};
+
+/// What every hook answers: its output, or an error message the host reports verbatim.
+pub type HookResult<T> = Result<T, String>;
+
+// ---------------------------------------------------------------------------------------
+// roles
+
+/// The role table a roles plugin declares. The host compiles it into bitmasks once, when
+/// the bundle loads; no WASM runs on the request path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleTableDef {
+    /// The roles, in any order. Ids must be unique and below 64.
+    pub roles: Vec<RoleDef>,
+}
+
+/// One role.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDef {
+    /// The role's id, as stored on people (`keyway_core::RoleId`).
+    pub id: u16,
+    /// A stable name, e.g. `site_admin`.
+    pub name: String,
+    /// Higher is more powerful. Door rules receive it (e.g. "admin or higher").
+    pub rank: u8,
+    /// Named capabilities, e.g. `people.invite`; see [`capabilities`](crate::capabilities).
+    pub capabilities: Vec<String>,
+    /// Roles a holder of this role may grant.
+    pub may_grant: Vec<u16>,
+    /// Roles a holder of this role may revoke.
+    pub may_revoke: Vec<u16>,
+    /// Roles to which a holder may transfer the site's ownership (needs
+    /// `site.transfer_ownership`).
+    pub transfer_ownership_to: Vec<u16>,
+    /// Whether holders still pass doors under lockdown.
+    pub lockdown_exempt: bool,
+    /// How many people may hold the role on one site; `None` for no limit.
+    pub max_holders: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------
+// voucher
+
+/// A thing the voucher counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Counted {
+    /// People (users) on the site.
+    People,
+    /// People who use the mobile app.
+    AppUsers,
+    /// Doors.
+    Doors,
+    /// IQ gateways.
+    Iqs,
+}
+
+impl Counted {
+    /// A lowercase noun for messages.
+    #[must_use]
+    pub const fn noun(self) -> &'static str {
+        match self {
+            Counted::People => "users",
+            Counted::AppUsers => "app users",
+            Counted::Doors => "doors",
+            Counted::Iqs => "IQs",
+        }
+    }
+}
+
+/// The site's voucher, as the store holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voucher {
+    /// The tier, e.g. `basic`; the plugin's config says what each tier allows.
+    pub tier: String,
+    /// When the voucher ends, as Unix seconds; `None` for never.
+    pub valid_until: Option<i64>,
+}
+
+/// Current counts on the site, before the change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// People.
+    pub people: u32,
+    /// App users.
+    pub app_users: u32,
+    /// Doors.
+    pub doors: u32,
+    /// IQs.
+    pub iqs: u32,
+}
+
+impl Counts {
+    /// The count of one kind.
+    #[must_use]
+    pub const fn of(&self, what: Counted) -> u32 {
+        match what {
+            Counted::People => self.people,
+            Counted::AppUsers => self.app_users,
+            Counted::Doors => self.doors,
+            Counted::Iqs => self.iqs,
+        }
+    }
+}
+
+/// The input of the voucher hook: called on every write that changes a counted thing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoucherInput {
+    /// The site's voucher.
+    pub voucher: Voucher,
+    /// The counts before the change.
+    pub counts: Counts,
+    /// What changes.
+    pub change: Counted,
+    /// By how much (negative for removals).
+    pub delta: i32,
+    /// The time of the write, as Unix seconds.
+    pub at_unix: i64,
+}
+
+/// The voucher's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoucherVerdict {
+    /// The write may go ahead.
+    Allow,
+    /// The write is refused; the API returns `message` verbatim.
+    Deny {
+        /// For the person who made the request.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// notify
+
+/// A kind of event a site can be notified of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// Someone was let in.
+    EntryGranted,
+    /// Someone tried to open a door and was refused.
+    EntryDenied,
+    /// A door was forced open.
+    DoorForced,
+    /// A door was left open.
+    DoorLeftOpen,
+    /// A lock's battery is low.
+    BatteryLow,
+    /// An IQ stopped answering.
+    IqOffline,
+    /// An administrative change: people, rights, roles, doors.
+    AdminChange,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::EntryGranted,
+        EventKind::EntryDenied,
+        EventKind::DoorForced,
+        EventKind::DoorLeftOpen,
+        EventKind::BatteryLow,
+        EventKind::IqOffline,
+        EventKind::AdminChange,
+    ];
+
+    /// A stable dotted code, as used in settings and configs.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            EventKind::EntryGranted => "entry.granted",
+            EventKind::EntryDenied => "entry.denied",
+            EventKind::DoorForced => "incident.door_forced",
+            EventKind::DoorLeftOpen => "incident.door_left_open",
+            EventKind::BatteryLow => "incident.battery_low",
+            EventKind::IqOffline => "incident.iq_offline",
+            EventKind::AdminChange => "admin.change",
+        }
+    }
+
+    /// The kind with this code.
+    #[must_use]
+    pub fn from_code(code: &str) -> Option<Self> {
+        EventKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// One event on a site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// When, as Unix seconds.
+    pub at_unix: i64,
+    /// The door, if any: id and name.
+    pub door: Option<(u32, String)>,
+    /// The person, if any: id and display name.
+    pub person: Option<(u32, String)>,
+    /// Free text from the source, e.g. the decision's reason.
+    pub detail: String,
+}
+
+/// A delivery channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Channel {
+    /// Email.
+    Email,
+    /// A push message to the app.
+    Push,
+    /// A text message.
+    Sms,
+}
+
+/// Who receives a notification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The person.
+    pub person: u32,
+    /// The address on the channel: an email address, a device token, a phone number.
+    pub address: String,
+}
+
+/// The site's notification settings, as configured on the notifications page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationSettings {
+    /// The site's name, for subjects.
+    pub site_name: String,
+    /// The site owner.
+    pub owner: Recipient,
+    /// The channel the owner chose.
+    pub channel: Channel,
+    /// The event kinds the site wants to hear about.
+    pub enabled: Vec<EventKind>,
+}
+
+/// The input of the notify hook: one event, off the hot path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyInput {
+    /// The event.
+    pub event: Event,
+    /// The site's settings.
+    pub settings: NotificationSettings,
+}
+
+/// A notification to deliver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Who.
+    pub recipient: Recipient,
+    /// How.
+    pub channel: Channel,
+    /// A one-line subject.
+    pub subject: String,
+    /// The body.
+    pub body: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// door rule
+
+/// Which way a reader faces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// The reader does not say.
+    #[default]
+    Unknown,
+    /// An entry reader.
+    Entry,
+    /// An exit reader.
+    Exit,
+}
+
+/// The moment of a decision in the site's time zone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalTime {
+    /// ISO weekday: 1 is Monday, 7 is Sunday.
+    pub weekday: u8,
+    /// Minutes since local midnight, 0..1440.
+    pub minute_of_day: u16,
+}
+
+/// What the core decided before the rule ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreVerdict {
+    /// Whether the core would open the door.
+    pub allow: bool,
+    /// The core's reason code, e.g. `granted`, `no_right`.
+    pub reason: String,
+}
+
+/// The input of a door rule: the decision context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorRuleInput {
+    /// The door.
+    pub door: u32,
+    /// The person, when the credential is known and assigned.
+    pub person: Option<u32>,
+    /// The person's role.
+    pub role: Option<u16>,
+    /// The rank of that role in the bundle's role table.
+    pub rank: Option<u8>,
+    /// The credential, when known.
+    pub credential: Option<u32>,
+    /// The time, as Unix seconds.
+    pub at_unix: i64,
+    /// The same moment in the site's time zone.
+    pub local: LocalTime,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// The core's verdict.
+    pub verdict: CoreVerdict,
+    /// The state the host keeps for this rule and this person; empty at first.
+    pub state: Vec<u8>,
+}
+
+/// What a door rule says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RuleVerdict {
+    /// Let the person through (a rule never turns the core's deny into an allow).
+    Allow,
+    /// Keep the door shut; `reason` ends up in the decision.
+    Deny {
+        /// Why, for the entry log.
+        reason: String,
+    },
+    /// No opinion: the core's verdict stands.
+    Abstain,
+}
+
+/// What to do with the per-person state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateUpdate {
+    /// Leave it as it is.
+    #[default]
+    Keep,
+    /// Replace it.
+    Set(Vec<u8>),
+    /// Forget it.
+    Clear,
+}
+
+/// The output of a door rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorRuleOutput {
+    /// The verdict.
+    pub verdict: RuleVerdict,
+    /// The new per-person state.
+    pub state: StateUpdate,
+}
+
+impl DoorRuleOutput {
+    /// Abstain and leave the state alone.
+    #[must_use]
+    pub const fn abstain() -> Self {
+        DoorRuleOutput {
+            verdict: RuleVerdict::Abstain,
+            state: StateUpdate::Keep,
+        }
+    }
+
+    /// Allow and leave the state alone.
+    #[must_use]
+    pub const fn allow() -> Self {
+        DoorRuleOutput {
+            verdict: RuleVerdict::Allow,
+            state: StateUpdate::Keep,
+        }
+    }
+
+    /// Deny with a reason, and leave the state alone.
+    #[must_use]
+    pub fn deny(reason: impl Into<String>) -> Self {
+        DoorRuleOutput {
+            verdict: RuleVerdict::Deny { reason: reason.into() },
+            state: StateUpdate::Keep,
+        }
+    }
+
+    /// The same verdict, with a new state.
+    #[must_use]
+    pub fn with_state(mut self, state: StateUpdate) -> Self {
+        self.state = state;
+        self
+    }
+}

@@ -1,0 +1,119 @@
+//! The SDK's own tests: config getters, dispatch, and the encoding contract in ABI.md.
+
+use keyway_sdk::testing::{Harness, door_input};
+use keyway_sdk::{
+    Config, DoorRuleInput, DoorRuleOutput, EventKind, Hook, HookResult, Plugin, RuleVerdict, StateUpdate, Value,
+    dispatch,
+};
+
+#[derive(Debug)]
+struct Echo {
+    deny: bool,
+}
+
+impl Plugin for Echo {
+    fn configure(config: &Config) -> HookResult<Self> {
+        Ok(Echo {
+            deny: config.bool("deny")?.unwrap_or(false),
+        })
+    }
+
+    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+        Ok(if self.deny {
+            DoorRuleOutput::deny(format!("door {}", input.door))
+        } else {
+            DoorRuleOutput::allow().with_state(StateUpdate::Set(vec![7]))
+        })
+    }
+}
+
+#[test]
+fn config_getters() {
+    let c = Config::new()
+        .with("s", "x")
+        .with("i", 3)
+        .with("b", true)
+        .with("l", vec!["a", "b"])
+        .with("t", Config::new().with("k", 1));
+    assert_eq!(c.str("s").unwrap(), Some("x"));
+    assert_eq!(c.int("i").unwrap(), Some(3));
+    assert_eq!(c.bool("b").unwrap(), Some(true));
+    assert_eq!(c.strings("l").unwrap(), Some(vec!["a", "b"]));
+    assert_eq!(c.table("t").unwrap().unwrap().int("k").unwrap(), Some(1));
+    assert_eq!(c.str("missing").unwrap(), None);
+    // (getter result, expected error)
+    let cases = [
+        (
+            c.str("i").map(|_| ()),
+            "config key `i` must be a string, found an integer",
+        ),
+        (
+            c.int("s").map(|_| ()),
+            "config key `s` must be an integer, found a string",
+        ),
+        (
+            c.bool("l").map(|_| ()),
+            "config key `l` must be a boolean, found an array",
+        ),
+        (
+            c.strings("t").map(|_| ()),
+            "config key `t` must be an array of strings, found a table",
+        ),
+        (
+            c.table("b").map(|_| ()),
+            "config key `b` must be a table, found a boolean",
+        ),
+    ];
+    for (got, expected) in cases {
+        assert_eq!(got.unwrap_err(), expected);
+    }
+    assert_eq!(Value::Float(1.0).type_name(), "a float");
+}
+
+#[test]
+fn dispatch_and_harness() {
+    let allow = Harness::<Echo>::new(Config::new()).unwrap();
+    let out = allow.door_rule(&door_input(4, Some(1))).unwrap();
+    assert_eq!(out, DoorRuleOutput::allow().with_state(StateUpdate::Set(vec![7])));
+    let deny = Harness::<Echo>::new(Config::new().with("deny", true)).unwrap();
+    assert_eq!(
+        deny.door_rule(&door_input(4, None)).unwrap().verdict,
+        RuleVerdict::Deny {
+            reason: "door 4".into()
+        }
+    );
+    // A hook the plugin does not implement answers an error, not a panic.
+    assert_eq!(
+        allow.roles().unwrap_err(),
+        "this plugin does not implement the `roles` hook"
+    );
+    // Garbage input answers an encoded error.
+    let out = dispatch(allow.plugin(), Hook::DoorRule, &[0xff, 0xff, 0xff]);
+    let decoded: HookResult<DoorRuleOutput> = postcard::from_bytes(&out).unwrap();
+    assert!(decoded.unwrap_err().starts_with("cannot decode the input: "));
+}
+
+#[test]
+fn wire_format_matches_abi_md() {
+    // The byte strings ABI.md quotes.
+    let ok_unit: HookResult<()> = Ok(());
+    assert_eq!(postcard::to_allocvec(&ok_unit).unwrap(), [0]);
+    let abstain: HookResult<DoorRuleOutput> = Ok(DoorRuleOutput::abstain());
+    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0]);
+    let err: HookResult<()> = Err("nope".into());
+    assert_eq!(postcard::to_allocvec(&err).unwrap(), [1, 4, b'n', b'o', b'p', b'e']);
+    let empty: HookResult<Vec<u8>> = Ok(vec![]);
+    assert_eq!(postcard::to_allocvec(&empty).unwrap(), [0, 0]);
+}
+
+#[test]
+fn names_round_trip() {
+    for hook in Hook::ALL {
+        assert_eq!(Hook::from_name(hook.name()), Some(hook));
+        assert_eq!(hook.export_name(), format!("keyway_{}", hook.name()));
+    }
+    for kind in EventKind::ALL {
+        assert_eq!(EventKind::from_code(kind.code()), Some(kind));
+    }
+    assert_eq!(Hook::from_name("nope"), None);
+}
