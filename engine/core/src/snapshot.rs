@@ -622,6 +622,24 @@ impl Snapshot {
         self.people.get(id.0).is_some()
     }
 
+    /// A person's role, for callers building a context around a decision (door rules).
+    #[must_use]
+    pub fn person_role(&self, id: PersonId) -> Option<RoleId> {
+        self.people.get(id.0).map(|p| p.role)
+    }
+
+    /// The site a door belongs to.
+    #[must_use]
+    pub fn door_site(&self, id: DoorId) -> Option<SiteId> {
+        self.doors.get(id.0).map(|d| d.site)
+    }
+
+    /// A site's time zone.
+    #[must_use]
+    pub fn site_time_zone(&self, id: SiteId) -> Option<&TimeZone> {
+        self.site(id).map(|s| &s.time_zone)
+    }
+
     /// Whether a door exists.
     #[must_use]
     pub fn has_door(&self, id: DoorId) -> bool {

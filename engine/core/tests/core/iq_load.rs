@@ -152,3 +152,25 @@ fn limits() {
     assert!(!at(0, IQ_MAX_REMOTE_USERS + 1));
     assert!(gateways().iq_load(IqId(1)).unwrap().within_limits());
 }
+
+/// The accessors a caller uses to build a door rule's context from a decision.
+#[test]
+fn context_accessors() {
+    use keyway_core::{DoorId, RoleId, SiteId};
+    let madrid = TimeZone::get("Europe/Madrid").unwrap();
+    let records = vec![
+        Record::Site(site(1, madrid.clone(), None)),
+        Record::Door(door(4, 1)),
+        Record::Person(person(5, 1, 2)),
+    ];
+    let snapshot = Snapshot::build(Revision(1), records).unwrap();
+    assert_eq!(snapshot.person_role(PersonId(5)), Some(RoleId(2)));
+    assert_eq!(snapshot.person_role(PersonId(6)), None);
+    assert_eq!(snapshot.door_site(DoorId(4)), Some(SiteId(1)));
+    assert_eq!(snapshot.door_site(DoorId(5)), None);
+    assert_eq!(
+        snapshot.site_time_zone(SiteId(1)).and_then(|z| z.iana_name()),
+        Some("Europe/Madrid")
+    );
+    assert!(snapshot.site_time_zone(SiteId(2)).is_none());
+}
