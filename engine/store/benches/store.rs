@@ -86,12 +86,18 @@ impl BenchDb {
         {
             Ok(p) => p,
             Err(e) => {
-                println!("*** SKIPPED PostgreSQL figures: unreachable at {} ({e}) ***", pg_admin_url());
+                println!(
+                    "*** SKIPPED PostgreSQL figures: unreachable at {} ({e}) ***",
+                    pg_admin_url()
+                );
                 return None;
             }
         };
         let name = format!("keyway_bench_{}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         let base = pg_admin_url();
         let base = base.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(base);
         Some(BenchDb {
@@ -161,7 +167,10 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
             assert_eq!(d.effect, Effect::Deny, "a blocked person is denied at once");
         }
     }
-    report_latency(&format!("[{label}] write call incl. commit + apply (writing node)"), samples);
+    report_latency(
+        &format!("[{label}] write call incl. commit + apply (writing node)"),
+        samples,
+    );
 
     // Commit on node A to node B's snapshot (PostgreSQL only: SQLite has one node).
     if db.pg.is_some() {

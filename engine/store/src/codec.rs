@@ -453,11 +453,7 @@ pub(crate) fn schedule_dto(r: &ScheduleRecord) -> ScheduleDto {
     }
 }
 
-pub(crate) fn schedule(
-    periods: &[PeriodDto],
-    first: Option<&str>,
-    last: Option<&str>,
-) -> Result<Schedule, StoreError> {
+pub(crate) fn schedule(periods: &[PeriodDto], first: Option<&str>, last: Option<&str>) -> Result<Schedule, StoreError> {
     let periods = periods
         .iter()
         .map(|p| Period {
@@ -472,7 +468,11 @@ pub(crate) fn schedule(
             last: date(last)?,
         }),
         (None, None) => None,
-        _ => return Err(StoreError::invalid("a date range needs both its first and its last day")),
+        _ => {
+            return Err(StoreError::invalid(
+                "a date range needs both its first and its last day",
+            ));
+        }
     };
     Schedule::new(periods, range).map_err(StoreError::invalid)
 }

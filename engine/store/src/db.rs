@@ -35,7 +35,7 @@ pub(crate) enum Db {
         /// The pool.
         pool: PgPool,
         /// The options it was opened with, for the notification listener.
-        options: PgConnectOptions,
+        options: Box<PgConnectOptions>,
     },
 }
 
@@ -94,7 +94,10 @@ impl Db {
             // sqlx takes a PostgreSQL advisory lock around migrations, so nodes starting
             // together apply each migration once.
             migrate_with_retry(&POSTGRES_MIGRATIONS, || POSTGRES_MIGRATIONS.run(&pool)).await?;
-            Ok(Db::Postgres { pool, options })
+            Ok(Db::Postgres {
+                pool,
+                options: Box::new(options),
+            })
         } else {
             Err(StoreError::invalid(format!(
                 "unsupported database url `{url}`: expected `sqlite://PATH` or `postgres://...`"

@@ -276,13 +276,15 @@ impl EntriesLog {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Counters::default());
         let (done_tx, done) = watch::channel(false);
-        tokio::spawn(writer(db.clone(), rx, config.batch.max(1), counters.clone(), shutdown, done_tx));
-        EntriesLog {
-            db,
-            tx,
-            counters,
-            done,
-        }
+        tokio::spawn(writer(
+            db.clone(),
+            rx,
+            config.batch.max(1),
+            counters.clone(),
+            shutdown,
+            done_tx,
+        ));
+        EntriesLog { db, tx, counters, done }
     }
 
     /// Queue `entry`, waiting while the queue is full.

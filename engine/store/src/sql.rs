@@ -13,9 +13,9 @@ macro_rules! backend_ops {
         use crate::target::Target;
         use futures_util::TryStreamExt;
         use keyway_core::{
-            CalendarId, CalendarRecord, Change, CredentialId, CredentialRecord, DoorId, DoorMode, DoorRecord,
-            GroupId, GroupRecord, IqId, IqRecord, PersonId, PersonRecord, Record, RoleFlags, RoleId, ScheduleId,
-            ScheduleRecord, SiteId, SiteRecord,
+            CalendarId, CalendarRecord, Change, CredentialId, CredentialRecord, DoorId, DoorMode, DoorRecord, GroupId,
+            GroupRecord, IqId, IqRecord, PersonId, PersonRecord, Record, RoleFlags, RoleId, ScheduleId, ScheduleRecord,
+            SiteId, SiteRecord,
         };
         use sqlx::Row;
         use std::collections::HashMap;
@@ -59,13 +59,12 @@ macro_rules! backend_ops {
             limit: i64,
         ) -> Result<Vec<(u64, String)>, StoreError> {
             let after = i64::try_from(after).map_err(StoreError::internal)?;
-            let rows = sqlx::query(
-                "SELECT revision, change FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
+            let rows =
+                sqlx::query("SELECT revision, change FROM change_log WHERE revision > $1 ORDER BY revision LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
             rows.iter()
                 .map(|r| {
                     let rev: i64 = r.try_get(0)?;
@@ -133,10 +132,7 @@ macro_rules! backend_ops {
         }
 
         /// Audit rows, oldest first.
-        pub(crate) async fn audit(
-            conn: &mut Conn,
-            entity: Option<&str>,
-        ) -> Result<Vec<crate::AuditRow>, StoreError> {
+        pub(crate) async fn audit(conn: &mut Conn, entity: Option<&str>) -> Result<Vec<crate::AuditRow>, StoreError> {
             let rows = sqlx::query(
                 "SELECT id, revision, at, actor, action, entity, before, after FROM audit_log \
                  WHERE ($1 IS NULL OR entity = $1) ORDER BY id",
@@ -258,8 +254,14 @@ macro_rules! backend_ops {
                 kind: codec::kind_from_code(r.try_get(2)?)?,
                 secret: r.try_get(3)?,
                 owner: opt_id32(r.try_get(4)?, "person")?.map(PersonId),
-                valid_from: r.try_get::<Option<i64>, _>(5)?.map(codec::timestamp).transpose()?,
-                valid_until: r.try_get::<Option<i64>, _>(6)?.map(codec::timestamp).transpose()?,
+                valid_from: r
+                    .try_get::<Option<i64>, _>(5)?
+                    .map(codec::timestamp)
+                    .transpose()?,
+                valid_until: r
+                    .try_get::<Option<i64>, _>(6)?
+                    .map(codec::timestamp)
+                    .transpose()?,
                 offline_access: r.try_get(7)?,
                 revoked: r.try_get(8)?,
             }))
@@ -289,7 +291,11 @@ macro_rules! backend_ops {
         }
 
         async fn load_groups(conn: &mut Conn, only: Option<u32>, out: &mut Vec<Record>) -> Result<(), StoreError> {
-            let filter = if only.is_some() { " WHERE group_id = $1" } else { "" };
+            let filter = if only.is_some() {
+                " WHERE group_id = $1"
+            } else {
+                ""
+            };
             let mut groups: Vec<GroupRecord> = Vec::new();
             let mut index: HashMap<u32, usize> = HashMap::new();
             {
@@ -338,10 +344,9 @@ macro_rules! backend_ops {
         }
 
         async fn load_roles(conn: &mut Conn) -> Result<RoleFlags, StoreError> {
-            let roles: Vec<i64> =
-                sqlx::query_scalar("SELECT role FROM role_flags WHERE lockdown_exempt ORDER BY role")
-                    .fetch_all(&mut *conn)
-                    .await?;
+            let roles: Vec<i64> = sqlx::query_scalar("SELECT role FROM role_flags WHERE lockdown_exempt ORDER BY role")
+                .fetch_all(&mut *conn)
+                .await?;
             Ok(RoleFlags {
                 lockdown_exempt: roles
                     .into_iter()
@@ -445,11 +450,13 @@ macro_rules! backend_ops {
         }
 
         async fn put_iq(conn: &mut Conn, r: &IqRecord) -> Result<(), StoreError> {
-            sqlx::query("INSERT INTO iqs (id, site) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET site = excluded.site")
-                .bind(i64::from(r.id.0))
-                .bind(i64::from(r.site.0))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO iqs (id, site) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET site = excluded.site",
+            )
+            .bind(i64::from(r.id.0))
+            .bind(i64::from(r.site.0))
+            .execute(&mut *conn)
+            .await?;
             Ok(())
         }
 
@@ -584,16 +591,36 @@ macro_rules! backend_ops {
         pub(crate) async fn write_change(conn: &mut Conn, change: &Change) -> Result<(), StoreError> {
             let affected = match change {
                 Change::BlockPerson(p) => {
-                    exec(conn, "UPDATE people SET blocked = TRUE WHERE id = $1", &[i64::from(p.0)]).await?
+                    exec(
+                        conn,
+                        "UPDATE people SET blocked = TRUE WHERE id = $1",
+                        &[i64::from(p.0)],
+                    )
+                    .await?
                 }
                 Change::UnblockPerson(p) => {
-                    exec(conn, "UPDATE people SET blocked = FALSE WHERE id = $1", &[i64::from(p.0)]).await?
+                    exec(
+                        conn,
+                        "UPDATE people SET blocked = FALSE WHERE id = $1",
+                        &[i64::from(p.0)],
+                    )
+                    .await?
                 }
                 Change::RevokeCredential(c) => {
-                    exec(conn, "UPDATE credentials SET revoked = TRUE WHERE id = $1", &[i64::from(c.0)]).await?
+                    exec(
+                        conn,
+                        "UPDATE credentials SET revoked = TRUE WHERE id = $1",
+                        &[i64::from(c.0)],
+                    )
+                    .await?
                 }
                 Change::RestoreCredential(c) => {
-                    exec(conn, "UPDATE credentials SET revoked = FALSE WHERE id = $1", &[i64::from(c.0)]).await?
+                    exec(
+                        conn,
+                        "UPDATE credentials SET revoked = FALSE WHERE id = $1",
+                        &[i64::from(c.0)],
+                    )
+                    .await?
                 }
                 Change::PutCredential(r) => {
                     put_credential(conn, r).await?;
@@ -726,7 +753,13 @@ macro_rules! backend_ops {
                     }
                     let credentials: Vec<&CredentialRecord> = records
                         .iter()
-                        .filter_map(|r| if let Record::Credential(c) = r { Some(c) } else { None })
+                        .filter_map(|r| {
+                            if let Record::Credential(c) = r {
+                                Some(c)
+                            } else {
+                                None
+                            }
+                        })
                         .collect();
                     for chunk in credentials.chunks(2000) {
                         let mut qb = sqlx::QueryBuilder::<$db>::new(
@@ -816,22 +849,27 @@ macro_rules! backend_ops {
                     .push_bind(c.id)
                     .push("))");
             }
-            qb.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+            qb.push(" ORDER BY at DESC, id DESC LIMIT ")
+                .push_bind(i64::from(q.limit));
             let rows = qb.build().fetch_all(&mut *conn).await?;
-            rows.iter().map(|r| crate::entries::stored_entry(
-                r.try_get(0)?,
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-                r.try_get(4)?,
-                r.try_get(5)?,
-                r.try_get(6)?,
-                r.try_get(7)?,
-                r.try_get(8)?,
-                r.try_get(9)?,
-                r.try_get(10)?,
-                r.try_get(11)?,
-            )).collect()
+            rows.iter()
+                .map(|r| {
+                    crate::entries::stored_entry(
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                        r.try_get(6)?,
+                        r.try_get(7)?,
+                        r.try_get(8)?,
+                        r.try_get(9)?,
+                        r.try_get(10)?,
+                        r.try_get(11)?,
+                    )
+                })
+                .collect()
         }
 
         /// Delete entries past their site's retention at `now_micros`.
@@ -861,7 +899,9 @@ macro_rules! backend_ops {
 
         /// How many entries the log holds.
         pub(crate) async fn count_entries(conn: &mut Conn) -> Result<u64, StoreError> {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries").fetch_one(&mut *conn).await?;
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
+                .fetch_one(&mut *conn)
+                .await?;
             u64::try_from(n).map_err(StoreError::internal)
         }
     };

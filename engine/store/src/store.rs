@@ -369,7 +369,7 @@ impl Store {
         let mut handles = Vec::new();
         if let Db::Postgres { options, .. } = &self.inner.db {
             handles.push(tokio::spawn(listen(
-                options.clone(),
+                (**options).clone(),
                 wake.clone(),
                 self.inner.shutdown.subscribe(),
             )));
@@ -386,7 +386,10 @@ impl Store {
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 let result = follow_once(&inner).await;
-                let mut last = inner.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut last = inner
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match result {
                     Ok(()) => *last = None,
                     Err(e) => {

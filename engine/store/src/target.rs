@@ -1,8 +1,6 @@
 //! Which entity a change touches: the key of its audit row and of [`crate::Store::record`].
 
-use keyway_core::{
-    CalendarId, Change, CredentialId, DoorId, GroupId, IqId, PersonId, Record, ScheduleId, SiteId,
-};
+use keyway_core::{CalendarId, Change, CredentialId, DoorId, GroupId, IqId, PersonId, Record, ScheduleId, SiteId};
 use std::fmt;
 
 /// One entity of the model, by id.

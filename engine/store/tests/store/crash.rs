@@ -21,7 +21,15 @@ async fn child(url: String) -> ! {
     loop {
         let person = PersonId(100 + i);
         let rev = store
-            .write(ACTOR, Change::PutPerson(PersonRecord { id: person, site: ids.site, role: RoleId(1), blocked: false }))
+            .write(
+                ACTOR,
+                Change::PutPerson(PersonRecord {
+                    id: person,
+                    site: ids.site,
+                    role: RoleId(1),
+                    blocked: false,
+                }),
+            )
             .await
             .unwrap();
         store
@@ -53,7 +61,12 @@ async fn kill_9_loses_nothing_acknowledged() {
     }
     on_each_backend!(|db| {
         let mut proc = Command::new(std::env::current_exe().unwrap())
-            .args(["crash::kill_9_loses_nothing_acknowledged", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash::kill_9_loses_nothing_acknowledged",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &db.url)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -88,15 +101,25 @@ async fn kill_9_loses_nothing_acknowledged() {
         let store = db.open("restarted").await;
         let head = store.status().applied;
         let revs = store.revisions().await.unwrap();
-        assert_eq!(revs, (1..=head.0).map(Revision).collect::<Vec<_>>(), "contiguous change log");
+        assert_eq!(
+            revs,
+            (1..=head.0).map(Revision).collect::<Vec<_>>(),
+            "contiguous change log"
+        );
         let snapshot = store.snapshot().load_full();
         let count = store.entries().count().await.unwrap();
         for (rev, person, _) in &acks {
             assert!(Revision(*rev) <= head, "acknowledged revision r{rev} survived");
-            assert!(snapshot.has_person(PersonId(u32::try_from(*person).unwrap())), "person {person} survived");
+            assert!(
+                snapshot.has_person(PersonId(u32::try_from(*person).unwrap())),
+                "person {person} survived"
+            );
         }
         assert!(count >= acks.len() as u64, "acknowledged entries survived: {count}");
-        eprintln!("killed after {} acks; restarted at {head} with {count} entries", acks.len());
+        eprintln!(
+            "killed after {} acks; restarted at {head} with {count} entries",
+            acks.len()
+        );
         // The restarted node writes on from where the log stopped.
         let next = store.write(ACTOR, Change::BlockPerson(PersonId(100))).await.unwrap();
         assert_eq!(next, Revision(head.0 + 1));

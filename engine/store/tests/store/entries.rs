@@ -7,16 +7,26 @@ use keyway_core::*;
 use keyway_store::{Entry, EntryQuery, Method};
 use std::collections::BTreeSet;
 
+type Predicate = Box<dyn Fn(&Entry) -> bool>;
+
 fn entry(i: u32, now: Timestamp) -> Entry {
     Entry {
         site: SiteId(1 + i % 2),
         at: now - SignedDuration::from_mins(i64::from(i)),
         door: DoorId(10 + i % 5),
-        person: if i % 7 == 0 { None } else { Some(PersonId(100 + i % 10)) },
+        person: if i.is_multiple_of(7) {
+            None
+        } else {
+            Some(PersonId(100 + i % 10))
+        },
         credential: Some(CredentialId(i)),
-        method: if i % 3 == 0 { Method::Pin } else { Method::Tag },
-        allowed: i % 4 != 0,
-        reason: if i % 4 == 0 { "no access, \"blocked\"".into() } else { "granted".into() },
+        method: if i.is_multiple_of(3) { Method::Pin } else { Method::Tag },
+        allowed: !i.is_multiple_of(4),
+        reason: if i.is_multiple_of(4) {
+            "no access, \"blocked\"".into()
+        } else {
+            "granted".into()
+        },
         revision: Revision(u64::from(i)),
         iq: Some((IqId(1), u64::from(i))),
     }
@@ -29,7 +39,15 @@ async fn append_query_paginate_retain_export() {
         let ids = model(&store).await;
         assert_eq!(ids.site, SiteId(1));
         let second = store
-            .create(ACTOR, Record::Site(SiteRecord { id: SiteId(0), time_zone: jiff::tz::TimeZone::UTC, holiday_calendar: None, lockdown: false }))
+            .create(
+                ACTOR,
+                Record::Site(SiteRecord {
+                    id: SiteId(0),
+                    time_zone: jiff::tz::TimeZone::UTC,
+                    holiday_calendar: None,
+                    lockdown: false,
+                }),
+            )
             .await
             .unwrap();
         assert_eq!(second.id, Some(2));
@@ -45,15 +63,44 @@ async fn append_query_paginate_retain_export() {
         assert_eq!(store.entries().count().await.unwrap(), 1000);
 
         // Filters, table-driven: (query, predicate).
-        let site1 = EntryQuery { limit: 10_000, ..EntryQuery::site(SiteId(1)) };
-        let cases: Vec<(EntryQuery, Box<dyn Fn(&Entry) -> bool>)> = vec![
+        let site1 = EntryQuery {
+            limit: 10_000,
+            ..EntryQuery::site(SiteId(1))
+        };
+        let cases: Vec<(EntryQuery, Predicate)> = vec![
             (site1.clone(), Box::new(|e| e.site == SiteId(1))),
-            (EntryQuery { person: Some(PersonId(103)), ..site1.clone() }, Box::new(|e| e.site == SiteId(1) && e.person == Some(PersonId(103)))),
-            (EntryQuery { door: Some(DoorId(11)), ..site1.clone() }, Box::new(|e| e.site == SiteId(1) && e.door == DoorId(11))),
-            (EntryQuery { allowed: Some(false), ..site1.clone() }, Box::new(|e| e.site == SiteId(1) && !e.allowed)),
             (
-                EntryQuery { from: Some(now - SignedDuration::from_hours(2)), until: Some(now - SignedDuration::from_hours(1)), ..site1.clone() },
-                Box::new(move |e| e.site == SiteId(1) && e.at >= now - SignedDuration::from_hours(2) && e.at < now - SignedDuration::from_hours(1)),
+                EntryQuery {
+                    person: Some(PersonId(104)),
+                    ..site1.clone()
+                },
+                Box::new(|e| e.site == SiteId(1) && e.person == Some(PersonId(104))),
+            ),
+            (
+                EntryQuery {
+                    door: Some(DoorId(11)),
+                    ..site1.clone()
+                },
+                Box::new(|e| e.site == SiteId(1) && e.door == DoorId(11)),
+            ),
+            (
+                EntryQuery {
+                    allowed: Some(false),
+                    ..site1.clone()
+                },
+                Box::new(|e| e.site == SiteId(1) && !e.allowed),
+            ),
+            (
+                EntryQuery {
+                    from: Some(now - SignedDuration::from_hours(2)),
+                    until: Some(now - SignedDuration::from_hours(1)),
+                    ..site1.clone()
+                },
+                Box::new(move |e| {
+                    e.site == SiteId(1)
+                        && e.at >= now - SignedDuration::from_hours(2)
+                        && e.at < now - SignedDuration::from_hours(1)
+                }),
             ),
         ];
         for (query, want) in cases {
@@ -67,7 +114,10 @@ async fn append_query_paginate_retain_export() {
         }
 
         // Pagination: newest first, every entry once.
-        let mut query = EntryQuery { limit: 37, ..EntryQuery::site(SiteId(2)) };
+        let mut query = EntryQuery {
+            limit: 37,
+            ..EntryQuery::site(SiteId(2))
+        };
         let mut seen = Vec::new();
         loop {
             let page = store.entries().query(&query).await.unwrap();
@@ -84,7 +134,10 @@ async fn append_query_paginate_retain_export() {
         // CSV export streams every page, quoting what needs it.
         let csv: Vec<String> = store
             .entries()
-            .export_csv(EntryQuery { limit: 100, ..EntryQuery::site(SiteId(1)) })
+            .export_csv(EntryQuery {
+                limit: 100,
+                ..EntryQuery::site(SiteId(1))
+            })
             .try_collect()
             .await
             .unwrap();
@@ -97,12 +150,19 @@ async fn append_query_paginate_retain_export() {
         let later = now + SignedDuration::from_hours(24 + 5);
         store.entries().set_retention(SiteId(2), 1).await.unwrap();
         let purged = store.entries().purge(later).await.unwrap();
-        let expected = all.iter().filter(|e| e.site == SiteId(2) && e.at < later - SignedDuration::from_hours(24)).count();
+        let expected = all
+            .iter()
+            .filter(|e| e.site == SiteId(2) && e.at < later - SignedDuration::from_hours(24))
+            .count();
         assert_eq!(purged, expected as u64);
         assert!(purged > 0);
         let err = store.entries().set_retention(SiteId(99), 1).await.unwrap_err();
         assert_eq!(err.kind(), keyway_store::ErrorKind::NotFound);
-        let err = store.entries().query(&EntryQuery { limit: 0, ..site1 }).await.unwrap_err();
+        let err = store
+            .entries()
+            .query(&EntryQuery { limit: 0, ..site1 })
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), keyway_store::ErrorKind::Invalid);
         store.close().await;
     });

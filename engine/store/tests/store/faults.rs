@@ -7,7 +7,12 @@ use keyway_store::{ErrorKind, Store};
 use std::time::Duration;
 
 fn person(id: u32, site: SiteId) -> Change {
-    Change::PutPerson(PersonRecord { id: PersonId(id), site, role: RoleId(1), blocked: false })
+    Change::PutPerson(PersonRecord {
+        id: PersonId(id),
+        site,
+        role: RoleId(1),
+        blocked: false,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +40,12 @@ async fn read_only_sqlite_file_is_refused_clearly() {
     let path = db.dir.path().join("keyway.db");
     // Root ignores permission bits; the immutable attribute stops root too.
     let chattr = |flag: &str| {
-        std::process::Command::new("chattr").arg(flag).arg(&path).status().unwrap().success()
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success()
     };
     assert!(chattr("+i"), "chattr +i failed");
     let result = Store::open(db.config("a")).await;
@@ -48,7 +58,10 @@ async fn read_only_sqlite_file_is_refused_clearly() {
         Ok(store) => {
             // Opened read-only: writes must be refused clearly.
             let err = store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap_err();
-            assert!(matches!(err.kind(), ErrorKind::ReadOnly | ErrorKind::Unavailable), "{err}");
+            assert!(
+                matches!(err.kind(), ErrorKind::ReadOnly | ErrorKind::Unavailable),
+                "{err}"
+            );
             eprintln!("read-only write refused: {err}");
             store.close().await;
             true
@@ -74,7 +87,10 @@ async fn full_disk_refuses_then_recovers() {
         pool.close().await;
         n
     };
-    store.set_sqlite_page_limit(Some(u32::try_from(pages).unwrap() + 2)).await.unwrap();
+    store
+        .set_sqlite_page_limit(Some(u32::try_from(pages).unwrap() + 2))
+        .await
+        .unwrap();
     let mut acked = Vec::new();
     let mut full = None;
     for i in 0..5000u32 {
@@ -110,13 +126,19 @@ async fn full_disk_refuses_then_recovers() {
     store.set_sqlite_page_limit(None).await.unwrap();
     let next = store.write(ACTOR, person(9999, ids.site)).await.unwrap();
     assert_eq!(next, Revision(head.0 + 1));
-    tokio::time::timeout(Duration::from_secs(10), store.entries().flush()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), store.entries().flush())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(store.entries().count().await.unwrap(), 1);
     let snapshot = store.snapshot().load_full();
     for (_, p) in &acked {
         assert!(snapshot.has_person(*p));
     }
-    assert_eq!(store.revisions().await.unwrap(), (1..=next.0).map(Revision).collect::<Vec<_>>());
+    assert_eq!(
+        store.revisions().await.unwrap(),
+        (1..=next.0).map(Revision).collect::<Vec<_>>()
+    );
     store.close().await;
     let reopened = db.open("a").await;
     assert_eq!(reopened.status().applied, next);
@@ -125,7 +147,9 @@ async fn full_disk_refuses_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connection_drop_recovers() {
-    let Some(db) = TestDb::fresh(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
     let store = db.open("flaky").await;
     let ids = model(&store).await;
     let mut acked = Vec::new();
@@ -145,7 +169,10 @@ async fn postgres_connection_drop_recovers() {
             }
         }
     }
-    eprintln!("{} writes failed over while connections were cut: {errors:?}", errors.len());
+    eprintln!(
+        "{} writes failed over while connections were cut: {errors:?}",
+        errors.len()
+    );
     let revs = store.revisions().await.unwrap();
     assert_eq!(revs, (1..=acked.last().unwrap().0).map(Revision).collect::<Vec<_>>());
     let snapshot = store.snapshot().load_full();

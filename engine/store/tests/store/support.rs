@@ -60,7 +60,9 @@ async fn drop_stale(pool: &sqlx::PgPool) {
     for name in names {
         let pid = name.trim_start_matches("keyway_test_").split('_').next().unwrap_or("");
         if pid != std::process::id().to_string() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(pool).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(pool)
+                .await;
         }
     }
 }
@@ -96,7 +98,10 @@ impl TestDb {
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed)
                 );
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
                 pool.close().await;
                 Some(TestDb {
                     backend,
@@ -121,13 +126,12 @@ impl TestDb {
     /// End every connection of `node` (by `application_name`), as a network cut would.
     pub async fn terminate(&self, node: &str) -> u64 {
         let pool = admin().await.unwrap();
-        let n: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-        )
-        .bind(format!("keyway-{node}"))
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+        let n: Vec<bool> =
+            sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(format!("keyway-{node}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         pool.close().await;
         n.len() as u64
     }
@@ -210,7 +214,10 @@ pub async fn model(store: &Store) -> Ids {
             .unwrap(),
     );
     let id = |w: keyway_store::Written| w.id.unwrap();
-    let iq = IqId(id(store.create(ACTOR, Record::Iq(IqRecord { id: IqId(0), site })).await.unwrap()));
+    let iq = IqId(id(store
+        .create(ACTOR, Record::Iq(IqRecord { id: IqId(0), site }))
+        .await
+        .unwrap()));
     let schedule = ScheduleId(id(store
         .create(
             ACTOR,

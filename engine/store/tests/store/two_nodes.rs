@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_on_a_denies_on_b_within_a_second() {
-    let Some(db) = TestDb::fresh(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
     let a = db.open("node-a").await;
     let b = db.open("node-b").await;
     let ids = model(&a).await;
@@ -25,7 +27,10 @@ async fn block_on_a_denies_on_b_within_a_second() {
             assert_eq!((d.reason, d.revision), (Reason::PersonBlocked, rev));
             break;
         }
-        assert!(committed.elapsed() < Duration::from_secs(1), "node B still allows after 1 s");
+        assert!(
+            committed.elapsed() < Duration::from_secs(1),
+            "node B still allows after 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     eprintln!("block reached node B in {:?}", committed.elapsed());
@@ -37,7 +42,9 @@ async fn block_on_a_denies_on_b_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_node_catches_up_without_skipping() {
-    let Some(db) = TestDb::fresh(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
     let a = db.open("node-a").await;
     let b = db.open("node-b").await;
     let ids = model(&a).await;
@@ -49,11 +56,20 @@ async fn cut_off_node_catches_up_without_skipping() {
         if i % 5 == 0 {
             assert!(db.terminate("node-b").await > 0, "node B had connections to end");
         }
-        let person = PersonRecord { id: PersonId(500 + i), site: ids.site, role: RoleId(1), blocked: i % 2 == 0 };
+        let person = PersonRecord {
+            id: PersonId(500 + i),
+            site: ids.site,
+            role: RoleId(1),
+            blocked: i % 2 == 0,
+        };
         last = a.write(ACTOR, Change::PutPerson(person)).await.unwrap();
     }
     // B reconnects by itself and applies every revision in order.
-    assert!(b.wait_for(last, Duration::from_secs(10)).await, "node B caught up: {:?}", b.status());
+    assert!(
+        b.wait_for(last, Duration::from_secs(10)).await,
+        "node B caught up: {:?}",
+        b.status()
+    );
     let status = b.status();
     assert_eq!((status.applied, status.lag), (last, 0), "{status:?}");
     let key = |r: &Record| format!("{r:?}");
@@ -74,7 +90,9 @@ async fn cut_off_node_catches_up_without_skipping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_nodes_interleave_in_order() {
-    let Some(db) = TestDb::fresh(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
     let a = db.open("node-a").await;
     let b = db.open("node-b").await;
     let ids = model(&a).await;
@@ -88,7 +106,15 @@ async fn writers_on_two_nodes_interleave_in_order() {
                 for i in 0..10u32 {
                     let id = PersonId(2000 + (n as u32) * 1000 + w * 100 + i);
                     let rev = node
-                        .write(ACTOR, Change::PutPerson(PersonRecord { id, site, role: RoleId(1), blocked: false }))
+                        .write(
+                            ACTOR,
+                            Change::PutPerson(PersonRecord {
+                                id,
+                                site,
+                                role: RoleId(1),
+                                blocked: false,
+                            }),
+                        )
                         .await
                         .unwrap();
                     assert!(node.snapshot().load().has_person(id));
@@ -105,7 +131,11 @@ async fn writers_on_two_nodes_interleave_in_order() {
     all.sort();
     let head = *all.last().unwrap();
     assert_eq!(all.len(), 80);
-    assert_eq!(all, ((head.0 - 79)..=head.0).map(Revision).collect::<Vec<_>>(), "contiguous");
+    assert_eq!(
+        all,
+        ((head.0 - 79)..=head.0).map(Revision).collect::<Vec<_>>(),
+        "contiguous"
+    );
     assert!(a.wait_for(head, Duration::from_secs(5)).await);
     assert!(b.wait_for(head, Duration::from_secs(5)).await);
     let key = |r: &Record| format!("{r:?}");
