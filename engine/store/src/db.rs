@@ -73,7 +73,8 @@ impl Db {
                 .max_connections(1)
                 .acquire_timeout(acquire_timeout())
                 .connect_with(options.clone())
-                .await?;
+                .await
+                .map_err(|e| StoreError::from(e).about(&path.display().to_string()))?;
             migrate_with_retry(&SQLITE_MIGRATIONS, || SQLITE_MIGRATIONS.run(&write)).await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(2))

@@ -143,6 +143,29 @@ impl StoreError {
         }
     }
 
+    /// The same error, its message prefixed with what it concerns (e.g. a file).
+    pub(crate) fn about(self, what: &str) -> StoreError {
+        let prefix = |message: String| format!("`{what}`: {message}");
+        match self {
+            StoreError::Unavailable { message } => StoreError::Unavailable {
+                message: prefix(message),
+            },
+            StoreError::StorageFull { message } => StoreError::StorageFull {
+                message: prefix(message),
+            },
+            StoreError::ReadOnly { message } => StoreError::ReadOnly {
+                message: prefix(message),
+            },
+            StoreError::Corrupt { message } => StoreError::Corrupt {
+                message: prefix(message),
+            },
+            StoreError::Internal { message } => StoreError::Internal {
+                message: prefix(message),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(message: impl fmt::Display) -> StoreError {
         StoreError::Invalid {
             message: message.to_string(),

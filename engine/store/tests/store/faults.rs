@@ -39,10 +39,18 @@ async fn read_only_sqlite_file_is_refused_clearly() {
     store.close().await;
     let path = db.dir.path().join("keyway.db");
     // Root ignores permission bits; the immutable attribute stops root too.
+    // The directory and every file in it, so SQLite cannot write around the database
+    // through its WAL.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(db.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([db.dir.path().to_path_buf()])
+        .collect();
+    assert!(files.contains(&path));
     let chattr = |flag: &str| {
         std::process::Command::new("chattr")
             .arg(flag)
-            .arg(&path)
+            .args(&files)
             .status()
             .unwrap()
             .success()
