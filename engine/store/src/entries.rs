@@ -230,6 +230,8 @@ pub struct EntriesConfig {
     pub queue: usize,
     /// The most entries one batch (one transaction) inserts.
     pub batch: usize,
+    /// How often entries past their retention are deleted.
+    pub purge_interval: Duration,
 }
 
 impl Default for EntriesConfig {
@@ -237,6 +239,7 @@ impl Default for EntriesConfig {
         EntriesConfig {
             queue: 65_536,
             batch: 8_192,
+            purge_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -281,10 +284,12 @@ impl EntriesLog {
             rx,
             config.batch.max(1),
             counters.clone(),
-            shutdown,
+            shutdown.clone(),
             done_tx,
         ));
-        EntriesLog { db, tx, counters, done }
+        let log = EntriesLog { db, tx, counters, done };
+        tokio::spawn(purger(log.clone(), config.purge_interval, shutdown));
+        log
     }
 
     /// Queue `entry`, waiting while the queue is full.
@@ -411,22 +416,44 @@ impl EntriesLog {
         }
     }
 
-    /// Keep `site`'s entries for `days` days.
+    /// Keep `site`'s entries for `days` days; audited as `actor`'s change (a setting,
+    /// outside the decision model, so it takes no revision).
     ///
     /// # Errors
     /// [`StoreError::Invalid`] unless `days` is positive; [`StoreError::NotFound`] for an
     /// unknown site.
-    pub async fn set_retention(&self, site: SiteId, days: u32) -> Result<(), StoreError> {
+    pub async fn set_retention(&self, actor: &str, site: SiteId, days: u32) -> Result<(), StoreError> {
         if days == 0 {
             return Err(StoreError::invalid("retention must be at least one day"));
         }
+        macro_rules! set {
+            ($pool:expr, $ops:path) => {{
+                use $ops as ops;
+                let mut tx = $pool.begin().await?;
+                match ops::set_retention(&mut tx, site.0, i64::from(days)).await? {
+                    None => false,
+                    Some(before) => {
+                        let json = |d: i64| format!("{{\"entries_retention_days\":{d}}}");
+                        ops::insert_audit(
+                            &mut tx,
+                            None,
+                            crate::store::now_seconds(),
+                            actor,
+                            "set_entries_retention",
+                            &site.to_string(),
+                            Some(&json(before)),
+                            Some(&json(i64::from(days))),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        true
+                    }
+                }
+            }};
+        }
         let found = match &self.db {
-            Db::Sqlite { write, .. } => {
-                crate::sql::sqlite::set_retention(&mut *write.acquire().await?, site.0, i64::from(days)).await?
-            }
-            Db::Postgres { pool, .. } => {
-                crate::sql::postgres::set_retention(&mut *pool.acquire().await?, site.0, i64::from(days)).await?
-            }
+            Db::Sqlite { write, .. } => set!(write, crate::sql::sqlite),
+            Db::Postgres { pool, .. } => set!(pool, crate::sql::postgres),
         };
         if found {
             Ok(())
@@ -472,6 +499,20 @@ fn csv_line(out: &mut String, e: &StoredEntry) {
         opt(e.entry.iq.map(|(iq, _)| iq.0)),
         e.entry.iq.map(|(_, s)| s.to_string()).unwrap_or_default(),
     );
+}
+
+/// Delete entries past their retention every `interval`.
+async fn purger(log: EntriesLog, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match log.purge(Timestamp::now()).await {
+            Ok(n) => tracing::debug!(deleted = n, "entries past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "entries retention purge failed"),
+        }
+    }
 }
 
 async fn insert_batch(db: &Db, batch: &[Entry]) -> Result<(), StoreError> {

@@ -886,15 +886,20 @@ macro_rules! backend_ops {
             Ok(deleted)
         }
 
-        /// Set a site's retention; false if the site does not exist.
-        pub(crate) async fn set_retention(conn: &mut Conn, site: u32, days: i64) -> Result<bool, StoreError> {
-            let n = sqlx::query("UPDATE sites SET entries_retention_days = $1 WHERE id = $2")
-                .bind(days)
+        /// Set a site's retention; the previous one, or `None` if the site does not exist.
+        pub(crate) async fn set_retention(conn: &mut Conn, site: u32, days: i64) -> Result<Option<i64>, StoreError> {
+            let before: Option<i64> = sqlx::query_scalar("SELECT entries_retention_days FROM sites WHERE id = $1")
                 .bind(i64::from(site))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            Ok(n > 0)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if before.is_some() {
+                sqlx::query("UPDATE sites SET entries_retention_days = $1 WHERE id = $2")
+                    .bind(days)
+                    .bind(i64::from(site))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(before)
         }
 
         /// How many entries the log holds.

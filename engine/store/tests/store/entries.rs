@@ -148,7 +148,11 @@ async fn append_query_paginate_retain_export() {
 
         // Retention: site 1 keeps 90 days by default, site 2 is set to 1 day.
         let later = now + SignedDuration::from_hours(24 + 5);
-        store.entries().set_retention(SiteId(2), 1).await.unwrap();
+        store.entries().set_retention(ACTOR, SiteId(2), 1).await.unwrap();
+        let audit = store.audit(Some("site:2")).await.unwrap();
+        let last = audit.last().unwrap();
+        assert_eq!((last.action.as_str(), last.revision), ("set_entries_retention", None));
+        assert_eq!(last.after.as_deref(), Some("{\"entries_retention_days\":1}"));
         let purged = store.entries().purge(later).await.unwrap();
         let expected = all
             .iter()
@@ -156,7 +160,7 @@ async fn append_query_paginate_retain_export() {
             .count();
         assert_eq!(purged, expected as u64);
         assert!(purged > 0);
-        let err = store.entries().set_retention(SiteId(99), 1).await.unwrap_err();
+        let err = store.entries().set_retention(ACTOR, SiteId(99), 1).await.unwrap_err();
         assert_eq!(err.kind(), keyway_store::ErrorKind::NotFound);
         let err = store
             .entries()
@@ -172,7 +176,11 @@ async fn append_query_paginate_retain_export() {
 async fn full_queue_pushes_back_never_drops() {
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     let mut config = db.config("a");
-    config.entries = keyway_store::EntriesConfig { queue: 4, batch: 2 };
+    config.entries = keyway_store::EntriesConfig {
+        queue: 4,
+        batch: 2,
+        ..Default::default()
+    };
     let store = keyway_store::Store::open(config).await.unwrap();
     let now = Timestamp::from_second(1_800_000_000).unwrap();
     // try_append refuses when full rather than dropping; append waits.
