@@ -15,6 +15,7 @@
 //! See `ARCHITECTURE-store.md` beside this crate for the write path, the follower and
 //! their invariants.
 
+mod accounts;
 mod codec;
 mod db;
 mod entries;
@@ -23,6 +24,7 @@ mod sql;
 mod store;
 mod target;
 
+pub use accounts::Account;
 pub use codec::{Logged, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use entries::{

@@ -24,7 +24,8 @@ macro_rules! backend_ops {
         pub(crate) const PG: bool = $pg;
 
         pub(crate) type Conn = <$db as sqlx::Database>::Connection;
-        type DbRow = <$db as sqlx::Database>::Row;
+        pub(crate) type DbRowOf = <$db as sqlx::Database>::Row;
+        type DbRow = DbRowOf;
 
         fn id32(v: i64, what: &str) -> Result<u32, StoreError> {
             u32::try_from(v).map_err(|_| StoreError::internal(format!("{what} id `{v}` out of range")))
@@ -719,66 +720,114 @@ macro_rules! backend_ops {
             Ok(())
         }
 
-        /// Insert a whole model in bulk, table by table, with multi-row statements.
+        /// Insert a whole model in bulk, table by table, referenced tables first, with
+        /// multi-row statements for the big ones.
         pub(crate) async fn import(conn: &mut Conn, records: &[Record]) -> Result<(), StoreError> {
+            let mut iqs = Vec::new();
+            let mut doors = Vec::new();
+            let mut people = Vec::new();
+            let mut credentials = Vec::new();
+            let mut groups = Vec::new();
             let mut roles = None;
-            // Referenced tables first.
-            for pass in 0..6 {
-                for r in records {
-                    match (pass, r) {
-                        (0, Record::Calendar(c)) => put_calendar(conn, c).await?,
-                        (1, Record::Site(s)) => put_site(conn, s).await?,
-                        (2, Record::Iq(i)) => put_iq(conn, i).await?,
-                        (2, Record::Schedule(s)) => put_schedule(conn, s).await?,
-                        (3, Record::Door(d)) => put_door(conn, d).await?,
-                        (5, Record::Group(g)) => put_group(conn, g).await?,
-                        (5, Record::Roles(f)) => roles = Some(f),
-                        _ => {}
-                    }
+            for r in records {
+                match r {
+                    Record::Calendar(c) => put_calendar(conn, c).await?,
+                    Record::Iq(i) => iqs.push(i),
+                    Record::Door(d) => doors.push(d),
+                    Record::Person(p) => people.push(p),
+                    Record::Credential(c) => credentials.push(c),
+                    Record::Group(g) => groups.push(g),
+                    Record::Roles(f) => roles = Some(f),
+                    Record::Site(_) | Record::Schedule(_) => {}
                 }
-                if pass == 4 {
-                    let people: Vec<&PersonRecord> = records
-                        .iter()
-                        .filter_map(|r| if let Record::Person(p) = r { Some(p) } else { None })
-                        .collect();
-                    for chunk in people.chunks(4000) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO people (id, site, role, blocked) ");
-                        qb.push_values(chunk, |mut b, p| {
-                            b.push_bind(i64::from(p.id.0))
-                                .push_bind(i64::from(p.site.0))
-                                .push_bind(i64::from(p.role.0))
-                                .push_bind(p.blocked);
-                        });
-                        qb.build().execute(&mut *conn).await?;
-                    }
-                    let credentials: Vec<&CredentialRecord> = records
-                        .iter()
-                        .filter_map(|r| {
-                            if let Record::Credential(c) = r {
-                                Some(c)
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    for chunk in credentials.chunks(2000) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO credentials (id, site, kind, secret, owner, valid_from, valid_until, \
-                             offline_access, revoked) ",
-                        );
-                        qb.push_values(chunk, |mut b, c| {
-                            b.push_bind(i64::from(c.id.0))
-                                .push_bind(i64::from(c.site.0))
-                                .push_bind(i64::from(codec::kind_code(c.kind)))
-                                .push_bind(c.secret.clone())
-                                .push_bind(c.owner.map(|p| i64::from(p.0)))
-                                .push_bind(c.valid_from.map(jiff::Timestamp::as_second))
-                                .push_bind(c.valid_until.map(jiff::Timestamp::as_second))
-                                .push_bind(c.offline_access)
-                                .push_bind(c.revoked);
-                        });
-                        qb.build().execute(&mut *conn).await?;
-                    }
+            }
+            for r in records {
+                if let Record::Site(s) = r {
+                    put_site(conn, s).await?;
+                }
+            }
+            for r in records {
+                if let Record::Schedule(s) = r {
+                    put_schedule(conn, s).await?;
+                }
+            }
+            for chunk in iqs.chunks(8000) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO iqs (id, site) ");
+                qb.push_values(chunk, |mut b, i| {
+                    b.push_bind(i64::from(i.id.0)).push_bind(i64::from(i.site.0));
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            for chunk in doors.chunks(3000) {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new("INSERT INTO doors (id, site, iq, mode, mode_schedule, lockdown) ");
+                qb.push_values(chunk, |mut b, d| {
+                    let (mode, schedule) = mode_cols(d.mode);
+                    b.push_bind(i64::from(d.id.0))
+                        .push_bind(i64::from(d.site.0))
+                        .push_bind(d.iq.map(|i| i64::from(i.0)))
+                        .push_bind(mode)
+                        .push_bind(schedule)
+                        .push_bind(d.lockdown);
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            for chunk in people.chunks(4000) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO people (id, site, role, blocked) ");
+                qb.push_values(chunk, |mut b, p| {
+                    b.push_bind(i64::from(p.id.0))
+                        .push_bind(i64::from(p.site.0))
+                        .push_bind(i64::from(p.role.0))
+                        .push_bind(p.blocked);
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            for chunk in credentials.chunks(2000) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO credentials (id, site, kind, secret, owner, valid_from, valid_until, \
+                     offline_access, revoked) ",
+                );
+                qb.push_values(chunk, |mut b, c| {
+                    b.push_bind(i64::from(c.id.0))
+                        .push_bind(i64::from(c.site.0))
+                        .push_bind(i64::from(codec::kind_code(c.kind)))
+                        .push_bind(c.secret.clone())
+                        .push_bind(c.owner.map(|p| i64::from(p.0)))
+                        .push_bind(c.valid_from.map(jiff::Timestamp::as_second))
+                        .push_bind(c.valid_until.map(jiff::Timestamp::as_second))
+                        .push_bind(c.offline_access)
+                        .push_bind(c.revoked);
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            for chunk in groups.chunks(8000) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO access_groups (id, site, schedule) ");
+                qb.push_values(chunk, |mut b, g| {
+                    b.push_bind(i64::from(g.id.0))
+                        .push_bind(i64::from(g.site.0))
+                        .push_bind(g.schedule.map(|s| i64::from(s.0)));
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            let mut pairs: Vec<(i64, i64)> = Vec::new();
+            for (table, column, doors) in [("group_doors", "door", true), ("group_members", "person", false)] {
+                pairs.clear();
+                for g in &groups {
+                    let mut ids: Vec<u32> = if doors {
+                        g.doors.iter().map(|d| d.0).collect()
+                    } else {
+                        g.members.iter().map(|p| p.0).collect()
+                    };
+                    ids.sort_unstable();
+                    ids.dedup();
+                    pairs.extend(ids.into_iter().map(|id| (i64::from(g.id.0), i64::from(id))));
+                }
+                for chunk in pairs.chunks(8000) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(format!("INSERT INTO {table} (group_id, {column}) "));
+                    qb.push_values(chunk, |mut b, (g, id)| {
+                        b.push_bind(*g).push_bind(*id);
+                    });
+                    qb.build().execute(&mut *conn).await?;
                 }
             }
             if let Some(flags) = roles {

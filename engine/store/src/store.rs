@@ -124,6 +124,10 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     poll_interval: Duration,
+    /// Whether a compaction is running (at most one at a time).
+    compacting: Arc<std::sync::atomic::AtomicBool>,
+    /// Nanoseconds from the last local commit to its snapshot being published.
+    last_publish_nanos: AtomicU64,
 }
 
 /// One node's store: the database plus the node's published snapshot.
@@ -357,6 +361,8 @@ impl Store {
             shutdown,
             tasks: std::sync::Mutex::new(Vec::new()),
             poll_interval: config.poll_interval,
+            compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last_publish_nanos: AtomicU64::new(0),
         });
         let entries = EntriesLog::start(db, config.entries, inner.shutdown.subscribe());
         let store = Store { inner, entries };
@@ -454,18 +460,18 @@ impl Store {
     async fn commit(&self, actor: &str, op: WriteOp) -> Result<Written, StoreError> {
         let inner = &*self.inner;
         let _apply = inner.apply_lock.lock().await;
-        let (rev, id, change) = match &inner.db {
+        let ((rev, id, change), committed) = match &inner.db {
             Db::Sqlite { write, .. } => {
                 let mut tx = write.begin().await?;
                 let out = sqlite_node::write(inner, &mut tx, actor, op).await?;
                 tx.commit().await?;
-                out
+                (out, std::time::Instant::now())
             }
             Db::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
                 let out = pg_node::write(inner, &mut tx, actor, op).await?;
                 tx.commit().await?;
-                out
+                (out, std::time::Instant::now())
             }
         };
         match change {
@@ -476,6 +482,8 @@ impl Store {
                     reload(inner).await?;
                 }
                 inner.applied.send_replace(rev);
+                let nanos = u64::try_from(committed.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                inner.last_publish_nanos.store(nanos, Ordering::Release);
             }
             None => reload(inner).await?,
         }
@@ -488,14 +496,23 @@ impl Store {
     }
 
     fn maybe_compact(&self) {
-        if self.inner.cell.needs_compaction() {
+        if self.inner.cell.needs_compaction() && !self.inner.compacting.swap(true, Ordering::AcqRel) {
             let cell = self.inner.cell.clone();
+            let compacting = self.inner.compacting.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = cell.compact() {
                     tracing::warn!(error = %e, "snapshot compaction failed");
                 }
+                compacting.store(false, Ordering::Release);
             });
         }
+    }
+
+    /// How long the last local write took from its COMMIT returning to its snapshot being
+    /// published (the window in which a decision could still use the previous revision).
+    #[must_use]
+    pub fn last_publish_latency(&self) -> Duration {
+        Duration::from_nanos(self.inner.last_publish_nanos.load(Ordering::Acquire))
     }
 
     /// Catch up with the change log now, without waiting for the next poll.

@@ -36,48 +36,41 @@ async fn read_only_sqlite_file_is_refused_clearly() {
     let store = db.open("a").await;
     let ids = model(&store).await;
     let head = store.status().applied;
+    // A standalone copy in a directory no connection of this process has touched, so no
+    // SQLite shared memory is mapped when its files freeze.
+    let frozen = tempfile::tempdir().unwrap();
+    let path = frozen.path().join("keyway.db");
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query(&format!("VACUUM INTO '{}'", path.display()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
     store.close().await;
-    let path = db.dir.path().join("keyway.db");
-    // Root ignores permission bits; the immutable attribute stops root too.
-    // The directory and every file in it, so SQLite cannot write around the database
-    // through its WAL.
-    let files: Vec<std::path::PathBuf> = std::fs::read_dir(db.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .chain([db.dir.path().to_path_buf()])
-        .collect();
-    assert!(files.contains(&path));
+    // Root ignores permission bits; the immutable attribute stops root too. The file and
+    // its directory: SQLite can neither write the file nor create a WAL beside it.
     let chattr = |flag: &str| {
         std::process::Command::new("chattr")
             .arg(flag)
-            .args(&files)
+            .arg(&path)
+            .arg(frozen.path())
             .status()
             .unwrap()
             .success()
     };
     assert!(chattr("+i"), "chattr +i failed");
-    let result = Store::open(db.config("a")).await;
-    let failed = match &result {
-        Err(e) => {
-            assert!(matches!(e.kind(), ErrorKind::ReadOnly | ErrorKind::Unavailable), "{e}");
-            eprintln!("read-only open refused: {e}");
-            true
-        }
-        Ok(store) => {
-            // Opened read-only: writes must be refused clearly.
-            let err = store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap_err();
-            assert!(
-                matches!(err.kind(), ErrorKind::ReadOnly | ErrorKind::Unavailable),
-                "{err}"
-            );
-            eprintln!("read-only write refused: {err}");
-            store.close().await;
-            true
-        }
-    };
-    assert!(failed);
+    let url = format!("sqlite://{}", path.display());
+    let result = Store::open(keyway_store::StoreConfig::new(url.clone())).await;
     assert!(chattr("-i"));
-    let store = db.open("a").await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::ReadOnly | ErrorKind::Unavailable),
+        "{err}"
+    );
+    assert!(err.to_string().contains("keyway.db"), "names the file: {err}");
+    eprintln!("read-only open refused: {err}");
+    // Cause gone: the same process opens it, with everything acknowledged.
+    let store = Store::open(keyway_store::StoreConfig::new(url)).await.unwrap();
     assert_eq!(store.status().applied, head, "nothing acknowledged lost");
     store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
     store.close().await;

@@ -98,10 +98,13 @@ impl TestDb {
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed)
                 );
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+                // Concurrent CREATE DATABASE statements contend for the template; retry.
+                let mut attempt = 0;
+                while let Err(e) = sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await {
+                    attempt += 1;
+                    assert!(attempt < 50, "CREATE DATABASE {name}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 pool.close().await;
                 Some(TestDb {
                     backend,
