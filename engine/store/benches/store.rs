@@ -139,14 +139,19 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
     let started = Instant::now();
     let store = db.open("bench-a").await;
     let load = started.elapsed();
+    let timings = store.last_load();
     println!(
-        "[{label}] start-up load of {} credentials: {load:?}",
-        store.snapshot().load().credential_count()
+        "[{label}] start-up load of {} credentials: {load:?} (reading {} records {:?}, building {:?})",
+        store.snapshot().load().credential_count(),
+        timings.records,
+        timings.read,
+        timings.build
     );
 
     // One change, commit to the writing node's next decision.
     let (door, secret, person) = population_probe(population);
     let mut samples = Vec::new();
+    let mut publish = Vec::new();
     for i in 0..sizes.latency_writes {
         let change = if i % 2 == 0 {
             Change::BlockPerson(person)
@@ -162,6 +167,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
             "2026-11-25T09:00:00Z".parse().unwrap(),
         );
         samples.push(started.elapsed());
+        publish.push(store.last_publish_latency());
         assert_eq!(d.revision, rev);
         if i % 2 == 0 {
             assert_eq!(d.effect, Effect::Deny, "a blocked person is denied at once");

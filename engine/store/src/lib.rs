@@ -32,5 +32,5 @@ pub use entries::{
     StoredEntry,
 };
 pub use error::{ErrorKind, StoreError};
-pub use store::{AuditRow, NodeStatus, Store, StoreConfig, Written};
+pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;

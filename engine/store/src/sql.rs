@@ -321,8 +321,15 @@ macro_rules! backend_ops {
                     });
                 }
             }
+            // One row per group with its ids aggregated: millions of membership rows
+            // would otherwise dominate the start-up load.
             for (table, column) in [("group_doors", "door"), ("group_members", "person")] {
-                let sql = format!("SELECT group_id, {column} FROM {table}{filter} ORDER BY group_id, {column}");
+                let agg = if PG {
+                    format!("string_agg({column}::text, ',')")
+                } else {
+                    format!("group_concat({column}, ',')")
+                };
+                let sql = format!("SELECT group_id, {agg} FROM {table}{filter} GROUP BY group_id");
                 let mut q = sqlx::query(&sql);
                 if let Some(id) = only {
                     q = q.bind(i64::from(id));
@@ -330,12 +337,17 @@ macro_rules! backend_ops {
                 let mut rows = q.fetch(&mut *conn);
                 while let Some(r) = rows.try_next().await? {
                     let g = id32(r.try_get(0)?, "group")?;
-                    let v = id32(r.try_get(1)?, column)?;
+                    let list: String = r.try_get(1)?;
+                    let mut ids = list
+                        .split(',')
+                        .map(|v| v.parse::<u32>().map_err(StoreError::internal))
+                        .collect::<Result<Vec<u32>, _>>()?;
+                    ids.sort_unstable();
                     if let Some(group) = index.get(&g).and_then(|i| groups.get_mut(*i)) {
                         if column == "door" {
-                            group.doors.push(DoorId(v));
+                            group.doors = ids.into_iter().map(DoorId).collect();
                         } else {
-                            group.members.push(PersonId(v));
+                            group.members = ids.into_iter().map(PersonId).collect();
                         }
                     }
                 }

@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     compacting: Arc<std::sync::atomic::AtomicBool>,
     /// Nanoseconds from the last local commit to its snapshot being published.
     last_publish_nanos: AtomicU64,
+    /// The last full load.
+    last_load: std::sync::Mutex<LoadTimings>,
 }
 
 /// One node's store: the database plus the node's published snapshot.
@@ -313,22 +315,47 @@ mod pg_node {
 }
 
 /// Read every record and build a snapshot.
-async fn load_snapshot(db: &Db) -> Result<Snapshot, StoreError> {
+async fn load_snapshot(db: &Db) -> Result<(Snapshot, LoadTimings), StoreError> {
+    let started = std::time::Instant::now();
     let (head, records) = match db {
         Db::Sqlite { read, .. } => sqlite_node::load(&mut *read.acquire().await?).await?,
         Db::Postgres { pool, .. } => pg_node::load(&mut *pool.acquire().await?).await?,
     };
-    tokio::task::spawn_blocking(move || Snapshot::build(Revision(head), records))
+    let read = started.elapsed();
+    let count = records.len();
+    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(Revision(head), records))
         .await
         .map_err(StoreError::internal)?
-        .map_err(|e| StoreError::internal(format!("the stored model does not build: {e}")))
+        .map_err(|e| StoreError::internal(format!("the stored model does not build: {e}")))?;
+    let timings = LoadTimings {
+        records: count,
+        read,
+        build: started.elapsed().saturating_sub(read),
+    };
+    tracing::info!(records = count, read = ?timings.read, build = ?timings.build, "snapshot loaded");
+    Ok((snapshot, timings))
+}
+
+/// How long the last full load of the snapshot took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadTimings {
+    /// Records read.
+    pub records: usize,
+    /// Reading them from the database.
+    pub read: Duration,
+    /// Building the snapshot from them.
+    pub build: Duration,
 }
 
 /// Rebuild the node's snapshot from the tables. Caller holds the apply lock.
 async fn reload(inner: &Inner) -> Result<(), StoreError> {
-    let snapshot = load_snapshot(&inner.db).await?;
+    let (snapshot, timings) = load_snapshot(&inner.db).await?;
     let rev = snapshot.revision().0;
     inner.cell.replace(snapshot)?;
+    *inner
+        .last_load
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = timings;
     inner.applied.send_replace(rev);
     inner.head.fetch_max(rev, Ordering::AcqRel);
     Ok(())
@@ -342,7 +369,7 @@ impl Store {
     /// If the database cannot be opened or migrated, or what it holds does not build.
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let db = Db::open(&config.url, &config.node, config.max_connections).await?;
-        let snapshot = match load_snapshot(&db).await {
+        let (snapshot, timings) = match load_snapshot(&db).await {
             Ok(s) => s,
             Err(e) => {
                 db.close().await;
@@ -363,6 +390,7 @@ impl Store {
             poll_interval: config.poll_interval,
             compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             last_publish_nanos: AtomicU64::new(0),
+            last_load: std::sync::Mutex::new(timings),
         });
         let entries = EntriesLog::start(db, config.entries, inner.shutdown.subscribe());
         let store = Store { inner, entries };
@@ -506,6 +534,16 @@ impl Store {
                 compacting.store(false, Ordering::Release);
             });
         }
+    }
+
+    /// How long the last full load of the snapshot (at start, or after an import) took.
+    #[must_use]
+    pub fn last_load(&self) -> LoadTimings {
+        *self
+            .inner
+            .last_load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long the last local write took from its COMMIT returning to its snapshot being
