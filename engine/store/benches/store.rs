@@ -177,6 +177,10 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
         &format!("[{label}] write call incl. commit + apply (writing node)"),
         samples,
     );
+    report_latency(
+        &format!("[{label}] commit to the snapshot's next decision (writing node)"),
+        publish,
+    );
 
     // Commit on node A to node B's snapshot (PostgreSQL only: SQLite has one node).
     if db.pg.is_some() {

@@ -383,6 +383,25 @@ macro_rules! backend_ops {
             Ok(out)
         }
 
+        /// One part of the model, for loading the parts in parallel.
+        pub(crate) async fn load_part(conn: &mut Conn, part: crate::store::Part) -> Result<Vec<Record>, StoreError> {
+            let mut out = Vec::new();
+            match part {
+                crate::store::Part::Structure => {
+                    load_table(conn, CALENDAR_COLS, calendar_from, &mut out).await?;
+                    load_table(conn, SITE_COLS, site_from, &mut out).await?;
+                    load_table(conn, IQ_COLS, iq_from, &mut out).await?;
+                    load_table(conn, SCHEDULE_COLS, schedule_from, &mut out).await?;
+                    load_table(conn, DOOR_COLS, door_from, &mut out).await?;
+                    load_groups(conn, None, &mut out).await?;
+                    out.push(Record::Roles(load_roles(conn).await?));
+                }
+                crate::store::Part::People => load_table(conn, PERSON_COLS, person_from, &mut out).await?,
+                crate::store::Part::Credentials => load_table(conn, CREDENTIAL_COLS, credential_from, &mut out).await?,
+            }
+            Ok(out)
+        }
+
         async fn load_one(
             conn: &mut Conn,
             select: &str,

@@ -289,6 +289,21 @@ macro_rules! node_ops {
             Ok((rev, id, Some(change)))
         }
 
+        /// One part of the model and the revision it is at, in one read transaction.
+        pub(crate) async fn load_part(conn: &mut ops::Conn, part: Part) -> Result<(u64, Vec<Record>), StoreError> {
+            use sqlx::Connection;
+            let mut tx = conn.begin().await?;
+            if ops::PG {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let head = ops::head(&mut tx).await?;
+            let records = ops::load_part(&mut tx, part).await?;
+            tx.commit().await?;
+            Ok((head, records))
+        }
+
         /// Every record and the revision they are at, read consistently.
         pub(crate) async fn load(conn: &mut ops::Conn) -> Result<(u64, Vec<Record>), StoreError> {
             use sqlx::Connection;
@@ -314,12 +329,45 @@ mod pg_node {
     node_ops!(crate::sql::postgres);
 }
 
+/// The parts of the model read in parallel at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Calendars, sites, IQs, schedules, doors, groups, roles.
+    Structure,
+    /// People.
+    People,
+    /// Credentials.
+    Credentials,
+}
+
+/// Read the three parts of the model on three connections at once. Each part is read in
+/// its own transaction, with the revision counter; every model write bumps the counter,
+/// so equal counters mean the parts are of one revision. Otherwise (a write landed
+/// between the starts), read everything again in one transaction.
+macro_rules! load_parallel {
+    ($pool:expr, $node:ident) => {{
+        let part = |part| async move {
+            let mut conn = $pool.acquire().await?;
+            $node::load_part(&mut conn, part).await
+        };
+        let (a, b, c) = tokio::join!(part(Part::Structure), part(Part::People), part(Part::Credentials));
+        let ((ha, mut records), (hb, people), (hc, credentials)) = (a?, b?, c?);
+        if ha == hb && hb == hc {
+            records.extend(people);
+            records.extend(credentials);
+            (ha, records)
+        } else {
+            $node::load(&mut *$pool.acquire().await?).await?
+        }
+    }};
+}
+
 /// Read every record and build a snapshot.
 async fn load_snapshot(db: &Db) -> Result<(Snapshot, LoadTimings), StoreError> {
     let started = std::time::Instant::now();
     let (head, records) = match db {
-        Db::Sqlite { read, .. } => sqlite_node::load(&mut *read.acquire().await?).await?,
-        Db::Postgres { pool, .. } => pg_node::load(&mut *pool.acquire().await?).await?,
+        Db::Sqlite { read, .. } => load_parallel!(read, sqlite_node),
+        Db::Postgres { pool, .. } => load_parallel!(pool, pg_node),
     };
     let read = started.elapsed();
     let count = records.len();
