@@ -107,6 +107,28 @@ impl BenchDb {
         })
     }
 
+    /// Another fresh database on the same backend as `db`.
+    async fn fresh_like(db: &BenchDb) -> BenchDb {
+        match &db.pg {
+            None => BenchDb::sqlite().await,
+            Some((_, name)) => {
+                let other = format!("{name}_entries");
+                // Its own admin pool: dropping this database closes it.
+                let admin = sqlx::PgPool::connect(&pg_admin_url()).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {other}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                let base = db.url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+                BenchDb {
+                    url: format!("{base}/{other}"),
+                    pg: Some((admin, other)),
+                    _dir: tempfile::tempdir().unwrap(),
+                }
+            }
+        }
+    }
+
     async fn open(&self, node: &str) -> Store {
         let mut config = StoreConfig::new(self.url.clone()).node(node);
         config.poll_interval = Duration::from_millis(500);
@@ -242,10 +264,33 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
         );
     }
 
-    // Entries append rate.
+    // Entries append rate on this node, with its 1M-credential model (and any snapshot
+    // compaction the admin writes above started) sharing the CPU.
+    append_entries(
+        &format!("[{label}] entries append (node with the model loaded)"),
+        &store,
+        sizes.entries,
+    )
+    .await;
+    store.close().await;
+
+    // The entries log alone: a fresh database and store.
+    let alone = BenchDb::fresh_like(db).await;
+    let store = alone.open("bench-entries").await;
+    append_entries(
+        &format!("[{label}] entries append (entries log alone)"),
+        &store,
+        sizes.entries,
+    )
+    .await;
+    store.close().await;
+    alone.drop_db().await;
+}
+
+async fn append_entries(name: &str, store: &Store, count: u32) {
     let started = Instant::now();
     let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-    for i in 0..sizes.entries {
+    for i in 0..count {
         store
             .entries()
             .append(Entry {
@@ -265,12 +310,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
     }
     store.entries().flush().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "[{label}] entries append: {:.0}/s ({} in {secs:.2} s)",
-        f64::from(sizes.entries) / secs,
-        sizes.entries
-    );
-    store.close().await;
+    println!("{name}: {:.0}/s ({count} in {secs:.2} s)", f64::from(count) / secs);
 }
 
 /// A door, a tag secret and its owner from the population, for latency probes.
