@@ -329,7 +329,10 @@ fn population_probe(population: &Population) -> (DoorId, Vec<u8>, PersonId) {
 
 fn main() {
     let quick = std::env::var_os("KEYWAY_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--quick");
-    let sizes = sizes(quick);
+    let mut sizes = sizes(quick);
+    if let Some(n) = std::env::var("KEYWAY_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()) {
+        sizes.entries = n;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

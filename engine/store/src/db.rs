@@ -72,7 +72,9 @@ impl Db {
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(acquire_timeout())
-                .connect_with(options.clone())
+                // A larger page cache for the writer keeps the entries indexes' hot pages
+                // in memory as the log grows (64 MiB; SQLite's default is 2 MiB).
+                .connect_with(options.clone().pragma("cache_size", "-65536"))
                 .await
                 .map_err(|e| StoreError::from(e).about(&path.display().to_string()))?;
             migrate_with_retry(&SQLITE_MIGRATIONS, || SQLITE_MIGRATIONS.run(&write)).await?;
