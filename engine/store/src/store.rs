@@ -329,8 +329,9 @@ mod pg_node {
     node_ops!(crate::sql::postgres);
 }
 
-/// Whether SQLite reads the model's parts in parallel too. Measured with 1M credentials:
-/// three concurrent readers of one SQLite file took 20 s to read what one reads in 6 s.
+/// Whether SQLite reads the model's parts in parallel too. Not shown to help: with 1M
+/// credentials on a shared 2-core machine, one parallel run read in 20 s, single-reader
+/// runs in 6 to 19 s; so SQLite keeps the simpler single read transaction.
 const SQLITE_PARALLEL_LOAD: bool = false;
 
 /// The parts of the model read in parallel at start-up (PostgreSQL).
