@@ -1,0 +1,436 @@
+//! Accounts of the admin API: an email and an argon2id password hash, and the sessions
+//! signed in with them.
+//!
+//! Passwords are hashed with argon2id (the crate's defaults: 19 MiB, 2 passes) and a fresh
+//! salt each; only the PHC string is stored. Session tokens are made and hashed by the API;
+//! the store keeps the hash. Every change is audited (no revision: accounts are outside the
+//! decision model).
+
+use crate::db::Db;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use sqlx::Row;
+
+/// An account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Its id.
+    pub id: i64,
+    /// The email it signs in with, lowercased.
+    pub email: String,
+    /// The name shown.
+    pub display_name: String,
+    /// Whether it may sign in.
+    pub disabled: bool,
+    /// When it was made, in seconds since the epoch.
+    pub created_at: i64,
+}
+
+fn hasher() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+}
+
+/// The argon2id PHC string of `password`.
+fn hash(password: &str) -> Result<String, StoreError> {
+    let salt = SaltString::generate(&mut OsRng);
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(StoreError::internal)
+}
+
+fn verify(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn normalise_email(email: &str) -> Result<String, StoreError> {
+    let email = email.trim().to_lowercase();
+    match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace) => {
+            Ok(email)
+        }
+        _ => Err(StoreError::invalid(format!("`{email}` is not an email address"))),
+    }
+}
+
+fn account_json(a: &Account) -> String {
+    serde_json::json!({ "id": a.id, "email": a.email, "display_name": a.display_name, "disabled": a.disabled })
+        .to_string()
+}
+
+macro_rules! account_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        fn account_from(r: &ops::DbRowOf) -> Result<(Account, String), StoreError> {
+            Ok((
+                Account {
+                    id: r.try_get(0)?,
+                    email: r.try_get(1)?,
+                    display_name: r.try_get(2)?,
+                    disabled: r.try_get(3)?,
+                    created_at: r.try_get(5)?,
+                },
+                r.try_get(4)?,
+            ))
+        }
+
+        const COLS: &str = "SELECT id, email, display_name, disabled, password_hash, created_at FROM accounts";
+
+        pub(super) async fn by_id(conn: &mut ops::Conn, id: i64) -> Result<Option<(Account, String)>, StoreError> {
+            let sql = format!("{COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(account_from).transpose()
+        }
+
+        pub(super) async fn by_email(
+            conn: &mut ops::Conn,
+            email: &str,
+        ) -> Result<Option<(Account, String)>, StoreError> {
+            let sql = format!("{COLS} WHERE email = $1");
+            let row = sqlx::query(&sql).bind(email).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(account_from).transpose()
+        }
+
+        pub(super) async fn insert(
+            conn: &mut ops::Conn,
+            actor: &str,
+            email: &str,
+            display_name: &str,
+            phc: &str,
+        ) -> Result<Account, StoreError> {
+            let now = now_seconds();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO accounts (email, password_hash, display_name, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING id",
+            )
+            .bind(email)
+            .bind(phc)
+            .bind(display_name)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: format!("account `{email}`"),
+                    detail: "the email is taken".to_owned(),
+                },
+                other => other,
+            })?;
+            let account = Account {
+                id,
+                email: email.to_owned(),
+                display_name: display_name.to_owned(),
+                disabled: false,
+                created_at: now,
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "create_account",
+                &format!("account:{id}"),
+                None,
+                Some(&account_json(&account)),
+            )
+            .await?;
+            Ok(account)
+        }
+
+        pub(super) async fn update(
+            conn: &mut ops::Conn,
+            actor: &str,
+            before: &Account,
+            after: &Account,
+            phc: Option<&str>,
+            action: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE accounts SET display_name = $1, disabled = $2, \
+                 password_hash = COALESCE($3, password_hash) WHERE id = $4",
+            )
+            .bind(&after.display_name)
+            .bind(after.disabled)
+            .bind(phc)
+            .bind(after.id)
+            .execute(&mut *conn)
+            .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                action,
+                &format!("account:{}", after.id),
+                Some(&account_json(before)),
+                Some(&account_json(after)),
+            )
+            .await
+        }
+
+        pub(super) async fn delete(conn: &mut ops::Conn, actor: &str, before: &Account) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM accounts WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_account",
+                &format!("account:{}", before.id),
+                Some(&account_json(before)),
+                None,
+            )
+            .await
+        }
+
+        pub(super) async fn put_session(
+            conn: &mut ops::Conn,
+            token_hash: &str,
+            account: i64,
+            expires_at: i64,
+        ) -> Result<(), StoreError> {
+            let now = now_seconds();
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, account, created_at, expires_at, last_seen_at) \
+                 VALUES ($1, $2, $3, $4, $3)",
+            )
+            .bind(token_hash)
+            .bind(account)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn session(
+            conn: &mut ops::Conn,
+            token_hash: &str,
+            now: i64,
+        ) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT s.account FROM sessions s JOIN accounts a ON a.id = s.account \
+                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?)
+        }
+
+        pub(super) async fn end_session(conn: &mut ops::Conn, token_hash: &str) -> Result<bool, StoreError> {
+            Ok(sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                > 0)
+        }
+    };
+}
+
+mod sqlite_accounts {
+    account_ops!(crate::sql::sqlite);
+}
+
+mod pg_accounts {
+    account_ops!(crate::sql::postgres);
+}
+
+/// Run `$body` with `$conn` a connection (`read`) or a transaction (`write`) of the
+/// store's backend and `$m` that backend's account functions; writes commit at the end.
+macro_rules! on_backend {
+    ($store:expr, write, |$conn:ident, $m:ident| $body:expr) => {
+        match &$store.inner.db {
+            Db::Sqlite { write, .. } => {
+                use sqlite_accounts as $m;
+                let mut tx = write.begin().await?;
+                let $conn = &mut *tx;
+                let out = $body;
+                tx.commit().await?;
+                out
+            }
+            Db::Postgres { pool, .. } => {
+                use pg_accounts as $m;
+                let mut tx = pool.begin().await?;
+                let $conn = &mut *tx;
+                let out = $body;
+                tx.commit().await?;
+                out
+            }
+        }
+    };
+    ($store:expr, read, |$conn:ident, $m:ident| $body:expr) => {
+        match &$store.inner.db {
+            Db::Sqlite { read, .. } => {
+                use sqlite_accounts as $m;
+                let mut c = read.acquire().await?;
+                let $conn = &mut *c;
+                $body
+            }
+            Db::Postgres { pool, .. } => {
+                use pg_accounts as $m;
+                let mut c = pool.acquire().await?;
+                let $conn = &mut *c;
+                $body
+            }
+        }
+    };
+}
+
+fn not_found(id: i64) -> StoreError {
+    StoreError::NotFound {
+        entity: format!("account:{id}"),
+    }
+}
+
+impl Store {
+    /// Create an account; the password is stored as an argon2id hash.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed email or a password under 8 characters;
+    /// [`StoreError::Duplicate`] if the email is taken.
+    pub async fn create_account(
+        &self,
+        actor: &str,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<Account, StoreError> {
+        let email = normalise_email(email)?;
+        if password.chars().count() < 8 {
+            return Err(StoreError::invalid("a password needs at least 8 characters"));
+        }
+        let password = password.to_owned();
+        let phc = tokio::task::spawn_blocking(move || hash(&password))
+            .await
+            .map_err(StoreError::internal)??;
+        Ok(on_backend!(self, write, |conn, m| m::insert(
+            conn,
+            actor,
+            &email,
+            display_name,
+            &phc
+        )
+        .await?))
+    }
+
+    /// The account `id`.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
+        Ok(on_backend!(self, read, |conn, m| m::by_id(conn, id).await?).map(|(a, _)| a))
+    }
+
+    /// The enabled account whose email and password match, or `None` (the same answer for
+    /// an unknown email, a wrong password and a disabled account).
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn verify_password(&self, email: &str, password: &str) -> Result<Option<Account>, StoreError> {
+        let Ok(email) = normalise_email(email) else {
+            return Ok(None);
+        };
+        let found = on_backend!(self, read, |conn, m| m::by_email(conn, &email).await?);
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || match found {
+            Some((account, phc)) if verify(&password, &phc) && !account.disabled => Some(account),
+            Some(_) => None,
+            None => {
+                // Spend the same time as a real check, so timing does not reveal the email.
+                let _ = hash(&password);
+                None
+            }
+        })
+        .await
+        .map_err(StoreError::internal)?;
+        Ok(ok)
+    }
+
+    /// Change an account's password.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown account; [`StoreError::Invalid`] for a short
+    /// password.
+    pub async fn set_password(&self, actor: &str, id: i64, password: &str) -> Result<(), StoreError> {
+        if password.chars().count() < 8 {
+            return Err(StoreError::invalid("a password needs at least 8 characters"));
+        }
+        let password = password.to_owned();
+        let phc = tokio::task::spawn_blocking(move || hash(&password))
+            .await
+            .map_err(StoreError::internal)??;
+        on_backend!(self, write, |conn, m| {
+            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
+            m::update(conn, actor, &before, &before, Some(&phc), "set_password").await?
+        });
+        Ok(())
+    }
+
+    /// Enable or disable an account; a disabled account's sessions stop working.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown account.
+    pub async fn set_account_disabled(&self, actor: &str, id: i64, disabled: bool) -> Result<(), StoreError> {
+        on_backend!(self, write, |conn, m| {
+            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
+            let after = Account {
+                disabled,
+                ..before.clone()
+            };
+            m::update(conn, actor, &before, &after, None, "set_account_disabled").await?
+        });
+        Ok(())
+    }
+
+    /// Delete an account, its sessions and its tokens.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown account.
+    pub async fn delete_account(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, write, |conn, m| {
+            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
+            m::delete(conn, actor, &before).await?
+        });
+        Ok(())
+    }
+
+    /// Record a session for `account`, by the hash of its token, valid until `expires_at`
+    /// (seconds since the epoch).
+    ///
+    /// # Errors
+    /// [`StoreError::ForeignKey`] for an unknown account; [`StoreError::Duplicate`] for a
+    /// token hash already in use.
+    pub async fn create_session(&self, account: i64, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        on_backend!(self, write, |conn, m| m::put_session(
+            conn, token_hash, account, expires_at
+        )
+        .await?);
+        Ok(())
+    }
+
+    /// The account of a live session at `now`, if any.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn session_account(&self, token_hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(on_backend!(self, read, |conn, m| m::session(conn, token_hash, now).await?))
+    }
+
+    /// End a session; whether there was one.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn end_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(on_backend!(self, write, |conn, m| m::end_session(conn, token_hash).await?))
+    }
+}

@@ -1,0 +1,603 @@
+//! The entries log: every decision at a door, appended in volume and queried by site.
+//!
+//! Appends go through a bounded queue (Tokio `mpsc`) to one writer task that inserts
+//! them in batches, one transaction per batch. A full queue makes [`EntriesLog::append`]
+//! wait (backpressure) and [`EntriesLog::try_append`] fail with [`StoreError::Busy`];
+//! nothing is dropped silently. A batch that fails to insert is retried, with backoff,
+//! until it succeeds; [`EntriesLog::append_durable`] and [`EntriesLog::flush`] return
+//! only once their entries are committed. Entries from an IQ carry its sequence number;
+//! an (IQ, sequence) pair is stored once however often it is uploaded.
+//!
+//! Queries are by site plus optional person, door, time range and result, newest first,
+//! with a keyset cursor. Retention deletes entries older than their site's setting
+//! (default 90 days). CSV export is a stream of pages.
+
+use crate::db::Db;
+use crate::error::StoreError;
+use futures_util::Stream;
+use jiff::Timestamp;
+use keyway_core::{CredentialId, DoorId, IqId, PersonId, Revision, SiteId};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Rows per INSERT statement (11 columns; well under SQLite's 32766 variables).
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+/// Retention when a site sets none.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+
+/// How an entry was attempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// An RFID tag.
+    Tag,
+    /// A digital key.
+    DigitalKey,
+    /// A PIN.
+    Pin,
+    /// A remote open.
+    Remote,
+    /// The inside handle.
+    InsideHandle,
+}
+
+impl Method {
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Method::Tag => 1,
+            Method::DigitalKey => 2,
+            Method::Pin => 3,
+            Method::Remote => 4,
+            Method::InsideHandle => 5,
+        }
+    }
+
+    fn from_code(code: i64) -> Result<Method, StoreError> {
+        Ok(match code {
+            1 => Method::Tag,
+            2 => Method::DigitalKey,
+            3 => Method::Pin,
+            4 => Method::Remote,
+            5 => Method::InsideHandle,
+            other => return Err(StoreError::internal(format!("unknown entry method `{other}`"))),
+        })
+    }
+
+    /// Its name in exports.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Tag => "tag",
+            Method::DigitalKey => "digital_key",
+            Method::Pin => "pin",
+            Method::Remote => "remote",
+            Method::InsideHandle => "inside_handle",
+        }
+    }
+}
+
+/// One entry to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The site.
+    pub site: SiteId,
+    /// When (microsecond precision is kept).
+    pub at: Timestamp,
+    /// The door.
+    pub door: DoorId,
+    /// Who, if known.
+    pub person: Option<PersonId>,
+    /// Which credential, if any.
+    pub credential: Option<CredentialId>,
+    /// How.
+    pub method: Method,
+    /// Opened or refused.
+    pub allowed: bool,
+    /// The decision's reason.
+    pub reason: String,
+    /// The revision the decision was taken on.
+    pub revision: Revision,
+    /// The IQ that reported it and its sequence number there, for idempotent uploads.
+    pub iq: Option<(IqId, u64)>,
+}
+
+/// An entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Its id in the log.
+    pub id: i64,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// Where a page ended; pass it back for the next page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) at: i64,
+    pub(crate) id: i64,
+}
+
+impl Cursor {
+    /// The cursor as an opaque token for an API.
+    #[must_use]
+    pub fn token(self) -> String {
+        format!("{}.{}", self.at, self.id)
+    }
+
+    /// A cursor from its token.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if `token` is not one.
+    pub fn parse(token: &str) -> Result<Cursor, StoreError> {
+        let bad = || StoreError::invalid(format!("`{token}` is not a cursor"));
+        let (at, id) = token.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor {
+            at: at.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A query of the entries log. The site is required.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryQuery {
+    /// The site.
+    pub site: SiteId,
+    /// Only this person's.
+    pub person: Option<PersonId>,
+    /// Only at this door.
+    pub door: Option<DoorId>,
+    /// From this instant (inclusive).
+    pub from: Option<Timestamp>,
+    /// Until this instant (exclusive).
+    pub until: Option<Timestamp>,
+    /// Only allowed (true) or refused (false) entries.
+    pub allowed: Option<bool>,
+    /// Continue after this cursor.
+    pub cursor: Option<Cursor>,
+    /// Page size, 1 to 10,000.
+    pub limit: u32,
+}
+
+impl EntryQuery {
+    /// Everything of `site`, 100 a page.
+    #[must_use]
+    pub fn site(site: SiteId) -> Self {
+        EntryQuery {
+            site,
+            person: None,
+            door: None,
+            from: None,
+            until: None,
+            allowed: None,
+            cursor: None,
+            limit: 100,
+        }
+    }
+}
+
+/// A page of entries, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPage {
+    /// The entries.
+    pub entries: Vec<StoredEntry>,
+    /// The cursor of the next page, if there may be one.
+    pub next: Option<Cursor>,
+}
+
+#[expect(clippy::too_many_arguments, reason = "one per column")]
+pub(crate) fn stored_entry(
+    id: i64,
+    site: i64,
+    at: i64,
+    door: i64,
+    person: Option<i64>,
+    credential: Option<i64>,
+    method: i64,
+    allowed: bool,
+    reason: String,
+    revision: i64,
+    iq: Option<i64>,
+    iq_seq: Option<i64>,
+) -> Result<StoredEntry, StoreError> {
+    let id32 = |v: i64| u32::try_from(v).map_err(StoreError::internal);
+    Ok(StoredEntry {
+        id,
+        entry: Entry {
+            site: SiteId(id32(site)?),
+            at: Timestamp::from_microsecond(at).map_err(StoreError::internal)?,
+            door: DoorId(id32(door)?),
+            person: person.map(id32).transpose()?.map(PersonId),
+            credential: credential.map(id32).transpose()?.map(CredentialId),
+            method: Method::from_code(method)?,
+            allowed,
+            reason,
+            revision: Revision(u64::try_from(revision).map_err(StoreError::internal)?),
+            iq: match (iq, iq_seq) {
+                (Some(iq), Some(seq)) => Some((IqId(id32(iq)?), u64::try_from(seq).map_err(StoreError::internal)?)),
+                _ => None,
+            },
+        },
+    })
+}
+
+/// The entries queue's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntriesConfig {
+    /// Entries the queue holds before appends wait.
+    pub queue: usize,
+    /// The most entries one batch (one transaction) inserts.
+    pub batch: usize,
+    /// How often entries past their retention are deleted.
+    pub purge_interval: Duration,
+}
+
+impl Default for EntriesConfig {
+    fn default() -> Self {
+        EntriesConfig {
+            queue: 65_536,
+            batch: 8_192,
+            purge_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+enum Msg {
+    Entry(Entry),
+    Durable(Entry, oneshot::Sender<Result<(), StoreError>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    committed: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// Counters of the entries writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntriesStats {
+    /// Entries committed since start (duplicates included).
+    pub committed: u64,
+    /// Batch inserts that failed and were retried.
+    pub failed_batches: u64,
+}
+
+/// The entries log of a store.
+#[derive(Clone, Debug)]
+pub struct EntriesLog {
+    db: Db,
+    tx: mpsc::Sender<Msg>,
+    counters: Arc<Counters>,
+    done: watch::Receiver<bool>,
+}
+
+impl EntriesLog {
+    pub(crate) fn start(db: Db, config: EntriesConfig, shutdown: watch::Receiver<bool>) -> EntriesLog {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let (done_tx, done) = watch::channel(false);
+        tokio::spawn(writer(
+            db.clone(),
+            rx,
+            config.batch.max(1),
+            counters.clone(),
+            shutdown.clone(),
+            done_tx,
+        ));
+        let log = EntriesLog { db, tx, counters, done };
+        tokio::spawn(purger(log.clone(), config.purge_interval, shutdown));
+        log
+    }
+
+    /// Queue `entry`, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the store is closed.
+    pub async fn append(&self, entry: Entry) -> Result<(), StoreError> {
+        self.tx.send(Msg::Entry(entry)).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Queue `entry` if there is room now.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] if the queue is full; [`StoreError::Closed`] if closed.
+    pub fn try_append(&self, entry: Entry) -> Result<(), StoreError> {
+        self.tx.try_send(Msg::Entry(entry)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy { queue: "entries" },
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })
+    }
+
+    /// Append `entry` and return once it is committed (for an IQ upload's ack).
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the store closed before the entry was committed.
+    pub async fn append_durable(&self, entry: Entry) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Durable(entry, ack))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Return once every entry queued before this call is committed.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the store closed first.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Flush(ack)).await.map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn stats(&self) -> EntriesStats {
+        EntriesStats {
+            committed: self.counters.committed.load(Ordering::Acquire),
+            failed_batches: self.counters.failed_batches.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) async fn closed(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// One page of entries, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a limit out of range; a fault if the database fails.
+    pub async fn query(&self, query: &EntryQuery) -> Result<EntryPage, StoreError> {
+        if !(1..=10_000).contains(&query.limit) {
+            return Err(StoreError::invalid(format!(
+                "page size `{}` out of range 1 to 10000",
+                query.limit
+            )));
+        }
+        let entries = match &self.db {
+            Db::Sqlite { read, .. } => crate::sql::sqlite::query_entries(&mut *read.acquire().await?, query).await?,
+            Db::Postgres { pool, .. } => {
+                crate::sql::postgres::query_entries(&mut *pool.acquire().await?, query).await?
+            }
+        };
+        let next = if entries.len() == query.limit as usize {
+            entries.last().map(|e| Cursor {
+                at: e.entry.at.as_microsecond(),
+                id: e.id,
+            })
+        } else {
+            None
+        };
+        Ok(EntryPage { entries, next })
+    }
+
+    /// Every entry matching `query` (its cursor and limit are the starting point and page
+    /// size) as CSV, one chunk per page, header first.
+    pub fn export_csv(&self, query: EntryQuery) -> impl Stream<Item = Result<String, StoreError>> + Send + 'static {
+        let log = self.clone();
+        futures_util::stream::try_unfold((Some(query), true), move |(query, first)| {
+            let log = log.clone();
+            async move {
+                let Some(query) = query else { return Ok(None) };
+                let page = log.query(&query).await?;
+                let mut out = String::new();
+                if first {
+                    out.push_str("id,site,at,door,person,credential,method,allowed,reason,revision,iq,iq_seq\n");
+                }
+                for e in &page.entries {
+                    csv_line(&mut out, e);
+                }
+                let next = page.next.map(|c| EntryQuery {
+                    cursor: Some(c),
+                    ..query.clone()
+                });
+                Ok(Some((out, (next, false))))
+            }
+        })
+    }
+
+    /// Delete entries older than their site's retention, as of `now`. Returns how many.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn purge(&self, now: Timestamp) -> Result<u64, StoreError> {
+        match &self.db {
+            Db::Sqlite { write, .. } => {
+                crate::sql::sqlite::purge_entries(&mut *write.acquire().await?, now.as_microsecond()).await
+            }
+            Db::Postgres { pool, .. } => {
+                crate::sql::postgres::purge_entries(&mut *pool.acquire().await?, now.as_microsecond()).await
+            }
+        }
+    }
+
+    /// Keep `site`'s entries for `days` days; audited as `actor`'s change (a setting,
+    /// outside the decision model, so it takes no revision).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] unless `days` is positive; [`StoreError::NotFound`] for an
+    /// unknown site.
+    pub async fn set_retention(&self, actor: &str, site: SiteId, days: u32) -> Result<(), StoreError> {
+        if days == 0 {
+            return Err(StoreError::invalid("retention must be at least one day"));
+        }
+        macro_rules! set {
+            ($pool:expr, $ops:path) => {{
+                use $ops as ops;
+                let mut tx = $pool.begin().await?;
+                match ops::set_retention(&mut tx, site.0, i64::from(days)).await? {
+                    None => false,
+                    Some(before) => {
+                        let json = |d: i64| format!("{{\"entries_retention_days\":{d}}}");
+                        ops::insert_audit(
+                            &mut tx,
+                            None,
+                            crate::store::now_seconds(),
+                            actor,
+                            "set_entries_retention",
+                            &site.to_string(),
+                            Some(&json(before)),
+                            Some(&json(i64::from(days))),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        true
+                    }
+                }
+            }};
+        }
+        let found = match &self.db {
+            Db::Sqlite { write, .. } => set!(write, crate::sql::sqlite),
+            Db::Postgres { pool, .. } => set!(pool, crate::sql::postgres),
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                entity: site.to_string(),
+            })
+        }
+    }
+
+    /// How many entries the log holds.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        match &self.db {
+            Db::Sqlite { read, .. } => crate::sql::sqlite::count_entries(&mut *read.acquire().await?).await,
+            Db::Postgres { pool, .. } => crate::sql::postgres::count_entries(&mut *pool.acquire().await?).await,
+        }
+    }
+}
+
+fn csv_line(out: &mut String, e: &StoredEntry) {
+    let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
+    let reason = if e.entry.reason.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", e.entry.reason.replace('"', "\"\""))
+    } else {
+        e.entry.reason.clone()
+    };
+    let _ = writeln!(
+        out,
+        "{},{},{},{},{},{},{},{},{},{},{},{}",
+        e.id,
+        e.entry.site.0,
+        e.entry.at,
+        e.entry.door.0,
+        opt(e.entry.person.map(|p| p.0)),
+        opt(e.entry.credential.map(|c| c.0)),
+        e.entry.method.name(),
+        if e.entry.allowed { "allowed" } else { "refused" },
+        reason,
+        e.entry.revision.0,
+        opt(e.entry.iq.map(|(iq, _)| iq.0)),
+        e.entry.iq.map(|(_, s)| s.to_string()).unwrap_or_default(),
+    );
+}
+
+/// Delete entries past their retention every `interval`.
+async fn purger(log: EntriesLog, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match log.purge(Timestamp::now()).await {
+            Ok(n) => tracing::debug!(deleted = n, "entries past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "entries retention purge failed"),
+        }
+    }
+}
+
+async fn insert_batch(db: &Db, batch: &[Entry]) -> Result<(), StoreError> {
+    match db {
+        Db::Sqlite { write, .. } => {
+            let mut tx = write.begin().await?;
+            crate::sql::sqlite::insert_entries(&mut tx, batch).await?;
+            tx.commit().await?;
+        }
+        Db::Postgres { pool, .. } => {
+            let mut tx = pool.begin().await?;
+            crate::sql::postgres::insert_entries(&mut tx, batch).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn writer(
+    db: Db,
+    mut rx: mpsc::Receiver<Msg>,
+    batch_size: usize,
+    counters: Arc<Counters>,
+    mut shutdown: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+) {
+    let mut msgs = Vec::with_capacity(batch_size);
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut acks = Vec::new();
+    let mut closing = false;
+    loop {
+        if closing {
+            // Drain what is queued, then stop.
+            rx.close();
+        }
+        let received = tokio::select! {
+            n = rx.recv_many(&mut msgs, batch_size) => n,
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Entry(e) => batch.push(e),
+                Msg::Durable(e, ack) => {
+                    batch.push(e);
+                    acks.push(ack);
+                }
+                Msg::Flush(ack) => acks.push(ack),
+            }
+        }
+        let mut backoff = Duration::from_millis(20);
+        let mut attempts = 0u32;
+        let result = loop {
+            if batch.is_empty() {
+                break Ok(());
+            }
+            match insert_batch(&db, &batch).await {
+                Ok(()) => {
+                    counters.committed.fetch_add(batch.len() as u64, Ordering::AcqRel);
+                    break Ok(());
+                }
+                Err(e) => {
+                    counters.failed_batches.fetch_add(1, Ordering::AcqRel);
+                    attempts = attempts.saturating_add(1);
+                    tracing::warn!(error = %e, entries = batch.len(), attempts, "entries batch failed; retrying");
+                    // While running, retry until the cause is gone. When closing, give up
+                    // after a few tries and say so: those entries were never acknowledged.
+                    if closing && attempts >= 5 {
+                        tracing::error!(entries = batch.len(), "store closing: unwritten entries dropped");
+                        break Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+    done.send_replace(true);
+}

@@ -1,0 +1,36 @@
+//! Keyway's storage: the model, the change log and the entries log on SQLite (embedded,
+//! the default) or PostgreSQL (several nodes on one database), through sqlx.
+//!
+//! - [`Store`] is one node: it opens the database chosen by URL, migrates it, builds the
+//!   node's [`keyway_core::Snapshot`] from the tables, and keeps it current. Every
+//!   mutation ([`Store::write`], [`Store::create`]) is one transaction with the entity
+//!   rows, an audit row and a `change_log` row carrying the next revision; it returns once
+//!   the node's snapshot holds that revision (read-your-writes).
+//! - A follower task applies other nodes' changes in revision order, woken by PostgreSQL
+//!   `NOTIFY` and polling anyway; [`Store::status`] reports the applied revision and lag.
+//! - [`EntriesLog`] appends door entries in batches from a bounded queue and answers
+//!   queries with cursor pagination, retention and CSV export.
+//! - [`StoreError::kind`] tells client errors (4xx) from faults.
+//!
+//! See `ARCHITECTURE-store.md` beside this crate for the write path, the follower and
+//! their invariants.
+
+mod accounts;
+mod codec;
+mod db;
+mod entries;
+mod error;
+mod sql;
+mod store;
+mod target;
+
+pub use accounts::Account;
+pub use codec::{Logged, decode as decode_change, encode as encode_change};
+pub use db::default_url;
+pub use entries::{
+    Cursor, DEFAULT_RETENTION_DAYS, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage, EntryQuery, Method,
+    StoredEntry,
+};
+pub use error::{ErrorKind, StoreError};
+pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
+pub use target::Target;

@@ -1,0 +1,13 @@
+//! The store's one integration-test binary: the conformance suite on both backends, the
+//! entries log, two nodes on one PostgreSQL, crash safety and faults.
+
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+mod support;
+
+mod accounts;
+mod conformance;
+mod crash;
+mod entries;
+mod faults;
+mod two_nodes;
