@@ -8,5 +8,8 @@ cd "$(dirname "$0")/.."
 # developer machine without PostgreSQL they are skipped with a loud message.
 export KEYWAY_TEST_POSTGRES_URL="${KEYWAY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
+# Benchmarks are built and smoke-run at small scale here; `cargo bench` runs them in full.
+export KEYWAY_BENCH_QUICK=1
+
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

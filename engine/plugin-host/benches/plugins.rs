@@ -87,7 +87,8 @@ fn percentiles(name: &str, n: u64, mut f: impl FnMut(u64)) {
 }
 
 fn main() {
-    let quick = std::env::var_os("KEYWAY_BENCH_QUICK").is_some();
+    // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) run small.
+    let quick = std::env::var_os("KEYWAY_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
     let mut c = Criterion::default().configure_from_args();
     if quick {
         c = c

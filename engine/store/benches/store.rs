@@ -328,7 +328,10 @@ fn population_probe(population: &Population) -> (DoorId, Vec<u8>, PersonId) {
 }
 
 fn main() {
-    let quick = std::env::var_os("KEYWAY_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) run small.
+    let quick = std::env::var_os("KEYWAY_BENCH_QUICK").is_some()
+        || std::env::args().any(|a| a == "--quick")
+        || !std::env::args().any(|a| a == "--bench");
     let mut sizes = sizes(quick);
     if let Some(n) = std::env::var("KEYWAY_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()) {
         sizes.entries = n;
