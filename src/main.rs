@@ -4,9 +4,10 @@
 //! answer a stream of door requests, and report how they were decided.
 
 use clap::{Parser, Subcommand};
-use keyway_core::{Presented, Reason, Revision, Snapshot, decide};
+use keyway_core::{Presented, Revision, Snapshot, decide};
 use keyway_sim::{Population, PopulationSpec};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -42,16 +43,28 @@ fn main() -> ExitCode {
             divisor,
             requests,
             show,
-        } => simulate(divisor, requests, show),
+        } => {
+            let mut out = std::io::stdout().lock();
+            match simulate(&mut out, divisor, requests, show) {
+                Ok(code) => code,
+                // A closed pipe (`keyway simulate | head`) is the reader's choice, not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the report: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
-fn simulate(divisor: u32, request_count: usize, show: usize) -> ExitCode {
+fn simulate(out: &mut impl Write, divisor: u32, request_count: usize, show: usize) -> std::io::Result<ExitCode> {
     let spec = PopulationSpec::scaled_down(divisor);
-    println!(
+    writeln!(
+        out,
         "generating {} credentials, {} people, {} doors, {} groups",
         spec.credentials, spec.people, spec.doors, spec.groups
-    );
+    )?;
     let population = Population::generate(spec);
     let requests = population.requests(request_count, 11);
     let started = Instant::now();
@@ -59,15 +72,16 @@ fn simulate(divisor: u32, request_count: usize, show: usize) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: the generated population was refused: {e}");
-            return ExitCode::FAILURE;
+            return Ok(ExitCode::FAILURE);
         }
     };
-    println!(
+    writeln!(
+        out,
         "built snapshot {} in {:.2?} ({} sites)",
         snapshot.revision(),
         started.elapsed(),
         population.sites()
-    );
+    )?;
 
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     let started = Instant::now();
@@ -83,7 +97,8 @@ fn simulate(divisor: u32, request_count: usize, show: usize) -> ExitCode {
         );
         *by_reason.entry(decision.reason.code()).or_default() += 1;
         if i < show {
-            println!(
+            writeln!(
+                out,
                 "  {} at {} with {:?} {}: {:?} ({}) on {}",
                 r.door,
                 r.at,
@@ -92,21 +107,21 @@ fn simulate(divisor: u32, request_count: usize, show: usize) -> ExitCode {
                 decision.effect,
                 decision.reason,
                 decision.revision
-            );
+            )?;
         }
     }
     let elapsed = started.elapsed();
     let per = elapsed.as_nanos() / requests.len().max(1) as u128;
-    println!(
+    writeln!(
+        out,
         "answered {} requests in {:.2?} ({per} ns each, one thread)",
         requests.len(),
         elapsed
-    );
+    )?;
     for (reason, count) in &by_reason {
-        println!("  {reason:<22} {count}");
+        writeln!(out, "  {reason:<22} {count}")?;
     }
-    let _ = Reason::NoRight;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 fn hex(bytes: &[u8]) -> String {
