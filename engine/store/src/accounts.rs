@@ -6,7 +6,6 @@
 //! the store keeps the hash. Every change is audited (no revision: accounts are outside the
 //! decision model).
 
-use crate::db::Db;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use argon2::password_hash::rand_core::OsRng;
@@ -42,11 +41,53 @@ fn hash(password: &str) -> Result<String, StoreError> {
         .map_err(StoreError::internal)
 }
 
+/// The argon2id PHC string of `password`, computed off the async threads.
+pub(crate) async fn hash_password(password: &str) -> Result<String, StoreError> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(StoreError::internal)?
+}
+
+/// Whether `secret` matches the argon2id PHC string `phc`, computed off the async threads.
+pub(crate) async fn verify_hash(secret: &str, phc: &str) -> Result<bool, StoreError> {
+    let (secret, phc) = (secret.to_owned(), phc.to_owned());
+    tokio::task::spawn_blocking(move || verify(&secret, &phc))
+        .await
+        .map_err(StoreError::internal)
+}
+
+/// The longest password accepted, in bytes: argon2 takes any length, but hashing a
+/// megabyte on every sign-in attempt would be a cheap denial of service.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// The site-operator FAQ's password rules: at least 8 characters, with a lowercase
+/// letter, an uppercase letter and a character that is neither letter nor digit.
+///
+/// # Errors
+/// [`StoreError::Invalid`] naming the first rule broken.
+pub fn check_password_strength(password: &str) -> Result<(), StoreError> {
+    let rule = if password.chars().count() < 8 {
+        Some("a password needs at least 8 characters")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some("a password has at most 256 bytes")
+    } else if !password.chars().any(char::is_lowercase) {
+        Some("a password needs a lowercase letter (a-z)")
+    } else if !password.chars().any(char::is_uppercase) {
+        Some("a password needs an uppercase letter (A-Z)")
+    } else if password.chars().all(char::is_alphanumeric) {
+        Some("a password needs a character that is not a letter or a digit")
+    } else {
+        None
+    };
+    rule.map_or(Ok(()), |r| Err(StoreError::invalid(r)))
+}
+
 fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn normalise_email(email: &str) -> Result<String, StoreError> {
+pub(crate) fn normalise_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_lowercase();
     match email.split_once('@') {
         Some((local, domain)) if !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace) => {
@@ -245,47 +286,6 @@ mod pg_accounts {
     account_ops!(crate::sql::postgres);
 }
 
-/// Run `$body` with `$conn` a connection (`read`) or a transaction (`write`) of the
-/// store's backend and `$m` that backend's account functions; writes commit at the end.
-macro_rules! on_backend {
-    ($store:expr, write, |$conn:ident, $m:ident| $body:expr) => {
-        match &$store.inner.db {
-            Db::Sqlite { write, .. } => {
-                use sqlite_accounts as $m;
-                let mut tx = write.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                tx.commit().await?;
-                out
-            }
-            Db::Postgres { pool, .. } => {
-                use pg_accounts as $m;
-                let mut tx = pool.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                tx.commit().await?;
-                out
-            }
-        }
-    };
-    ($store:expr, read, |$conn:ident, $m:ident| $body:expr) => {
-        match &$store.inner.db {
-            Db::Sqlite { read, .. } => {
-                use sqlite_accounts as $m;
-                let mut c = read.acquire().await?;
-                let $conn = &mut *c;
-                $body
-            }
-            Db::Postgres { pool, .. } => {
-                use pg_accounts as $m;
-                let mut c = pool.acquire().await?;
-                let $conn = &mut *c;
-                $body
-            }
-        }
-    };
-}
-
 fn not_found(id: i64) -> StoreError {
     StoreError::NotFound {
         entity: format!("account:{id}"),
@@ -296,7 +296,8 @@ impl Store {
     /// Create an account; the password is stored as an argon2id hash.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a malformed email or a password under 8 characters;
+    /// [`StoreError::Invalid`] for a malformed email or a password that fails
+    /// [`check_password_strength`];
     /// [`StoreError::Duplicate`] if the email is taken.
     pub async fn create_account(
         &self,
@@ -306,21 +307,11 @@ impl Store {
         display_name: &str,
     ) -> Result<Account, StoreError> {
         let email = normalise_email(email)?;
-        if password.chars().count() < 8 {
-            return Err(StoreError::invalid("a password needs at least 8 characters"));
-        }
-        let password = password.to_owned();
-        let phc = tokio::task::spawn_blocking(move || hash(&password))
-            .await
-            .map_err(StoreError::internal)??;
-        Ok(on_backend!(self, write, |conn, m| m::insert(
-            conn,
-            actor,
-            &email,
-            display_name,
-            &phc
-        )
-        .await?))
+        check_password_strength(password)?;
+        let phc = hash_password(password).await?;
+        Ok(on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
+            m::insert(conn, actor, &email, display_name, &phc).await?
+        }))
     }
 
     /// The account `id`.
@@ -328,7 +319,11 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
-        Ok(on_backend!(self, read, |conn, m| m::by_id(conn, id).await?).map(|(a, _)| a))
+        Ok(
+            on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| m::by_id(conn, id)
+                .await?)
+            .map(|(a, _)| a),
+        )
     }
 
     /// The enabled account whose email and password match, or `None` (the same answer for
@@ -340,7 +335,13 @@ impl Store {
         let Ok(email) = normalise_email(email) else {
             return Ok(None);
         };
-        let found = on_backend!(self, read, |conn, m| m::by_email(conn, &email).await?);
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Ok(None);
+        }
+        let found = on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| m::by_email(
+            conn, &email
+        )
+        .await?);
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || match found {
             Some((account, phc)) if verify(&password, &phc) && !account.disabled => Some(account),
@@ -359,17 +360,12 @@ impl Store {
     /// Change an account's password.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown account; [`StoreError::Invalid`] for a short
+    /// [`StoreError::NotFound`] for an unknown account; [`StoreError::Invalid`] for a weak
     /// password.
     pub async fn set_password(&self, actor: &str, id: i64, password: &str) -> Result<(), StoreError> {
-        if password.chars().count() < 8 {
-            return Err(StoreError::invalid("a password needs at least 8 characters"));
-        }
-        let password = password.to_owned();
-        let phc = tokio::task::spawn_blocking(move || hash(&password))
-            .await
-            .map_err(StoreError::internal)??;
-        on_backend!(self, write, |conn, m| {
+        check_password_strength(password)?;
+        let phc = hash_password(password).await?;
+        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
             let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
             m::update(conn, actor, &before, &before, Some(&phc), "set_password").await?
         });
@@ -381,7 +377,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account.
     pub async fn set_account_disabled(&self, actor: &str, id: i64, disabled: bool) -> Result<(), StoreError> {
-        on_backend!(self, write, |conn, m| {
+        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
             let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
             let after = Account {
                 disabled,
@@ -397,7 +393,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account.
     pub async fn delete_account(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, write, |conn, m| {
+        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
             let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
             m::delete(conn, actor, &before).await?
         });
@@ -411,7 +407,7 @@ impl Store {
     /// [`StoreError::ForeignKey`] for an unknown account; [`StoreError::Duplicate`] for a
     /// token hash already in use.
     pub async fn create_session(&self, account: i64, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
-        on_backend!(self, write, |conn, m| m::put_session(
+        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| m::put_session(
             conn, token_hash, account, expires_at
         )
         .await?);
@@ -423,7 +419,9 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn session_account(&self, token_hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        Ok(on_backend!(self, read, |conn, m| m::session(conn, token_hash, now).await?))
+        Ok(on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| {
+            m::session(conn, token_hash, now).await?
+        }))
     }
 
     /// End a session; whether there was one.
@@ -431,6 +429,8 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn end_session(&self, token_hash: &str) -> Result<bool, StoreError> {
-        Ok(on_backend!(self, write, |conn, m| m::end_session(conn, token_hash).await?))
+        Ok(on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
+            m::end_session(conn, token_hash).await?
+        }))
     }
 }

@@ -13,6 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The embedded migrations for SQLite.
@@ -29,6 +31,9 @@ pub(crate) enum Db {
         read: SqlitePool,
         /// The one writer.
         write: SqlitePool,
+        /// The writer's `max_page_count` (0: none beyond SQLite's own). Every writer
+        /// connection the pool opens applies it, so a reconnect keeps the cap.
+        page_limit: Arc<AtomicU32>,
     },
     /// PostgreSQL, shared by several nodes.
     Postgres {
@@ -69,9 +74,22 @@ impl Db {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5))
                 .log_statements(tracing::log::LevelFilter::Trace);
+            let page_limit = Arc::new(AtomicU32::new(0));
+            let limit = Arc::clone(&page_limit);
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(acquire_timeout())
+                .after_connect(move |conn, _| {
+                    let pages = limit.load(Ordering::Acquire);
+                    Box::pin(async move {
+                        if pages > 0 {
+                            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
                 // A larger page cache for the writer keeps the entries indexes' hot pages
                 // in memory as the log grows (64 MiB; SQLite's default is 2 MiB).
                 .connect_with(options.clone().pragma("cache_size", "-65536"))
@@ -83,7 +101,11 @@ impl Db {
                 .acquire_timeout(acquire_timeout())
                 .connect_with(options)
                 .await?;
-            Ok(Db::Sqlite { read, write })
+            Ok(Db::Sqlite {
+                read,
+                write,
+                page_limit,
+            })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::invalid(format!("bad database url: {e}")))?

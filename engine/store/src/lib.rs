@@ -10,27 +10,46 @@
 //!   `NOTIFY` and polling anyway; [`Store::status`] reports the applied revision and lag.
 //! - [`EntriesLog`] appends door entries in batches from a bounded queue and answers
 //!   queries with cursor pagination, retention and CSV export.
+//! - The admin API's own records, each with typed errors and an audit row per change:
+//!   accounts, sessions and password-reset tokens (`accounts`, `tokens`), API tokens,
+//!   site memberships, ownership, invitations and vouchers (`memberships`), IQ
+//!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
+//!   and opening hours (`policy`), notification settings and the outbox
+//!   (`notifications`).
 //! - [`StoreError::kind`] tells client errors (4xx) from faults.
 //!
 //! See `ARCHITECTURE-store.md` beside this crate for the write path, the follower and
 //! their invariants.
 
+#[macro_use]
+mod dispatch;
+
 mod accounts;
 mod codec;
 mod db;
+mod devices;
 mod entries;
 mod error;
+mod memberships;
+mod notifications;
+mod policy;
 mod sql;
 mod store;
 mod target;
+mod tokens;
 
-pub use accounts::Account;
+pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
 pub use codec::{Logged, decode as decode_change, encode as encode_change};
 pub use db::default_url;
+pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use entries::{
     Cursor, DEFAULT_RETENTION_DAYS, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage, EntryQuery, Method,
     StoredEntry,
 };
 pub use error::{ErrorKind, StoreError};
+pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
+pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
+pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
 pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;
+pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES};

@@ -694,14 +694,15 @@ impl Store {
         }
     }
 
-    /// Limit the SQLite file to `pages` pages (`None`: no limit beyond SQLite's own), on
-    /// the writer connection. For operators capping disk use, and for testing a full disk.
-    /// No-op on PostgreSQL.
+    /// Limit the SQLite file to `pages` pages (`None`: no limit beyond SQLite's own). For
+    /// operators capping disk use, and for testing a full disk. The cap holds for every
+    /// writer connection, including ones the pool opens later. No-op on PostgreSQL.
     ///
     /// # Errors
     /// If the pragma cannot be run.
     pub async fn set_sqlite_page_limit(&self, pages: Option<u32>) -> Result<(), StoreError> {
-        if let Db::Sqlite { write, .. } = &self.inner.db {
+        if let Db::Sqlite { write, page_limit, .. } = &self.inner.db {
+            page_limit.store(pages.unwrap_or(0), Ordering::Release);
             let pages = pages.unwrap_or(u32::MAX >> 1);
             sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
                 .execute(write)

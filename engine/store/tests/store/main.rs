@@ -1,11 +1,12 @@
 //! The store's one integration-test binary: the conformance suite on both backends, the
-//! entries log, two nodes on one PostgreSQL, crash safety and faults.
+//! admin records, the entries log, two nodes on one PostgreSQL, crash safety and faults.
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 mod support;
 
 mod accounts;
+mod admin;
 mod conformance;
 mod crash;
 mod entries;

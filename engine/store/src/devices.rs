@@ -1,0 +1,469 @@
+//! What the store keeps about IQs beyond the decision model: each person's activation
+//! PIN per IQ, and the firmware files IQs update from.
+//!
+//! A PIN is hashed with argon2id like a password (PINs are short, so a fast hash would
+//! fall to a dictionary at once). After [`MAX_PIN_ATTEMPTS`] wrong PINs in a row the
+//! activation is blocked until an admin resets it. Following the FAQ, an admin resets
+//! one person's PIN for one IQ (the person activates again), and the owner resets a
+//! whole IQ (everyone activates again).
+//!
+//! Firmware files are stored with their SHA-256 and size, unique per (model, version).
+
+use crate::accounts::{hash_password, verify_hash};
+use crate::dispatch::secrets;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::{IqId, PersonId};
+use sqlx::Row;
+
+/// Wrong PINs in a row before an activation is blocked.
+pub const MAX_PIN_ATTEMPTS: u32 = 5;
+/// The largest firmware file accepted, in bytes.
+pub const MAX_FIRMWARE_BYTES: usize = 64 << 20;
+
+/// A person's activation on an IQ (the PIN itself is never returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IqActivation {
+    /// The IQ.
+    pub iq: IqId,
+    /// The person.
+    pub person: PersonId,
+    /// Wrong PINs since the last right one.
+    pub failed_attempts: u32,
+    /// Whether wrong PINs blocked it.
+    pub blocked: bool,
+    /// When the person first entered the right PIN, if they have.
+    pub activated_at: Option<i64>,
+    /// When the PIN was set.
+    pub created_at: i64,
+}
+
+/// The answer to a PIN check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinCheck {
+    /// The PIN is right.
+    Accepted,
+    /// The PIN is wrong; this many attempts remain before the activation blocks.
+    Wrong {
+        /// Attempts left.
+        remaining: u32,
+    },
+    /// Too many wrong PINs: an admin must reset it.
+    Blocked,
+    /// The person has no PIN for this IQ.
+    NotSet,
+}
+
+/// A firmware file's description (the bytes come from [`Store::firmware_content`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareFile {
+    /// Its id.
+    pub id: i64,
+    /// The IQ model it is for.
+    pub model: String,
+    /// Its version.
+    pub version: String,
+    /// The SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// The size in bytes.
+    pub size: u64,
+    /// When it was uploaded.
+    pub uploaded_at: i64,
+}
+
+fn activation_entity(iq: IqId, person: PersonId) -> String {
+    format!("iq_activation:{}:{}", iq.0, person.0)
+}
+
+fn check_pin(pin: &str) -> Result<(), StoreError> {
+    if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StoreError::invalid("a PIN has 4 to 8 digits"));
+    }
+    Ok(())
+}
+
+fn check_label(what: &str, text: &str) -> Result<(), StoreError> {
+    if text.is_empty()
+        || text.len() > 64
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+    {
+        return Err(StoreError::invalid(format!(
+            "a firmware {what} has 1 to 64 letters, digits, dots, dashes, underscores or pluses"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! device_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const ACT_COLS: &str = "SELECT iq, person, failed_attempts, blocked, activated_at, created_at, pin_hash \
+                                FROM iq_activations";
+        const FW_COLS: &str = "SELECT id, model, version, sha256, size, uploaded_at FROM firmware_files";
+
+        fn activation_from(r: &ops::DbRowOf) -> Result<(IqActivation, String), StoreError> {
+            let id = |v: i64| u32::try_from(v).map_err(StoreError::internal);
+            let failed: i64 = r.try_get(2)?;
+            Ok((
+                IqActivation {
+                    iq: IqId(id(r.try_get(0)?)?),
+                    person: PersonId(id(r.try_get(1)?)?),
+                    failed_attempts: u32::try_from(failed).map_err(StoreError::internal)?,
+                    blocked: r.try_get(3)?,
+                    activated_at: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                },
+                r.try_get(6)?,
+            ))
+        }
+
+        fn firmware_from(r: &ops::DbRowOf) -> Result<FirmwareFile, StoreError> {
+            let size: i64 = r.try_get(4)?;
+            Ok(FirmwareFile {
+                id: r.try_get(0)?,
+                model: r.try_get(1)?,
+                version: r.try_get(2)?,
+                sha256: r.try_get(3)?,
+                size: u64::try_from(size).map_err(StoreError::internal)?,
+                uploaded_at: r.try_get(5)?,
+            })
+        }
+
+        pub(super) async fn activation(conn: &mut ops::Conn, iq: IqId, person: PersonId) -> Result<Option<(IqActivation, String)>, StoreError> {
+            let sql = format!("{ACT_COLS} WHERE iq = $1 AND person = $2");
+            let row = sqlx::query(&sql).bind(i64::from(iq.0)).bind(i64::from(person.0)).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(activation_from).transpose()
+        }
+
+        pub(super) async fn activations(conn: &mut ops::Conn, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
+            let sql = format!("{ACT_COLS} WHERE iq = $1 ORDER BY person");
+            let rows = sqlx::query(&sql).bind(i64::from(iq.0)).fetch_all(&mut *conn).await?;
+            rows.iter().map(|r| activation_from(r).map(|(a, _)| a)).collect()
+        }
+
+        pub(super) async fn put_activation(conn: &mut ops::Conn, actor: &str, iq: IqId, person: PersonId, phc: &str) -> Result<IqActivation, StoreError> {
+            let now = now_seconds();
+            sqlx::query(
+                "INSERT INTO iq_activations (iq, person, pin_hash, failed_attempts, blocked, activated_at, created_at) \
+                 VALUES ($1, $2, $3, 0, FALSE, NULL, $4) ON CONFLICT (iq, person) DO UPDATE SET \
+                 pin_hash = excluded.pin_hash, failed_attempts = 0, blocked = FALSE, activated_at = NULL, \
+                 created_at = excluded.created_at",
+            )
+            .bind(i64::from(iq.0))
+            .bind(i64::from(person.0))
+            .bind(phc)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            ops::insert_audit(conn, None, now, actor, "set_iq_pin", &activation_entity(iq, person), None, None).await?;
+            Ok(IqActivation { iq, person, failed_attempts: 0, blocked: false, activated_at: None, created_at: now })
+        }
+
+        pub(super) async fn record_attempt(conn: &mut ops::Conn, iq: IqId, person: PersonId, ok: bool, now: i64) -> Result<Option<(i64, bool)>, StoreError> {
+            let row = if ok {
+                sqlx::query(
+                    "UPDATE iq_activations SET failed_attempts = 0, activated_at = COALESCE(activated_at, $3) \
+                     WHERE iq = $1 AND person = $2 AND NOT blocked RETURNING failed_attempts, blocked",
+                )
+                .bind(i64::from(iq.0))
+                .bind(i64::from(person.0))
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?
+            } else {
+                sqlx::query(
+                    "UPDATE iq_activations SET failed_attempts = failed_attempts + 1, \
+                     blocked = (failed_attempts + 1 >= $3) WHERE iq = $1 AND person = $2 AND NOT blocked \
+                     RETURNING failed_attempts, blocked",
+                )
+                .bind(i64::from(iq.0))
+                .bind(i64::from(person.0))
+                .bind(i64::from(MAX_PIN_ATTEMPTS))
+                .fetch_optional(&mut *conn)
+                .await?
+            };
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+        }
+
+        pub(super) async fn delete_activations(conn: &mut ops::Conn, actor: &str, iq: IqId, person: Option<PersonId>) -> Result<u64, StoreError> {
+            let (n, entity, action) = match person {
+                Some(p) => (
+                    sqlx::query("DELETE FROM iq_activations WHERE iq = $1 AND person = $2")
+                        .bind(i64::from(iq.0))
+                        .bind(i64::from(p.0))
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                    activation_entity(iq, p),
+                    "reset_iq_pin",
+                ),
+                None => (
+                    sqlx::query("DELETE FROM iq_activations WHERE iq = $1")
+                        .bind(i64::from(iq.0))
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                    format!("iq:{}", iq.0),
+                    "reset_iq",
+                ),
+            };
+            let after = serde_json::json!({ "activations_removed": n }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, action, &entity, None, Some(&after)).await?;
+            Ok(n)
+        }
+
+        pub(super) async fn iq_exists(conn: &mut ops::Conn, iq: IqId) -> Result<bool, StoreError> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iqs WHERE id = $1").bind(i64::from(iq.0)).fetch_one(&mut *conn).await?;
+            Ok(n > 0)
+        }
+
+        pub(super) async fn insert_firmware(conn: &mut ops::Conn, actor: &str, model: &str, version: &str, content: &[u8]) -> Result<FirmwareFile, StoreError> {
+            let now = now_seconds();
+            let sha256 = secrets::sha256_hex(content);
+            let size = i64::try_from(content.len()).map_err(StoreError::internal)?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO firmware_files (model, version, sha256, size, content, uploaded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(model)
+            .bind(version)
+            .bind(&sha256)
+            .bind(size)
+            .bind(content)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: format!("firmware `{model}` `{version}`"),
+                    detail: "that model already has this version".to_owned(),
+                },
+                other => other,
+            })?;
+            let file = FirmwareFile { id, model: model.to_owned(), version: version.to_owned(), sha256, size: u64::try_from(content.len()).map_err(StoreError::internal)?, uploaded_at: now };
+            let after = serde_json::json!({ "id": id, "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
+            ops::insert_audit(conn, None, now, actor, "upload_firmware", &format!("firmware:{id}"), None, Some(&after)).await?;
+            Ok(file)
+        }
+
+        pub(super) async fn firmware(conn: &mut ops::Conn, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
+            let sql = format!("{FW_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(firmware_from).transpose()
+        }
+
+        pub(super) async fn firmware_files(conn: &mut ops::Conn, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
+            let rows = match model {
+                Some(model) => {
+                    let sql = format!("{FW_COLS} WHERE model = $1 ORDER BY id");
+                    sqlx::query(&sql).bind(model).fetch_all(&mut *conn).await?
+                }
+                None => {
+                    let sql = format!("{FW_COLS} ORDER BY id");
+                    sqlx::query(&sql).fetch_all(&mut *conn).await?
+                }
+            };
+            rows.iter().map(firmware_from).collect()
+        }
+
+        pub(super) async fn firmware_content(conn: &mut ops::Conn, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT content FROM firmware_files WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
+        }
+
+        pub(super) async fn delete_firmware(conn: &mut ops::Conn, actor: &str, before: &FirmwareFile) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM firmware_files WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            let json = serde_json::json!({ "id": before.id, "model": before.model, "version": before.version, "sha256": before.sha256 }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "delete_firmware", &format!("firmware:{}", before.id), Some(&json), None).await
+        }
+    };
+}
+
+mod sqlite_devices {
+    device_ops!(crate::sql::sqlite);
+}
+
+mod pg_devices {
+    device_ops!(crate::sql::postgres);
+}
+
+impl Store {
+    /// Set `person`'s activation PIN for `iq` (4 to 8 digits); the person activates by
+    /// entering it. Replaces any PIN and clears a block.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed PIN; [`StoreError::ForeignKey`] for an
+    /// unknown IQ or person.
+    pub async fn set_iq_pin(
+        &self,
+        actor: &str,
+        iq: IqId,
+        person: PersonId,
+        pin: &str,
+    ) -> Result<IqActivation, StoreError> {
+        check_pin(pin)?;
+        let phc = hash_password(pin).await?;
+        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            m::put_activation(conn, actor, iq, person, &phc).await?
+        }))
+    }
+
+    /// Check the PIN `person` entered at `iq`, counting wrong attempts and blocking the
+    /// activation after [`MAX_PIN_ATTEMPTS`].
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn check_iq_pin(&self, iq: IqId, person: PersonId, pin: &str, now: i64) -> Result<PinCheck, StoreError> {
+        let Some((activation, phc)) = on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| m::activation(
+            conn, iq, person
+        )
+        .await?) else {
+            return Ok(PinCheck::NotSet);
+        };
+        if activation.blocked {
+            return Ok(PinCheck::Blocked);
+        }
+        let ok = check_pin(pin).is_ok() && verify_hash(pin, &phc).await?;
+        let recorded = on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| m::record_attempt(
+            conn, iq, person, ok, now
+        )
+        .await?);
+        Ok(match recorded {
+            // Blocked or reset between the read and the write.
+            None => PinCheck::Blocked,
+            Some(_) if ok => PinCheck::Accepted,
+            Some((_, true)) => PinCheck::Blocked,
+            Some((failed, false)) => PinCheck::Wrong {
+                remaining: MAX_PIN_ATTEMPTS.saturating_sub(u32::try_from(failed).unwrap_or(MAX_PIN_ATTEMPTS)),
+            },
+        })
+    }
+
+    /// `person`'s activation on `iq`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_activation(&self, iq: IqId, person: PersonId) -> Result<Option<IqActivation>, StoreError> {
+        Ok(
+            on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| m::activation(
+                conn, iq, person
+            )
+            .await?)
+            .map(|(a, _)| a),
+        )
+    }
+
+    /// The activations on `iq`, by person.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_activations(&self, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::activations(conn, iq).await?
+        }))
+    }
+
+    /// An admin's "Reset PIN" for one person on one IQ: the activation is removed and the
+    /// person activates again with a new PIN.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the person has no activation there.
+    pub async fn reset_iq_pin(&self, actor: &str, iq: IqId, person: PersonId) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            if m::delete_activations(conn, actor, iq, Some(person)).await? == 0 {
+                return Err(StoreError::NotFound {
+                    entity: activation_entity(iq, person),
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// The owner's "reset the IQ": every activation on it is removed, so all its users
+    /// activate again. How many were removed.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown IQ.
+    pub async fn reset_iq(&self, actor: &str, iq: IqId) -> Result<u64, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            if !m::iq_exists(conn, iq).await? {
+                return Err(StoreError::NotFound {
+                    entity: format!("iq:{}", iq.0),
+                });
+            }
+            m::delete_activations(conn, actor, iq, None).await?
+        }))
+    }
+
+    /// Store a firmware file for `model` at `version`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty or oversized file or a malformed model or
+    /// version; [`StoreError::Duplicate`] if the model has that version already.
+    pub async fn upload_firmware(
+        &self,
+        actor: &str,
+        model: &str,
+        version: &str,
+        content: &[u8],
+    ) -> Result<FirmwareFile, StoreError> {
+        check_label("model", model)?;
+        check_label("version", version)?;
+        if content.is_empty() || content.len() > MAX_FIRMWARE_BYTES {
+            return Err(StoreError::invalid(format!(
+                "a firmware file has 1 to {MAX_FIRMWARE_BYTES} bytes, found {}",
+                content.len()
+            )));
+        }
+        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            m::insert_firmware(conn, actor, model, version, content).await?
+        }))
+    }
+
+    /// The firmware file `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn firmware(&self, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::firmware(conn, id).await?
+        }))
+    }
+
+    /// Firmware files, of one model or all, oldest upload first.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn firmware_files(&self, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::firmware_files(conn, model).await?
+        }))
+    }
+
+    /// The bytes of firmware file `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn firmware_content(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::firmware_content(conn, id).await?
+        }))
+    }
+
+    /// Delete firmware file `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown file.
+    pub async fn delete_firmware(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            let before = m::firmware(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("firmware:{id}"),
+            })?;
+            m::delete_firmware(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,842 @@
+//! Who administers a site: memberships with roles, the one owner, invitations, and the
+//! voucher (licence) a site holds.
+//!
+//! A membership ties an account to a site with a role id of the active role table (the
+//! store does not interpret roles; the API checks them against the table compiled from
+//! the roles plugin). The database keeps at most one owner per site (a partial unique
+//! index), so two nodes transferring ownership at once cannot make two owners.
+//!
+//! An invitation carries a random secret (stored hashed), a role, optionally a
+//! credential to hand over (the FAQ's "invite a user for an unassigned tag"), and an
+//! expiry. Accepting it is single use: marking it accepted and creating the membership
+//! happen in one transaction.
+//!
+//! A voucher is a licence code with the site's limits (users, app users). It is
+//! redeemed by one site at most; the voucher plugin reads the site's current one.
+
+use crate::dispatch::secrets;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use crate::tokens::IssuedSecret;
+use keyway_core::{CredentialId, PersonId, RoleId, SiteId};
+use sqlx::Row;
+
+/// An account's place on a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The site.
+    pub site: SiteId,
+    /// The account.
+    pub account: i64,
+    /// Its role there.
+    pub role: RoleId,
+    /// The person record that opens doors for it, if linked.
+    pub person: Option<PersonId>,
+    /// Whether it owns the site.
+    pub is_owner: bool,
+    /// When it joined.
+    pub created_at: i64,
+}
+
+/// An invitation to a site, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    /// Its id.
+    pub id: i64,
+    /// The site.
+    pub site: SiteId,
+    /// Who is invited (lowercased).
+    pub email: String,
+    /// The role they get.
+    pub role: RoleId,
+    /// A credential to assign to them on acceptance, if any.
+    pub credential: Option<CredentialId>,
+    /// The account that invited them.
+    pub invited_by: Option<i64>,
+    /// When it was made.
+    pub created_at: i64,
+    /// When it stops working.
+    pub expires_at: i64,
+    /// When it was accepted, if it was.
+    pub accepted_at: Option<i64>,
+}
+
+/// A licence: the limits of the site that redeems it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voucher {
+    /// Its id.
+    pub id: i64,
+    /// The site that redeemed it, if any.
+    pub site: Option<SiteId>,
+    /// The code printed on it (uppercased).
+    pub code: String,
+    /// The most users (people) the site may have.
+    pub max_users: u32,
+    /// The most app users (accounts) the site may have.
+    pub max_app_users: u32,
+    /// From when it counts, if bounded.
+    pub valid_from: Option<i64>,
+    /// Until when it counts, if bounded.
+    pub valid_until: Option<i64>,
+    /// When it was made.
+    pub created_at: i64,
+}
+
+impl Voucher {
+    /// Whether it counts at `now`.
+    #[must_use]
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.valid_from.is_none_or(|f| f <= now) && self.valid_until.is_none_or(|u| now < u)
+    }
+}
+
+fn membership_json(m: &Membership) -> String {
+    serde_json::json!({
+        "site": m.site.0, "account": m.account, "role": m.role.0,
+        "person": m.person.map(|p| p.0), "is_owner": m.is_owner,
+    })
+    .to_string()
+}
+
+fn invitation_json(i: &Invitation) -> String {
+    serde_json::json!({
+        "id": i.id, "site": i.site.0, "email": i.email, "role": i.role.0,
+        "credential": i.credential.map(|c| c.0), "expires_at": i.expires_at, "accepted_at": i.accepted_at,
+    })
+    .to_string()
+}
+
+fn voucher_json(v: &Voucher) -> String {
+    serde_json::json!({
+        "id": v.id, "site": v.site.map(|s| s.0), "code": v.code, "max_users": v.max_users,
+        "max_app_users": v.max_app_users, "valid_from": v.valid_from, "valid_until": v.valid_until,
+    })
+    .to_string()
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::internal(format!("{what} `{v}` out of range")))
+}
+
+fn role_of(v: i64) -> Result<RoleId, StoreError> {
+    u16::try_from(v)
+        .map(RoleId)
+        .map_err(|_| StoreError::internal(format!("role `{v}` out of range")))
+}
+
+fn membership_entity(site: SiteId, account: i64) -> String {
+    format!("membership:{}:{account}", site.0)
+}
+
+fn invalid_invitation() -> StoreError {
+    StoreError::invalid("the invitation is invalid, used or expired")
+}
+
+/// The longest voucher code.
+pub const MAX_VOUCHER_CODE: usize = 64;
+
+macro_rules! membership_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const MEMBER_COLS: &str = "SELECT site, account, role, person, is_owner, created_at FROM site_memberships";
+        const INVITE_COLS: &str = "SELECT id, site, email, role, credential, invited_by, created_at, expires_at, \
+                                   accepted_at FROM invitations";
+        const VOUCHER_COLS: &str = "SELECT id, site, code, max_users, max_app_users, valid_from, valid_until, \
+                                    created_at FROM vouchers";
+
+        fn member_from(r: &ops::DbRowOf) -> Result<Membership, StoreError> {
+            let person: Option<i64> = r.try_get(3)?;
+            Ok(Membership {
+                site: SiteId(u32_of(r.try_get(0)?, "site")?),
+                account: r.try_get(1)?,
+                role: role_of(r.try_get(2)?)?,
+                person: person.map(|p| u32_of(p, "person").map(PersonId)).transpose()?,
+                is_owner: r.try_get(4)?,
+                created_at: r.try_get(5)?,
+            })
+        }
+
+        fn invite_from(r: &ops::DbRowOf) -> Result<Invitation, StoreError> {
+            let credential: Option<i64> = r.try_get(4)?;
+            Ok(Invitation {
+                id: r.try_get(0)?,
+                site: SiteId(u32_of(r.try_get(1)?, "site")?),
+                email: r.try_get(2)?,
+                role: role_of(r.try_get(3)?)?,
+                credential: credential.map(|c| u32_of(c, "credential").map(CredentialId)).transpose()?,
+                invited_by: r.try_get(5)?,
+                created_at: r.try_get(6)?,
+                expires_at: r.try_get(7)?,
+                accepted_at: r.try_get(8)?,
+            })
+        }
+
+        fn voucher_from(r: &ops::DbRowOf) -> Result<Voucher, StoreError> {
+            let site: Option<i64> = r.try_get(1)?;
+            Ok(Voucher {
+                id: r.try_get(0)?,
+                site: site.map(|s| u32_of(s, "site").map(SiteId)).transpose()?,
+                code: r.try_get(2)?,
+                max_users: u32_of(r.try_get(3)?, "max_users")?,
+                max_app_users: u32_of(r.try_get(4)?, "max_app_users")?,
+                valid_from: r.try_get(5)?,
+                valid_until: r.try_get(6)?,
+                created_at: r.try_get(7)?,
+            })
+        }
+
+        pub(super) async fn member(conn: &mut ops::Conn, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
+            let sql = format!("{MEMBER_COLS} WHERE site = $1 AND account = $2");
+            let row = sqlx::query(&sql).bind(i64::from(site.0)).bind(account).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(member_from).transpose()
+        }
+
+        pub(super) async fn members_of_site(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<Membership>, StoreError> {
+            let sql = format!("{MEMBER_COLS} WHERE site = $1 ORDER BY account");
+            let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
+            rows.iter().map(member_from).collect()
+        }
+
+        pub(super) async fn members_of_account(conn: &mut ops::Conn, account: i64) -> Result<Vec<Membership>, StoreError> {
+            let sql = format!("{MEMBER_COLS} WHERE account = $1 ORDER BY site");
+            let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
+            rows.iter().map(member_from).collect()
+        }
+
+        /// Writes `after` (insert or update) and audits it against `before`.
+        pub(super) async fn put_member(
+            conn: &mut ops::Conn,
+            actor: &str,
+            before: Option<&Membership>,
+            after: &Membership,
+            action: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO site_memberships (site, account, role, person, is_owner, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (site, account) DO UPDATE SET \
+                 role = excluded.role, person = excluded.person, is_owner = excluded.is_owner",
+            )
+            .bind(i64::from(after.site.0))
+            .bind(after.account)
+            .bind(i64::from(after.role.0))
+            .bind(after.person.map(|p| i64::from(p.0)))
+            .bind(after.is_owner)
+            .bind(after.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: membership_entity(after.site, after.account),
+                    detail: format!("site:{} already has an owner", after.site.0),
+                },
+                other => other,
+            })?;
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, action, &membership_entity(after.site, after.account),
+                before.map(membership_json).as_deref(), Some(&membership_json(after)),
+            )
+            .await
+        }
+
+        pub(super) async fn remove_member(conn: &mut ops::Conn, actor: &str, before: &Membership) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM site_memberships WHERE site = $1 AND account = $2")
+                .bind(i64::from(before.site.0))
+                .bind(before.account)
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "remove_membership", &membership_entity(before.site, before.account),
+                Some(&membership_json(before)), None,
+            )
+            .await
+        }
+
+        #[expect(clippy::too_many_arguments, reason = "one column each")]
+        pub(super) async fn insert_invite(
+            conn: &mut ops::Conn,
+            actor: &str,
+            site: SiteId,
+            email: &str,
+            role: RoleId,
+            credential: Option<CredentialId>,
+            invited_by: Option<i64>,
+            hash: &str,
+            expires_at: i64,
+        ) -> Result<Invitation, StoreError> {
+            let now = now_seconds();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO invitations (site, email, role, credential, token_hash, invited_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(i64::from(site.0))
+            .bind(email)
+            .bind(i64::from(role.0))
+            .bind(credential.map(|c| i64::from(c.0)))
+            .bind(hash)
+            .bind(invited_by)
+            .bind(now)
+            .bind(expires_at)
+            .fetch_one(&mut *conn)
+            .await?;
+            let invitation = Invitation {
+                id, site, email: email.to_owned(), role, credential, invited_by, created_at: now, expires_at,
+                accepted_at: None,
+            };
+            ops::insert_audit(
+                conn, None, now, actor, "create_invitation", &format!("invitation:{id}"), None,
+                Some(&invitation_json(&invitation)),
+            )
+            .await?;
+            Ok(invitation)
+        }
+
+        pub(super) async fn invite(conn: &mut ops::Conn, id: i64) -> Result<Option<Invitation>, StoreError> {
+            let sql = format!("{INVITE_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(invite_from).transpose()
+        }
+
+        pub(super) async fn live_invite_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<Invitation>, StoreError> {
+            let sql = format!("{INVITE_COLS} WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2");
+            let row = sqlx::query(&sql).bind(hash).bind(now).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(invite_from).transpose()
+        }
+
+        pub(super) async fn invites_of_site(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
+            let sql = format!("{INVITE_COLS} WHERE site = $1 ORDER BY id");
+            let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
+            rows.iter().map(invite_from).collect()
+        }
+
+        /// Marks a live invitation accepted; false if another acceptance got there first.
+        pub(super) async fn mark_accepted(conn: &mut ops::Conn, id: i64, now: i64) -> Result<bool, StoreError> {
+            Ok(sqlx::query("UPDATE invitations SET accepted_at = $2 WHERE id = $1 AND accepted_at IS NULL AND expires_at > $2")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1)
+        }
+
+        pub(super) async fn delete_invite(conn: &mut ops::Conn, actor: &str, before: &Invitation) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM invitations WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "revoke_invitation", &format!("invitation:{}", before.id),
+                Some(&invitation_json(before)), None,
+            )
+            .await
+        }
+
+        pub(super) async fn insert_voucher(conn: &mut ops::Conn, actor: &str, v: &Voucher) -> Result<Voucher, StoreError> {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO vouchers (code, max_users, max_app_users, valid_from, valid_until, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&v.code)
+            .bind(i64::from(v.max_users))
+            .bind(i64::from(v.max_app_users))
+            .bind(v.valid_from)
+            .bind(v.valid_until)
+            .bind(v.created_at)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: format!("voucher `{}`", v.code),
+                    detail: "the code is taken".to_owned(),
+                },
+                other => other,
+            })?;
+            let voucher = Voucher { id, ..v.clone() };
+            ops::insert_audit(conn, None, v.created_at, actor, "create_voucher", &format!("voucher:{id}"), None, Some(&voucher_json(&voucher)))
+                .await?;
+            Ok(voucher)
+        }
+
+        pub(super) async fn voucher_by_id(conn: &mut ops::Conn, id: i64) -> Result<Option<Voucher>, StoreError> {
+            let sql = format!("{VOUCHER_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(voucher_from).transpose()
+        }
+
+        pub(super) async fn voucher_by_code(conn: &mut ops::Conn, code: &str) -> Result<Option<Voucher>, StoreError> {
+            let sql = format!("{VOUCHER_COLS} WHERE code = $1");
+            let row = sqlx::query(&sql).bind(code).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(voucher_from).transpose()
+        }
+
+        pub(super) async fn vouchers(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
+            let rows = match site {
+                Some(site) => {
+                    let sql = format!("{VOUCHER_COLS} WHERE site = $1 ORDER BY id");
+                    sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?
+                }
+                None => {
+                    let sql = format!("{VOUCHER_COLS} ORDER BY id");
+                    sqlx::query(&sql).fetch_all(&mut *conn).await?
+                }
+            };
+            rows.iter().map(voucher_from).collect()
+        }
+
+        /// Gives an unredeemed voucher to `site`; false if it was taken meanwhile.
+        pub(super) async fn claim_voucher(conn: &mut ops::Conn, id: i64, site: SiteId) -> Result<bool, StoreError> {
+            Ok(sqlx::query("UPDATE vouchers SET site = $2 WHERE id = $1 AND site IS NULL")
+                .bind(id)
+                .bind(i64::from(site.0))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1)
+        }
+
+        pub(super) async fn delete_voucher(conn: &mut ops::Conn, actor: &str, before: &Voucher) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM vouchers WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "delete_voucher", &format!("voucher:{}", before.id),
+                Some(&voucher_json(before)), None,
+            )
+            .await
+        }
+
+        pub(super) async fn audit_voucher(conn: &mut ops::Conn, actor: &str, before: &Voucher, after: &Voucher) -> Result<(), StoreError> {
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "redeem_voucher", &format!("voucher:{}", before.id),
+                Some(&voucher_json(before)), Some(&voucher_json(after)),
+            )
+            .await
+        }
+    };
+}
+
+mod sqlite_members {
+    membership_ops!(crate::sql::sqlite);
+}
+
+mod pg_members {
+    membership_ops!(crate::sql::postgres);
+}
+
+fn not_a_member(site: SiteId, account: i64) -> StoreError {
+    StoreError::NotFound {
+        entity: membership_entity(site, account),
+    }
+}
+
+fn normalise_code(code: &str) -> Result<String, StoreError> {
+    let code = code.trim().to_uppercase();
+    if code.is_empty() || code.len() > MAX_VOUCHER_CODE || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(StoreError::invalid(format!(
+            "a voucher code has 1 to {MAX_VOUCHER_CODE} letters, digits and dashes"
+        )));
+    }
+    Ok(code)
+}
+
+impl Store {
+    /// Add `account` to `site` with `role` (or change its role and person link). An
+    /// existing owner stays owner.
+    ///
+    /// # Errors
+    /// [`StoreError::ForeignKey`] for an unknown site, account or person.
+    pub async fn put_membership(
+        &self,
+        actor: &str,
+        site: SiteId,
+        account: i64,
+        role: RoleId,
+        person: Option<PersonId>,
+    ) -> Result<Membership, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::member(conn, site, account).await?;
+            let after = Membership {
+                site,
+                account,
+                role,
+                person,
+                is_owner: before.as_ref().is_some_and(|b| b.is_owner),
+                created_at: before.as_ref().map_or_else(now_seconds, |b| b.created_at),
+            };
+            let action = if before.is_some() {
+                "update_membership"
+            } else {
+                "create_membership"
+            };
+            m::put_member(conn, actor, before.as_ref(), &after, action).await?;
+            after
+        }))
+    }
+
+    /// Make a new site's first owner: `account` joins (or stays) with `role` as owner.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] if the site has an owner already (use
+    /// [`Store::transfer_ownership`]); [`StoreError::ForeignKey`] for an unknown site or
+    /// account.
+    pub async fn set_first_owner(
+        &self,
+        actor: &str,
+        site: SiteId,
+        account: i64,
+        role: RoleId,
+    ) -> Result<Membership, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::member(conn, site, account).await?;
+            let after = Membership {
+                site,
+                account,
+                role,
+                person: before.as_ref().and_then(|b| b.person),
+                is_owner: true,
+                created_at: before.as_ref().map_or_else(now_seconds, |b| b.created_at),
+            };
+            m::put_member(conn, actor, before.as_ref(), &after, "set_owner").await?;
+            after
+        }))
+    }
+
+    /// The membership of `account` on `site`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn membership(&self, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::member(conn, site, account).await?
+        }))
+    }
+
+    /// A site's members, by account.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn site_memberships(&self, site: SiteId) -> Result<Vec<Membership>, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::members_of_site(conn, site).await?
+        }))
+    }
+
+    /// An account's sites, by site.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn account_memberships(&self, account: i64) -> Result<Vec<Membership>, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::members_of_account(conn, account).await?
+        }))
+    }
+
+    /// Remove `account` from `site`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if it is not a member; [`StoreError::InUse`] for the
+    /// owner, who must transfer ownership first.
+    pub async fn remove_membership(&self, actor: &str, site: SiteId, account: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::member(conn, site, account)
+                .await?
+                .ok_or_else(|| not_a_member(site, account))?;
+            if before.is_owner {
+                return Err(StoreError::InUse {
+                    entity: membership_entity(site, account),
+                    used_by: format!("site:{} as its owner; transfer ownership first", site.0),
+                });
+            }
+            m::remove_member(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Hand `site` from its owner `from` to the member `to`, in one transaction: `to`
+    /// becomes owner with `owner_role`, `from` stays a member with `former_owner_role`.
+    /// Who may receive ownership (the FAQ: only a site admin) is the role table's call,
+    /// checked by the caller against `to`'s current role.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if either is not a member; [`StoreError::Invalid`] if
+    /// `from` is not the owner or `from == to`.
+    pub async fn transfer_ownership(
+        &self,
+        actor: &str,
+        site: SiteId,
+        from: i64,
+        to: i64,
+        owner_role: RoleId,
+        former_owner_role: RoleId,
+    ) -> Result<(Membership, Membership), StoreError> {
+        if from == to {
+            return Err(StoreError::invalid("ownership can only pass to another member"));
+        }
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let old = m::member(conn, site, from)
+                .await?
+                .ok_or_else(|| not_a_member(site, from))?;
+            let new = m::member(conn, site, to).await?.ok_or_else(|| not_a_member(site, to))?;
+            if !old.is_owner {
+                return Err(StoreError::invalid(format!(
+                    "account:{from} does not own site:{}",
+                    site.0
+                )));
+            }
+            // The old owner steps down first: the one-owner index holds at every step.
+            let old_after = Membership {
+                is_owner: false,
+                role: former_owner_role,
+                ..old.clone()
+            };
+            m::put_member(conn, actor, Some(&old), &old_after, "transfer_ownership").await?;
+            let new_after = Membership {
+                is_owner: true,
+                role: owner_role,
+                ..new.clone()
+            };
+            m::put_member(conn, actor, Some(&new), &new_after, "transfer_ownership").await?;
+            (old_after, new_after)
+        }))
+    }
+
+    /// Invite `email` to `site` with `role`, optionally handing over `credential`; the
+    /// secret for the invitation link is returned once.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed email or an expiry in the past;
+    /// [`StoreError::ForeignKey`] for an unknown site, credential or inviter.
+    #[expect(clippy::too_many_arguments, reason = "one field each")]
+    pub async fn create_invitation(
+        &self,
+        actor: &str,
+        site: SiteId,
+        email: &str,
+        role: RoleId,
+        credential: Option<CredentialId>,
+        invited_by: Option<i64>,
+        expires_at: i64,
+    ) -> Result<(Invitation, IssuedSecret), StoreError> {
+        let email = crate::accounts::normalise_email(email)?;
+        if expires_at <= now_seconds() {
+            return Err(StoreError::invalid("the invitation's expiry is in the past"));
+        }
+        let secret = secrets::fresh("");
+        let hash = secrets::hash(&secret);
+        let invitation = on_backend!(self, sqlite_members, pg_members, write, |conn, m| m::insert_invite(
+            conn, actor, site, &email, role, credential, invited_by, &hash, expires_at
+        )
+        .await?);
+        Ok((
+            invitation,
+            IssuedSecret {
+                secret,
+                expires_at: Some(expires_at),
+            },
+        ))
+    }
+
+    /// The pending invitation with this secret at `now`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn invitation_by_secret(&self, secret: &str, now: i64) -> Result<Option<Invitation>, StoreError> {
+        let hash = secrets::hash(secret);
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::live_invite_by_hash(conn, &hash, now).await?
+        }))
+    }
+
+    /// A site's invitations, accepted and expired ones included.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn site_invitations(&self, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::invites_of_site(conn, site).await?
+        }))
+    }
+
+    /// Accept an invitation as `account` at `now`: it is used up and the account joins
+    /// the site with the invited role, linked to `person` if given.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an unknown, used or expired secret (one message for
+    /// all three); [`StoreError::Duplicate`] if the account is a member already.
+    pub async fn accept_invitation(
+        &self,
+        secret: &str,
+        account: i64,
+        person: Option<PersonId>,
+        now: i64,
+    ) -> Result<(Invitation, Membership), StoreError> {
+        let hash = secrets::hash(secret);
+        let actor = format!("account:{account}");
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let invitation = m::live_invite_by_hash(conn, &hash, now)
+                .await?
+                .ok_or_else(invalid_invitation)?;
+            if !m::mark_accepted(conn, invitation.id, now).await? {
+                return Err(invalid_invitation());
+            }
+            if m::member(conn, invitation.site, account).await?.is_some() {
+                return Err(StoreError::Duplicate {
+                    entity: membership_entity(invitation.site, account),
+                    detail: "the account is a member of the site already".to_owned(),
+                });
+            }
+            let membership = Membership {
+                site: invitation.site,
+                account,
+                role: invitation.role,
+                person,
+                is_owner: false,
+                created_at: now,
+            };
+            m::put_member(conn, &actor, None, &membership, "accept_invitation").await?;
+            (
+                Invitation {
+                    accepted_at: Some(now),
+                    ..invitation
+                },
+                membership,
+            )
+        }))
+    }
+
+    /// Withdraw an invitation.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown invitation.
+    pub async fn revoke_invitation(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::invite(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("invitation:{id}"),
+            })?;
+            m::delete_invite(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Issue a voucher with these limits.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed code or an empty validity window;
+    /// [`StoreError::Duplicate`] for a code in use.
+    pub async fn create_voucher(
+        &self,
+        actor: &str,
+        code: &str,
+        max_users: u32,
+        max_app_users: u32,
+        valid_from: Option<i64>,
+        valid_until: Option<i64>,
+    ) -> Result<Voucher, StoreError> {
+        let code = normalise_code(code)?;
+        if let (Some(f), Some(u)) = (valid_from, valid_until)
+            && f >= u
+        {
+            return Err(StoreError::invalid("a voucher's validity must start before it ends"));
+        }
+        let draft = Voucher {
+            id: 0,
+            site: None,
+            code,
+            max_users,
+            max_app_users,
+            valid_from,
+            valid_until,
+            created_at: now_seconds(),
+        };
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            m::insert_voucher(conn, actor, &draft).await?
+        }))
+    }
+
+    /// The voucher with this code.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed code.
+    pub async fn voucher_by_code(&self, code: &str) -> Result<Option<Voucher>, StoreError> {
+        let code = normalise_code(code)?;
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::voucher_by_code(conn, &code).await?
+        }))
+    }
+
+    /// Every voucher, or those a site redeemed.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn vouchers(&self, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
+        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+            m::vouchers(conn, site).await?
+        }))
+    }
+
+    /// The voucher that sets `site`'s limits at `now`: of those it redeemed and that are
+    /// valid, the latest redeemed. `None` means the site has no licence.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn site_voucher(&self, site: SiteId, now: i64) -> Result<Option<Voucher>, StoreError> {
+        Ok(self
+            .vouchers(Some(site))
+            .await?
+            .into_iter()
+            .filter(|v| v.is_valid_at(now))
+            .max_by_key(|v| v.id))
+    }
+
+    /// Redeem the voucher `code` for `site` at `now`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown code; [`StoreError::InUse`] if another
+    /// site redeemed it; [`StoreError::Invalid`] outside its validity.
+    pub async fn redeem_voucher(&self, actor: &str, code: &str, site: SiteId, now: i64) -> Result<Voucher, StoreError> {
+        let code = normalise_code(code)?;
+        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::voucher_by_code(conn, &code)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: format!("voucher `{code}`"),
+                })?;
+            if let Some(holder) = before.site {
+                if holder == site {
+                    return Ok(before);
+                }
+                return Err(StoreError::InUse {
+                    entity: format!("voucher `{code}`"),
+                    used_by: format!("site:{}", holder.0),
+                });
+            }
+            if !before.is_valid_at(now) {
+                return Err(StoreError::invalid(format!("voucher `{code}` is not valid now")));
+            }
+            if !m::claim_voucher(conn, before.id, site).await? {
+                return Err(StoreError::InUse {
+                    entity: format!("voucher `{code}`"),
+                    used_by: "another site".to_owned(),
+                });
+            }
+            let after = Voucher {
+                site: Some(site),
+                ..before.clone()
+            };
+            m::audit_voucher(conn, actor, &before, &after).await?;
+            after
+        }))
+    }
+
+    /// Delete a voucher.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown voucher.
+    pub async fn delete_voucher(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
+            let before = m::voucher_by_id(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("voucher:{id}"),
+            })?;
+            m::delete_voucher(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+}

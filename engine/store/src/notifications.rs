@@ -1,0 +1,478 @@
+//! Notification settings (what a site sends, to whom, over which channel) and the
+//! durable outbox the sender drains.
+//!
+//! The notify plugin turns events into notifications using a site's settings; each one
+//! is put in the outbox in the same step, so a crash loses none. Senders claim due
+//! rows with a lease (the claim moves `next_attempt_at` to the lease's end in one
+//! statement), so two nodes never send the same row at once, and a sender that dies
+//! mid-send only delays the row until the lease runs out. Failures back off; delivery is
+//! recorded; delivered rows are purged by age.
+
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::SiteId;
+use sqlx::Row;
+
+/// The channels a notification can go out on.
+pub const CHANNELS: [&str; 3] = ["email", "webhook", "push"];
+/// The largest notification payload, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
+/// One notification rule of a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationSetting {
+    /// Its id (0 for a new one).
+    pub id: i64,
+    /// The site.
+    pub site: SiteId,
+    /// The account it notifies, when it is a person's (e.g. the owner's).
+    pub account: Option<i64>,
+    /// Which events, e.g. `entry.denied`, `incident.tamper`, `admin.change`.
+    pub event_kind: String,
+    /// One of [`CHANNELS`].
+    pub channel: String,
+    /// Where to: an email address, a URL, a device token.
+    pub target: String,
+    /// Channel options, a JSON object.
+    pub config: String,
+    /// Whether it is on.
+    pub enabled: bool,
+}
+
+/// A notification waiting to go out, or sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Its id.
+    pub id: i64,
+    /// The site it is about.
+    pub site: SiteId,
+    /// The channel.
+    pub channel: String,
+    /// The recipient.
+    pub target: String,
+    /// What to send, JSON.
+    pub payload: String,
+    /// When it was queued.
+    pub created_at: i64,
+    /// When it may be tried next.
+    pub next_attempt_at: i64,
+    /// How many times sending failed.
+    pub attempts: u32,
+    /// When it was delivered, if it was.
+    pub delivered_at: Option<i64>,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+fn check_setting(s: &NotificationSetting) -> Result<(), StoreError> {
+    if !CHANNELS.contains(&s.channel.as_str()) {
+        return Err(StoreError::invalid(format!(
+            "unknown channel `{}`; use one of {}",
+            s.channel,
+            CHANNELS.join(", ")
+        )));
+    }
+    if s.event_kind.is_empty()
+        || s.event_kind.len() > 64
+        || !s
+            .event_kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || matches!(c, '.' | '_' | '*'))
+    {
+        return Err(StoreError::invalid(
+            "an event kind has 1 to 64 lowercase letters, dots, underscores or `*`",
+        ));
+    }
+    if s.target.trim().is_empty() || s.target.len() > 512 {
+        return Err(StoreError::invalid("a notification target has 1 to 512 bytes"));
+    }
+    if s.channel == "email" && crate::accounts::normalise_email(&s.target).is_err() {
+        return Err(StoreError::invalid(format!("`{}` is not an email address", s.target)));
+    }
+    if s.channel == "webhook" && !s.target.starts_with("https://") && !s.target.starts_with("http://") {
+        return Err(StoreError::invalid("a webhook target is an http(s) URL"));
+    }
+    check_object("config", &s.config)
+}
+
+fn check_object(what: &str, text: &str) -> Result<(), StoreError> {
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(StoreError::invalid(format!(
+            "the {what} has at most {MAX_PAYLOAD_BYTES} bytes"
+        )));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(StoreError::invalid(format!("the {what} must be a JSON object"))),
+        Err(e) => Err(StoreError::invalid(format!("the {what} is not JSON: {e}"))),
+    }
+}
+
+fn setting_json(s: &NotificationSetting) -> String {
+    serde_json::json!({
+        "id": s.id, "site": s.site.0, "account": s.account, "event_kind": s.event_kind,
+        "channel": s.channel, "target": s.target, "enabled": s.enabled,
+    })
+    .to_string()
+}
+
+macro_rules! notification_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const SETTING_COLS: &str = "SELECT id, site, account, event_kind, channel, target, config, enabled \
+                                    FROM notification_settings";
+        const OUTBOX_COLS: &str = "id, site, channel, target, payload, created_at, next_attempt_at, attempts, \
+                                   delivered_at, last_error";
+
+        fn setting_from(r: &ops::DbRowOf) -> Result<NotificationSetting, StoreError> {
+            let site: i64 = r.try_get(1)?;
+            Ok(NotificationSetting {
+                id: r.try_get(0)?,
+                site: SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                account: r.try_get(2)?,
+                event_kind: r.try_get(3)?,
+                channel: r.try_get(4)?,
+                target: r.try_get(5)?,
+                config: r.try_get(6)?,
+                enabled: r.try_get(7)?,
+            })
+        }
+
+        fn item_from(r: &ops::DbRowOf) -> Result<OutboxItem, StoreError> {
+            let site: i64 = r.try_get(1)?;
+            let attempts: i64 = r.try_get(7)?;
+            Ok(OutboxItem {
+                id: r.try_get(0)?,
+                site: SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                channel: r.try_get(2)?,
+                target: r.try_get(3)?,
+                payload: r.try_get(4)?,
+                created_at: r.try_get(5)?,
+                next_attempt_at: r.try_get(6)?,
+                attempts: u32::try_from(attempts).map_err(StoreError::internal)?,
+                delivered_at: r.try_get(8)?,
+                last_error: r.try_get(9)?,
+            })
+        }
+
+        pub(super) async fn setting(conn: &mut ops::Conn, id: i64) -> Result<Option<NotificationSetting>, StoreError> {
+            let sql = format!("{SETTING_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(setting_from).transpose()
+        }
+
+        pub(super) async fn settings(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
+            let sql = format!("{SETTING_COLS} WHERE site = $1 ORDER BY id");
+            let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
+            rows.iter().map(setting_from).collect()
+        }
+
+        pub(super) async fn put_setting(conn: &mut ops::Conn, actor: &str, before: Option<&NotificationSetting>, s: &NotificationSetting) -> Result<NotificationSetting, StoreError> {
+            let id: i64 = match before {
+                Some(_) => {
+                    sqlx::query(
+                        "UPDATE notification_settings SET account = $2, event_kind = $3, channel = $4, target = $5, \
+                         config = $6, enabled = $7 WHERE id = $1",
+                    )
+                    .bind(s.id)
+                    .bind(s.account)
+                    .bind(&s.event_kind)
+                    .bind(&s.channel)
+                    .bind(&s.target)
+                    .bind(&s.config)
+                    .bind(s.enabled)
+                    .execute(&mut *conn)
+                    .await?;
+                    s.id
+                }
+                None => sqlx::query_scalar(
+                    "INSERT INTO notification_settings (site, account, event_kind, channel, target, config, enabled) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                )
+                .bind(i64::from(s.site.0))
+                .bind(s.account)
+                .bind(&s.event_kind)
+                .bind(&s.channel)
+                .bind(&s.target)
+                .bind(&s.config)
+                .bind(s.enabled)
+                .fetch_one(&mut *conn)
+                .await?,
+            };
+            let after = NotificationSetting { id, ..s.clone() };
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "put_notification_setting", &format!("notification_setting:{id}"),
+                before.map(setting_json).as_deref(), Some(&setting_json(&after)),
+            )
+            .await?;
+            Ok(after)
+        }
+
+        pub(super) async fn delete_setting(conn: &mut ops::Conn, actor: &str, before: &NotificationSetting) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM notification_settings WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            ops::insert_audit(
+                conn, None, now_seconds(), actor, "delete_notification_setting",
+                &format!("notification_setting:{}", before.id), Some(&setting_json(before)), None,
+            )
+            .await
+        }
+
+        pub(super) async fn enqueue(conn: &mut ops::Conn, site: SiteId, channel: &str, target: &str, payload: &str, now: i64) -> Result<i64, StoreError> {
+            Ok(sqlx::query_scalar(
+                "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            )
+            .bind(i64::from(site.0))
+            .bind(channel)
+            .bind(target)
+            .bind(payload)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+
+        pub(super) async fn claim(conn: &mut ops::Conn, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+            // The due condition is repeated outside the subquery: on PostgreSQL a row a
+            // concurrent claim just leased is re-checked against its new version and
+            // skipped, so no row goes to two senders.
+            let sql = format!(
+                "UPDATE notification_outbox SET next_attempt_at = $2 WHERE id IN (\
+                 SELECT id FROM notification_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+                 ORDER BY next_attempt_at, id LIMIT $3) AND delivered_at IS NULL AND next_attempt_at <= $1 \
+                 RETURNING {OUTBOX_COLS}"
+            );
+            let rows = sqlx::query(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(&mut *conn).await?;
+            let mut items = rows.iter().map(item_from).collect::<Result<Vec<_>, _>>()?;
+            items.sort_by_key(|i| i.id);
+            Ok(items)
+        }
+
+        pub(super) async fn item(conn: &mut ops::Conn, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+            let sql = format!("SELECT {OUTBOX_COLS} FROM notification_outbox WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(item_from).transpose()
+        }
+
+        pub(super) async fn delivered(conn: &mut ops::Conn, id: i64, now: i64) -> Result<bool, StoreError> {
+            Ok(sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1)
+        }
+
+        pub(super) async fn failed(conn: &mut ops::Conn, id: i64, error: &str, retry_at: i64) -> Result<bool, StoreError> {
+            Ok(sqlx::query(
+                "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
+                 WHERE id = $1 AND delivered_at IS NULL",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(retry_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
+        pub(super) async fn purge(conn: &mut ops::Conn, delivered_before: i64) -> Result<u64, StoreError> {
+            Ok(sqlx::query("DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+                .bind(delivered_before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected())
+        }
+    };
+}
+
+mod sqlite_notifications {
+    notification_ops!(crate::sql::sqlite);
+}
+
+mod pg_notifications {
+    notification_ops!(crate::sql::postgres);
+}
+
+fn no_item(id: i64) -> StoreError {
+    StoreError::NotFound {
+        entity: format!("outbox:{id}"),
+    }
+}
+
+impl Store {
+    /// Create (`id` 0) or replace a notification setting.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an unknown channel, a malformed event kind, target or
+    /// config; [`StoreError::NotFound`] for an unknown id; [`StoreError::ForeignKey`] for
+    /// an unknown site or account; [`StoreError::Invalid`] when an update names another
+    /// site.
+    pub async fn put_notification_setting(
+        &self,
+        actor: &str,
+        setting: &NotificationSetting,
+    ) -> Result<NotificationSetting, StoreError> {
+        check_setting(setting)?;
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            write,
+            |conn, m| {
+                let before = if setting.id == 0 {
+                    None
+                } else {
+                    let before = m::setting(conn, setting.id)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound {
+                            entity: format!("notification_setting:{}", setting.id),
+                        })?;
+                    if before.site != setting.site {
+                        return Err(StoreError::invalid(
+                            "a notification setting cannot move to another site",
+                        ));
+                    }
+                    Some(before)
+                };
+                m::put_setting(conn, actor, before.as_ref(), setting).await?
+            }
+        ))
+    }
+
+    /// A site's notification settings.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn notification_settings(&self, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            read,
+            |conn, m| m::settings(conn, site).await?
+        ))
+    }
+
+    /// Delete a notification setting.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    pub async fn delete_notification_setting(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
+            let before = m::setting(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("notification_setting:{id}"),
+            })?;
+            m::delete_setting(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Queue a notification, due at once.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an unknown channel, an empty target or a payload that
+    /// is not a JSON object or is oversized.
+    pub async fn enqueue_notification(
+        &self,
+        site: SiteId,
+        channel: &str,
+        target: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        if !CHANNELS.contains(&channel) {
+            return Err(StoreError::invalid(format!("unknown channel `{channel}`")));
+        }
+        if target.trim().is_empty() || target.len() > 512 {
+            return Err(StoreError::invalid("a notification target has 1 to 512 bytes"));
+        }
+        check_object("payload", payload)?;
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            write,
+            |conn, m| m::enqueue(conn, site, channel, target, payload, now).await?
+        ))
+    }
+
+    /// Claim up to `limit` notifications due at `now` for sending, leased until
+    /// `lease_until`: no other claim sees them before then.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a lease that ends before `now` or a zero limit.
+    pub async fn claim_notifications(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        if lease_until <= now || limit == 0 {
+            return Err(StoreError::invalid(
+                "a claim needs a lease in the future and a limit above 0",
+            ));
+        }
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            write,
+            |conn, m| m::claim(conn, now, lease_until, i64::from(limit)).await?
+        ))
+    }
+
+    /// The outbox row `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            read,
+            |conn, m| m::item(conn, id).await?
+        ))
+    }
+
+    /// Record that `id` was delivered.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown or already delivered row.
+    pub async fn mark_notification_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        let done = on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
+            m::delivered(conn, id, now).await?
+        });
+        if done { Ok(()) } else { Err(no_item(id)) }
+    }
+
+    /// Record that sending `id` failed with `error`; it is due again at `retry_at`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown or already delivered row.
+    pub async fn mark_notification_failed(&self, id: i64, error: &str, retry_at: i64) -> Result<(), StoreError> {
+        let error: String = error.chars().take(1000).collect();
+        let done = on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
+            m::failed(conn, id, &error, retry_at).await?
+        });
+        if done { Ok(()) } else { Err(no_item(id)) }
+    }
+
+    /// Delete notifications delivered before `delivered_before`; how many went.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn purge_delivered_notifications(&self, delivered_before: i64) -> Result<u64, StoreError> {
+        Ok(on_backend!(
+            self,
+            sqlite_notifications,
+            pg_notifications,
+            write,
+            |conn, m| m::purge(conn, delivered_before).await?
+        ))
+    }
+}

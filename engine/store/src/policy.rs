@@ -1,0 +1,697 @@
+//! Policy as the store keeps it: uploaded plugin binaries, the bundles that deploy them
+//! (one active per site, or globally), which door runs which door rule, and each site's
+//! opening hours.
+//!
+//! The store does not run WebAssembly: it checks what it can without the plugin host (a
+//! module's magic bytes, sizes, the manifest's shape) and records SHA-256 digests, and
+//! the host verifies and compiles what it loads. Activating a bundle switches the site's
+//! active bundle in one transaction; a partial unique index keeps at most one active.
+
+use crate::codec::{self, PeriodDto};
+use crate::dispatch::secrets;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::{DoorId, Schedule, SiteId};
+use sqlx::Row;
+
+/// The largest plugin module accepted, in bytes.
+pub const MAX_PLUGIN_BYTES: usize = 16 << 20;
+/// The largest bundle manifest accepted, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 256 << 10;
+
+/// An uploaded plugin's description (the module comes from [`Store::plugin_wasm`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPlugin {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The module's SHA-256, hex.
+    pub sha256: String,
+    /// When it was uploaded.
+    pub uploaded_at: i64,
+}
+
+/// A policy bundle: a manifest and the plugins it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBundle {
+    /// Its id.
+    pub id: i64,
+    /// The site it is for (`None`: every site without its own).
+    pub site: Option<SiteId>,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The manifest (TOML).
+    pub manifest: String,
+    /// The manifest's SHA-256, hex.
+    pub sha256: String,
+    /// Whether it is the one in force.
+    pub active: bool,
+    /// When it was uploaded.
+    pub uploaded_at: i64,
+    /// The plugins it deploys, by id.
+    pub plugins: Vec<i64>,
+}
+
+/// A door's rule: the rule plugin's name in the active bundle and what a failure means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorRuleAttachment {
+    /// The door.
+    pub door: DoorId,
+    /// The rule's name in the bundle.
+    pub rule: String,
+    /// Whether a rule failure keeps the core's verdict (fail-safe) rather than denying
+    /// (fail-secure).
+    pub fail_safe: bool,
+}
+
+fn check_name(what: &str, text: &str) -> Result<(), StoreError> {
+    if text.is_empty()
+        || text.len() > 64
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+    {
+        return Err(StoreError::invalid(format!(
+            "a {what} has 1 to 64 letters, digits, dots, dashes, underscores or pluses, found `{}`",
+            text.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn bundle_json(b: &StoredBundle) -> String {
+    serde_json::json!({
+        "id": b.id, "site": b.site.map(|s| s.0), "name": b.name, "version": b.version,
+        "sha256": b.sha256, "active": b.active, "plugins": b.plugins,
+    })
+    .to_string()
+}
+
+fn rule_json(r: &DoorRuleAttachment) -> String {
+    serde_json::json!({ "door": r.door.0, "rule": r.rule, "fail_safe": r.fail_safe }).to_string()
+}
+
+macro_rules! policy_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const PLUGIN_COLS: &str = "SELECT id, name, version, sha256, uploaded_at FROM plugins";
+        const BUNDLE_COLS: &str = "SELECT id, site, name, version, manifest, sha256, active, uploaded_at FROM policy_bundles";
+
+        fn plugin_from(r: &ops::DbRowOf) -> Result<StoredPlugin, StoreError> {
+            Ok(StoredPlugin {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                version: r.try_get(2)?,
+                sha256: r.try_get(3)?,
+                uploaded_at: r.try_get(4)?,
+            })
+        }
+
+        async fn bundle_from(conn: &mut ops::Conn, r: &ops::DbRowOf) -> Result<StoredBundle, StoreError> {
+            let id: i64 = r.try_get(0)?;
+            let site: Option<i64> = r.try_get(1)?;
+            let plugins: Vec<i64> = sqlx::query_scalar("SELECT plugin FROM policy_bundle_plugins WHERE bundle = $1 ORDER BY plugin")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(StoredBundle {
+                id,
+                site: site.map(|s| u32::try_from(s).map(SiteId)).transpose().map_err(StoreError::internal)?,
+                name: r.try_get(2)?,
+                version: r.try_get(3)?,
+                manifest: r.try_get(4)?,
+                sha256: r.try_get(5)?,
+                active: r.try_get(6)?,
+                uploaded_at: r.try_get(7)?,
+                plugins,
+            })
+        }
+
+        pub(super) async fn insert_plugin(conn: &mut ops::Conn, actor: &str, name: &str, version: &str, wasm: &[u8]) -> Result<StoredPlugin, StoreError> {
+            let now = now_seconds();
+            let sha256 = secrets::sha256_hex(wasm);
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO plugins (name, version, sha256, wasm, uploaded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(name)
+            .bind(version)
+            .bind(&sha256)
+            .bind(wasm)
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: format!("plugin `{name}` `{version}`"),
+                    detail: "that version was uploaded already".to_owned(),
+                },
+                other => other,
+            })?;
+            let plugin = StoredPlugin { id, name: name.to_owned(), version: version.to_owned(), sha256, uploaded_at: now };
+            let after = serde_json::json!({ "id": id, "name": name, "version": version, "sha256": plugin.sha256 }).to_string();
+            ops::insert_audit(conn, None, now, actor, "upload_plugin", &format!("plugin:{id}"), None, Some(&after)).await?;
+            Ok(plugin)
+        }
+
+        pub(super) async fn plugin(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
+            let sql = format!("{PLUGIN_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(plugin_from).transpose()
+        }
+
+        pub(super) async fn plugins(conn: &mut ops::Conn) -> Result<Vec<StoredPlugin>, StoreError> {
+            let sql = format!("{PLUGIN_COLS} ORDER BY id");
+            let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+            rows.iter().map(plugin_from).collect()
+        }
+
+        pub(super) async fn plugin_wasm(conn: &mut ops::Conn, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
+        }
+
+        pub(super) async fn plugin_users(conn: &mut ops::Conn, id: i64) -> Result<Vec<i64>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT bundle FROM policy_bundle_plugins WHERE plugin = $1 ORDER BY bundle")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?)
+        }
+
+        pub(super) async fn delete_plugin(conn: &mut ops::Conn, actor: &str, before: &StoredPlugin) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM plugins WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            let json = serde_json::json!({ "id": before.id, "name": before.name, "version": before.version, "sha256": before.sha256 }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "delete_plugin", &format!("plugin:{}", before.id), Some(&json), None).await
+        }
+
+        pub(super) async fn insert_bundle(conn: &mut ops::Conn, actor: &str, draft: &StoredBundle) -> Result<StoredBundle, StoreError> {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO policy_bundles (site, name, version, manifest, sha256, active, uploaded_at) \
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
+            )
+            .bind(draft.site.map(|s| i64::from(s.0)))
+            .bind(&draft.name)
+            .bind(&draft.version)
+            .bind(&draft.manifest)
+            .bind(&draft.sha256)
+            .bind(draft.uploaded_at)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Duplicate { .. } => StoreError::Duplicate {
+                    entity: format!("bundle `{}` `{}`", draft.name, draft.version),
+                    detail: "that version was uploaded already".to_owned(),
+                },
+                other => other,
+            })?;
+            for plugin in &draft.plugins {
+                sqlx::query("INSERT INTO policy_bundle_plugins (bundle, plugin) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(plugin)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| match StoreError::from(e) {
+                        StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: format!("bundle:{id}"), to: format!("plugin:{plugin}") },
+                        other => other,
+                    })?;
+            }
+            let bundle = StoredBundle { id, ..draft.clone() };
+            ops::insert_audit(conn, None, draft.uploaded_at, actor, "upload_bundle", &format!("bundle:{id}"), None, Some(&bundle_json(&bundle))).await?;
+            Ok(bundle)
+        }
+
+        pub(super) async fn bundle(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+            let sql = format!("{BUNDLE_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            match row {
+                Some(r) => Ok(Some(bundle_from(conn, &r).await?)),
+                None => Ok(None),
+            }
+        }
+
+        pub(super) async fn bundles(conn: &mut ops::Conn, site: Option<SiteId>, only_active: bool) -> Result<Vec<StoredBundle>, StoreError> {
+            let active = if only_active { " AND active" } else { "" };
+            let rows = match site {
+                Some(site) => {
+                    let sql = format!("{BUNDLE_COLS} WHERE site = $1{active} ORDER BY id");
+                    sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?
+                }
+                None => {
+                    let sql = format!("{BUNDLE_COLS} WHERE site IS NULL{active} ORDER BY id");
+                    sqlx::query(&sql).fetch_all(&mut *conn).await?
+                }
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(bundle_from(conn, r).await?);
+            }
+            Ok(out)
+        }
+
+        pub(super) async fn activate(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+            // Deactivate first: the one-active index holds at every statement.
+            sqlx::query("UPDATE policy_bundles SET active = FALSE WHERE COALESCE(site, 0) = $1 AND active")
+                .bind(before.site.map_or(0, |s| i64::from(s.0)))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE policy_bundles SET active = TRUE WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            let after = StoredBundle { active: true, ..before.clone() };
+            ops::insert_audit(conn, None, now_seconds(), actor, "activate_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), Some(&bundle_json(&after))).await
+        }
+
+        pub(super) async fn delete_bundle(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM policy_bundles WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            ops::insert_audit(conn, None, now_seconds(), actor, "delete_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), None).await
+        }
+
+        pub(super) async fn door_rule(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleAttachment>, StoreError> {
+            let row = sqlx::query("SELECT rule, fail_safe FROM door_rules WHERE door = $1").bind(i64::from(door.0)).fetch_optional(&mut *conn).await?;
+            row.map(|r| Ok(DoorRuleAttachment { door, rule: r.try_get(0)?, fail_safe: r.try_get(1)? })).transpose()
+        }
+
+        pub(super) async fn door_rules(conn: &mut ops::Conn) -> Result<Vec<DoorRuleAttachment>, StoreError> {
+            let rows = sqlx::query("SELECT door, rule, fail_safe FROM door_rules ORDER BY door").fetch_all(&mut *conn).await?;
+            rows.iter()
+                .map(|r| {
+                    let door: i64 = r.try_get(0)?;
+                    Ok(DoorRuleAttachment {
+                        door: DoorId(u32::try_from(door).map_err(StoreError::internal)?),
+                        rule: r.try_get(1)?,
+                        fail_safe: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn put_door_rule(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleAttachment>, after: &DoorRuleAttachment) -> Result<(), StoreError> {
+            let now = now_seconds();
+            sqlx::query(
+                "INSERT INTO door_rules (door, rule, fail_safe, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (door) DO UPDATE SET rule = excluded.rule, fail_safe = excluded.fail_safe, updated_at = excluded.updated_at",
+            )
+            .bind(i64::from(after.door.0))
+            .bind(&after.rule)
+            .bind(after.fail_safe)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "door rule".to_owned(), to: format!("door:{}", after.door.0) },
+                other => other,
+            })?;
+            ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(rule_json).as_deref(), Some(&rule_json(after))).await
+        }
+
+        pub(super) async fn delete_door_rule(conn: &mut ops::Conn, actor: &str, before: &DoorRuleAttachment) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM door_rules WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
+            ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&rule_json(before)), None).await
+        }
+
+        pub(super) async fn opening_hours(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
+            let rows = match site {
+                Some(site) => sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours WHERE site = $1")
+                    .bind(i64::from(site.0))
+                    .fetch_all(&mut *conn)
+                    .await?,
+                None => sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours ORDER BY site")
+                    .fetch_all(&mut *conn)
+                    .await?,
+            };
+            rows.iter()
+                .map(|r| {
+                    let site: i64 = r.try_get(0)?;
+                    let periods: String = r.try_get(1)?;
+                    let periods: Vec<PeriodDto> = serde_json::from_str(&periods).map_err(StoreError::internal)?;
+                    let first: Option<String> = r.try_get(2)?;
+                    let last: Option<String> = r.try_get(3)?;
+                    Ok((
+                        SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                        codec::schedule(&periods, first.as_deref(), last.as_deref())?,
+                    ))
+                })
+                .collect()
+        }
+
+        pub(super) async fn put_opening_hours(conn: &mut ops::Conn, actor: &str, site: SiteId, hours: Option<&Schedule>) -> Result<(), StoreError> {
+            let now = now_seconds();
+            let before = opening_hours(conn, Some(site)).await?.pop().map(|(_, s)| hours_json(&s)).transpose()?;
+            match hours {
+                Some(schedule) => {
+                    let periods = serde_json::to_string(&codec::periods_dto(schedule)).map_err(StoreError::internal)?;
+                    let range = schedule.date_range();
+                    sqlx::query(
+                        "INSERT INTO site_opening_hours (site, periods, date_first, date_last, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (site) DO UPDATE SET periods = excluded.periods, date_first = excluded.date_first, \
+                         date_last = excluded.date_last, updated_at = excluded.updated_at",
+                    )
+                    .bind(i64::from(site.0))
+                    .bind(periods)
+                    .bind(range.map(|r| r.first.to_string()))
+                    .bind(range.map(|r| r.last.to_string()))
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| match StoreError::from(e) {
+                        StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "opening hours".to_owned(), to: format!("site:{}", site.0) },
+                        other => other,
+                    })?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM site_opening_hours WHERE site = $1").bind(i64::from(site.0)).execute(&mut *conn).await?;
+                }
+            }
+            let after = hours.map(hours_json).transpose()?;
+            ops::insert_audit(conn, None, now, actor, "set_opening_hours", &format!("site:{}", site.0), before.as_deref(), after.as_deref()).await
+        }
+    };
+}
+
+fn hours_json(schedule: &Schedule) -> Result<String, StoreError> {
+    let range = schedule.date_range();
+    serde_json::to_string(&serde_json::json!({
+        "periods": codec::periods_dto(schedule),
+        "date_first": range.map(|r| r.first.to_string()),
+        "date_last": range.map(|r| r.last.to_string()),
+    }))
+    .map_err(StoreError::internal)
+}
+
+mod sqlite_policy {
+    policy_ops!(crate::sql::sqlite);
+}
+
+mod pg_policy {
+    policy_ops!(crate::sql::postgres);
+}
+
+fn bundle_not_found(id: i64) -> StoreError {
+    StoreError::NotFound {
+        entity: format!("bundle:{id}"),
+    }
+}
+
+impl Store {
+    /// Store a plugin module as `name` `version`. The module must at least look like
+    /// WebAssembly; the plugin host validates the rest when a bundle loads it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed name or version, or bytes that are empty,
+    /// oversized or not WebAssembly; [`StoreError::Duplicate`] for a version uploaded
+    /// already.
+    pub async fn upload_plugin(
+        &self,
+        actor: &str,
+        name: &str,
+        version: &str,
+        wasm: &[u8],
+    ) -> Result<StoredPlugin, StoreError> {
+        check_name("plugin name", name)?;
+        check_name("plugin version", version)?;
+        if wasm.len() > MAX_PLUGIN_BYTES {
+            return Err(StoreError::invalid(format!(
+                "a plugin module has at most {MAX_PLUGIN_BYTES} bytes, found {}",
+                wasm.len()
+            )));
+        }
+        if wasm.get(..4) != Some(b"\0asm".as_slice()) {
+            return Err(StoreError::invalid(
+                "the plugin module is not WebAssembly (no `\\0asm` header)",
+            ));
+        }
+        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            m::insert_plugin(conn, actor, name, version, wasm).await?
+        }))
+    }
+
+    /// The plugin `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn plugin(&self, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::plugin(
+            conn, id
+        )
+        .await?))
+    }
+
+    /// Every uploaded plugin, oldest first.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn plugins(&self) -> Result<Vec<StoredPlugin>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::plugins(
+            conn
+        )
+        .await?))
+    }
+
+    /// The module of plugin `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn plugin_wasm(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
+            m::plugin_wasm(conn, id).await?
+        }))
+    }
+
+    /// Delete plugin `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown plugin; [`StoreError::InUse`] while a
+    /// bundle deploys it.
+    pub async fn delete_plugin(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            let before = m::plugin(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("plugin:{id}"),
+            })?;
+            if let Some(bundle) = m::plugin_users(conn, id).await?.first() {
+                return Err(StoreError::InUse {
+                    entity: format!("plugin:{id}"),
+                    used_by: format!("bundle:{bundle}"),
+                });
+            }
+            m::delete_plugin(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Store a bundle (inactive) for `site`, or globally: its manifest and the uploaded
+    /// plugins it deploys.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed name, version or manifest (empty,
+    /// oversized or not TOML); [`StoreError::ForeignKey`] for an unknown site or plugin;
+    /// [`StoreError::Duplicate`] for a version uploaded already.
+    pub async fn upload_bundle(
+        &self,
+        actor: &str,
+        site: Option<SiteId>,
+        name: &str,
+        version: &str,
+        manifest: &str,
+        plugins: &[i64],
+    ) -> Result<StoredBundle, StoreError> {
+        check_name("bundle name", name)?;
+        check_name("bundle version", version)?;
+        if manifest.trim().is_empty() || manifest.len() > MAX_MANIFEST_BYTES {
+            return Err(StoreError::invalid(format!(
+                "a bundle manifest has 1 to {MAX_MANIFEST_BYTES} bytes, found {}",
+                manifest.len()
+            )));
+        }
+        if let Err(e) = manifest.parse::<toml::Table>() {
+            return Err(StoreError::invalid(format!(
+                "the bundle manifest is not TOML: {}",
+                e.message()
+            )));
+        }
+        let mut plugins = plugins.to_vec();
+        plugins.sort_unstable();
+        plugins.dedup();
+        let draft = StoredBundle {
+            id: 0,
+            site,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            manifest: manifest.to_owned(),
+            sha256: secrets::sha256_hex(manifest.as_bytes()),
+            active: false,
+            uploaded_at: now_seconds(),
+            plugins,
+        };
+        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            m::insert_bundle(conn, actor, &draft).await?
+        }))
+    }
+
+    /// The bundle `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn bundle(&self, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::bundle(
+            conn, id
+        )
+        .await?))
+    }
+
+    /// The bundles of `site` (`None`: the global ones), oldest first.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn bundles(&self, site: Option<SiteId>) -> Result<Vec<StoredBundle>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::bundles(
+            conn, site, false
+        )
+        .await?))
+    }
+
+    /// The bundle in force for `site`: its own active one, else the active global one.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn active_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
+            let own = match site {
+                Some(_) => m::bundles(conn, site, true).await?.pop(),
+                None => None,
+            };
+            match own {
+                Some(b) => Some(b),
+                None => m::bundles(conn, None, true).await?.pop(),
+            }
+        }))
+    }
+
+    /// Make bundle `id` the one in force for its site (or globally), retiring the one
+    /// before it in the same transaction. The caller has loaded and validated it with
+    /// the plugin host first.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown bundle.
+    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<StoredBundle, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            let before = m::bundle(conn, id).await?.ok_or_else(|| bundle_not_found(id))?;
+            m::activate(conn, actor, &before).await?;
+            StoredBundle { active: true, ..before }
+        }))
+    }
+
+    /// Delete bundle `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown bundle; [`StoreError::InUse`] for the
+    /// active one (activate another first).
+    pub async fn delete_bundle(&self, actor: &str, id: i64) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            let before = m::bundle(conn, id).await?.ok_or_else(|| bundle_not_found(id))?;
+            if before.active {
+                return Err(StoreError::InUse {
+                    entity: format!("bundle:{id}"),
+                    used_by: "its site, as the active bundle".to_owned(),
+                });
+            }
+            m::delete_bundle(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Attach the door rule named `rule` to `door` (replacing any). The rule need not be
+    /// in the active bundle yet: until it is, the door's fail mode applies.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed rule name; [`StoreError::ForeignKey`] for
+    /// an unknown door.
+    pub async fn attach_door_rule(
+        &self,
+        actor: &str,
+        door: DoorId,
+        rule: &str,
+        fail_safe: bool,
+    ) -> Result<DoorRuleAttachment, StoreError> {
+        check_name("rule name", rule)?;
+        let after = DoorRuleAttachment {
+            door,
+            rule: rule.to_owned(),
+            fail_safe,
+        };
+        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            let before = m::door_rule(conn, door).await?;
+            m::put_door_rule(conn, actor, before.as_ref(), &after).await?;
+        });
+        Ok(after)
+    }
+
+    /// Remove `door`'s rule.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the door has none.
+    pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
+            let before = m::door_rule(conn, door).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("door_rule:{}", door.0),
+            })?;
+            m::delete_door_rule(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// Every door's rule, by door; what the plugin host's door rules load at start.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn door_rules(&self) -> Result<Vec<DoorRuleAttachment>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
+            m::door_rules(conn).await?
+        }))
+    }
+
+    /// Set (or clear, with `None`) `site`'s opening hours.
+    ///
+    /// # Errors
+    /// [`StoreError::ForeignKey`] for an unknown site.
+    pub async fn set_opening_hours(
+        &self,
+        actor: &str,
+        site: SiteId,
+        hours: Option<&Schedule>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| m::put_opening_hours(
+            conn, actor, site, hours
+        )
+        .await?);
+        Ok(())
+    }
+
+    /// `site`'s opening hours, if set.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn opening_hours(&self, site: SiteId) -> Result<Option<Schedule>, StoreError> {
+        Ok(
+            on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::opening_hours(
+                conn,
+                Some(site)
+            )
+            .await?)
+            .pop()
+            .map(|(_, s)| s),
+        )
+    }
+
+    /// Every site's opening hours, by site.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn all_opening_hours(&self) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
+            m::opening_hours(conn, None).await?
+        }))
+    }
+}

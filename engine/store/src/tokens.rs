@@ -1,0 +1,430 @@
+//! Password-reset tokens and API tokens.
+//!
+//! Both are random secrets (see `dispatch::secrets`) handed out once; the store keeps
+//! only their SHA-256. A reset token is single use and expires: redeeming it sets the
+//! new password, marks it used, voids the account's other reset tokens and ends its
+//! sessions, all in one transaction, so a token raced from two places works once. An
+//! API token belongs to an account, may be narrowed to one site and to named scopes,
+//! may expire, and stops working when revoked or when its account is disabled.
+//!
+//! Asking for a reset answers the same way whether or not the email has an account:
+//! the caller gets `None` to send nothing, and spends about the same time.
+
+use crate::accounts::{Account, check_password_strength, hash_password};
+use crate::dispatch::secrets;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::SiteId;
+use sqlx::Row;
+
+/// A secret made for someone, shown once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedSecret {
+    /// The secret itself; the store keeps only its hash.
+    pub secret: String,
+    /// When it stops working, in seconds since the epoch (`None`: never).
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for IssuedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSecret")
+            .field("secret", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// An API token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Its id.
+    pub id: i64,
+    /// The account it acts as.
+    pub account: i64,
+    /// The one site it may touch (`None`: the account's sites).
+    pub site: Option<SiteId>,
+    /// A name for people.
+    pub name: String,
+    /// What it may do, e.g. `entries.read`; empty means what its account may do.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: i64,
+    /// When it stops working, if ever.
+    pub expires_at: Option<i64>,
+    /// When it was last presented.
+    pub last_used_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// The longest name of an API token, in characters.
+pub const MAX_TOKEN_NAME: usize = 100;
+/// The most scopes on one API token.
+pub const MAX_TOKEN_SCOPES: usize = 32;
+
+fn token_json(t: &ApiToken) -> String {
+    serde_json::json!({
+        "id": t.id, "account": t.account, "site": t.site.map(|s| s.0), "name": t.name,
+        "scopes": t.scopes, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+    })
+    .to_string()
+}
+
+fn invalid_reset() -> StoreError {
+    StoreError::invalid("the reset link is invalid, used or expired")
+}
+
+macro_rules! token_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const TOKEN_COLS: &str = "SELECT id, account, site, name, scopes, created_at, expires_at, last_used_at, \
+                                  revoked_at FROM api_tokens";
+
+        fn token_from(r: &ops::DbRowOf) -> Result<ApiToken, StoreError> {
+            let scopes: String = r.try_get(4)?;
+            let site: Option<i64> = r.try_get(2)?;
+            Ok(ApiToken {
+                id: r.try_get(0)?,
+                account: r.try_get(1)?,
+                site: site.map(|s| u32::try_from(s).map(SiteId)).transpose().map_err(StoreError::internal)?,
+                name: r.try_get(3)?,
+                scopes: serde_json::from_str(&scopes).map_err(StoreError::internal)?,
+                created_at: r.try_get(5)?,
+                expires_at: r.try_get(6)?,
+                last_used_at: r.try_get(7)?,
+                revoked_at: r.try_get(8)?,
+            })
+        }
+
+        pub(super) async fn enabled_account(conn: &mut ops::Conn, email: &str) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1 AND NOT disabled")
+                .bind(email)
+                .fetch_optional(&mut *conn)
+                .await?)
+        }
+
+        pub(super) async fn insert_reset(
+            conn: &mut ops::Conn,
+            hash: &str,
+            account: i64,
+            now: i64,
+            expires_at: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO password_reset_tokens (token_hash, account, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(hash)
+            .bind(account)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?;
+            ops::insert_audit(conn, None, now, "system", "issue_password_reset", &format!("account:{account}"), None, None)
+                .await
+        }
+
+        /// Marks the token used if it is live; the account it was for.
+        pub(super) async fn take_reset(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar(
+                "UPDATE password_reset_tokens SET used_at = $2 \
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING account",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?)
+        }
+
+        pub(super) async fn finish_reset(
+            conn: &mut ops::Conn,
+            account: i64,
+            phc: &str,
+            now: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
+                .bind(phc)
+                .bind(account)
+                .execute(&mut *conn)
+                .await?;
+            // Other outstanding links die with this one; sessions signed in with the old
+            // password end.
+            sqlx::query("UPDATE password_reset_tokens SET used_at = $2 WHERE account = $1 AND used_at IS NULL")
+                .bind(account)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM sessions WHERE account = $1")
+                .bind(account)
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(conn, None, now, &format!("account:{account}"), "reset_password", &format!("account:{account}"), None, None)
+                .await
+        }
+
+        pub(super) async fn purge(conn: &mut ops::Conn, now: i64) -> Result<u64, StoreError> {
+            let resets = sqlx::query("DELETE FROM password_reset_tokens WHERE expires_at <= $1 OR used_at IS NOT NULL")
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(resets + sessions)
+        }
+
+        #[expect(clippy::too_many_arguments, reason = "one column each")]
+        pub(super) async fn insert_token(
+            conn: &mut ops::Conn,
+            actor: &str,
+            account: i64,
+            site: Option<SiteId>,
+            name: &str,
+            scopes: &[String],
+            hash: &str,
+            expires_at: Option<i64>,
+        ) -> Result<ApiToken, StoreError> {
+            let now = now_seconds();
+            let scopes_json = serde_json::to_string(scopes).map_err(StoreError::internal)?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO api_tokens (account, site, name, token_hash, scopes, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(account)
+            .bind(site.map(|s| i64::from(s.0)))
+            .bind(name)
+            .bind(hash)
+            .bind(&scopes_json)
+            .bind(now)
+            .bind(expires_at)
+            .fetch_one(&mut *conn)
+            .await?;
+            let token = ApiToken {
+                id,
+                account,
+                site,
+                name: name.to_owned(),
+                scopes: scopes.to_vec(),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+            };
+            ops::insert_audit(conn, None, now, actor, "create_api_token", &format!("api_token:{id}"), None, Some(&token_json(&token)))
+                .await?;
+            Ok(token)
+        }
+
+        pub(super) async fn token_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
+            let sql = format!(
+                "{TOKEN_COLS} WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+                 AND account IN (SELECT id FROM accounts WHERE NOT disabled)"
+            );
+            let row = sqlx::query(&sql).bind(hash).bind(now).fetch_optional(&mut *conn).await?;
+            let Some(token) = row.as_ref().map(token_from).transpose()? else {
+                return Ok(None);
+            };
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(token.id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Some(ApiToken { last_used_at: Some(now), ..token }))
+        }
+
+        pub(super) async fn token(conn: &mut ops::Conn, id: i64) -> Result<Option<ApiToken>, StoreError> {
+            let sql = format!("{TOKEN_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(token_from).transpose()
+        }
+
+        pub(super) async fn tokens(conn: &mut ops::Conn, account: i64) -> Result<Vec<ApiToken>, StoreError> {
+            let sql = format!("{TOKEN_COLS} WHERE account = $1 ORDER BY id");
+            let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
+            rows.iter().map(token_from).collect()
+        }
+
+        pub(super) async fn revoke(conn: &mut ops::Conn, actor: &str, before: &ApiToken) -> Result<ApiToken, StoreError> {
+            let now = now_seconds();
+            sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
+            let after = ApiToken { revoked_at: before.revoked_at.or(Some(now)), ..before.clone() };
+            ops::insert_audit(
+                conn, None, now, actor, "revoke_api_token", &format!("api_token:{}", before.id),
+                Some(&token_json(before)), Some(&token_json(&after)),
+            )
+            .await?;
+            Ok(after)
+        }
+    };
+}
+
+mod sqlite_tokens {
+    token_ops!(crate::sql::sqlite);
+}
+
+mod pg_tokens {
+    token_ops!(crate::sql::postgres);
+}
+
+impl Store {
+    /// Start a password reset for `email`: a single-use secret for the reset link, valid
+    /// until `expires_at`. `None` when no enabled account has that email; the caller
+    /// answers the requester identically either way, and this call takes about as long.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn issue_password_reset(&self, email: &str, expires_at: i64) -> Result<Option<IssuedSecret>, StoreError> {
+        let now = now_seconds();
+        let email = email.trim().to_lowercase();
+        let secret = secrets::fresh("");
+        let hash = secrets::hash(&secret);
+        let issued = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
+            match m::enabled_account(conn, &email).await? {
+                Some(account) => {
+                    m::insert_reset(conn, &hash, account, now, expires_at).await?;
+                    true
+                }
+                None => false,
+            }
+        });
+        Ok(issued.then_some(IssuedSecret {
+            secret,
+            expires_at: Some(expires_at),
+        }))
+    }
+
+    /// Redeem a reset secret at `now`: set the new password, void the account's reset
+    /// links and end its sessions. Works once per secret.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an unknown, used or expired secret (one message for
+    /// all three) or a password that fails the strength rules.
+    pub async fn redeem_password_reset(
+        &self,
+        secret: &str,
+        new_password: &str,
+        now: i64,
+    ) -> Result<Account, StoreError> {
+        check_password_strength(new_password)?;
+        let phc = hash_password(new_password).await?;
+        let hash = secrets::hash(secret);
+        let account = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
+            let account = m::take_reset(conn, &hash, now).await?.ok_or_else(invalid_reset)?;
+            m::finish_reset(conn, account, &phc, now).await?;
+            account
+        });
+        self.account(account).await?.ok_or_else(invalid_reset)
+    }
+
+    /// Delete used and expired reset tokens and expired sessions; how many went.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn purge_expired_secrets(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::purge(
+            conn, now
+        )
+        .await?))
+    }
+
+    /// Make an API token for `account`; the secret is returned once.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty or long name, too many or malformed scopes, or
+    /// an expiry in the past; [`StoreError::ForeignKey`] for an unknown account or site.
+    pub async fn create_api_token(
+        &self,
+        actor: &str,
+        account: i64,
+        site: Option<SiteId>,
+        name: &str,
+        scopes: &[String],
+        expires_at: Option<i64>,
+    ) -> Result<(ApiToken, IssuedSecret), StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME {
+            return Err(StoreError::invalid(format!(
+                "a token name needs 1 to {MAX_TOKEN_NAME} characters"
+            )));
+        }
+        if scopes.len() > MAX_TOKEN_SCOPES {
+            return Err(StoreError::invalid(format!(
+                "a token has at most {MAX_TOKEN_SCOPES} scopes"
+            )));
+        }
+        if let Some(bad) = scopes.iter().find(|s| {
+            s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+        }) {
+            return Err(StoreError::invalid(format!(
+                "scope `{bad}` must be lowercase letters, dots and underscores"
+            )));
+        }
+        if expires_at.is_some_and(|e| e <= now_seconds()) {
+            return Err(StoreError::invalid("the token's expiry is in the past"));
+        }
+        let secret = secrets::fresh("kw_");
+        let hash = secrets::hash(&secret);
+        let token = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::insert_token(
+            conn, actor, account, site, name, scopes, &hash, expires_at
+        )
+        .await?);
+        Ok((token, IssuedSecret { secret, expires_at }))
+    }
+
+    /// The live token with this secret at `now` (not revoked, not expired, account
+    /// enabled), noting its use.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn api_token_by_secret(&self, secret: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
+        let hash = secrets::hash(secret);
+        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
+            m::token_by_hash(conn, &hash, now).await?
+        }))
+    }
+
+    /// The API token `id`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn api_token(&self, id: i64) -> Result<Option<ApiToken>, StoreError> {
+        Ok(on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| m::token(
+            conn, id
+        )
+        .await?))
+    }
+
+    /// An account's API tokens, revoked ones included, oldest first.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn api_tokens(&self, account: i64) -> Result<Vec<ApiToken>, StoreError> {
+        Ok(on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| m::tokens(
+            conn, account
+        )
+        .await?))
+    }
+
+    /// Revoke an API token (again is a no-op).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown token.
+    pub async fn revoke_api_token(&self, actor: &str, id: i64) -> Result<ApiToken, StoreError> {
+        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
+            let before = m::token(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("api_token:{id}"),
+            })?;
+            m::revoke(conn, actor, &before).await?
+        }))
+    }
+}
