@@ -62,25 +62,16 @@ pub(crate) mod secrets {
     pub(crate) fn fresh(prefix: &str) -> String {
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
-        format!("{prefix}{}", hex(&bytes))
+        format!("{prefix}{}", hex::encode(bytes))
     }
 
     /// The hash stored for `secret`.
     pub(crate) fn hash(secret: &str) -> String {
-        hex(&Sha256::digest(secret.as_bytes()))
+        hex::encode(Sha256::digest(secret.as_bytes()))
     }
 
     /// The SHA-256 of `bytes`, as hex.
     pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-        hex(&Sha256::digest(bytes))
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            let _ = write!(out, "{b:02x}");
-        }
-        out
+        hex::encode(Sha256::digest(bytes))
     }
 }

@@ -291,6 +291,125 @@ macro_rules! backend_ops {
             Ok(())
         }
 
+        /// Rows per chunk of a bulk read.
+        const BULK_CHUNK: i64 = 20_000;
+
+        /// Read a big table (people, credentials) in chunks of [`BULK_CHUNK`] rows, each
+        /// chunk aggregated by the database into one JSON array of row arrays. Going
+        /// through the driver once per chunk rather than once per row makes the start-up
+        /// read several times faster (sqlx decodes each row into owned values on its
+        /// worker thread and hands it over a channel: microseconds a row, at 1M rows).
+        /// `columns` lists the JSON array's elements; booleans must be given as 0/1 and
+        /// blobs as hex, so both backends produce the same JSON.
+        async fn load_bulk<T: serde::de::DeserializeOwned>(
+            conn: &mut Conn,
+            table: &str,
+            columns: &str,
+            mut convert: impl FnMut(T) -> Result<Record, StoreError>,
+            out: &mut Vec<Record>,
+        ) -> Result<(), StoreError> {
+            let sql = if PG {
+                format!(
+                    "SELECT COALESCE(json_agg(json_build_array({columns}))::text, '[]'), max(id) \
+                     FROM (SELECT * FROM {table} WHERE id > $1 ORDER BY id LIMIT $2) AS chunk"
+                )
+            } else {
+                format!(
+                    "SELECT json_group_array(json_array({columns})), max(id) \
+                     FROM (SELECT * FROM {table} WHERE id > $1 ORDER BY id LIMIT $2)"
+                )
+            };
+            // Ids start at 0.
+            let mut after = -1i64;
+            loop {
+                let row = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(BULK_CHUNK)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let Some(last) = row.try_get::<Option<i64>, _>(1)? else {
+                    return Ok(());
+                };
+                let text: String = row.try_get(0)?;
+                let rows: Vec<T> = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::internal(format!("bulk read of `{table}`: {e}")))?;
+                out.reserve(rows.len());
+                for r in rows {
+                    out.push(convert(r)?);
+                }
+                after = last;
+            }
+        }
+
+        /// A boolean column as 0/1 in both dialects.
+        fn as_int(column: &str) -> String {
+            format!("CASE WHEN {column} THEN 1 ELSE 0 END")
+        }
+
+        async fn load_people(conn: &mut Conn, out: &mut Vec<Record>) -> Result<(), StoreError> {
+            let columns = format!("id, site, role, {}", as_int("blocked"));
+            load_bulk(
+                conn,
+                "people",
+                &columns,
+                |(id, site, role, blocked): (i64, i64, i64, u8)| {
+                    Ok(Record::Person(PersonRecord {
+                        id: PersonId(id32(id, "person")?),
+                        site: SiteId(id32(site, "site")?),
+                        role: RoleId(u16::try_from(role).map_err(StoreError::internal)?),
+                        blocked: blocked != 0,
+                    }))
+                },
+                out,
+            )
+            .await
+        }
+
+        async fn load_credentials(conn: &mut Conn, out: &mut Vec<Record>) -> Result<(), StoreError> {
+            type Row = (
+                i64,
+                i64,
+                i64,
+                String,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                u8,
+                u8,
+            );
+            let secret = if PG {
+                "encode(secret, 'hex')"
+            } else {
+                "hex(secret)"
+            };
+            let columns = format!(
+                "id, site, kind, {secret}, owner, valid_from, valid_until, {}, {}",
+                as_int("offline_access"),
+                as_int("revoked")
+            );
+            load_bulk(
+                conn,
+                "credentials",
+                &columns,
+                |r: Row| {
+                    let (id, site, kind, secret, owner, valid_from, valid_until, offline_access, revoked) = r;
+                    Ok(Record::Credential(CredentialRecord {
+                        id: CredentialId(id32(id, "credential")?),
+                        site: SiteId(id32(site, "site")?),
+                        kind: codec::kind_from_code(kind)?,
+                        secret: hex::decode(&secret).map_err(StoreError::internal)?,
+                        owner: opt_id32(owner, "person")?.map(PersonId),
+                        valid_from: valid_from.map(codec::timestamp).transpose()?,
+                        valid_until: valid_until.map(codec::timestamp).transpose()?,
+                        offline_access: offline_access != 0,
+                        revoked: revoked != 0,
+                    }))
+                },
+                out,
+            )
+            .await
+        }
+
         async fn load_groups(conn: &mut Conn, only: Option<u32>, out: &mut Vec<Record>) -> Result<(), StoreError> {
             let filter = if only.is_some() {
                 " WHERE group_id = $1"
@@ -376,8 +495,8 @@ macro_rules! backend_ops {
             load_table(conn, IQ_COLS, iq_from, &mut out).await?;
             load_table(conn, SCHEDULE_COLS, schedule_from, &mut out).await?;
             load_table(conn, DOOR_COLS, door_from, &mut out).await?;
-            load_table(conn, PERSON_COLS, person_from, &mut out).await?;
-            load_table(conn, CREDENTIAL_COLS, credential_from, &mut out).await?;
+            load_people(conn, &mut out).await?;
+            load_credentials(conn, &mut out).await?;
             load_groups(conn, None, &mut out).await?;
             out.push(Record::Roles(load_roles(conn).await?));
             Ok(out)
@@ -396,8 +515,8 @@ macro_rules! backend_ops {
                     load_groups(conn, None, &mut out).await?;
                     out.push(Record::Roles(load_roles(conn).await?));
                 }
-                crate::store::Part::People => load_table(conn, PERSON_COLS, person_from, &mut out).await?,
-                crate::store::Part::Credentials => load_table(conn, CREDENTIAL_COLS, credential_from, &mut out).await?,
+                crate::store::Part::People => load_people(conn, &mut out).await?,
+                crate::store::Part::Credentials => load_credentials(conn, &mut out).await?,
             }
             Ok(out)
         }

@@ -126,15 +126,19 @@ impl TestDb {
         Store::open(self.config(node)).await.unwrap()
     }
 
-    /// End every connection of `node` (by `application_name`), as a network cut would.
+    /// End every connection of `node` (by `application_name`) to this test's database, as a
+    /// network cut would. Tests run in parallel, so other tests' nodes of the same name
+    /// (on their own databases) must be left alone.
     pub async fn terminate(&self, node: &str) -> u64 {
         let pool = admin().await.unwrap();
-        let n: Vec<bool> =
-            sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(format!("keyway-{node}"))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let n: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+        )
+        .bind(format!("keyway-{node}"))
+        .bind(self.pg_name.as_deref().unwrap_or(""))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
         pool.close().await;
         n.len() as u64
     }
