@@ -346,13 +346,23 @@ pub(crate) enum Part {
 /// between the starts), read everything again in one transaction.
 macro_rules! load_parallel {
     ($pool:expr, $node:ident) => {{
-        let part = |part| async move {
-            let mut conn = $pool.acquire().await?;
-            $node::load_part(&mut conn, part).await
+        // Each part is its own task, so decoding the parts' rows (JSON for the big
+        // tables) runs on all runtime threads rather than on the caller's.
+        let part = |part| {
+            let pool = $pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await?;
+                $node::load_part(&mut conn, part).await
+            })
         };
         let (a, b, c) = tokio::join!(part(Part::Structure), part(Part::People), part(Part::Credentials));
-        let ((ha, mut records), (hb, people), (hc, credentials)) = (a?, b?, c?);
+        let joined = |r: Result<Result<(u64, Vec<Record>), StoreError>, tokio::task::JoinError>| {
+            r.map_err(StoreError::internal)?
+        };
+        let ((ha, structure), (hb, people), (hc, credentials)) = (joined(a)?, joined(b)?, joined(c)?);
         if ha == hb && hb == hc {
+            let mut records = Vec::with_capacity(structure.len() + people.len() + credentials.len());
+            records.extend(structure);
             records.extend(people);
             records.extend(credentials);
             (ha, records)
