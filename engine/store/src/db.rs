@@ -175,3 +175,34 @@ where
         tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn max_page_count(write: &SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA max_page_count")
+            .fetch_one(write)
+            .await
+            .unwrap()
+    }
+
+    /// The page cap is a per-connection pragma; a writer connection the pool opens later
+    /// (after an error or at its lifetime's end) must carry it too.
+    #[tokio::test]
+    async fn page_limit_survives_a_new_writer_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let Db::Sqlite { write, page_limit, .. } = Db::open(&url, "t", 2).await.unwrap() else {
+            panic!("a sqlite url opens sqlite");
+        };
+        let default = max_page_count(&write).await;
+        page_limit.store(4321, Ordering::Release);
+        // The pool's one writer connection goes away; the next acquire opens a new one.
+        write.acquire().await.unwrap().close().await.unwrap();
+        assert_eq!(max_page_count(&write).await, 4321);
+        page_limit.store(0, Ordering::Release);
+        write.acquire().await.unwrap().close().await.unwrap();
+        assert_eq!(max_page_count(&write).await, default);
+    }
+}
