@@ -7,8 +7,8 @@
 //! API token belongs to an account, may be narrowed to one site and to named scopes,
 //! may expire, and stops working when revoked or when its account is disabled.
 //!
-//! Asking for a reset answers the same way whether or not the email has an account:
-//! the caller gets `None` to send nothing, and spends about the same time.
+//! Asking for a reset for an unknown email is not an error: the caller gets `None`, sends
+//! nothing, and answers the requester exactly as it would otherwise.
 
 use crate::accounts::{Account, check_password_strength, hash_password};
 use crate::dispatch::secrets;
@@ -278,8 +278,9 @@ mod pg_tokens {
 
 impl Store {
     /// Start a password reset for `email`: a single-use secret for the reset link, valid
-    /// until `expires_at`. `None` when no enabled account has that email; the caller
-    /// answers the requester identically either way, and this call takes about as long.
+    /// until `expires_at`. `None` when no enabled account has that email. The caller must
+    /// answer the requester identically either way and should not make the answer wait
+    /// on this call (storing a token takes longer than finding none).
     ///
     /// # Errors
     /// If the database fails.
