@@ -16,7 +16,7 @@
 //!         Ok(NoThirteen)
 //!     }
 //!
-//!     fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+//!     fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
 //!         Ok(if input.door == 13 { DoorRuleOutput::deny("door 13 is unlucky") } else { DoorRuleOutput::abstain() })
 //!     }
 //! }
@@ -129,7 +129,7 @@ pub trait Plugin: Sized + 'static {
     ///
     /// # Errors
     /// Any message; the door's fail mode then decides (fail-secure denies).
-    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         let _ = input;
         Err(not_exported(Hook::DoorRule))
     }
@@ -140,26 +140,49 @@ fn not_exported(hook: Hook) -> String {
 }
 
 /// Runs `hook` on `plugin` with a postcard-encoded input, and answers the
-/// postcard-encoded [`HookResult`]. The wasm exports and the native harness share it.
+/// postcard-encoded [`HookResult`]. The native harness uses it; the wasm exports take the
+/// same path but encode into a buffer they reuse.
 #[must_use]
 pub fn dispatch<P: Plugin>(plugin: &P, hook: Hook, input: &[u8]) -> Vec<u8> {
-    fn run<I: serde::de::DeserializeOwned, O: serde::Serialize>(
-        input: &[u8],
-        f: impl FnOnce(&I) -> HookResult<O>,
-    ) -> Vec<u8> {
-        let result = match postcard::from_bytes::<I>(input) {
-            Ok(i) => f(&i),
-            Err(e) => Err(format!("cannot decode the input: {e}")),
-        };
-        encode(&result)
+    dispatch_to(plugin, hook, input, ToVec)
+}
+
+/// Where a hook's encoded answer goes: each hook has its own output type, so this is a
+/// trait with a generic method rather than a closure.
+pub(crate) trait Sink {
+    /// What the sink answers.
+    type Out;
+    /// Takes one hook's result.
+    fn put<T: serde::Serialize>(self, result: &HookResult<T>) -> Self::Out;
+}
+
+/// Encodes into a fresh vector.
+struct ToVec;
+
+impl Sink for ToVec {
+    type Out = Vec<u8>;
+
+    fn put<T: serde::Serialize>(self, result: &HookResult<T>) -> Vec<u8> {
+        encode(result)
             .or_else(|e| encode(&Err::<(), String>(format!("cannot encode the output: {e}"))))
             .unwrap_or_default()
     }
+}
+
+/// Decodes the input (borrowing from it where the type allows), runs the hook and hands
+/// the result to `sink`.
+pub(crate) fn dispatch_to<P: Plugin, S: Sink>(plugin: &P, hook: Hook, input: &[u8], sink: S) -> S::Out {
+    fn run<'de, I: serde::Deserialize<'de>, O>(input: &'de [u8], f: impl FnOnce(&I) -> HookResult<O>) -> HookResult<O> {
+        match postcard::from_bytes::<I>(input) {
+            Ok(i) => f(&i),
+            Err(e) => Err(format!("cannot decode the input: {e}")),
+        }
+    }
     match hook {
-        Hook::Roles => run(input, |(): &()| plugin.roles()),
-        Hook::Voucher => run(input, |i| plugin.voucher(i)),
-        Hook::Notify => run(input, |i| plugin.notify(i)),
-        Hook::DoorRule => run(input, |i| plugin.door_rule(i)),
+        Hook::Roles => sink.put(&run(input, |(): &()| plugin.roles())),
+        Hook::Voucher => sink.put(&run(input, |i| plugin.voucher(i))),
+        Hook::Notify => sink.put(&run(input, |i| plugin.notify(i))),
+        Hook::DoorRule => sink.put(&run(input, |i: &DoorRuleInput<'_>| plugin.door_rule(i))),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A configured plugin, called natively through the ABI's encoding.
@@ -70,7 +71,7 @@ impl<P: Plugin> Harness<P> {
     ///
     /// # Errors
     /// The plugin's error.
-    pub fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+    pub fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         self.call(Hook::DoorRule, input)
     }
 }
@@ -100,11 +101,13 @@ impl<P: Plugin> DoorRuleSim<P> {
     ///
     /// # Errors
     /// The plugin's error.
-    pub fn decide(&mut self, mut input: DoorRuleInput) -> HookResult<RuleVerdict> {
-        input.state = input
-            .person
-            .and_then(|p| self.states.get(&p).cloned())
-            .unwrap_or_default();
+    pub fn decide(&mut self, mut input: DoorRuleInput<'_>) -> HookResult<RuleVerdict> {
+        input.state = Cow::Owned(
+            input
+                .person
+                .and_then(|p| self.states.get(&p).cloned())
+                .unwrap_or_default(),
+        );
         let out = self.harness.door_rule(&input)?;
         if let Some(person) = input.person {
             match out.state {
@@ -122,9 +125,10 @@ impl<P: Plugin> DoorRuleSim<P> {
 }
 
 /// A door-rule input for tests: the core granted `person` at `door`, on a Monday at noon,
-/// through a reader of unknown direction. Adjust the fields you care about.
+/// through a reader of unknown direction, at a site without opening hours. Adjust the
+/// fields you care about.
 #[must_use]
-pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput {
+pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
     DoorRuleInput {
         door,
         person,
@@ -139,8 +143,9 @@ pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput {
         direction: Direction::Unknown,
         verdict: CoreVerdict {
             allow: true,
-            reason: "granted".into(),
+            reason: Cow::Borrowed("granted"),
         },
-        state: Vec::new(),
+        state: Cow::Borrowed(&[]),
+        site_open: None,
     }
 }

@@ -5,6 +5,7 @@
 //! spells the encoding out for authors who do not write Rust.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// What every hook answers: its output, or an error message the host reports verbatim.
 pub type HookResult<T> = Result<T, String>;
@@ -286,16 +287,22 @@ pub struct LocalTime {
 
 /// What the core decided before the rule ran.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoreVerdict {
+pub struct CoreVerdict<'a> {
     /// Whether the core would open the door.
     pub allow: bool,
-    /// The core's reason code, e.g. `granted`, `no_right`.
-    pub reason: String,
+    /// The core's reason code, e.g. `granted`, `no_right`. Borrowed from the input
+    /// buffer when decoded, so a rule call allocates nothing for it.
+    #[serde(borrow)]
+    pub reason: Cow<'a, str>,
 }
 
 /// The input of a door rule: the decision context.
+///
+/// It borrows its strings and bytes from the buffer it was decoded from (the door-rule
+/// path runs on every decision at the door; a heap allocation per field would cost more
+/// than most rules do). On the wire a `Cow` is exactly a `String` / `Vec<u8>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DoorRuleInput {
+pub struct DoorRuleInput<'a> {
     /// The door.
     pub door: u32,
     /// The person, when the credential is known and assigned.
@@ -313,9 +320,15 @@ pub struct DoorRuleInput {
     /// Which way the reader faces.
     pub direction: Direction,
     /// The core's verdict.
-    pub verdict: CoreVerdict,
+    #[serde(borrow)]
+    pub verdict: CoreVerdict<'a>,
     /// The state the host keeps for this rule and this person; empty at first.
-    pub state: Vec<u8>,
+    #[serde(borrow)]
+    pub state: Cow<'a, [u8]>,
+    /// Whether the door's site is open at this moment by the opening hours the host
+    /// holds for the site (its time zone, holidays, periods crossing midnight and DST
+    /// already applied); `None` when the site has no opening hours set.
+    pub site_open: Option<bool>,
 }
 
 /// What a door rule says.

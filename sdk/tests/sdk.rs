@@ -18,7 +18,7 @@ impl Plugin for Echo {
         })
     }
 
-    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         Ok(if self.deny {
             DoorRuleOutput::deny(format!("door {}", input.door))
         } else {
@@ -116,4 +116,60 @@ fn names_round_trip() {
         assert_eq!(EventKind::from_code(kind.code()), Some(kind));
     }
     assert_eq!(Hook::from_name("nope"), None);
+}
+
+/// `DoorRuleInput` as it was before `site_open`, with owned fields: the layout ABI.md
+/// documents, field for field.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct OwnedInputV0 {
+    door: u32,
+    person: Option<u32>,
+    role: Option<u16>,
+    rank: Option<u8>,
+    credential: Option<u32>,
+    at_unix: i64,
+    local: (u8, u16),
+    direction: keyway_sdk::Direction,
+    verdict: (bool, String),
+    state: Vec<u8>,
+}
+
+#[test]
+fn door_rule_input_wire_layout() {
+    let mut input = door_input(7, Some(3));
+    input.state = vec![1, 2, 3].into();
+    let v0 = OwnedInputV0 {
+        door: 7,
+        person: Some(3),
+        role: Some(3),
+        rank: Some(10),
+        credential: Some(3),
+        at_unix: input.at_unix,
+        local: (1, 12 * 60),
+        direction: keyway_sdk::Direction::Unknown,
+        verdict: (true, "granted".into()),
+        state: vec![1, 2, 3],
+    };
+    let v0_bytes = postcard::to_allocvec(&v0).unwrap();
+    // (site_open, the bytes appended to the older layout)
+    let cases = [(None, vec![0]), (Some(false), vec![1, 0]), (Some(true), vec![1, 1])];
+    for (site_open, tail) in cases {
+        input.site_open = site_open;
+        let bytes = postcard::to_allocvec(&input).unwrap();
+        // The borrowed fields encode as a String and a Vec<u8> would, and `site_open`
+        // is appended at the end.
+        assert_eq!(bytes, [v0_bytes.as_slice(), tail.as_slice()].concat(), "{site_open:?}");
+        // A plugin built before `site_open` still decodes the input (postcard ignores
+        // what follows a complete value).
+        assert_eq!(
+            postcard::from_bytes::<OwnedInputV0>(&bytes).unwrap(),
+            v0,
+            "{site_open:?}"
+        );
+        // Decoding borrows the reason and the state from the buffer.
+        let decoded: DoorRuleInput<'_> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, input);
+        assert!(matches!(decoded.state, std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(decoded.verdict.reason, std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -12,7 +12,7 @@ use criterion::Criterion;
 use hdrhistogram::Histogram;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, RoleId};
+use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, RoleId, SiteId};
 use keyway_plugin_host::sdk::{
     Channel, Direction, Event, EventKind, Hook, NotificationSettings, NotifyInput, Recipient, RoleTableDef,
 };
@@ -38,10 +38,12 @@ fn granted(person: u32) -> Decision {
 fn ctx(door: u32, direction: Direction, at: Timestamp, tz: &TimeZone) -> DoorContext<'_> {
     DoorContext {
         door: DoorId(door),
+        site: SiteId(1),
         role: Some(RoleId(3)),
         direction,
         at,
         time_zone: tz,
+        holidays: None,
     }
 }
 

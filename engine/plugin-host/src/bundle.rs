@@ -25,12 +25,13 @@
 //! error says why.
 
 use crate::error::{BundleError, PluginError};
+use crate::hours::OpeningHours;
 use crate::roles::RoleTable;
 use crate::rules::{DoorContext, DoorRules, RuledDecision};
 use crate::runtime::{Plugin, Runtime};
 use crate::sha::Sha256;
 use arc_swap::ArcSwap;
-use keyway_core::Decision;
+use keyway_core::{Decision, Schedule, SiteId};
 use keyway_sdk::{
     ABI_VERSION, Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, Value,
     VoucherInput, VoucherVerdict,
@@ -318,12 +319,13 @@ impl Plugin {
     ///
     /// # Errors
     /// As [`Plugin::call`].
-    pub fn door_rule(&self, input: &DoorRuleInput) -> Result<DoorRuleOutput, PluginError> {
+    pub fn door_rule(&self, input: &DoorRuleInput<'_>) -> Result<DoorRuleOutput, PluginError> {
         self.call(Hook::DoorRule, input)
     }
 }
 
-/// The running policy: the current bundle behind an [`ArcSwap`], and the door rules.
+/// The running policy: the current bundle behind an [`ArcSwap`], the door rules, and the
+/// sites' opening hours. Rules and hours live outside the bundle and survive a swap.
 ///
 /// Architecture Invariant: a swap is atomic. A decision loads the bundle once and uses
 /// that one throughout; decisions running during a swap finish on the old bundle, later
@@ -333,6 +335,7 @@ pub struct PolicyHost {
     runtime: Arc<Runtime>,
     bundle: ArcSwap<Bundle>,
     rules: DoorRules,
+    hours: OpeningHours,
 }
 
 impl PolicyHost {
@@ -343,6 +346,7 @@ impl PolicyHost {
             runtime,
             bundle: ArcSwap::from_pointee(bundle),
             rules: DoorRules::new(),
+            hours: OpeningHours::new(),
         }
     }
 
@@ -367,6 +371,18 @@ impl PolicyHost {
         &self.rules
     }
 
+    /// The sites' opening hours.
+    #[must_use]
+    pub fn opening_hours(&self) -> &OpeningHours {
+        &self.hours
+    }
+
+    /// Sets the opening hours of `site`, or clears them with `None` (door rules then see
+    /// `site_open: None` for its doors).
+    pub fn set_site_opening_hours(&self, site: SiteId, hours: Option<Schedule>) {
+        self.hours.set(site, hours);
+    }
+
     /// Loads and validates the bundle in `dir`, then swaps it in. On error the running
     /// bundle stays. Answers the bundle swapped out.
     ///
@@ -386,7 +402,7 @@ impl PolicyHost {
     #[must_use]
     pub fn decide(&self, decision: Decision, ctx: &DoorContext<'_>) -> RuledDecision {
         let bundle = self.bundle.load();
-        self.rules.apply(&bundle, decision, ctx)
+        self.rules.apply(&bundle, &self.hours, decision, ctx)
     }
 
     /// The bundle directory the server uses by default, relative to the workspace root.

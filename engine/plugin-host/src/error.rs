@@ -119,6 +119,14 @@ pub enum PluginError {
         /// The plugin's message, verbatim.
         message: String,
     },
+    /// A door rule answered a per-person state larger than the host keeps.
+    #[error("state of {len} bytes exceeds the cap of {max} bytes")]
+    StateTooLarge {
+        /// The state's size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
 }
 
 fn log_suffix(log: &str) -> String {
@@ -136,7 +144,10 @@ impl PluginError {
     pub const fn discards_instance(&self) -> bool {
         !matches!(
             self,
-            PluginError::Guest { .. } | PluginError::Decode { .. } | PluginError::InputTooLarge { .. }
+            PluginError::Guest { .. }
+                | PluginError::Decode { .. }
+                | PluginError::InputTooLarge { .. }
+                | PluginError::StateTooLarge { .. }
         )
     }
 }

@@ -12,6 +12,7 @@
 //!   engine's compatibility hash.
 //! - [`roles`]: [`RoleTable`], the capability and grant bitmasks.
 //! - [`rules`]: [`DoorRules`], fail-secure/fail-safe, per-person rule state.
+//! - [`hours`]: [`OpeningHours`], each site's opening hours, evaluated for door rules.
 //! - [`bundle`]: the manifest, hash verification, [`Bundle`] and [`PolicyHost`] (hot swap).
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 pub mod bundle;
 mod cache;
 mod error;
+pub mod hours;
 pub mod roles;
 pub mod rules;
 pub mod runtime;
@@ -34,6 +36,7 @@ mod sha;
 
 pub use bundle::{Bundle, Manifest, PolicyHost};
 pub use error::{BundleError, PluginError, RoleTableError};
+pub use hours::OpeningHours;
 pub use roles::{Capability, RoleTable};
 pub use rules::{DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision};
 pub use runtime::{Limits, Plugin, Runtime};

@@ -11,14 +11,22 @@
 //! anti-passback. Attachments and states live outside the bundle, so they survive a hot
 //! swap. A person's state is locked for the length of the rule's call, so two readers
 //! deciding for the same person at once see each other's update.
+//!
+//! Each rule call also gets whether the door's site is open at that moment, from the
+//! site's opening hours in [`OpeningHours`] (`None` when the site has none).
 
 use crate::bundle::Bundle;
+use crate::error::PluginError;
+use crate::hours::OpeningHours;
 use crate::sha::Sha256;
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_core::{Decision, DoorId, Effect, PersonId, RoleId};
-use keyway_sdk::{CoreVerdict, Direction, DoorRuleInput, LocalTime, RuleVerdict, StateUpdate};
+use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, RoleId, SiteId};
+use keyway_sdk::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, RuleVerdict};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -63,6 +71,8 @@ struct Attachment {
 pub struct DoorContext<'a> {
     /// The door.
     pub door: DoorId,
+    /// The door's site: whose opening hours apply.
+    pub site: SiteId,
     /// The person's role, if known.
     pub role: Option<RoleId>,
     /// Which way the reader faces.
@@ -71,6 +81,9 @@ pub struct DoorContext<'a> {
     pub at: Timestamp,
     /// The site's time zone.
     pub time_zone: &'a TimeZone,
+    /// The site's holiday calendar, if it has one: a holiday closes the site unless its
+    /// opening hours have a period for holidays.
+    pub holidays: Option<&'a HolidayCalendar>,
 }
 
 /// What the door's rule said.
@@ -240,9 +253,16 @@ impl DoorRules {
         shard.get(&person).cloned()
     }
 
-    /// Runs the door's rule, if any, on the core's decision.
+    /// Runs the door's rule, if any, on the core's decision, telling it whether the
+    /// door's site is open by `hours`.
     #[must_use]
-    pub fn apply(&self, bundle: &Bundle, decision: Decision, ctx: &DoorContext<'_>) -> RuledDecision {
+    pub fn apply(
+        &self,
+        bundle: &Bundle,
+        hours: &OpeningHours,
+        decision: Decision,
+        ctx: &DoorContext<'_>,
+    ) -> RuledDecision {
         let attachments = self.attachments.load();
         let Some(attachment) = attachments.get(&ctx.door) else {
             return RuledDecision::core(decision);
@@ -272,59 +292,76 @@ impl DoorRules {
             );
         };
         let sha256 = Some(plugin.sha256());
-        let dt = ctx.time_zone.to_datetime(ctx.at);
+        // One conversion to the site's wall clock serves both the rule's local time and
+        // the site's opening hours.
+        let moment = LocalMoment::new(ctx.at, ctx.time_zone, ctx.holidays);
         let local = LocalTime {
-            weekday: u8::try_from(dt.weekday().to_monday_one_offset()).unwrap_or(1),
-            minute_of_day: u16::try_from(i32::from(dt.hour()) * 60 + i32::from(dt.minute())).unwrap_or(0),
+            weekday: u8::try_from(moment.weekday.to_monday_one_offset()).unwrap_or(1),
+            minute_of_day: moment.minute,
         };
         let role = ctx.role;
-        let mut input = DoorRuleInput {
-            door: ctx.door.0,
-            person: decision.person.map(|p| p.0),
-            role: role.map(|r| r.0),
-            rank: role.and_then(|r| bundle.roles().rank(r)),
-            credential: decision.credential.map(|c| c.0),
-            at_unix: ctx.at.as_second(),
-            local,
-            direction: ctx.direction,
-            verdict: CoreVerdict {
-                allow: decision.effect == Effect::Allow,
-                reason: decision.reason.code().to_owned(),
-            },
-            state: Vec::new(),
-        };
         let mut guard = decision.person.map(|p| {
             (
                 p,
                 attachment.state.shard(p).lock().unwrap_or_else(PoisonError::into_inner),
             )
         });
-        if let Some((person, shard)) = &guard {
-            input.state = shard.get(person).cloned().unwrap_or_default();
-        }
-        let out = match plugin.door_rule(&input) {
-            Ok(out) => out,
-            Err(e) => return fail(sha256, e.to_string()),
-        };
-        if let Some((person, shard)) = &mut guard {
-            match out.state {
-                StateUpdate::Keep => {}
-                StateUpdate::Set(s) if s.len() > MAX_RULE_STATE => {
-                    return fail(
-                        sha256,
-                        format!("state of {} bytes exceeds the cap of {MAX_RULE_STATE} bytes", s.len()),
-                    );
-                }
-                StateUpdate::Set(s) => {
-                    shard.insert(*person, s);
-                }
-                StateUpdate::Clear => {
-                    shard.remove(person);
+        let out = with_scratch(|scratch| {
+            let state = guard
+                .as_ref()
+                .and_then(|(person, shard)| shard.get(person))
+                .map_or(&[][..], Vec::as_slice);
+            // Borrowed: no copy of the state or of the reason code for the call.
+            let input = DoorRuleInput {
+                door: ctx.door.0,
+                person: decision.person.map(|p| p.0),
+                role: role.map(|r| r.0),
+                rank: role.and_then(|r| bundle.roles().rank(r)),
+                credential: decision.credential.map(|c| c.0),
+                at_unix: ctx.at.as_second(),
+                local,
+                direction: ctx.direction,
+                verdict: CoreVerdict {
+                    allow: decision.effect == Effect::Allow,
+                    reason: Cow::Borrowed(decision.reason.code()),
+                },
+                state: Cow::Borrowed(state),
+                site_open: hours.is_open(ctx.site, &moment),
+            };
+            let mut bytes = std::mem::take(&mut scratch.input);
+            bytes.clear();
+            let bytes =
+                postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
+            let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| decode_output(out, &mut scratch.state));
+            scratch.input = bytes;
+            let (verdict, change) = out??;
+            // The state changes only once the whole call succeeded.
+            if let Some((person, shard)) = &mut guard {
+                match change {
+                    StateChange::Keep => {}
+                    StateChange::Set => match shard.get_mut(person) {
+                        // Reuses the person's buffer: no allocation once they have state.
+                        Some(kept) => {
+                            kept.clear();
+                            kept.extend_from_slice(&scratch.state);
+                        }
+                        None => {
+                            shard.insert(*person, scratch.state.clone());
+                        }
+                    },
+                    StateChange::Clear => {
+                        shard.remove(person);
+                    }
                 }
             }
-        }
+            Ok::<_, PluginError>(verdict)
+        });
         drop(guard);
-        let (effect, outcome) = match out.verdict {
+        let out = match out {
+            Ok(verdict) => verdict,
+            Err(e) => return fail(sha256, e.to_string()),
+        };
+        let (effect, outcome) = match out {
             RuleVerdict::Allow => (decision.effect, RuleOutcome::Allowed),
             RuleVerdict::Deny { reason } => (Effect::Deny, RuleOutcome::Denied { reason }),
             RuleVerdict::Abstain => (decision.effect, RuleOutcome::Abstained),
@@ -338,5 +375,150 @@ impl DoorRules {
                 outcome,
             }),
         }
+    }
+}
+
+/// Buffers one thread reuses across rule calls, so a call allocates nothing on the host.
+#[derive(Debug, Default)]
+struct RuleScratch {
+    /// The encoded input.
+    input: Vec<u8>,
+    /// The state a rule answered with `StateUpdate::Set`.
+    state: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<RuleScratch> = RefCell::new(RuleScratch::default());
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut RuleScratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        // Only a rule call nested in another on the same thread could get here; it pays
+        // for fresh buffers rather than failing.
+        Err(_) => f(&mut RuleScratch::default()),
+    })
+}
+
+/// `keyway_sdk::DoorRuleOutput` as it lies on the wire, borrowing from the plugin's
+/// memory: decoding it allocates nothing unless the rule denies (for the reason).
+#[derive(Debug, Deserialize)]
+enum VerdictWire<'a> {
+    Allow,
+    Deny { reason: &'a str },
+    Abstain,
+}
+
+/// `keyway_sdk::StateUpdate`, borrowed.
+#[derive(Debug, Deserialize)]
+enum StateWire<'a> {
+    Keep,
+    Set(&'a [u8]),
+    Clear,
+}
+
+/// `keyway_sdk::DoorRuleOutput`, borrowed.
+#[derive(Debug, Deserialize)]
+struct OutputWire<'a> {
+    #[serde(borrow)]
+    verdict: VerdictWire<'a>,
+    #[serde(borrow)]
+    state: StateWire<'a>,
+}
+
+/// What to do with the person's state; for `Set`, the bytes are in the scratch buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateChange {
+    Keep,
+    Set,
+    Clear,
+}
+
+/// Decodes a door rule's `HookResult<DoorRuleOutput>` in place, copying a new state into
+/// `state` (checked against [`MAX_RULE_STATE`]).
+fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, StateChange), PluginError> {
+    let out = match postcard::from_bytes::<Result<OutputWire<'_>, &str>>(bytes) {
+        Ok(Ok(out)) => out,
+        Ok(Err(message)) => {
+            return Err(PluginError::Guest {
+                message: message.to_owned(),
+            });
+        }
+        Err(e) => return Err(PluginError::Decode { reason: e.to_string() }),
+    };
+    let change = match out.state {
+        StateWire::Keep => StateChange::Keep,
+        StateWire::Set(s) if s.len() > MAX_RULE_STATE => {
+            return Err(PluginError::StateTooLarge {
+                len: s.len(),
+                max: MAX_RULE_STATE,
+            });
+        }
+        StateWire::Set(s) => {
+            state.clear();
+            state.extend_from_slice(s);
+            StateChange::Set
+        }
+        StateWire::Clear => StateChange::Clear,
+    };
+    let verdict = match out.verdict {
+        VerdictWire::Allow => RuleVerdict::Allow,
+        VerdictWire::Deny { reason } => RuleVerdict::Deny {
+            reason: reason.to_owned(),
+        },
+        VerdictWire::Abstain => RuleVerdict::Abstain,
+    };
+    Ok((verdict, change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyway_sdk::{DoorRuleOutput, HookResult, StateUpdate};
+
+    type Decoded = Result<(RuleVerdict, StateChange), String>;
+
+    /// The borrowed wire types decode exactly what the SDK's owned types encode.
+    #[test]
+    fn wire_types_match_the_sdk() {
+        let big = vec![7u8; MAX_RULE_STATE + 1];
+        // (what the plugin answers, the decoded verdict and change, the state bytes)
+        let cases: Vec<(HookResult<DoorRuleOutput>, Decoded, Vec<u8>)> = vec![
+            (
+                Ok(DoorRuleOutput::allow()),
+                Ok((RuleVerdict::Allow, StateChange::Keep)),
+                vec![],
+            ),
+            (
+                Ok(DoorRuleOutput::abstain()),
+                Ok((RuleVerdict::Abstain, StateChange::Keep)),
+                vec![],
+            ),
+            (
+                Ok(DoorRuleOutput::deny("no").with_state(StateUpdate::Set(vec![1, 2, 3]))),
+                Ok((RuleVerdict::Deny { reason: "no".into() }, StateChange::Set)),
+                vec![1, 2, 3],
+            ),
+            (
+                Ok(DoorRuleOutput::allow().with_state(StateUpdate::Clear)),
+                Ok((RuleVerdict::Allow, StateChange::Clear)),
+                vec![],
+            ),
+            (
+                Ok(DoorRuleOutput::allow().with_state(StateUpdate::Set(big))),
+                Err("state of 1025 bytes exceeds the cap of 1024 bytes".into()),
+                vec![],
+            ),
+            (Err("broken".into()), Err("plugin error: broken".into()), vec![]),
+        ];
+        for (answer, expected, expected_state) in cases {
+            let bytes = postcard::to_allocvec(&answer).unwrap();
+            let mut state = Vec::new();
+            let got = decode_output(&bytes, &mut state).map_err(|e| e.to_string());
+            assert_eq!(got, expected, "{answer:?}");
+            assert_eq!(state, expected_state, "{answer:?}");
+        }
+        let err = decode_output(&[0, 9], &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, PluginError::Decode { .. }), "{err}");
     }
 }

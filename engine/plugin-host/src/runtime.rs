@@ -285,6 +285,29 @@ struct Slot {
     configure: TypedFunc<(i32, i32), i64>,
 }
 
+/// Which export a round trip calls.
+#[derive(Clone, Copy, Debug)]
+enum Export {
+    Configure,
+    Hook(Hook),
+}
+
+impl Export {
+    const fn hook_name(self) -> &'static str {
+        match self {
+            Export::Configure => "configure",
+            Export::Hook(hook) => hook.name(),
+        }
+    }
+
+    const fn export_name(self) -> &'static str {
+        match self {
+            Export::Configure => "keyway_configure",
+            Export::Hook(hook) => hook.export_name(),
+        }
+    }
+}
+
 const fn hook_index(hook: Hook) -> usize {
     match hook {
         Hook::Roles => 0,
@@ -405,9 +428,7 @@ impl Plugin {
             hooks,
             configure,
         };
-        let configure = slot.configure.clone();
-        let out = slot.round_trip(configure, &self.config, limits)?;
-        decode::<()>(&out)?;
+        slot.round_trip(Export::Configure, &self.config, limits, decode::<()>)??;
         Ok(slot)
     }
 
@@ -424,6 +445,17 @@ impl Plugin {
     /// # Errors
     /// Any limit broken, any trap, a missing hook.
     pub fn call_raw(&self, hook: Hook, input: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.call_raw_with(hook, input, <[u8]>::to_vec)
+    }
+
+    /// As [`Plugin::call_raw`], but hands the raw output to `read` where it lies, in the
+    /// plugin's memory, before the plugin frees it: the caller decodes (or copies) only
+    /// what it needs, and the round trip itself allocates nothing on the host.
+    ///
+    /// # Errors
+    /// As [`Plugin::call_raw`]. `read` runs only when the plugin answered within bounds;
+    /// if freeing the output then fails, the call fails and `read`'s answer is dropped.
+    pub fn call_raw_with<R>(&self, hook: Hook, input: &[u8], read: impl FnOnce(&[u8]) -> R) -> Result<R, PluginError> {
         let limits = self.runtime.limits;
         if input.len() > limits.max_input {
             return Err(PluginError::InputTooLarge {
@@ -436,14 +468,14 @@ impl Plugin {
             Some(slot) => slot,
             None => self.instantiate()?,
         };
-        let Some(func) = slot.hooks.get(hook_index(hook)).cloned().flatten() else {
+        if !matches!(slot.hooks.get(hook_index(hook)), Some(Some(_))) {
             self.release(slot);
             return Err(PluginError::HookNotExported {
                 hook: hook.name(),
                 export: hook.export_name(),
             });
-        };
-        match slot.round_trip(func, input, limits) {
+        }
+        match slot.round_trip(Export::Hook(hook), input, limits, read) {
             Ok(out) => {
                 self.release(slot);
                 Ok(out)
@@ -464,8 +496,7 @@ impl Plugin {
     /// [`PluginError::Guest`] error.
     pub fn call<I: Serialize, O: DeserializeOwned>(&self, hook: Hook, input: &I) -> Result<O, PluginError> {
         let bytes = postcard::to_allocvec(input).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
-        let out = self.call_raw(hook, &bytes)?;
-        decode(&out)
+        self.call_raw_with(hook, &bytes, decode)?
     }
 }
 
@@ -478,13 +509,27 @@ fn decode<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, PluginError> {
 }
 
 impl Slot {
-    /// Copies `input` in, calls `func`, copies the output out and frees it.
-    fn round_trip(
+    /// Copies `input` in, calls `export`, hands the output to `read` in place and frees
+    /// it.
+    fn round_trip<R>(
         &mut self,
-        func: TypedFunc<(i32, i32), i64>,
+        export: Export,
         input: &[u8],
         limits: Limits,
-    ) -> Result<Vec<u8>, PluginError> {
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, PluginError> {
+        // Borrowed, not cloned: cloning a `TypedFunc` clones its registered type, which
+        // measurably costs on the decision path.
+        let func = match export {
+            Export::Configure => Some(&self.configure),
+            Export::Hook(hook) => self.hooks.get(hook_index(hook)).and_then(Option::as_ref),
+        };
+        let Some(func) = func else {
+            return Err(PluginError::HookNotExported {
+                hook: export.hook_name(),
+                export: export.export_name(),
+            });
+        };
         self.store.data_mut().log.clear();
         self.store
             .set_fuel(limits.fuel)
@@ -529,15 +574,15 @@ impl Slot {
             });
         }
         let data = self.memory.data(&self.store);
-        let out = data
-            .get(out_ptr..out_ptr.saturating_add(out_len))
-            .ok_or(PluginError::OutOfBounds {
-                what: "output buffer",
-                ptr: out_ptr,
-                len: out_len,
-                memory: data.len(),
-            })?
-            .to_vec();
+        let out = read(
+            data.get(out_ptr..out_ptr.saturating_add(out_len))
+                .ok_or(PluginError::OutOfBounds {
+                    what: "output buffer",
+                    ptr: out_ptr,
+                    len: out_len,
+                    memory: data.len(),
+                })?,
+        );
         // Both halves of `packed` fit in 32 bits: checked above against the memory size.
         self.dealloc
             .call(&mut self.store, (out_ptr as i32, out_len as i32))

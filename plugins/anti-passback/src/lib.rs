@@ -25,7 +25,7 @@ impl Plugin for AntiPassback {
         })
     }
 
-    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         if !input.verdict.allow || input.person.is_none() {
             return Ok(DoorRuleOutput::abstain());
         }

@@ -1,10 +1,15 @@
 //! A door rule: doors open only within the site's opening hours, unless the person's
 //! rank is admin or higher.
 //!
+//! The site's opening hours come from the host (`DoorRuleInput::site_open`), which
+//! evaluates the schedule set for the door's site in the site's time zone, with its
+//! holidays. For a site without opening hours the rule falls back to its configured
+//! default hours.
+//!
 //! Config (all optional): `days = ["mon", "tue", "wed", "thu", "fri"]`, `open = "08:00"`,
-//! `close = "18:00"` (local time, `close` exclusive, may not wrap past midnight), and
-//! `bypass_rank = 30` (the standard site admin's rank). The rule only narrows: when the
-//! core already denies, it abstains.
+//! `close = "18:00"` (the default hours: local time, `close` exclusive, may not wrap past
+//! midnight), and `bypass_rank = 30` (the standard site admin's rank). The rule only
+//! narrows: when the core already denies, it abstains.
 
 use keyway_sdk::{Config, DoorRuleInput, DoorRuleOutput, HookResult, Plugin};
 
@@ -34,6 +39,18 @@ fn minute(key: &str, text: &str) -> HookResult<u16> {
     Ok(h * 60 + m)
 }
 
+impl BusinessHours {
+    /// Whether the configured default hours admit the input's local time.
+    fn default_hours_admit(&self, input: &DoorRuleInput<'_>) -> bool {
+        let day_open = input
+            .local
+            .weekday
+            .checked_sub(1)
+            .is_some_and(|d| d < 7 && self.days & (1 << d) != 0);
+        day_open && (self.open..self.close).contains(&input.local.minute_of_day)
+    }
+}
+
 impl Plugin for BusinessHours {
     fn configure(config: &Config) -> HookResult<Self> {
         let mut days = 0u8;
@@ -61,23 +78,20 @@ impl Plugin for BusinessHours {
         })
     }
 
-    fn door_rule(&self, input: &DoorRuleInput) -> HookResult<DoorRuleOutput> {
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         if !input.verdict.allow {
             return Ok(DoorRuleOutput::abstain());
         }
         if input.rank.is_some_and(|r| r >= self.bypass_rank) {
             return Ok(DoorRuleOutput::allow());
         }
-        let day_open = input
-            .local
-            .weekday
-            .checked_sub(1)
-            .is_some_and(|d| d < 7 && self.days & (1 << d) != 0);
-        let m = input.local.minute_of_day;
-        if day_open && (self.open..self.close).contains(&m) {
-            Ok(DoorRuleOutput::allow())
-        } else {
-            Ok(DoorRuleOutput::deny("outside business hours"))
+        // The site's own hours win; the configured ones only stand in for a site that
+        // has none, so each deny says which of the two closed the door.
+        match input.site_open {
+            Some(true) => Ok(DoorRuleOutput::allow()),
+            Some(false) => Ok(DoorRuleOutput::deny("outside the site's opening hours")),
+            None if self.default_hours_admit(input) => Ok(DoorRuleOutput::allow()),
+            None => Ok(DoorRuleOutput::deny("outside business hours")),
         }
     }
 }
@@ -113,10 +127,50 @@ mod tests {
             i.local = LocalTime { weekday, minute_of_day };
             i.rank = Some(rank);
             i.verdict.allow = allow;
+            assert_eq!(i.site_open, None, "the default hours apply to a site without hours");
             assert_eq!(
                 h.door_rule(&i).unwrap().verdict,
                 expected,
                 "{weekday} {minute_of_day} {rank}"
+            );
+        }
+    }
+
+    #[test]
+    fn site_hours_win_over_the_default_hours() {
+        let h = Harness::<BusinessHours>::new(Config::new()).unwrap();
+        let site_closed = RuleVerdict::Deny {
+            reason: "outside the site's opening hours".into(),
+        };
+        let default_closed = RuleVerdict::Deny {
+            reason: "outside business hours".into(),
+        };
+        // (weekday, minute, site_open, rank, core allows, expected): each local time is
+        // chosen so that the default hours (weekdays 08:00-18:00) say the opposite of the
+        // site, except in the fallback rows.
+        let cases = [
+            (1, 12 * 60, Some(false), 10, true, site_closed.clone()),
+            (6, 23 * 60, Some(true), 10, true, RuleVerdict::Allow),
+            (7, 3 * 60, Some(true), 10, true, RuleVerdict::Allow),
+            (3, 9 * 60, Some(false), 10, true, site_closed),
+            // Admins pass whatever the site's hours say.
+            (1, 12 * 60, Some(false), 30, true, RuleVerdict::Allow),
+            // A core deny stands and the rule abstains, open site or not.
+            (1, 12 * 60, Some(true), 10, false, RuleVerdict::Abstain),
+            // No hours for the site: the default hours decide.
+            (6, 23 * 60, None, 10, true, default_closed),
+            (1, 12 * 60, None, 10, true, RuleVerdict::Allow),
+        ];
+        for (weekday, minute_of_day, site_open, rank, allow, expected) in cases {
+            let mut i = door_input(1, Some(9));
+            i.local = LocalTime { weekday, minute_of_day };
+            i.site_open = site_open;
+            i.rank = Some(rank);
+            i.verdict.allow = allow;
+            assert_eq!(
+                h.door_rule(&i).unwrap().verdict,
+                expected,
+                "{weekday} {minute_of_day} {site_open:?} {rank} {allow}"
             );
         }
     }

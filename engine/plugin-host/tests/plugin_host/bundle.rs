@@ -97,6 +97,23 @@ fn default_bundle_answers() {
         (1, "HQ: door forced open at Front")
     );
     assert!(bundle.notify(&notify(EventKind::EntryGranted)).unwrap().is_empty());
+
+    // Inputs and outputs on both sides of the SDK's 1 KiB scratch buffers, interleaved on
+    // the same instances: each answer carries its own detail, whichever way it travelled.
+    for (i, len) in [0, 900, 1100, 5000, 10, 1000, 1030, 0, 20_000, 3]
+        .into_iter()
+        .enumerate()
+    {
+        let mut input = notify(EventKind::DoorForced);
+        input.event.detail = char::from(b'a' + u8::try_from(i).unwrap()).to_string().repeat(len);
+        let out = bundle.notify(&input).unwrap();
+        let tail = if len == 0 {
+            "(unix time 1800000000)".to_owned()
+        } else {
+            format!("(unix time 1800000000): {}", input.event.detail)
+        };
+        assert!(out[0].body.ends_with(&tail), "detail of {len} bytes");
+    }
 }
 
 /// An edit of a manifest's text.

@@ -152,6 +152,99 @@ fn load_time_attacks() {
     good_call(&load(&runtime, &good).unwrap());
 }
 
+/// The call-time attacks again, but where the host runs them while loading: in the exports
+/// it calls before any hook (`keyway_abi_version`, `keyway_alloc` for the config,
+/// `keyway_configure`) and in the module's own declarations. Loading must fail within
+/// its budget with the same clear errors, and the host must go on serving.
+#[test]
+fn attacks_while_loading() {
+    let runtime = runtime();
+    let bystander = load(&runtime, &wat_plugin("")).unwrap();
+    let ok_configure = r#"(func (export "keyway_configure") (param i32 i32) (result i64)
+            (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1)))"#;
+    let version = r#"(func (export "keyway_abi_version") (result i32) (i32.const 1))"#;
+    let alloc = r#"(func (export "keyway_alloc") (param i32) (result i32) (i32.const 1024))"#;
+    let dealloc = r#"(func (export "keyway_dealloc") (param i32 i32))"#;
+    let module = |memory_pages: u32, version: &str, alloc: &str, configure: &str| {
+        wat::parse_str(format!(
+            r#"(module
+                (memory (export "memory") {memory_pages})
+                (data (i32.const 16) "\00")
+                (func $r (param i32) (result i32) (call $r (i32.add (local.get 0) (i32.const 1))))
+                {version} {alloc} {dealloc} {configure})"#
+        ))
+        .unwrap()
+    };
+    // (case, module, expected error)
+    let cases = [
+        (
+            "infinite loop in keyway_configure",
+            module(
+                2,
+                version,
+                alloc,
+                r#"(func (export "keyway_configure") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0))"#,
+            ),
+            "ran out of fuel after 10000000 units (an endless loop?)",
+        ),
+        (
+            "memory-growth bomb in keyway_configure",
+            module(
+                2,
+                version,
+                alloc,
+                r#"(func (export "keyway_configure") (param i32 i32) (result i64)
+                    (loop $l (drop (memory.grow (i32.const 16))) (br $l)) (i64.const 0))"#,
+            ),
+            "exceeded the memory cap of 16777216 bytes",
+        ),
+        (
+            "deep recursion in keyway_abi_version",
+            module(
+                2,
+                r#"(func (export "keyway_abi_version") (result i32) (call $r (i32.const 0)))"#,
+                alloc,
+                ok_configure,
+            ),
+            "wasm stack overflow (the cap is 262144 bytes; deep recursion?)",
+        ),
+        (
+            "infinite loop in keyway_alloc",
+            module(
+                2,
+                version,
+                r#"(func (export "keyway_alloc") (param i32) (result i32) (loop $l (br $l)) (i32.const 0))"#,
+                ok_configure,
+            ),
+            "ran out of fuel after 10000000 units (an endless loop?)",
+        ),
+        (
+            "input pointer out of bounds from keyway_alloc",
+            module(
+                2,
+                version,
+                r#"(func (export "keyway_alloc") (param i32) (result i32) (i32.const -16))"#,
+                ok_configure,
+            ),
+            "input buffer out of bounds: 1 bytes at 4294967280, memory holds 131072 bytes",
+        ),
+        (
+            "memory bomb declared up front (1024 pages, 64 MiB)",
+            module(1024, version, alloc, ok_configure),
+            "exceeded the memory cap of 16777216 bytes",
+        ),
+    ];
+    for (case, wasm, expected) in cases {
+        let start = Instant::now();
+        let err = load(&runtime, &wasm).unwrap_err();
+        assert!(start.elapsed() < BUDGET, "{case}: took {:?}", start.elapsed());
+        assert_eq!(err.to_string(), expected, "{case}");
+        // The host goes on serving: a plugin loaded before, and one loaded after.
+        good_call(&bystander);
+        good_call(&load(&runtime, &wat_plugin("")).unwrap());
+    }
+}
+
 #[test]
 fn declared_hook_must_be_exported() {
     let runtime = runtime();

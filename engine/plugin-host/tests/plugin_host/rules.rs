@@ -1,13 +1,16 @@
-//! Door rules on real core decisions: anti-passback, business hours, fail-secure and
-//! fail-safe, rules missing from the bundle, and the role table feeding the core.
+//! Door rules on real core decisions: anti-passback, business hours (the configured
+//! default hours and each site's opening hours), fail-secure and fail-safe, rules missing
+//! from the bundle, and the role table feeding the core.
 
 use crate::bundle::edited_bundle;
-use crate::common::{runtime, wat_plugin};
+use crate::common::{default_dir, runtime, wat_plugin};
 use jiff::Timestamp;
+use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use keyway_core::{
-    CredentialId, CredentialKind, CredentialRecord, Decision, DoorId, DoorMode, DoorRecord, Effect, GroupId,
-    GroupRecord, PersonId, PersonRecord, Presented, Record, Revision, RoleId, SiteId, SiteRecord, Snapshot, decide,
+    CredentialId, CredentialKind, CredentialRecord, DaySet, Decision, DoorId, DoorMode, DoorRecord, Effect, GroupId,
+    GroupRecord, HolidayCalendar, Period, PersonId, PersonRecord, Presented, Record, Revision, RoleId, Schedule,
+    SiteId, SiteRecord, Snapshot, decide,
 };
 use keyway_plugin_host::{Bundle, DoorContext, FailMode, PolicyHost, RuleOutcome, RuledDecision, Sha256};
 use keyway_sdk::Direction;
@@ -15,6 +18,8 @@ use std::sync::Arc;
 
 const BASIC: PersonId = PersonId(1);
 const ADMIN: PersonId = PersonId(2);
+/// A basic user of site 2, whose doors are 9 and 10.
+const GUARD: PersonId = PersonId(3);
 
 /// The default bundle plus `trap-rule`, a door rule that always traps.
 pub fn fixture_bundle() -> tempfile::TempDir {
@@ -27,27 +32,32 @@ pub fn fixture_bundle() -> tempfile::TempDir {
     dir
 }
 
+/// Site 1 (doors 1-8, people BASIC and ADMIN) and site 2 (doors 9-10, GUARD), both in
+/// Amsterdam, each with one group opening all its doors at any time.
 pub fn snapshot(bundle: &Bundle) -> Snapshot {
-    let site = SiteId(1);
-    let mut records = vec![
-        Record::Site(SiteRecord {
+    let mut records = vec![Record::Roles(bundle.roles().role_flags())];
+    for site in [SiteId(1), SiteId(2)] {
+        records.push(Record::Site(SiteRecord {
             id: site,
             time_zone: TimeZone::get("Europe/Amsterdam").unwrap(),
             holiday_calendar: None,
             lockdown: false,
-        }),
-        Record::Roles(bundle.roles().role_flags()),
-    ];
-    for door in 1..=8 {
+        }));
+    }
+    for door in 1..=10 {
         records.push(Record::Door(DoorRecord {
             id: DoorId(door),
-            site,
+            site: if door <= 8 { SiteId(1) } else { SiteId(2) },
             iq: None,
             mode: DoorMode::Normal,
             lockdown: door == 8,
         }));
     }
-    for (person, role) in [(BASIC, RoleId(3)), (ADMIN, RoleId(1))] {
+    for (person, role, site) in [
+        (BASIC, RoleId(3), SiteId(1)),
+        (ADMIN, RoleId(1), SiteId(1)),
+        (GUARD, RoleId(3), SiteId(2)),
+    ] {
         records.push(Record::Person(PersonRecord {
             id: person,
             site,
@@ -68,10 +78,17 @@ pub fn snapshot(bundle: &Bundle) -> Snapshot {
     }
     records.push(Record::Group(GroupRecord {
         id: GroupId(1),
-        site,
+        site: SiteId(1),
         doors: (1..=8).map(DoorId).collect(),
         schedule: None,
         members: vec![BASIC, ADMIN],
+    }));
+    records.push(Record::Group(GroupRecord {
+        id: GroupId(2),
+        site: SiteId(2),
+        doors: vec![DoorId(9), DoorId(10)],
+        schedule: None,
+        members: vec![GUARD],
     }));
     Snapshot::build(Revision(1), records).unwrap()
 }
@@ -99,6 +116,7 @@ impl World {
         rules.attach(DoorId(5), "trap-rule", FailMode::Safe);
         rules.attach(DoorId(6), "not-in-bundle", FailMode::Secure);
         rules.attach(DoorId(7), "not-in-bundle", FailMode::Safe);
+        rules.attach(DoorId(9), "business-hours", FailMode::Secure);
         World {
             host,
             snapshot,
@@ -112,14 +130,30 @@ impl World {
     }
 
     pub fn decide(&self, door: u32, person: PersonId, direction: Direction, at: &str) -> RuledDecision {
+        self.decide_with(door, person, direction, at, None)
+    }
+
+    /// As a server would: the door's site and its time zone from the snapshot, the site's
+    /// holiday calendar from the caller.
+    pub fn decide_with(
+        &self,
+        door: u32,
+        person: PersonId,
+        direction: Direction,
+        at: &str,
+        holidays: Option<&HolidayCalendar>,
+    ) -> RuledDecision {
         let at: Timestamp = at.parse().unwrap();
         let role = if person == ADMIN { RoleId(1) } else { RoleId(3) };
+        let site = self.snapshot.door_site(DoorId(door)).unwrap();
         let ctx = DoorContext {
             door: DoorId(door),
+            site,
             role: Some(role),
             direction,
             at,
-            time_zone: &self.tz,
+            time_zone: self.snapshot.site_time_zone(site).unwrap(),
+            holidays,
         };
         self.host.decide(self.core(door, person, at), &ctx)
     }
@@ -192,10 +226,12 @@ fn a_rule_never_widens() {
     let core = decide(&w.snapshot, DoorId(1), Presented::tag(&[0xff; 4]), at);
     let ctx = DoorContext {
         door: DoorId(1),
+        site: SiteId(1),
         role: None,
         direction: Direction::Entry,
         at,
         time_zone: &w.tz,
+        holidays: None,
     };
     let d = w.host.decide(core, &ctx);
     assert_eq!((d.effect, d.reason_code()), (Effect::Deny, "unknown_credential"));
@@ -208,4 +244,118 @@ fn a_rule_never_widens() {
         w.host.door_rules().attachment(DoorId(2)),
         Some((Arc::from("business-hours"), FailMode::Secure))
     );
+}
+
+/// Site 1: weekdays 09:00-17:00 and Sundays 09:00-12:00, closed on holidays. Site 2: a
+/// night shift, 22:00-06:00 every day, holidays included. The bundle's default hours
+/// (weekdays 08:00-18:00) differ from both, so each answer shows whose hours decided.
+fn site_hours() -> [(SiteId, Schedule); 2] {
+    let sunday = DaySet::weekday(Weekday::Sunday);
+    let office = Schedule::new(
+        vec![
+            Period::hm(DaySet::WORKDAYS, (9, 0), (17, 0)),
+            Period::hm(sunday, (9, 0), (12, 0)),
+        ],
+        None,
+    )
+    .unwrap();
+    let night = Schedule::new(
+        vec![Period::hm(DaySet::EVERY_DAY.with(DaySet::HOLIDAY), (22, 0), (6, 0))],
+        None,
+    )
+    .unwrap();
+    [(SiteId(1), office), (SiteId(2), night)]
+}
+
+/// What the business-hours rule should answer.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Allowed by the rule.
+    Open,
+    /// Denied by the site's opening hours.
+    SiteClosed,
+    /// Denied by the bundle's default hours (the site has none).
+    DefaultClosed,
+}
+
+fn outcome(d: &RuledDecision) -> (Effect, RuleOutcome) {
+    (d.effect, d.rule.as_ref().unwrap().outcome.clone())
+}
+
+fn expected(e: Expect) -> (Effect, RuleOutcome) {
+    let denied = |reason: &str| (Effect::Deny, RuleOutcome::Denied { reason: reason.into() });
+    match e {
+        Expect::Open => (Effect::Allow, RuleOutcome::Allowed),
+        Expect::SiteClosed => denied("outside the site's opening hours"),
+        Expect::DefaultClosed => denied("outside business hours"),
+    }
+}
+
+#[test]
+fn each_site_is_judged_by_its_own_opening_hours() {
+    use Expect::{DefaultClosed, Open, SiteClosed};
+    let w = World::new();
+    w.host.opening_hours().replace_all(site_hours());
+    assert_eq!(w.host.opening_hours().len(), 2);
+    let xmas = HolidayCalendar::new(vec![Date::constant(2026, 12, 25)]);
+    let xmas = Some(&xmas);
+    // Amsterdam is UTC+1 in winter and UTC+2 from 2026-03-29 01:00Z to 2026-10-25 01:00Z.
+    // (door, person, instant, holidays, expected, local time and why)
+    #[rustfmt::skip]
+    let cases = [
+        (2, BASIC, "2026-11-25T09:00:00Z", None, Open, "site 1, Wed 10:00"),
+        (9, GUARD, "2026-11-25T09:00:00Z", None, SiteClosed, "site 2, Wed 10:00: the default hours would allow"),
+        (2, BASIC, "2026-11-25T07:30:00Z", None, SiteClosed, "site 1, Wed 08:30: the default hours would allow"),
+        (2, BASIC, "2026-11-25T22:00:00Z", None, SiteClosed, "site 1, Wed 23:00"),
+        (9, GUARD, "2026-11-25T22:00:00Z", None, Open, "site 2, Wed 23:00: the default hours would deny"),
+        (9, GUARD, "2026-11-26T04:59:00Z", None, Open, "site 2, Thu 05:59, in the period crossing midnight"),
+        (9, GUARD, "2026-11-26T05:00:00Z", None, SiteClosed, "site 2, Thu 06:00, the period's end is exclusive"),
+        (2, ADMIN, "2026-11-25T22:00:00Z", None, Open, "site 1, Wed 23:00, an admin passes"),
+        // Christmas, a Friday: site 1 is closed for it, site 2's night shift covers holidays.
+        (2, BASIC, "2026-12-25T09:00:00Z", xmas, SiteClosed, "site 1, holiday 10:00"),
+        (2, BASIC, "2026-12-25T09:00:00Z", None, Open, "site 1, the same Friday without the calendar"),
+        (9, GUARD, "2026-12-25T22:00:00Z", xmas, Open, "site 2, holiday 23:00"),
+        (2, BASIC, "2026-12-25T22:00:00Z", xmas, SiteClosed, "site 1, holiday 23:00"),
+        (2, ADMIN, "2026-12-25T09:00:00Z", xmas, Open, "site 1, holiday 10:00, an admin passes"),
+        // Spring forward, Sunday 2026-03-29: on UTC+1 the answers after the switch would flip.
+        (2, BASIC, "2026-03-29T07:30:00Z", None, Open, "site 1, Sun 09:30 CEST"),
+        (2, BASIC, "2026-03-29T06:30:00Z", None, SiteClosed, "site 1, Sun 08:30 CEST"),
+        (9, GUARD, "2026-03-29T00:30:00Z", None, Open, "site 2, Sun 01:30 CET, before the switch"),
+        (9, GUARD, "2026-03-29T04:30:00Z", None, SiteClosed, "site 2, Sun 06:30 CEST"),
+        // Fall back, Sunday 2026-10-25: on UTC+2 the answers after the switch would flip.
+        (2, BASIC, "2026-10-25T10:30:00Z", None, Open, "site 1, Sun 11:30 CET"),
+        (2, BASIC, "2026-10-25T11:00:00Z", None, SiteClosed, "site 1, Sun 12:00 CET"),
+        (9, GUARD, "2026-10-25T04:30:00Z", None, Open, "site 2, Sun 05:30 CET"),
+    ];
+    for (door, person, at, holidays, expect, why) in cases {
+        let d = w.decide_with(door, person, Direction::Unknown, at, holidays);
+        assert_eq!(outcome(&d), expected(expect), "{why}");
+        assert_eq!(d.core.effect, Effect::Allow, "{why}: the core grants at any time");
+    }
+
+    // The hours live outside the bundle: a hot swap keeps them.
+    w.host.swap_dir(&default_dir()).unwrap();
+    let d = w.decide(9, GUARD, Direction::Unknown, "2026-11-25T09:00:00Z");
+    assert_eq!(outcome(&d), expected(SiteClosed), "site 2, Wed 10:00, after a swap");
+
+    // Cleared, site 2 falls back to the bundle's default hours (weekdays 08:00-18:00);
+    // site 1 keeps its own.
+    w.host.set_site_opening_hours(SiteId(2), None);
+    assert_eq!(w.host.opening_hours().get(SiteId(2)), None);
+    #[rustfmt::skip]
+    let cases = [
+        (9, GUARD, "2026-11-25T09:00:00Z", Open, "site 2, Wed 10:00"),
+        (9, GUARD, "2026-11-25T22:00:00Z", DefaultClosed, "site 2, Wed 23:00"),
+        (2, BASIC, "2026-11-25T07:30:00Z", SiteClosed, "site 1, Wed 08:30"),
+    ];
+    for (door, person, at, expect, why) in cases {
+        let d = w.decide(door, person, Direction::Unknown, at);
+        assert_eq!(outcome(&d), expected(expect), "{why}, site 2 cleared");
+    }
+
+    // Set again, one site at a time: the site's hours apply once more.
+    let [_, (site, night)] = site_hours();
+    w.host.set_site_opening_hours(site, Some(night));
+    let d = w.decide(9, GUARD, Direction::Unknown, "2026-11-25T22:00:00Z");
+    assert_eq!(outcome(&d), expected(Open), "site 2, Wed 23:00, set again");
 }

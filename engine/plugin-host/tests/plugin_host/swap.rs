@@ -6,7 +6,7 @@ use crate::common::{default_dir, runtime};
 use crate::rules::fixture_bundle;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_core::{Decision, DoorId, Effect, PersonId, Reason, Revision, RoleId};
+use keyway_core::{Decision, DoorId, Effect, PersonId, Reason, Revision, RoleId, SiteId};
 use keyway_plugin_host::{DoorContext, FailMode, PolicyHost};
 use keyway_sdk::Direction;
 use std::sync::Arc;
@@ -48,10 +48,12 @@ fn swap_under_load() {
                 while !stop.load(Ordering::Relaxed) {
                     let ctx = DoorContext {
                         door: DoorId(1),
+                        site: SiteId(1),
                         role: Some(RoleId(3)),
                         direction: Direction::Unknown,
                         at,
                         time_zone: &tz,
+                        holidays: None,
                     };
                     let d = host.decide(granted(t * 1_000_000 + i), &ctx);
                     let counter = if d.effect == Effect::Allow && d.reason_code() == "granted" {
