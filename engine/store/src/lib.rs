@@ -52,4 +52,4 @@ pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, Outbox
 pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
 pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;
-pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES};
+pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES, TOKEN_USE_RESOLUTION};

@@ -60,6 +60,8 @@ pub struct ApiToken {
 
 /// The longest name of an API token, in characters.
 pub const MAX_TOKEN_NAME: usize = 100;
+/// How stale an API token's `last_used_at` may get, in seconds.
+pub const TOKEN_USE_RESOLUTION: i64 = 60;
 /// The most scopes on one API token.
 pub const MAX_TOKEN_SCOPES: usize = 32;
 
@@ -221,21 +223,22 @@ macro_rules! token_ops {
             Ok(token)
         }
 
-        pub(super) async fn token_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
+        pub(super) async fn live_token_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
             let sql = format!(
                 "{TOKEN_COLS} WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
                  AND account IN (SELECT id FROM accounts WHERE NOT disabled)"
             );
             let row = sqlx::query(&sql).bind(hash).bind(now).fetch_optional(&mut *conn).await?;
-            let Some(token) = row.as_ref().map(token_from).transpose()? else {
-                return Ok(None);
-            };
+            row.as_ref().map(token_from).transpose()
+        }
+
+        pub(super) async fn touch(conn: &mut ops::Conn, id: i64, now: i64) -> Result<(), StoreError> {
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
-                .bind(token.id)
+                .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            Ok(Some(ApiToken { last_used_at: Some(now), ..token }))
+            Ok(())
         }
 
         pub(super) async fn token(conn: &mut ops::Conn, id: i64) -> Result<Option<ApiToken>, StoreError> {
@@ -383,14 +386,29 @@ impl Store {
     }
 
     /// The live token with this secret at `now` (not revoked, not expired, account
-    /// enabled), noting its use.
+    /// enabled), noting its use. The lookup is a read; `last_used_at` is written at most
+    /// once per [`TOKEN_USE_RESOLUTION`] seconds, so a busy token does not queue a write
+    /// per request on SQLite's single writer.
     ///
     /// # Errors
     /// If the database fails.
     pub async fn api_token_by_secret(&self, secret: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
         let hash = secrets::hash(secret);
-        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
-            m::token_by_hash(conn, &hash, now).await?
+        let Some(token) = on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| {
+            m::live_token_by_hash(conn, &hash, now).await?
+        }) else {
+            return Ok(None);
+        };
+        if token.last_used_at.is_some_and(|t| now - t < TOKEN_USE_RESOLUTION) {
+            return Ok(Some(token));
+        }
+        on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::touch(
+            conn, token.id, now
+        )
+        .await?);
+        Ok(Some(ApiToken {
+            last_used_at: Some(now),
+            ..token
         }))
     }
 

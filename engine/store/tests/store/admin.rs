@@ -202,6 +202,17 @@ async fn api_tokens() {
         let now = expiry - HOUR;
         let found = store.api_token_by_secret(&issued.secret, now).await.unwrap().unwrap();
         assert_eq!((found.id, found.last_used_at), (token.id, Some(now)));
+        // Use is recorded at a resolution, not on every request.
+        let soon = now + keyway_store::TOKEN_USE_RESOLUTION - 1;
+        let later = now + keyway_store::TOKEN_USE_RESOLUTION;
+        for (at, recorded) in [(soon, now), (later, later)] {
+            store.api_token_by_secret(&issued.secret, at).await.unwrap().unwrap();
+            assert_eq!(
+                store.api_token(token.id).await.unwrap().unwrap().last_used_at,
+                Some(recorded),
+                "{at}"
+            );
+        }
         assert_eq!(store.api_token_by_secret("kw_wrong", now).await.unwrap(), None);
         assert_eq!(
             store.api_token_by_secret(&issued.secret, expiry).await.unwrap(),
