@@ -398,6 +398,17 @@ pub(crate) fn kind_from_code(code: i64) -> Result<CredentialKind, StoreError> {
     }
 }
 
+/// A stored integer as a `u32` (ids, counts): out of range means the row was not
+/// written by Keyway.
+pub(crate) fn id32(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::internal(format!("{what} `{v}` out of range")))
+}
+
+/// [`id32`] of a nullable column.
+pub(crate) fn opt_id32(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
+    v.map(|v| id32(v, what)).transpose()
+}
+
 pub(crate) fn timestamp(seconds: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_second(seconds).map_err(|_| StoreError::invalid(format!("`{seconds}` is not a valid time")))
 }

@@ -10,6 +10,7 @@
 //! Firmware files are stored with their SHA-256 and size, unique per (model, version).
 
 use crate::accounts::{hash_password, verify_hash};
+use crate::codec::id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
@@ -106,13 +107,12 @@ macro_rules! device_ops {
         const FW_COLS: &str = "SELECT id, model, version, sha256, size, uploaded_at FROM firmware_files";
 
         fn activation_from(r: &ops::DbRowOf) -> Result<(IqActivation, String), StoreError> {
-            let id = |v: i64| u32::try_from(v).map_err(StoreError::internal);
             let failed: i64 = r.try_get(2)?;
             Ok((
                 IqActivation {
-                    iq: IqId(id(r.try_get(0)?)?),
-                    person: PersonId(id(r.try_get(1)?)?),
-                    failed_attempts: u32::try_from(failed).map_err(StoreError::internal)?,
+                    iq: IqId(id32(r.try_get(0)?, "iq")?),
+                    person: PersonId(id32(r.try_get(1)?, "person")?),
+                    failed_attempts: id32(failed, "failed_attempts")?,
                     blocked: r.try_get(3)?,
                     activated_at: r.try_get(4)?,
                     created_at: r.try_get(5)?,

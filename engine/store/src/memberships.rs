@@ -14,6 +14,7 @@
 //! A voucher is a licence code with the site's limits (users, app users). It is
 //! redeemed by one site at most; the voucher plugin reads the site's current one.
 
+use crate::codec::{id32, opt_id32};
 use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
@@ -114,10 +115,6 @@ fn voucher_json(v: &Voucher) -> String {
     .to_string()
 }
 
-fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::internal(format!("{what} `{v}` out of range")))
-}
-
 fn role_of(v: i64) -> Result<RoleId, StoreError> {
     u16::try_from(v)
         .map(RoleId)
@@ -149,10 +146,10 @@ macro_rules! membership_ops {
         fn member_from(r: &ops::DbRowOf) -> Result<Membership, StoreError> {
             let person: Option<i64> = r.try_get(3)?;
             Ok(Membership {
-                site: SiteId(u32_of(r.try_get(0)?, "site")?),
+                site: SiteId(id32(r.try_get(0)?, "site")?),
                 account: r.try_get(1)?,
                 role: role_of(r.try_get(2)?)?,
-                person: person.map(|p| u32_of(p, "person").map(PersonId)).transpose()?,
+                person: opt_id32(person, "person")?.map(PersonId),
                 is_owner: r.try_get(4)?,
                 created_at: r.try_get(5)?,
             })
@@ -162,10 +159,10 @@ macro_rules! membership_ops {
             let credential: Option<i64> = r.try_get(4)?;
             Ok(Invitation {
                 id: r.try_get(0)?,
-                site: SiteId(u32_of(r.try_get(1)?, "site")?),
+                site: SiteId(id32(r.try_get(1)?, "site")?),
                 email: r.try_get(2)?,
                 role: role_of(r.try_get(3)?)?,
-                credential: credential.map(|c| u32_of(c, "credential").map(CredentialId)).transpose()?,
+                credential: opt_id32(credential, "credential")?.map(CredentialId),
                 invited_by: r.try_get(5)?,
                 created_at: r.try_get(6)?,
                 expires_at: r.try_get(7)?,
@@ -177,10 +174,10 @@ macro_rules! membership_ops {
             let site: Option<i64> = r.try_get(1)?;
             Ok(Voucher {
                 id: r.try_get(0)?,
-                site: site.map(|s| u32_of(s, "site").map(SiteId)).transpose()?,
+                site: opt_id32(site, "site")?.map(SiteId),
                 code: r.try_get(2)?,
-                max_users: u32_of(r.try_get(3)?, "max_users")?,
-                max_app_users: u32_of(r.try_get(4)?, "max_app_users")?,
+                max_users: id32(r.try_get(3)?, "max_users")?,
+                max_app_users: id32(r.try_get(4)?, "max_app_users")?,
                 valid_from: r.try_get(5)?,
                 valid_until: r.try_get(6)?,
                 created_at: r.try_get(7)?,

@@ -8,6 +8,7 @@
 //! mid-send only delays the row until the lease runs out. Failures back off; delivery is
 //! recorded; delivered rows are purged by age.
 
+use crate::codec::id32;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
@@ -130,7 +131,7 @@ macro_rules! notification_ops {
             let site: i64 = r.try_get(1)?;
             Ok(NotificationSetting {
                 id: r.try_get(0)?,
-                site: SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                site: SiteId(id32(site, "site")?),
                 account: r.try_get(2)?,
                 event_kind: r.try_get(3)?,
                 channel: r.try_get(4)?,
@@ -145,13 +146,13 @@ macro_rules! notification_ops {
             let attempts: i64 = r.try_get(7)?;
             Ok(OutboxItem {
                 id: r.try_get(0)?,
-                site: SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                site: SiteId(id32(site, "site")?),
                 channel: r.try_get(2)?,
                 target: r.try_get(3)?,
                 payload: r.try_get(4)?,
                 created_at: r.try_get(5)?,
                 next_attempt_at: r.try_get(6)?,
-                attempts: u32::try_from(attempts).map_err(StoreError::internal)?,
+                attempts: id32(attempts, "attempts")?,
                 delivered_at: r.try_get(8)?,
                 last_error: r.try_get(9)?,
             })

@@ -123,7 +123,7 @@ macro_rules! policy_ops {
                 .await?;
             Ok(StoredBundle {
                 id,
-                site: site.map(|s| u32::try_from(s).map(SiteId)).transpose().map_err(StoreError::internal)?,
+                site: codec::opt_id32(site, "site")?.map(SiteId),
                 name: r.try_get(2)?,
                 version: r.try_get(3)?,
                 manifest: r.try_get(4)?,
@@ -280,7 +280,7 @@ macro_rules! policy_ops {
                 .map(|r| {
                     let door: i64 = r.try_get(0)?;
                     Ok(DoorRuleAttachment {
-                        door: DoorId(u32::try_from(door).map_err(StoreError::internal)?),
+                        door: DoorId(codec::id32(door, "door")?),
                         rule: r.try_get(1)?,
                         fail_safe: r.try_get(2)?,
                     })
@@ -330,7 +330,7 @@ macro_rules! policy_ops {
                     let first: Option<String> = r.try_get(2)?;
                     let last: Option<String> = r.try_get(3)?;
                     Ok((
-                        SiteId(u32::try_from(site).map_err(StoreError::internal)?),
+                        SiteId(codec::id32(site, "site")?),
                         codec::schedule(&periods, first.as_deref(), last.as_deref())?,
                     ))
                 })

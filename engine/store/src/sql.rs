@@ -8,7 +8,7 @@
 
 macro_rules! backend_ops {
     ($db:ty, $pg:expr) => {
-        use crate::codec::{self, PeriodDto};
+        use crate::codec::{self, PeriodDto, id32, opt_id32};
         use crate::error::StoreError;
         use crate::target::Target;
         use futures_util::TryStreamExt;
@@ -26,14 +26,6 @@ macro_rules! backend_ops {
         pub(crate) type Conn = <$db as sqlx::Database>::Connection;
         pub(crate) type DbRowOf = <$db as sqlx::Database>::Row;
         type DbRow = DbRowOf;
-
-        fn id32(v: i64, what: &str) -> Result<u32, StoreError> {
-            u32::try_from(v).map_err(|_| StoreError::internal(format!("{what} id `{v}` out of range")))
-        }
-
-        fn opt_id32(v: Option<i64>, what: &str) -> Result<Option<u32>, StoreError> {
-            v.map(|v| id32(v, what)).transpose()
-        }
 
         /// Take the next revision. Holds the counter row's lock until the transaction ends,
         /// which serialises every writer of the database.

@@ -11,6 +11,7 @@
 //! nothing, and answers the requester exactly as it would otherwise.
 
 use crate::accounts::{Account, check_password_strength, hash_password};
+use crate::codec::opt_id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
@@ -91,7 +92,7 @@ macro_rules! token_ops {
             Ok(ApiToken {
                 id: r.try_get(0)?,
                 account: r.try_get(1)?,
-                site: site.map(|s| u32::try_from(s).map(SiteId)).transpose().map_err(StoreError::internal)?,
+                site: opt_id32(site, "site")?.map(SiteId),
                 name: r.try_get(3)?,
                 scopes: serde_json::from_str(&scopes).map_err(StoreError::internal)?,
                 created_at: r.try_get(5)?,
