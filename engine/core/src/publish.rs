@@ -94,6 +94,37 @@ impl SnapshotCell {
         Ok(revision)
     }
 
+    /// Publish `next`, which the caller built with `base.apply(revision, &change)` where
+    /// `base` is a snapshot it loaded from this cell: the change is validated and applied
+    /// once, not again at publication. If the published snapshot is no longer `base`
+    /// (a compaction or a replace landed meanwhile), the change is applied to what is
+    /// published instead, so nothing that landed is lost.
+    ///
+    /// # Errors
+    /// Why the change was refused by the newer snapshot; the published one is then
+    /// unchanged.
+    pub fn publish_applied(
+        &self,
+        base: &Arc<Snapshot>,
+        next: Snapshot,
+        revision: Revision,
+        change: Change,
+    ) -> Result<Revision, ModelError> {
+        let mut state = self.lock();
+        let current = self.current.load();
+        let next = if Arc::ptr_eq(&current, base) && next.revision() == revision {
+            next
+        } else {
+            current.apply(revision, &change)?
+        };
+        drop(current);
+        self.current.store(Arc::new(next));
+        if let Some(replay) = state.replay.as_mut() {
+            replay.push((revision, change));
+        }
+        Ok(revision)
+    }
+
     /// Publish a snapshot built elsewhere (a full rebuild). It must not be older than the
     /// current one.
     ///

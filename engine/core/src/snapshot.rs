@@ -640,6 +640,12 @@ impl Snapshot {
         self.site(id).map(|s| &s.time_zone)
     }
 
+    /// A site's holiday calendar, if it has one.
+    #[must_use]
+    pub fn site_holidays(&self, id: SiteId) -> Option<&HolidayCalendar> {
+        self.site(id).and_then(|s| s.calendar).and_then(|c| self.calendar(c))
+    }
+
     /// Whether a door exists.
     #[must_use]
     pub fn has_door(&self, id: DoorId) -> bool {

@@ -235,6 +235,12 @@ impl DoorRules {
         });
     }
 
+    /// Every door that has a rule.
+    #[must_use]
+    pub fn attached_doors(&self) -> Vec<DoorId> {
+        self.attachments.load().keys().copied().collect()
+    }
+
     /// The rule of `door` and its fail mode.
     #[must_use]
     pub fn attachment(&self, door: DoorId) -> Option<(Arc<str>, FailMode)> {

@@ -304,6 +304,7 @@ async fn append_entries(name: &str, store: &Store, count: u32) {
                 reason: "granted".into(),
                 revision: Revision(1),
                 iq: None,
+                rule: None,
             })
             .await
             .unwrap();

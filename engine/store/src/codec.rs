@@ -26,6 +26,35 @@ pub enum Logged {
     Change(Change),
     /// The model was replaced in bulk; followers rebuild their snapshot from the tables.
     Reload,
+    /// A change of policy: not part of the decision model, but every node's plugin host
+    /// must hear of it in the same order as the model's changes.
+    Policy(PolicyChange),
+}
+
+/// A change of policy, as the change log carries it to every node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyChange {
+    /// Bundle `bundle` became the one in force (for `site`, or globally).
+    BundleActivated {
+        /// The stored bundle's id.
+        bundle: i64,
+        /// Its site; `None` for the global bundle.
+        site: Option<SiteId>,
+    },
+    /// `door`'s rule was attached (`Some((rule, fail_safe))`) or detached (`None`).
+    DoorRule {
+        /// The door.
+        door: DoorId,
+        /// The rule's name and whether the door is fail-safe.
+        rule: Option<(String, bool)>,
+    },
+    /// `site`'s opening hours were set or cleared.
+    OpeningHours {
+        /// The site.
+        site: SiteId,
+        /// The hours; `None` when cleared.
+        hours: Option<Schedule>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,31 +150,81 @@ pub(crate) struct GroupDto {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    BlockPerson { person: u32 },
-    UnblockPerson { person: u32 },
-    RevokeCredential { credential: u32 },
-    RestoreCredential { credential: u32 },
+    BlockPerson {
+        person: u32,
+    },
+    UnblockPerson {
+        person: u32,
+    },
+    RevokeCredential {
+        credential: u32,
+    },
+    RestoreCredential {
+        credential: u32,
+    },
     PutCredential(CredentialDto),
-    RemoveCredential { credential: u32 },
-    Grant { person: u32, group: u32 },
-    Ungrant { person: u32, group: u32 },
+    RemoveCredential {
+        credential: u32,
+    },
+    Grant {
+        person: u32,
+        group: u32,
+    },
+    Ungrant {
+        person: u32,
+        group: u32,
+    },
     PutPerson(PersonDto),
-    RemovePerson { person: u32 },
+    RemovePerson {
+        person: u32,
+    },
     PutDoor(DoorDto),
-    RemoveDoor { door: u32 },
-    SetDoorMode { door: u32, mode: ModeDto },
-    SetDoorLockdown { door: u32, on: bool },
-    SetSiteLockdown { site: u32, on: bool },
+    RemoveDoor {
+        door: u32,
+    },
+    SetDoorMode {
+        door: u32,
+        mode: ModeDto,
+    },
+    SetDoorLockdown {
+        door: u32,
+        on: bool,
+    },
+    SetSiteLockdown {
+        site: u32,
+        on: bool,
+    },
     PutGroup(GroupDto),
-    RemoveGroup { group: u32 },
+    RemoveGroup {
+        group: u32,
+    },
     PutSchedule(ScheduleDto),
-    RemoveSchedule { schedule: u32 },
+    RemoveSchedule {
+        schedule: u32,
+    },
     PutIq(IqDto),
-    RemoveIq { iq: u32 },
+    RemoveIq {
+        iq: u32,
+    },
     PutSite(SiteDto),
     PutCalendar(CalendarDto),
-    SetRoles { lockdown_exempt: Vec<u16> },
+    SetRoles {
+        lockdown_exempt: Vec<u16>,
+    },
     Reload,
+    BundleActivated {
+        bundle: i64,
+        site: Option<u32>,
+    },
+    DoorRule {
+        door: u32,
+        rule: Option<String>,
+        fail_safe: bool,
+    },
+    OpeningHours {
+        site: u32,
+        hours: Option<ScheduleDto>,
+    },
 }
 
 /// Encode one change-log entry.
@@ -156,8 +235,33 @@ pub fn encode(entry: &Logged) -> Result<String, StoreError> {
     let op = match entry {
         Logged::Reload => Op::Reload,
         Logged::Change(change) => change_op(change)?,
+        Logged::Policy(policy) => policy_op(policy),
     };
     serde_json::to_string(&Envelope { v: VERSION, op }).map_err(StoreError::internal)
+}
+
+fn policy_op(policy: &PolicyChange) -> Op {
+    match policy {
+        PolicyChange::BundleActivated { bundle, site } => Op::BundleActivated {
+            bundle: *bundle,
+            site: site.map(|s| s.0),
+        },
+        PolicyChange::DoorRule { door, rule } => Op::DoorRule {
+            door: door.0,
+            fail_safe: rule.as_ref().is_some_and(|(_, safe)| *safe),
+            rule: rule.as_ref().map(|(name, _)| name.clone()),
+        },
+        PolicyChange::OpeningHours { site, hours } => Op::OpeningHours {
+            site: site.0,
+            hours: hours.as_ref().map(|schedule| {
+                schedule_dto(&ScheduleRecord {
+                    id: ScheduleId(0),
+                    site: *site,
+                    schedule: schedule.clone(),
+                })
+            }),
+        },
+    }
 }
 
 fn change_op(change: &Change) -> Result<Op, StoreError> {
@@ -218,6 +322,24 @@ pub fn decode(text: &str) -> Result<Logged, StoreError> {
     }
     let change = match envelope.op {
         Op::Reload => return Ok(Logged::Reload),
+        Op::BundleActivated { bundle, site } => {
+            return Ok(Logged::Policy(PolicyChange::BundleActivated {
+                bundle,
+                site: site.map(SiteId),
+            }));
+        }
+        Op::DoorRule { door, rule, fail_safe } => {
+            return Ok(Logged::Policy(PolicyChange::DoorRule {
+                door: DoorId(door),
+                rule: rule.map(|name| (name, fail_safe)),
+            }));
+        }
+        Op::OpeningHours { site, hours } => {
+            return Ok(Logged::Policy(PolicyChange::OpeningHours {
+                site: SiteId(site),
+                hours: hours.map(|d| schedule_record(&d).map(|r| r.schedule)).transpose()?,
+            }));
+        }
         Op::BlockPerson { person } => Change::BlockPerson(PersonId(person)),
         Op::UnblockPerson { person } => Change::UnblockPerson(PersonId(person)),
         Op::RevokeCredential { credential } => Change::RevokeCredential(CredentialId(credential)),

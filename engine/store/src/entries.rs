@@ -17,6 +17,7 @@ use crate::error::StoreError;
 use futures_util::Stream;
 use jiff::Timestamp;
 use keyway_core::{CredentialId, DoorId, IqId, PersonId, Revision, SiteId};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,12 +96,15 @@ pub struct Entry {
     pub method: Method,
     /// Opened or refused.
     pub allowed: bool,
-    /// The decision's reason.
-    pub reason: String,
+    /// The decision's reason: a stable code such as `granted` (borrowed, so logging a
+    /// decision allocates nothing for it) or a text of its own.
+    pub reason: Cow<'static, str>,
     /// The revision the decision was taken on.
     pub revision: Revision,
     /// The IQ that reported it and its sequence number there, for idempotent uploads.
     pub iq: Option<(IqId, u64)>,
+    /// The door rule that took part, as `name@sha256` (hex), when the door has one.
+    pub rule: Option<String>,
 }
 
 /// An entry as stored.
@@ -201,6 +205,7 @@ pub(crate) fn stored_entry(
     revision: i64,
     iq: Option<i64>,
     iq_seq: Option<i64>,
+    rule: Option<String>,
 ) -> Result<StoredEntry, StoreError> {
     let id32 = |v: i64| u32::try_from(v).map_err(StoreError::internal);
     Ok(StoredEntry {
@@ -213,12 +218,13 @@ pub(crate) fn stored_entry(
             credential: credential.map(id32).transpose()?.map(CredentialId),
             method: Method::from_code(method)?,
             allowed,
-            reason,
+            reason: Cow::Owned(reason),
             revision: Revision(u64::try_from(revision).map_err(StoreError::internal)?),
             iq: match (iq, iq_seq) {
                 (Some(iq), Some(seq)) => Some((IqId(id32(iq)?), u64::try_from(seq).map_err(StoreError::internal)?)),
                 _ => None,
             },
+            rule,
         },
     })
 }
@@ -387,7 +393,7 @@ impl EntriesLog {
                 let page = log.query(&query).await?;
                 let mut out = String::new();
                 if first {
-                    out.push_str("id,site,at,door,person,credential,method,allowed,reason,revision,iq,iq_seq\n");
+                    out.push_str("id,site,at,door,person,credential,method,allowed,reason,revision,iq,iq_seq,rule\n");
                 }
                 for e in &page.entries {
                     csv_line(&mut out, e);
@@ -481,11 +487,11 @@ fn csv_line(out: &mut String, e: &StoredEntry) {
     let reason = if e.entry.reason.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", e.entry.reason.replace('"', "\"\""))
     } else {
-        e.entry.reason.clone()
+        e.entry.reason.to_string()
     };
     let _ = writeln!(
         out,
-        "{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
         e.id,
         e.entry.site.0,
         e.entry.at,
@@ -498,6 +504,7 @@ fn csv_line(out: &mut String, e: &StoredEntry) {
         e.entry.revision.0,
         opt(e.entry.iq.map(|(iq, _)| iq.0)),
         e.entry.iq.map(|(_, s)| s.to_string()).unwrap_or_default(),
+        e.entry.rule.as_deref().unwrap_or_default(),
     );
 }
 

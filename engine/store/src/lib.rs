@@ -16,6 +16,8 @@
 //!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
 //!   and opening hours (`policy`), notification settings and the outbox
 //!   (`notifications`).
+//! - [`Store::subscribe`]: the change feed, every applied revision in order (model
+//!   changes, policy changes, reloads), replayable from the change log.
 //! - [`StoreError::kind`] tells client errors (4xx) from faults.
 //!
 //! See `ARCHITECTURE-store.md` beside this crate for the write path, the follower and
@@ -30,6 +32,7 @@ mod db;
 mod devices;
 mod entries;
 mod error;
+mod feed;
 mod memberships;
 mod notifications;
 mod policy;
@@ -39,7 +42,7 @@ mod target;
 mod tokens;
 
 pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
-pub use codec::{Logged, decode as decode_change, encode as encode_change};
+pub use codec::{Logged, PolicyChange, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use entries::{
@@ -47,6 +50,7 @@ pub use entries::{
     StoredEntry,
 };
 pub use error::{ErrorKind, StoreError};
+pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
 pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};

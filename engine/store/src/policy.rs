@@ -10,8 +10,8 @@
 use crate::codec::{self, PeriodDto};
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
-use keyway_core::{DoorId, Schedule, SiteId};
+use crate::store::{PolicyWrite, Store, WriteOp, now_seconds};
+use keyway_core::{DoorId, Revision, Schedule, SiteId};
 use sqlx::Row;
 
 /// The largest plugin module accepted, in bytes.
@@ -225,7 +225,7 @@ macro_rules! policy_ops {
             Ok(bundle)
         }
 
-        pub(super) async fn bundle(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+        pub(crate) async fn bundle(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredBundle>, StoreError> {
             let sql = format!("{BUNDLE_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             match row {
@@ -253,7 +253,7 @@ macro_rules! policy_ops {
             Ok(out)
         }
 
-        pub(super) async fn activate(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+        pub(crate) async fn activate(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
             // Deactivate first: the one-active index holds at every statement.
             sqlx::query("UPDATE policy_bundles SET active = FALSE WHERE COALESCE(site, 0) = $1 AND active")
                 .bind(before.site.map_or(0, |s| i64::from(s.0)))
@@ -269,7 +269,7 @@ macro_rules! policy_ops {
             ops::insert_audit(conn, None, now_seconds(), actor, "delete_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), None).await
         }
 
-        pub(super) async fn door_rule(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleAttachment>, StoreError> {
+        pub(crate) async fn door_rule(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleAttachment>, StoreError> {
             let row = sqlx::query("SELECT rule, fail_safe FROM door_rules WHERE door = $1").bind(i64::from(door.0)).fetch_optional(&mut *conn).await?;
             row.map(|r| Ok(DoorRuleAttachment { door, rule: r.try_get(0)?, fail_safe: r.try_get(1)? })).transpose()
         }
@@ -288,7 +288,7 @@ macro_rules! policy_ops {
                 .collect()
         }
 
-        pub(super) async fn put_door_rule(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleAttachment>, after: &DoorRuleAttachment) -> Result<(), StoreError> {
+        pub(crate) async fn put_door_rule(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleAttachment>, after: &DoorRuleAttachment) -> Result<(), StoreError> {
             let now = now_seconds();
             sqlx::query(
                 "INSERT INTO door_rules (door, rule, fail_safe, updated_at) VALUES ($1, $2, $3, $4) \
@@ -307,7 +307,7 @@ macro_rules! policy_ops {
             ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(rule_json).as_deref(), Some(&rule_json(after))).await
         }
 
-        pub(super) async fn delete_door_rule(conn: &mut ops::Conn, actor: &str, before: &DoorRuleAttachment) -> Result<(), StoreError> {
+        pub(crate) async fn delete_door_rule(conn: &mut ops::Conn, actor: &str, before: &DoorRuleAttachment) -> Result<(), StoreError> {
             sqlx::query("DELETE FROM door_rules WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
             ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&rule_json(before)), None).await
         }
@@ -337,7 +337,7 @@ macro_rules! policy_ops {
                 .collect()
         }
 
-        pub(super) async fn put_opening_hours(conn: &mut ops::Conn, actor: &str, site: SiteId, hours: Option<&Schedule>) -> Result<(), StoreError> {
+        pub(crate) async fn put_opening_hours(conn: &mut ops::Conn, actor: &str, site: SiteId, hours: Option<&Schedule>) -> Result<(), StoreError> {
             let now = now_seconds();
             let before = opening_hours(conn, Some(site)).await?.pop().map(|(_, s)| hours_json(&s)).transpose()?;
             match hours {
@@ -381,15 +381,15 @@ fn hours_json(schedule: &Schedule) -> Result<String, StoreError> {
     .map_err(StoreError::internal)
 }
 
-mod sqlite_policy {
+pub(crate) mod sqlite_policy {
     policy_ops!(crate::sql::sqlite);
 }
 
-mod pg_policy {
+pub(crate) mod pg_policy {
     policy_ops!(crate::sql::postgres);
 }
 
-fn bundle_not_found(id: i64) -> StoreError {
+pub(crate) fn bundle_not_found(id: i64) -> StoreError {
     StoreError::NotFound {
         entity: format!("bundle:{id}"),
     }
@@ -570,17 +570,16 @@ impl Store {
     }
 
     /// Make bundle `id` the one in force for its site (or globally), retiring the one
-    /// before it in the same transaction. The caller has loaded and validated it with
-    /// the plugin host first.
+    /// before it in the same transaction, which also writes a change-log row so that
+    /// every node's plugin host hears of it in revision order. The caller has loaded and
+    /// validated it with the plugin host first.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown bundle.
-    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<StoredBundle, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            let before = m::bundle(conn, id).await?.ok_or_else(|| bundle_not_found(id))?;
-            m::activate(conn, actor, &before).await?;
-            StoredBundle { active: true, ..before }
-        }))
+    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<(StoredBundle, Revision), StoreError> {
+        let written = self.commit(actor, WriteOp::Policy(PolicyWrite::Activate(id))).await?;
+        let bundle = self.bundle(id).await?.ok_or_else(|| bundle_not_found(id))?;
+        Ok((bundle, written.revision))
     }
 
     /// Delete bundle `id`.
@@ -602,8 +601,9 @@ impl Store {
         Ok(())
     }
 
-    /// Attach the door rule named `rule` to `door` (replacing any). The rule need not be
-    /// in the active bundle yet: until it is, the door's fail mode applies.
+    /// Attach the door rule named `rule` to `door` (replacing any), with a change-log row
+    /// that carries it to every node. Whether the rule exists in the bundle in force is
+    /// the plugin host's call, made by the caller before this.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed rule name; [`StoreError::ForeignKey`] for
@@ -614,32 +614,28 @@ impl Store {
         door: DoorId,
         rule: &str,
         fail_safe: bool,
-    ) -> Result<DoorRuleAttachment, StoreError> {
+    ) -> Result<(DoorRuleAttachment, Revision), StoreError> {
         check_name("rule name", rule)?;
         let after = DoorRuleAttachment {
             door,
             rule: rule.to_owned(),
             fail_safe,
         };
-        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            let before = m::door_rule(conn, door).await?;
-            m::put_door_rule(conn, actor, before.as_ref(), &after).await?;
-        });
-        Ok(after)
+        let written = self
+            .commit(actor, WriteOp::Policy(PolicyWrite::Attach(after.clone())))
+            .await?;
+        Ok((after, written.revision))
     }
 
-    /// Remove `door`'s rule.
+    /// Remove `door`'s rule, with a change-log row that carries it to every node.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the door has none.
-    pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            let before = m::door_rule(conn, door).await?.ok_or_else(|| StoreError::NotFound {
-                entity: format!("door_rule:{}", door.0),
-            })?;
-            m::delete_door_rule(conn, actor, &before).await?;
-        });
-        Ok(())
+    pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<Revision, StoreError> {
+        Ok(self
+            .commit(actor, WriteOp::Policy(PolicyWrite::Detach(door)))
+            .await?
+            .revision)
     }
 
     /// Every door's rule, by door; what the plugin host's door rules load at start.
@@ -652,7 +648,8 @@ impl Store {
         }))
     }
 
-    /// Set (or clear, with `None`) `site`'s opening hours.
+    /// Set (or clear, with `None`) `site`'s opening hours, with a change-log row that
+    /// carries them to every node.
     ///
     /// # Errors
     /// [`StoreError::ForeignKey`] for an unknown site.
@@ -661,12 +658,11 @@ impl Store {
         actor: &str,
         site: SiteId,
         hours: Option<&Schedule>,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| m::put_opening_hours(
-            conn, actor, site, hours
-        )
-        .await?);
-        Ok(())
+    ) -> Result<Revision, StoreError> {
+        Ok(self
+            .commit(actor, WriteOp::Policy(PolicyWrite::Hours(site, hours.cloned())))
+            .await?
+            .revision)
     }
 
     /// `site`'s opening hours, if set.

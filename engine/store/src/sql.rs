@@ -985,7 +985,7 @@ macro_rules! backend_ops {
             for chunk in batch.chunks(crate::entries::ROWS_PER_STATEMENT) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO entries (site, at, door, person, credential, method, allowed, reason, revision, \
-                     iq, iq_seq) ",
+                     iq, iq_seq, rule) ",
                 );
                 qb.push_values(chunk, |mut b, e| {
                     b.push_bind(i64::from(e.site.0))
@@ -995,10 +995,11 @@ macro_rules! backend_ops {
                         .push_bind(e.credential.map(|c| i64::from(c.0)))
                         .push_bind(i64::from(e.method.code()))
                         .push_bind(e.allowed)
-                        .push_bind(e.reason.clone())
+                        .push_bind(e.reason.to_string())
                         .push_bind(i64::try_from(e.revision.0).unwrap_or(i64::MAX))
                         .push_bind(e.iq.map(|(iq, _)| i64::from(iq.0)))
-                        .push_bind(e.iq.map(|(_, seq)| i64::try_from(seq).unwrap_or(i64::MAX)));
+                        .push_bind(e.iq.map(|(_, seq)| i64::try_from(seq).unwrap_or(i64::MAX)))
+                        .push_bind(e.rule.clone());
                 });
                 qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *conn).await?;
@@ -1012,7 +1013,7 @@ macro_rules! backend_ops {
             q: &crate::EntryQuery,
         ) -> Result<Vec<crate::StoredEntry>, StoreError> {
             let mut qb = sqlx::QueryBuilder::<$db>::new(
-                "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq \
+                "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule \
                  FROM entries WHERE site = ",
             );
             qb.push_bind(i64::from(q.site.0));
@@ -1058,6 +1059,7 @@ macro_rules! backend_ops {
                         r.try_get(9)?,
                         r.try_get(10)?,
                         r.try_get(11)?,
+                        r.try_get(12)?,
                     )
                 })
                 .collect()

@@ -14,10 +14,11 @@
 //! notification costs at most one poll interval. Since it always reads "after the last
 //! applied revision", a node that lost its connection catches up when it is back.
 
-use crate::codec::{self, Logged};
+use crate::codec::{self, Logged, PolicyChange};
 use crate::db::Db;
 use crate::entries::{EntriesConfig, EntriesLog};
 use crate::error::StoreError;
+use crate::feed::{Feed, FeedItem};
 use crate::target::{self, Target};
 use keyway_core::{Change, Record, Revision, Snapshot, SnapshotCell};
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// The entries log's queue.
     pub entries: EntriesConfig,
+    /// Revisions the change feed keeps in memory for subscribers; one that falls further
+    /// behind is told so ([`crate::FeedError::Behind`]).
+    pub feed_capacity: usize,
 }
 
 impl StoreConfig {
@@ -52,6 +56,7 @@ impl StoreConfig {
             poll_interval: Duration::from_millis(500),
             max_connections: 8,
             entries: EntriesConfig::default(),
+            feed_capacity: crate::feed::DEFAULT_FEED_CAPACITY,
         }
     }
 
@@ -110,6 +115,29 @@ pub(crate) enum WriteOp {
     Change(Change),
     Create(Record),
     Import(Vec<Record>),
+    Policy(PolicyWrite),
+}
+
+/// A policy write: rows of the policy tables plus a change-log row, in one transaction.
+pub(crate) enum PolicyWrite {
+    Activate(i64),
+    Attach(crate::policy::DoorRuleAttachment),
+    Detach(keyway_core::DoorId),
+    Hours(keyway_core::SiteId, Option<keyway_core::Schedule>),
+}
+
+/// What the write path committed, for publication after the commit.
+pub(crate) enum Committed {
+    /// A model change, validated and applied once: `next` is `base` with the change.
+    Model {
+        change: Change,
+        base: Arc<Snapshot>,
+        next: Box<Snapshot>,
+    },
+    /// A bulk import: the snapshot is rebuilt from the tables.
+    Reload,
+    /// A policy change: the snapshot is unchanged.
+    Policy(PolicyChange),
 }
 
 pub(crate) struct Inner {
@@ -130,6 +158,8 @@ pub(crate) struct Inner {
     last_publish_nanos: AtomicU64,
     /// The last full load.
     last_load: std::sync::Mutex<LoadTimings>,
+    /// Every applied revision, in order, for subscribers.
+    pub(crate) feed: Feed,
 }
 
 /// One node's store: the database plus the node's published snapshot.
@@ -192,9 +222,10 @@ fn create_change(record: Record, id: u32) -> Result<Change, StoreError> {
 
 /// The per-backend halves of the write path and the follower, expanded once per driver.
 macro_rules! node_ops {
-    ($($ops:tt)*) => {
+    ($policy:path, $($ops:tt)*) => {
         use super::*;
         use $($ops)* as ops;
+        use $policy as policy;
 
         /// Apply every change-log row after the node's revision. Caller holds the apply lock.
         pub(crate) async fn catch_up(inner: &Inner, conn: &mut ops::Conn) -> Result<(), StoreError> {
@@ -211,14 +242,16 @@ macro_rules! node_ops {
                             "change log gap: expected `r{expected}`, found `r{rev}`"
                         )));
                     }
-                    let applied_ok = match codec::decode(&text)? {
-                        Logged::Change(change) => match inner.cell.apply(Revision(rev), change) {
+                    let logged = codec::decode(&text)?;
+                    let applied_ok = match &logged {
+                        Logged::Change(change) => match inner.cell.apply(Revision(rev), change.clone()) {
                             Ok(_) => true,
                             Err(e) => {
                                 tracing::error!(error = %e, revision = rev, "change refused by the snapshot; reloading");
                                 false
                             }
                         },
+                        Logged::Policy(_) => true,
                         Logged::Reload => false,
                     };
                     if !applied_ok {
@@ -226,6 +259,7 @@ macro_rules! node_ops {
                         continue 'outer;
                     }
                     inner.applied.send_replace(rev);
+                    inner.feed.publish(FeedItem::new(Revision(rev), logged));
                 }
             }
             let head = ops::head(conn).await?;
@@ -239,7 +273,7 @@ macro_rules! node_ops {
             tx: &mut ops::Conn,
             actor: &str,
             op: WriteOp,
-        ) -> Result<(u64, Option<u32>, Option<Change>), StoreError> {
+        ) -> Result<(u64, Option<u32>, Committed), StoreError> {
             let rev = ops::bump_revision(tx).await?;
             catch_up(inner, tx).await?;
             let applied = *inner.applied.borrow();
@@ -256,7 +290,13 @@ macro_rules! node_ops {
                     let summary = format!("{{\"records\":{}}}", records.len());
                     ops::insert_audit(tx, Some(rev), now, actor, "import", "model", None, Some(&summary)).await?;
                     ops::notify(tx, rev).await?;
-                    return Ok((rev, None, None));
+                    return Ok((rev, None, Committed::Reload));
+                }
+                WriteOp::Policy(write) => {
+                    let change = policy_write(tx, actor, write).await?;
+                    ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Policy(change.clone()))?).await?;
+                    ops::notify(tx, rev).await?;
+                    return Ok((rev, None, Committed::Policy(change)));
                 }
                 WriteOp::Create(record) => {
                     let id = ops::next_id(tx, Target::of_record(&record).table()).await?;
@@ -267,8 +307,10 @@ macro_rules! node_ops {
             let target = Target::of(&change);
             let before = ops::load_record(tx, target).await?;
             // The core decides what is valid: the change must apply to the snapshot at the
-            // previous revision, or nothing is written.
-            inner.cell.load().apply(Revision(rev), &change)?;
+            // previous revision, or nothing is written. The snapshot it yields is the one
+            // published after the commit: the change is applied once.
+            let base = inner.cell.load_full();
+            let next = Box::new(base.apply(Revision(rev), &change)?);
             ops::write_change(tx, &change).await?;
             let after = ops::load_record(tx, target).await?;
             let before = before.as_ref().map(codec::record_json).transpose()?;
@@ -286,7 +328,34 @@ macro_rules! node_ops {
             )
             .await?;
             ops::notify(tx, rev).await?;
-            Ok((rev, id, Some(change)))
+            Ok((rev, id, Committed::Model { change, base, next }))
+        }
+
+        /// The policy rows of `write`, audited; answers the change-log entry.
+        async fn policy_write(tx: &mut ops::Conn, actor: &str, write: PolicyWrite) -> Result<PolicyChange, StoreError> {
+            Ok(match write {
+                PolicyWrite::Activate(id) => {
+                    let before = policy::bundle(tx, id).await?.ok_or_else(|| crate::policy::bundle_not_found(id))?;
+                    policy::activate(tx, actor, &before).await?;
+                    PolicyChange::BundleActivated { bundle: id, site: before.site }
+                }
+                PolicyWrite::Attach(after) => {
+                    let before = policy::door_rule(tx, after.door).await?;
+                    policy::put_door_rule(tx, actor, before.as_ref(), &after).await?;
+                    PolicyChange::DoorRule { door: after.door, rule: Some((after.rule, after.fail_safe)) }
+                }
+                PolicyWrite::Detach(door) => {
+                    let before = policy::door_rule(tx, door).await?.ok_or_else(|| StoreError::NotFound {
+                        entity: format!("door_rule:{}", door.0),
+                    })?;
+                    policy::delete_door_rule(tx, actor, &before).await?;
+                    PolicyChange::DoorRule { door, rule: None }
+                }
+                PolicyWrite::Hours(site, hours) => {
+                    policy::put_opening_hours(tx, actor, site, hours.as_ref()).await?;
+                    PolicyChange::OpeningHours { site, hours }
+                }
+            })
         }
 
         /// One part of the model and the revision it is at, in one read transaction.
@@ -322,11 +391,11 @@ macro_rules! node_ops {
 }
 
 mod sqlite_node {
-    node_ops!(crate::sql::sqlite);
+    node_ops!(crate::policy::sqlite_policy, crate::sql::sqlite);
 }
 
 mod pg_node {
-    node_ops!(crate::sql::postgres);
+    node_ops!(crate::policy::pg_policy, crate::sql::postgres);
 }
 
 /// The parts of the model read in parallel at start-up.
@@ -419,6 +488,7 @@ async fn reload(inner: &Inner) -> Result<(), StoreError> {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = timings;
     inner.applied.send_replace(rev);
     inner.head.fetch_max(rev, Ordering::AcqRel);
+    inner.feed.publish(FeedItem::new(Revision(rev), Logged::Reload));
     Ok(())
 }
 
@@ -452,6 +522,7 @@ impl Store {
             compacting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             last_publish_nanos: AtomicU64::new(0),
             last_load: std::sync::Mutex::new(timings),
+            feed: Feed::new(config.feed_capacity),
         });
         let entries = EntriesLog::start(db, config.entries, inner.shutdown.subscribe());
         let store = Store { inner, entries };
@@ -546,10 +617,10 @@ impl Store {
         Ok(self.commit(actor, WriteOp::Import(records)).await?.revision)
     }
 
-    async fn commit(&self, actor: &str, op: WriteOp) -> Result<Written, StoreError> {
+    pub(crate) async fn commit(&self, actor: &str, op: WriteOp) -> Result<Written, StoreError> {
         let inner = &*self.inner;
         let _apply = inner.apply_lock.lock().await;
-        let ((rev, id, change), committed) = match &inner.db {
+        let ((rev, id, committed_op), committed) = match &inner.db {
             Db::Sqlite { write, .. } => {
                 let mut tx = write.begin().await?;
                 let out = sqlite_node::write(inner, &mut tx, actor, op).await?;
@@ -563,18 +634,26 @@ impl Store {
                 (out, std::time::Instant::now())
             }
         };
-        match change {
-            Some(change) => {
-                if let Err(e) = inner.cell.apply(Revision(rev), change) {
-                    // Cannot happen: the same change applied to the same snapshot above.
+        match committed_op {
+            Committed::Model { change, base, next } => {
+                let logged = Logged::Change(change.clone());
+                if let Err(e) = inner.cell.publish_applied(&base, *next, Revision(rev), change) {
+                    // Cannot happen: the change applied to this very snapshot in the
+                    // transaction, and the apply lock kept every other applier out.
                     tracing::error!(error = %e, "committed change refused by the snapshot; reloading");
                     reload(inner).await?;
+                } else {
+                    inner.applied.send_replace(rev);
+                    inner.feed.publish(FeedItem::new(Revision(rev), logged));
                 }
-                inner.applied.send_replace(rev);
                 let nanos = u64::try_from(committed.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 inner.last_publish_nanos.store(nanos, Ordering::Release);
             }
-            None => reload(inner).await?,
+            Committed::Policy(change) => {
+                inner.applied.send_replace(rev);
+                inner.feed.publish(FeedItem::new(Revision(rev), Logged::Policy(change)));
+            }
+            Committed::Reload => reload(inner).await?,
         }
         inner.head.fetch_max(rev, Ordering::AcqRel);
         self.maybe_compact();

@@ -525,6 +525,7 @@ async fn change_log_replays_to_the_same_model() {
                 match keyway_store::decode_change(&text).unwrap() {
                     keyway_store::Logged::Change(c) => s = s.apply(rev, &c).unwrap(),
                     keyway_store::Logged::Reload => panic!("no import here"),
+                    keyway_store::Logged::Policy(_) => {}
                 }
             }
             s

@@ -45,6 +45,7 @@ async fn child(url: String) -> ! {
                 reason: "granted".into(),
                 revision: rev,
                 iq: Some((ids.iq, u64::from(i))),
+                rule: None,
             })
             .await
             .unwrap();

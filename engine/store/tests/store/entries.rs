@@ -29,6 +29,7 @@ fn entry(i: u32, now: Timestamp) -> Entry {
         },
         revision: Revision(u64::from(i)),
         iq: Some((IqId(1), u64::from(i))),
+        rule: None,
     }
 }
 

@@ -120,6 +120,7 @@ async fn full_disk_refuses_then_recovers() {
             reason: "unknown credential".into(),
             revision: head,
             iq: None,
+            rule: None,
         })
         .await
         .unwrap();

@@ -1,0 +1,70 @@
+//! The interface between what admins ask of a door or an IQ (over the HTTP API) and the
+//! IQ link that carries it. The node defines it so that the API and the link never
+//! depend on each other: the link implements [`DoorCommands`] and installs itself with
+//! [`crate::Node::set_door_commands`]; until it does, [`NoLink`] answers that nothing
+//! can be delivered.
+
+use keyway_core::{DoorId, IqId};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A command for a door, carried to its IQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoorCommand {
+    /// Open the door once, now.
+    RemoteOpen,
+    /// The door's mode or lockdown changed; the IQ must apply it now.
+    Refresh,
+}
+
+/// What became of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// The IQ acknowledged it.
+    Delivered,
+    /// It could not be delivered, and why (no IQ, IQ offline, no link, timeout).
+    NotDelivered {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An IQ's connection state, as the link knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IqState {
+    /// Whether a session is open now.
+    pub online: bool,
+    /// When it was last heard from, in seconds since the epoch.
+    pub last_seen: Option<i64>,
+    /// The firmware version it reported.
+    pub firmware: Option<String>,
+}
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the link offers the rest of the node.
+pub trait DoorCommands: Send + Sync + std::fmt::Debug {
+    /// Deliver `command` for `door` to `iq` and wait for its acknowledgement.
+    fn send(&self, iq: IqId, door: DoorId, command: DoorCommand) -> BoxFuture<'_, CommandOutcome>;
+    /// The state of `iq`.
+    fn state(&self, iq: IqId) -> IqState;
+}
+
+/// The stand-in until the link is installed: nothing is delivered, every IQ is offline.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLink;
+
+impl DoorCommands for NoLink {
+    fn send(&self, _iq: IqId, _door: DoorId, _command: DoorCommand) -> BoxFuture<'_, CommandOutcome> {
+        Box::pin(async {
+            CommandOutcome::NotDelivered {
+                reason: "the IQ link is not running on this node".to_owned(),
+            }
+        })
+    }
+
+    fn state(&self, _iq: IqId) -> IqState {
+        IqState::default()
+    }
+}

@@ -1,0 +1,306 @@
+//! The policy state every node agrees on: the bundle in force, door-rule attachments and
+//! site opening hours.
+//!
+//! They are written through the store's change log ([`keyway_store::PolicyChange`]), so
+//! they are ordered with the model's own changes and reach every node. One task per node
+//! follows the change feed and applies them to the plugin host; a local write returns
+//! only once that task has applied its revision, so a caller reads its own write. A task
+//! that falls behind the feed reloads the whole policy state from the tables.
+//!
+//! **One bundle per process, global.** The store can keep a bundle per site; the node
+//! runs the global one for every site. Role ids are stored in memberships and people
+//! across sites, and one account belongs to several sites: a role table per site would
+//! give one role id different meanings for one account. A site's own bundle is refused
+//! at activation until roles are namespaced per site.
+
+use crate::error::NodeError;
+use crate::node::{Inner, Node, SYSTEM_ACTOR};
+use keyway_core::{DoorId, Revision, Schedule, SiteId};
+use keyway_plugin_host::bundle::Manifest;
+use keyway_plugin_host::{Bundle, BundleError, FailMode, PolicyHost, Runtime};
+use keyway_store::{Logged, PolicyChange, Store, StoredBundle};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a local policy write waits for the node's policy task to apply it.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn fail_mode(fail_safe: bool) -> FailMode {
+    if fail_safe { FailMode::Safe } else { FailMode::Secure }
+}
+
+/// Loads stored bundle `bundle` with the plugin host: its manifest and the stored plugin
+/// modules it pins, matched by sha256.
+pub(crate) async fn load_stored(
+    store: &Store,
+    runtime: &Arc<Runtime>,
+    bundle: &StoredBundle,
+) -> Result<Bundle, NodeError> {
+    let manifest = Manifest::parse(&bundle.manifest).map_err(|reason| BundleError::Manifest {
+        path: format!("bundle:{}", bundle.id).into(),
+        reason,
+    })?;
+    let mut modules = Vec::with_capacity(bundle.plugins.len());
+    for id in &bundle.plugins {
+        let Some(meta) = store.plugin(*id).await? else { continue };
+        if let Some(wasm) = store.plugin_wasm(*id).await? {
+            modules.push((meta.sha256, wasm));
+        }
+    }
+    let runtime = Arc::clone(runtime);
+    let loaded = tokio::task::spawn_blocking(move || {
+        Bundle::from_manifest(&runtime, &manifest, |file| {
+            let pinned = manifest
+                .plugins
+                .values()
+                .find(|entry| entry.file == file)
+                .map(|entry| entry.sha256.to_ascii_lowercase());
+            modules
+                .iter()
+                .find(|(sha, _)| Some(sha) == pinned.as_ref())
+                .map(|(_, wasm)| wasm.clone())
+                .ok_or_else(|| {
+                    BundleError::Invalid(format!("the bundle pins `{file}`, which was not uploaded with it"))
+                })
+        })
+    })
+    .await
+    .map_err(|e| NodeError::Runtime(e.to_string()))??;
+    Ok(loaded)
+}
+
+/// Reloads door rules and opening hours from the tables (at start, and when the policy
+/// task lost its place in the feed).
+pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Result<(), NodeError> {
+    let stored = store.door_rules().await?;
+    let rules = host.door_rules();
+    let wanted: std::collections::HashSet<DoorId> = stored.iter().map(|a| a.door).collect();
+    for attachment in &stored {
+        rules.attach(attachment.door, &attachment.rule, fail_mode(attachment.fail_safe));
+    }
+    // Doors the tables no longer list lose their rule.
+    let snapshot_doors: Vec<DoorId> = host
+        .door_rules()
+        .attached_doors()
+        .into_iter()
+        .filter(|d| !wanted.contains(d))
+        .collect();
+    for door in snapshot_doors {
+        rules.detach(door);
+    }
+    host.opening_hours().replace_all(store.all_opening_hours().await?);
+    Ok(())
+}
+
+/// Applies one policy change to this node's plugin host.
+async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
+    match change {
+        PolicyChange::BundleActivated { bundle, site: None } => {
+            let Some(stored) = inner.store.bundle(*bundle).await? else {
+                return Err(NodeError::Store(keyway_store::StoreError::NotFound {
+                    entity: format!("bundle:{bundle}"),
+                }));
+            };
+            let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
+            inner.policy.swap(loaded);
+            tracing::info!(
+                bundle = stored.name,
+                version = stored.version,
+                "policy bundle swapped in"
+            );
+        }
+        PolicyChange::BundleActivated { site: Some(_), .. } => {
+            tracing::warn!("a site's own bundle was activated; this node runs the global bundle for every site");
+        }
+        PolicyChange::DoorRule {
+            door,
+            rule: Some((rule, fail_safe)),
+        } => {
+            inner.policy.door_rules().attach(*door, rule, fail_mode(*fail_safe));
+        }
+        PolicyChange::DoorRule { door, rule: None } => inner.policy.door_rules().detach(*door),
+        PolicyChange::OpeningHours { site, hours } => inner.policy.set_site_opening_hours(*site, hours.clone()),
+    }
+    Ok(())
+}
+
+/// The node's policy task: follows the feed from `after` and applies policy changes.
+pub(crate) async fn follow(inner: Arc<Inner>, mut after: Revision) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let mut stream = match inner.store.subscribe(after).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "policy task cannot subscribe; reloading policy state");
+                after = resync(&inner).await;
+                continue;
+            }
+        };
+        loop {
+            let item = tokio::select! {
+                _ = shutdown.changed() => return,
+                item = stream.next() => item,
+            };
+            match item {
+                Ok(item) => {
+                    if let Logged::Policy(change) = &*item.entry
+                        && let Err(e) = apply(&inner, change).await
+                    {
+                        tracing::error!(error = %e, revision = item.revision.0, "policy change not applied; reloading policy state");
+                        after = resync(&inner).await;
+                        break;
+                    }
+                    inner.policy_applied.send_replace(item.revision.0);
+                }
+                Err(keyway_store::FeedError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy task lost its place; reloading policy state");
+                    after = resync(&inner).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reloads the whole policy state; answers the revision it is current with.
+async fn resync(inner: &Inner) -> Revision {
+    loop {
+        let at = inner.store.status().applied;
+        let result = async {
+            if let Some(stored) = inner.store.active_bundle(None).await? {
+                let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
+                inner.policy.swap(loaded);
+            }
+            reload_attachments(&inner.store, &inner.policy).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                inner.policy_applied.send_replace(at.0);
+                return at;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy state reload failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+impl Node {
+    async fn policy_applied(&self, revision: Revision) -> Result<Revision, NodeError> {
+        let mut rx = self.inner.policy_applied.subscribe();
+        let reached = matches!(
+            tokio::time::timeout(APPLY_TIMEOUT, rx.wait_for(|r| *r >= revision.0)).await,
+            Ok(Ok(_))
+        );
+        if reached {
+            Ok(revision)
+        } else {
+            Err(NodeError::NotYet {
+                wanted: revision.0,
+                at: *rx.borrow(),
+            })
+        }
+    }
+
+    /// Attach `rule` to `door`. The rule must be in the bundle in force.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownRule`] for a rule the bundle lacks; store errors (an unknown
+    /// door is [`keyway_store::StoreError::ForeignKey`]).
+    pub async fn attach_door_rule(
+        &self,
+        actor: &str,
+        door: DoorId,
+        rule: &str,
+        fail_safe: bool,
+    ) -> Result<Revision, NodeError> {
+        let bundle = self.policy().bundle();
+        if bundle.rule(rule).is_none() {
+            return Err(NodeError::UnknownRule {
+                rule: rule.to_owned(),
+                bundle: bundle.name().to_owned(),
+            });
+        }
+        let (_, revision) = self.store().attach_door_rule(actor, door, rule, fail_safe).await?;
+        self.policy_applied(revision).await
+    }
+
+    /// Detach `door`'s rule.
+    ///
+    /// # Errors
+    /// [`keyway_store::StoreError::NotFound`] if the door has none.
+    pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<Revision, NodeError> {
+        let revision = self.store().detach_door_rule(actor, door).await?;
+        self.policy_applied(revision).await
+    }
+
+    /// Set or clear `site`'s opening hours.
+    ///
+    /// # Errors
+    /// [`keyway_store::StoreError::ForeignKey`] for an unknown site.
+    pub async fn set_opening_hours(
+        &self,
+        actor: &str,
+        site: SiteId,
+        hours: Option<&Schedule>,
+    ) -> Result<Revision, NodeError> {
+        let revision = self.store().set_opening_hours(actor, site, hours).await?;
+        self.policy_applied(revision).await
+    }
+
+    /// Validate stored bundle `id` with the plugin host, then make it the one in force on
+    /// every node. A bundle that does not load, or that lacks a rule some door has
+    /// attached, is refused and the running bundle stays.
+    ///
+    /// # Errors
+    /// [`NodeError::Bundle`], [`NodeError::RuleWouldDangle`], store errors.
+    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<(StoredBundle, Revision), NodeError> {
+        let stored = self
+            .store()
+            .bundle(id)
+            .await?
+            .ok_or_else(|| keyway_store::StoreError::NotFound {
+                entity: format!("bundle:{id}"),
+            })?;
+        if stored.site.is_some() {
+            return Err(NodeError::Bundle(BundleError::Invalid(
+                "a bundle for one site cannot be activated: this node runs one global bundle for every site".to_owned(),
+            )));
+        }
+        let loaded = load_stored(self.store(), &self.inner.runtime, &stored).await?;
+        for attachment in self.store().door_rules().await? {
+            if loaded.rule(&attachment.rule).is_none() {
+                return Err(NodeError::RuleWouldDangle {
+                    bundle: loaded.name().to_owned(),
+                    rule: attachment.rule,
+                    door: attachment.door.0,
+                });
+            }
+        }
+        drop(loaded);
+        let (bundle, revision) = self.store().activate_bundle(actor, id).await?;
+        self.policy_applied(revision).await?;
+        self.sync_role_flags().await?;
+        Ok((bundle, revision))
+    }
+
+    /// Makes the model's lockdown-exempt roles those of the bundle in force, writing a
+    /// revision only when they differ.
+    pub(crate) async fn sync_role_flags(&self) -> Result<(), NodeError> {
+        let flags = self.policy().bundle().roles().role_flags();
+        let stored = self.store().record(keyway_store::Target::Roles).await?;
+        let current = match stored {
+            Some(keyway_core::Record::Roles(r)) => Some(r),
+            _ => None,
+        };
+        if current.as_ref() != Some(&flags) {
+            self.store()
+                .write(SYSTEM_ACTOR, keyway_core::Change::SetRoles(flags))
+                .await?;
+        }
+        Ok(())
+    }
+}
