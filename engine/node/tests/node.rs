@@ -1,0 +1,9 @@
+//! The node's one integration-test binary: the decision pipeline, the change feed, and
+//! policy state across two nodes.
+
+mod node {
+    pub mod feed;
+    pub mod pipeline;
+    pub mod policy;
+    pub mod support;
+}
