@@ -32,63 +32,15 @@
 //! See `sdk/README.md` for the guide and `sdk/ABI.md` for the binary contract.
 
 pub mod abi;
-pub mod capabilities;
-mod config;
 pub mod testing;
-mod types;
 
-pub use abi::ABI_VERSION;
-pub use config::{Config, Value};
-pub use types::*;
+// The wire types live in `keyway-abi`, shared with the host; plugins keep naming them
+// through this crate.
+pub use keyway_abi::capabilities;
+pub use keyway_abi::*;
 
 #[doc(hidden)]
 pub use postcard as __postcard;
-
-/// The hooks a plugin may export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// `keyway_roles`: the role table, once per bundle load.
-    Roles,
-    /// `keyway_voucher`: may this write change the counts?
-    Voucher,
-    /// `keyway_notify`: notifications for one event.
-    Notify,
-    /// `keyway_door_rule`: a per-decision rule on the doors that attach it.
-    DoorRule,
-}
-
-impl Hook {
-    /// Every hook.
-    pub const ALL: [Hook; 4] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule];
-
-    /// The name of the wasm export.
-    #[must_use]
-    pub const fn export_name(self) -> &'static str {
-        match self {
-            Hook::Roles => "keyway_roles",
-            Hook::Voucher => "keyway_voucher",
-            Hook::Notify => "keyway_notify",
-            Hook::DoorRule => "keyway_door_rule",
-        }
-    }
-
-    /// The name used in manifests (`hooks = ["door_rule"]`).
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Hook::Roles => "roles",
-            Hook::Voucher => "voucher",
-            Hook::Notify => "notify",
-            Hook::DoorRule => "door_rule",
-        }
-    }
-
-    /// The hook with this manifest name.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Hook> {
-        Hook::ALL.into_iter().find(|h| h.name() == name)
-    }
-}
 
 /// A policy plugin. Implement `configure` and the hooks you export; the others answer an
 /// error if ever called.

@@ -7,7 +7,7 @@
 //!
 //! Code map:
 //! - [`runtime`]: the engine, the host ABI (imports allowed: `keyway::log` only), limits
-//!   per call, instance pools; [`Plugin::call`] is one hook round trip.
+//!   per call, instance pools; [`LoadedPlugin::call`] is one hook round trip.
 //! - `cache`: compile once per process; optional precompiled cache on disk, keyed by the
 //!   engine's compatibility hash.
 //! - [`roles`]: [`RoleTable`], the capability and grant bitmasks.
@@ -17,10 +17,11 @@
 //!
 //! ```no_run
 //! use keyway_plugin_host::{Limits, PolicyHost, Runtime};
+//! use std::path::Path;
 //! use std::sync::Arc;
 //!
 //! let runtime = Arc::new(Runtime::new(Limits::default())?);
-//! let host = PolicyHost::load(runtime, &PolicyHost::default_bundle_dir())?;
+//! let host = PolicyHost::load(runtime, &PolicyHost::default_bundle_dir_in(Path::new(".")))?;
 //! let roles = host.bundle().roles().role_flags();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -33,13 +34,16 @@ pub mod roles;
 pub mod rules;
 pub mod runtime;
 mod sha;
+mod text;
+mod validate;
 
 pub use bundle::{Bundle, Manifest, PolicyHost};
 pub use error::{BundleError, PluginError, RoleTableError};
 pub use hours::OpeningHours;
 pub use roles::{Capability, RoleTable};
-pub use rules::{DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision};
-pub use runtime::{Limits, Plugin, Runtime};
+pub use rules::{AttachError, DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision, Ruling};
+pub use runtime::{Limits, LoadedPlugin, Runtime};
 pub use sha::Sha256;
 
-pub use keyway_sdk as sdk;
+/// The wire types the host shares with plugins (`keyway-abi`).
+pub use keyway_abi as abi;

@@ -5,9 +5,9 @@
 //! one shift and one AND. An unknown role has no capability and may grant nothing.
 
 use crate::error::RoleTableError;
+use keyway_abi::RoleTableDef;
+use keyway_abi::capabilities::WELL_KNOWN;
 use keyway_core::{RoleFlags, RoleId};
-use keyway_sdk::RoleTableDef;
-use keyway_sdk::capabilities::WELL_KNOWN;
 
 /// One capability: a bit in a role's mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -16,23 +16,29 @@
 //! site's opening hours in [`OpeningHours`] (`None` when the site has none).
 
 use crate::bundle::Bundle;
-use crate::error::PluginError;
+use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
+use crate::runtime::{decode_strict, guest_error};
 use crate::sha::Sha256;
+use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, RoleId, SiteId};
-use keyway_sdk::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, RuleVerdict};
-use serde::Deserialize;
+use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, RuleVerdict};
+use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, Reason, RoleId, SiteId};
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Largest per-person state a rule may keep, in bytes.
 pub const MAX_RULE_STATE: usize = 1024;
+
+/// Most bytes of a deny reason (a rule's or a voucher's) kept: a longer one is cut, and
+/// control or invisible characters are escaped, but the deny stands.
+pub const MAX_REASON: usize = 256;
 
 const SHARDS: usize = 16;
 
@@ -146,14 +152,55 @@ impl RuledDecision {
         self.effect != self.core.effect
     }
 
-    /// A stable reason code: the core's, or `rule_denied` / `rule_failed` when the rule
-    /// decided.
+    /// A stable reason code: the core's when the core's verdict stands and no rule
+    /// failed; `rule_denied` when a rule turned an allow into a deny; `rule_failed` when a
+    /// failed rule on a fail-secure door did; `rule_failed_open` when a rule failed on a
+    /// fail-safe door and the core's allow stands (never a plain `granted`, so the entries
+    /// log shows that a rule was skipped).
     #[must_use]
     pub fn reason_code(&self) -> &'static str {
+        self.ruling().code()
+    }
+
+    /// Who decided, as an enum (see [`Ruling`]).
+    #[must_use]
+    pub fn ruling(&self) -> Ruling {
         match (&self.rule, self.decided_by_rule()) {
-            (Some(t), true) if matches!(t.outcome, RuleOutcome::Failed { .. }) => "rule_failed",
-            (Some(_), true) => "rule_denied",
-            _ => self.core.reason.code(),
+            (Some(t), true) if matches!(t.outcome, RuleOutcome::Failed { .. }) => Ruling::RuleFailed,
+            (Some(_), true) => Ruling::RuleDenied,
+            (Some(t), false) if self.effect == Effect::Allow && matches!(t.outcome, RuleOutcome::Failed { .. }) => {
+                Ruling::RuleFailedOpen
+            }
+            _ => Ruling::Core(self.core.reason),
+        }
+    }
+}
+
+/// The reason a ruled decision is logged with: the core's [`Reason`], or one of the
+/// plugin host's own. It lives here, not in `keyway_core`, because only the host runs
+/// rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ruling {
+    /// The core's verdict stands, and no rule failed on an allow.
+    Core(Reason),
+    /// A rule turned the core's allow into a deny.
+    RuleDenied,
+    /// A rule failed on a fail-secure door: denied.
+    RuleFailed,
+    /// A rule failed on a fail-safe door: the core's allow stands, but the rule was not
+    /// applied.
+    RuleFailedOpen,
+}
+
+impl Ruling {
+    /// A stable snake_case code, for logs and wire formats.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            Ruling::Core(reason) => reason.code(),
+            Ruling::RuleDenied => "rule_denied",
+            Ruling::RuleFailed => "rule_failed",
+            Ruling::RuleFailedOpen => "rule_failed_open",
         }
     }
 }
@@ -167,6 +214,8 @@ impl fmt::Display for RuledDecision {
         let sha = trace
             .sha256
             .map_or_else(|| "not loaded".to_owned(), |s| format!("sha256 {}", s.short()));
+        let core = self.core.reason;
+        let core_allowed = self.core.effect == Effect::Allow;
         match (&trace.outcome, self.decided_by_rule()) {
             (RuleOutcome::Denied { reason }, true) => write!(f, "denied by rule `{rule}` ({sha}): {reason}"),
             (RuleOutcome::Failed { error, .. }, true) => {
@@ -176,63 +225,131 @@ impl fmt::Display for RuledDecision {
                 )
             }
             (RuleOutcome::Denied { reason }, false) => {
-                write!(f, "{}; rule `{rule}` ({sha}) also denied: {reason}", self.core.reason)
+                write!(f, "{core}; rule `{rule}` ({sha}) also denied: {reason}")
             }
-            (RuleOutcome::Failed { error, fail }, false) => write!(
+            (RuleOutcome::Failed { error, fail }, false) => match (fail, core_allowed) {
+                (FailMode::Safe, true) => write!(
+                    f,
+                    "{core}, but rule `{rule}` ({sha}) failed and was skipped (fail-safe door): {error}"
+                ),
+                _ => write!(f, "{core}; rule `{rule}` ({sha}) failed: {error}"),
+            },
+            (RuleOutcome::Allowed, _) if core_allowed => write!(f, "{core}; allowed by rule `{rule}` ({sha})"),
+            (RuleOutcome::Allowed, _) => write!(
                 f,
-                "{}; rule `{rule}` ({sha}) failed ({}): {error}",
-                self.core.reason,
-                match fail {
-                    FailMode::Safe => "fail-safe door",
-                    FailMode::Secure => "core already denied",
-                }
+                "{core}; rule `{rule}` ({sha}) answered allow, which cannot lift the deny"
             ),
-            (RuleOutcome::Allowed, _) => write!(f, "{}; allowed by rule `{rule}` ({sha})", self.core.reason),
-            (RuleOutcome::Abstained, _) => write!(f, "{}; rule `{rule}` ({sha}) abstained", self.core.reason),
+            (RuleOutcome::Abstained, _) => write!(f, "{core}; rule `{rule}` ({sha}) abstained"),
         }
     }
 }
 
 /// The doors' rule attachments and the rules' per-person states.
+///
+/// Attachments are checked against the rules the running bundle provides: attaching a
+/// rule the bundle lacks is refused, and so is swapping in a bundle that lacks a rule a
+/// door attaches ([`PolicyHost::swap`](crate::PolicyHost::swap)). Both hold one lock, so
+/// neither can slip between the other's check and its change.
 #[derive(Debug, Default)]
 pub struct DoorRules {
     attachments: ArcSwap<HashMap<DoorId, Attachment>>,
     states: Mutex<HashMap<Arc<str>, Arc<RuleState>>>,
+    /// The door rules the running bundle provides. Every change of attachments or of the
+    /// bundle holds this lock.
+    available: Mutex<BTreeSet<Arc<str>>>,
+    /// The running bundle's name, for errors.
+    bundle_name: Mutex<Arc<str>>,
+}
+
+/// An attachment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// The running bundle has no door rule by that name.
+    #[error("bundle `{bundle}` has no door rule `{rule}` (its door rules: {available})")]
+    UnknownRule {
+        /// The rule asked for, printable.
+        rule: String,
+        /// The running bundle.
+        bundle: String,
+        /// Its door rules, in backticks, or `none`.
+        available: String,
+    },
 }
 
 impl DoorRules {
-    /// No door has a rule.
+    /// No door has a rule, and no rule may be attached until a bundle provides some (see
+    /// [`DoorRules::for_bundle`]).
     #[must_use]
     pub fn new() -> Self {
         DoorRules::default()
     }
 
-    /// Attaches the rule named `rule` to `door` (replacing any), with this fail mode.
-    /// The rule need not be in the current bundle: until it is, the fail mode applies.
-    pub fn attach(&self, door: DoorId, rule: &str, fail: FailMode) {
+    /// No door has a rule; the rules `bundle` provides may be attached.
+    #[must_use]
+    pub fn for_bundle(bundle: &Bundle) -> Self {
+        let rules = DoorRules::new();
+        rules.set_available(bundle);
+        rules
+    }
+
+    fn set_available(&self, bundle: &Bundle) {
+        let mut available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+        *available = bundle.rule_names().map(Arc::from).collect();
+        *self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
+    }
+
+    /// Attaches the rule named `rule` to `door`, with this fail mode, and answers the
+    /// attachment it replaced, if the door had one (a door has at most one rule).
+    ///
+    /// # Errors
+    /// [`AttachError::UnknownRule`] when the running bundle has no door rule by that name
+    /// (nothing changes).
+    pub fn attach(
+        &self,
+        door: DoorId,
+        rule: &str,
+        fail: FailMode,
+    ) -> Result<Option<(Arc<str>, FailMode)>, AttachError> {
+        let available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(name) = available.get(rule) else {
+            let names: Vec<String> = available.iter().map(|r| format!("`{r}`")).collect();
+            return Err(AttachError::UnknownRule {
+                rule: printable(rule, 64),
+                bundle: printable(&self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner), 64),
+                available: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+            });
+        };
         let state = {
             let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(states.entry(rule.into()).or_default())
+            Arc::clone(states.entry(Arc::clone(name)).or_default())
         };
         let attachment = Attachment {
-            rule: rule.into(),
+            rule: Arc::clone(name),
             fail,
             state,
         };
-        self.attachments.rcu(|map| {
+        let old = self.attachments.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.insert(door, attachment.clone());
             map
         });
+        drop(available);
+        Ok(old.get(&door).map(|a| (Arc::clone(&a.rule), a.fail)))
     }
 
-    /// Removes the rule of `door`.
-    pub fn detach(&self, door: DoorId) {
-        self.attachments.rcu(|map| {
+    /// Removes the rule of `door`; answers it, if it had one.
+    pub fn detach(&self, door: DoorId) -> Option<(Arc<str>, FailMode)> {
+        let _writer = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.attachments.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.remove(&door);
             map
         });
+        old.get(&door).map(|a| (Arc::clone(&a.rule), a.fail))
     }
 
     /// The rule of `door` and its fail mode.
@@ -242,6 +359,32 @@ impl DoorRules {
             .load()
             .get(&door)
             .map(|a| (Arc::clone(&a.rule), a.fail))
+    }
+
+    /// Runs `swap` (which publishes `bundle`) only if `bundle` provides every rule a door
+    /// attaches, holding the attachments' lock throughout.
+    pub(crate) fn swap_checked<R>(&self, bundle: &Bundle, swap: impl FnOnce() -> R) -> Result<R, BundleError> {
+        let mut available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+        let attachments = self.attachments.load();
+        let mut missing: BTreeMap<&str, Vec<DoorId>> = BTreeMap::new();
+        for (door, attachment) in attachments.iter() {
+            if bundle.rule(&attachment.rule).is_none() {
+                missing.entry(&attachment.rule).or_default().push(*door);
+            }
+        }
+        if let Some((rule, doors)) = missing.into_iter().next() {
+            let mut doors: Vec<u32> = doors.into_iter().map(|d| d.0).collect();
+            doors.sort_unstable();
+            return Err(BundleError::RuleStillAttached {
+                bundle: printable(bundle.name(), 64),
+                rule: rule.to_owned(),
+                doors,
+            });
+        }
+        let out = swap();
+        *available = bundle.rule_names().map(Arc::from).collect();
+        *self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
+        Ok(out)
     }
 
     /// The state `rule` keeps for `person`.
@@ -400,25 +543,25 @@ fn with_scratch<R>(f: impl FnOnce(&mut RuleScratch) -> R) -> R {
     })
 }
 
-/// `keyway_sdk::DoorRuleOutput` as it lies on the wire, borrowing from the plugin's
+/// `keyway_abi::DoorRuleOutput` as it lies on the wire, borrowing from the plugin's
 /// memory: decoding it allocates nothing unless the rule denies (for the reason).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 enum VerdictWire<'a> {
     Allow,
     Deny { reason: &'a str },
     Abstain,
 }
 
-/// `keyway_sdk::StateUpdate`, borrowed.
-#[derive(Debug, Deserialize)]
+/// `keyway_abi::StateUpdate`, borrowed.
+#[derive(Debug, Serialize, Deserialize)]
 enum StateWire<'a> {
     Keep,
     Set(&'a [u8]),
     Clear,
 }
 
-/// `keyway_sdk::DoorRuleOutput`, borrowed.
-#[derive(Debug, Deserialize)]
+/// `keyway_abi::DoorRuleOutput`, borrowed.
+#[derive(Debug, Serialize, Deserialize)]
 struct OutputWire<'a> {
     #[serde(borrow)]
     verdict: VerdictWire<'a>,
@@ -437,14 +580,9 @@ enum StateChange {
 /// Decodes a door rule's `HookResult<DoorRuleOutput>` in place, copying a new state into
 /// `state` (checked against [`MAX_RULE_STATE`]).
 fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, StateChange), PluginError> {
-    let out = match postcard::from_bytes::<Result<OutputWire<'_>, &str>>(bytes) {
-        Ok(Ok(out)) => out,
-        Ok(Err(message)) => {
-            return Err(PluginError::Guest {
-                message: message.to_owned(),
-            });
-        }
-        Err(e) => return Err(PluginError::Decode { reason: e.to_string() }),
+    let out = match decode_strict::<Result<OutputWire<'_>, &str>>(bytes)? {
+        Ok(out) => out,
+        Err(message) => return Err(guest_error(message)),
     };
     let change = match out.state {
         StateWire::Keep => StateChange::Keep,
@@ -464,7 +602,11 @@ fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, Stat
     let verdict = match out.verdict {
         VerdictWire::Allow => RuleVerdict::Allow,
         VerdictWire::Deny { reason } => RuleVerdict::Deny {
-            reason: reason.to_owned(),
+            reason: if is_printable(reason, MAX_REASON) {
+                reason.to_owned()
+            } else {
+                printable(reason, MAX_REASON)
+            },
         },
         VerdictWire::Abstain => RuleVerdict::Abstain,
     };
@@ -474,7 +616,7 @@ fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, Stat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyway_sdk::{DoorRuleOutput, HookResult, StateUpdate};
+    use keyway_abi::{DoorRuleOutput, HookResult, StateUpdate};
 
     type Decoded = Result<(RuleVerdict, StateChange), String>;
 

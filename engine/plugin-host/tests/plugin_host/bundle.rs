@@ -4,8 +4,8 @@
 use crate::common::{default_bundle, default_dir, runtime};
 use keyway_plugin_host::{Bundle, Limits, Runtime};
 use keyway_sdk::{
-    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, Voucher, VoucherInput,
-    VoucherVerdict,
+    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, VoucherInput,
+    VoucherTerms, VoucherVerdict,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn default_bundle_answers() {
     assert!(bundle.rule("anti-passback").is_some() && bundle.rule("business-hours").is_some());
 
     let voucher = |tier: &str, people: u32, delta: i32| VoucherInput {
-        voucher: Voucher {
+        voucher: VoucherTerms {
             tier: tier.into(),
             valid_until: None,
         },
@@ -137,6 +137,17 @@ fn broken_bundles_are_refused() {
             "plugin `roles-standard`: `roles-standard.wasm` has sha256 ".into(),
         ),
         (
+            "a sha256 that is not hex",
+            Box::new(|t: String| {
+                let start = t.find("sha256 = \"").unwrap() + 10;
+                format!("{}{}{}", &t[..start], "g".repeat(64), &t[start + 64..])
+            }),
+            format!(
+                "plugin `roles-standard`: sha256 `{}` is not 64 hex digits",
+                "g".repeat(64)
+            ),
+        ),
+        (
             "missing file",
             Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"gone.wasm\"")),
             "cannot read `".into(),
@@ -144,7 +155,7 @@ fn broken_bundles_are_refused() {
         (
             "escaping path",
             Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"../x.wasm\"")),
-            "plugin `notify-owner`: file `../x.wasm` must be inside the bundle directory".into(),
+            "plugin `notify-owner`: file `../x.wasm` must be a printable name inside the bundle directory".into(),
         ),
         (
             "unknown hook",
@@ -223,4 +234,20 @@ fn precompiled_cache_survives_a_restart() {
     let bundle = Bundle::load(&second, &default_dir()).unwrap();
     assert_eq!(second.compiled_count(), 0);
     assert!(bundle.roles().lockdown_exempt_roles().len() == 2);
+}
+
+/// An upper-case sha256 names the same digest: it is accepted.
+#[test]
+fn upper_case_sha256_is_accepted() {
+    let dir = edited_bundle(|t| {
+        let start = t.find("sha256 = \"").unwrap() + 10;
+        format!(
+            "{}{}{}",
+            &t[..start],
+            t[start..start + 64].to_uppercase(),
+            &t[start + 64..]
+        )
+    });
+    let bundle = Bundle::load(&runtime(), dir.path()).unwrap();
+    assert!(bundle.plugin("roles-standard").is_some());
 }

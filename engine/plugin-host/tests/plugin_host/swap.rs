@@ -29,7 +29,9 @@ fn granted(person: u32) -> Decision {
 fn swap_under_load() {
     let runtime = runtime();
     let host = Arc::new(PolicyHost::load(Arc::clone(&runtime), &default_dir()).unwrap());
-    host.door_rules().attach(DoorId(1), "business-hours", FailMode::Secure);
+    host.door_rules()
+        .attach(DoorId(1), "business-hours", FailMode::Secure)
+        .unwrap();
     let other = fixture_bundle();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -74,9 +74,10 @@ impl Counted {
     }
 }
 
-/// The site's voucher, as the store holds it.
+/// The terms of a site's voucher (its tier and end), as a voucher plugin sees them. Not
+/// the store's voucher record, which also has a code and a redemption.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Voucher {
+pub struct VoucherTerms {
     /// The tier, e.g. `basic`; the plugin's config says what each tier allows.
     pub tier: String,
     /// When the voucher ends, as Unix seconds; `None` for never.
@@ -113,7 +114,7 @@ impl Counts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoucherInput {
     /// The site's voucher.
-    pub voucher: Voucher,
+    pub voucher: VoucherTerms,
     /// The counts before the change.
     pub counts: Counts,
     /// What changes.
