@@ -197,6 +197,12 @@ impl Bundle {
         manifest: &Manifest,
         mut read: impl FnMut(&str) -> Result<Vec<u8>, BundleError>,
     ) -> Result<Bundle, BundleError> {
+        if manifest.bundle.name.is_empty() || !is_printable(&manifest.bundle.name, 64) {
+            return Err(BundleError::Invalid(format!(
+                "bundle name `{}` must be 1 to 64 printable bytes",
+                printable(&manifest.bundle.name, 64)
+            )));
+        }
         if manifest.bundle.abi != ABI_VERSION {
             return Err(BundleError::Invalid(format!(
                 "bundle `{}` targets ABI version {}, this host speaks {ABI_VERSION}",

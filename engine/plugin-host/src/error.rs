@@ -228,6 +228,13 @@ pub enum RoleTableError {
     /// No role at all.
     #[error("the role table is empty")]
     Empty,
+    /// A role name is empty, longer than 64 bytes, or has control or invisible
+    /// characters.
+    #[error("role name `{name}` must be 1 to 64 printable bytes")]
+    BadName {
+        /// The name, printable.
+        name: String,
+    },
     /// Role ids index 64-bit masks.
     #[error("role `{name}` has id {id}; ids must be below 64")]
     IdTooLarge {

@@ -137,6 +137,11 @@ fn broken_bundles_are_refused() {
             "plugin `roles-standard`: `roles-standard.wasm` has sha256 ".into(),
         ),
         (
+            "a bundle name with a terminal escape",
+            Box::new(|t: String| t.replace("name = \"default\"", "name = \"evil\\u001b[2J\"")),
+            "bundle name `evil\\u{1b}[2J` must be 1 to 64 printable bytes".into(),
+        ),
+        (
             "a sha256 that is not hex",
             Box::new(|t: String| {
                 let start = t.find("sha256 = \"").unwrap() + 10;

@@ -329,10 +329,10 @@ fn loading_costs_are_bounded() {
     // (case, module, expected error)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
-            "10,001 tiny functions",
-            wat_plugin(&repeat("(func)", 10_000)),
+            "2,001 tiny functions",
+            wat_plugin(&repeat("(func)", 1_996)),
             // The skeleton has 5 functions of its own.
-            "module declares 10005 functions, over the limit of 10000",
+            "module declares 2001 functions, over the limit of 2000",
         ),
         (
             "a function body over 256 KiB",
@@ -412,11 +412,25 @@ fn loading_costs_are_bounded() {
     assert_eq!((on_disk.compiled_count(), on_disk.cached_modules()), (3, 1));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "one module on disk");
 
-    // At the function limit, compiling stays within the budget.
-    let many = wat_plugin(&repeat("(func)", 9_995));
-    let start = Instant::now();
-    good_call(&load(&runtime, &many).unwrap());
-    assert!(start.elapsed() < BUDGET, "10,000 functions took {:?}", start.elapsed());
+    // At the limits, the costliest modules to compile still compile within the budget:
+    // as many functions as allowed, or functions as large as allowed, filling the module
+    // size limit with code Cranelift cannot optimise away.
+    let code = |reps: usize| {
+        format!(
+            "(func (local i32) {})",
+            repeat("(local.set 0 (i32.add (local.get 0) (i32.const 1)))", reps)
+        )
+    };
+    let costly = [
+        ("1,995 functions of 980 bytes", wat_plugin(&repeat(&code(140), 1_995))),
+        ("8 functions of 253 KiB", wat_plugin(&repeat(&code(37_000), 8))),
+    ];
+    for (case, wasm) in costly {
+        assert!(wasm.len() <= Limits::default().max_module_bytes, "{case}");
+        let start = Instant::now();
+        good_call(&load(&runtime, &wasm).unwrap());
+        assert!(start.elapsed() < BUDGET, "{case}: took {:?}", start.elapsed());
+    }
 }
 
 /// Bundle files are read with a cap, and only when they are regular files: never a
@@ -546,6 +560,24 @@ fn fuel_bounds_time() {
         assert_eq!(err.to_string(), fuel("`keyway_door_rule`"), "call {call}");
     }
 
+    // Data segments are copied at instantiation without drawing on the fuel budget: 1.5
+    // MiB of them (near the module size limit) load and answer.
+    let data = wat::parse_str(format!(
+        r#"(module (memory (export "memory") 32)
+            (data (i32.const 16) "\00")
+            (data (i32.const 48) "\00\00")
+            (data (i32.const 65536) "{}")
+            (func (export "keyway_abi_version") (result i32) (i32.const 1))
+            (func (export "keyway_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "keyway_dealloc") (param i32 i32))
+            (func (export "keyway_configure") (param i32 i32) (result i64)
+                (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1)))
+            (func (export "keyway_notify") (param i32 i32) (result i64)
+                (i64.or (i64.shl (i64.const 48) (i64.const 32)) (i64.const 2))))"#,
+        "x".repeat(3 << 19)
+    ))
+    .unwrap();
+    good_call(&load(&runtime, &data).unwrap());
     // A start function that never ends: the error says it was instantiation.
     let start_loop = wat_plugin("(func $forever (loop $l (br $l))) (start $forever)");
     let err = load(&runtime, &start_loop).unwrap_err();
