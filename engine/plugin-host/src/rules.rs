@@ -1,8 +1,11 @@
 //! Door rules: per-door plugins on the decision path.
 //!
-//! A door attaches at most one rule, by the rule plugin's name in the bundle, and says
-//! whether it is fail-secure (a plugin error denies) or fail-safe (a plugin error leaves
-//! the core's verdict). Doors without a rule never enter WASM.
+//! A door attaches a chain of rules (usually one; at most [`MAX_CHAIN`]), each by the rule
+//! plugin's name in the bundle and with its own fail mode: fail-secure (a plugin error
+//! denies) or fail-safe (a plugin error leaves the core's verdict, and the decision is
+//! logged as `rule_failed_open`). The rules run in order and the first deny wins. Only
+//! rules the running bundle provides can be attached, and a bundle that lacks an
+//! attached rule cannot be swapped in. Doors without a rule never enter WASM.
 //!
 //! Architecture Invariant: a rule only narrows. It can turn the core's allow into a deny,
 //! never a deny into an allow; the final reason names the rule and its plugin's SHA-256.
@@ -64,7 +67,7 @@ impl RuleState {
     }
 }
 
-/// A door's rule.
+/// One rule of a door's chain.
 #[derive(Clone, Debug)]
 struct Attachment {
     rule: Arc<str>,
@@ -124,15 +127,20 @@ pub struct RuleTrace {
     pub outcome: RuleOutcome,
 }
 
-/// A core decision after the door's rule.
+/// A core decision after the door's rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuledDecision {
     /// The final effect.
     pub effect: Effect,
     /// The core's decision, unchanged.
     pub core: Decision,
-    /// The rule, when the door has one.
+    /// The rule that ruled, when the door has rules: the first that denied (or failed on
+    /// a fail-secure door), else the last of the door's chain.
     pub rule: Option<RuleTrace>,
+    /// The rules of the door's chain that ran before [`RuledDecision::rule`], in order:
+    /// each allowed, abstained or failed on a fail-safe attachment. Empty (and not
+    /// allocated) for a door with one rule.
+    pub before: Vec<RuleTrace>,
 }
 
 impl RuledDecision {
@@ -143,20 +151,26 @@ impl RuledDecision {
             effect: decision.effect,
             core: decision,
             rule: None,
+            before: Vec::new(),
         }
     }
 
-    /// Whether the rule, not the core, decided the effect.
+    /// Whether a rule, not the core, decided the effect.
     #[must_use]
     pub fn decided_by_rule(&self) -> bool {
         self.effect != self.core.effect
     }
 
+    /// Every rule that ran, in the chain's order.
+    pub fn rules(&self) -> impl Iterator<Item = &RuleTrace> {
+        self.before.iter().chain(self.rule.as_ref())
+    }
+
     /// A stable reason code: the core's when the core's verdict stands and no rule
     /// failed; `rule_denied` when a rule turned an allow into a deny; `rule_failed` when a
-    /// failed rule on a fail-secure door did; `rule_failed_open` when a rule failed on a
-    /// fail-safe door and the core's allow stands (never a plain `granted`, so the entries
-    /// log shows that a rule was skipped).
+    /// failed rule on a fail-secure attachment did; `rule_failed_open` when a rule failed
+    /// on a fail-safe attachment and the core's allow stands (never a plain `granted`, so
+    /// the entries log shows that a rule was skipped).
     #[must_use]
     pub fn reason_code(&self) -> &'static str {
         self.ruling().code()
@@ -165,12 +179,11 @@ impl RuledDecision {
     /// Who decided, as an enum (see [`Ruling`]).
     #[must_use]
     pub fn ruling(&self) -> Ruling {
+        let failed = |t: &RuleTrace| matches!(t.outcome, RuleOutcome::Failed { .. });
         match (&self.rule, self.decided_by_rule()) {
-            (Some(t), true) if matches!(t.outcome, RuleOutcome::Failed { .. }) => Ruling::RuleFailed,
+            (Some(t), true) if failed(t) => Ruling::RuleFailed,
             (Some(_), true) => Ruling::RuleDenied,
-            (Some(t), false) if self.effect == Effect::Allow && matches!(t.outcome, RuleOutcome::Failed { .. }) => {
-                Ruling::RuleFailedOpen
-            }
+            _ if self.effect == Effect::Allow && self.rules().any(failed) => Ruling::RuleFailedOpen,
             _ => Ruling::Core(self.core.reason),
         }
     }
@@ -185,10 +198,10 @@ pub enum Ruling {
     Core(Reason),
     /// A rule turned the core's allow into a deny.
     RuleDenied,
-    /// A rule failed on a fail-secure door: denied.
+    /// A rule failed on a fail-secure attachment: denied.
     RuleFailed,
-    /// A rule failed on a fail-safe door: the core's allow stands, but the rule was not
-    /// applied.
+    /// A rule failed on a fail-safe attachment: the core's allow stands, but the rule
+    /// was not applied.
     RuleFailedOpen,
 }
 
@@ -205,46 +218,86 @@ impl Ruling {
     }
 }
 
+impl RuleTrace {
+    fn sha_text(&self) -> String {
+        self.sha256
+            .map_or_else(|| "not loaded".to_owned(), |s| format!("sha256 {}", s.short()))
+    }
+}
+
 impl fmt::Display for RuledDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(trace) = &self.rule else {
             return write!(f, "{}", self.core.reason);
         };
-        let rule = &trace.rule;
-        let sha = trace
-            .sha256
-            .map_or_else(|| "not loaded".to_owned(), |s| format!("sha256 {}", s.short()));
         let core = self.core.reason;
         let core_allowed = self.core.effect == Effect::Allow;
-        match (&trace.outcome, self.decided_by_rule()) {
-            (RuleOutcome::Denied { reason }, true) => write!(f, "denied by rule `{rule}` ({sha}): {reason}"),
-            (RuleOutcome::Failed { error, .. }, true) => {
-                write!(
+        // What ruled first, then what each rule said, in the chain's order.
+        if self.decided_by_rule() {
+            let (rule, sha) = (&trace.rule, trace.sha_text());
+            match &trace.outcome {
+                RuleOutcome::Failed { error, .. } => write!(
                     f,
                     "denied: rule `{rule}` ({sha}) failed and the door is fail-secure: {error}"
-                )
+                )?,
+                RuleOutcome::Denied { reason } => write!(f, "denied by rule `{rule}` ({sha}): {reason}")?,
+                _ => write!(f, "denied by rule `{rule}` ({sha})")?,
             }
-            (RuleOutcome::Denied { reason }, false) => {
-                write!(f, "{core}; rule `{rule}` ({sha}) also denied: {reason}")
+            for t in &self.before {
+                write!(f, "; before it, ")?;
+                write_trace(f, t, core_allowed)?;
             }
-            (RuleOutcome::Failed { error, fail }, false) => match (fail, core_allowed) {
-                (FailMode::Safe, true) => write!(
-                    f,
-                    "{core}, but rule `{rule}` ({sha}) failed and was skipped (fail-safe door): {error}"
-                ),
-                _ => write!(f, "{core}; rule `{rule}` ({sha}) failed: {error}"),
-            },
-            (RuleOutcome::Allowed, _) if core_allowed => write!(f, "{core}; allowed by rule `{rule}` ({sha})"),
-            (RuleOutcome::Allowed, _) => write!(
-                f,
-                "{core}; rule `{rule}` ({sha}) answered allow, which cannot lift the deny"
-            ),
-            (RuleOutcome::Abstained, _) => write!(f, "{core}; rule `{rule}` ({sha}) abstained"),
+            return Ok(());
         }
+        write!(f, "{core}")?;
+        for t in self.rules() {
+            if core_allowed
+                && matches!(
+                    t.outcome,
+                    RuleOutcome::Failed {
+                        fail: FailMode::Safe,
+                        ..
+                    }
+                )
+            {
+                write!(f, ", but ")?;
+            } else {
+                write!(f, "; ")?;
+            }
+            write_trace(f, t, core_allowed)?;
+        }
+        Ok(())
     }
 }
 
-/// The doors' rule attachments and the rules' per-person states.
+/// What one rule said, where the decision did not hinge on it.
+fn write_trace(f: &mut fmt::Formatter<'_>, t: &RuleTrace, core_allowed: bool) -> fmt::Result {
+    let (rule, sha) = (&t.rule, t.sha_text());
+    match &t.outcome {
+        RuleOutcome::Allowed if core_allowed => write!(f, "allowed by rule `{rule}` ({sha})"),
+        RuleOutcome::Allowed => write!(f, "rule `{rule}` ({sha}) answered allow, which cannot lift the deny"),
+        RuleOutcome::Abstained => write!(f, "rule `{rule}` ({sha}) abstained"),
+        RuleOutcome::Denied { reason } => write!(f, "rule `{rule}` ({sha}) also denied: {reason}"),
+        RuleOutcome::Failed {
+            error,
+            fail: FailMode::Safe,
+        } if core_allowed => write!(
+            f,
+            "rule `{rule}` ({sha}) failed and was skipped (fail-safe door): {error}"
+        ),
+        RuleOutcome::Failed { error, .. } => write!(f, "rule `{rule}` ({sha}) failed: {error}"),
+    }
+}
+
+/// Most rules one door's chain may hold: a decision at the door runs at most this many
+/// rule calls, each under its own fuel budget.
+pub const MAX_CHAIN: usize = 8;
+
+/// The doors' rule chains and the rules' per-person states.
+///
+/// A door has an ordered chain of rules (usually one), each attached with its own fail
+/// mode. They run in order; the first that denies (or fails on a fail-secure
+/// attachment) decides, and the rest do not run.
 ///
 /// Attachments are checked against the rules the running bundle provides: attaching a
 /// rule the bundle lacks is refused, and so is swapping in a bundle that lacks a rule a
@@ -252,7 +305,7 @@ impl fmt::Display for RuledDecision {
 /// neither can slip between the other's check and its change.
 #[derive(Debug, Default)]
 pub struct DoorRules {
-    attachments: ArcSwap<HashMap<DoorId, Attachment>>,
+    attachments: ArcSwap<HashMap<DoorId, Arc<[Attachment]>>>,
     states: Mutex<HashMap<Arc<str>, Arc<RuleState>>>,
     /// The door rules the running bundle provides. Every change of attachments or of the
     /// bundle holds this lock.
@@ -261,7 +314,7 @@ pub struct DoorRules {
     bundle_name: Mutex<Arc<str>>,
 }
 
-/// An attachment was refused.
+/// An attachment was refused; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
     /// The running bundle has no door rule by that name.
@@ -274,7 +327,28 @@ pub enum AttachError {
         /// Its door rules, in backticks, or `none`.
         available: String,
     },
+    /// A chain names the same rule twice.
+    #[error("rule `{rule}` appears twice in the chain of door {door}")]
+    Duplicate {
+        /// The rule.
+        rule: String,
+        /// The door.
+        door: u32,
+    },
+    /// A chain is longer than [`MAX_CHAIN`].
+    #[error("a chain of {len} rules for door {door}, over the limit of {max}")]
+    ChainTooLong {
+        /// The chain's length.
+        len: usize,
+        /// The door.
+        door: u32,
+        /// The limit.
+        max: usize,
+    },
 }
+
+/// One rule of a door's chain, as a caller sees it.
+pub type Attached = (Arc<str>, FailMode);
 
 impl DoorRules {
     /// No door has a rule, and no rule may be attached until a bundle provides some (see
@@ -288,77 +362,105 @@ impl DoorRules {
     #[must_use]
     pub fn for_bundle(bundle: &Bundle) -> Self {
         let rules = DoorRules::new();
-        rules.set_available(bundle);
+        let mut available = rules.available.lock().unwrap_or_else(PoisonError::into_inner);
+        *available = bundle.rule_names().map(Arc::from).collect();
+        *rules.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
+        drop(available);
         rules
     }
 
-    fn set_available(&self, bundle: &Bundle) {
-        let mut available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
-        *available = bundle.rule_names().map(Arc::from).collect();
-        *self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
-    }
-
-    /// Attaches the rule named `rule` to `door`, with this fail mode, and answers the
-    /// attachment it replaced, if the door had one (a door has at most one rule).
+    /// Makes `rule`, with this fail mode, the door's only rule, and answers the chain it
+    /// replaced (empty when the door had none).
     ///
     /// # Errors
     /// [`AttachError::UnknownRule`] when the running bundle has no door rule by that name
     /// (nothing changes).
-    pub fn attach(
-        &self,
-        door: DoorId,
-        rule: &str,
-        fail: FailMode,
-    ) -> Result<Option<(Arc<str>, FailMode)>, AttachError> {
-        let available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(name) = available.get(rule) else {
-            let names: Vec<String> = available.iter().map(|r| format!("`{r}`")).collect();
-            return Err(AttachError::UnknownRule {
-                rule: printable(rule, 64),
-                bundle: printable(&self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner), 64),
-                available: if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                },
+    pub fn attach(&self, door: DoorId, rule: &str, fail: FailMode) -> Result<Vec<Attached>, AttachError> {
+        self.set_chain(door, &[(rule, fail)])
+    }
+
+    /// Sets the door's chain of rules, in order, each with its own fail mode (an empty
+    /// chain detaches every rule), and answers the chain it replaced.
+    ///
+    /// # Errors
+    /// A rule the running bundle lacks, a rule named twice, a chain longer than
+    /// [`MAX_CHAIN`]; nothing changes.
+    pub fn set_chain(&self, door: DoorId, chain: &[(&str, FailMode)]) -> Result<Vec<Attached>, AttachError> {
+        if chain.len() > MAX_CHAIN {
+            return Err(AttachError::ChainTooLong {
+                len: chain.len(),
+                door: door.0,
+                max: MAX_CHAIN,
             });
-        };
-        let state = {
-            let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(states.entry(Arc::clone(name)).or_default())
-        };
-        let attachment = Attachment {
-            rule: Arc::clone(name),
-            fail,
-            state,
-        };
+        }
+        let available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut attachments = Vec::with_capacity(chain.len());
+        for (i, (rule, fail)) in chain.iter().enumerate() {
+            let Some(name) = available.get(*rule) else {
+                let names: Vec<String> = available.iter().map(|r| format!("`{r}`")).collect();
+                return Err(AttachError::UnknownRule {
+                    rule: printable(rule, 64),
+                    bundle: printable(&self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner), 64),
+                    available: if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    },
+                });
+            };
+            if chain.iter().take(i).any(|(other, _)| other == rule) {
+                return Err(AttachError::Duplicate {
+                    rule: printable(rule, 64),
+                    door: door.0,
+                });
+            }
+            let state = {
+                let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+                Arc::clone(states.entry(Arc::clone(name)).or_default())
+            };
+            attachments.push(Attachment {
+                rule: Arc::clone(name),
+                fail: *fail,
+                state,
+            });
+        }
+        let chain: Option<Arc<[Attachment]>> = (!attachments.is_empty()).then(|| Arc::from(attachments));
         let old = self.attachments.rcu(|map| {
             let mut map = HashMap::clone(map);
-            map.insert(door, attachment.clone());
+            match &chain {
+                Some(chain) => map.insert(door, Arc::clone(chain)),
+                None => map.remove(&door),
+            };
             map
         });
         drop(available);
-        Ok(old.get(&door).map(|a| (Arc::clone(&a.rule), a.fail)))
+        Ok(old.get(&door).map(|c| attached(c)).unwrap_or_default())
     }
 
-    /// Removes the rule of `door`; answers it, if it had one.
-    pub fn detach(&self, door: DoorId) -> Option<(Arc<str>, FailMode)> {
-        let _writer = self.available.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = self.attachments.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            map.remove(&door);
-            map
-        });
-        old.get(&door).map(|a| (Arc::clone(&a.rule), a.fail))
+    /// Removes every rule of `door`; answers the chain it had.
+    pub fn detach(&self, door: DoorId) -> Vec<Attached> {
+        // An empty chain names no rule: it cannot be refused.
+        self.set_chain(door, &[]).unwrap_or_default()
     }
 
-    /// The rule of `door` and its fail mode.
+    /// The first rule of `door`'s chain and its fail mode (the door's rule, for a door
+    /// with one). See [`DoorRules::chain`] for them all.
     #[must_use]
-    pub fn attachment(&self, door: DoorId) -> Option<(Arc<str>, FailMode)> {
+    pub fn attachment(&self, door: DoorId) -> Option<Attached> {
         self.attachments
             .load()
             .get(&door)
-            .map(|a| (Arc::clone(&a.rule), a.fail))
+            .and_then(|c| c.first().map(|a| (Arc::clone(&a.rule), a.fail)))
+    }
+
+    /// The rules of `door`'s chain, in order, each with its fail mode.
+    #[must_use]
+    pub fn chain(&self, door: DoorId) -> Vec<Attached> {
+        self.attachments
+            .load()
+            .get(&door)
+            .map(|c| attached(c))
+            .unwrap_or_default()
     }
 
     /// Runs `swap` (which publishes `bundle`) only if `bundle` provides every rule a door
@@ -366,14 +468,15 @@ impl DoorRules {
     pub(crate) fn swap_checked<R>(&self, bundle: &Bundle, swap: impl FnOnce() -> R) -> Result<R, BundleError> {
         let mut available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
         let attachments = self.attachments.load();
-        let mut missing: BTreeMap<&str, Vec<DoorId>> = BTreeMap::new();
-        for (door, attachment) in attachments.iter() {
-            if bundle.rule(&attachment.rule).is_none() {
-                missing.entry(&attachment.rule).or_default().push(*door);
+        let mut missing: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (door, chain) in attachments.iter() {
+            for attachment in chain.iter() {
+                if bundle.rule(&attachment.rule).is_none() {
+                    missing.entry(&attachment.rule).or_default().push(door.0);
+                }
             }
         }
-        if let Some((rule, doors)) = missing.into_iter().next() {
-            let mut doors: Vec<u32> = doors.into_iter().map(|d| d.0).collect();
+        if let Some((rule, mut doors)) = missing.into_iter().next() {
             doors.sort_unstable();
             return Err(BundleError::RuleStillAttached {
                 bundle: printable(bundle.name(), 64),
@@ -396,8 +499,9 @@ impl DoorRules {
         shard.get(&person).cloned()
     }
 
-    /// Runs the door's rule, if any, on the core's decision, telling it whether the
-    /// door's site is open by `hours`.
+    /// Runs the door's chain of rules, if any, on the core's decision, telling each
+    /// whether the door's site is open by `hours`. The first rule that denies, or fails
+    /// on a fail-secure attachment, decides; the rest do not run.
     #[must_use]
     pub fn apply(
         &self,
@@ -407,118 +511,165 @@ impl DoorRules {
         ctx: &DoorContext<'_>,
     ) -> RuledDecision {
         let attachments = self.attachments.load();
-        let Some(attachment) = attachments.get(&ctx.door) else {
+        let Some(chain) = attachments.get(&ctx.door) else {
             return RuledDecision::core(decision);
         };
-        let fail = |sha256: Option<Sha256>, error: String| {
-            let effect = match attachment.fail {
-                FailMode::Secure => Effect::Deny,
-                FailMode::Safe => decision.effect,
-            };
-            RuledDecision {
-                effect,
-                core: decision,
-                rule: Some(RuleTrace {
-                    rule: Arc::clone(&attachment.rule),
-                    sha256,
-                    outcome: RuleOutcome::Failed {
-                        error,
-                        fail: attachment.fail,
-                    },
-                }),
-            }
-        };
-        let Some(plugin) = bundle.rule(&attachment.rule) else {
-            return fail(
-                None,
-                format!("rule `{}` is not in bundle `{}`", attachment.rule, bundle.name()),
-            );
-        };
-        let sha256 = Some(plugin.sha256());
-        // One conversion to the site's wall clock serves both the rule's local time and
-        // the site's opening hours.
+        // One conversion to the site's wall clock serves every rule's local time and the
+        // site's opening hours.
         let moment = LocalMoment::new(ctx.at, ctx.time_zone, ctx.holidays);
-        let local = LocalTime {
-            weekday: u8::try_from(moment.weekday.to_monday_one_offset()).unwrap_or(1),
-            minute_of_day: moment.minute,
-        };
-        let role = ctx.role;
-        let mut guard = decision.person.map(|p| {
-            (
-                p,
-                attachment.state.shard(p).lock().unwrap_or_else(PoisonError::into_inner),
-            )
-        });
-        let out = with_scratch(|scratch| {
-            let state = guard
-                .as_ref()
-                .and_then(|(person, shard)| shard.get(person))
-                .map_or(&[][..], Vec::as_slice);
-            // Borrowed: no copy of the state or of the reason code for the call.
-            let input = DoorRuleInput {
-                door: ctx.door.0,
-                person: decision.person.map(|p| p.0),
-                role: role.map(|r| r.0),
-                rank: role.and_then(|r| bundle.roles().rank(r)),
-                credential: decision.credential.map(|c| c.0),
-                at_unix: ctx.at.as_second(),
-                local,
-                direction: ctx.direction,
-                verdict: CoreVerdict {
-                    allow: decision.effect == Effect::Allow,
-                    reason: Cow::Borrowed(decision.reason.code()),
-                },
-                state: Cow::Borrowed(state),
-                site_open: hours.is_open(ctx.site, &moment),
-            };
-            let mut bytes = std::mem::take(&mut scratch.input);
-            bytes.clear();
-            let bytes =
-                postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
-            let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| decode_output(out, &mut scratch.state));
-            scratch.input = bytes;
-            let (verdict, change) = out??;
-            // The state changes only once the whole call succeeded.
-            if let Some((person, shard)) = &mut guard {
-                match change {
-                    StateChange::Keep => {}
-                    StateChange::Set => match shard.get_mut(person) {
-                        // Reuses the person's buffer: no allocation once they have state.
-                        Some(kept) => {
-                            kept.clear();
-                            kept.extend_from_slice(&scratch.state);
-                        }
-                        None => {
-                            shard.insert(*person, scratch.state.clone());
-                        }
-                    },
-                    StateChange::Clear => {
-                        shard.remove(person);
-                    }
-                }
+        let site_open = hours.is_open(ctx.site, &moment);
+        let mut before = Vec::new();
+        let mut last = None;
+        for attachment in chain.iter() {
+            if let Some(trace) = last.take() {
+                before.push(trace);
             }
-            Ok::<_, PluginError>(verdict)
-        });
-        drop(guard);
-        let out = match out {
-            Ok(verdict) => verdict,
-            Err(e) => return fail(sha256, e.to_string()),
-        };
-        let (effect, outcome) = match out {
-            RuleVerdict::Allow => (decision.effect, RuleOutcome::Allowed),
-            RuleVerdict::Deny { reason } => (Effect::Deny, RuleOutcome::Denied { reason }),
-            RuleVerdict::Abstain => (decision.effect, RuleOutcome::Abstained),
-        };
+            let (effect, trace) = run_rule(attachment, bundle, &decision, ctx, &moment, site_open);
+            // The first deny wins (on a decision the core denied too: the rest need not
+            // run).
+            if matches!(
+                trace.outcome,
+                RuleOutcome::Denied { .. }
+                    | RuleOutcome::Failed {
+                        fail: FailMode::Secure,
+                        ..
+                    }
+            ) {
+                return RuledDecision {
+                    effect,
+                    core: decision,
+                    rule: Some(trace),
+                    before,
+                };
+            }
+            last = Some(trace);
+        }
         RuledDecision {
-            effect,
+            effect: decision.effect,
             core: decision,
-            rule: Some(RuleTrace {
+            rule: last,
+            before,
+        }
+    }
+}
+
+fn attached(chain: &[Attachment]) -> Vec<Attached> {
+    chain.iter().map(|a| (Arc::clone(&a.rule), a.fail)).collect()
+}
+
+/// Runs one rule of a chain: the effect it leads to (the core's, or a deny) and what it
+/// said.
+fn run_rule(
+    attachment: &Attachment,
+    bundle: &Bundle,
+    decision: &Decision,
+    ctx: &DoorContext<'_>,
+    moment: &LocalMoment,
+    site_open: Option<bool>,
+) -> (Effect, RuleTrace) {
+    let fail = |sha256: Option<Sha256>, error: String| {
+        let effect = match attachment.fail {
+            FailMode::Secure => Effect::Deny,
+            FailMode::Safe => decision.effect,
+        };
+        let outcome = RuleOutcome::Failed {
+            error,
+            fail: attachment.fail,
+        };
+        (
+            effect,
+            RuleTrace {
                 rule: Arc::clone(&attachment.rule),
                 sha256,
                 outcome,
-            }),
+            },
+        )
+    };
+    let Some(plugin) = bundle.rule(&attachment.rule) else {
+        return fail(
+            None,
+            format!("rule `{}` is not in bundle `{}`", attachment.rule, bundle.name()),
+        );
+    };
+    let sha256 = Some(plugin.sha256());
+    let local = LocalTime {
+        weekday: u8::try_from(moment.weekday.to_monday_one_offset()).unwrap_or(1),
+        minute_of_day: moment.minute,
+    };
+    let role = ctx.role;
+    let mut guard = decision.person.map(|p| {
+        (
+            p,
+            attachment.state.shard(p).lock().unwrap_or_else(PoisonError::into_inner),
+        )
+    });
+    let out = with_scratch(|scratch| {
+        let state = guard
+            .as_ref()
+            .and_then(|(person, shard)| shard.get(person))
+            .map_or(&[][..], Vec::as_slice);
+        // Borrowed: no copy of the state or of the reason code for the call.
+        let input = DoorRuleInput {
+            door: ctx.door.0,
+            person: decision.person.map(|p| p.0),
+            role: role.map(|r| r.0),
+            rank: role.and_then(|r| bundle.roles().rank(r)),
+            credential: decision.credential.map(|c| c.0),
+            at_unix: ctx.at.as_second(),
+            local,
+            direction: ctx.direction,
+            verdict: CoreVerdict {
+                allow: decision.effect == Effect::Allow,
+                reason: Cow::Borrowed(decision.reason.code()),
+            },
+            state: Cow::Borrowed(state),
+            site_open,
+        };
+        let mut bytes = std::mem::take(&mut scratch.input);
+        bytes.clear();
+        let bytes = postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
+        let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| decode_output(out, &mut scratch.state));
+        scratch.input = bytes;
+        let (verdict, change) = out??;
+        // The state changes only once the whole call succeeded.
+        if let Some((person, shard)) = &mut guard {
+            match change {
+                StateChange::Keep => {}
+                StateChange::Set => match shard.get_mut(person) {
+                    // Reuses the person's buffer: no allocation once they have state.
+                    Some(kept) => {
+                        kept.clear();
+                        kept.extend_from_slice(&scratch.state);
+                    }
+                    None => {
+                        shard.insert(*person, scratch.state.clone());
+                    }
+                },
+                StateChange::Clear => {
+                    shard.remove(person);
+                }
+            }
         }
-    }
+        Ok::<_, PluginError>(verdict)
+    });
+    drop(guard);
+    let verdict = match out {
+        Ok(verdict) => verdict,
+        Err(e) => return fail(sha256, e.to_string()),
+    };
+    let (effect, outcome) = match verdict {
+        RuleVerdict::Allow => (decision.effect, RuleOutcome::Allowed),
+        RuleVerdict::Deny { reason } => (Effect::Deny, RuleOutcome::Denied { reason }),
+        RuleVerdict::Abstain => (decision.effect, RuleOutcome::Abstained),
+    };
+    (
+        effect,
+        RuleTrace {
+            rule: Arc::clone(&attachment.rule),
+            sha256,
+            outcome,
+        },
+    )
 }
 
 /// Buffers one thread reuses across rule calls, so a call allocates nothing on the host.

@@ -9,6 +9,12 @@ use keyway_sdk::{Hook, Notification, testing::door_input};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The most a module at the limits may take to compile. About a second on an idle
+/// 2-core machine, up to 6 s with the test suite and other builds competing for the
+/// cores; without the limits, a module of 100,000 small functions took many seconds even
+/// on an idle machine.
+const COMPILE_BUDGET: Duration = Duration::from_secs(30);
+
 /// The fuel error for a call that ran out in `during`.
 fn fuel(during: &str) -> String {
     format!(
@@ -429,7 +435,7 @@ fn loading_costs_are_bounded() {
         assert!(wasm.len() <= Limits::default().max_module_bytes, "{case}");
         let start = Instant::now();
         good_call(&load(&runtime, &wasm).unwrap());
-        assert!(start.elapsed() < BUDGET, "{case}: took {:?}", start.elapsed());
+        assert!(start.elapsed() < COMPILE_BUDGET, "{case}: took {:?}", start.elapsed());
     }
 }
 

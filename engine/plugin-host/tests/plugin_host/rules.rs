@@ -117,7 +117,7 @@ impl World {
             (5, "trap-rule", FailMode::Safe),
             (9, "business-hours", FailMode::Secure),
         ] {
-            assert_eq!(rules.attach(DoorId(door), rule, fail), Ok(None), "door {door}");
+            assert_eq!(rules.attach(DoorId(door), rule, fail), Ok(vec![]), "door {door}");
         }
         World {
             host,
@@ -417,8 +417,8 @@ fn each_site_is_judged_by_its_own_opening_hours() {
 
     // The hours live outside the bundle: a hot swap keeps them (the default bundle has
     // no `trap-rule`, so its doors let go of it first).
-    w.host.door_rules().detach(DoorId(4)).unwrap();
-    w.host.door_rules().detach(DoorId(5)).unwrap();
+    assert_eq!(w.host.door_rules().detach(DoorId(4)).len(), 1);
+    assert_eq!(w.host.door_rules().detach(DoorId(5)).len(), 1);
     w.host.swap_dir(&default_dir()).unwrap();
     let d = w.decide(9, GUARD, Direction::Unknown, "2026-11-25T09:00:00Z");
     assert_eq!(outcome(&d), expected(SiteClosed), "site 2, Wed 10:00, after a swap");
@@ -477,9 +477,9 @@ fn attachments_stay_consistent_with_the_bundle() {
     }
     // Replacing is said, not silent.
     let old = rules.attach(DoorId(2), "anti-passback", FailMode::Safe).unwrap();
-    assert_eq!(old, Some((Arc::from("business-hours"), FailMode::Secure)));
+    assert_eq!(old, vec![(Arc::from("business-hours"), FailMode::Secure)]);
     let old = rules.attach(DoorId(2), "business-hours", FailMode::Secure).unwrap();
-    assert_eq!(old, Some((Arc::from("anti-passback"), FailMode::Safe)));
+    assert_eq!(old, vec![(Arc::from("anti-passback"), FailMode::Safe)]);
 
     // The default bundle lacks `trap-rule`, which doors 4 and 5 attach: the swap is
     // refused and the running bundle stays.
@@ -493,10 +493,10 @@ fn attachments_stay_consistent_with_the_bundle() {
     assert!(Arc::ptr_eq(&running, &w.host.bundle()));
     assert_eq!(
         rules.detach(DoorId(4)),
-        Some((Arc::from("trap-rule"), FailMode::Secure))
+        vec![(Arc::from("trap-rule"), FailMode::Secure)]
     );
     assert!(w.host.swap_dir(&default_dir()).is_err(), "door 5 still attaches it");
-    assert_eq!(rules.detach(DoorId(5)), Some((Arc::from("trap-rule"), FailMode::Safe)));
+    assert_eq!(rules.detach(DoorId(5)), vec![(Arc::from("trap-rule"), FailMode::Safe)]);
     w.host.swap_dir(&default_dir()).unwrap();
     // Now `trap-rule` cannot be attached.
     assert!(rules.attach(DoorId(4), "trap-rule", FailMode::Secure).is_err());
@@ -547,4 +547,106 @@ fn attachments_stay_consistent_with_the_bundle() {
             "door {door}"
         );
     }
+}
+
+/// A door's chain of rules runs in order, each with its own fail mode; the first deny
+/// wins and the rules after it do not run.
+#[test]
+fn rule_chains() {
+    use Direction::Entry;
+    let w = World::new();
+    let rules = w.host.door_rules();
+    let sha = |rule: &str| w.host.bundle().rule(rule).unwrap().sha256().short();
+    let (apb, bh, trap) = (sha("anti-passback"), sha("business-hours"), sha("trap-rule"));
+    let trapped = "trapped: wasm trap: wasm `unreachable` instruction executed";
+    let chain = [
+        ("trap-rule", FailMode::Safe),
+        ("anti-passback", FailMode::Secure),
+        ("business-hours", FailMode::Secure),
+    ];
+    assert_eq!(rules.set_chain(DoorId(6), &chain), Ok(vec![]));
+    assert_eq!(
+        rules.set_chain(
+            DoorId(7),
+            &[("trap-rule", FailMode::Secure), ("anti-passback", FailMode::Secure)]
+        ),
+        Ok(vec![])
+    );
+    assert_eq!(rules.chain(DoorId(6)).len(), 3);
+    assert_eq!(
+        rules.attachment(DoorId(6)),
+        Some((Arc::from("trap-rule"), FailMode::Safe))
+    );
+    // (door, person, effect, reason code, rules that ran, explanation)
+    let cases = [
+        (
+            6,
+            BASIC,
+            Effect::Allow,
+            "rule_failed_open",
+            3,
+            format!(
+                "granted by `group:1` at any time, but rule `trap-rule` (sha256 {trap}) failed and was skipped \
+                 (fail-safe door): {trapped}; allowed by rule `anti-passback` (sha256 {apb}); \
+                 allowed by rule `business-hours` (sha256 {bh})"
+            ),
+        ),
+        (
+            6,
+            BASIC,
+            Effect::Deny,
+            "rule_denied",
+            2,
+            format!(
+                "denied by rule `anti-passback` (sha256 {apb}): anti-passback: already inside; before it, \
+                 rule `trap-rule` (sha256 {trap}) failed and was skipped (fail-safe door): {trapped}"
+            ),
+        ),
+        (
+            7,
+            ADMIN,
+            Effect::Deny,
+            "rule_failed",
+            1,
+            format!("denied: rule `trap-rule` (sha256 {trap}) failed and the door is fail-secure: {trapped}"),
+        ),
+    ];
+    for (i, (door, person, effect, code, ran, explanation)) in cases.into_iter().enumerate() {
+        let d = w.decide(door, person, Entry, DAY);
+        assert_eq!(
+            (d.effect, d.reason_code(), d.rules().count(), d.to_string()),
+            (effect, code, ran, explanation),
+            "case {i}"
+        );
+    }
+    // The chain stopped at the failed trap on door 7: anti-passback never saw the admin.
+    assert_eq!(rules.state("anti-passback", ADMIN), None);
+
+    // Refused chains change nothing.
+    let nine: Vec<(&str, FailMode)> = vec![("anti-passback", FailMode::Safe); 9];
+    // (chain, expected error)
+    let refused: [(&[(&str, FailMode)], &str); 3] = [
+        (
+            &[("anti-passback", FailMode::Safe), ("anti-passback", FailMode::Secure)],
+            "rule `anti-passback` appears twice in the chain of door 6",
+        ),
+        (&nine, "a chain of 9 rules for door 6, over the limit of 8"),
+        (
+            &[("anti-passback", FailMode::Safe), ("typo", FailMode::Safe)],
+            "bundle `default` has no door rule `typo` (its door rules: `anti-passback`, `business-hours`, `trap-rule`)",
+        ),
+    ];
+    for (chain, expected) in refused {
+        assert_eq!(rules.set_chain(DoorId(6), chain).unwrap_err().to_string(), expected);
+        assert_eq!(rules.chain(DoorId(6)).len(), 3, "{expected}: unchanged");
+    }
+    // Attaching one rule replaces the whole chain, and says what it replaced.
+    let old = rules.attach(DoorId(6), "business-hours", FailMode::Secure).unwrap();
+    assert_eq!(old.len(), 3);
+    assert_eq!(
+        rules.chain(DoorId(6)),
+        vec![(Arc::from("business-hours"), FailMode::Secure)]
+    );
+    assert_eq!(rules.detach(DoorId(6)).len(), 1);
+    assert_eq!(rules.chain(DoorId(6)), vec![]);
 }
