@@ -6,12 +6,17 @@
 //! swaps whole policy bundles atomically.
 //!
 //! Code map:
+//! - `validate`: cheap checks of a module before it is compiled (size, imports, counts),
+//!   so loading costs are bounded.
 //! - [`runtime`]: the engine, the host ABI (imports allowed: `keyway::log` only), limits
-//!   per call, instance pools; [`LoadedPlugin::call`] is one hook round trip.
-//! - `cache`: compile once per process; optional precompiled cache on disk, keyed by the
-//!   engine's compatibility hash.
+//!   per call, instance pools, strict decoding of answers; [`LoadedPlugin::call`] is one
+//!   hook round trip.
+//! - `cache`: compile once per process (only modules that loaded are kept); optional
+//!   precompiled cache on disk, keyed by the engine's compatibility hash.
+//! - `text`: caps and escapes the text a plugin controls before it is printed or kept.
 //! - [`roles`]: [`RoleTable`], the capability and grant bitmasks.
-//! - [`rules`]: [`DoorRules`], fail-secure/fail-safe, per-person rule state.
+//! - [`rules`]: [`DoorRules`], rule chains per door, fail-secure/fail-safe per attachment,
+//!   per-person rule state, attachments kept consistent with the running bundle.
 //! - [`hours`]: [`OpeningHours`], each site's opening hours, evaluated for door rules.
 //! - [`bundle`]: the manifest, hash verification, [`Bundle`] and [`PolicyHost`] (hot swap).
 //!
@@ -47,3 +52,5 @@ pub use sha::Sha256;
 
 /// The wire types the host shares with plugins (`keyway-abi`).
 pub use keyway_abi as abi;
+/// Which way a reader faces: part of [`DoorContext`].
+pub use keyway_abi::Direction;

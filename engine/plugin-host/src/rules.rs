@@ -771,6 +771,80 @@ mod tests {
 
     type Decoded = Result<(RuleVerdict, StateChange), String>;
 
+    /// A decision's text says what happened: never "allowed" when it was denied, and a
+    /// rule skipped on a fail-safe door is said so.
+    #[test]
+    fn text_never_misleads() {
+        use keyway_core::{GroupId, Revision};
+        let decision = |reason: Reason| Decision {
+            effect: reason.effect(),
+            reason,
+            revision: Revision(1),
+            credential: None,
+            person: None,
+        };
+        let granted = Reason::Granted {
+            group: GroupId(1),
+            schedule: None,
+        };
+        let trace = |outcome| RuleTrace {
+            rule: Arc::from("r"),
+            sha256: None,
+            outcome,
+        };
+        let failed = |fail| RuleOutcome::Failed {
+            error: "boom".into(),
+            fail,
+        };
+        // (core reason, final effect, what the rule said, code, text)
+        let cases = [
+            (
+                Reason::NoRight,
+                Effect::Deny,
+                RuleOutcome::Allowed,
+                "no_right",
+                "no_right; rule `r` (not loaded) answered allow, which cannot lift the deny",
+            ),
+            (
+                granted,
+                Effect::Allow,
+                RuleOutcome::Allowed,
+                "granted",
+                "granted by `group:1` at any time; allowed by rule `r` (not loaded)",
+            ),
+            (
+                granted,
+                Effect::Allow,
+                failed(FailMode::Safe),
+                "rule_failed_open",
+                "granted by `group:1` at any time, but rule `r` (not loaded) failed and was skipped (fail-safe door): boom",
+            ),
+            (
+                Reason::NoRight,
+                Effect::Deny,
+                failed(FailMode::Safe),
+                "no_right",
+                "no_right; rule `r` (not loaded) failed: boom",
+            ),
+            (
+                granted,
+                Effect::Deny,
+                failed(FailMode::Secure),
+                "rule_failed",
+                "denied: rule `r` (not loaded) failed and the door is fail-secure: boom",
+            ),
+        ];
+        for (reason, effect, outcome, code, text) in cases {
+            let d = RuledDecision {
+                effect,
+                core: decision(reason),
+                rule: Some(trace(outcome)),
+                before: Vec::new(),
+            };
+            assert_eq!((d.reason_code(), d.to_string().as_str()), (code, text));
+        }
+    }
+
     /// The borrowed wire types decode exactly what the SDK's owned types encode.
     #[test]
     fn wire_types_match_the_sdk() {
