@@ -120,8 +120,9 @@ impl Default for SimOptions {
     }
 }
 
-/// A door rule run as the host runs it: each call sees the per-person state the previous
-/// call for the same person left (kept by the simulator, as the host keeps it), calls are
+/// A door rule run as the host runs it: each call sees the per-person, per-door and
+/// per-site states the previous calls left (kept by the simulator, as the host keeps
+/// them), calls are
 /// spread over several instances that are discarded at random ([`SimOptions`]), and
 /// [`DoorRuleSim::hot_swap`] replaces every instance as a bundle swap does.
 #[derive(Debug)]
@@ -131,6 +132,8 @@ pub struct DoorRuleSim<P> {
     options: SimOptions,
     rng: u64,
     states: HashMap<u32, Vec<u8>>,
+    door_states: HashMap<u32, Vec<u8>>,
+    site_states: HashMap<u32, Vec<u8>>,
     discarded: u64,
 }
 
@@ -160,12 +163,15 @@ impl<P: Plugin> DoorRuleSim<P> {
             // xorshift needs a non-zero state.
             rng: options.seed | 1,
             states: HashMap::new(),
+            door_states: HashMap::new(),
+            site_states: HashMap::new(),
             discarded: 0,
         })
     }
 
-    /// Runs the rule on `input` (its `state` is replaced by the kept one) on one of the
-    /// instances, keeps the state it answers, and may then discard that instance.
+    /// Runs the rule on `input` (its `state`, `door_state` and `site_state` are replaced
+    /// by the kept ones) on one of the instances, keeps the states it answers, and may
+    /// then discard that instance.
     ///
     /// # Errors
     /// The plugin's error, or its configuration error when a fresh instance is made.
@@ -176,22 +182,18 @@ impl<P: Plugin> DoorRuleSim<P> {
                 .and_then(|p| self.states.get(&p).cloned())
                 .unwrap_or_default(),
         );
+        input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
+        input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
         let index = (self.next_random() % self.instances.len() as u64) as usize;
         let out = match self.instances.get(index) {
             Some(instance) => instance.door_rule(&input)?,
             None => return Err("the simulator has no instance".into()),
         };
         if let Some(person) = input.person {
-            match out.state {
-                StateUpdate::Keep => {}
-                StateUpdate::Set(s) => {
-                    self.states.insert(person, s);
-                }
-                StateUpdate::Clear => {
-                    self.states.remove(&person);
-                }
-            }
+            update(&mut self.states, person, out.state);
         }
+        update(&mut self.door_states, input.door, out.door_state);
+        update(&mut self.site_states, input.site, out.site_state);
         if self.next_random() % 1000 < u64::from(self.options.discard_per_mille) {
             let fresh = Harness::new(self.config.clone())?;
             if let Some(slot) = self.instances.get_mut(index) {
@@ -221,6 +223,18 @@ impl<P: Plugin> DoorRuleSim<P> {
         self.states.get(&person).map(Vec::as_slice)
     }
 
+    /// The state kept for `door`, if any.
+    #[must_use]
+    pub fn door_state(&self, door: u32) -> Option<&[u8]> {
+        self.door_states.get(&door).map(Vec::as_slice)
+    }
+
+    /// The state kept for `site`, if any.
+    #[must_use]
+    pub fn site_state(&self, site: u32) -> Option<&[u8]> {
+        self.site_states.get(&site).map(Vec::as_slice)
+    }
+
     /// How many instances were discarded so far (at random or by a hot swap).
     #[must_use]
     pub fn discarded(&self) -> u64 {
@@ -238,8 +252,22 @@ impl<P: Plugin> DoorRuleSim<P> {
     }
 }
 
-/// A door-rule input for tests: the core granted `person` at `door`, on a Monday at noon,
-/// through a reader of unknown direction, at a site without opening hours. Adjust the
+/// Applies a state update to the state kept under `key`.
+fn update(states: &mut HashMap<u32, Vec<u8>>, key: u32, change: StateUpdate) {
+    match change {
+        StateUpdate::Keep => {}
+        StateUpdate::Set(s) => {
+            states.insert(key, s);
+        }
+        StateUpdate::Clear => {
+            states.remove(&key);
+        }
+    }
+}
+
+/// A door-rule input for tests: the core granted `person` at `door` of site 1, on a
+/// Monday at noon, through a reader of unknown direction, at a site without opening
+/// hours, with no state kept yet. Adjust the
 /// fields you care about.
 #[must_use]
 pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
@@ -261,5 +289,8 @@ pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
         },
         state: Cow::Borrowed(&[]),
         site_open: None,
+        site: 1,
+        door_state: Cow::Borrowed(&[]),
+        site_state: Cow::Borrowed(&[]),
     }
 }

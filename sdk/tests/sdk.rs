@@ -98,8 +98,9 @@ fn wire_format_matches_abi_md() {
     // The byte strings ABI.md quotes.
     let ok_unit: HookResult<()> = Ok(());
     assert_eq!(postcard::to_allocvec(&ok_unit).unwrap(), [0]);
+    // Version 2: verdict, person, door and site state updates.
     let abstain: HookResult<DoorRuleOutput> = Ok(DoorRuleOutput::abstain());
-    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0]);
+    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0, 0, 0]);
     let err: HookResult<()> = Err("nope".into());
     assert_eq!(postcard::to_allocvec(&err).unwrap(), [1, 4, b'n', b'o', b'p', b'e']);
     let empty: HookResult<Vec<u8>> = Ok(vec![]);
@@ -151,13 +152,18 @@ fn door_rule_input_wire_layout() {
         state: vec![1, 2, 3],
     };
     let v0_bytes = postcard::to_allocvec(&v0).unwrap();
-    // (site_open, the bytes appended to the older layout)
-    let cases = [(None, vec![0]), (Some(false), vec![1, 0]), (Some(true), vec![1, 1])];
+    // (site_open, the bytes appended to the older layout: site_open, then version 2's
+    // site 1, an empty door state and an empty site state)
+    let cases = [
+        (None, vec![0, 1, 0, 0]),
+        (Some(false), vec![1, 0, 1, 0, 0]),
+        (Some(true), vec![1, 1, 1, 0, 0]),
+    ];
     for (site_open, tail) in cases {
         input.site_open = site_open;
         let bytes = postcard::to_allocvec(&input).unwrap();
         // The borrowed fields encode as a String and a Vec<u8> would, and `site_open`
-        // is appended at the end.
+        // and version 2's fields are appended at the end.
         assert_eq!(bytes, [v0_bytes.as_slice(), tail.as_slice()].concat(), "{site_open:?}");
         // A plugin built before `site_open` still decodes the input (postcard ignores
         // what follows a complete value).

@@ -34,8 +34,8 @@ use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use keyway_abi::{
-    ABI_VERSION, Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, RuleVerdict,
-    Value, VoucherInput, VoucherVerdict,
+    Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, RuleVerdict,
+    SUPPORTED_ABI_VERSIONS, StateUpdate, Value, VoucherInput, VoucherVerdict,
 };
 use keyway_core::{Decision, Schedule, SiteId};
 use serde::Deserialize;
@@ -203,9 +203,9 @@ impl Bundle {
                 printable(&manifest.bundle.name, 64)
             )));
         }
-        if manifest.bundle.abi != ABI_VERSION {
+        if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
             return Err(BundleError::Invalid(format!(
-                "bundle `{}` targets ABI version {}, this host speaks {ABI_VERSION}",
+                "bundle `{}` targets ABI version {}, this host speaks 1 and 2",
                 manifest.bundle.name, manifest.bundle.abi
             )));
         }
@@ -418,12 +418,24 @@ fn check_notifications(notifications: &[Notification]) -> Result<(), PluginError
 }
 
 impl LoadedPlugin {
-    /// The door-rule hook.
+    /// The door-rule hook, for either ABI version (a version 1 answer keeps the door's
+    /// and the site's states).
     ///
     /// # Errors
     /// As [`LoadedPlugin::call`].
     pub fn door_rule(&self, input: &DoorRuleInput<'_>) -> Result<DoorRuleOutput, PluginError> {
-        let mut out: DoorRuleOutput = self.call(Hook::DoorRule, input)?;
+        let mut out: DoorRuleOutput = if self.abi_version() >= 2 {
+            self.call(Hook::DoorRule, input)?
+        } else {
+            // Version 1's output: the verdict and the person's state only.
+            let (verdict, state): (RuleVerdict, StateUpdate) = self.call(Hook::DoorRule, input)?;
+            DoorRuleOutput {
+                verdict,
+                state,
+                door_state: StateUpdate::Keep,
+                site_state: StateUpdate::Keep,
+            }
+        };
         if let RuleVerdict::Deny { reason } = &mut out.verdict {
             // Still a deny, with a reason capped and printable, as on the decision path.
             *reason = printable(reason, MAX_REASON);

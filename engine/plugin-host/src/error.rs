@@ -77,8 +77,9 @@ pub enum PluginError {
     AbiVersion {
         /// What the plugin said.
         found: i32,
-        /// What the host speaks.
-        expected: i32,
+        /// What the host expected: `1 or 2`, or the version the plugin's first instance
+        /// answered.
+        expected: String,
     },
     /// The manifest declares a hook the module does not export.
     #[error("hook `{hook}` is not exported (no `{export}`)")]

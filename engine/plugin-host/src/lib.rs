@@ -46,7 +46,9 @@ pub use bundle::{Bundle, Manifest, PolicyHost};
 pub use error::{BundleError, PluginError, RoleTableError};
 pub use hours::OpeningHours;
 pub use roles::{Capability, RoleTable};
-pub use rules::{AttachError, DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision, Ruling};
+pub use rules::{
+    AttachError, DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision, Ruling, StateScope,
+};
 pub use runtime::{Limits, LoadedPlugin, Runtime};
 pub use sha::Sha256;
 

@@ -11,9 +11,13 @@
 //! never a deny into an allow; the final reason names the rule and its plugin's SHA-256.
 //!
 //! The host keeps a small state per (rule, person), e.g. the last direction for
-//! anti-passback. Attachments and states live outside the bundle, so they survive a hot
-//! swap. A person's state is locked for the length of the rule's call, so two readers
-//! deciding for the same person at once see each other's update.
+//! anti-passback, and, for rules of ABI version 2, per (rule, door) and per (rule, site),
+//! e.g. who badged last at a door for a two-person rule, or an occupancy count. Each is
+//! capped at [`MAX_RULE_STATE`]. Attachments and states live outside the bundle, so they
+//! survive a hot swap; an admin reads and resets them with [`DoorRules::scoped_state`]
+//! and [`DoorRules::reset_state`]. A call locks its person's, door's and site's states
+//! (in that order) for its whole length, so concurrent decisions, on any instances,
+//! never lose an update.
 //!
 //! Each rule call also gets whether the door's site is open at that moment, from the
 //! site's opening hours in [`OpeningHours`] (`None` when the site has none).
@@ -54,16 +58,57 @@ pub enum FailMode {
     Safe,
 }
 
-/// The per-person states of one rule.
+/// The states of one rule: per person (ABI v1 and v2), per door and per site (v2).
+/// Each is sharded; a call locks the shards of its person, door and site (in that order,
+/// so calls never deadlock) for its whole length, so a state is read and written
+/// atomically with the decision it belongs to, whichever instance runs the call.
 #[derive(Debug, Default)]
 struct RuleState {
     shards: [Mutex<HashMap<PersonId, Vec<u8>>>; SHARDS],
+    doors: [Mutex<HashMap<DoorId, Vec<u8>>>; SHARDS],
+    sites: [Mutex<HashMap<SiteId, Vec<u8>>>; SHARDS],
+}
+
+fn shard_index(id: u32) -> usize {
+    ((id as usize).wrapping_mul(0x9e37_79b9) >> 7) % SHARDS
 }
 
 impl RuleState {
     fn shard(&self, person: PersonId) -> &Mutex<HashMap<PersonId, Vec<u8>>> {
-        let i = (person.0 as usize).wrapping_mul(0x9e37_79b9) >> 7;
-        &self.shards[i % SHARDS]
+        &self.shards[shard_index(person.0)]
+    }
+
+    fn door_shard(&self, door: DoorId) -> &Mutex<HashMap<DoorId, Vec<u8>>> {
+        &self.doors[shard_index(door.0)]
+    }
+
+    fn site_shard(&self, site: SiteId) -> &Mutex<HashMap<SiteId, Vec<u8>>> {
+        &self.sites[shard_index(site.0)]
+    }
+}
+
+/// Applies a state change to the state kept under `key`, reusing its buffer.
+fn apply_change<K: std::hash::Hash + Eq + Copy>(
+    map: &mut HashMap<K, Vec<u8>>,
+    key: K,
+    change: StateChange,
+    new: &[u8],
+) {
+    match change {
+        StateChange::Keep => {}
+        StateChange::Set => match map.get_mut(&key) {
+            // Reuses the buffer: no allocation once the key has state.
+            Some(kept) => {
+                kept.clear();
+                kept.extend_from_slice(new);
+            }
+            None => {
+                map.insert(key, new.to_vec());
+            }
+        },
+        StateChange::Clear => {
+            map.remove(&key);
+        }
     }
 }
 
@@ -289,6 +334,21 @@ fn write_trace(f: &mut fmt::Formatter<'_>, t: &RuleTrace, core_allowed: bool) ->
     }
 }
 
+/// Whose state a rule keeps: a person's (ABI v1 and v2), a door's or a site's (v2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateScope {
+    /// Per (rule, person).
+    Person(PersonId),
+    /// Per (rule, door).
+    Door(DoorId),
+    /// Per (rule, site).
+    Site(SiteId),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Most rules one door's chain may hold: a decision at the door runs at most this many
 /// rule calls, each under its own fuel budget.
 pub const MAX_CHAIN: usize = 8;
@@ -493,10 +553,37 @@ impl DoorRules {
     /// The state `rule` keeps for `person`.
     #[must_use]
     pub fn state(&self, rule: &str, person: PersonId) -> Option<Vec<u8>> {
-        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = states.get(rule)?;
-        let shard = state.shard(person).lock().unwrap_or_else(PoisonError::into_inner);
-        shard.get(&person).cloned()
+        self.scoped_state(rule, StateScope::Person(person))
+    }
+
+    /// The state `rule` keeps for a person, a door or a site, for an admin to inspect.
+    #[must_use]
+    pub fn scoped_state(&self, rule: &str, scope: StateScope) -> Option<Vec<u8>> {
+        let state = Arc::clone(self.states.lock().unwrap_or_else(PoisonError::into_inner).get(rule)?);
+        match scope {
+            StateScope::Person(p) => lock(state.shard(p)).get(&p).cloned(),
+            StateScope::Door(d) => lock(state.door_shard(d)).get(&d).cloned(),
+            StateScope::Site(s) => lock(state.site_shard(s)).get(&s).cloned(),
+        }
+    }
+
+    /// Forgets the state `rule` keeps for a person, a door or a site (an admin's reset),
+    /// atomically with respect to rule calls; answers whether there was one.
+    pub fn reset_state(&self, rule: &str, scope: StateScope) -> bool {
+        let Some(state) = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(rule)
+            .map(Arc::clone)
+        else {
+            return false;
+        };
+        match scope {
+            StateScope::Person(p) => lock(state.shard(p)).remove(&p).is_some(),
+            StateScope::Door(d) => lock(state.door_shard(d)).remove(&d).is_some(),
+            StateScope::Site(s) => lock(state.site_shard(s)).remove(&s).is_some(),
+        }
     }
 
     /// Runs the door's chain of rules, if any, on the core's decision, telling each
@@ -597,18 +684,42 @@ fn run_rule(
         minute_of_day: moment.minute,
     };
     let role = ctx.role;
+    let scoped = plugin.abi_version() >= 2;
     let mut guard = decision.person.map(|p| {
         (
             p,
             attachment.state.shard(p).lock().unwrap_or_else(PoisonError::into_inner),
         )
     });
+    // Only a version 2 rule sees (and so locks) its door's and site's states.
+    let mut door_guard = scoped.then(|| {
+        attachment
+            .state
+            .door_shard(ctx.door)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    });
+    let mut site_guard = scoped.then(|| {
+        attachment
+            .state
+            .site_shard(ctx.site)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    });
     let out = with_scratch(|scratch| {
         let state = guard
             .as_ref()
             .and_then(|(person, shard)| shard.get(person))
             .map_or(&[][..], Vec::as_slice);
-        // Borrowed: no copy of the state or of the reason code for the call.
+        let door_state = door_guard
+            .as_ref()
+            .and_then(|m| m.get(&ctx.door))
+            .map_or(&[][..], Vec::as_slice);
+        let site_state = site_guard
+            .as_ref()
+            .and_then(|m| m.get(&ctx.site))
+            .map_or(&[][..], Vec::as_slice);
+        // Borrowed: no copy of the states or of the reason code for the call.
         let input = DoorRuleInput {
             door: ctx.door.0,
             person: decision.person.map(|p| p.0),
@@ -624,34 +735,33 @@ fn run_rule(
             },
             state: Cow::Borrowed(state),
             site_open,
+            site: ctx.site.0,
+            door_state: Cow::Borrowed(door_state),
+            site_state: Cow::Borrowed(site_state),
         };
         let mut bytes = std::mem::take(&mut scratch.input);
         bytes.clear();
         let bytes = postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
-        let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| decode_output(out, &mut scratch.state));
+        let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| {
+            decode_output(out, scoped, &mut scratch.states)
+        });
         scratch.input = bytes;
-        let (verdict, change) = out??;
-        // The state changes only once the whole call succeeded.
+        let (verdict, [change, door_change, site_change]) = out??;
+        // The states change only once the whole call succeeded.
+        let [new, new_door, new_site] = &scratch.states;
         if let Some((person, shard)) = &mut guard {
-            match change {
-                StateChange::Keep => {}
-                StateChange::Set => match shard.get_mut(person) {
-                    // Reuses the person's buffer: no allocation once they have state.
-                    Some(kept) => {
-                        kept.clear();
-                        kept.extend_from_slice(&scratch.state);
-                    }
-                    None => {
-                        shard.insert(*person, scratch.state.clone());
-                    }
-                },
-                StateChange::Clear => {
-                    shard.remove(person);
-                }
-            }
+            apply_change(shard, *person, change, new);
+        }
+        if let Some(doors) = &mut door_guard {
+            apply_change(doors, ctx.door, door_change, new_door);
+        }
+        if let Some(sites) = &mut site_guard {
+            apply_change(sites, ctx.site, site_change, new_site);
         }
         Ok::<_, PluginError>(verdict)
     });
+    drop(site_guard);
+    drop(door_guard);
     drop(guard);
     let verdict = match out {
         Ok(verdict) => verdict,
@@ -677,8 +787,8 @@ fn run_rule(
 struct RuleScratch {
     /// The encoded input.
     input: Vec<u8>,
-    /// The state a rule answered with `StateUpdate::Set`.
-    state: Vec<u8>,
+    /// The states a rule answered with `StateUpdate::Set`: per person, door and site.
+    states: [Vec<u8>; 3],
 }
 
 thread_local! {
@@ -728,29 +838,59 @@ enum StateChange {
     Clear,
 }
 
-/// Decodes a door rule's `HookResult<DoorRuleOutput>` in place, copying a new state into
-/// `state` (checked against [`MAX_RULE_STATE`]).
-fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, StateChange), PluginError> {
-    let out = match decode_strict::<Result<OutputWire<'_>, &str>>(bytes)? {
-        Ok(out) => out,
-        Err(message) => return Err(guest_error(message)),
-    };
-    let change = match out.state {
-        StateWire::Keep => StateChange::Keep,
-        StateWire::Set(s) if s.len() > MAX_RULE_STATE => {
-            return Err(PluginError::StateTooLarge {
-                len: s.len(),
-                max: MAX_RULE_STATE,
-            });
+/// `keyway_abi::DoorRuleOutput` of ABI version 2, borrowed: version 1's fields, then the
+/// per-door and per-site state updates.
+#[derive(Debug, Serialize, Deserialize)]
+struct OutputWireV2<'a> {
+    #[serde(borrow)]
+    verdict: VerdictWire<'a>,
+    #[serde(borrow)]
+    state: StateWire<'a>,
+    #[serde(borrow)]
+    door_state: StateWire<'a>,
+    #[serde(borrow)]
+    site_state: StateWire<'a>,
+}
+
+/// Decodes a door rule's `HookResult<DoorRuleOutput>` in place (version 1's or, when
+/// `v2`, version 2's), copying each new state into `states` (per person, door, site;
+/// each checked against [`MAX_RULE_STATE`]). A version 1 output keeps the door's and the
+/// site's states.
+fn decode_output(
+    bytes: &[u8],
+    v2: bool,
+    states: &mut [Vec<u8>; 3],
+) -> Result<(RuleVerdict, [StateChange; 3]), PluginError> {
+    let (verdict, wires) = if v2 {
+        match decode_strict::<Result<OutputWireV2<'_>, &str>>(bytes)? {
+            Ok(out) => (out.verdict, [out.state, out.door_state, out.site_state]),
+            Err(message) => return Err(guest_error(message)),
         }
-        StateWire::Set(s) => {
-            state.clear();
-            state.extend_from_slice(s);
-            StateChange::Set
+    } else {
+        match decode_strict::<Result<OutputWire<'_>, &str>>(bytes)? {
+            Ok(out) => (out.verdict, [out.state, StateWire::Keep, StateWire::Keep]),
+            Err(message) => return Err(guest_error(message)),
         }
-        StateWire::Clear => StateChange::Clear,
     };
-    let verdict = match out.verdict {
+    let mut changes = [StateChange::Keep; 3];
+    for ((wire, change), buf) in wires.into_iter().zip(&mut changes).zip(states.iter_mut()) {
+        *change = match wire {
+            StateWire::Keep => StateChange::Keep,
+            StateWire::Set(s) if s.len() > MAX_RULE_STATE => {
+                return Err(PluginError::StateTooLarge {
+                    len: s.len(),
+                    max: MAX_RULE_STATE,
+                });
+            }
+            StateWire::Set(s) => {
+                buf.clear();
+                buf.extend_from_slice(s);
+                StateChange::Set
+            }
+            StateWire::Clear => StateChange::Clear,
+        };
+    }
+    let verdict = match verdict {
         VerdictWire::Allow => RuleVerdict::Allow,
         VerdictWire::Deny { reason } => RuleVerdict::Deny {
             reason: if is_printable(reason, MAX_REASON) {
@@ -761,7 +901,7 @@ fn decode_output(bytes: &[u8], state: &mut Vec<u8>) -> Result<(RuleVerdict, Stat
         },
         VerdictWire::Abstain => RuleVerdict::Abstain,
     };
-    Ok((verdict, change))
+    Ok((verdict, changes))
 }
 
 #[cfg(test)]
@@ -769,7 +909,7 @@ mod tests {
     use super::*;
     use keyway_abi::{DoorRuleOutput, HookResult, StateUpdate};
 
-    type Decoded = Result<(RuleVerdict, StateChange), String>;
+    type Decoded = Result<(RuleVerdict, [StateChange; 3]), String>;
 
     /// A decision's text says what happened: never "allowed" when it was denied, and a
     /// rule skipped on a fail-safe door is said so.
@@ -848,44 +988,64 @@ mod tests {
     /// The borrowed wire types decode exactly what the SDK's owned types encode.
     #[test]
     fn wire_types_match_the_sdk() {
+        use StateChange::{Clear, Keep, Set};
         let big = vec![7u8; MAX_RULE_STATE + 1];
-        // (what the plugin answers, the decoded verdict and change, the state bytes)
-        let cases: Vec<(HookResult<DoorRuleOutput>, Decoded, Vec<u8>)> = vec![
+        // (what a version 2 plugin answers, the decoded verdict and changes, the states)
+        let cases: Vec<(HookResult<DoorRuleOutput>, Decoded, [Vec<u8>; 3])> = vec![
             (
                 Ok(DoorRuleOutput::allow()),
-                Ok((RuleVerdict::Allow, StateChange::Keep)),
-                vec![],
+                Ok((RuleVerdict::Allow, [Keep; 3])),
+                Default::default(),
             ),
             (
                 Ok(DoorRuleOutput::abstain()),
-                Ok((RuleVerdict::Abstain, StateChange::Keep)),
-                vec![],
+                Ok((RuleVerdict::Abstain, [Keep; 3])),
+                Default::default(),
             ),
             (
                 Ok(DoorRuleOutput::deny("no").with_state(StateUpdate::Set(vec![1, 2, 3]))),
-                Ok((RuleVerdict::Deny { reason: "no".into() }, StateChange::Set)),
-                vec![1, 2, 3],
+                Ok((RuleVerdict::Deny { reason: "no".into() }, [Set, Keep, Keep])),
+                [vec![1, 2, 3], vec![], vec![]],
             ),
             (
-                Ok(DoorRuleOutput::allow().with_state(StateUpdate::Clear)),
-                Ok((RuleVerdict::Allow, StateChange::Clear)),
-                vec![],
+                Ok(DoorRuleOutput::allow()
+                    .with_state(StateUpdate::Clear)
+                    .with_door_state(StateUpdate::Set(vec![4]))
+                    .with_site_state(StateUpdate::Clear)),
+                Ok((RuleVerdict::Allow, [Clear, Set, Clear])),
+                [vec![], vec![4], vec![]],
             ),
             (
-                Ok(DoorRuleOutput::allow().with_state(StateUpdate::Set(big))),
+                Ok(DoorRuleOutput::allow().with_site_state(StateUpdate::Set(big))),
                 Err("state of 1025 bytes exceeds the cap of 1024 bytes".into()),
-                vec![],
+                Default::default(),
             ),
-            (Err("broken".into()), Err("plugin error: broken".into()), vec![]),
+            (
+                Err("broken".into()),
+                Err("plugin error: broken".into()),
+                Default::default(),
+            ),
         ];
-        for (answer, expected, expected_state) in cases {
+        for (answer, expected, expected_states) in cases {
             let bytes = postcard::to_allocvec(&answer).unwrap();
-            let mut state = Vec::new();
-            let got = decode_output(&bytes, &mut state).map_err(|e| e.to_string());
+            let mut states = <[Vec<u8>; 3]>::default();
+            let got = decode_output(&bytes, true, &mut states).map_err(|e| e.to_string());
             assert_eq!(got, expected, "{answer:?}");
-            assert_eq!(state, expected_state, "{answer:?}");
+            assert_eq!(states, expected_states, "{answer:?}");
+            // A version 1 plugin's answer has no door or site state: the same bytes are
+            // refused as trailing bytes.
+            if expected.is_ok() {
+                assert!(decode_output(&bytes, false, &mut states).is_err(), "{answer:?} as v1");
+            }
         }
-        let err = decode_output(&[0, 9], &mut Vec::new()).unwrap_err();
+        // Version 1: verdict and person state only; the door's and site's states stay.
+        let v1: HookResult<(RuleVerdict, StateUpdate)> = Ok((RuleVerdict::Allow, StateUpdate::Set(vec![9])));
+        let bytes = postcard::to_allocvec(&v1).unwrap();
+        let mut states = <[Vec<u8>; 3]>::default();
+        let got = decode_output(&bytes, false, &mut states).map_err(|e| e.to_string());
+        assert_eq!(got, Ok((RuleVerdict::Allow, [Set, Keep, Keep])));
+        assert_eq!(states[0], vec![9]);
+        let err = decode_output(&[0, 9], true, &mut states).unwrap_err();
         assert!(matches!(err, PluginError::Decode { .. }), "{err}");
     }
 }

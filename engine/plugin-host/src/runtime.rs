@@ -14,7 +14,7 @@ use crate::error::PluginError;
 use crate::sha::Sha256;
 use crate::text::printable;
 use crate::validate;
-use keyway_abi::{ABI_VERSION, Config, Hook, HookResult};
+use keyway_abi::{Config, Hook, HookResult, SUPPORTED_ABI_VERSIONS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -298,6 +298,7 @@ impl Runtime {
             pre,
             config,
             pool: Mutex::new(Vec::new()),
+            abi: std::sync::OnceLock::new(),
         };
         // Instantiate once now: the ABI version and the config are checked at load.
         let slot = plugin.instantiate()?;
@@ -449,6 +450,8 @@ pub struct LoadedPlugin {
     pre: InstancePre<HostState>,
     config: Vec<u8>,
     pool: Mutex<Vec<Slot>>,
+    /// The ABI version its first instance answered.
+    abi: std::sync::OnceLock<i32>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -471,6 +474,12 @@ impl LoadedPlugin {
     #[must_use]
     pub fn sha256(&self) -> Sha256 {
         self.sha256
+    }
+
+    /// The ABI version it speaks (1 or 2), as `keyway_abi_version` answered at load.
+    #[must_use]
+    pub fn abi_version(&self) -> i32 {
+        self.abi.get().copied().unwrap_or(1)
     }
 
     /// Idle instances in the pool (for tests and metrics).
@@ -534,12 +543,15 @@ impl LoadedPlugin {
         let found = version
             .call(&mut store, ())
             .map_err(|e| classify(e, &store, limits, "`keyway_abi_version`"))?;
-        if found != ABI_VERSION {
+        // Every instance of a module must speak the version the first one did.
+        let expected = self.abi.get().copied();
+        if !SUPPORTED_ABI_VERSIONS.contains(&found) || expected.is_some_and(|v| v != found) {
             return Err(PluginError::AbiVersion {
                 found,
-                expected: ABI_VERSION,
+                expected: expected.map_or_else(|| "1 or 2".to_owned(), |v| v.to_string()),
             });
         }
+        let _ = self.abi.set(found);
         let mut slot = Slot {
             store,
             memory,

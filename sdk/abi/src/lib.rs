@@ -14,9 +14,14 @@ mod types;
 pub use config::{Config, Value};
 pub use types::*;
 
-/// The ABI version this crate describes; a plugin's `keyway_abi_version` returns it and
-/// a bundle's manifest names it (`abi = 1`).
-pub const ABI_VERSION: i32 = 1;
+/// The ABI version this crate describes; a plugin built with it returns it from
+/// `keyway_abi_version`. Version 2 adds per-door and per-site state and the door's site
+/// to door rules (fields appended to `DoorRuleInput` and `DoorRuleOutput`).
+pub const ABI_VERSION: i32 = 2;
+
+/// Every ABI version a host built with this crate speaks: version 1 plugins load and
+/// behave as before.
+pub const SUPPORTED_ABI_VERSIONS: [i32; 2] = [1, 2];
 
 /// The hooks a plugin may export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -330,6 +330,16 @@ pub struct DoorRuleInput<'a> {
     /// holds for the site (its time zone, holidays, periods crossing midnight and DST
     /// already applied); `None` when the site has no opening hours set.
     pub site_open: Option<bool>,
+    // ABI version 2 appends the fields below. A version 1 plugin stops decoding before
+    // them (postcard ignores what follows a complete value), so it runs as before.
+    /// (v2) The door's site.
+    pub site: u32,
+    /// (v2) The state the host keeps for this rule and this door; empty at first.
+    #[serde(borrow)]
+    pub door_state: Cow<'a, [u8]>,
+    /// (v2) The state the host keeps for this rule and this site; empty at first.
+    #[serde(borrow)]
+    pub site_state: Cow<'a, [u8]>,
 }
 
 /// What a door rule says.
@@ -346,7 +356,7 @@ pub enum RuleVerdict {
     Abstain,
 }
 
-/// What to do with the per-person state.
+/// What to do with a state the host keeps (per person, door or site).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateUpdate {
     /// Leave it as it is.
@@ -365,6 +375,10 @@ pub struct DoorRuleOutput {
     pub verdict: RuleVerdict,
     /// The new per-person state.
     pub state: StateUpdate,
+    /// (v2) The new per-door state.
+    pub door_state: StateUpdate,
+    /// (v2) The new per-site state.
+    pub site_state: StateUpdate,
 }
 
 impl DoorRuleOutput {
@@ -374,6 +388,8 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Abstain,
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
         }
     }
 
@@ -383,6 +399,8 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Allow,
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
         }
     }
 
@@ -392,13 +410,29 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Deny { reason: reason.into() },
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
         }
     }
 
-    /// The same verdict, with a new state.
+    /// The same verdict, with a new per-person state.
     #[must_use]
     pub fn with_state(mut self, state: StateUpdate) -> Self {
         self.state = state;
+        self
+    }
+
+    /// (v2) The same verdict, with a new per-door state.
+    #[must_use]
+    pub fn with_door_state(mut self, state: StateUpdate) -> Self {
+        self.door_state = state;
+        self
+    }
+
+    /// (v2) The same verdict, with a new per-site state.
+    #[must_use]
+    pub fn with_site_state(mut self, state: StateUpdate) -> Self {
+        self.site_state = state;
         self
     }
 }

@@ -35,6 +35,7 @@ fn default_bundle_answers() {
             "business-hours",
             "notify-owner",
             "roles-standard",
+            "two-person",
             "voucher-standard"
         ]
     );
@@ -184,8 +185,8 @@ fn broken_bundles_are_refused() {
         ),
         (
             "wrong abi",
-            Box::new(|t: String| t.replace("abi = 1", "abi = 2")),
-            "bundle `default` targets ABI version 2, this host speaks 1".into(),
+            Box::new(|t: String| t.replace("abi = 2", "abi = 3")),
+            "bundle `default` targets ABI version 3, this host speaks 1 and 2".into(),
         ),
         (
             "invalid toml",
@@ -194,7 +195,7 @@ fn broken_bundles_are_refused() {
         ),
         (
             "unknown field",
-            Box::new(|t: String| t.replace("abi = 1", "abi = 1\nversion = 3")),
+            Box::new(|t: String| t.replace("abi = 2", "abi = 2\nversion = 3")),
             "invalid manifest `".into(),
         ),
     ];
@@ -224,12 +225,12 @@ fn precompiled_cache_survives_a_restart() {
     let cache = tempfile::tempdir().unwrap();
     let first = Arc::new(Runtime::new(Limits::default()).unwrap().with_cache_dir(cache.path()));
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 5);
+    assert_eq!(first.compiled_count(), 6);
     // The same process never compiles a module twice.
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 5);
+    assert_eq!(first.compiled_count(), 6);
     let files = std::fs::read_dir(cache.path()).unwrap().count();
-    assert_eq!(files, 5);
+    assert_eq!(files, 6);
     let key = format!("{:016x}.cwasm", first.compatibility_key());
     for f in std::fs::read_dir(cache.path()).unwrap() {
         assert!(f.unwrap().file_name().to_string_lossy().ends_with(&key));

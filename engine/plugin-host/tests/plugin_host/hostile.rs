@@ -123,9 +123,9 @@ fn load_time_attacks() {
         (
             "wrong ABI version",
             wat_module(&format!(
-                r#"(func (export "keyway_abi_version") (result i32) (i32.const 2)) {header}"#
+                r#"(func (export "keyway_abi_version") (result i32) (i32.const 3)) {header}"#
             )),
-            "plugin speaks ABI version 2, this host speaks 1",
+            "plugin speaks ABI version 3, this host speaks 1 or 2",
         ),
         (
             "missing export",
