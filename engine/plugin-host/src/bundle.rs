@@ -27,8 +27,8 @@
 use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
 use crate::roles::RoleTable;
-use crate::rules::MAX_REASON;
 use crate::rules::{DoorContext, DoorRules, RuledDecision};
+use crate::rules::{MAX_REASON, MAX_RULE_STATE};
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
@@ -436,6 +436,16 @@ impl LoadedPlugin {
                 site_state: StateUpdate::Keep,
             }
         };
+        for state in [&out.state, &out.door_state, &out.site_state] {
+            if let StateUpdate::Set(bytes) = state
+                && bytes.len() > MAX_RULE_STATE
+            {
+                return Err(PluginError::StateTooLarge {
+                    len: bytes.len(),
+                    max: MAX_RULE_STATE,
+                });
+            }
+        }
         if let RuleVerdict::Deny { reason } = &mut out.verdict {
             // Still a deny, with a reason capped and printable, as on the decision path.
             *reason = printable(reason, MAX_REASON);

@@ -2,8 +2,11 @@
 //! serving (the same plugin, on a fresh instance, and another plugin both answer).
 
 use crate::common::{runtime, wat_module, wat_plugin, wat_plugin_with};
+use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, SiteId};
 use keyway_plugin_host::bundle::read_capped;
-use keyway_plugin_host::{Bundle, Limits, LoadedPlugin, PluginError, Runtime};
+use keyway_plugin_host::{
+    Bundle, DoorContext, FailMode, Limits, LoadedPlugin, PluginError, PolicyHost, Runtime, StateScope,
+};
 use keyway_sdk::{Config, RoleTableDef, RuleVerdict};
 use keyway_sdk::{Hook, Notification, testing::door_input};
 use std::sync::Arc;
@@ -822,5 +825,154 @@ fn notify_input() -> keyway_sdk::NotifyInput {
             channel: Channel::Email,
             enabled: vec![EventKind::DoorForced],
         },
+    }
+}
+
+/// The default bundle plus door rules given as (name, wasm).
+fn bundle_with(rules: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+    let dir = crate::bundle::edited_bundle(|t| t);
+    let manifest = dir.path().join("bundle.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    for (name, wasm) in rules {
+        let sha = keyway_plugin_host::Sha256::of(wasm);
+        std::fs::write(dir.path().join(format!("{name}.wasm")), wasm).unwrap();
+        text.push_str(&format!(
+            "\n[plugins.{name}]\nfile = \"{name}.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"door_rule\"]\n"
+        ));
+    }
+    std::fs::write(&manifest, text).unwrap();
+    dir
+}
+
+/// A door rule of ABI version `version` answering these bytes (written at 4096).
+fn answering(version: u32, bytes: &str, len: usize) -> Vec<u8> {
+    wat_plugin(&format!(
+        r#"(func (export "keyway_abi_version") (result i32) (i32.const {version}))
+           (data (i32.const 4096) "{bytes}")
+           (func (export "keyway_door_rule") (param i32 i32) (result i64)
+            (i64.or (i64.shl (i64.const 4096) (i64.const 32)) (i64.const {len})))"#
+    ))
+}
+
+/// Scoped state (ABI version 2) is capped and decoded strictly, a rule can only write the
+/// state of the door and site it is called for, and a chain where every rule traps costs
+/// one budget per rule and ends by the attachments' fail modes.
+#[test]
+fn scoped_state_and_chains_hold_against_hostile_rules() {
+    let runtime = runtime();
+    let big = "\\07".repeat(1025);
+    // (case, version, answer, its length, expected error)
+    let cases = [
+        (
+            "a door state over 1 KiB",
+            2,
+            format!("\\00\\00\\00\\01\\81\\08{big}\\00"),
+            1032,
+            "state of 1025 bytes exceeds the cap of 1024 bytes",
+        ),
+        (
+            "a site state over 1 KiB",
+            2,
+            format!("\\00\\00\\00\\00\\01\\81\\08{big}"),
+            1032,
+            "state of 1025 bytes exceeds the cap of 1024 bytes",
+        ),
+        (
+            "a version 2 rule answering version 1's output",
+            2,
+            "\\00\\00\\00".to_owned(),
+            3,
+            "cannot decode the plugin's output: Hit the end of buffer, expected more data",
+        ),
+        (
+            "a version 1 rule answering version 2's output",
+            1,
+            "\\00\\00\\00\\00\\00".to_owned(),
+            5,
+            "cannot decode the plugin's output: 2 trailing bytes after the answer",
+        ),
+    ];
+    for (case, version, bytes, len, expected) in cases {
+        let plugin = load(&runtime, &answering(version, &bytes, len)).unwrap();
+        let err = plugin.door_rule(&door_input(1, Some(1))).unwrap_err();
+        assert_eq!(err.to_string(), expected, "{case}");
+    }
+
+    // A rule that always sets its door state to [7] (and no other state): the state
+    // lands on the door it was called for, nowhere else.
+    let setter = answering(2, "\\00\\00\\00\\01\\01\\07\\00", 7);
+    let trap = wat_plugin(r#"(func (export "keyway_door_rule") (param i32 i32) (result i64) unreachable)"#);
+    let dir = bundle_with(&[
+        ("setter", setter),
+        ("trap-a", trap.clone()),
+        ("trap-b", trap.clone()),
+        ("trap-c", trap),
+    ]);
+    let host = PolicyHost::load(Arc::clone(&runtime), dir.path()).unwrap();
+    let rules = host.door_rules();
+    rules.attach(DoorId(1), "setter", FailMode::Secure).unwrap();
+    let tz = jiff::tz::TimeZone::UTC;
+    let ctx = |door: u32| DoorContext {
+        door: DoorId(door),
+        site: SiteId(1),
+        role: None,
+        direction: keyway_sdk::Direction::Unknown,
+        at: jiff::Timestamp::UNIX_EPOCH,
+        time_zone: &tz,
+        holidays: None,
+    };
+    let granted = Decision {
+        effect: Effect::Allow,
+        reason: Reason::Granted {
+            group: GroupId(1),
+            schedule: None,
+        },
+        revision: Revision(1),
+        credential: None,
+        person: Some(PersonId(1)),
+    };
+    assert_eq!(host.decide(granted.clone(), &ctx(1)).effect, Effect::Allow);
+    // (scope, the state expected there)
+    let scopes = [
+        (StateScope::Door(DoorId(1)), Some(vec![7])),
+        (StateScope::Door(DoorId(2)), None),
+        (StateScope::Site(SiteId(1)), None),
+        (StateScope::Person(PersonId(1)), None),
+    ];
+    for (scope, expected) in scopes {
+        assert_eq!(rules.scoped_state("setter", scope), expected, "{scope:?}");
+    }
+
+    // Chains where every rule traps: one budget per rule, and the attachments' fail
+    // modes decide.
+    // (chain, effect, reason code, rules that ran)
+    let chains: [(&[(&str, FailMode)], Effect, &str, usize); 2] = [
+        (
+            &[
+                ("trap-a", FailMode::Safe),
+                ("trap-b", FailMode::Safe),
+                ("trap-c", FailMode::Safe),
+            ],
+            Effect::Allow,
+            "rule_failed_open",
+            3,
+        ),
+        (
+            &[
+                ("trap-a", FailMode::Safe),
+                ("trap-b", FailMode::Secure),
+                ("trap-c", FailMode::Secure),
+            ],
+            Effect::Deny,
+            "rule_failed",
+            2,
+        ),
+    ];
+    for (chain, effect, code, ran) in chains {
+        rules.set_chain(DoorId(3), chain).unwrap();
+        let start = Instant::now();
+        let d = host.decide(granted.clone(), &ctx(3));
+        assert!(start.elapsed() < BUDGET, "{code}: took {:?}", start.elapsed());
+        assert_eq!((d.effect, d.reason_code(), d.rules().count()), (effect, code, ran));
     }
 }
