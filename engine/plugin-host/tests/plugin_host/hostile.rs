@@ -931,7 +931,7 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         credential: None,
         person: Some(PersonId(1)),
     };
-    assert_eq!(host.decide(granted.clone(), &ctx(1)).effect, Effect::Allow);
+    assert_eq!(host.decide(granted, &ctx(1)).effect, Effect::Allow);
     // (scope, the state expected there)
     let scopes = [
         (StateScope::Door(DoorId(1)), Some(vec![7])),
@@ -946,7 +946,8 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
     // Chains where every rule traps: one budget per rule, and the attachments' fail
     // modes decide.
     // (chain, effect, reason code, rules that ran)
-    let chains: [(&[(&str, FailMode)], Effect, &str, usize); 2] = [
+    type Chain<'a> = &'a [(&'a str, FailMode)];
+    let chains: [(Chain<'_>, Effect, &str, usize); 2] = [
         (
             &[
                 ("trap-a", FailMode::Safe),
@@ -971,7 +972,7 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
     for (chain, effect, code, ran) in chains {
         rules.set_chain(DoorId(3), chain).unwrap();
         let start = Instant::now();
-        let d = host.decide(granted.clone(), &ctx(3));
+        let d = host.decide(granted, &ctx(3));
         assert!(start.elapsed() < BUDGET, "{code}: took {:?}", start.elapsed());
         assert_eq!((d.effect, d.reason_code(), d.rules().count()), (effect, code, ran));
     }
