@@ -107,6 +107,21 @@ fn main() {
     host.door_rules()
         .attach(DoorId(2), "business-hours", FailMode::Secure)
         .unwrap();
+    // ABI version 2: per-door state, locked and written on every call.
+    host.door_rules()
+        .attach(DoorId(4), "two-person", FailMode::Secure)
+        .unwrap();
+    // A chain of three rules, each of which runs (none denies).
+    host.door_rules()
+        .set_chain(
+            DoorId(5),
+            &[
+                ("business-hours", FailMode::Secure),
+                ("anti-passback", FailMode::Secure),
+                ("two-person", FailMode::Safe),
+            ],
+        )
+        .unwrap();
     let tz = TimeZone::get("Europe/Amsterdam").unwrap();
     let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
 
@@ -123,6 +138,23 @@ fn main() {
             // Each person enters, then leaves: every passage is allowed.
             let ctx = if i.is_multiple_of(2) { &entry } else { &exit };
             black_box(host.decide(granted((i / 2) % 1000), ctx))
+        });
+    });
+    c.bench_function("door_rule/two_person_scoped_state", |b| {
+        let ctx = ctx(4, Direction::Unknown, at, &tz);
+        let mut i = 0u32;
+        // Alternating people: every other call opens and clears the door's state.
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(host.decide(granted(i % 2), &ctx))
+        });
+    });
+    c.bench_function("door_rule/chain_of_three", |b| {
+        let ctx = ctx(5, Direction::Unknown, at, &tz);
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(host.decide(granted(i % 2), &ctx))
         });
     });
     c.bench_function("door_rule/no_rule", |b| {
@@ -180,6 +212,14 @@ fn main() {
     percentiles("door_rule/anti_passback round trip", n, |i| {
         let ctx = if i.is_multiple_of(2) { &entry } else { &exit };
         black_box(host.decide(granted(u32::try_from((i / 2) % 1000).unwrap()), ctx));
+    });
+    let two = ctx(4, Direction::Unknown, at, &tz);
+    percentiles("door_rule/two_person (scoped state) round trip", n, |i| {
+        black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &two));
+    });
+    let chain = ctx(5, Direction::Unknown, at, &tz);
+    percentiles("door_rule/chain_of_three round trip", n, |i| {
+        black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &chain));
     });
     percentiles("door_rule/minimal_wat_guest round trip", n, |_| {
         black_box(wat_rule.door_rule(&input).unwrap());
