@@ -98,9 +98,9 @@ fn wire_format_matches_abi_md() {
     // The byte strings ABI.md quotes.
     let ok_unit: HookResult<()> = Ok(());
     assert_eq!(postcard::to_allocvec(&ok_unit).unwrap(), [0]);
-    // Version 2: verdict, person, door and site state updates.
+    // Version 2: verdict, person, door and site state updates, obligations.
     let abstain: HookResult<DoorRuleOutput> = Ok(DoorRuleOutput::abstain());
-    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0, 0, 0]);
+    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0, 0, 0, 0]);
     let err: HookResult<()> = Err("nope".into());
     assert_eq!(postcard::to_allocvec(&err).unwrap(), [1, 4, b'n', b'o', b'p', b'e']);
     let empty: HookResult<Vec<u8>> = Ok(vec![]);

@@ -28,7 +28,7 @@ use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
 use crate::roles::RoleTable;
 use crate::rules::{DoorContext, DoorRules, RuledDecision};
-use crate::rules::{MAX_REASON, MAX_RULE_STATE};
+use crate::rules::{MAX_REASON, MAX_RULE_STATE, check_obligations};
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
@@ -434,6 +434,7 @@ impl LoadedPlugin {
                 state,
                 door_state: StateUpdate::Keep,
                 site_state: StateUpdate::Keep,
+                obligations: Vec::new(),
             }
         };
         for state in [&out.state, &out.door_state, &out.site_state] {
@@ -446,6 +447,7 @@ impl LoadedPlugin {
                 });
             }
         }
+        check_obligations(&mut out.obligations)?;
         if let RuleVerdict::Deny { reason } = &mut out.verdict {
             // Still a deny, with a reason capped and printable, as on the decision path.
             *reason = printable(reason, MAX_REASON);

@@ -68,7 +68,7 @@ pub struct RoleTable {
     capability_names: Vec<String>,
 }
 
-fn valid_capability(name: &str) -> bool {
+pub(crate) fn valid_capability(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             !part.is_empty()

@@ -25,13 +25,14 @@
 use crate::bundle::Bundle;
 use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
+use crate::roles::valid_capability;
 use crate::runtime::{decode_strict, guest_error};
 use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, RuleVerdict};
+use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, Obligation, RuleVerdict};
 use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, Reason, RoleId, SiteId};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -186,6 +187,10 @@ pub struct RuledDecision {
     /// each allowed, abstained or failed on a fail-safe attachment. Empty (and not
     /// allocated) for a door with one rule.
     pub before: Vec<RuleTrace>,
+    /// What the rules that ran asked to see done beside the answer (ABI version 2), in
+    /// the chain's order, for the notification path. Empty, and not allocated, when none
+    /// did. They never change the effect.
+    pub obligations: Vec<Obligation>,
 }
 
 impl RuledDecision {
@@ -197,6 +202,7 @@ impl RuledDecision {
             core: decision,
             rule: None,
             before: Vec::new(),
+            obligations: Vec::new(),
         }
     }
 
@@ -606,12 +612,13 @@ impl DoorRules {
         let moment = LocalMoment::new(ctx.at, ctx.time_zone, ctx.holidays);
         let site_open = hours.is_open(ctx.site, &moment);
         let mut before = Vec::new();
+        let mut obligations = Vec::new();
         let mut last = None;
         for attachment in chain.iter() {
             if let Some(trace) = last.take() {
                 before.push(trace);
             }
-            let (effect, trace) = run_rule(attachment, bundle, &decision, ctx, &moment, site_open);
+            let (effect, trace) = run_rule(attachment, bundle, &decision, ctx, &moment, site_open, &mut obligations);
             // The first deny wins (on a decision the core denied too: the rest need not
             // run).
             if matches!(
@@ -627,6 +634,7 @@ impl DoorRules {
                     core: decision,
                     rule: Some(trace),
                     before,
+                    obligations,
                 };
             }
             last = Some(trace);
@@ -636,6 +644,7 @@ impl DoorRules {
             core: decision,
             rule: last,
             before,
+            obligations,
         }
     }
 }
@@ -653,6 +662,7 @@ fn run_rule(
     ctx: &DoorContext<'_>,
     moment: &LocalMoment,
     site_open: Option<bool>,
+    obligations: &mut Vec<Obligation>,
 ) -> (Effect, RuleTrace) {
     let fail = |sha256: Option<Sha256>, error: String| {
         let effect = match attachment.fail {
@@ -743,7 +753,7 @@ fn run_rule(
         bytes.clear();
         let bytes = postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
         let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| {
-            decode_output(out, scoped, &mut scratch.states)
+            decode_output(out, scoped, &mut scratch.states, obligations)
         });
         scratch.input = bytes;
         let (verdict, [change, door_change, site_change]) = out??;
@@ -850,20 +860,88 @@ struct OutputWireV2<'a> {
     door_state: StateWire<'a>,
     #[serde(borrow)]
     site_state: StateWire<'a>,
+    #[serde(borrow)]
+    obligations: Vec<ObligationWire<'a>>,
+}
+
+/// `keyway_abi::Obligation`, borrowed.
+#[derive(Debug, Serialize, Deserialize)]
+struct ObligationWire<'a> {
+    kind: &'a str,
+    detail: &'a str,
+}
+
+/// Most obligations one rule call may answer.
+pub const MAX_OBLIGATIONS: usize = 4;
+/// Longest obligation kind, in bytes.
+pub const MAX_OBLIGATION_KIND: usize = 64;
+/// Most bytes of an obligation's detail kept (the rest is cut, and said so).
+pub const MAX_OBLIGATION_DETAIL: usize = 256;
+
+/// Checks owned obligations (from [`LoadedPlugin::door_rule`](crate::LoadedPlugin::door_rule))
+/// as the decision path does, capping and escaping their details in place.
+pub(crate) fn check_obligations(obligations: &mut Vec<Obligation>) -> Result<(), PluginError> {
+    let wires: Vec<ObligationWire<'_>> = obligations
+        .iter()
+        .map(|o| ObligationWire {
+            kind: &o.kind,
+            detail: &o.detail,
+        })
+        .collect();
+    let mut checked = Vec::with_capacity(wires.len());
+    take_obligations(&wires, &mut checked)?;
+    *obligations = checked;
+    Ok(())
+}
+
+/// Checks a rule's obligations and keeps them, capped and printable.
+fn take_obligations(wires: &[ObligationWire<'_>], out: &mut Vec<Obligation>) -> Result<(), PluginError> {
+    if wires.len() > MAX_OBLIGATIONS {
+        return Err(PluginError::OutputLimit {
+            what: "obligations",
+            count: wires.len(),
+            max: MAX_OBLIGATIONS,
+        });
+    }
+    for wire in wires {
+        if wire.kind.len() > MAX_OBLIGATION_KIND || !valid_capability(wire.kind) {
+            return Err(PluginError::Decode {
+                reason: format!(
+                    "obligation kind `{}` is not a lowercase dotted name of at most {MAX_OBLIGATION_KIND} bytes",
+                    printable(wire.kind, MAX_OBLIGATION_KIND)
+                ),
+            });
+        }
+    }
+    out.extend(wires.iter().map(|w| Obligation {
+        kind: w.kind.to_owned(),
+        detail: printable(w.detail, MAX_OBLIGATION_DETAIL),
+    }));
+    Ok(())
 }
 
 /// Decodes a door rule's `HookResult<DoorRuleOutput>` in place (version 1's or, when
 /// `v2`, version 2's), copying each new state into `states` (per person, door, site;
-/// each checked against [`MAX_RULE_STATE`]). A version 1 output keeps the door's and the
-/// site's states.
+/// each checked against [`MAX_RULE_STATE`]) and appending its obligations to
+/// `obligations`. A version 1 output keeps the door's and the site's states and has no
+/// obligations.
 fn decode_output(
     bytes: &[u8],
     v2: bool,
     states: &mut [Vec<u8>; 3],
+    obligations: &mut Vec<Obligation>,
 ) -> Result<(RuleVerdict, [StateChange; 3]), PluginError> {
     let (verdict, wires) = if v2 {
         match decode_strict::<Result<OutputWireV2<'_>, &str>>(bytes)? {
-            Ok(out) => (out.verdict, [out.state, out.door_state, out.site_state]),
+            Ok(out) => {
+                // Checked before anything is kept: a refused answer leaves no trace.
+                let kept = obligations.len();
+                if let Err(e) = take_obligations(&out.obligations, obligations) {
+                    obligations.truncate(kept);
+                    return Err(e);
+                }
+                (out.verdict, [out.state, out.door_state, out.site_state])
+            }
             Err(message) => return Err(guest_error(message)),
         }
     } else {
@@ -980,6 +1058,7 @@ mod tests {
                 core: decision(reason),
                 rule: Some(trace(outcome)),
                 before: Vec::new(),
+                obligations: Vec::new(),
             };
             assert_eq!((d.reason_code(), d.to_string().as_str()), (code, text));
         }
@@ -1029,23 +1108,26 @@ mod tests {
         for (answer, expected, expected_states) in cases {
             let bytes = postcard::to_allocvec(&answer).unwrap();
             let mut states = <[Vec<u8>; 3]>::default();
-            let got = decode_output(&bytes, true, &mut states).map_err(|e| e.to_string());
+            let got = decode_output(&bytes, true, &mut states, &mut Vec::new()).map_err(|e| e.to_string());
             assert_eq!(got, expected, "{answer:?}");
             assert_eq!(states, expected_states, "{answer:?}");
             // A version 1 plugin's answer has no door or site state: the same bytes are
             // refused as trailing bytes.
             if expected.is_ok() {
-                assert!(decode_output(&bytes, false, &mut states).is_err(), "{answer:?} as v1");
+                assert!(
+                    decode_output(&bytes, false, &mut states, &mut Vec::new()).is_err(),
+                    "{answer:?} as v1"
+                );
             }
         }
         // Version 1: verdict and person state only; the door's and site's states stay.
         let v1: HookResult<(RuleVerdict, StateUpdate)> = Ok((RuleVerdict::Allow, StateUpdate::Set(vec![9])));
         let bytes = postcard::to_allocvec(&v1).unwrap();
         let mut states = <[Vec<u8>; 3]>::default();
-        let got = decode_output(&bytes, false, &mut states).map_err(|e| e.to_string());
+        let got = decode_output(&bytes, false, &mut states, &mut Vec::new()).map_err(|e| e.to_string());
         assert_eq!(got, Ok((RuleVerdict::Allow, [Set, Keep, Keep])));
         assert_eq!(states[0], vec![9]);
-        let err = decode_output(&[0, 9], true, &mut states).unwrap_err();
+        let err = decode_output(&[0, 9], true, &mut states, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, PluginError::Decode { .. }), "{err}");
     }
 }

@@ -379,6 +379,19 @@ pub struct DoorRuleOutput {
     pub door_state: StateUpdate,
     /// (v2) The new per-site state.
     pub site_state: StateUpdate,
+    /// (v2) What the host must see done beside the answer (at most 4), e.g. notify the
+    /// guard; carried with the decision to the notification path. An obligation never
+    /// changes the verdict.
+    pub obligations: Vec<Obligation>,
+}
+
+/// (v2) Something a door rule asks the host to see done beside its answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obligation {
+    /// What, as a lowercase dotted name (`notify.guard`), at most 64 bytes.
+    pub kind: String,
+    /// Free text for whoever acts on it, at most 256 bytes (longer is cut).
+    pub detail: String,
 }
 
 impl DoorRuleOutput {
@@ -390,6 +403,7 @@ impl DoorRuleOutput {
             state: StateUpdate::Keep,
             door_state: StateUpdate::Keep,
             site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
@@ -401,6 +415,7 @@ impl DoorRuleOutput {
             state: StateUpdate::Keep,
             door_state: StateUpdate::Keep,
             site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
@@ -412,6 +427,7 @@ impl DoorRuleOutput {
             state: StateUpdate::Keep,
             door_state: StateUpdate::Keep,
             site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
@@ -426,6 +442,16 @@ impl DoorRuleOutput {
     #[must_use]
     pub fn with_door_state(mut self, state: StateUpdate) -> Self {
         self.door_state = state;
+        self
+    }
+
+    /// (v2) The same verdict, with one more obligation.
+    #[must_use]
+    pub fn with_obligation(mut self, kind: impl Into<String>, detail: impl Into<String>) -> Self {
+        self.obligations.push(Obligation {
+            kind: kind.into(),
+            detail: detail.into(),
+        });
         self
     }
 

@@ -866,15 +866,15 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         (
             "a door state over 1 KiB",
             2,
-            format!("\\00\\00\\00\\01\\81\\08{big}\\00"),
-            1032,
+            format!("\\00\\00\\00\\01\\81\\08{big}\\00\\00"),
+            1033,
             "state of 1025 bytes exceeds the cap of 1024 bytes",
         ),
         (
             "a site state over 1 KiB",
             2,
-            format!("\\00\\00\\00\\00\\01\\81\\08{big}"),
-            1032,
+            format!("\\00\\00\\00\\00\\01\\81\\08{big}\\00"),
+            1033,
             "state of 1025 bytes exceeds the cap of 1024 bytes",
         ),
         (
@@ -887,9 +887,9 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         (
             "a version 1 rule answering version 2's output",
             1,
-            "\\00\\00\\00\\00\\00".to_owned(),
-            5,
-            "cannot decode the plugin's output: 2 trailing bytes after the answer",
+            "\\00\\00\\00\\00\\00\\00".to_owned(),
+            6,
+            "cannot decode the plugin's output: 3 trailing bytes after the answer",
         ),
     ];
     for (case, version, bytes, len, expected) in cases {
@@ -898,9 +898,10 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         assert_eq!(err.to_string(), expected, "{case}");
     }
 
-    // A rule that always sets its door state to [7] (and no other state): the state
+    // A rule that always sets its door state to [7] (and no other state, no obligation):
+    // the state
     // lands on the door it was called for, nowhere else.
-    let setter = answering(2, "\\00\\00\\00\\01\\01\\07\\00", 7);
+    let setter = answering(2, "\\00\\00\\00\\01\\01\\07\\00\\00", 8);
     let trap = wat_plugin(r#"(func (export "keyway_door_rule") (param i32 i32) (result i64) unreachable)"#);
     let dir = bundle_with(&[
         ("setter", setter),
@@ -976,4 +977,75 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         assert!(start.elapsed() < BUDGET, "{code}: took {:?}", start.elapsed());
         assert_eq!((d.effect, d.reason_code(), d.rules().count()), (effect, code, ran));
     }
+}
+
+/// Obligations (ABI version 2) are capped and checked, never change a verdict, and are
+/// carried with the decision from every rule of a chain that ran.
+#[test]
+fn obligations_are_capped_and_carried() {
+    let runtime = runtime();
+    // An obligation `notify.guard` with detail `x`: 0c "notify.guard" 01 "x".
+    let guard = "\\0cnotify.guard\\01x";
+    let with = |obligations: &str, count: u8| format!("\\00\\00\\00\\00\\00\\{count:02x}{obligations}");
+    // (case, answer, expected: the obligations kept, or the error)
+    let cases: [(&str, String, Result<usize, &str>); 3] = [
+        ("two obligations", with(&guard.repeat(2), 2), Ok(2)),
+        (
+            "five obligations",
+            with(&guard.repeat(5), 5),
+            Err("answered 5 obligations, over the limit of 4"),
+        ),
+        (
+            "a kind that is not a lowercase dotted name",
+            with("\\06Notify\\00", 1),
+            Err(
+                "cannot decode the plugin's output: obligation kind `Notify` is not a lowercase dotted name of at most 64 bytes",
+            ),
+        ),
+    ];
+    // The length of a WAT string: each `\xx` is one byte, any other character one byte.
+    let wat_len = |bytes: &str| bytes.len() - 2 * bytes.matches('\\').count();
+    for (case, bytes, expected) in cases {
+        let plugin = load(&runtime, &answering(2, &bytes, wat_len(&bytes))).unwrap();
+        let got = plugin.door_rule(&door_input(1, Some(1)));
+        match expected {
+            Ok(count) => assert_eq!(got.unwrap().obligations.len(), count, "{case}"),
+            Err(message) => assert_eq!(got.unwrap_err().to_string(), message, "{case}"),
+        }
+    }
+    // Through a chain: both rules' obligations are carried, in order; a deny stays a deny.
+    let first = with(guard, 1);
+    let second = format!("\\00\\01\\02no\\00\\00\\00\\01{guard}");
+    let dir = bundle_with(&[
+        ("first", answering(2, &first, wat_len(&first))),
+        ("second", answering(2, &second, wat_len(&second))),
+    ]);
+    let host = PolicyHost::load(Arc::clone(&runtime), dir.path()).unwrap();
+    host.door_rules()
+        .set_chain(DoorId(1), &[("first", FailMode::Secure), ("second", FailMode::Secure)])
+        .unwrap();
+    let tz = jiff::tz::TimeZone::UTC;
+    let ctx = DoorContext {
+        door: DoorId(1),
+        site: SiteId(1),
+        role: None,
+        direction: keyway_sdk::Direction::Unknown,
+        at: jiff::Timestamp::UNIX_EPOCH,
+        time_zone: &tz,
+        holidays: None,
+    };
+    let granted = Decision {
+        effect: Effect::Allow,
+        reason: Reason::Granted {
+            group: GroupId(1),
+            schedule: None,
+        },
+        revision: Revision(1),
+        credential: None,
+        person: Some(PersonId(1)),
+    };
+    let d = host.decide(granted, &ctx);
+    assert_eq!((d.effect, d.reason_code()), (Effect::Deny, "rule_denied"), "{d}");
+    let kinds: Vec<&str> = d.obligations.iter().map(|o| o.kind.as_str()).collect();
+    assert_eq!(kinds, ["notify.guard", "notify.guard"]);
 }
