@@ -85,6 +85,17 @@ pub trait Plugin: Sized + 'static {
         let _ = input;
         Err(not_exported(Hook::DoorRule))
     }
+
+    /// (v2) A passage at a door that attaches this rule: what actually happened. Export
+    /// it (`export_plugin!(MyRule, door_rule, passage)`) to count what happened rather
+    /// than what was decided.
+    ///
+    /// # Errors
+    /// Any message; the host logs it and leaves the states as they were.
+    fn passage(&self, input: &PassageInput<'_>) -> HookResult<PassageOutput> {
+        let _ = input;
+        Err(not_exported(Hook::Passage))
+    }
 }
 
 fn not_exported(hook: Hook) -> String {
@@ -135,6 +146,7 @@ pub(crate) fn dispatch_to<P: Plugin, S: Sink>(plugin: &P, hook: Hook, input: &[u
         Hook::Voucher => sink.put(&run(input, |i| plugin.voucher(i))),
         Hook::Notify => sink.put(&run(input, |i| plugin.notify(i))),
         Hook::DoorRule => sink.put(&run(input, |i: &DoorRuleInput<'_>| plugin.door_rule(i))),
+        Hook::Passage => sink.put(&run(input, |i: &PassageInput<'_>| plugin.passage(i))),
     }
 }
 
@@ -158,7 +170,7 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Resul
 /// keyway_sdk::export_plugin!(MyPlugin, roles, door_rule);
 /// ```
 ///
-/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`. On targets other than
+/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`, `passage`. On targets other than
 /// wasm32 the macro expands to nothing, so the crate builds and tests natively.
 #[macro_export]
 macro_rules! export_plugin {
@@ -210,6 +222,9 @@ macro_rules! __export_hook {
     };
     ($plugin:ty, door_rule) => {
         $crate::__export_hook!(@fn $plugin, keyway_door_rule, DoorRule);
+    };
+    ($plugin:ty, passage) => {
+        $crate::__export_hook!(@fn $plugin, keyway_passage, Passage);
     };
     (@fn $plugin:ty, $name:ident, $hook:ident) => {
         #[unsafe(no_mangle)]

@@ -9,7 +9,8 @@
 
 use crate::{
     Config, CoreVerdict, Direction, DoorRuleInput, DoorRuleOutput, Hook, HookResult, LocalTime, Notification,
-    NotifyInput, Plugin, RoleTableDef, RuleVerdict, StateUpdate, VoucherInput, VoucherVerdict, dispatch,
+    NotifyInput, PassageInput, PassageOutput, Plugin, RoleTableDef, RuleVerdict, StateUpdate, VoucherInput,
+    VoucherVerdict, dispatch,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -68,6 +69,14 @@ impl<P: Plugin> Harness<P> {
     /// The plugin's error.
     pub fn notify(&self, input: &NotifyInput) -> HookResult<Vec<Notification>> {
         self.call(Hook::Notify, input)
+    }
+
+    /// The `passage` hook (ABI version 2), with the states given in `input`.
+    ///
+    /// # Errors
+    /// The plugin's error.
+    pub fn passage(&self, input: &PassageInput<'_>) -> HookResult<PassageOutput> {
+        self.call(Hook::Passage, input)
     }
 
     /// The `door_rule` hook, with the state given in `input`.
@@ -204,6 +213,34 @@ impl<P: Plugin> DoorRuleSim<P> {
         Ok(out.verdict)
     }
 
+    /// Tells the rule of a passage (`input`'s states are replaced by the kept ones) on
+    /// one of the instances and keeps the states it answers, as the host does when an IQ
+    /// reports what happened at the door.
+    ///
+    /// # Errors
+    /// The plugin's error, or its configuration error when a fresh instance is made.
+    pub fn passage(&mut self, mut input: PassageInput<'_>) -> HookResult<()> {
+        input.state = Cow::Owned(
+            input
+                .person
+                .and_then(|p| self.states.get(&p).cloned())
+                .unwrap_or_default(),
+        );
+        input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
+        input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
+        let index = (self.next_random() % self.instances.len() as u64) as usize;
+        let out = match self.instances.get(index) {
+            Some(instance) => instance.passage(&input)?,
+            None => return Err("the simulator has no instance".into()),
+        };
+        if let Some(person) = input.person {
+            update(&mut self.states, person, out.state);
+        }
+        update(&mut self.door_states, input.door, out.door_state);
+        update(&mut self.site_states, input.site, out.site_state);
+        Ok(())
+    }
+
     /// Replaces every instance by a freshly configured one, as a hot swap of the bundle
     /// does; the per-person states are kept, as the host keeps them.
     ///
@@ -262,6 +299,23 @@ fn update(states: &mut HashMap<u32, Vec<u8>>, key: u32, change: StateUpdate) {
         StateUpdate::Clear => {
             states.remove(&key);
         }
+    }
+}
+
+/// A passage for tests: `person` went through `door` of site 1 (it opened) at the time
+/// [`door_input`] uses, in `direction`.
+#[must_use]
+pub fn passage_input(door: u32, person: Option<u32>, direction: Direction) -> PassageInput<'static> {
+    PassageInput {
+        door,
+        site: 1,
+        person,
+        at_unix: 1_795_000_000,
+        direction,
+        opened: true,
+        state: Cow::Borrowed(&[]),
+        door_state: Cow::Borrowed(&[]),
+        site_state: Cow::Borrowed(&[]),
     }
 }
 

@@ -27,7 +27,7 @@
 use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
 use crate::roles::RoleTable;
-use crate::rules::{DoorContext, DoorRules, RuledDecision};
+use crate::rules::{DoorContext, DoorRules, Passage, RuledDecision};
 use crate::rules::{MAX_REASON, MAX_RULE_STATE, check_obligations};
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::sha::Sha256;
@@ -231,7 +231,7 @@ impl Bundle {
             for hook in &entry.hooks {
                 hooks.push(Hook::from_name(hook).ok_or_else(|| {
                     BundleError::Invalid(format!(
-                        "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule)",
+                        "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule, passage)",
                         printable(hook, 64)
                     ))
                 })?);
@@ -294,6 +294,9 @@ impl Bundle {
                     Hook::DoorRule => {
                         rules.insert(name.clone(), Arc::clone(&plugin));
                     }
+                    // A door rule's passage hook is called for the doors that attach
+                    // the rule; declaring it only makes the host check it is exported.
+                    Hook::Passage => {}
                 }
             }
             plugins.insert(name.clone(), plugin);
@@ -534,6 +537,14 @@ impl PolicyHost {
         let bundle = Arc::new(bundle);
         self.rules
             .swap_checked(&bundle, || self.bundle.swap(Arc::clone(&bundle)))
+    }
+
+    /// Tells the door's rules of a passage (what actually happened, as an IQ reports
+    /// it), with the current bundle; answers the rules that failed.
+    #[must_use]
+    pub fn passage(&self, passage: &Passage) -> Vec<(Arc<str>, PluginError)> {
+        let bundle = self.bundle.load();
+        self.rules.passage(&bundle, passage)
     }
 
     /// Runs the door's rule, if any, on the core's decision, with the current bundle.

@@ -47,7 +47,7 @@ pub use error::{BundleError, PluginError, RoleTableError};
 pub use hours::OpeningHours;
 pub use roles::{Capability, RoleTable};
 pub use rules::{
-    AttachError, DoorContext, DoorRules, FailMode, RuleOutcome, RuleTrace, RuledDecision, Ruling, StateScope,
+    AttachError, DoorContext, DoorRules, FailMode, Passage, RuleOutcome, RuleTrace, RuledDecision, Ruling, StateScope,
 };
 pub use runtime::{Limits, LoadedPlugin, Runtime};
 pub use sha::Sha256;

@@ -26,13 +26,14 @@ use crate::bundle::Bundle;
 use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
 use crate::roles::valid_capability;
+use crate::runtime::LoadedPlugin;
 use crate::runtime::{decode_strict, guest_error};
 use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, Obligation, RuleVerdict};
+use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, Obligation, PassageInput, RuleVerdict};
 use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, Reason, RoleId, SiteId};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -649,6 +650,131 @@ impl DoorRules {
     }
 }
 
+/// A passage an IQ reported at a door: what actually happened after a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Passage {
+    /// The door.
+    pub door: DoorId,
+    /// The door's site.
+    pub site: SiteId,
+    /// The person, when known.
+    pub person: Option<PersonId>,
+    /// When.
+    pub at: Timestamp,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// Whether the door actually opened.
+    pub opened: bool,
+}
+
+impl DoorRules {
+    /// Tells every rule of the door's chain that exports `keyway_passage` (ABI version 2)
+    /// of a passage, in order, each under the same locks as a decision, so its states
+    /// change atomically. Answers the rules that failed, with why; their states are
+    /// unchanged, and the others' calls still happen.
+    #[must_use]
+    pub fn passage(&self, bundle: &Bundle, passage: &Passage) -> Vec<(Arc<str>, PluginError)> {
+        let attachments = self.attachments.load();
+        let Some(chain) = attachments.get(&passage.door) else {
+            return Vec::new();
+        };
+        let mut failed = Vec::new();
+        for attachment in chain.iter() {
+            let Some(plugin) = bundle.rule(&attachment.rule) else {
+                continue;
+            };
+            if plugin.abi_version() < 2 || !plugin.exports(Hook::Passage) {
+                continue;
+            }
+            if let Err(e) = run_passage(attachment, plugin, passage) {
+                failed.push((Arc::clone(&attachment.rule), e));
+            }
+        }
+        failed
+    }
+}
+
+/// Runs one rule's passage hook and applies the states it answers.
+fn run_passage(attachment: &Attachment, plugin: &LoadedPlugin, passage: &Passage) -> Result<(), PluginError> {
+    let mut guard = passage.person.map(|p| (p, lock(attachment.state.shard(p))));
+    let mut doors = lock(attachment.state.door_shard(passage.door));
+    let mut sites = lock(attachment.state.site_shard(passage.site));
+    with_scratch(|scratch| {
+        let state = guard
+            .as_ref()
+            .and_then(|(person, shard)| shard.get(person))
+            .map_or(&[][..], Vec::as_slice);
+        let input = PassageInput {
+            door: passage.door.0,
+            site: passage.site.0,
+            person: passage.person.map(|p| p.0),
+            at_unix: passage.at.as_second(),
+            direction: passage.direction,
+            opened: passage.opened,
+            state: Cow::Borrowed(state),
+            door_state: Cow::Borrowed(doors.get(&passage.door).map_or(&[][..], Vec::as_slice)),
+            site_state: Cow::Borrowed(sites.get(&passage.site).map_or(&[][..], Vec::as_slice)),
+        };
+        let mut bytes = std::mem::take(&mut scratch.input);
+        bytes.clear();
+        let bytes = postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
+        let out = plugin.call_raw_with(Hook::Passage, &bytes, |out| decode_passage(out, &mut scratch.states));
+        scratch.input = bytes;
+        let [change, door_change, site_change] = out??;
+        let [new, new_door, new_site] = &scratch.states;
+        if let Some((person, shard)) = &mut guard {
+            apply_change(shard, *person, change, new);
+        }
+        apply_change(&mut doors, passage.door, door_change, new_door);
+        apply_change(&mut sites, passage.site, site_change, new_site);
+        Ok(())
+    })
+}
+
+/// `keyway_abi::PassageOutput`, borrowed.
+#[derive(Debug, Serialize, Deserialize)]
+struct PassageWire<'a> {
+    #[serde(borrow)]
+    state: StateWire<'a>,
+    #[serde(borrow)]
+    door_state: StateWire<'a>,
+    #[serde(borrow)]
+    site_state: StateWire<'a>,
+}
+
+/// Decodes a passage hook's `HookResult<PassageOutput>` strictly, copying new states
+/// into `states` (each checked against [`MAX_RULE_STATE`]).
+fn decode_passage(bytes: &[u8], states: &mut [Vec<u8>; 3]) -> Result<[StateChange; 3], PluginError> {
+    let out = match decode_strict::<Result<PassageWire<'_>, &str>>(bytes)? {
+        Ok(out) => out,
+        Err(message) => return Err(guest_error(message)),
+    };
+    state_changes([out.state, out.door_state, out.site_state], states)
+}
+
+/// Turns three state updates into changes, copying new states into `states`.
+fn state_changes(wires: [StateWire<'_>; 3], states: &mut [Vec<u8>; 3]) -> Result<[StateChange; 3], PluginError> {
+    let mut changes = [StateChange::Keep; 3];
+    for ((wire, change), buf) in wires.into_iter().zip(&mut changes).zip(states.iter_mut()) {
+        *change = match wire {
+            StateWire::Keep => StateChange::Keep,
+            StateWire::Set(s) if s.len() > MAX_RULE_STATE => {
+                return Err(PluginError::StateTooLarge {
+                    len: s.len(),
+                    max: MAX_RULE_STATE,
+                });
+            }
+            StateWire::Set(s) => {
+                buf.clear();
+                buf.extend_from_slice(s);
+                StateChange::Set
+            }
+            StateWire::Clear => StateChange::Clear,
+        };
+    }
+    Ok(changes)
+}
+
 fn attached(chain: &[Attachment]) -> Vec<Attached> {
     chain.iter().map(|a| (Arc::clone(&a.rule), a.fail)).collect()
 }
@@ -950,24 +1076,7 @@ fn decode_output(
             Err(message) => return Err(guest_error(message)),
         }
     };
-    let mut changes = [StateChange::Keep; 3];
-    for ((wire, change), buf) in wires.into_iter().zip(&mut changes).zip(states.iter_mut()) {
-        *change = match wire {
-            StateWire::Keep => StateChange::Keep,
-            StateWire::Set(s) if s.len() > MAX_RULE_STATE => {
-                return Err(PluginError::StateTooLarge {
-                    len: s.len(),
-                    max: MAX_RULE_STATE,
-                });
-            }
-            StateWire::Set(s) => {
-                buf.clear();
-                buf.extend_from_slice(s);
-                StateChange::Set
-            }
-            StateWire::Clear => StateChange::Clear,
-        };
-    }
+    let changes = state_changes(wires, states)?;
     let verdict = match verdict {
         VerdictWire::Allow => RuleVerdict::Allow,
         VerdictWire::Deny { reason } => RuleVerdict::Deny {

@@ -394,7 +394,7 @@ struct Slot {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     dealloc: TypedFunc<(i32, i32), ()>,
-    hooks: [Option<TypedFunc<(i32, i32), i64>>; 4],
+    hooks: [Option<TypedFunc<(i32, i32), i64>>; 5],
     configure: TypedFunc<(i32, i32), i64>,
 }
 
@@ -428,6 +428,7 @@ impl Export {
             Export::Hook(Hook::Voucher) => "`keyway_voucher`",
             Export::Hook(Hook::Notify) => "`keyway_notify`",
             Export::Hook(Hook::DoorRule) => "`keyway_door_rule`",
+            Export::Hook(Hook::Passage) => "`keyway_passage`",
         }
     }
 }
@@ -438,6 +439,7 @@ const fn hook_index(hook: Hook) -> usize {
         Hook::Voucher => 1,
         Hook::Notify => 2,
         Hook::DoorRule => 3,
+        Hook::Passage => 4,
     }
 }
 
@@ -480,6 +482,15 @@ impl LoadedPlugin {
     #[must_use]
     pub fn abi_version(&self) -> i32 {
         self.abi.get().copied().unwrap_or(1)
+    }
+
+    /// Whether its module exports `hook` (a door rule's `keyway_passage` is optional).
+    #[must_use]
+    pub fn exports(&self, hook: Hook) -> bool {
+        matches!(
+            self.pre.module().get_export(hook.export_name()),
+            Some(ExternType::Func(_))
+        )
     }
 
     /// Idle instances in the pool (for tests and metrics).
@@ -529,7 +540,7 @@ impl LoadedPlugin {
         let configure = instance
             .get_typed_func::<(i32, i32), i64>(&mut store, "keyway_configure")
             .map_err(|e| bad("keyway_configure", e))?;
-        let mut hooks = [None, None, None, None];
+        let mut hooks = [None, None, None, None, None];
         for hook in Hook::ALL {
             if instance.get_func(&mut store, hook.export_name()).is_some() {
                 let f = instance

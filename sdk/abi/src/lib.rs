@@ -34,11 +34,14 @@ pub enum Hook {
     Notify,
     /// `keyway_door_rule`: a per-decision rule on the doors that attach it.
     DoorRule,
+    /// `keyway_passage` (v2, optional for a door rule): what actually happened at a door
+    /// that attaches the rule, after the decision.
+    Passage,
 }
 
 impl Hook {
     /// Every hook.
-    pub const ALL: [Hook; 4] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule];
+    pub const ALL: [Hook; 5] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule, Hook::Passage];
 
     /// The name of the wasm export.
     #[must_use]
@@ -48,6 +51,7 @@ impl Hook {
             Hook::Voucher => "keyway_voucher",
             Hook::Notify => "keyway_notify",
             Hook::DoorRule => "keyway_door_rule",
+            Hook::Passage => "keyway_passage",
         }
     }
 
@@ -59,6 +63,7 @@ impl Hook {
             Hook::Voucher => "voucher",
             Hook::Notify => "notify",
             Hook::DoorRule => "door_rule",
+            Hook::Passage => "passage",
         }
     }
 

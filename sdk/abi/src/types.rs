@@ -462,3 +462,46 @@ impl DoorRuleOutput {
         self
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// passage (ABI version 2)
+
+/// (v2) What actually happened at a door after a decision: the IQ reports the door
+/// opened (or stayed shut). A door rule that exports `keyway_passage` hears of every
+/// passage at the doors that attach it, so what it counts (occupancy, anti-passback) is
+/// what happened, not what was decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassageInput<'a> {
+    /// The door.
+    pub door: u32,
+    /// The door's site.
+    pub site: u32,
+    /// The person, when known.
+    pub person: Option<u32>,
+    /// When, as Unix seconds.
+    pub at_unix: i64,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// Whether the door actually opened.
+    pub opened: bool,
+    /// The state the host keeps for this rule and this person.
+    #[serde(borrow)]
+    pub state: Cow<'a, [u8]>,
+    /// The state the host keeps for this rule and this door.
+    #[serde(borrow)]
+    pub door_state: Cow<'a, [u8]>,
+    /// The state the host keeps for this rule and this site.
+    #[serde(borrow)]
+    pub site_state: Cow<'a, [u8]>,
+}
+
+/// (v2) A rule's answer to a passage: how its states change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassageOutput {
+    /// The new per-person state.
+    pub state: StateUpdate,
+    /// The new per-door state.
+    pub door_state: StateUpdate,
+    /// The new per-site state.
+    pub site_state: StateUpdate,
+}

@@ -34,6 +34,7 @@ fn default_bundle_answers() {
             "anti-passback",
             "business-hours",
             "notify-owner",
+            "occupancy",
             "roles-standard",
             "two-person",
             "voucher-standard"
@@ -166,7 +167,7 @@ fn broken_bundles_are_refused() {
         (
             "unknown hook",
             Box::new(|t: String| t.replace("hooks = [\"notify\"]", "hooks = [\"notfy\"]")),
-            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule)".into(),
+            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule, passage)".into(),
         ),
         (
             "hook not exported",
@@ -225,12 +226,12 @@ fn precompiled_cache_survives_a_restart() {
     let cache = tempfile::tempdir().unwrap();
     let first = Arc::new(Runtime::new(Limits::default()).unwrap().with_cache_dir(cache.path()));
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 6);
+    assert_eq!(first.compiled_count(), 7);
     // The same process never compiles a module twice.
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 6);
+    assert_eq!(first.compiled_count(), 7);
     let files = std::fs::read_dir(cache.path()).unwrap().count();
-    assert_eq!(files, 6);
+    assert_eq!(files, 7);
     let key = format!("{:016x}.cwasm", first.compatibility_key());
     for f in std::fs::read_dir(cache.path()).unwrap() {
         assert!(f.unwrap().file_name().to_string_lossy().ends_with(&key));

@@ -457,17 +457,17 @@ fn attachments_stay_consistent_with_the_bundle() {
         (
             6,
             "not-in-bundle",
-            "bundle `default` has no door rule `not-in-bundle` (its door rules: `anti-passback`, `business-hours`, `trap-rule`, `two-person`)",
+            "bundle `default` has no door rule `not-in-bundle` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
         ),
         (
             6,
             "roles-standard",
-            "bundle `default` has no door rule `roles-standard` (its door rules: `anti-passback`, `business-hours`, `trap-rule`, `two-person`)",
+            "bundle `default` has no door rule `roles-standard` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
         ),
         (
             6,
             "bad\u{202e}name\n",
-            "bundle `default` has no door rule `bad\\u{202e}name\\u{a}` (its door rules: `anti-passback`, `business-hours`, `trap-rule`, `two-person`)",
+            "bundle `default` has no door rule `bad\\u{202e}name\\u{a}` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
         ),
     ];
     for (door, rule, expected) in refused {
@@ -633,7 +633,7 @@ fn rule_chains() {
         (&nine, "a chain of 9 rules for door 6, over the limit of 8"),
         (
             &[("anti-passback", FailMode::Safe), ("typo", FailMode::Safe)],
-            "bundle `default` has no door rule `typo` (its door rules: `anti-passback`, `business-hours`, `trap-rule`, `two-person`)",
+            "bundle `default` has no door rule `typo` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
         ),
     ];
     for (chain, expected) in refused {

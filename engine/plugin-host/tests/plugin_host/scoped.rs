@@ -8,7 +8,7 @@ use crate::common::{default_dir, runtime};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, RoleId, SiteId};
-use keyway_plugin_host::{Direction, DoorContext, FailMode, Limits, PolicyHost, Runtime, StateScope};
+use keyway_plugin_host::{Direction, DoorContext, FailMode, Limits, Passage, PolicyHost, Runtime, StateScope};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -166,4 +166,65 @@ fn version_1_and_2_rules_in_one_chain() {
     // The version 1 rule fails (and is skipped, fail-safe); the version 2 rule decides.
     assert_eq!(decide(&host, DoorId(7), 1, 0), Effect::Deny);
     assert_eq!(decide(&host, DoorId(7), 2, 5), Effect::Allow);
+}
+
+/// The occupancy limit counts passages (what happened) in per-site state: 8 threads
+/// reporting entries and exits through 8 doors at once lose no count.
+#[test]
+fn occupancy_counts_passages_under_concurrency() {
+    let host = Arc::new(PolicyHost::load(runtime(), &default_dir()).unwrap());
+    for t in 0..THREADS {
+        host.door_rules()
+            .attach(DoorId(t + 1), "occupancy", FailMode::Secure)
+            .unwrap();
+    }
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let host = Arc::clone(&host);
+            std::thread::spawn(move || {
+                for i in 0..150u32 {
+                    // Two entries for each exit.
+                    let direction = if i % 3 == 2 { Direction::Exit } else { Direction::Entry };
+                    let passage = Passage {
+                        door: DoorId(t + 1),
+                        site: SiteId(1),
+                        person: Some(PersonId(t * 1000 + i)),
+                        at: Timestamp::from_second(1_800_000_000).unwrap(),
+                        direction,
+                        opened: true,
+                    };
+                    assert_eq!(host.passage(&passage), Vec::new());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let inside = host
+        .door_rules()
+        .scoped_state("occupancy", StateScope::Site(SiteId(1)))
+        .unwrap();
+    assert_eq!(inside, (THREADS * 50).to_le_bytes().to_vec());
+    // 400 people inside, over the bundle's limit of 50: an entry is denied, with the
+    // rule's reason.
+    let tz = TimeZone::UTC;
+    let ctx = DoorContext {
+        door: DoorId(1),
+        site: SiteId(1),
+        role: Some(RoleId(3)),
+        direction: Direction::Entry,
+        at: Timestamp::from_second(1_800_000_000).unwrap(),
+        time_zone: &tz,
+        holidays: None,
+    };
+    let d = host.decide(granted(1), &ctx);
+    assert_eq!(
+        (
+            d.effect,
+            d.reason_code(),
+            d.to_string().ends_with("occupancy limit of 50 reached")
+        ),
+        (Effect::Deny, "rule_denied", true)
+    );
 }

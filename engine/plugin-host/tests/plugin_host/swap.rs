@@ -95,6 +95,6 @@ fn swap_under_load() {
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 0);
-    // Modules were compiled once per distinct wasm: 6 standard + the trap rule.
-    assert_eq!(runtime.compiled_count(), 7);
+    // Modules were compiled once per distinct wasm: 7 standard + the trap rule.
+    assert_eq!(runtime.compiled_count(), 8);
 }
