@@ -4,7 +4,7 @@
 //! ```toml
 //! [bundle]
 //! name = "default"
-//! abi = 1
+//! abi = 2
 //!
 //! [plugins.roles]
 //! file = "roles_standard.wasm"
@@ -66,7 +66,8 @@ pub struct Manifest {
 pub struct BundleMeta {
     /// The bundle's name.
     pub name: String,
-    /// The ABI version its plugins speak.
+    /// The ABI version its plugins are built for: 1 or 2 (the host speaks both; each
+    /// plugin says its own through `keyway_abi_version`).
     pub abi: i32,
 }
 
