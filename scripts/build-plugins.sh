@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--out" ]]; then
     out="${2:?--out needs a directory}"
 fi
 
-plugins=(roles-standard notify-owner voucher-standard business-hours anti-passback)
+plugins=(roles-standard notify-owner voucher-standard business-hours anti-passback two-person occupancy)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown

@@ -22,7 +22,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 
 /// The ABI version this SDK implements; `keyway_abi_version` returns it.
-pub const ABI_VERSION: i32 = 1;
+pub use keyway_abi::ABI_VERSION;
 
 /// Inputs and outputs up to this many bytes use the per-instance scratch buffers.
 pub const SCRATCH_LEN: usize = 1024;

@@ -32,63 +32,15 @@
 //! See `sdk/README.md` for the guide and `sdk/ABI.md` for the binary contract.
 
 pub mod abi;
-pub mod capabilities;
-mod config;
 pub mod testing;
-mod types;
 
-pub use abi::ABI_VERSION;
-pub use config::{Config, Value};
-pub use types::*;
+// The wire types live in `keyway-abi`, shared with the host; plugins keep naming them
+// through this crate.
+pub use keyway_abi::capabilities;
+pub use keyway_abi::*;
 
 #[doc(hidden)]
 pub use postcard as __postcard;
-
-/// The hooks a plugin may export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    /// `keyway_roles`: the role table, once per bundle load.
-    Roles,
-    /// `keyway_voucher`: may this write change the counts?
-    Voucher,
-    /// `keyway_notify`: notifications for one event.
-    Notify,
-    /// `keyway_door_rule`: a per-decision rule on the doors that attach it.
-    DoorRule,
-}
-
-impl Hook {
-    /// Every hook.
-    pub const ALL: [Hook; 4] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule];
-
-    /// The name of the wasm export.
-    #[must_use]
-    pub const fn export_name(self) -> &'static str {
-        match self {
-            Hook::Roles => "keyway_roles",
-            Hook::Voucher => "keyway_voucher",
-            Hook::Notify => "keyway_notify",
-            Hook::DoorRule => "keyway_door_rule",
-        }
-    }
-
-    /// The name used in manifests (`hooks = ["door_rule"]`).
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Hook::Roles => "roles",
-            Hook::Voucher => "voucher",
-            Hook::Notify => "notify",
-            Hook::DoorRule => "door_rule",
-        }
-    }
-
-    /// The hook with this manifest name.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Hook> {
-        Hook::ALL.into_iter().find(|h| h.name() == name)
-    }
-}
 
 /// A policy plugin. Implement `configure` and the hooks you export; the others answer an
 /// error if ever called.
@@ -132,6 +84,17 @@ pub trait Plugin: Sized + 'static {
     fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
         let _ = input;
         Err(not_exported(Hook::DoorRule))
+    }
+
+    /// (v2) A passage at a door that attaches this rule: what actually happened. Export
+    /// it (`export_plugin!(MyRule, door_rule, passage)`) to count what happened rather
+    /// than what was decided.
+    ///
+    /// # Errors
+    /// Any message; the host logs it and leaves the states as they were.
+    fn passage(&self, input: &PassageInput<'_>) -> HookResult<PassageOutput> {
+        let _ = input;
+        Err(not_exported(Hook::Passage))
     }
 }
 
@@ -183,6 +146,7 @@ pub(crate) fn dispatch_to<P: Plugin, S: Sink>(plugin: &P, hook: Hook, input: &[u
         Hook::Voucher => sink.put(&run(input, |i| plugin.voucher(i))),
         Hook::Notify => sink.put(&run(input, |i| plugin.notify(i))),
         Hook::DoorRule => sink.put(&run(input, |i: &DoorRuleInput<'_>| plugin.door_rule(i))),
+        Hook::Passage => sink.put(&run(input, |i: &PassageInput<'_>| plugin.passage(i))),
     }
 }
 
@@ -206,7 +170,7 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Resul
 /// keyway_sdk::export_plugin!(MyPlugin, roles, door_rule);
 /// ```
 ///
-/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`. On targets other than
+/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`, `passage`. On targets other than
 /// wasm32 the macro expands to nothing, so the crate builds and tests natively.
 #[macro_export]
 macro_rules! export_plugin {
@@ -258,6 +222,9 @@ macro_rules! __export_hook {
     };
     ($plugin:ty, door_rule) => {
         $crate::__export_hook!(@fn $plugin, keyway_door_rule, DoorRule);
+    };
+    ($plugin:ty, passage) => {
+        $crate::__export_hook!(@fn $plugin, keyway_passage, Passage);
     };
     (@fn $plugin:ty, $name:ident, $hook:ident) => {
         #[unsafe(no_mangle)]

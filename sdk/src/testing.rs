@@ -2,11 +2,15 @@
 //!
 //! The harness goes through the same postcard encoding and [`dispatch`] as the wasm
 //! exports, so a type that does not round-trip fails here, not in production.
-//! [`DoorRuleSim`] also keeps per-person state the way the host does.
+//! [`DoorRuleSim`] also keeps per-person state the way the host does, and runs a rule the
+//! way the host does: over several instances, discarded at random, with hot swaps, so a
+//! rule that keeps state in its own memory fails here (see [`SimOptions`]).
+//! [`Harness`] is one instance, for hooks that keep no state.
 
 use crate::{
     Config, CoreVerdict, Direction, DoorRuleInput, DoorRuleOutput, Hook, HookResult, LocalTime, Notification,
-    NotifyInput, Plugin, RoleTableDef, RuleVerdict, StateUpdate, VoucherInput, VoucherVerdict, dispatch,
+    NotifyInput, PassageInput, PassageOutput, Plugin, RoleTableDef, RuleVerdict, StateUpdate, VoucherInput,
+    VoucherVerdict, dispatch,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,6 +71,14 @@ impl<P: Plugin> Harness<P> {
         self.call(Hook::Notify, input)
     }
 
+    /// The `passage` hook (ABI version 2), with the states given in `input`.
+    ///
+    /// # Errors
+    /// The plugin's error.
+    pub fn passage(&self, input: &PassageInput<'_>) -> HookResult<PassageOutput> {
+        self.call(Hook::Passage, input)
+    }
+
     /// The `door_rule` hook, with the state given in `input`.
     ///
     /// # Errors
@@ -76,31 +88,102 @@ impl<P: Plugin> Harness<P> {
     }
 }
 
-/// A door rule with the host's per-person state: each call sees the state the previous
-/// call for the same person left.
+/// How [`DoorRuleSim`] runs a rule: like the host, over several instances, any of which
+/// may be discarded after any call.
+///
+/// The host pools instances and discards them at will (after a trap, when the pool is
+/// full, on a hot swap), so a rule that keeps anything in its own memory between calls
+/// (a field behind a `Cell`, `RefCell` or `Mutex`) sees a different, or a fresh, copy
+/// from one call to the next. The simulator does the same on purpose, so such a rule fails
+/// its own tests instead of failing in the field. Memory shared by every instance of a
+/// native test (a `static`, a `thread_local!`) is not caught: do not use it either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// How many instances calls are spread over (at least one).
+    pub instances: usize,
+    /// The chance, per thousand, that the instance that served a call is then discarded
+    /// (replaced by a freshly configured one).
+    pub discard_per_mille: u16,
+    /// The seed of the simulator's random choices: the same seed replays the same run.
+    pub seed: u64,
+}
+
+impl SimOptions {
+    /// One instance, never discarded: only for a rule's first steps, as it hides a rule
+    /// that leans on its own memory.
+    pub const SINGLE: SimOptions = SimOptions {
+        instances: 1,
+        discard_per_mille: 0,
+        seed: 1,
+    };
+}
+
+impl Default for SimOptions {
+    /// Four instances, one discarded after about one call in five.
+    fn default() -> Self {
+        SimOptions {
+            instances: 4,
+            discard_per_mille: 200,
+            seed: 0x6b65_7977_6179,
+        }
+    }
+}
+
+/// A door rule run as the host runs it: each call sees the per-person, per-door and
+/// per-site states the previous calls left (kept by the simulator, as the host keeps
+/// them), calls are
+/// spread over several instances that are discarded at random ([`SimOptions`]), and
+/// [`DoorRuleSim::hot_swap`] replaces every instance as a bundle swap does.
 #[derive(Debug)]
 pub struct DoorRuleSim<P> {
-    harness: Harness<P>,
+    config: Config,
+    instances: Vec<Harness<P>>,
+    options: SimOptions,
+    rng: u64,
     states: HashMap<u32, Vec<u8>>,
+    door_states: HashMap<u32, Vec<u8>>,
+    site_states: HashMap<u32, Vec<u8>>,
+    discarded: u64,
 }
 
 impl<P: Plugin> DoorRuleSim<P> {
-    /// Configures the rule.
+    /// Configures the rule, with the default [`SimOptions`].
     ///
     /// # Errors
     /// The plugin's configuration error.
     pub fn new(config: Config) -> HookResult<Self> {
+        DoorRuleSim::with_options(config, SimOptions::default())
+    }
+
+    /// Configures the rule, run with these options.
+    ///
+    /// # Errors
+    /// The plugin's configuration error.
+    pub fn with_options(config: Config, options: SimOptions) -> HookResult<Self> {
+        let count = options.instances.max(1);
+        let mut instances = Vec::with_capacity(count);
+        for _ in 0..count {
+            instances.push(Harness::new(config.clone())?);
+        }
         Ok(DoorRuleSim {
-            harness: Harness::new(config)?,
+            config,
+            instances,
+            options,
+            // xorshift needs a non-zero state.
+            rng: options.seed | 1,
             states: HashMap::new(),
+            door_states: HashMap::new(),
+            site_states: HashMap::new(),
+            discarded: 0,
         })
     }
 
-    /// Runs the rule on `input` (its `state` is replaced by the kept one) and keeps the
-    /// state it answers.
+    /// Runs the rule on `input` (its `state`, `door_state` and `site_state` are replaced
+    /// by the kept ones) on one of the instances, keeps the states it answers, and may
+    /// then discard that instance.
     ///
     /// # Errors
-    /// The plugin's error.
+    /// The plugin's error, or its configuration error when a fresh instance is made.
     pub fn decide(&mut self, mut input: DoorRuleInput<'_>) -> HookResult<RuleVerdict> {
         input.state = Cow::Owned(
             input
@@ -108,24 +191,137 @@ impl<P: Plugin> DoorRuleSim<P> {
                 .and_then(|p| self.states.get(&p).cloned())
                 .unwrap_or_default(),
         );
-        let out = self.harness.door_rule(&input)?;
+        input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
+        input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
+        let index = (self.next_random() % self.instances.len() as u64) as usize;
+        let out = match self.instances.get(index) {
+            Some(instance) => instance.door_rule(&input)?,
+            None => return Err("the simulator has no instance".into()),
+        };
         if let Some(person) = input.person {
-            match out.state {
-                StateUpdate::Keep => {}
-                StateUpdate::Set(s) => {
-                    self.states.insert(person, s);
-                }
-                StateUpdate::Clear => {
-                    self.states.remove(&person);
-                }
+            update(&mut self.states, person, out.state);
+        }
+        update(&mut self.door_states, input.door, out.door_state);
+        update(&mut self.site_states, input.site, out.site_state);
+        if self.next_random() % 1000 < u64::from(self.options.discard_per_mille) {
+            let fresh = Harness::new(self.config.clone())?;
+            if let Some(slot) = self.instances.get_mut(index) {
+                *slot = fresh;
+                self.discarded += 1;
             }
         }
         Ok(out.verdict)
     }
+
+    /// Tells the rule of a passage (`input`'s states are replaced by the kept ones) on
+    /// one of the instances and keeps the states it answers, as the host does when an IQ
+    /// reports what happened at the door.
+    ///
+    /// # Errors
+    /// The plugin's error, or its configuration error when a fresh instance is made.
+    pub fn passage(&mut self, mut input: PassageInput<'_>) -> HookResult<()> {
+        input.state = Cow::Owned(
+            input
+                .person
+                .and_then(|p| self.states.get(&p).cloned())
+                .unwrap_or_default(),
+        );
+        input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
+        input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
+        let index = (self.next_random() % self.instances.len() as u64) as usize;
+        let out = match self.instances.get(index) {
+            Some(instance) => instance.passage(&input)?,
+            None => return Err("the simulator has no instance".into()),
+        };
+        if let Some(person) = input.person {
+            update(&mut self.states, person, out.state);
+        }
+        update(&mut self.door_states, input.door, out.door_state);
+        update(&mut self.site_states, input.site, out.site_state);
+        Ok(())
+    }
+
+    /// Replaces every instance by a freshly configured one, as a hot swap of the bundle
+    /// does; the per-person states are kept, as the host keeps them.
+    ///
+    /// # Errors
+    /// The plugin's configuration error.
+    pub fn hot_swap(&mut self) -> HookResult<()> {
+        for slot in &mut self.instances {
+            *slot = Harness::new(self.config.clone())?;
+        }
+        self.discarded += self.instances.len() as u64;
+        Ok(())
+    }
+
+    /// The state kept for `person`, if any.
+    #[must_use]
+    pub fn state(&self, person: u32) -> Option<&[u8]> {
+        self.states.get(&person).map(Vec::as_slice)
+    }
+
+    /// The state kept for `door`, if any.
+    #[must_use]
+    pub fn door_state(&self, door: u32) -> Option<&[u8]> {
+        self.door_states.get(&door).map(Vec::as_slice)
+    }
+
+    /// The state kept for `site`, if any.
+    #[must_use]
+    pub fn site_state(&self, site: u32) -> Option<&[u8]> {
+        self.site_states.get(&site).map(Vec::as_slice)
+    }
+
+    /// How many instances were discarded so far (at random or by a hot swap).
+    #[must_use]
+    pub fn discarded(&self) -> u64 {
+        self.discarded
+    }
+
+    /// xorshift64: deterministic for a seed, good enough to pick instances.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
 }
 
-/// A door-rule input for tests: the core granted `person` at `door`, on a Monday at noon,
-/// through a reader of unknown direction, at a site without opening hours. Adjust the
+/// Applies a state update to the state kept under `key`.
+fn update(states: &mut HashMap<u32, Vec<u8>>, key: u32, change: StateUpdate) {
+    match change {
+        StateUpdate::Keep => {}
+        StateUpdate::Set(s) => {
+            states.insert(key, s);
+        }
+        StateUpdate::Clear => {
+            states.remove(&key);
+        }
+    }
+}
+
+/// A passage for tests: `person` went through `door` of site 1 (it opened) at the time
+/// [`door_input`] uses, in `direction`.
+#[must_use]
+pub fn passage_input(door: u32, person: Option<u32>, direction: Direction) -> PassageInput<'static> {
+    PassageInput {
+        door,
+        site: 1,
+        person,
+        at_unix: 1_795_000_000,
+        direction,
+        opened: true,
+        state: Cow::Borrowed(&[]),
+        door_state: Cow::Borrowed(&[]),
+        site_state: Cow::Borrowed(&[]),
+    }
+}
+
+/// A door-rule input for tests: the core granted `person` at `door` of site 1, on a
+/// Monday at noon, through a reader of unknown direction, at a site without opening
+/// hours, with no state kept yet. Adjust the
 /// fields you care about.
 #[must_use]
 pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
@@ -147,5 +343,8 @@ pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
         },
         state: Cow::Borrowed(&[]),
         site_open: None,
+        site: 1,
+        door_state: Cow::Borrowed(&[]),
+        site_state: Cow::Borrowed(&[]),
     }
 }

@@ -1,6 +1,6 @@
 //! The SDK's own tests: config getters, dispatch, and the encoding contract in ABI.md.
 
-use keyway_sdk::testing::{Harness, door_input};
+use keyway_sdk::testing::{DoorRuleSim, Harness, SimOptions, door_input};
 use keyway_sdk::{
     Config, DoorRuleInput, DoorRuleOutput, EventKind, Hook, HookResult, Plugin, RuleVerdict, StateUpdate, Value,
     dispatch,
@@ -98,8 +98,9 @@ fn wire_format_matches_abi_md() {
     // The byte strings ABI.md quotes.
     let ok_unit: HookResult<()> = Ok(());
     assert_eq!(postcard::to_allocvec(&ok_unit).unwrap(), [0]);
+    // Version 2: verdict, person, door and site state updates, obligations.
     let abstain: HookResult<DoorRuleOutput> = Ok(DoorRuleOutput::abstain());
-    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0]);
+    assert_eq!(postcard::to_allocvec(&abstain).unwrap(), [0, 2, 0, 0, 0, 0]);
     let err: HookResult<()> = Err("nope".into());
     assert_eq!(postcard::to_allocvec(&err).unwrap(), [1, 4, b'n', b'o', b'p', b'e']);
     let empty: HookResult<Vec<u8>> = Ok(vec![]);
@@ -151,13 +152,18 @@ fn door_rule_input_wire_layout() {
         state: vec![1, 2, 3],
     };
     let v0_bytes = postcard::to_allocvec(&v0).unwrap();
-    // (site_open, the bytes appended to the older layout)
-    let cases = [(None, vec![0]), (Some(false), vec![1, 0]), (Some(true), vec![1, 1])];
+    // (site_open, the bytes appended to the older layout: site_open, then version 2's
+    // site 1, an empty door state and an empty site state)
+    let cases = [
+        (None, vec![0, 1, 0, 0]),
+        (Some(false), vec![1, 0, 1, 0, 0]),
+        (Some(true), vec![1, 1, 1, 0, 0]),
+    ];
     for (site_open, tail) in cases {
         input.site_open = site_open;
         let bytes = postcard::to_allocvec(&input).unwrap();
         // The borrowed fields encode as a String and a Vec<u8> would, and `site_open`
-        // is appended at the end.
+        // and version 2's fields are appended at the end.
         assert_eq!(bytes, [v0_bytes.as_slice(), tail.as_slice()].concat(), "{site_open:?}");
         // A plugin built before `site_open` still decodes the input (postcard ignores
         // what follows a complete value).
@@ -172,4 +178,138 @@ fn door_rule_input_wire_layout() {
         assert!(matches!(decoded.state, std::borrow::Cow::Borrowed(_)));
         assert!(matches!(decoded.verdict.reason, std::borrow::Cow::Borrowed(_)));
     }
+}
+
+/// A two-person rule (the door opens for a badge when another person badged within 30
+/// seconds), kept in two ways: in the instance's own memory (wrong: the host pools and
+/// discards instances), and in the state the host keeps, which spans one person only, so
+/// it can only count this person's own badges (here: "badge twice within 30 seconds").
+#[derive(Debug)]
+struct InMemory {
+    last: std::cell::Cell<Option<(u32, i64)>>,
+}
+
+impl Plugin for InMemory {
+    fn configure(_: &Config) -> HookResult<Self> {
+        Ok(InMemory {
+            last: std::cell::Cell::new(None),
+        })
+    }
+
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
+        let person = input.person.ok_or("no person")?;
+        let ok = matches!(self.last.get(), Some((other, at)) if other != person && input.at_unix - at <= 30);
+        self.last.set(Some((person, input.at_unix)));
+        Ok(if ok {
+            DoorRuleOutput::allow()
+        } else {
+            DoorRuleOutput::deny("waiting for a second person")
+        })
+    }
+}
+
+#[derive(Debug)]
+struct InState;
+
+impl Plugin for InState {
+    fn configure(_: &Config) -> HookResult<Self> {
+        Ok(InState)
+    }
+
+    fn door_rule(&self, input: &DoorRuleInput<'_>) -> HookResult<DoorRuleOutput> {
+        let last = input
+            .state
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_le_bytes);
+        let ok = matches!(last, Some(at) if input.at_unix - at <= 30);
+        let out = if ok {
+            DoorRuleOutput::allow()
+        } else {
+            DoorRuleOutput::deny("badge again within 30 s")
+        };
+        Ok(out.with_state(StateUpdate::Set(input.at_unix.to_le_bytes().to_vec())))
+    }
+}
+
+/// Runs `badges` (person, time) through a simulator and answers how many the rule
+/// allowed.
+#[expect(clippy::unwrap_used, reason = "a test helper")]
+fn allowed<P: Plugin>(options: SimOptions, badges: &[(u32, i64)], swap_at: Option<usize>) -> usize {
+    let mut sim = DoorRuleSim::<P>::with_options(Config::new(), options).unwrap();
+    let mut allowed = 0;
+    for (i, &(person, at)) in badges.iter().enumerate() {
+        if swap_at == Some(i) {
+            sim.hot_swap().unwrap();
+        }
+        let mut input = door_input(1, Some(person));
+        input.at_unix = at;
+        if sim.decide(input).unwrap() == RuleVerdict::Allow {
+            allowed += 1;
+        }
+    }
+    allowed
+}
+
+/// The simulator runs a rule as the host does, so a rule that leans on its instance's
+/// memory fails its tests, and one that keeps its state through the host passes them.
+#[test]
+fn the_simulator_catches_rules_that_lean_on_instance_memory() {
+    // Pairs of people badging 10 s apart: the second of each pair should pass.
+    let pairs: Vec<(u32, i64)> = (0..200)
+        .flat_map(|i| [(2 * i + 1, 100 * i64::from(i)), (2 * i + 2, 100 * i64::from(i) + 10)])
+        .collect();
+    // Each person badging twice, 10 s apart: the second badge should pass.
+    let twice: Vec<(u32, i64)> = (0..200)
+        .flat_map(|i| [(i + 1, 100 * i64::from(i)), (i + 1, 100 * i64::from(i) + 10)])
+        .collect();
+    // (case, allowed, expected)
+    let cases = [
+        (
+            "in memory, one instance: looks right",
+            allowed::<InMemory>(SimOptions::SINGLE, &pairs, None),
+            200,
+        ),
+        (
+            "in memory, like the host",
+            allowed::<InMemory>(SimOptions::default(), &pairs, None),
+            0,
+        ),
+        (
+            "in state, one instance",
+            allowed::<InState>(SimOptions::SINGLE, &twice, None),
+            200,
+        ),
+        (
+            "in state, like the host",
+            allowed::<InState>(SimOptions::default(), &twice, None),
+            200,
+        ),
+        (
+            "in state, with a hot swap",
+            allowed::<InState>(SimOptions::default(), &twice, Some(201)),
+            200,
+        ),
+    ];
+    for (case, got, expected) in cases {
+        if case == "in memory, like the host" {
+            assert!(got < 150, "{case}: {got} of 200 passed; the simulator must catch it");
+        } else {
+            assert_eq!(got, expected, "{case}");
+        }
+    }
+    // A hot swap alone is enough to catch it, even on one instance.
+    assert_eq!(allowed::<InMemory>(SimOptions::SINGLE, &[(1, 0), (2, 10)], Some(1)), 0);
+    // The same seed replays the same run.
+    let run = || {
+        allowed::<InMemory>(
+            SimOptions {
+                seed: 7,
+                ..SimOptions::default()
+            },
+            &pairs,
+            None,
+        )
+    };
+    assert_eq!(run(), run());
 }

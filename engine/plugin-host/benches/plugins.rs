@@ -13,10 +13,10 @@ use hdrhistogram::Histogram;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, RoleId, SiteId};
-use keyway_plugin_host::sdk::{
+use keyway_plugin_host::{Bundle, DoorContext, FailMode, Limits, PolicyHost, RoleTable, Runtime};
+use keyway_sdk::{
     Channel, Direction, Event, EventKind, Hook, NotificationSettings, NotifyInput, Recipient, RoleTableDef,
 };
-use keyway_plugin_host::{Bundle, DoorContext, FailMode, Limits, PolicyHost, RoleTable, Runtime};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,10 +99,29 @@ fn main() {
             .measurement_time(Duration::from_millis(500));
     }
     let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-    let dir = PolicyHost::default_bundle_dir();
+    let dir = PolicyHost::default_bundle_dir_in(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     let host = Arc::new(PolicyHost::load(Arc::clone(&runtime), &dir).unwrap());
-    host.door_rules().attach(DoorId(1), "anti-passback", FailMode::Secure);
-    host.door_rules().attach(DoorId(2), "business-hours", FailMode::Secure);
+    host.door_rules()
+        .attach(DoorId(1), "anti-passback", FailMode::Secure)
+        .unwrap();
+    host.door_rules()
+        .attach(DoorId(2), "business-hours", FailMode::Secure)
+        .unwrap();
+    // ABI version 2: per-door state, locked and written on every call.
+    host.door_rules()
+        .attach(DoorId(4), "two-person", FailMode::Secure)
+        .unwrap();
+    // A chain of three rules, each of which runs (none denies).
+    host.door_rules()
+        .set_chain(
+            DoorId(5),
+            &[
+                ("business-hours", FailMode::Secure),
+                ("anti-passback", FailMode::Secure),
+                ("two-person", FailMode::Safe),
+            ],
+        )
+        .unwrap();
     let tz = TimeZone::get("Europe/Amsterdam").unwrap();
     let at: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
 
@@ -121,6 +140,23 @@ fn main() {
             black_box(host.decide(granted((i / 2) % 1000), ctx))
         });
     });
+    c.bench_function("door_rule/two_person_scoped_state", |b| {
+        let ctx = ctx(4, Direction::Unknown, at, &tz);
+        let mut i = 0u32;
+        // Alternating people: every other call opens and clears the door's state.
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(host.decide(granted(i % 2), &ctx))
+        });
+    });
+    c.bench_function("door_rule/chain_of_three", |b| {
+        let ctx = ctx(5, Direction::Unknown, at, &tz);
+        let mut i = 0u32;
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(host.decide(granted(i % 2), &ctx))
+        });
+    });
     c.bench_function("door_rule/no_rule", |b| {
         let ctx = ctx(3, Direction::Unknown, at, &tz);
         b.iter(|| black_box(host.decide(black_box(granted(7)), &ctx)));
@@ -136,10 +172,10 @@ fn main() {
             "abi-md",
             &wat::parse_str(&abi_md[start..end]).unwrap(),
             &[Hook::DoorRule],
-            &keyway_plugin_host::sdk::Config::new(),
+            &keyway_sdk::Config::new(),
         )
         .unwrap();
-    let input = keyway_plugin_host::sdk::testing::door_input(1, Some(7));
+    let input = keyway_sdk::testing::door_input(1, Some(7));
     c.bench_function("door_rule/minimal_wat_guest", |b| {
         b.iter(|| black_box(wat_rule.door_rule(black_box(&input)).unwrap()));
     });
@@ -177,6 +213,14 @@ fn main() {
         let ctx = if i.is_multiple_of(2) { &entry } else { &exit };
         black_box(host.decide(granted(u32::try_from((i / 2) % 1000).unwrap()), ctx));
     });
+    let two = ctx(4, Direction::Unknown, at, &tz);
+    percentiles("door_rule/two_person (scoped state) round trip", n, |i| {
+        black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &two));
+    });
+    let chain = ctx(5, Direction::Unknown, at, &tz);
+    percentiles("door_rule/chain_of_three round trip", n, |i| {
+        black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &chain));
+    });
     percentiles("door_rule/minimal_wat_guest round trip", n, |_| {
         black_box(wat_rule.door_rule(&input).unwrap());
     });
@@ -206,7 +250,9 @@ fn main() {
 /// Two threads decide at a ruled door while the main thread swaps bundles.
 fn swap_report(runtime: &Arc<Runtime>, dir: &std::path::Path, quick: bool) {
     let host = Arc::new(PolicyHost::load(Arc::clone(runtime), dir).unwrap());
-    host.door_rules().attach(DoorId(2), "business-hours", FailMode::Secure);
+    host.door_rules()
+        .attach(DoorId(2), "business-hours", FailMode::Secure)
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..2)
@@ -235,7 +281,7 @@ fn swap_report(runtime: &Arc<Runtime>, dir: &std::path::Path, quick: bool) {
     for _ in 0..swaps {
         let bundle = Bundle::load(runtime, dir).unwrap();
         let start = Instant::now();
-        drop(host.swap(bundle));
+        drop(host.swap(bundle).unwrap());
         swap_times
             .record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX))
             .unwrap();

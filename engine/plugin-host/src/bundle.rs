@@ -4,7 +4,7 @@
 //! ```toml
 //! [bundle]
 //! name = "default"
-//! abi = 1
+//! abi = 2
 //!
 //! [plugins.roles]
 //! file = "roles_standard.wasm"
@@ -27,19 +27,24 @@
 use crate::error::{BundleError, PluginError};
 use crate::hours::OpeningHours;
 use crate::roles::RoleTable;
-use crate::rules::{DoorContext, DoorRules, RuledDecision};
-use crate::runtime::{Plugin, Runtime};
+use crate::rules::{DoorContext, DoorRules, Passage, RuledDecision};
+use crate::rules::{MAX_REASON, MAX_RULE_STATE, check_obligations};
+use crate::runtime::{LoadedPlugin, Runtime};
 use crate::sha::Sha256;
+use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
-use keyway_core::{Decision, Schedule, SiteId};
-use keyway_sdk::{
-    ABI_VERSION, Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, Value,
-    VoucherInput, VoucherVerdict,
+use keyway_abi::{
+    Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, RuleVerdict,
+    SUPPORTED_ABI_VERSIONS, StateUpdate, Value, VoucherInput, VoucherVerdict,
 };
+use keyway_core::{Decision, Schedule, SiteId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The default bundle's directory, relative to a Keyway checkout or install root.
+pub const DEFAULT_BUNDLE_DIR: &str = "policies/default";
 
 /// The manifest's file name in a bundle directory.
 pub const MANIFEST: &str = "bundle.toml";
@@ -61,7 +66,8 @@ pub struct Manifest {
 pub struct BundleMeta {
     /// The bundle's name.
     pub name: String,
-    /// The ABI version its plugins speak.
+    /// The ABI version its plugins are built for: 1 or 2 (the host speaks both; each
+    /// plugin says its own through `keyway_abi_version`).
     pub abi: i32,
 }
 
@@ -110,15 +116,60 @@ pub fn to_config(table: &toml::Table) -> Config {
     }
 }
 
+/// Largest manifest read, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+/// Reads a bundle file: a regular file (or a link to one), never a device, a pipe or a
+/// directory, at most `max` bytes (checked before reading, and again while reading, in
+/// case it grows).
+///
+/// # Errors
+/// [`BundleError::NotAFile`], [`BundleError::FileTooLarge`], [`BundleError::Io`].
+pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, BundleError> {
+    use std::io::Read as _;
+    let io = |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let too_large = || BundleError::FileTooLarge {
+        path: path.to_path_buf(),
+        max,
+    };
+    // `metadata` follows links: what counts is what the link points to. Checked before
+    // opening, as opening a pipe would block until a writer came.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(BundleError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > max as u64 {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // The same check on what was opened, in case the path changed in between.
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(BundleError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(max).min(max));
+    file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// A loaded, validated bundle: its plugins, ready to call, and its compiled role table.
 #[derive(Debug)]
 pub struct Bundle {
     name: String,
-    plugins: BTreeMap<String, Arc<Plugin>>,
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     roles: RoleTable,
-    voucher: Option<Arc<Plugin>>,
-    notify: Vec<Arc<Plugin>>,
-    rules: BTreeMap<String, Arc<Plugin>>,
+    voucher: Option<Arc<LoadedPlugin>>,
+    notify: Vec<Arc<LoadedPlugin>>,
+    rules: BTreeMap<String, Arc<LoadedPlugin>>,
 }
 
 impl Bundle {
@@ -128,15 +179,14 @@ impl Bundle {
     /// See [`BundleError`].
     pub fn load(runtime: &Arc<Runtime>, dir: &Path) -> Result<Bundle, BundleError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Io {
+        let text = read_capped(&path, MAX_MANIFEST_BYTES)?;
+        let text = String::from_utf8(text).map_err(|_| BundleError::Manifest {
             path: path.clone(),
-            source,
+            reason: "not UTF-8".into(),
         })?;
         let manifest = Manifest::parse(&text).map_err(|reason| BundleError::Manifest { path, reason })?;
-        Bundle::from_manifest(runtime, &manifest, |file| {
-            let path = dir.join(file);
-            std::fs::read(&path).map_err(|source| BundleError::Io { path, source })
-        })
+        let max = runtime.limits().max_module_bytes;
+        Bundle::from_manifest(runtime, &manifest, |file| read_capped(&dir.join(file), max))
     }
 
     /// Loads a bundle from a parsed manifest, reading files through `read`.
@@ -148,9 +198,15 @@ impl Bundle {
         manifest: &Manifest,
         mut read: impl FnMut(&str) -> Result<Vec<u8>, BundleError>,
     ) -> Result<Bundle, BundleError> {
-        if manifest.bundle.abi != ABI_VERSION {
+        if manifest.bundle.name.is_empty() || !is_printable(&manifest.bundle.name, 64) {
             return Err(BundleError::Invalid(format!(
-                "bundle `{}` targets ABI version {}, this host speaks {ABI_VERSION}",
+                "bundle name `{}` must be 1 to 64 printable bytes",
+                printable(&manifest.bundle.name, 64)
+            )));
+        }
+        if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
+            return Err(BundleError::Invalid(format!(
+                "bundle `{}` targets ABI version {}, this host speaks 1 and 2",
                 manifest.bundle.name, manifest.bundle.abi
             )));
         }
@@ -166,23 +222,31 @@ impl Bundle {
                     "plugin name `{name}` must be lowercase letters, digits, `-` and `_`"
                 )));
             }
-            if entry.file.contains("..") || entry.file.starts_with('/') {
+            if entry.file.contains("..") || entry.file.starts_with('/') || !is_printable(&entry.file, 255) {
                 return Err(BundleError::Invalid(format!(
-                    "plugin `{name}`: file `{}` must be inside the bundle directory",
-                    entry.file
+                    "plugin `{name}`: file `{}` must be a printable name inside the bundle directory",
+                    printable(&entry.file, 255)
                 )));
             }
             let mut hooks = Vec::with_capacity(entry.hooks.len());
             for hook in &entry.hooks {
                 hooks.push(Hook::from_name(hook).ok_or_else(|| {
                     BundleError::Invalid(format!(
-                        "plugin `{name}`: unknown hook `{hook}` (known: roles, voucher, notify, door_rule)"
+                        "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule, passage)",
+                        printable(hook, 64)
                     ))
                 })?);
             }
+            // Upper-case hex digits are accepted: they name the same digest.
+            if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(BundleError::Invalid(format!(
+                    "plugin `{name}`: sha256 `{}` is not 64 hex digits",
+                    printable(&entry.sha256, 80)
+                )));
+            }
             let wasm = read(&entry.file)?;
             let found = Sha256::of(&wasm);
-            if found.to_string() != entry.sha256 {
+            if !found.to_string().eq_ignore_ascii_case(&entry.sha256) {
                 return Err(BundleError::HashMismatch {
                     plugin: name.clone(),
                     file: entry.file.clone(),
@@ -194,10 +258,10 @@ impl Bundle {
         }
         let bundle_name = &manifest.bundle.name;
         let mut plugins = BTreeMap::new();
-        let mut voucher: Option<Arc<Plugin>> = None;
+        let mut voucher: Option<Arc<LoadedPlugin>> = None;
         let mut notify = Vec::new();
         let mut rules = BTreeMap::new();
-        let mut roles_plugin: Option<(&String, Arc<Plugin>)> = None;
+        let mut roles_plugin: Option<(&String, Arc<LoadedPlugin>)> = None;
         for (name, entry, hooks, wasm) in binaries {
             let plugin_err = |source: PluginError| BundleError::Plugin {
                 plugin: name.clone(),
@@ -231,6 +295,9 @@ impl Bundle {
                     Hook::DoorRule => {
                         rules.insert(name.clone(), Arc::clone(&plugin));
                     }
+                    // A door rule's passage hook is called for the doors that attach
+                    // the rule; declaring it only makes the host check it is exported.
+                    Hook::Passage => {}
                 }
             }
             plugins.insert(name.clone(), plugin);
@@ -274,18 +341,23 @@ impl Bundle {
 
     /// A plugin by name.
     #[must_use]
-    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.get(name)
     }
 
     /// The plugins, by name.
-    pub fn plugins(&self) -> impl Iterator<Item = (&str, &Arc<Plugin>)> {
+    pub fn plugins(&self) -> impl Iterator<Item = (&str, &Arc<LoadedPlugin>)> {
         self.plugins.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The names of its door rules.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.keys().map(String::as_str)
     }
 
     /// The door-rule plugin with this name.
     #[must_use]
-    pub fn rule(&self, name: &str) -> Option<&Arc<Plugin>> {
+    pub fn rule(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
         self.rules.get(name)
     }
 
@@ -296,7 +368,13 @@ impl Bundle {
     /// The plugin failed; the caller must refuse the write (a voucher fails closed).
     pub fn voucher(&self, input: &VoucherInput) -> Result<VoucherVerdict, PluginError> {
         match &self.voucher {
-            Some(p) => p.call(Hook::Voucher, input),
+            Some(p) => Ok(match p.call(Hook::Voucher, input)? {
+                VoucherVerdict::Allow => VoucherVerdict::Allow,
+                // Still a deny, with a message capped and printable.
+                VoucherVerdict::Deny { message } => VoucherVerdict::Deny {
+                    message: printable(&message, MAX_REASON),
+                },
+            }),
             None => Ok(VoucherVerdict::Allow),
         }
     }
@@ -308,19 +386,77 @@ impl Bundle {
     pub fn notify(&self, input: &NotifyInput) -> Result<Vec<Notification>, PluginError> {
         let mut out = Vec::new();
         for p in &self.notify {
-            out.extend(p.call::<_, Vec<Notification>>(Hook::Notify, input)?);
+            let notifications = p.call::<_, Vec<Notification>>(Hook::Notify, input)?;
+            check_notifications(&notifications)?;
+            out.extend(notifications);
         }
         Ok(out)
     }
 }
 
-impl Plugin {
-    /// The door-rule hook.
+/// Most notifications one notify plugin may answer for one event.
+pub const MAX_NOTIFICATIONS: usize = 16;
+/// Largest notification subject, in bytes.
+pub const MAX_SUBJECT: usize = 256;
+/// Largest notification body, in bytes.
+pub const MAX_BODY: usize = 64 << 10;
+/// Largest recipient address, in bytes.
+pub const MAX_ADDRESS: usize = 320;
+
+/// Refuses a notify answer over any of its caps.
+fn check_notifications(notifications: &[Notification]) -> Result<(), PluginError> {
+    let over = |what, count, max| {
+        if count > max {
+            Err(PluginError::OutputLimit { what, count, max })
+        } else {
+            Ok(())
+        }
+    };
+    over("notifications for one event", notifications.len(), MAX_NOTIFICATIONS)?;
+    for n in notifications {
+        over("bytes in a notification's subject", n.subject.len(), MAX_SUBJECT)?;
+        over("bytes in a notification's body", n.body.len(), MAX_BODY)?;
+        over("bytes in a recipient's address", n.recipient.address.len(), MAX_ADDRESS)?;
+    }
+    Ok(())
+}
+
+impl LoadedPlugin {
+    /// The door-rule hook, for either ABI version (a version 1 answer keeps the door's
+    /// and the site's states).
     ///
     /// # Errors
-    /// As [`Plugin::call`].
+    /// As [`LoadedPlugin::call`].
     pub fn door_rule(&self, input: &DoorRuleInput<'_>) -> Result<DoorRuleOutput, PluginError> {
-        self.call(Hook::DoorRule, input)
+        let mut out: DoorRuleOutput = if self.abi_version() >= 2 {
+            self.call(Hook::DoorRule, input)?
+        } else {
+            // Version 1's output: the verdict and the person's state only.
+            let (verdict, state): (RuleVerdict, StateUpdate) = self.call(Hook::DoorRule, input)?;
+            DoorRuleOutput {
+                verdict,
+                state,
+                door_state: StateUpdate::Keep,
+                site_state: StateUpdate::Keep,
+                obligations: Vec::new(),
+            }
+        };
+        for state in [&out.state, &out.door_state, &out.site_state] {
+            if let StateUpdate::Set(bytes) = state
+                && bytes.len() > MAX_RULE_STATE
+            {
+                return Err(PluginError::StateTooLarge {
+                    len: bytes.len(),
+                    max: MAX_RULE_STATE,
+                });
+            }
+        }
+        check_obligations(&mut out.obligations)?;
+        if let RuleVerdict::Deny { reason } = &mut out.verdict {
+            // Still a deny, with a reason capped and printable, as on the decision path.
+            *reason = printable(reason, MAX_REASON);
+        }
+        Ok(out)
     }
 }
 
@@ -344,8 +480,8 @@ impl PolicyHost {
     pub fn new(runtime: Arc<Runtime>, bundle: Bundle) -> Self {
         PolicyHost {
             runtime,
+            rules: DoorRules::for_bundle(&bundle),
             bundle: ArcSwap::from_pointee(bundle),
-            rules: DoorRules::new(),
             hours: OpeningHours::new(),
         }
     }
@@ -387,15 +523,29 @@ impl PolicyHost {
     /// bundle stays. Answers the bundle swapped out.
     ///
     /// # Errors
-    /// See [`BundleError`].
+    /// See [`BundleError`] and [`PolicyHost::swap`].
     pub fn swap_dir(&self, dir: &Path) -> Result<Arc<Bundle>, BundleError> {
         let bundle = Bundle::load(&self.runtime, dir)?;
-        Ok(self.swap(bundle))
+        self.swap(bundle)
     }
 
     /// Swaps in an already validated bundle; answers the one swapped out.
-    pub fn swap(&self, bundle: Bundle) -> Arc<Bundle> {
-        self.bundle.swap(Arc::new(bundle))
+    ///
+    /// # Errors
+    /// [`BundleError::RuleStillAttached`] when the bundle lacks a door rule that a door
+    /// attaches (the running bundle stays; detach the rule first).
+    pub fn swap(&self, bundle: Bundle) -> Result<Arc<Bundle>, BundleError> {
+        let bundle = Arc::new(bundle);
+        self.rules
+            .swap_checked(&bundle, || self.bundle.swap(Arc::clone(&bundle)))
+    }
+
+    /// Tells the door's rules of a passage (what actually happened, as an IQ reports
+    /// it), with the current bundle; answers the rules that failed.
+    #[must_use]
+    pub fn passage(&self, passage: &Passage) -> Vec<(Arc<str>, PluginError)> {
+        let bundle = self.bundle.load();
+        self.rules.passage(&bundle, passage)
     }
 
     /// Runs the door's rule, if any, on the core's decision, with the current bundle.
@@ -405,9 +555,11 @@ impl PolicyHost {
         self.rules.apply(&bundle, &self.hours, decision, ctx)
     }
 
-    /// The bundle directory the server uses by default, relative to the workspace root.
+    /// The default bundle's directory under `root` (a Keyway checkout or install
+    /// root): `<root>/policies/default`. The library builds in no path of its own: the
+    /// binary decides what `root` is.
     #[must_use]
-    pub fn default_bundle_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default")
+    pub fn default_bundle_dir_in(root: &Path) -> PathBuf {
+        root.join(DEFAULT_BUNDLE_DIR)
     }
 }

@@ -3,11 +3,15 @@
 //! compatibility hash (`Engine::precompile_compatibility_hash`), so a restart or an
 //! upgraded wasmtime never loads code compiled for another engine.
 //!
+//! Only modules that loaded (validated, instantiated, configured) are kept, in memory or
+//! on disk: a refused module costs its compile once per attempt and nothing after.
+//!
 //! API Boundary: the cache directory must be trusted like the binary itself: its files
 //! are loaded as native code. Files are written whole, then renamed into place.
 
 use crate::error::PluginError;
 use crate::sha::Sha256;
+use crate::text::printable;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
@@ -50,33 +54,52 @@ impl ModuleCache {
         dir.join(format!("{sha}-{:016x}.cwasm", self.compat))
     }
 
-    pub(crate) fn get_or_compile(&self, engine: &Engine, sha: Sha256, wasm: &[u8]) -> Result<Module, PluginError> {
-        if let Some(m) = self.modules.lock().unwrap_or_else(PoisonError::into_inner).get(&sha) {
-            return Ok(m.clone());
-        }
+    /// The module compiled for `sha`, if one loaded before.
+    pub(crate) fn get(&self, sha: Sha256) -> Option<Module> {
+        self.modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sha)
+            .cloned()
+    }
+
+    /// The module for `wasm`: from the on-disk cache when it has it, else compiled. It is
+    /// not kept: the caller [`insert`](ModuleCache::insert)s it once it loaded, so a
+    /// module that is refused never stays in memory or on disk.
+    pub(crate) fn compile(&self, engine: &Engine, sha: Sha256, wasm: &[u8]) -> Result<Module, PluginError> {
         let from_disk = self
             .dir
             .as_deref()
             .and_then(|dir| load_precompiled(engine, &self.path(dir, sha)));
-        let module = match from_disk {
-            Some(m) => m,
-            None => {
-                let m = Module::from_binary(engine, wasm).map_err(|e| PluginError::InvalidModule {
-                    reason: format!("{e:#}"),
-                })?;
-                self.compiled.fetch_add(1, Ordering::Relaxed);
-                if let Some(dir) = &self.dir {
-                    // The cache is an optimisation: failing to write it is not an error.
-                    let _ = store_precompiled(&m, dir, &self.path(dir, sha));
-                }
-                m
+        if let Some(module) = from_disk {
+            return Ok(module);
+        }
+        let module = Module::from_binary(engine, wasm).map_err(|e| PluginError::InvalidModule {
+            reason: printable(&format!("{e:#}"), 512),
+        })?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        Ok(module)
+    }
+
+    /// Keeps a module that loaded, in memory and (when there is a cache directory and it
+    /// is not there yet) on disk.
+    pub(crate) fn insert(&self, sha: Sha256, module: &Module) {
+        if let Some(dir) = &self.dir {
+            let path = self.path(dir, sha);
+            if !path.is_file() {
+                // The cache is an optimisation: failing to write it is not an error.
+                let _ = store_precompiled(module, dir, &path);
             }
-        };
+        }
         self.modules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(sha, module.clone());
-        Ok(module)
+    }
+
+    /// How many modules are kept in memory.
+    pub(crate) fn len(&self) -> usize {
+        self.modules.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 

@@ -15,6 +15,35 @@ pub enum PluginError {
         /// Wasmtime's explanation.
         reason: String,
     },
+    /// The module is larger than [`Limits::max_module_bytes`](crate::Limits::max_module_bytes).
+    #[error("module of {len} bytes exceeds the module size limit of {max} bytes")]
+    ModuleTooLarge {
+        /// The module's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are a WebAssembly component; plugins are core modules.
+    #[error("a WebAssembly component, not a core module (see sdk/ABI.md)")]
+    NotCoreModule,
+    /// The module declares more of something than the host compiles or instantiates.
+    #[error("module declares {count} {what}, over the limit of {max}")]
+    TooMany {
+        /// What (`functions`, `globals`, `table elements`, `data segments`, ...).
+        what: &'static str,
+        /// How many it declares.
+        count: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// One function body is larger than [`Limits::max_function_bytes`](crate::Limits::max_function_bytes).
+    #[error("a function body of {len} bytes exceeds the function size limit of {max} bytes")]
+    FunctionTooLarge {
+        /// The body's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The module imports something outside Keyway's host ABI (WASI included).
     #[error("import `{module}::{name}` is not part of Keyway's host ABI (plugins may import only `keyway::log`)")]
     ForbiddenImport {
@@ -22,6 +51,18 @@ pub enum PluginError {
         module: String,
         /// The import's name.
         name: String,
+    },
+    /// The module imports the ABI's one import with another type.
+    #[error("import `{module}::{name}` has type `{found}`, the host ABI's is `{expected}`")]
+    ImportType {
+        /// The import's module.
+        module: &'static str,
+        /// The import's name.
+        name: &'static str,
+        /// The type it declares, in WAT.
+        found: String,
+        /// The type the ABI gives it, in WAT.
+        expected: &'static str,
     },
     /// A required export is missing or has the wrong type.
     #[error("export `{export}` is missing or has the wrong type: {reason}")]
@@ -36,8 +77,9 @@ pub enum PluginError {
     AbiVersion {
         /// What the plugin said.
         found: i32,
-        /// What the host speaks.
-        expected: i32,
+        /// What the host expected: `1 or 2`, or the version the plugin's first instance
+        /// answered.
+        expected: String,
     },
     /// The manifest declares a hook the module does not export.
     #[error("hook `{hook}` is not exported (no `{export}`)")]
@@ -63,6 +105,13 @@ pub enum PluginError {
         /// The cap.
         max: usize,
     },
+    /// `keyway_alloc` answered 0, for any length (0 included: ABI.md asks for a non-zero
+    /// address even for an empty buffer).
+    #[error("`keyway_alloc({len})` answered 0; it must answer a non-zero address, for an empty buffer too")]
+    AllocFailed {
+        /// The length asked for.
+        len: usize,
+    },
     /// A pointer the plugin answered lies outside its memory.
     #[error("{what} out of bounds: {len} bytes at {ptr}, memory holds {memory} bytes")]
     OutOfBounds {
@@ -75,16 +124,27 @@ pub enum PluginError {
         /// The memory's size.
         memory: usize,
     },
-    /// The call used up its fuel: most likely an endless loop.
-    #[error("ran out of fuel after {fuel} units (an endless loop?)")]
+    /// The call used up its fuel ([`Limits::fuel`](crate::Limits::fuel)), which also
+    /// pays for a fresh instance's instantiation and configuration and for host calls.
+    #[error(
+        "ran out of fuel in {during}: the fuel limit is {fuel} units per call, a fresh instance's set-up and host calls included"
+    )]
     FuelExhausted {
         /// The budget per call.
         fuel: u64,
+        /// What was running: `instantiation` or an export in backticks.
+        during: &'static str,
     },
     /// The plugin tried to grow its memory beyond the cap.
     #[error("exceeded the memory cap of {limit} bytes")]
     MemoryLimit {
         /// The cap.
+        limit: usize,
+    },
+    /// The plugin tried to grow a table beyond [`Limits::max_table_elements`](crate::Limits::max_table_elements).
+    #[error("exceeded the table limit of {limit} elements")]
+    TableLimit {
+        /// The limit.
         limit: usize,
     },
     /// The plugin overflowed its stack (deep recursion).
@@ -119,6 +179,16 @@ pub enum PluginError {
         /// The plugin's message, verbatim.
         message: String,
     },
+    /// A hook answered more of something than the host keeps.
+    #[error("answered {count} {what}, over the limit of {max}")]
+    OutputLimit {
+        /// What (`notifications for one event`, `bytes in a notification's body`, ...).
+        what: &'static str,
+        /// How many it answered.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A door rule answered a per-person state larger than the host keeps.
     #[error("state of {len} bytes exceeds the cap of {max} bytes")]
     StateTooLarge {
@@ -148,6 +218,7 @@ impl PluginError {
                 | PluginError::Decode { .. }
                 | PluginError::InputTooLarge { .. }
                 | PluginError::StateTooLarge { .. }
+                | PluginError::OutputLimit { .. }
         )
     }
 }
@@ -158,6 +229,13 @@ pub enum RoleTableError {
     /// No role at all.
     #[error("the role table is empty")]
     Empty,
+    /// A role name is empty, longer than 64 bytes, or has control or invisible
+    /// characters.
+    #[error("role name `{name}` must be 1 to 64 printable bytes")]
+    BadName {
+        /// The name, printable.
+        name: String,
+    },
     /// Role ids index 64-bit masks.
     #[error("role `{name}` has id {id}; ids must be below 64")]
     IdTooLarge {
@@ -207,6 +285,21 @@ pub enum RoleTableError {
 /// A policy bundle failed to load or validate. The running bundle, if any, stays.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// A bundle file is not a regular file (a device, a pipe, a directory), or a link to
+    /// one.
+    #[error("`{path}` is not a regular file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A bundle file is larger than its limit.
+    #[error("`{path}` is larger than the limit of {max} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: usize,
+    },
     /// A file could not be read.
     #[error("cannot read `{path}`: {source}")]
     Io {
@@ -242,6 +335,19 @@ pub enum BundleError {
         plugin: String,
         /// What went wrong.
         source: PluginError,
+    },
+    /// The bundle lacks a door rule that doors attach: swapping it in would leave them
+    /// without their rule.
+    #[error(
+        "bundle `{bundle}` has no door rule `{rule}`, which doors {doors:?} attach; detach it (or attach another rule) before the swap"
+    )]
+    RuleStillAttached {
+        /// The bundle refused.
+        bundle: String,
+        /// The rule it lacks.
+        rule: String,
+        /// The doors that attach it.
+        doors: Vec<u32>,
     },
     /// The manifest's structure breaks a rule (hooks, counts).
     #[error("{0}")]

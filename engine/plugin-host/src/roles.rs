@@ -5,9 +5,10 @@
 //! one shift and one AND. An unknown role has no capability and may grant nothing.
 
 use crate::error::RoleTableError;
+use crate::text::{is_printable, printable};
+use keyway_abi::RoleTableDef;
+use keyway_abi::capabilities::WELL_KNOWN;
 use keyway_core::{RoleFlags, RoleId};
-use keyway_sdk::RoleTableDef;
-use keyway_sdk::capabilities::WELL_KNOWN;
 
 /// One capability: a bit in a role's mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +68,7 @@ pub struct RoleTable {
     capability_names: Vec<String>,
 }
 
-fn valid_capability(name: &str) -> bool {
+pub(crate) fn valid_capability(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             !part.is_empty()
@@ -77,11 +78,14 @@ fn valid_capability(name: &str) -> bool {
         })
 }
 
+/// Longest role name, in bytes.
+pub const MAX_ROLE_NAME: usize = 64;
+
 impl RoleTable {
     /// Compiles a plugin's answer.
     ///
     /// # Errors
-    /// An empty table, an id of 64 or more, a duplicate id or name, a reference to an
+    /// An empty table, an empty, unprintable or over-long role name, an id of 64 or more, a duplicate id or name, a reference to an
     /// unknown role, a malformed capability name, more than 64 capabilities.
     pub fn compile(def: &RoleTableDef) -> Result<RoleTable, RoleTableError> {
         if def.roles.is_empty() {
@@ -89,6 +93,11 @@ impl RoleTable {
         }
         let mut ids = 0u64;
         for role in &def.roles {
+            if role.name.is_empty() || !is_printable(&role.name, MAX_ROLE_NAME) {
+                return Err(RoleTableError::BadName {
+                    name: printable(&role.name, MAX_ROLE_NAME),
+                });
+            }
             if role.id >= 64 {
                 return Err(RoleTableError::IdTooLarge {
                     name: role.name.clone(),
@@ -114,7 +123,7 @@ impl RoleTable {
                 if !valid_capability(name) {
                     return Err(RoleTableError::BadCapability {
                         role: role.name.clone(),
-                        name: name.clone(),
+                        name: printable(name, MAX_ROLE_NAME),
                     });
                 }
                 let bit = match capability_names.iter().position(|c| c == name) {

@@ -17,5 +17,7 @@ mod hostile;
 mod roles;
 #[path = "plugin_host/rules.rs"]
 mod rules;
+#[path = "plugin_host/scoped.rs"]
+mod scoped;
 #[path = "plugin_host/swap.rs"]
 mod swap;

@@ -105,7 +105,7 @@ keyway_sdk::export_plugin!(VoucherStandard, voucher);
 mod tests {
     use super::*;
     use keyway_sdk::testing::Harness;
-    use keyway_sdk::{Counts, Value, Voucher};
+    use keyway_sdk::{Counts, Value, VoucherTerms};
 
     fn harness() -> Harness<VoucherStandard> {
         let basic = Config::new().with("max_users", 3).with("max_app_users", 1);
@@ -116,7 +116,7 @@ mod tests {
 
     fn input(tier: &str, people: u32, app_users: u32, change: Counted, delta: i32) -> VoucherInput {
         VoucherInput {
-            voucher: Voucher {
+            voucher: VoucherTerms {
                 tier: tier.into(),
                 valid_until: Some(2_000_000_000),
             },

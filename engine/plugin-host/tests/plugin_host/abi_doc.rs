@@ -1,8 +1,8 @@
 //! `sdk/ABI.md` is accurate: its minimal WAT plugin loads and answers as documented.
 
 use crate::common::runtime;
-use keyway_plugin_host::sdk::Hook;
-use keyway_plugin_host::sdk::testing::door_input;
+use keyway_sdk::Hook;
+use keyway_sdk::testing::door_input;
 use keyway_sdk::{Config, DoorRuleOutput};
 
 const ABI_MD: &str = include_str!("../../../../sdk/ABI.md");

@@ -4,8 +4,8 @@
 use crate::common::{default_bundle, default_dir, runtime};
 use keyway_plugin_host::{Bundle, Limits, Runtime};
 use keyway_sdk::{
-    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, Voucher, VoucherInput,
-    VoucherVerdict,
+    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, VoucherInput,
+    VoucherTerms, VoucherVerdict,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -34,14 +34,16 @@ fn default_bundle_answers() {
             "anti-passback",
             "business-hours",
             "notify-owner",
+            "occupancy",
             "roles-standard",
+            "two-person",
             "voucher-standard"
         ]
     );
     assert!(bundle.rule("anti-passback").is_some() && bundle.rule("business-hours").is_some());
 
     let voucher = |tier: &str, people: u32, delta: i32| VoucherInput {
-        voucher: Voucher {
+        voucher: VoucherTerms {
             tier: tier.into(),
             valid_until: None,
         },
@@ -137,6 +139,22 @@ fn broken_bundles_are_refused() {
             "plugin `roles-standard`: `roles-standard.wasm` has sha256 ".into(),
         ),
         (
+            "a bundle name with a terminal escape",
+            Box::new(|t: String| t.replace("name = \"default\"", "name = \"evil\\u001b[2J\"")),
+            "bundle name `evil\\u{1b}[2J` must be 1 to 64 printable bytes".into(),
+        ),
+        (
+            "a sha256 that is not hex",
+            Box::new(|t: String| {
+                let start = t.find("sha256 = \"").unwrap() + 10;
+                format!("{}{}{}", &t[..start], "g".repeat(64), &t[start + 64..])
+            }),
+            format!(
+                "plugin `roles-standard`: sha256 `{}` is not 64 hex digits",
+                "g".repeat(64)
+            ),
+        ),
+        (
             "missing file",
             Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"gone.wasm\"")),
             "cannot read `".into(),
@@ -144,12 +162,12 @@ fn broken_bundles_are_refused() {
         (
             "escaping path",
             Box::new(|t: String| t.replace("file = \"notify-owner.wasm\"", "file = \"../x.wasm\"")),
-            "plugin `notify-owner`: file `../x.wasm` must be inside the bundle directory".into(),
+            "plugin `notify-owner`: file `../x.wasm` must be a printable name inside the bundle directory".into(),
         ),
         (
             "unknown hook",
             Box::new(|t: String| t.replace("hooks = [\"notify\"]", "hooks = [\"notfy\"]")),
-            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule)".into(),
+            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule, passage)".into(),
         ),
         (
             "hook not exported",
@@ -168,8 +186,8 @@ fn broken_bundles_are_refused() {
         ),
         (
             "wrong abi",
-            Box::new(|t: String| t.replace("abi = 1", "abi = 2")),
-            "bundle `default` targets ABI version 2, this host speaks 1".into(),
+            Box::new(|t: String| t.replace("abi = 2", "abi = 3")),
+            "bundle `default` targets ABI version 3, this host speaks 1 and 2".into(),
         ),
         (
             "invalid toml",
@@ -178,7 +196,7 @@ fn broken_bundles_are_refused() {
         ),
         (
             "unknown field",
-            Box::new(|t: String| t.replace("abi = 1", "abi = 1\nversion = 3")),
+            Box::new(|t: String| t.replace("abi = 2", "abi = 2\nversion = 3")),
             "invalid manifest `".into(),
         ),
     ];
@@ -208,12 +226,12 @@ fn precompiled_cache_survives_a_restart() {
     let cache = tempfile::tempdir().unwrap();
     let first = Arc::new(Runtime::new(Limits::default()).unwrap().with_cache_dir(cache.path()));
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 5);
+    assert_eq!(first.compiled_count(), 7);
     // The same process never compiles a module twice.
     Bundle::load(&first, &default_dir()).unwrap();
-    assert_eq!(first.compiled_count(), 5);
+    assert_eq!(first.compiled_count(), 7);
     let files = std::fs::read_dir(cache.path()).unwrap().count();
-    assert_eq!(files, 5);
+    assert_eq!(files, 7);
     let key = format!("{:016x}.cwasm", first.compatibility_key());
     for f in std::fs::read_dir(cache.path()).unwrap() {
         assert!(f.unwrap().file_name().to_string_lossy().ends_with(&key));
@@ -223,4 +241,20 @@ fn precompiled_cache_survives_a_restart() {
     let bundle = Bundle::load(&second, &default_dir()).unwrap();
     assert_eq!(second.compiled_count(), 0);
     assert!(bundle.roles().lockdown_exempt_roles().len() == 2);
+}
+
+/// An upper-case sha256 names the same digest: it is accepted.
+#[test]
+fn upper_case_sha256_is_accepted() {
+    let dir = edited_bundle(|t| {
+        let start = t.find("sha256 = \"").unwrap() + 10;
+        format!(
+            "{}{}{}",
+            &t[..start],
+            t[start..start + 64].to_uppercase(),
+            &t[start + 64..]
+        )
+    });
+    let bundle = Bundle::load(&runtime(), dir.path()).unwrap();
+    assert!(bundle.plugin("roles-standard").is_some());
 }

@@ -100,6 +100,20 @@ fn malformed_tables() {
         (RoleTableDef::default(), RoleTableError::Empty),
         (
             RoleTableDef {
+                roles: vec![role(1, "admin\u{202e}nimda")],
+            },
+            RoleTableError::BadName {
+                name: "admin\\u{202e}nimda".into(),
+            },
+        ),
+        (
+            RoleTableDef {
+                roles: vec![role(1, "")],
+            },
+            RoleTableError::BadName { name: String::new() },
+        ),
+        (
+            RoleTableDef {
                 roles: vec![role(64, "big")],
             },
             RoleTableError::IdTooLarge {

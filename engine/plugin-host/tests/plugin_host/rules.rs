@@ -110,13 +110,15 @@ impl World {
         let host = PolicyHost::load(runtime(), dir.path()).unwrap();
         let snapshot = snapshot(&host.bundle());
         let rules = host.door_rules();
-        rules.attach(DoorId(1), "anti-passback", FailMode::Secure);
-        rules.attach(DoorId(2), "business-hours", FailMode::Secure);
-        rules.attach(DoorId(4), "trap-rule", FailMode::Secure);
-        rules.attach(DoorId(5), "trap-rule", FailMode::Safe);
-        rules.attach(DoorId(6), "not-in-bundle", FailMode::Secure);
-        rules.attach(DoorId(7), "not-in-bundle", FailMode::Safe);
-        rules.attach(DoorId(9), "business-hours", FailMode::Secure);
+        for (door, rule, fail) in [
+            (1, "anti-passback", FailMode::Secure),
+            (2, "business-hours", FailMode::Secure),
+            (4, "trap-rule", FailMode::Secure),
+            (5, "trap-rule", FailMode::Safe),
+            (9, "business-hours", FailMode::Secure),
+        ] {
+            assert_eq!(rules.attach(DoorId(door), rule, fail), Ok(vec![]), "door {door}");
+        }
         World {
             host,
             snapshot,
@@ -172,40 +174,120 @@ fn rules_drive_decisions() {
     let trap = w.host.bundle().rule("trap-rule").unwrap().sha256().short();
     // (door, person, direction, time, effect, reason code, explanation)
     let cases = [
-        (3, BASIC, Entry, DAY, Effect::Allow, "granted", "granted by `group:1` at any time".to_owned()),
-        (1, BASIC, Entry, DAY, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})")),
         (
-            1, BASIC, Entry, DAY, Effect::Deny, "rule_denied",
+            3,
+            BASIC,
+            Entry,
+            DAY,
+            Effect::Allow,
+            "granted",
+            "granted by `group:1` at any time".to_owned(),
+        ),
+        (
+            1,
+            BASIC,
+            Entry,
+            DAY,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})"),
+        ),
+        (
+            1,
+            BASIC,
+            Entry,
+            DAY,
+            Effect::Deny,
+            "rule_denied",
             format!("denied by rule `anti-passback` (sha256 {apb}): anti-passback: already inside"),
         ),
-        (1, ADMIN, Entry, DAY, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})")),
-        (1, BASIC, Exit, DAY, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})")),
-        (1, BASIC, Entry, DAY, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})")),
-        (2, BASIC, Unknown, DAY, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `business-hours` (sha256 {bh})")),
         (
-            2, BASIC, Unknown, NIGHT, Effect::Deny, "rule_denied",
+            1,
+            ADMIN,
+            Entry,
+            DAY,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})"),
+        ),
+        (
+            1,
+            BASIC,
+            Exit,
+            DAY,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})"),
+        ),
+        (
+            1,
+            BASIC,
+            Entry,
+            DAY,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `anti-passback` (sha256 {apb})"),
+        ),
+        (
+            2,
+            BASIC,
+            Unknown,
+            DAY,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `business-hours` (sha256 {bh})"),
+        ),
+        (
+            2,
+            BASIC,
+            Unknown,
+            NIGHT,
+            Effect::Deny,
+            "rule_denied",
             format!("denied by rule `business-hours` (sha256 {bh}): outside business hours"),
         ),
-        (2, ADMIN, Unknown, NIGHT, Effect::Allow, "granted", format!("granted by `group:1` at any time; allowed by rule `business-hours` (sha256 {bh})")),
         (
-            4, BASIC, Unknown, DAY, Effect::Deny, "rule_failed",
-            format!("denied: rule `trap-rule` (sha256 {trap}) failed and the door is fail-secure: trapped: wasm trap: wasm `unreachable` instruction executed"),
+            2,
+            ADMIN,
+            Unknown,
+            NIGHT,
+            Effect::Allow,
+            "granted",
+            format!("granted by `group:1` at any time; allowed by rule `business-hours` (sha256 {bh})"),
         ),
         (
-            5, BASIC, Unknown, DAY, Effect::Allow, "granted",
-            format!("granted by `group:1` at any time; rule `trap-rule` (sha256 {trap}) failed (fail-safe door): trapped: wasm trap: wasm `unreachable` instruction executed"),
+            4,
+            BASIC,
+            Unknown,
+            DAY,
+            Effect::Deny,
+            "rule_failed",
+            format!(
+                "denied: rule `trap-rule` (sha256 {trap}) failed and the door is fail-secure: trapped: wasm trap: wasm `unreachable` instruction executed"
+            ),
         ),
         (
-            6, BASIC, Unknown, DAY, Effect::Deny, "rule_failed",
-            "denied: rule `not-in-bundle` (not loaded) failed and the door is fail-secure: rule `not-in-bundle` is not in bundle `default`".to_owned(),
-        ),
-        (
-            7, BASIC, Unknown, DAY, Effect::Allow, "granted",
-            "granted by `group:1` at any time; rule `not-in-bundle` (not loaded) failed (fail-safe door): rule `not-in-bundle` is not in bundle `default`".to_owned(),
+            5,
+            BASIC,
+            Unknown,
+            DAY,
+            Effect::Allow,
+            "rule_failed_open",
+            format!(
+                "granted by `group:1` at any time, but rule `trap-rule` (sha256 {trap}) failed and was skipped (fail-safe door): trapped: wasm trap: wasm `unreachable` instruction executed"
+            ),
         ),
         // Lockdown: the role table says admins are exempt, basic users are not.
         (8, BASIC, Unknown, DAY, Effect::Deny, "lockdown", "lockdown".to_owned()),
-        (8, ADMIN, Unknown, DAY, Effect::Allow, "granted", "granted by `group:1` at any time".to_owned()),
+        (
+            8,
+            ADMIN,
+            Unknown,
+            DAY,
+            Effect::Allow,
+            "granted",
+            "granted by `group:1` at any time".to_owned(),
+        ),
     ];
     for (i, (door, person, direction, at, effect, code, explanation)) in cases.into_iter().enumerate() {
         let d = w.decide(door, person, direction, at);
@@ -333,7 +415,10 @@ fn each_site_is_judged_by_its_own_opening_hours() {
         assert_eq!(d.core.effect, Effect::Allow, "{why}: the core grants at any time");
     }
 
-    // The hours live outside the bundle: a hot swap keeps them.
+    // The hours live outside the bundle: a hot swap keeps them (the default bundle has
+    // no `trap-rule`, so its doors let go of it first).
+    assert_eq!(w.host.door_rules().detach(DoorId(4)).len(), 1);
+    assert_eq!(w.host.door_rules().detach(DoorId(5)).len(), 1);
     w.host.swap_dir(&default_dir()).unwrap();
     let d = w.decide(9, GUARD, Direction::Unknown, "2026-11-25T09:00:00Z");
     assert_eq!(outcome(&d), expected(SiteClosed), "site 2, Wed 10:00, after a swap");
@@ -358,4 +443,210 @@ fn each_site_is_judged_by_its_own_opening_hours() {
     w.host.set_site_opening_hours(site, Some(night));
     let d = w.decide(9, GUARD, Direction::Unknown, "2026-11-25T22:00:00Z");
     assert_eq!(outcome(&d), expected(Open), "site 2, Wed 23:00, set again");
+}
+
+/// Attaching and swapping never leave a door on a rule the running bundle lacks; a rule
+/// missing from the bundle a decision uses still fails by the door's fail mode, and a
+/// fail-safe door logs that with a reason of its own.
+#[test]
+fn attachments_stay_consistent_with_the_bundle() {
+    let w = World::new();
+    let rules = w.host.door_rules();
+    // (door, rule, expected error)
+    let refused = [
+        (
+            6,
+            "not-in-bundle",
+            "bundle `default` has no door rule `not-in-bundle` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
+        ),
+        (
+            6,
+            "roles-standard",
+            "bundle `default` has no door rule `roles-standard` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
+        ),
+        (
+            6,
+            "bad\u{202e}name\n",
+            "bundle `default` has no door rule `bad\\u{202e}name\\u{a}` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
+        ),
+    ];
+    for (door, rule, expected) in refused {
+        let err = rules.attach(DoorId(door), rule, FailMode::Safe).unwrap_err();
+        assert_eq!(err.to_string(), expected, "{rule:?}");
+        assert_eq!(rules.attachment(DoorId(door)), None, "{rule:?}: nothing attached");
+    }
+    // Replacing is said, not silent.
+    let old = rules.attach(DoorId(2), "anti-passback", FailMode::Safe).unwrap();
+    assert_eq!(old, vec![(Arc::from("business-hours"), FailMode::Secure)]);
+    let old = rules.attach(DoorId(2), "business-hours", FailMode::Secure).unwrap();
+    assert_eq!(old, vec![(Arc::from("anti-passback"), FailMode::Safe)]);
+
+    // The default bundle lacks `trap-rule`, which doors 4 and 5 attach: the swap is
+    // refused and the running bundle stays.
+    let running = w.host.bundle();
+    let err = w.host.swap_dir(&default_dir()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bundle `default` has no door rule `trap-rule`, which doors [4, 5] attach; \
+         detach it (or attach another rule) before the swap"
+    );
+    assert!(Arc::ptr_eq(&running, &w.host.bundle()));
+    assert_eq!(
+        rules.detach(DoorId(4)),
+        vec![(Arc::from("trap-rule"), FailMode::Secure)]
+    );
+    assert!(w.host.swap_dir(&default_dir()).is_err(), "door 5 still attaches it");
+    assert_eq!(rules.detach(DoorId(5)), vec![(Arc::from("trap-rule"), FailMode::Safe)]);
+    w.host.swap_dir(&default_dir()).unwrap();
+    // Now `trap-rule` cannot be attached.
+    assert!(rules.attach(DoorId(4), "trap-rule", FailMode::Secure).is_err());
+
+    // A caller that runs the rules with a bundle of its own (not the host's) still gets
+    // the door's fail mode for a rule that bundle lacks, with a reason of its own.
+    let fixture = fixture_bundle();
+    let host = PolicyHost::load(runtime(), fixture.path()).unwrap();
+    host.door_rules()
+        .attach(DoorId(4), "trap-rule", FailMode::Secure)
+        .unwrap();
+    host.door_rules()
+        .attach(DoorId(5), "trap-rule", FailMode::Safe)
+        .unwrap();
+    let at: Timestamp = DAY.parse().unwrap();
+    let other = w.host.bundle();
+    // (door, effect, reason code, explanation)
+    let cases = [
+        (
+            4,
+            Effect::Deny,
+            "rule_failed",
+            "denied: rule `trap-rule` (not loaded) failed and the door is fail-secure: rule `trap-rule` is not in bundle `default`",
+        ),
+        (
+            5,
+            Effect::Allow,
+            "rule_failed_open",
+            "granted by `group:1` at any time, but rule `trap-rule` (not loaded) failed and was skipped (fail-safe door): rule `trap-rule` is not in bundle `default`",
+        ),
+    ];
+    for (door, effect, code, explanation) in cases {
+        let ctx = DoorContext {
+            door: DoorId(door),
+            site: SiteId(1),
+            role: Some(RoleId(3)),
+            direction: Direction::Unknown,
+            at,
+            time_zone: &w.tz,
+            holidays: None,
+        };
+        let d = host
+            .door_rules()
+            .apply(&other, host.opening_hours(), w.core(door, BASIC, at), &ctx);
+        assert_eq!(
+            (d.effect, d.reason_code(), d.to_string()),
+            (effect, code, explanation.to_owned()),
+            "door {door}"
+        );
+    }
+}
+
+/// A door's chain of rules runs in order, each with its own fail mode; the first deny
+/// wins and the rules after it do not run.
+#[test]
+fn rule_chains() {
+    use Direction::Entry;
+    let w = World::new();
+    let rules = w.host.door_rules();
+    let sha = |rule: &str| w.host.bundle().rule(rule).unwrap().sha256().short();
+    let (apb, bh, trap) = (sha("anti-passback"), sha("business-hours"), sha("trap-rule"));
+    let trapped = "trapped: wasm trap: wasm `unreachable` instruction executed";
+    let chain = [
+        ("trap-rule", FailMode::Safe),
+        ("anti-passback", FailMode::Secure),
+        ("business-hours", FailMode::Secure),
+    ];
+    assert_eq!(rules.set_chain(DoorId(6), &chain), Ok(vec![]));
+    assert_eq!(
+        rules.set_chain(
+            DoorId(7),
+            &[("trap-rule", FailMode::Secure), ("anti-passback", FailMode::Secure)]
+        ),
+        Ok(vec![])
+    );
+    assert_eq!(rules.chain(DoorId(6)).len(), 3);
+    assert_eq!(
+        rules.attachment(DoorId(6)),
+        Some((Arc::from("trap-rule"), FailMode::Safe))
+    );
+    // (door, person, effect, reason code, rules that ran, explanation)
+    let cases = [
+        (
+            6,
+            BASIC,
+            Effect::Allow,
+            "rule_failed_open",
+            3,
+            format!(
+                "granted by `group:1` at any time, but rule `trap-rule` (sha256 {trap}) failed and was skipped \
+                 (fail-safe door): {trapped}; allowed by rule `anti-passback` (sha256 {apb}); \
+                 allowed by rule `business-hours` (sha256 {bh})"
+            ),
+        ),
+        (
+            6,
+            BASIC,
+            Effect::Deny,
+            "rule_denied",
+            2,
+            format!(
+                "denied by rule `anti-passback` (sha256 {apb}): anti-passback: already inside; before it, \
+                 rule `trap-rule` (sha256 {trap}) failed and was skipped (fail-safe door): {trapped}"
+            ),
+        ),
+        (
+            7,
+            ADMIN,
+            Effect::Deny,
+            "rule_failed",
+            1,
+            format!("denied: rule `trap-rule` (sha256 {trap}) failed and the door is fail-secure: {trapped}"),
+        ),
+    ];
+    for (i, (door, person, effect, code, ran, explanation)) in cases.into_iter().enumerate() {
+        let d = w.decide(door, person, Entry, DAY);
+        assert_eq!(
+            (d.effect, d.reason_code(), d.rules().count(), d.to_string()),
+            (effect, code, ran, explanation),
+            "case {i}"
+        );
+    }
+    // The chain stopped at the failed trap on door 7: anti-passback never saw the admin.
+    assert_eq!(rules.state("anti-passback", ADMIN), None);
+
+    // Refused chains change nothing.
+    let nine: Vec<(&str, FailMode)> = vec![("anti-passback", FailMode::Safe); 9];
+    // (chain, expected error)
+    let refused: [(&[(&str, FailMode)], &str); 3] = [
+        (
+            &[("anti-passback", FailMode::Safe), ("anti-passback", FailMode::Secure)],
+            "rule `anti-passback` appears twice in the chain of door 6",
+        ),
+        (&nine, "a chain of 9 rules for door 6, over the limit of 8"),
+        (
+            &[("anti-passback", FailMode::Safe), ("typo", FailMode::Safe)],
+            "bundle `default` has no door rule `typo` (its door rules: `anti-passback`, `business-hours`, `occupancy`, `trap-rule`, `two-person`)",
+        ),
+    ];
+    for (chain, expected) in refused {
+        assert_eq!(rules.set_chain(DoorId(6), chain).unwrap_err().to_string(), expected);
+        assert_eq!(rules.chain(DoorId(6)).len(), 3, "{expected}: unchanged");
+    }
+    // Attaching one rule replaces the whole chain, and says what it replaced.
+    let old = rules.attach(DoorId(6), "business-hours", FailMode::Secure).unwrap();
+    assert_eq!(old.len(), 3);
+    assert_eq!(
+        rules.chain(DoorId(6)),
+        vec![(Arc::from("business-hours"), FailMode::Secure)]
+    );
+    assert_eq!(rules.detach(DoorId(6)).len(), 1);
+    assert_eq!(rules.chain(DoorId(6)), vec![]);
 }

@@ -29,7 +29,9 @@ fn granted(person: u32) -> Decision {
 fn swap_under_load() {
     let runtime = runtime();
     let host = Arc::new(PolicyHost::load(Arc::clone(&runtime), &default_dir()).unwrap());
-    host.door_rules().attach(DoorId(1), "business-hours", FailMode::Secure);
+    host.door_rules()
+        .attach(DoorId(1), "business-hours", FailMode::Secure)
+        .unwrap();
     let other = fixture_bundle();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -93,6 +95,6 @@ fn swap_under_load() {
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 0);
-    // Modules were compiled once per distinct wasm: 5 standard + the trap rule.
-    assert_eq!(runtime.compiled_count(), 6);
+    // Modules were compiled once per distinct wasm: 7 standard + the trap rule.
+    assert_eq!(runtime.compiled_count(), 8);
 }

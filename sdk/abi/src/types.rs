@@ -74,9 +74,10 @@ impl Counted {
     }
 }
 
-/// The site's voucher, as the store holds it.
+/// The terms of a site's voucher (its tier and end), as a voucher plugin sees them. Not
+/// the store's voucher record, which also has a code and a redemption.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Voucher {
+pub struct VoucherTerms {
     /// The tier, e.g. `basic`; the plugin's config says what each tier allows.
     pub tier: String,
     /// When the voucher ends, as Unix seconds; `None` for never.
@@ -113,7 +114,7 @@ impl Counts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoucherInput {
     /// The site's voucher.
-    pub voucher: Voucher,
+    pub voucher: VoucherTerms,
     /// The counts before the change.
     pub counts: Counts,
     /// What changes.
@@ -329,6 +330,16 @@ pub struct DoorRuleInput<'a> {
     /// holds for the site (its time zone, holidays, periods crossing midnight and DST
     /// already applied); `None` when the site has no opening hours set.
     pub site_open: Option<bool>,
+    // ABI version 2 appends the fields below. A version 1 plugin stops decoding before
+    // them (postcard ignores what follows a complete value), so it runs as before.
+    /// (v2) The door's site.
+    pub site: u32,
+    /// (v2) The state the host keeps for this rule and this door; empty at first.
+    #[serde(borrow)]
+    pub door_state: Cow<'a, [u8]>,
+    /// (v2) The state the host keeps for this rule and this site; empty at first.
+    #[serde(borrow)]
+    pub site_state: Cow<'a, [u8]>,
 }
 
 /// What a door rule says.
@@ -345,7 +356,7 @@ pub enum RuleVerdict {
     Abstain,
 }
 
-/// What to do with the per-person state.
+/// What to do with a state the host keeps (per person, door or site).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateUpdate {
     /// Leave it as it is.
@@ -364,6 +375,23 @@ pub struct DoorRuleOutput {
     pub verdict: RuleVerdict,
     /// The new per-person state.
     pub state: StateUpdate,
+    /// (v2) The new per-door state.
+    pub door_state: StateUpdate,
+    /// (v2) The new per-site state.
+    pub site_state: StateUpdate,
+    /// (v2) What the host must see done beside the answer (at most 4), e.g. notify the
+    /// guard; carried with the decision to the notification path. An obligation never
+    /// changes the verdict.
+    pub obligations: Vec<Obligation>,
+}
+
+/// (v2) Something a door rule asks the host to see done beside its answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obligation {
+    /// What, as a lowercase dotted name (`notify.guard`), at most 64 bytes.
+    pub kind: String,
+    /// Free text for whoever acts on it, at most 256 bytes (longer is cut).
+    pub detail: String,
 }
 
 impl DoorRuleOutput {
@@ -373,6 +401,9 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Abstain,
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
@@ -382,6 +413,9 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Allow,
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
@@ -391,13 +425,83 @@ impl DoorRuleOutput {
         DoorRuleOutput {
             verdict: RuleVerdict::Deny { reason: reason.into() },
             state: StateUpdate::Keep,
+            door_state: StateUpdate::Keep,
+            site_state: StateUpdate::Keep,
+            obligations: Vec::new(),
         }
     }
 
-    /// The same verdict, with a new state.
+    /// The same verdict, with a new per-person state.
     #[must_use]
     pub fn with_state(mut self, state: StateUpdate) -> Self {
         self.state = state;
         self
     }
+
+    /// (v2) The same verdict, with a new per-door state.
+    #[must_use]
+    pub fn with_door_state(mut self, state: StateUpdate) -> Self {
+        self.door_state = state;
+        self
+    }
+
+    /// (v2) The same verdict, with one more obligation.
+    #[must_use]
+    pub fn with_obligation(mut self, kind: impl Into<String>, detail: impl Into<String>) -> Self {
+        self.obligations.push(Obligation {
+            kind: kind.into(),
+            detail: detail.into(),
+        });
+        self
+    }
+
+    /// (v2) The same verdict, with a new per-site state.
+    #[must_use]
+    pub fn with_site_state(mut self, state: StateUpdate) -> Self {
+        self.site_state = state;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// passage (ABI version 2)
+
+/// (v2) What actually happened at a door after a decision: the IQ reports the door
+/// opened (or stayed shut). A door rule that exports `keyway_passage` hears of every
+/// passage at the doors that attach it, so what it counts (occupancy, anti-passback) is
+/// what happened, not what was decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassageInput<'a> {
+    /// The door.
+    pub door: u32,
+    /// The door's site.
+    pub site: u32,
+    /// The person, when known.
+    pub person: Option<u32>,
+    /// When, as Unix seconds.
+    pub at_unix: i64,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// Whether the door actually opened.
+    pub opened: bool,
+    /// The state the host keeps for this rule and this person.
+    #[serde(borrow)]
+    pub state: Cow<'a, [u8]>,
+    /// The state the host keeps for this rule and this door.
+    #[serde(borrow)]
+    pub door_state: Cow<'a, [u8]>,
+    /// The state the host keeps for this rule and this site.
+    #[serde(borrow)]
+    pub site_state: Cow<'a, [u8]>,
+}
+
+/// (v2) A rule's answer to a passage: how its states change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassageOutput {
+    /// The new per-person state.
+    pub state: StateUpdate,
+    /// The new per-door state.
+    pub door_state: StateUpdate,
+    /// The new per-site state.
+    pub site_state: StateUpdate,
 }

@@ -1,0 +1,75 @@
+//! Keyway's plugin wire types: what the plugin host and a plugin share.
+//!
+//! The hooks ([`Hook`]), the ABI version ([`ABI_VERSION`]), every hook's input and output,
+//! and a plugin's configuration ([`Config`]). Both sides encode them with postcard, as
+//! `sdk/ABI.md` specifies. This crate has no guest code (no allocator, no exports) and no
+//! host code (no wasmtime): the host (`keyway-plugin-host`) and the guest SDK
+//! (`keyway-sdk`, which re-exports all of it) each depend on it, and on nothing of the
+//! other.
+
+pub mod capabilities;
+mod config;
+mod types;
+
+pub use config::{Config, Value};
+pub use types::*;
+
+/// The ABI version this crate describes; a plugin built with it returns it from
+/// `keyway_abi_version`. Version 2 adds per-door and per-site state and the door's site
+/// to door rules (fields appended to `DoorRuleInput` and `DoorRuleOutput`).
+pub const ABI_VERSION: i32 = 2;
+
+/// Every ABI version a host built with this crate speaks: version 1 plugins load and
+/// behave as before.
+pub const SUPPORTED_ABI_VERSIONS: [i32; 2] = [1, 2];
+
+/// The hooks a plugin may export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `keyway_roles`: the role table, once per bundle load.
+    Roles,
+    /// `keyway_voucher`: may this write change the counts?
+    Voucher,
+    /// `keyway_notify`: notifications for one event.
+    Notify,
+    /// `keyway_door_rule`: a per-decision rule on the doors that attach it.
+    DoorRule,
+    /// `keyway_passage` (v2, optional for a door rule): what actually happened at a door
+    /// that attaches the rule, after the decision.
+    Passage,
+}
+
+impl Hook {
+    /// Every hook.
+    pub const ALL: [Hook; 5] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule, Hook::Passage];
+
+    /// The name of the wasm export.
+    #[must_use]
+    pub const fn export_name(self) -> &'static str {
+        match self {
+            Hook::Roles => "keyway_roles",
+            Hook::Voucher => "keyway_voucher",
+            Hook::Notify => "keyway_notify",
+            Hook::DoorRule => "keyway_door_rule",
+            Hook::Passage => "keyway_passage",
+        }
+    }
+
+    /// The name used in manifests (`hooks = ["door_rule"]`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::Roles => "roles",
+            Hook::Voucher => "voucher",
+            Hook::Notify => "notify",
+            Hook::DoorRule => "door_rule",
+            Hook::Passage => "passage",
+        }
+    }
+
+    /// The hook with this manifest name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+}
