@@ -148,6 +148,12 @@ fn encode(message: &Message) -> Result<bytes::Bytes, EncodeError> {
 }
 
 impl Outbox {
+    /// The frame number the next queued frame will get.
+    #[must_use]
+    pub const fn peek_seq(&self) -> u32 {
+        self.next
+    }
+
     /// Queues `message` if there is room, returning its frame number.
     pub fn try_push(&mut self, message: &Message, reply_to: u32) -> Result<u32, PushError> {
         let body = encode(message)?;

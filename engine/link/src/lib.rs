@@ -32,6 +32,7 @@ pub use backend::{
     IqProfile, LinkBackend, OfflineCause, OfflineList, PushEvent, Report, SecurityEvent, Subscription, UploadedEntry,
 };
 
+pub use client::{ClientError, ClientEvent, IqClient, IqClientConfig, ReceivedOfflineList, enrol};
 pub use message::Message;
 pub use pki::IqCredentials;
 pub use server::{LinkConfig, LinkError, LinkServer};

@@ -139,7 +139,7 @@ impl<B: LinkBackend> Registration<B> {
     /// Whether this was the IQ's last session on its port.
     pub(crate) fn is_last_on_port(&self) -> bool {
         let registry = self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        registry.get(&self.iq).map_or(true, |s| match self.port {
+        registry.get(&self.iq).is_none_or(|s| match self.port {
             PortKind::Control => s.control.iter().all(|(id, _)| *id == self.id),
             PortKind::Bulk => s.bulk.iter().all(|(id, _)| *id == self.id),
         })
