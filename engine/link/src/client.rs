@@ -230,6 +230,12 @@ impl Connection {
             pending.insert(seq, tx);
             seq
         };
+        // The reader cancels `dead` before it drops every waiter: a waiter registered after
+        // that would never hear of the close, so check once registered.
+        if self.dead.is_cancelled() {
+            self.forget(permit_seq);
+            return Err(ClientError::Closed);
+        }
         match outbox.push(message, 0).await {
             Ok(seq) if seq == permit_seq => Ok((seq, rx)),
             Ok(_) => Err(ClientError::Closed),
