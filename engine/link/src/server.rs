@@ -289,6 +289,14 @@ impl<B: LinkBackend> LinkServer<B> {
         self.shared.pki.link_ca_der()
     }
 
+    /// Closes every session of `iq` at once with `ERROR revoked`. The node calls it when
+    /// it removes or resets an IQ, besides sending [`crate::PushEvent::Revoked`] (which
+    /// only a control session hears): this also closes a bulk session open alone. New
+    /// sessions are refused by [`crate::LinkBackend::authenticate`].
+    pub fn close_sessions(&self, iq: IqId) {
+        self.shared.kill_iq(iq);
+    }
+
     /// How many sessions are open for `iq` (control, bulk).
     #[must_use]
     pub fn sessions_of(&self, iq: IqId) -> (usize, usize) {
@@ -363,7 +371,11 @@ async fn connection<B: LinkBackend>(shared: Arc<Shared<B>>, tcp: TcpStream, peer
     let _nodelay = tcp.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
     let acceptor = shared.acceptor.load_full();
-    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => handshake,
+        () = shared.shutdown.cancelled() => return,
+    };
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "iq link tls handshake failed");

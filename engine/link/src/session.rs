@@ -13,9 +13,9 @@ use crate::backend::{
 use crate::codec::HEADER_LEN;
 use crate::conn::{FrameReader, Outbox, PushError, ReadError, Received};
 use crate::message::{
-    DecisionItem, Decisions, ErrorCode, ErrorFrame, FirmwareChunk, Heartbeat, HeartbeatAck, Hello, MAX_CHUNK_ENTRIES,
-    MAX_DECIDE_ITEMS, MAX_ENTRY_ITEMS, MAX_FIRMWARE_CHUNK, Message, OfflineDelta, OfflineEntry, OfflineListBegin,
-    OfflineListChunk, Revocation, VERSION_MAX, Welcome,
+    CommandStatus, DecisionItem, Decisions, ErrorCode, ErrorFrame, FirmwareChunk, Heartbeat, HeartbeatAck, Hello,
+    MAX_CHUNK_ENTRIES, MAX_DECIDE_ITEMS, MAX_ENTRY_ITEMS, MAX_FIRMWARE_CHUNK, Message, OfflineDelta, OfflineEntry,
+    OfflineListBegin, OfflineListChunk, Revocation, VERSION_MAX, Welcome,
 };
 use crate::server::{Registration, Shared};
 use bytes::BytesMut;
@@ -106,6 +106,8 @@ struct Control<'a, B: LinkBackend> {
     pending: VecDeque<Pending>,
     /// Deltas waiting for a revocation of their revision or earlier to be acknowledged.
     held: VecDeque<OfflineDelta>,
+    /// Door commands refused here (a door not of this IQ), to report as `UnknownDoor`.
+    refused_commands: Vec<u64>,
     last_frame: Instant,
 }
 
@@ -169,6 +171,7 @@ pub(crate) async fn control<B: LinkBackend>(
         revision,
         pending: VecDeque::new(),
         held: VecDeque::new(),
+        refused_commands: Vec::new(),
         last_frame: Instant::now(),
     };
     let heartbeat = shared.config.heartbeat;
@@ -187,7 +190,11 @@ pub(crate) async fn control<B: LinkBackend>(
             }
             () = dead.cancelled() => Err(End::Quiet),
             event = events.recv() => match event {
-                Some(event) => session.push(event),
+                Some(event) => {
+                    let pushed = session.push(event);
+                    session.report_refused_commands().await;
+                    pushed
+                }
                 None => Err(fatal(ErrorCode::Unavailable, "push feed closed")),
             },
             received = reader.next() => match received {
@@ -310,13 +317,33 @@ impl<B: LinkBackend> Control<'_, B> {
                 let message = Message::Doors(self.profile.doors.iter().map(|d| d.get()).collect());
                 self.push_tracked(&message, Revision(0), false)
             }
-            PushEvent::DoorCommand(command) => send(self.outbox, &Message::DoorCommand(command), 0).map(drop),
+            PushEvent::DoorCommand(command) => {
+                if !self.owns(command.door) {
+                    // Never send an IQ a command for a door it does not hold; tell the node.
+                    tracing::warn!(iq = %self.profile.iq, door = command.door, "door command for a door not of this iq");
+                    self.refused_commands.push(command.command_id);
+                    return Ok(());
+                }
+                send(self.outbox, &Message::DoorCommand(command), 0).map(drop)
+            }
             PushEvent::FirmwareAvailable(firmware) => {
                 self.push_tracked(&Message::FirmwareAvailable(firmware), Revision(0), false)
             }
             PushEvent::Revoked => {
                 self.shared.kill_iq(self.profile.iq);
                 Err(fatal(ErrorCode::Revoked, "certificate revoked"))
+            }
+        }
+    }
+
+    async fn report_refused_commands(&mut self) {
+        for command_id in std::mem::take(&mut self.refused_commands) {
+            let report = Report::DoorCommandAcked {
+                command_id,
+                status: CommandStatus::UnknownDoor,
+            };
+            if let Err(e) = self.shared.backend.report(self.profile.iq, report).await {
+                tracing::warn!(iq = %self.profile.iq, error = %e, "iq link could not report a refused door command");
             }
         }
     }

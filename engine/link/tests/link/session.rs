@@ -100,11 +100,19 @@ async fn closes(client: &mut IqClient) {
 
 /// A raw TLS connection to the control port, with or without a client certificate.
 async fn raw(node: &Node, credentials: Option<&IqCredentials>) -> tokio_rustls::client::TlsStream<TcpStream> {
+    raw_to(node, node.server.control_addr(), credentials).await
+}
+
+async fn raw_to(
+    node: &Node,
+    addr: std::net::SocketAddr,
+    credentials: Option<&IqCredentials>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let ca = node.server.link_ca_der();
     let config =
         keyway_link::pki::client_config(&ca, credentials.map(|c| (c.certificate.as_slice(), c.key.as_slice())))
             .unwrap();
-    let tcp = TcpStream::connect(node.server.control_addr()).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(config)
         .connect(keyway_link::pki::server_name("localhost").unwrap(), tcp)
         .await
@@ -336,6 +344,47 @@ async fn a_revocation_is_pushed_and_acknowledged_before_any_delta() {
             }
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_command_for_another_iqs_door_is_not_sent_and_reported_unknown() {
+    let node = start(|_| {}).await;
+    let mut client = node.connect(&node.enrol(1, 7, &[10]).await).await;
+    let command = DoorCommand {
+        command_id: 78,
+        door: 20,
+        command: DoorCommandKind::LockdownOn,
+        duration_s: 0,
+    };
+    node.fake.push(7, PushEvent::DoorCommand(command)).await;
+    node.fake
+        .wait_report(7, "unknown door", |r| {
+            r == &Report::DoorCommandAcked {
+                command_id: 78,
+                status: CommandStatus::UnknownDoor,
+            }
+        })
+        .await;
+    assert_eq!(client.next_event_within(Duration::from_millis(200)).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_sessions_closes_a_bulk_session_open_alone() {
+    let node = start(|_| {}).await;
+    let credentials = node.enrol(1, 7, &[10]).await;
+    let mut stream = raw_to(&node, node.server.bulk_addr(), Some(&credentials)).await;
+    stream.write_all(&frame(&hello(), 1)).await.unwrap();
+    for _ in 0..100 {
+        if node.server.sessions_of(IqId(7)) == (0, 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(node.server.sessions_of(IqId(7)), (0, 1));
+    node.server.close_sessions(IqId(7));
+    let error = error_then_close(stream).await;
+    assert_eq!((error.code, error.fatal), (ErrorCode::Revoked, true));
+    assert_eq!(node.server.sessions_of(IqId(7)), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
