@@ -11,6 +11,7 @@
 //!   certificates, the rustls configurations (ring provider);
 //! - `server` and `session`: the listeners, session caps, the per-port session loops;
 //! - `client`: [`IqClient`], a real client of the protocol, for `keyway iq-sim` and tests;
+//! - `offline`: the IQ's offline list and its decisions without the network;
 //! - `backend`: [`LinkBackend`], everything the link needs from the node.
 //!
 //! The link does not depend on the node: the node implements [`LinkBackend`] and starts a
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod conn;
 pub mod enrol;
 pub mod message;
+pub mod offline;
 pub mod pki;
 pub mod server;
 mod session;

@@ -4,6 +4,8 @@
 //!   bytes, every size limit at and over, truncated and out-of-order frames, the
 //!   extensibility rules, and the worked example of PROTOCOL.md byte for byte.
 //! - `fake`: an in-memory `LinkBackend`.
+//! - `offline`: the IQ's offline store: one table of decisions, revocations, deltas, door
+//!   modes.
 //! - `session`: whole sessions over real TLS on 127.0.0.1: enrolment, decisions, pushes,
 //!   entry uploads, refusals (codes, certificates, doors, garbage, oversized frames),
 //!   heartbeats, offline lists, firmware, caps and shutdown.
@@ -21,5 +23,7 @@
 mod codec;
 #[path = "link/fake.rs"]
 mod fake;
+#[path = "link/offline.rs"]
+mod offline;
 #[path = "link/session.rs"]
 mod session;

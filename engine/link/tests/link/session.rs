@@ -673,6 +673,23 @@ async fn full_offline_lists_are_capped_chunked_and_checked() {
             r == &Report::OfflineListInstalled(Revision(100))
         })
         .await;
+    // The IQ decides from it alone.
+    let store = keyway_link::offline::OfflineStore::from_list(&list).unwrap();
+    let secret = 42u64.to_be_bytes();
+    for (door, at, want) in [
+        (11, "2026-11-28T03:00:00Z", "granted"),
+        (10, "2026-11-30T09:00:00Z", "granted"),
+        (10, "2026-11-28T10:00:00Z", "outside_schedule"),
+        (10, "2026-12-25T09:00:00Z", "holiday"),
+    ] {
+        assert_eq!(
+            store
+                .decide(door, CredentialKind::Tag, &secret, at.parse().unwrap())
+                .reason,
+            want,
+            "door {door} at {at}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
