@@ -20,7 +20,7 @@ use tokio_util::codec::Encoder;
 struct Node {
     server: LinkServer<Fake>,
     fake: Arc<Fake>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 async fn start(configure: impl FnOnce(&mut LinkConfig)) -> Node {
@@ -31,11 +31,7 @@ async fn start(configure: impl FnOnce(&mut LinkConfig)) -> Node {
     configure(&mut config);
     let fake = Arc::new(Fake::new());
     let server = LinkServer::start(config, Arc::clone(&fake)).await.unwrap();
-    Node {
-        server,
-        fake,
-        _dir: dir,
-    }
+    Node { server, fake, dir }
 }
 
 impl Node {
@@ -519,6 +515,41 @@ async fn a_certificate_of_another_deployment_fails_the_handshake() {
     assert!(matches!(result, Err(ClientError::Io(_))), "{result:?}");
 }
 
+/// A certificate signed by site 1's CA but naming an IQ of site 2 (forged here with the
+/// CA's key from the data directory) is refused: the issuer must be the named site's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_naming_another_site_than_its_issuer_is_refused() {
+    let node = start(|_| {}).await;
+    let genuine = node.enrol(1, 7, &[10]).await;
+    let _code = node.fake.register(2, 8, &[20], Duration::from_secs(60));
+    let site1 = node.dir.path().join("link/sites/1");
+    let ca_cert = rustls::pki_types::CertificateDer::from(std::fs::read(site1.join("ca.der")).unwrap());
+    let ca_key = rcgen::KeyPair::try_from(std::fs::read(site1.join("ca.key.der")).unwrap().as_slice()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_cert, &ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        keyway_link::pki::identity_uri(keyway_core::SiteId(2), IqId(8))
+            .try_into()
+            .unwrap(),
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let forged = params.signed_by(&key, &issuer).unwrap();
+    let credentials = IqCredentials {
+        site: keyway_core::SiteId(2),
+        iq: IqId(8),
+        certificate: forged.der().to_vec(),
+        key: key.serialize_der(),
+        link_ca: genuine.link_ca.clone(),
+    };
+    assert_eq!(
+        refused(IqClient::connect(node.client_config(), credentials).await),
+        ErrorCode::Unauthenticated
+    );
+    // The genuine certificate of site 1 still works.
+    assert_eq!(node.connect(&genuine).await.welcome().site, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_close_that_connection_only() {
     let node = start(|_| {}).await;
@@ -746,7 +777,11 @@ async fn sessions_per_iq_are_capped() {
 async fn shutdown_tells_every_session_and_waits_for_them() {
     let node = start(|_| {}).await;
     let mut client = node.connect(&node.enrol(1, 7, &[10]).await).await;
-    let Node { server, fake, _dir } = node;
+    let Node {
+        server,
+        fake,
+        dir: _dir,
+    } = node;
     server.shutdown(Duration::from_secs(5)).await;
     let error = next_error(&mut client).await;
     assert_eq!((error.code, error.fatal), (ErrorCode::ShuttingDown, true));
