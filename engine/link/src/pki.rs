@@ -280,14 +280,17 @@ impl LinkPki {
     }
 
     fn site_ca(&self, site: SiteId) -> Result<(Arc<Ca>, bool), PkiError> {
-        if let Some(ca) = self.sites().get(&site) {
+        // The lock is held while a new CA is made and written, so that two enrolments of a
+        // new site's IQs cannot each write a CA of their own (enrolments are rare; the
+        // file IO is short).
+        let mut sites = self.sites();
+        if let Some(ca) = sites.get(&site) {
             return Ok((Arc::clone(ca), false));
         }
         let dir = self.dir.join("sites").join(site.get().to_string());
         let ca = Arc::new(Ca::load_or_create(&dir, &site_ca_name(site))?);
-        let mut sites = self.sites();
-        let entry = sites.entry(site).or_insert(ca);
-        Ok((Arc::clone(entry), true))
+        sites.insert(site, Arc::clone(&ca));
+        Ok((ca, true))
     }
 
     /// The site CA's certificate (DER), made if the site has none yet.
