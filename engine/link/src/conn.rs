@@ -139,6 +139,7 @@ pub enum PushError {
 pub struct Outbox {
     tx: mpsc::Sender<Frame>,
     next: u32,
+    wait: Duration,
 }
 
 fn encode(message: &Message) -> Result<bytes::Bytes, EncodeError> {
@@ -187,6 +188,17 @@ impl Outbox {
         });
         self.next = next_seq(seq);
         Ok(seq)
+    }
+
+    /// Queues `message`, waiting for room at most the write timeout: a queue that stays
+    /// full that long belongs to a peer that does not read ([`PushError::Full`]). This is
+    /// the session's backpressure: while it waits, it reads no more requests.
+    pub async fn push_within(&mut self, message: &Message, reply_to: u32) -> Result<u32, PushError> {
+        let wait = self.wait;
+        match tokio::time::timeout(wait, self.push(message, reply_to)).await {
+            Ok(pushed) => pushed,
+            Err(_) => Err(PushError::Full),
+        }
     }
 
     /// Queues a raw frame with the next number, whatever its type and body (tests send
@@ -260,5 +272,12 @@ where
         let mut write = sink.into_inner();
         let _closed = tokio::time::timeout(write_timeout, write.shutdown()).await;
     });
-    (Outbox { tx, next: 1 }, handle)
+    (
+        Outbox {
+            tx,
+            next: 1,
+            wait: write_timeout,
+        },
+        handle,
+    )
 }

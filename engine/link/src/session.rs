@@ -52,9 +52,10 @@ fn error_msg(code: ErrorCode, fatal: bool, message: impl Into<String>) -> Messag
     })
 }
 
-/// Queues `message` or ends the session: a full queue is an IQ that does not read.
-fn send(outbox: &mut Outbox, message: &Message, reply_to: u32) -> Result<u32, End> {
-    outbox.try_push(message, reply_to).map_err(|e| match e {
+/// Queues `message`, waiting for room at most the write timeout, or ends the session: a
+/// queue that stays full is an IQ that does not read.
+async fn send(outbox: &mut Outbox, message: &Message, reply_to: u32) -> Result<u32, End> {
+    outbox.push_within(message, reply_to).await.map_err(|e| match e {
         PushError::Full => fatal(ErrorCode::Timeout, "not reading"),
         PushError::Closed => End::Quiet,
         PushError::Encode(e) => {
@@ -191,7 +192,7 @@ pub(crate) async fn control<B: LinkBackend>(
             () = dead.cancelled() => Err(End::Quiet),
             event = events.recv() => match event {
                 Some(event) => {
-                    let pushed = session.push(event);
+                    let pushed = session.push(event).await;
                     session.report_refused_commands().await;
                     pushed
                 }
@@ -268,11 +269,12 @@ impl<B: LinkBackend> Control<'_, B> {
             &error_msg(ErrorCode::Forbidden, false, format!("door {door} is not this iq's")),
             seq,
         )
+        .await
         .map(drop)
     }
 
-    fn push_tracked(&mut self, message: &Message, revision: Revision, revocation: bool) -> Result<(), End> {
-        let seq = send(self.outbox, message, 0)?;
+    async fn push_tracked(&mut self, message: &Message, revision: Revision, revocation: bool) -> Result<(), End> {
+        let seq = send(self.outbox, message, 0).await?;
         self.pending.push_back(Pending {
             seq,
             revision,
@@ -288,7 +290,7 @@ impl<B: LinkBackend> Control<'_, B> {
             .any(|p| p.revocation && p.revision.get() <= delta.to_revision)
     }
 
-    fn push(&mut self, event: PushEvent) -> Result<(), End> {
+    async fn push(&mut self, event: PushEvent) -> Result<(), End> {
         match event {
             PushEvent::Revocation { revision, items } => {
                 self.revision = self.revision.max(revision);
@@ -296,7 +298,7 @@ impl<B: LinkBackend> Control<'_, B> {
                     revision: revision.get(),
                     items,
                 });
-                self.push_tracked(&message, revision, true)
+                self.push_tracked(&message, revision, true).await
             }
             PushEvent::OfflineDelta(delta) => {
                 self.revision = self.revision.max(Revision(delta.to_revision));
@@ -305,17 +307,18 @@ impl<B: LinkBackend> Control<'_, B> {
                     Ok(())
                 } else {
                     let revision = Revision(delta.to_revision);
-                    self.push_tracked(&Message::OfflineDelta(delta), revision, false)
+                    self.push_tracked(&Message::OfflineDelta(delta), revision, false).await
                 }
             }
             PushEvent::Resync { revision } => {
                 self.revision = self.revision.max(revision);
                 self.push_tracked(&Message::Resync(revision.get()), revision, false)
+                    .await
             }
             PushEvent::Doors(doors) => {
                 self.profile.doors = doors;
                 let message = Message::Doors(self.profile.doors.iter().map(|d| d.get()).collect());
-                self.push_tracked(&message, Revision(0), false)
+                self.push_tracked(&message, Revision(0), false).await
             }
             PushEvent::DoorCommand(command) => {
                 if !self.owns(command.door) {
@@ -324,10 +327,11 @@ impl<B: LinkBackend> Control<'_, B> {
                     self.refused_commands.push(command.command_id);
                     return Ok(());
                 }
-                send(self.outbox, &Message::DoorCommand(command), 0).map(drop)
+                send(self.outbox, &Message::DoorCommand(command), 0).await.map(drop)
             }
             PushEvent::FirmwareAvailable(firmware) => {
                 self.push_tracked(&Message::FirmwareAvailable(firmware), Revision(0), false)
+                    .await
             }
             PushEvent::Revoked => {
                 self.shared.kill_iq(self.profile.iq);
@@ -348,7 +352,7 @@ impl<B: LinkBackend> Control<'_, B> {
         }
     }
 
-    fn release_held(&mut self) -> Result<(), End> {
+    async fn release_held(&mut self) -> Result<(), End> {
         while let Some(delta) = self.held.front() {
             if self.blocks(delta) {
                 break;
@@ -357,14 +361,15 @@ impl<B: LinkBackend> Control<'_, B> {
                 break;
             };
             let revision = Revision(delta.to_revision);
-            self.push_tracked(&Message::OfflineDelta(delta), revision, false)?;
+            self.push_tracked(&Message::OfflineDelta(delta), revision, false)
+                .await?;
         }
         Ok(())
     }
 
     async fn frame(&mut self, received: Received) -> Result<(), End> {
         if let Some((answer, _)) = undecodable(&received) {
-            return send(self.outbox, &answer, received.seq).map(drop);
+            return send(self.outbox, &answer, received.seq).await.map(drop);
         }
         let Ok(message) = received.message else {
             return Ok(());
@@ -389,12 +394,12 @@ impl<B: LinkBackend> Control<'_, B> {
                     server_time: now_ms(),
                     revision: self.revision.get(),
                 });
-                send(self.outbox, &ack, seq).map(drop)
+                send(self.outbox, &ack, seq).await.map(drop)
             }
             Message::Decide(items) => {
                 if items.is_empty() || items.len() > MAX_DECIDE_ITEMS {
                     let answer = error_msg(ErrorCode::LimitExceeded, false, "a decide carries 1 to 64 requests");
-                    return send(self.outbox, &answer, seq).map(drop);
+                    return send(self.outbox, &answer, seq).await.map(drop);
                 }
                 if let Some(item) = items.iter().find(|i| !self.owns(i.door)) {
                     return self.foreign_door(item.door, "DECIDE", seq).await;
@@ -422,7 +427,7 @@ impl<B: LinkBackend> Control<'_, B> {
                                 })
                                 .collect(),
                         });
-                        send(self.outbox, &answer, seq).map(drop)
+                        send(self.outbox, &answer, seq).await.map(drop)
                     }
                     Ok(batch) => {
                         tracing::error!(%iq, asked = items.len(), got = batch.outcomes.len(), "backend answered a batch with the wrong count");
@@ -431,6 +436,7 @@ impl<B: LinkBackend> Control<'_, B> {
                             &error_msg(ErrorCode::Unavailable, false, "cannot decide now"),
                             seq,
                         )
+                        .await
                         .map(drop)
                     }
                     Err(e) => {
@@ -440,6 +446,7 @@ impl<B: LinkBackend> Control<'_, B> {
                             &error_msg(ErrorCode::Unavailable, false, "cannot decide now"),
                             seq,
                         )
+                        .await
                         .map(drop)
                     }
                 }
@@ -447,13 +454,15 @@ impl<B: LinkBackend> Control<'_, B> {
             Message::Entries(items) => {
                 if items.is_empty() || items.len() > MAX_ENTRY_ITEMS {
                     let answer = error_msg(ErrorCode::LimitExceeded, false, "an upload carries 1 to 256 entries");
-                    return send(self.outbox, &answer, seq).map(drop);
+                    return send(self.outbox, &answer, seq).await.map(drop);
                 }
                 if let Some(item) = items.iter().find(|i| !self.owns(i.door)) {
                     return self.foreign_door(item.door, "ENTRIES", seq).await;
                 }
                 if items.iter().any(|i| i.seq == 0) {
-                    return send(self.outbox, &error_msg(ErrorCode::Malformed, false, "entry seq 0"), seq).map(drop);
+                    return send(self.outbox, &error_msg(ErrorCode::Malformed, false, "entry seq 0"), seq)
+                        .await
+                        .map(drop);
                 }
                 let entries: Vec<UploadedEntry> = items
                     .iter()
@@ -470,7 +479,7 @@ impl<B: LinkBackend> Control<'_, B> {
                 match backend.record_entries(iq, &entries).await {
                     Ok(()) => {
                         let answer = Message::EntriesAck(items.iter().map(|i| i.seq).collect());
-                        send(self.outbox, &answer, seq).map(drop)
+                        send(self.outbox, &answer, seq).await.map(drop)
                     }
                     Err(e) => {
                         tracing::warn!(%iq, error = %e, "iq link could not store entries");
@@ -479,6 +488,7 @@ impl<B: LinkBackend> Control<'_, B> {
                             &error_msg(ErrorCode::Unavailable, false, "cannot store now"),
                             seq,
                         )
+                        .await
                         .map(drop)
                     }
                 }
@@ -493,7 +503,7 @@ impl<B: LinkBackend> Control<'_, B> {
                 if let Err(e) = backend.report(iq, Report::PushAcked(revision)).await {
                     tracing::debug!(%iq, error = %e, "iq link could not report an ack");
                 }
-                self.release_held()
+                self.release_held().await
             }
             Message::DoorCommandAck(ack) => {
                 let report = Report::DoorCommandAcked {
@@ -511,7 +521,7 @@ impl<B: LinkBackend> Control<'_, B> {
                 }
                 let id = incident.id;
                 match backend.report(iq, Report::Incident(incident)).await {
-                    Ok(()) => send(self.outbox, &Message::IncidentAck(id), seq).map(drop),
+                    Ok(()) => send(self.outbox, &Message::IncidentAck(id), seq).await.map(drop),
                     Err(e) => {
                         tracing::warn!(%iq, error = %e, "iq link could not store an incident");
                         send(
@@ -519,12 +529,13 @@ impl<B: LinkBackend> Control<'_, B> {
                             &error_msg(ErrorCode::Unavailable, false, "cannot store now"),
                             seq,
                         )
+                        .await
                         .map(drop)
                     }
                 }
             }
             Message::PinCheck(check) => match backend.check_pin(iq, PersonId(check.person), &check.pin).await {
-                Ok(verdict) => send(self.outbox, &Message::PinResult(verdict), seq).map(drop),
+                Ok(verdict) => send(self.outbox, &Message::PinResult(verdict), seq).await.map(drop),
                 Err(e) => {
                     tracing::warn!(%iq, error = %e, "iq link could not check a pin");
                     send(
@@ -532,6 +543,7 @@ impl<B: LinkBackend> Control<'_, B> {
                         &error_msg(ErrorCode::Unavailable, false, "cannot check now"),
                         seq,
                     )
+                    .await
                     .map(drop)
                 }
             },
@@ -675,7 +687,7 @@ async fn bulk_frame<B: LinkBackend>(
     received: Received,
 ) -> Result<(), End> {
     if let Some((answer, _)) = undecodable(&received) {
-        return send(outbox, &answer, received.seq).map(drop);
+        return send(outbox, &answer, received.seq).await.map(drop);
     }
     let Ok(message) = received.message else {
         return Ok(());
@@ -693,6 +705,7 @@ async fn bulk_frame<B: LinkBackend>(
                         &error_msg(ErrorCode::Unavailable, false, "cannot build now"),
                         seq,
                     )
+                    .await
                     .map(drop);
                 }
             };
@@ -755,6 +768,7 @@ async fn bulk_frame<B: LinkBackend>(
                     &error_msg(ErrorCode::NotFound, false, "unknown firmware version"),
                     seq,
                 )
+                .await
                 .map(drop),
                 Err(e) => {
                     tracing::warn!(%iq, error = %e, "iq link could not read firmware");
@@ -763,6 +777,7 @@ async fn bulk_frame<B: LinkBackend>(
                         &error_msg(ErrorCode::Unavailable, false, "cannot read now"),
                         seq,
                     )
+                    .await
                     .map(drop)
                 }
             }

@@ -638,6 +638,82 @@ async fn garbage_and_oversized_frames_close_that_connection_only() {
     );
 }
 
+/// A burst of pipelined requests far beyond the session's queue is answered in full:
+/// the session stops reading while its queue is full instead of dropping the IQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_burst_larger_than_the_queue_is_answered() {
+    let node = start(|c| c.session_queue = 4).await;
+    let client = Arc::new(node.connect(&node.enrol(1, 7, &[10]).await).await);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let client = Arc::clone(&client);
+        burst.spawn(async move { client.decide(vec![tag(10, GOOD_TAG); 64]).await });
+    }
+    let mut answered = 0;
+    while let Some(result) = burst.join_next().await {
+        assert_eq!(result.unwrap().unwrap().items.len(), 64);
+        answered += 1;
+    }
+    assert_eq!(answered, 300);
+    assert_eq!(node.server.sessions_of(IqId(7)), (1, 0));
+}
+
+/// An IQ that sends requests but never reads the answers is disconnected (full queue or
+/// write timeout), and meanwhile another IQ is answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iq_that_does_not_read_is_disconnected_without_stalling_others() {
+    let node = start(|c| {
+        c.write_timeout = Duration::from_millis(300);
+        c.session_queue = 16;
+    })
+    .await;
+    let stuck = node.enrol(1, 7, &[10]).await;
+    let bystander = node.connect(&node.enrol(1, 8, &[11]).await).await;
+    let stream = raw(&node, Some(&stuck)).await;
+    let (_read, mut write) = tokio::io::split(stream);
+    write.write_all(&frame(&hello(), 1)).await.unwrap();
+    for _ in 0..250 {
+        if node.server.sessions_of(IqId(7)) == (1, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(node.server.sessions_of(IqId(7)), (1, 0));
+    let flood = tokio::spawn(async move {
+        let items: Vec<DecideItem> = (0..64).map(|_| tag(10, GOOD_TAG)).collect();
+        let mut bytes = Vec::new();
+        for seq in 2..20_000u32 {
+            bytes.extend_from_slice(&frame(&Message::Decide(items.clone()), seq));
+            if bytes.len() > 256 * 1024 {
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                bytes.clear();
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let asked = std::time::Instant::now();
+        let answer = bystander.decide(vec![tag(11, GOOD_TAG)]).await.unwrap();
+        assert_eq!(answer.items[0].effect, Effect::Allow);
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "a bystander waited {:?}",
+            asked.elapsed()
+        );
+        if node.server.sessions_of(IqId(7)) == (0, 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stuck iq was never disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flood.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_types_and_bad_bodies_get_an_error_and_the_session_goes_on() {
     let node = start(|_| {}).await;
