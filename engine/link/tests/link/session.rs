@@ -698,7 +698,7 @@ async fn an_iq_that_does_not_read_is_disconnected_without_stalling_others() {
         let answer = bystander.decide(vec![tag(11, GOOD_TAG)]).await.unwrap();
         assert_eq!(answer.items[0].effect, Effect::Allow);
         assert!(
-            asked.elapsed() < Duration::from_millis(500),
+            asked.elapsed() < Duration::from_secs(2),
             "a bystander waited {:?}",
             asked.elapsed()
         );
