@@ -498,6 +498,8 @@ impl IqClient {
     }
 
     /// The next push, door command or unsolicited error; `None` once closed and drained.
+    /// Call it regularly: once 1,024 events are unread the reader waits, and answers to
+    /// requests wait behind it.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
         self.events.recv().await
     }
