@@ -1,0 +1,29 @@
+//! The integration tests of `keyway-link`: one binary, one module per concern.
+//!
+//! - `codec`: frames and messages: a proptest round trip of every message, arbitrary
+//!   bytes, every size limit at and over, truncated and out-of-order frames, the
+//!   extensibility rules, and the worked example of PROTOCOL.md byte for byte.
+//! - `fake`: an in-memory `LinkBackend`.
+//! - `offline`: the IQ's offline store: one table of decisions, revocations, deltas, door
+//!   modes.
+//! - `session`: whole sessions over real TLS on 127.0.0.1: enrolment, decisions, pushes,
+//!   entry uploads, refusals (codes, certificates, doors, garbage, oversized frames),
+//!   heartbeats, offline lists, firmware, caps and shutdown.
+//!
+//! The modules live in `tests/link/`, so that Cargo builds this one binary from them.
+
+#![expect(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers fail loudly with context; clippy's allow-*-in-tests only covers #[test] functions"
+)]
+
+#[path = "link/codec.rs"]
+mod codec;
+#[path = "link/fake.rs"]
+mod fake;
+#[path = "link/offline.rs"]
+mod offline;
+#[path = "link/session.rs"]
+mod session;
