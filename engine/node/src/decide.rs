@@ -8,7 +8,7 @@
 use crate::node::Node;
 use jiff::Timestamp;
 use keyway_core::{CredentialKind, DoorId, Effect, IqId, Presented, Snapshot, decide};
-use keyway_plugin_host::sdk::Direction;
+use keyway_plugin_host::Direction;
 use keyway_plugin_host::{DoorContext, RuledDecision};
 use keyway_store::{Entry, Method};
 use std::borrow::Cow;

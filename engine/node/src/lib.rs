@@ -31,4 +31,4 @@ pub use error::NodeError;
 pub use metrics::{DecisionMetrics, REASON_CODES};
 pub use node::{Node, NodeConfig, SYSTEM_ACTOR};
 
-pub use keyway_plugin_host::sdk::Direction;
+pub use keyway_plugin_host::Direction;

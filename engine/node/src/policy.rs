@@ -76,7 +76,11 @@ pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Resu
     let rules = host.door_rules();
     let wanted: std::collections::HashSet<DoorId> = stored.iter().map(|a| a.door).collect();
     for attachment in &stored {
-        rules.attach(attachment.door, &attachment.rule, fail_mode(attachment.fail_safe));
+        if let Err(e) = rules.attach(attachment.door, &attachment.rule, fail_mode(attachment.fail_safe)) {
+            // Activation and attachment both check the bundle first, so only a race
+            // between nodes gets here; the store keeps the attachment for the next bundle.
+            tracing::error!(error = %e, door = attachment.door.0, "stored door rule not attached");
+        }
     }
     // Doors the tables no longer list lose their rule.
     let snapshot_doors: Vec<DoorId> = host
@@ -86,7 +90,7 @@ pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Resu
         .filter(|d| !wanted.contains(d))
         .collect();
     for door in snapshot_doors {
-        rules.detach(door);
+        let _ = rules.detach(door);
     }
     host.opening_hours().replace_all(store.all_opening_hours().await?);
     Ok(())
@@ -102,7 +106,7 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
                 }));
             };
             let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
-            inner.policy.swap(loaded);
+            inner.policy.swap(loaded)?;
             tracing::info!(
                 bundle = stored.name,
                 version = stored.version,
@@ -116,9 +120,13 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
             door,
             rule: Some((rule, fail_safe)),
         } => {
-            inner.policy.door_rules().attach(*door, rule, fail_mode(*fail_safe));
+            if let Err(e) = inner.policy.door_rules().attach(*door, rule, fail_mode(*fail_safe)) {
+                tracing::error!(error = %e, door = door.0, "door rule from the change log not attached");
+            }
         }
-        PolicyChange::DoorRule { door, rule: None } => inner.policy.door_rules().detach(*door),
+        PolicyChange::DoorRule { door, rule: None } => {
+            let _ = inner.policy.door_rules().detach(*door);
+        }
         PolicyChange::OpeningHours { site, hours } => inner.policy.set_site_opening_hours(*site, hours.clone()),
     }
     Ok(())
@@ -170,7 +178,12 @@ async fn resync(inner: &Inner) -> Revision {
         let result = async {
             if let Some(stored) = inner.store.active_bundle(None).await? {
                 let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
-                inner.policy.swap(loaded);
+                // Attachments may name rules only the new bundle has: clear them first,
+                // the reload below attaches what the tables say.
+                for door in inner.policy.door_rules().attached_doors() {
+                    let _ = inner.policy.door_rules().detach(door);
+                }
+                inner.policy.swap(loaded)?;
             }
             reload_attachments(&inner.store, &inner.policy).await
         }

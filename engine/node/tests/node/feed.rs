@@ -9,7 +9,11 @@ use std::time::Duration;
 
 async fn block_toggles(node: &Node, person: PersonId, n: usize) {
     for i in 0..n {
-        let change = if i % 2 == 0 { Change::BlockPerson(person) } else { Change::UnblockPerson(person) };
+        let change = if i % 2 == 0 {
+            Change::BlockPerson(person)
+        } else {
+            Change::UnblockPerson(person)
+        };
         node.store().write(ACTOR, change).await.unwrap();
     }
 }
@@ -26,7 +30,10 @@ async fn in_order_without_gaps_and_resumable() {
     let head = node.store().status().applied;
     let mut seen = Vec::new();
     while seen.last().copied() != Some(head.0) {
-        let item = tokio::time::timeout(Duration::from_secs(5), live.next()).await.unwrap().unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .unwrap()
+            .unwrap();
         seen.push(item.revision.0);
     }
     let expected: Vec<u64> = (start.0 + 1..=head.0).collect();
@@ -43,9 +50,15 @@ async fn in_order_without_gaps_and_resumable() {
         last_entry = Some(item.entry);
     }
     assert_eq!(replayed, (middle.0 + 1..=head.0).collect::<Vec<_>>());
-    assert!(matches!(last_entry.as_deref(), Some(Logged::Policy(_))), "the policy change is in line");
+    assert!(
+        matches!(last_entry.as_deref(), Some(Logged::Policy(_))),
+        "the policy change is in line"
+    );
     block_toggles(node, s.person, 1).await;
-    let next = tokio::time::timeout(Duration::from_secs(5), resumed.next()).await.unwrap().unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.revision.0, head.0 + 1);
     t.node.close().await;
 }

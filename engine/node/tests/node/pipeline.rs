@@ -28,14 +28,21 @@ async fn rules_and_entries() {
         logged_rule: Option<&'static str>,
     }
     let cases = [
-        Case { name: "no rule", rule: None, hour: 22, effect: Effect::Allow, reason: "granted", logged_rule: None },
+        Case {
+            name: "no rule",
+            rule: None,
+            hour: 22,
+            effect: Effect::Allow,
+            reason: "granted",
+            logged_rule: None,
+        },
         Case {
             name: "business hours, open",
             rule: Some(("business-hours", false)),
             hour: 9,
             effect: Effect::Allow,
             reason: "granted",
-            logged_rule: Some("business-hours@4c7becdc"),
+            logged_rule: Some("business-hours@"),
         },
         Case {
             name: "business hours, closed",
@@ -43,15 +50,7 @@ async fn rules_and_entries() {
             hour: 22,
             effect: Effect::Deny,
             reason: "rule_denied",
-            logged_rule: Some("business-hours@4c7becdc"),
-        },
-        Case {
-            name: "rule missing from the bundle on a fail-secure door",
-            rule: Some(("ghost", false)),
-            hour: 9,
-            effect: Effect::Deny,
-            reason: "rule_failed",
-            logged_rule: Some("ghost@missing"),
+            logged_rule: Some("business-hours@"),
         },
     ];
     let t = sqlite_node().await;
@@ -69,29 +68,62 @@ async fn rules_and_entries() {
             }
         }
         // The policy task applies the attachment from the feed.
-        node.reach(node.store().status().applied, std::time::Duration::from_secs(5)).await.unwrap();
+        node.reach(node.store().status().applied, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
         let mut tries = 0;
-        while node.policy().door_rules().attachment(s.door).map(|(r, _)| r.to_string())
+        while node
+            .policy()
+            .door_rules()
+            .attachment(s.door)
+            .map(|(r, _)| r.to_string())
             != case.rule.map(|(r, _)| r.to_owned())
         {
             tries += 1;
             assert!(tries < 100, "{}: attachment never reached the plugin host", case.name);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let d = node.decide(&request(s.door, case.hour, Source::Iq { iq: IqId(7), sequence: i as u64 })).await;
-        assert_eq!((d.effect(), d.reason_code()), (case.effect, case.reason), "{}", case.name);
+        let d = node
+            .decide(&request(
+                s.door,
+                case.hour,
+                Source::Iq {
+                    iq: IqId(7),
+                    sequence: i as u64,
+                },
+            ))
+            .await;
+        assert_eq!(
+            (d.effect(), d.reason_code()),
+            (case.effect, case.reason),
+            "{}",
+            case.name
+        );
         assert!(d.logged, "{}", case.name);
         assert_eq!(d.ruled.core.person, Some(s.person), "{}", case.name);
         node.store().entries().flush().await.unwrap();
         let page = node.store().entries().query(&EntryQuery::site(s.site)).await.unwrap();
-        let entry = &page.entries.first().unwrap().entry;
+        let entry = &page
+            .entries
+            .iter()
+            .find(|e| e.entry.iq == Some((IqId(7), i as u64)))
+            .unwrap()
+            .entry;
         assert_eq!(entry.reason, case.reason, "{}", case.name);
         assert_eq!(entry.allowed, case.effect == Effect::Allow, "{}", case.name);
         assert_eq!(entry.iq, Some((IqId(7), i as u64)), "{}", case.name);
         assert_eq!(entry.revision, d.ruled.core.revision, "{}", case.name);
         match (case.logged_rule, &entry.rule) {
             (None, None) => {}
-            (Some(prefix), Some(rule)) => assert!(rule.starts_with(prefix), "{}: {rule}", case.name),
+            (Some(prefix), Some(rule)) => {
+                assert!(rule.starts_with(prefix), "{}: {rule}", case.name);
+                let sha = &rule[prefix.len()..];
+                assert!(
+                    sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{}: {rule}",
+                    case.name
+                );
+            }
             (want, got) => panic!("{}: rule {want:?}, logged {got:?}", case.name),
         }
     }
@@ -107,12 +139,18 @@ async fn batch_is_one_revision_and_dry_runs_are_not_logged() {
     let out = node.decide_batch(&requests).await;
     assert_eq!(out.len(), 10);
     let revision = out[0].ruled.core.revision;
-    assert!(out.iter().all(|d| d.ruled.core.revision == revision && !d.logged && d.effect() == Effect::Allow));
+    assert!(
+        out.iter()
+            .all(|d| d.ruled.core.revision == revision && !d.logged && d.effect() == Effect::Allow)
+    );
     node.store().entries().flush().await.unwrap();
     assert_eq!(node.store().entries().count().await.unwrap(), 0);
     // An unknown door is denied and, having no site, not logged.
     let d = node.decide(&request(DoorId(999), 9, Source::Api)).await;
-    assert_eq!((d.effect(), d.reason_code(), d.logged), (Effect::Deny, "unknown_door", false));
+    assert_eq!(
+        (d.effect(), d.reason_code(), d.logged),
+        (Effect::Deny, "unknown_door", false)
+    );
     t.node.close().await;
 }
 
@@ -123,14 +161,24 @@ async fn attaching_a_rule_the_bundle_lacks_is_refused() {
     let s = seed(node).await;
     let before = node.store().status().applied;
     match node.attach_door_rule(ACTOR, s.door, "busines-hours", true).await {
-        Err(NodeError::UnknownRule { rule, bundle }) => assert_eq!((rule.as_str(), bundle.as_str()), ("busines-hours", "default")),
+        Err(NodeError::UnknownRule { rule, bundle }) => {
+            assert_eq!((rule.as_str(), bundle.as_str()), ("busines-hours", "default"))
+        }
         other => panic!("expected UnknownRule, got {other:?}"),
     }
     assert_eq!(node.store().status().applied, before, "nothing was written");
     assert!(node.store().door_rules().await.unwrap().is_empty());
     // A known rule attaches, and the node's own plugin host has it when the call returns.
-    node.attach_door_rule(ACTOR, s.door, "anti-passback", false).await.unwrap();
-    assert_eq!(node.policy().door_rules().attachment(s.door).map(|(r, _)| r.to_string()), Some("anti-passback".into()));
+    node.attach_door_rule(ACTOR, s.door, "anti-passback", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.policy()
+            .door_rules()
+            .attachment(s.door)
+            .map(|(r, _)| r.to_string()),
+        Some("anti-passback".into())
+    );
     node.detach_door_rule(ACTOR, s.door).await.unwrap();
     assert!(node.policy().door_rules().attachment(s.door).is_none());
     t.node.close().await;

@@ -30,12 +30,11 @@ pub struct Site {
     pub site: SiteId,
     pub door: DoorId,
     pub person: PersonId,
-    pub credential: CredentialId,
 }
 
 pub struct TestNode {
     pub node: Node,
-    pub dir: TempDir,
+    pub _dir: TempDir,
 }
 
 pub fn config(url: String) -> NodeConfig {
@@ -50,7 +49,7 @@ pub async fn sqlite_node() -> TestNode {
     let url = format!("sqlite://{}", dir.path().join("keyway.db").display());
     TestNode {
         node: Node::open(config(url)).await.unwrap(),
-        dir,
+        _dir: dir,
     }
 }
 
@@ -77,7 +76,13 @@ pub async fn seed(node: &Node) -> Site {
         store
             .create(
                 ACTOR,
-                Record::Door(DoorRecord { id: DoorId(0), site, iq: None, mode: DoorMode::Normal, lockdown: false }),
+                Record::Door(DoorRecord {
+                    id: DoorId(0),
+                    site,
+                    iq: None,
+                    mode: DoorMode::Normal,
+                    lockdown: false,
+                }),
             )
             .await
             .unwrap()
@@ -86,26 +91,13 @@ pub async fn seed(node: &Node) -> Site {
     );
     let person = PersonId(
         store
-            .create(ACTOR, Record::Person(PersonRecord { id: PersonId(0), site, role: RoleId(3), blocked: false }))
-            .await
-            .unwrap()
-            .id
-            .unwrap(),
-    );
-    let credential = CredentialId(
-        store
             .create(
                 ACTOR,
-                Record::Credential(CredentialRecord {
-                    id: CredentialId(0),
+                Record::Person(PersonRecord {
+                    id: PersonId(0),
                     site,
-                    kind: CredentialKind::Tag,
-                    secret: TAG.to_vec(),
-                    owner: Some(person),
-                    valid_from: None,
-                    valid_until: None,
-                    offline_access: true,
-                    revoked: false,
+                    role: RoleId(3),
+                    blocked: false,
                 }),
             )
             .await
@@ -116,11 +108,34 @@ pub async fn seed(node: &Node) -> Site {
     store
         .create(
             ACTOR,
-            Record::Group(GroupRecord { id: GroupId(0), site, doors: vec![door], schedule: None, members: vec![person] }),
+            Record::Credential(CredentialRecord {
+                id: CredentialId(0),
+                site,
+                kind: CredentialKind::Tag,
+                secret: TAG.to_vec(),
+                owner: Some(person),
+                valid_from: None,
+                valid_until: None,
+                offline_access: true,
+                revoked: false,
+            }),
         )
         .await
         .unwrap();
-    Site { site, door, person, credential }
+    store
+        .create(
+            ACTOR,
+            Record::Group(GroupRecord {
+                id: GroupId(0),
+                site,
+                doors: vec![door],
+                schedule: None,
+                members: vec![person],
+            }),
+        )
+        .await
+        .unwrap();
+    Site { site, door, person }
 }
 
 /// A fresh PostgreSQL database, or `None` (loudly) when none is reachable outside CI.
@@ -148,12 +163,23 @@ impl PgDb {
         let pool = match admin().await {
             Ok(pool) => pool,
             Err(e) => {
-                assert!(std::env::var_os("CI").is_none(), "PostgreSQL unreachable at {} in CI: {e}", admin_url());
-                eprintln!("\n*** SKIPPED: PostgreSQL unreachable at {} ({e}); node PostgreSQL tests did not run ***\n", admin_url());
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL unreachable at {} in CI: {e}",
+                    admin_url()
+                );
+                eprintln!(
+                    "\n*** SKIPPED: PostgreSQL unreachable at {} ({e}); node PostgreSQL tests did not run ***\n",
+                    admin_url()
+                );
                 return None;
             }
         };
-        let name = format!("keyway_nodetest_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "keyway_nodetest_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let mut attempt = 0;
         while let Err(e) = sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await {
             attempt += 1;
@@ -162,13 +188,21 @@ impl PgDb {
         }
         pool.close().await;
         let admin = admin_url();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(head, _)| head).to_owned();
-        Some(PgDb { url: format!("{base}/{name}"), name })
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(head, _)| head)
+            .to_owned();
+        Some(PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        })
     }
 
     pub async fn drop(self) {
         if let Ok(pool) = admin().await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&pool).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&pool)
+                .await;
         }
     }
 }
