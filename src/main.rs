@@ -1,7 +1,10 @@
 //! The `keyway` command.
 //!
-//! For now it holds `simulate`: generate a site population, build the decision snapshot,
-//! answer a stream of door requests, and report how they were decided.
+//! - `serve`: the main job (see `serve.rs`): the node and the admin HTTP API.
+//! - `simulate`: generate a site population, build the decision snapshot, answer a
+//!   stream of door requests, and report how they were decided.
+
+mod serve;
 
 use clap::{Parser, Subcommand};
 use keyway_core::{Presented, Revision, Snapshot, decide};
@@ -21,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run Keyway: the node (store, policy, decisions) and the admin HTTP API.
+    Serve(serve::ServeArgs),
     /// Generate a population, build the decision snapshot and answer door requests.
     Simulate {
         /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
@@ -36,9 +41,35 @@ enum Command {
     },
 }
 
+fn run_serve(args: serve::ServeArgs) -> ExitCode {
+    serve::init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve::serve(args, api_parts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn api_parts(_node: keyway_node::Node) -> Result<serve::ApiParts, String> {
+    Ok(serve::ApiParts {
+        router: axum::Router::new(),
+        metrics: Box::new(|_| {}),
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => run_serve(args),
         Command::Simulate {
             divisor,
             requests,

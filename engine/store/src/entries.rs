@@ -269,6 +269,8 @@ pub struct EntriesStats {
     pub committed: u64,
     /// Batch inserts that failed and were retried.
     pub failed_batches: u64,
+    /// Entries (and flush requests) waiting in the queue now.
+    pub queued: usize,
 }
 
 /// The entries log of a store.
@@ -346,6 +348,7 @@ impl EntriesLog {
         EntriesStats {
             committed: self.counters.committed.load(Ordering::Acquire),
             failed_batches: self.counters.failed_batches.load(Ordering::Acquire),
+            queued: self.tx.max_capacity().saturating_sub(self.tx.capacity()),
         }
     }
 
