@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `keyway serve` process, started on a temporary data
+//! directory, driven over HTTP as a site operator would. One test binary for the root
+//! package (it uses the binary cargo built for this same test profile, so the workspace
+//! is built once).
+
+mod e2e {
+    pub mod server;
+    pub mod support;
+}
