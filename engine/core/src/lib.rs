@@ -38,6 +38,7 @@
 #![deny(clippy::indexing_slicing)]
 
 mod change;
+mod clock;
 mod decide;
 mod error;
 mod group_list;
@@ -46,9 +47,10 @@ mod model;
 mod publish;
 mod schedule;
 mod snapshot;
+mod table;
 
 pub use change::Change;
-pub use decide::{Decision, Effect, Presented, Reason, decide};
+pub use decide::{Decision, DecisionRequest, Effect, Presented, Reason, decide, decide_batch};
 pub use error::ModelError;
 pub use ids::{CalendarId, CredentialId, DoorId, GroupId, IqId, PersonId, Revision, RoleId, ScheduleId, SiteId};
 pub use model::{
