@@ -155,6 +155,21 @@ pub enum ScheduleError {
     InvertedDateRange,
 }
 
+impl ScheduleError {
+    /// A stable snake_case code, for wire formats and for mapping an error to an answer
+    /// without parsing its text. Every variant is invalid input.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            ScheduleError::TooManyPeriods { .. } => "too_many_periods",
+            ScheduleError::TimeOutOfRange { .. } => "time_out_of_range",
+            ScheduleError::EmptyPeriod { .. } => "empty_period",
+            ScheduleError::NoDays { .. } => "no_days",
+            ScheduleError::InvertedDateRange => "inverted_date_range",
+        }
+    }
+}
+
 impl fmt::Display for ScheduleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -508,6 +508,54 @@ fn errors_read_well() {
     }
 }
 
+#[test]
+fn errors_have_codes() {
+    let rows = [
+        (err_duplicate("door:1"), "duplicate_id"),
+        (err_too_large("door:4294967295"), "id_too_large"),
+        (err_unknown("door:8", "site:9"), "unknown_reference"),
+        (err_not_found("door:8"), "not_found"),
+        (err_cross("group:9", "door:20"), "cross_site"),
+        (err_site_change("door:1"), "site_change"),
+        (
+            err_malformed("credential:40", "4 to 8 ascii digits"),
+            "malformed_secret",
+        ),
+        (
+            err_duplicate_secret("credential:1", "credential:40"),
+            "duplicate_secret",
+        ),
+        (err_in_use("door:1", "group:1"), "in_use"),
+        (
+            ModelError::StaleRevision {
+                current: Revision(3),
+                given: Revision(2),
+            },
+            "stale_revision",
+        ),
+        (ModelError::Index { message: "x".into() }, "index"),
+    ];
+    for (error, code) in rows {
+        assert_eq!(error.code(), code, "{error}");
+    }
+    let schedule_rows = [
+        (
+            keyway_core::ScheduleError::TooManyPeriods { given: 9 },
+            "too_many_periods",
+        ),
+        (
+            keyway_core::ScheduleError::TimeOutOfRange { minute: 1441 },
+            "time_out_of_range",
+        ),
+        (keyway_core::ScheduleError::EmptyPeriod { index: 0 }, "empty_period"),
+        (keyway_core::ScheduleError::NoDays { index: 0 }, "no_days"),
+        (keyway_core::ScheduleError::InvertedDateRange, "inverted_date_range"),
+    ];
+    for (error, code) in schedule_rows {
+        assert_eq!(error.code(), code, "{error}");
+    }
+}
+
 /// Apply `setup`, then `change`, which must be refused with `expect`, and leave the
 /// snapshot and a cell publishing it exactly as they were.
 #[track_caller]
