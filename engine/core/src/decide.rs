@@ -97,6 +97,11 @@ pub enum Reason {
     /// The person has a right on this door, but no schedule of theirs is open now.
     OutsideSchedule,
     /// A schedule of the person's would be open now, but today is a holiday.
+    ///
+    /// With several of the person's groups on the door: any group that admits them
+    /// grants (the lowest id is named), whatever the others say. Only when none admits
+    /// them is the reason `Holiday`, as soon as one of them is closed only because of the
+    /// holiday, even if the others are plainly closed; otherwise it is `OutsideSchedule`.
     Holiday,
     /// The door or its site is in lockdown, and the person's role is not exempt.
     Lockdown,
@@ -157,7 +162,8 @@ pub struct Decision {
     pub revision: Revision,
     /// The credential that was recognised, if any.
     pub credential: Option<CredentialId>,
-    /// Its owner, if any.
+    /// Its owner, if it has one, whatever the outcome: a revoked, expired or blocked
+    /// credential's decision names its owner too, so the entry reaches their history.
     pub person: Option<PersonId>,
 }
 

@@ -8,6 +8,22 @@
 //!
 //! A schedule may also carry a date range: outside it (on local dates, both ends
 //! included) the schedule is closed.
+//!
+//! Semantics worth knowing:
+//! - **Date range and midnight.** The range is checked against the local date of the
+//!   moment, not the day a period opened on. The after-midnight tail of a night that
+//!   opens on the range's last day falls on the next date, outside the range: closed.
+//!   On the range's first day, the tail of a night that opened the day before (outside
+//!   the range) is open, if that day's type carries the period.
+//! - **Daylight saving.** Everything is on the site's wall clock. In a gap (spring
+//!   forward) the skipped local minutes never happen: a period lying entirely in the gap
+//!   does not open that day, and one that straddles it opens at the first minute after
+//!   the gap. In a repeated hour (fall back) both passes have the same local minutes,
+//!   so a period covering them is open during both, for two real hours.
+//! - **Holidays.** On a holiday only periods carrying [`DaySet::HOLIDAY`] apply; a period
+//!   crossing midnight follows the day type of the day it opened on, so the tail of the
+//!   holiday's night is governed by the holiday, and the tail of the night before it by
+//!   the day before.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
@@ -104,7 +120,8 @@ impl Period {
     }
 }
 
-/// An inclusive range of local dates.
+/// An inclusive range of local dates, checked against the local date of the moment
+/// (see the module doc for periods crossing midnight at either end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DateRange {
     /// The first day on which the schedule applies.

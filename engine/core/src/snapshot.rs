@@ -776,6 +776,17 @@ impl Snapshot {
         self.site(id).map(|s| s.clock.zone())
     }
 
+    /// A site's wall clock at `at`, holidays included, exactly as [`crate::decide`] sees
+    /// it: from the site's offset windows, computed once when the site was indexed, so
+    /// it costs a binary search and integer arithmetic rather than a time-zone
+    /// conversion. For callers that evaluate a [`Schedule`] of the site's themselves
+    /// (opening hours of door rules).
+    #[must_use]
+    pub fn local_moment(&self, site: SiteId, at: Timestamp) -> Option<crate::schedule::LocalMoment> {
+        let row = self.site(site)?;
+        Some(row.clock.local(at, row.calendar.and_then(|c| self.calendar(c))))
+    }
+
     /// Whether a door exists.
     #[must_use]
     pub fn has_door(&self, id: DoorId) -> bool {
@@ -919,13 +930,13 @@ impl Snapshot {
             + self
                 .calendars
                 .iter()
-                .map(|(_, c)| c.dates().len() * size_of::<jiff::civil::Date>())
+                .map(|(_, c)| size_of_val(c.dates()))
                 .sum::<usize>();
         let schedules = self.schedules.heap_bytes()
             + self
                 .schedules
                 .iter()
-                .map(|(_, s)| s.schedule.periods().len() * size_of::<crate::schedule::Period>())
+                .map(|(_, s)| size_of_val(s.schedule.periods()))
                 .sum::<usize>();
         let groups = self.groups.heap_bytes()
             + self
