@@ -139,10 +139,30 @@ impl DateRange {
 }
 
 /// A validated weekly schedule.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Its periods are held inline (no heap), so evaluating a schedule reads one row of the
+/// snapshot's schedule table and nothing behind a pointer.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Schedule {
-    periods: Vec<Period>,
+    /// The first `len` are the periods; the rest are `UNUSED`.
+    periods: [Period; MAX_PERIODS],
+    len: u8,
     date_range: Option<DateRange>,
+}
+
+const UNUSED: Period = Period {
+    days: DaySet::EMPTY,
+    start: 0,
+    end: 0,
+};
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("periods", &self.periods())
+            .field("date_range", &self.date_range)
+            .finish()
+    }
 }
 
 /// Why a schedule was refused.
@@ -236,18 +256,31 @@ impl Schedule {
         {
             return Err(ScheduleError::InvertedDateRange);
         }
-        Ok(Schedule { periods, date_range })
+        let mut inline = [UNUSED; MAX_PERIODS];
+        for (slot, period) in inline.iter_mut().zip(&periods) {
+            *slot = *period;
+        }
+        Ok(Schedule {
+            periods: inline,
+            len: u8::try_from(periods.len()).unwrap_or(0),
+            date_range,
+        })
     }
 
     /// Open all day, every day including holidays, with no date range.
     #[must_use]
     pub fn always() -> Self {
-        Schedule {
-            periods: vec![Period {
+        let mut periods = [UNUSED; MAX_PERIODS];
+        if let [first, ..] = &mut periods {
+            *first = Period {
                 days: DaySet::EVERY_DAY.with(DaySet::HOLIDAY),
                 start: 0,
                 end: MINUTES_PER_DAY,
-            }],
+            };
+        }
+        Schedule {
+            periods,
+            len: 1,
             date_range: None,
         }
     }
@@ -255,7 +288,7 @@ impl Schedule {
     /// The periods.
     #[must_use]
     pub fn periods(&self) -> &[Period] {
-        &self.periods
+        self.periods.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
     /// The date range, if any.
@@ -290,7 +323,7 @@ impl Schedule {
 
     fn open_on(&self, local: &LocalMoment, today: DaySet, yesterday: DaySet) -> bool {
         let minute = local.minute;
-        self.periods.iter().any(|p| {
+        self.periods().iter().any(|p| {
             if p.crosses_midnight() {
                 (p.days.contains(today) && minute >= p.start) || (p.days.contains(yesterday) && minute < p.end)
             } else {

@@ -932,12 +932,8 @@ impl Snapshot {
                 .iter()
                 .map(|(_, c)| size_of_val(c.dates()))
                 .sum::<usize>();
-        let schedules = self.schedules.heap_bytes()
-            + self
-                .schedules
-                .iter()
-                .map(|(_, s)| size_of_val(s.schedule.periods()))
-                .sum::<usize>();
+        // Schedules hold their periods inline.
+        let schedules = self.schedules.heap_bytes();
         let groups = self.groups.heap_bytes()
             + self
                 .groups
