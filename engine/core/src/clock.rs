@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// 1900-01-01T00:00:00Z.
 const FIRST: i64 = -2_208_988_800;
@@ -20,8 +21,12 @@ const LAST: i64 = 7_258_118_400;
 const DAY: i64 = 86_400;
 
 /// The offset windows of one time zone between 1900 and 2200.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ZoneClock {
+    /// The window the last lookup fell in: checked first, since consecutive decisions
+    /// almost always fall in the same one. A relaxed atomic: a stale hint only costs the
+    /// binary search it would have saved.
+    hint: AtomicUsize,
     zone: TimeZone,
     /// Instants (UTC seconds) at which the offset changes, ascending; the first is
     /// [`FIRST`].
@@ -51,6 +56,7 @@ impl ZoneClock {
             }
         }
         Arc::new(ZoneClock {
+            hint: AtomicUsize::new(0),
             zone: zone.clone(),
             starts: starts.into_boxed_slice(),
             offsets: offsets.into_boxed_slice(),
@@ -73,8 +79,16 @@ impl ZoneClock {
         if !(FIRST..LAST).contains(&second) {
             return None;
         }
-        let windows = self.starts.partition_point(|start| *start <= second);
-        self.offsets.get(windows.checked_sub(1)?).copied()
+        let hint = self.hint.load(Ordering::Relaxed);
+        if let Some(&start) = self.starts.get(hint)
+            && start <= second
+            && self.starts.get(hint + 1).is_none_or(|next| second < *next)
+        {
+            return self.offsets.get(hint).copied();
+        }
+        let window = self.starts.partition_point(|start| *start <= second).checked_sub(1)?;
+        self.hint.store(window, Ordering::Relaxed);
+        self.offsets.get(window).copied()
     }
 
     /// The wall-clock view of `at`, with holidays from `calendar`.
@@ -90,8 +104,19 @@ impl ZoneClock {
         let Some(date) = civil_from_days(days) else {
             return LocalMoment::new(at, &self.zone, calendar);
         };
+        // One binary search for both days: yesterday's holiday, if any, is the one just
+        // before where today's would be.
         let (today_is_holiday, yesterday_is_holiday) = match calendar {
-            Some(cal) => (cal.contains(date), date.yesterday().is_ok_and(|d| cal.contains(d))),
+            Some(cal) => {
+                let dates = cal.dates();
+                let i = dates.partition_point(|d| *d < date);
+                let today = dates.get(i) == Some(&date);
+                let yesterday = i
+                    .checked_sub(1)
+                    .and_then(|j| dates.get(j))
+                    .is_some_and(|prev| date.yesterday().is_ok_and(|y| y == *prev));
+                (today, yesterday)
+            }
             None => (false, false),
         };
         LocalMoment {
@@ -166,9 +191,22 @@ mod tests {
         for name in zones {
             let zone = TimeZone::get(name).unwrap();
             let clock = ZoneClock::new(&zone);
+            let calendar = HolidayCalendar::new(
+                ["2026-03-28", "2026-03-29", "2026-10-24", "2026-11-25", "2199-12-31"]
+                    .iter()
+                    .map(|d| d.parse().unwrap())
+                    .collect(),
+            );
             for at in instants {
                 let at: Timestamp = at.parse().unwrap();
                 assert_eq!(clock.local(at, None), LocalMoment::new(at, &zone, None), "{name} {at}");
+                for cal in [&calendar, &HolidayCalendar::default()] {
+                    assert_eq!(
+                        clock.local(at, Some(cal)),
+                        LocalMoment::new(at, &zone, Some(cal)),
+                        "{name} {at}"
+                    );
+                }
             }
             let mut second = FIRST;
             while second < LAST {

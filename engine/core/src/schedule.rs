@@ -271,13 +271,12 @@ impl Schedule {
     #[must_use]
     pub fn always() -> Self {
         let mut periods = [UNUSED; MAX_PERIODS];
-        if let [first, ..] = &mut periods {
-            *first = Period {
-                days: DaySet::EVERY_DAY.with(DaySet::HOLIDAY),
-                start: 0,
-                end: MINUTES_PER_DAY,
-            };
-        }
+        let [first, ..] = &mut periods;
+        *first = Period {
+            days: DaySet::EVERY_DAY.with(DaySet::HOLIDAY),
+            start: 0,
+            end: MINUTES_PER_DAY,
+        };
         Schedule {
             periods,
             len: 1,
