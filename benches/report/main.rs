@@ -4,10 +4,14 @@
 //! people, 100k doors, 10k groups, 10k IQs):
 //! - resident bytes per credential (VmRSS before and after building the snapshot, the
 //!   generator's records dropped) and `Snapshot::heap_bytes()` per credential;
-//! - the median time of a full `Snapshot::build`;
+//! - the median time of a full `Snapshot::build`, and of sorting the same keys and
+//!   building their FST alone (the reference the build is held to);
 //! - `decide` latency p50/p99/p999 on one thread, "cold" (requests drawn uniformly over
 //!   the whole population) and "warm" (10k requests cycled), each call timed with a pair
 //!   of `Instant::now()` minus the measured cost of that pair, plus the batch mean;
+//! - the limit (`limit.rs`: a plain hash map lookup and the dependent reads of the
+//!   credential's, person's and door's rows) on the same requests, per call and in
+//!   batches, beside `decide` in a loop and `decide_batch`, with the ratios;
 //! - throughput on one and two threads, each thread with its own request stream over a
 //!   shared `SnapshotCell` (`load()` per decision);
 //! - the time from `SnapshotCell::apply` to a decision that sees the change, on the same
@@ -26,12 +30,13 @@
 
 mod casbin_peer;
 mod cedar_peer;
+mod limit;
 mod local;
 
 use hdrhistogram::Histogram;
 use keyway_core::{
-    Change, CredentialId, CredentialKind, CredentialRecord, DEFAULT_COMPACTION_THRESHOLD, Decision, Effect, PersonId,
-    Presented, Reason, Revision, SiteId, Snapshot, SnapshotCell, decide,
+    Change, CredentialId, CredentialKind, CredentialRecord, DEFAULT_COMPACTION_THRESHOLD, Decision, DecisionRequest,
+    Effect, PersonId, Presented, Reason, Record, Revision, SiteId, Snapshot, SnapshotCell, decide, decide_batch,
 };
 use keyway_sim::{GeneratedRequest, Population, PopulationSpec};
 use std::hint::black_box;
@@ -184,6 +189,187 @@ fn time_keyway<'a>(
     h
 }
 
+/// Per-call latency of the limit probe over `requests`, minus the timer's own cost.
+fn time_limit<'a>(
+    limit: &limit::Limit,
+    requests: impl Iterator<Item = &'a GeneratedRequest>,
+    overhead: u64,
+) -> Histogram<u64> {
+    let mut h = histogram();
+    for r in requests {
+        let t0 = Instant::now();
+        let d = black_box(black_box(limit).probe_request(r));
+        let t1 = Instant::now();
+        let _ = d;
+        h.record(ns(t1 - t0).saturating_sub(overhead).max(1)).unwrap();
+    }
+    h
+}
+
+/// Mean time per probe of the limit, in batches of 64 probes.
+fn limit_batch_mean<'a>(limit: &limit::Limit, requests: impl Iterator<Item = &'a GeneratedRequest>) -> f64 {
+    let all: Vec<&GeneratedRequest> = requests.collect();
+    let started = Instant::now();
+    for batch in all.chunks(64) {
+        for r in batch {
+            black_box(black_box(limit).probe_request(r));
+        }
+    }
+    ns(started.elapsed()) as f64 / all.len().max(1) as f64
+}
+
+/// Mean time per decision of `decide_batch`, in batches of 64 requests.
+fn decide_batch_mean<'a>(snapshot: &Snapshot, requests: impl Iterator<Item = &'a GeneratedRequest>) -> f64 {
+    let all: Vec<DecisionRequest<'_>> = requests
+        .map(|r| DecisionRequest {
+            door: r.door,
+            presented: Presented {
+                kind: r.kind,
+                secret: &r.secret,
+            },
+            at: r.at,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(64);
+    let started = Instant::now();
+    for batch in all.chunks(64) {
+        out.clear();
+        decide_batch(black_box(snapshot), batch, &mut out);
+        black_box(&out);
+    }
+    ns(started.elapsed()) as f64 / all.len().max(1) as f64
+}
+
+/// The same credential keys as the core's index (secret, kind, site), sorted and put in
+/// an FST: the reference the build time is compared with. The keys are made before the
+/// clock starts.
+fn sort_and_fst(records: &[Record]) -> f64 {
+    let mut keys: Vec<Vec<u8>> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Credential(c) => Some(index_key(c.kind, c.site, &c.secret)),
+            _ => None,
+        })
+        .collect();
+    let started = Instant::now();
+    keys.sort_unstable();
+    let mut builder = fst::MapBuilder::memory();
+    for (i, k) in keys.iter().enumerate() {
+        builder.insert(k, i as u64).unwrap();
+    }
+    black_box(builder.into_map());
+    started.elapsed().as_secs_f64()
+}
+
+/// The median time per call of `a` and of `b`, timed in alternating blocks of `block`
+/// calls over `rounds` rounds, so that both see the same load on a shared machine.
+fn alternate(rounds: usize, block: usize, mut a: impl FnMut(usize), mut b: impl FnMut(usize)) -> (f64, f64) {
+    let mut ta = Vec::with_capacity(rounds);
+    let mut tb = Vec::with_capacity(rounds);
+    let mut at = 0usize;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for i in 0..block {
+            a(at + i);
+        }
+        ta.push(ns(started.elapsed()) as f64 / block as f64);
+        let started = Instant::now();
+        for i in 0..block {
+            b(at + i);
+        }
+        tb.push(ns(started.elapsed()) as f64 / block as f64);
+        at += block;
+    }
+    ta.sort_by(f64::total_cmp);
+    tb.sort_by(f64::total_cmp);
+    (ta[ta.len() / 2], tb[tb.len() / 2])
+}
+
+/// The ways in, each against what it replaced, on the cold requests.
+fn parts(snapshot: &Snapshot, population: &Population, requests: &[GeneratedRequest]) {
+    let rounds = 50;
+    let block = (requests.len() / rounds).max(1);
+    let sites: Vec<SiteId> = requests.iter().map(|r| snapshot.door_site(r.door).unwrap()).collect();
+    let mut zones = Vec::new();
+    for r in &population.records {
+        if let Record::Site(site) = r {
+            let i = site.id.0 as usize;
+            if zones.len() <= i {
+                zones.resize(i + 1, None);
+            }
+            let calendar = site
+                .holiday_calendar
+                .and_then(|c| snapshot.calendar_record(c))
+                .map(|c| c.calendar);
+            zones[i] = Some((site.time_zone.clone(), calendar));
+        }
+    }
+    let n = requests.len();
+    let (jiff, windows) = alternate(
+        rounds,
+        block,
+        |i| {
+            let (zone, calendar) = zones[sites[i % n].0 as usize].as_ref().unwrap();
+            black_box(keyway_core::LocalMoment::new(
+                requests[i % n].at,
+                zone,
+                calendar.as_ref(),
+            ));
+        },
+        |i| {
+            black_box(snapshot.local_moment(sites[i % n], requests[i % n].at));
+        },
+    );
+    println!(
+        "wall clock per call: LocalMoment::new (jiff, before) {jiff:.0} ns; offset windows (Snapshot::local_moment, now) {windows:.0} ns; {:.2}x",
+        jiff / windows
+    );
+    let mut keys: Vec<Vec<u8>> = population
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Credential(c) => Some(index_key(c.kind, c.site, &c.secret)),
+            _ => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    let fst_map = fst::Map::from_iter(keys.iter().enumerate().map(|(i, k)| (k.as_slice(), i as u64))).unwrap();
+    let hashed: std::collections::HashMap<Vec<u8>, u64, limit::Fast> =
+        keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u64)).collect();
+    drop(keys);
+    let probes: Vec<Vec<u8>> = requests
+        .iter()
+        .zip(&sites)
+        .map(|(r, site)| index_key(r.kind, *site, &r.secret))
+        .collect();
+    let (fst_ns, hash_ns) = alternate(
+        rounds,
+        block,
+        |i| {
+            black_box(fst_map.get(&probes[i % n]));
+        },
+        |i| {
+            black_box(hashed.get(probes[i % n].as_slice()));
+        },
+    );
+    println!(
+        "exact match per call, cold keys: FST get (before) {fst_ns:.0} ns; hash map get (the kind of index decide uses now) {hash_ns:.0} ns; {:.2}x",
+        fst_ns / hash_ns
+    );
+}
+
+/// The core's index key of a credential: secret, kind, site.
+fn index_key(kind: CredentialKind, site: SiteId, secret: &[u8]) -> Vec<u8> {
+    let mut k = secret.to_vec();
+    k.push(match kind {
+        CredentialKind::Tag => 1,
+        CredentialKind::DigitalKey => 2,
+        CredentialKind::Pin => 3,
+    });
+    k.extend_from_slice(&site.0.to_be_bytes());
+    k
+}
+
 /// Mean time per call over batches of 64 calls, no per-call timer.
 fn batch_mean<'a>(snapshot: &Snapshot, requests: impl Iterator<Item = &'a GeneratedRequest>) -> (f64, Histogram<u64>) {
     let mut h = histogram();
@@ -205,6 +391,13 @@ struct Figures {
     cold_p99: u64,
     warm_p99: u64,
     build_median: f64,
+    fst_median: f64,
+    limit_cold: (u64, u64),
+    limit_warm: (u64, u64),
+    decide_cold: (u64, u64),
+    decide_warm: (u64, u64),
+    batch_cold: (f64, f64, f64),
+    batch_warm: (f64, f64, f64),
     change_p99_same: u64,
     change_p99_cross: u64,
     change_p99_worst: u64,
@@ -274,6 +467,15 @@ fn main() {
         builds[0],
         builds[builds.len() - 1]
     );
+    let mut fsts: Vec<f64> = (0..cfg.build_runs).map(|_| sort_and_fst(&population.records)).collect();
+    fsts.sort_by(f64::total_cmp);
+    figures.fst_median = fsts[fsts.len() / 2];
+    println!(
+        "reference: sort the same keys + build their FST alone, {} runs: median {:.3} s; build / reference {:.2}x",
+        fsts.len(),
+        figures.fst_median,
+        figures.build_median / figures.fst_median
+    );
 
     // 3. Latency on one thread.
     println!("\n## decide latency, one thread");
@@ -308,6 +510,61 @@ fn main() {
     );
     figures.cold_p99 = cold_h.value_at_quantile(0.99);
     figures.warm_p99 = warm_h.value_at_quantile(0.99);
+
+    // 3b. The limit, on the same requests, interleaved with decide so that both see the
+    //     same machine state.
+    println!("\n## the limit (hash map lookup + credential, person and door rows), same requests");
+    let limit = limit::Limit::new(&population.records);
+    let limit_cold = time_limit(&limit, cold.iter(), overhead);
+    let cold_again = time_keyway(&snapshot, cold.iter(), overhead);
+    let limit_warm = time_limit(&limit, warm.iter().cycle().take(cfg.warm_calls), overhead);
+    let warm_again = time_keyway(&snapshot, warm.iter().cycle().take(cfg.warm_calls), overhead);
+    println!("limit cold: {}", summary(&limit_cold));
+    println!("decide cold (again, right after): {}", summary(&cold_again));
+    println!("limit warm: {}", summary(&limit_warm));
+    println!("decide warm (again, right after): {}", summary(&warm_again));
+    let q = |h: &Histogram<u64>| (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
+    figures.limit_cold = q(&limit_cold);
+    figures.limit_warm = q(&limit_warm);
+    figures.decide_cold = q(&cold_again);
+    figures.decide_warm = q(&warm_again);
+    let limit_cold_mean = limit_batch_mean(&limit, cold.iter());
+    let decide_cold_mean = batch_mean(&snapshot, cold.iter()).0;
+    let batch_cold_mean = decide_batch_mean(&snapshot, cold.iter());
+    let limit_warm_mean = limit_batch_mean(&limit, warm.iter().cycle().take(cfg.warm_calls));
+    let decide_warm_mean = batch_mean(&snapshot, warm.iter().cycle().take(cfg.warm_calls)).0;
+    let batch_warm_mean = decide_batch_mean(&snapshot, warm.iter().cycle().take(cfg.warm_calls));
+    figures.batch_cold = (limit_cold_mean, decide_cold_mean, batch_cold_mean);
+    figures.batch_warm = (limit_warm_mean, decide_warm_mean, batch_warm_mean);
+    println!("| per call | limit | decide | decide / limit |");
+    println!("|---|---|---|---|");
+    for (name, l, d) in [
+        ("cold p50", figures.limit_cold.0, figures.decide_cold.0),
+        ("cold p99", figures.limit_cold.1, figures.decide_cold.1),
+        ("warm p50", figures.limit_warm.0, figures.decide_warm.0),
+        ("warm p99", figures.limit_warm.1, figures.decide_warm.1),
+    ] {
+        println!(
+            "| {name} | {} | {} | {:.2}x |",
+            fmt_ns(l),
+            fmt_ns(d),
+            d as f64 / l as f64
+        );
+    }
+    println!(
+        "| mean in batches of 64 | limit | decide in a loop | decide_batch | loop / limit | decide_batch / limit |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, (l, d, b)) in [("cold", figures.batch_cold), ("warm", figures.batch_warm)] {
+        println!(
+            "| {name} | {l:.0} ns | {d:.0} ns | {b:.0} ns | {:.2}x | {:.2}x |",
+            d / l,
+            b / l
+        );
+    }
+    drop(limit);
+    println!("\n## the ways in, each against what it replaced (alternating blocks, medians)");
+    parts(&snapshot, &population, &cold);
 
     // 4. Throughput on one and two threads.
     println!("\n## throughput");
@@ -352,10 +609,27 @@ fn main() {
         fmt_ns(figures.warm_p99)
     );
     println!(
-        "| >= 10x faster than Cedar | sliced: {:.1}x at p50, {:.1}x at p99 |",
+        "| >= 50x faster than Cedar | sliced: {:.1}x at p50, {:.1}x at p99 |",
         figures.cedar_ratio_p50, figures.cedar_ratio_p99
     );
-    println!("| build <= 2 s | {:.3} s |", figures.build_median);
+    println!(
+        "| decide within 2x of the limit (p50, p99) | cold {:.2}x, {:.2}x / warm {:.2}x, {:.2}x |",
+        figures.decide_cold.0 as f64 / figures.limit_cold.0 as f64,
+        figures.decide_cold.1 as f64 / figures.limit_cold.1 as f64,
+        figures.decide_warm.0 as f64 / figures.limit_warm.0 as f64,
+        figures.decide_warm.1 as f64 / figures.limit_warm.1 as f64
+    );
+    println!(
+        "| decide_batch mean <= 1.2x the limit | cold {:.2}x / warm {:.2}x |",
+        figures.batch_cold.2 / figures.batch_cold.0,
+        figures.batch_warm.2 / figures.batch_warm.0
+    );
+    println!(
+        "| build <= 2 s and <= 1.5x sort + FST | {:.3} s, {:.2}x of {:.3} s |",
+        figures.build_median,
+        figures.build_median / figures.fst_median,
+        figures.fst_median
+    );
     println!(
         "| change visible <= 1 ms | p99 same thread {}, other thread {}, overlay at threshold {} |",
         fmt_ns(figures.change_p99_same),
@@ -552,7 +826,7 @@ fn changes(
     let n = cfg.changes;
     let mut credential_site = Vec::new();
     for r in &population.records {
-        if let keyway_core::Record::Credential(c) = r {
+        if let Record::Credential(c) = r {
             let i = c.id.0 as usize;
             if credential_site.len() <= i {
                 credential_site.resize(i + 1, 0);

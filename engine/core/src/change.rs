@@ -13,8 +13,8 @@ use crate::model::{
     ScheduleRecord, SiteRecord,
 };
 use crate::snapshot::{
-    CredentialKey, CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door,
-    entity, group_row, set_dense,
+    CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door, clock_for, entity,
+    exempt_table, group_row, put_row,
 };
 use roaring::RoaringBitmap;
 use std::sync::Arc;
@@ -176,7 +176,7 @@ impl Snapshot {
                 let grant = matches!(change, Change::Grant { .. });
                 let person_row = self.person_row(*person)?;
                 let groups = Arc::make_mut(&mut self.groups);
-                let Some(Some(row)) = groups.get_mut(group.0 as usize) else {
+                let Some(row) = groups.get_mut(group.0) else {
                     return Err(ModelError::NotFound { entity: entity(*group) });
                 };
                 if row.site != person_row.site {
@@ -273,7 +273,7 @@ impl Snapshot {
             }
             Change::SetSiteLockdown { site, on } => {
                 self.site_row(*site)?;
-                if let Some(Some(row)) = Arc::make_mut(&mut self.sites).get_mut(site.0 as usize) {
+                if let Some(row) = Arc::make_mut(&mut self.sites).get_mut(site.0) {
                     row.lockdown = *on;
                 }
             }
@@ -285,7 +285,7 @@ impl Snapshot {
                     .ok_or_else(|| ModelError::NotFound { entity: entity(*g) })?;
                 self.relink_group_doors(*g, &old.doors, &[])?;
                 self.relink_group_members(*g, &old.members, &RoaringBitmap::new())?;
-                set_dense(Arc::make_mut(&mut self.groups), g.0, None, *g)?;
+                put_row(Arc::make_mut(&mut self.groups), g.0, None, *g)?;
             }
             Change::PutSchedule(rec) => {
                 self.require_site(rec.site, rec.id)?;
@@ -298,17 +298,12 @@ impl Snapshot {
                     site: rec.site,
                     schedule: rec.schedule.clone(),
                 };
-                set_dense(Arc::make_mut(&mut self.schedules), rec.id.0, Some(row), rec.id)?;
+                put_row(Arc::make_mut(&mut self.schedules), rec.id.0, Some(row), rec.id)?;
             }
             Change::RemoveSchedule(s) => {
                 self.schedule(*s)
                     .ok_or_else(|| ModelError::NotFound { entity: entity(*s) })?;
-                if let Some((id, _)) = self
-                    .groups
-                    .iter()
-                    .enumerate()
-                    .find(|(_, g)| g.as_ref().is_some_and(|g| g.schedule == Some(*s)))
-                {
+                if let Some((id, _)) = self.groups.sorted().into_iter().find(|(_, g)| g.schedule == Some(*s)) {
                     return Err(ModelError::InUse {
                         entity: entity(*s),
                         used_by: format!("group:{id}"),
@@ -320,7 +315,7 @@ impl Snapshot {
                         used_by: entity(DoorId(id)),
                     });
                 }
-                set_dense(Arc::make_mut(&mut self.schedules), s.0, None, *s)?;
+                put_row(Arc::make_mut(&mut self.schedules), s.0, None, *s)?;
             }
             Change::PutIq(rec) => {
                 self.require_site(rec.site, rec.id)?;
@@ -329,7 +324,7 @@ impl Snapshot {
                 {
                     return Err(ModelError::SiteChange { entity: entity(rec.id) });
                 }
-                set_dense(Arc::make_mut(&mut self.iqs), rec.id.0, Some(rec.site), rec.id)?;
+                put_row(Arc::make_mut(&mut self.iqs), rec.id.0, Some(rec.site), rec.id)?;
             }
             Change::RemoveIq(iq) => {
                 self.iq_site(*iq)
@@ -340,7 +335,7 @@ impl Snapshot {
                         used_by: entity(DoorId(id)),
                     });
                 }
-                set_dense(Arc::make_mut(&mut self.iqs), iq.0, None, *iq)?;
+                put_row(Arc::make_mut(&mut self.iqs), iq.0, None, *iq)?;
             }
             Change::PutSite(rec) => {
                 if let Some(cal) = rec.holiday_calendar
@@ -352,14 +347,14 @@ impl Snapshot {
                     });
                 }
                 let row = SiteRow {
-                    time_zone: rec.time_zone.clone(),
+                    clock: clock_for(&rec.time_zone, self.sites.iter().map(|(_, s)| &s.clock)),
                     calendar: rec.holiday_calendar,
                     lockdown: rec.lockdown,
                 };
-                set_dense(Arc::make_mut(&mut self.sites), rec.id.0, Some(row), rec.id)?;
+                put_row(Arc::make_mut(&mut self.sites), rec.id.0, Some(row), rec.id)?;
             }
             Change::PutCalendar(rec) => {
-                set_dense(
+                put_row(
                     Arc::make_mut(&mut self.calendars),
                     rec.id.0,
                     Some(rec.calendar.clone()),
@@ -367,17 +362,7 @@ impl Snapshot {
                 )?;
             }
             Change::SetRoles(flags) => {
-                let mut exempt = Vec::new();
-                for role in &flags.lockdown_exempt {
-                    let index = usize::from(role.0);
-                    if exempt.len() <= index {
-                        exempt.resize(index + 1, false);
-                    }
-                    if let Some(slot) = exempt.get_mut(index) {
-                        *slot = true;
-                    }
-                }
-                self.lockdown_exempt = Arc::new(exempt);
+                self.lockdown_exempt = Arc::new(exempt_table(flags));
             }
         }
         Ok(())
@@ -397,7 +382,7 @@ impl Snapshot {
             });
         }
         self.unlink_credential(rec.id);
-        self.link_credential(key, CredentialRow::from_record(rec));
+        self.link_credential(CredentialRow::from_record(rec, key));
         let revoked = Arc::make_mut(&mut self.revoked);
         if rec.revoked {
             revoked.insert(rec.id.0);
@@ -410,23 +395,21 @@ impl Snapshot {
     fn remove_person(&mut self, p: PersonId) -> Result<(), ModelError> {
         self.person_row(p)?;
         let mut owned = Vec::new();
-        self.for_each_credential(|key, row| {
-            if row.person == p.0 {
-                owned.push((key.to_vec(), row));
+        self.for_each_credential(|row| {
+            if row.owner() == Some(p) {
+                owned.push(*row);
             }
         });
-        for (key, mut row) in owned {
-            row.person = crate::snapshot::NO_PERSON;
+        for mut row in owned {
+            row.clear_owner();
             self.unlink_credential(CredentialId(row.id));
-            if let Some(key) = CredentialKey::from_raw(&key) {
-                self.link_credential(key, row);
-            }
+            self.link_credential(row);
         }
         let person = self.person_row(p)?;
         if !person.groups.as_slice().is_empty() {
             let groups = Arc::make_mut(&mut self.groups);
             for g in person.groups.as_slice() {
-                if let Some(Some(row)) = groups.get_mut(g.0 as usize) {
+                if let Some(row) = groups.get_mut(g.0) {
                     Arc::make_mut(&mut row.members).remove(p.0);
                 }
             }
@@ -454,7 +437,7 @@ impl Snapshot {
         };
         self.relink_group_doors(rec.id, &old_doors, &row.doors)?;
         self.relink_group_members(rec.id, &old_members, &row.members)?;
-        set_dense(Arc::make_mut(&mut self.groups), rec.id.0, Some(row), rec.id)
+        put_row(Arc::make_mut(&mut self.groups), rec.id.0, Some(row), rec.id)
     }
 
     /// Update the per-door group lists when `group` moves from `old` doors to `new` ones.

@@ -14,8 +14,8 @@
 
 use crate::ids::{CredentialId, DoorId, GroupId, PersonId, Revision, ScheduleId};
 use crate::model::{CredentialKind, DoorMode};
-use crate::schedule::{LocalMoment, ScheduleVerdict};
-use crate::snapshot::{CredentialKey, Snapshot};
+use crate::schedule::ScheduleVerdict;
+use crate::snapshot::{CredentialKey, CredentialRow, DoorRow, Snapshot, secret_hash};
 use jiff::Timestamp;
 use std::fmt;
 
@@ -97,6 +97,11 @@ pub enum Reason {
     /// The person has a right on this door, but no schedule of theirs is open now.
     OutsideSchedule,
     /// A schedule of the person's would be open now, but today is a holiday.
+    ///
+    /// With several of the person's groups on the door: any group that admits them
+    /// grants (the lowest id is named), whatever the others say. Only when none admits
+    /// them is the reason `Holiday`, as soon as one of them is closed only because of the
+    /// holiday, even if the others are plainly closed; otherwise it is `OutsideSchedule`.
     Holiday,
     /// The door or its site is in lockdown, and the person's role is not exempt.
     Lockdown,
@@ -157,7 +162,8 @@ pub struct Decision {
     pub revision: Revision,
     /// The credential that was recognised, if any.
     pub credential: Option<CredentialId>,
-    /// Its owner, if any.
+    /// Its owner, if it has one, whatever the outcome: a revoked, expired or blocked
+    /// credential's decision names its owner too, so the entry reaches their history.
     pub person: Option<PersonId>,
 }
 
@@ -165,8 +171,87 @@ pub struct Decision {
 ///
 /// Never fails and never panics: whatever the input, the answer is a decision with a
 /// reason, and anything unrecognised is a deny.
+///
+/// `Decision::credential` names the credential whenever one was recognised, and
+/// `Decision::person` its owner whenever it has one, whatever the outcome: a revoked
+/// credential's decision names its owner too, so the entry reaches the owner's history.
 #[must_use]
 pub fn decide(snapshot: &Snapshot, door: DoorId, presented: Presented<'_>, at: Timestamp) -> Decision {
+    let hash = secret_hash(presented.kind, presented.secret);
+    let door_row = snapshot.doors.get(door.0);
+    let credential = door_row.and_then(|d| find_credential(snapshot, d, presented, hash));
+    finish(snapshot, door_row, credential, at)
+}
+
+/// One request of a batch: what [`decide`] takes, as one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecisionRequest<'a> {
+    /// The door.
+    pub door: DoorId,
+    /// What its reader presented.
+    pub presented: Presented<'a>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// How many requests of a batch have their memory reads overlapped.
+const LANES: usize = 8;
+
+/// Decide every request of `requests` on one snapshot, appending the decisions to `out`
+/// in the same order. Each decision is exactly what [`decide`] answers for the same
+/// request.
+///
+/// It is faster per decision than calling [`decide`] in a loop when the data is not in
+/// cache (IQ frames, `/v1/decide` batches at a large site): requests are taken eight at a
+/// time, and the reads each needs (the door's row and the index bucket, then the
+/// credential's and the person's rows) are issued for all eight before any is waited
+/// for, so their cache misses overlap instead of following one another. `out` is only
+/// appended to: reuse it across batches and nothing is allocated.
+pub fn decide_batch(snapshot: &Snapshot, requests: &[DecisionRequest<'_>], out: &mut Vec<Decision>) {
+    out.reserve(requests.len());
+    for chunk in requests.chunks(LANES) {
+        let mut hashes = [0u64; LANES];
+        let mut sink = 0u64;
+        // The door rows and index buckets: independent reads, all in flight at once.
+        for (hash, r) in hashes.iter_mut().zip(chunk) {
+            *hash = secret_hash(r.presented.kind, r.presented.secret);
+            sink ^= u64::from(snapshot.touch_credential(*hash));
+            if let Some(door) = snapshot.doors.get(r.door.0) {
+                sink ^= u64::from(door.site.0);
+            }
+        }
+        // The credential rows, and then each owner's row.
+        let mut doors: [Option<&DoorRow>; LANES] = [None; LANES];
+        let mut credentials: [Option<&CredentialRow>; LANES] = [None; LANES];
+        for (((door, credential), hash), r) in doors.iter_mut().zip(&mut credentials).zip(&hashes).zip(chunk) {
+            *door = snapshot.doors.get(r.door.0);
+            *credential = door.and_then(|d| find_credential(snapshot, d, r.presented, *hash));
+            if let Some(owner) = credential.and_then(CredentialRow::owner)
+                && let Some(person) = snapshot.people.get(owner.0)
+            {
+                sink ^= u64::from(person.role.0);
+            }
+        }
+        std::hint::black_box(sink);
+        for ((door, credential), r) in doors.iter().zip(&credentials).zip(chunk) {
+            out.push(finish(snapshot, *door, *credential, r.at));
+        }
+    }
+}
+
+#[inline]
+fn find_credential<'s>(
+    snapshot: &'s Snapshot,
+    door: &DoorRow,
+    presented: Presented<'_>,
+    hash: u64,
+) -> Option<&'s CredentialRow> {
+    let key = CredentialKey::new(presented.kind, door.site, presented.secret)?;
+    snapshot.credential_hashed(&key, hash)
+}
+
+#[inline]
+fn finish(snapshot: &Snapshot, door: Option<&DoorRow>, credential: Option<&CredentialRow>, at: Timestamp) -> Decision {
     let mut decision = Decision {
         effect: Effect::Deny,
         reason: Reason::UnknownDoor,
@@ -174,7 +259,13 @@ pub fn decide(snapshot: &Snapshot, door: DoorId, presented: Presented<'_>, at: T
         credential: None,
         person: None,
     };
-    let reason = evaluate(snapshot, door, presented, at, &mut decision);
+    let reason = match door {
+        None => Reason::UnknownDoor,
+        Some(door) => match credential {
+            None => Reason::UnknownCredential,
+            Some(credential) => evaluate(snapshot, door, credential, at, &mut decision),
+        },
+    };
     decision.reason = reason;
     decision.effect = reason.effect();
     decision
@@ -182,31 +273,22 @@ pub fn decide(snapshot: &Snapshot, door: DoorId, presented: Presented<'_>, at: T
 
 fn evaluate(
     snapshot: &Snapshot,
-    door_id: DoorId,
-    presented: Presented<'_>,
+    door: &DoorRow,
+    credential: &CredentialRow,
     at: Timestamp,
     out: &mut Decision,
 ) -> Reason {
-    let Some(door) = snapshot.doors.get(door_id.0) else {
-        return Reason::UnknownDoor;
-    };
-    let Some(key) = CredentialKey::new(presented.kind, door.site, presented.secret) else {
-        return Reason::UnknownCredential;
-    };
-    let Some(credential) = snapshot.credential(&key) else {
-        return Reason::UnknownCredential;
-    };
     out.credential = Some(CredentialId(credential.id));
+    let owner = credential
+        .owner()
+        .and_then(|id| snapshot.people.get(id.0).map(|row| (id, row)));
+    out.person = owner.map(|(id, _)| id);
     if snapshot.revoked.contains(credential.id) {
         return Reason::CredentialRevoked;
     }
-    let Some(person_id) = credential.owner() else {
+    let Some((person_id, person)) = owner else {
         return Reason::UnassignedCredential;
     };
-    let Some(person) = snapshot.people.get(person_id.0) else {
-        return Reason::UnassignedCredential;
-    };
-    out.person = Some(person_id);
     if snapshot.blocked.contains(person_id.0) {
         return Reason::PersonBlocked;
     }
@@ -221,11 +303,8 @@ fn evaluate(
         return Reason::UnknownDoor;
     };
     let mut local = None;
-    let mut local_moment = || {
-        *local.get_or_insert_with(|| {
-            LocalMoment::new(at, &site.time_zone, site.calendar.and_then(|c| snapshot.calendar(c)))
-        })
-    };
+    let mut local_moment =
+        || *local.get_or_insert_with(|| site.clock.local(at, site.calendar.and_then(|c| snapshot.calendar(c))));
     let lockdown = door.lockdown || site.lockdown;
     if lockdown {
         if !snapshot.is_lockdown_exempt(person.role) {

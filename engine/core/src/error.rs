@@ -14,7 +14,7 @@ pub enum ModelError {
         /// The entity, e.g. `door:7`.
         entity: String,
     },
-    /// An id past the largest the dense tables accept.
+    /// An id past [`crate::MAX_ID`]: only `u32::MAX` itself, which is reserved.
     IdTooLarge {
         /// The entity, e.g. `person:4000000000`.
         entity: String,
@@ -76,6 +76,33 @@ pub enum ModelError {
         /// The index library's message.
         message: String,
     },
+}
+
+impl ModelError {
+    /// A stable snake_case code, for wire formats and for mapping an error to an answer
+    /// without parsing its text (as [`crate::Reason::code`] does for decisions).
+    ///
+    /// `duplicate_id`, `duplicate_secret` and `in_use` are conflicts with the current
+    /// state; `not_found` and `unknown_reference` name something missing; `id_too_large`,
+    /// `cross_site`, `site_change` and `malformed_secret` are invalid input;
+    /// `stale_revision` and `index` are faults of the caller's or the core's machinery,
+    /// not of the request.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            ModelError::DuplicateId { .. } => "duplicate_id",
+            ModelError::IdTooLarge { .. } => "id_too_large",
+            ModelError::UnknownReference { .. } => "unknown_reference",
+            ModelError::NotFound { .. } => "not_found",
+            ModelError::CrossSite { .. } => "cross_site",
+            ModelError::SiteChange { .. } => "site_change",
+            ModelError::MalformedSecret { .. } => "malformed_secret",
+            ModelError::DuplicateSecret { .. } => "duplicate_secret",
+            ModelError::InUse { .. } => "in_use",
+            ModelError::StaleRevision { .. } => "stale_revision",
+            ModelError::Index { .. } => "index",
+        }
+    }
 }
 
 impl fmt::Display for ModelError {

@@ -1,7 +1,8 @@
 //! Identifiers of the model's entities.
 //!
-//! Ids are small dense integers handed out by the store. The snapshot indexes tables by
-//! them, so they are plain `u32` newtypes rather than strings or UUIDs.
+//! Ids are integers handed out by the store, plain `u32` newtypes rather than strings or
+//! UUIDs. They need not be dense: the snapshot's tables follow the live entities, not
+//! the largest id, so any id up to [`crate::MAX_ID`] (every `u32` but `u32::MAX`) works.
 
 use std::fmt;
 

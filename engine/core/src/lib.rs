@@ -3,7 +3,10 @@
 //! It answers one question, fast and with a reason: may this credential open this door
 //! now? It holds the model (sites, IQs, doors, people, credentials, access groups,
 //! schedules, holiday calendars), indexes one revision of it into a [`Snapshot`], and
-//! decides on that snapshot with [`decide`].
+//! decides on that snapshot with [`decide`], or many requests at once with
+//! [`decide_batch`] (same answers, overlapped memory reads). Callers read single
+//! entities back with the `Snapshot::*_record` methods, and map errors to answers with
+//! [`ModelError::code`] and [`ScheduleError::code`].
 //!
 //! The core does no IO, has no async, and never reads the clock: time is a parameter.
 //! It never panics; malformed input is a deny with a reason.
@@ -38,6 +41,7 @@
 #![deny(clippy::indexing_slicing)]
 
 mod change;
+mod clock;
 mod decide;
 mod error;
 mod group_list;
@@ -46,9 +50,10 @@ mod model;
 mod publish;
 mod schedule;
 mod snapshot;
+mod table;
 
 pub use change::Change;
-pub use decide::{Decision, Effect, Presented, Reason, decide};
+pub use decide::{Decision, DecisionRequest, Effect, Presented, Reason, decide, decide_batch};
 pub use error::ModelError;
 pub use ids::{CalendarId, CredentialId, DoorId, GroupId, IqId, PersonId, Revision, RoleId, ScheduleId, SiteId};
 pub use model::{

@@ -146,9 +146,17 @@ pub struct CredentialRecord {
     pub secret: Vec<u8>,
     /// Whom it belongs to; `None` for a tag that belongs to nobody yet.
     pub owner: Option<PersonId>,
-    /// Not valid before this instant (inclusive, whole seconds).
+    /// Not valid before this instant (inclusive).
+    ///
+    /// Validity is checked in whole seconds: both bounds and the decision's instant are
+    /// floored to the second (towards the past, also before 1970), so a bound of
+    /// `09:00:00.7` admits `09:00:00.1`, and [`crate::Snapshot::records`] gives the
+    /// floored value back. A window that is empty or inverted (`valid_until` at or
+    /// before `valid_from`) is accepted, not refused: such a credential is `NotYetValid`
+    /// before `valid_from` and `Expired` from then on, so it never opens anything.
     pub valid_from: Option<Timestamp>,
-    /// Not valid from this instant on (exclusive, whole seconds).
+    /// Not valid from this instant on (exclusive, floored to the second like
+    /// `valid_from`).
     pub valid_until: Option<Timestamp>,
     /// Whether it goes into the offline lists of the doors it opens.
     pub offline_access: bool,

@@ -8,6 +8,22 @@
 //!
 //! A schedule may also carry a date range: outside it (on local dates, both ends
 //! included) the schedule is closed.
+//!
+//! Semantics worth knowing:
+//! - **Date range and midnight.** The range is checked against the local date of the
+//!   moment, not the day a period opened on. The after-midnight tail of a night that
+//!   opens on the range's last day falls on the next date, outside the range: closed.
+//!   On the range's first day, the tail of a night that opened the day before (outside
+//!   the range) is open, if that day's type carries the period.
+//! - **Daylight saving.** Everything is on the site's wall clock. In a gap (spring
+//!   forward) the skipped local minutes never happen: a period lying entirely in the gap
+//!   does not open that day, and one that straddles it opens at the first minute after
+//!   the gap. In a repeated hour (fall back) both passes have the same local minutes,
+//!   so a period covering them is open during both, for two real hours.
+//! - **Holidays.** On a holiday only periods carrying [`DaySet::HOLIDAY`] apply; a period
+//!   crossing midnight follows the day type of the day it opened on, so the tail of the
+//!   holiday's night is governed by the holiday, and the tail of the night before it by
+//!   the day before.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
@@ -104,7 +120,8 @@ impl Period {
     }
 }
 
-/// An inclusive range of local dates.
+/// An inclusive range of local dates, checked against the local date of the moment
+/// (see the module doc for periods crossing midnight at either end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DateRange {
     /// The first day on which the schedule applies.
@@ -122,10 +139,30 @@ impl DateRange {
 }
 
 /// A validated weekly schedule.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Its periods are held inline (no heap), so evaluating a schedule reads one row of the
+/// snapshot's schedule table and nothing behind a pointer.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Schedule {
-    periods: Vec<Period>,
+    /// The first `len` are the periods; the rest are `UNUSED`.
+    periods: [Period; MAX_PERIODS],
+    len: u8,
     date_range: Option<DateRange>,
+}
+
+const UNUSED: Period = Period {
+    days: DaySet::EMPTY,
+    start: 0,
+    end: 0,
+};
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("periods", &self.periods())
+            .field("date_range", &self.date_range)
+            .finish()
+    }
 }
 
 /// Why a schedule was refused.
@@ -153,6 +190,21 @@ pub enum ScheduleError {
     },
     /// A date range whose last day is before its first.
     InvertedDateRange,
+}
+
+impl ScheduleError {
+    /// A stable snake_case code, for wire formats and for mapping an error to an answer
+    /// without parsing its text. Every variant is invalid input.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            ScheduleError::TooManyPeriods { .. } => "too_many_periods",
+            ScheduleError::TimeOutOfRange { .. } => "time_out_of_range",
+            ScheduleError::EmptyPeriod { .. } => "empty_period",
+            ScheduleError::NoDays { .. } => "no_days",
+            ScheduleError::InvertedDateRange => "inverted_date_range",
+        }
+    }
 }
 
 impl fmt::Display for ScheduleError {
@@ -204,18 +256,30 @@ impl Schedule {
         {
             return Err(ScheduleError::InvertedDateRange);
         }
-        Ok(Schedule { periods, date_range })
+        let mut inline = [UNUSED; MAX_PERIODS];
+        for (slot, period) in inline.iter_mut().zip(&periods) {
+            *slot = *period;
+        }
+        Ok(Schedule {
+            periods: inline,
+            len: u8::try_from(periods.len()).unwrap_or(0),
+            date_range,
+        })
     }
 
     /// Open all day, every day including holidays, with no date range.
     #[must_use]
     pub fn always() -> Self {
+        let mut periods = [UNUSED; MAX_PERIODS];
+        let [first, ..] = &mut periods;
+        *first = Period {
+            days: DaySet::EVERY_DAY.with(DaySet::HOLIDAY),
+            start: 0,
+            end: MINUTES_PER_DAY,
+        };
         Schedule {
-            periods: vec![Period {
-                days: DaySet::EVERY_DAY.with(DaySet::HOLIDAY),
-                start: 0,
-                end: MINUTES_PER_DAY,
-            }],
+            periods,
+            len: 1,
             date_range: None,
         }
     }
@@ -223,7 +287,7 @@ impl Schedule {
     /// The periods.
     #[must_use]
     pub fn periods(&self) -> &[Period] {
-        &self.periods
+        self.periods.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
     /// The date range, if any.
@@ -258,7 +322,7 @@ impl Schedule {
 
     fn open_on(&self, local: &LocalMoment, today: DaySet, yesterday: DaySet) -> bool {
         let minute = local.minute;
-        self.periods.iter().any(|p| {
+        self.periods().iter().any(|p| {
             if p.crosses_midnight() {
                 (p.days.contains(today) && minute >= p.start) || (p.days.contains(yesterday) && minute < p.end)
             } else {

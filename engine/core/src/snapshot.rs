@@ -12,6 +12,7 @@
 //! touches. [`Snapshot::compact`] folds the overlays into a fresh base; the publisher runs
 //! it off the write path.
 
+use crate::clock::ZoneClock;
 use crate::error::ModelError;
 use crate::group_list::GroupList;
 use crate::ids::{CalendarId, CredentialId, DoorId, GroupId, IqId, PersonId, Revision, RoleId, ScheduleId, SiteId};
@@ -20,6 +21,7 @@ use crate::model::{
     Record, RoleFlags, ScheduleRecord, SiteRecord,
 };
 use crate::schedule::{HolidayCalendar, Schedule};
+use crate::table::{IdHashMap, IdMap};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use roaring::RoaringBitmap;
@@ -27,13 +29,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// The largest id any table accepts. Ids index dense tables, so they must stay small.
-pub const MAX_ID: u32 = (1 << 26) - 1;
+/// The largest id any table accepts: every `u32` but `u32::MAX`, which is reserved.
+///
+/// Tables follow the live entities, not the largest id (a vector while ids are dense, a
+/// hash map otherwise), so ids from a database that has run for years work as they are.
+/// An id of `u32::MAX` is refused with [`ModelError::IdTooLarge`].
+pub const MAX_ID: u32 = u32::MAX - 1;
 
-pub(crate) const NO_PERSON: u32 = u32::MAX;
-const NO_ORDINAL: u32 = u32::MAX;
 const KEY_SUFFIX: usize = 5;
 const KEY_CAP: usize = KEY_SUFFIX + CredentialKind::MAX_SECRET_LEN;
+const EMPTY_SLOT: u32 = u32::MAX;
 
 /// The index key of a credential: secret, kind, site. Kept inline (no heap), so the
 /// overlay that maps keys to rows copies as plain memory.
@@ -41,6 +46,12 @@ const KEY_CAP: usize = KEY_SUFFIX + CredentialKind::MAX_SECRET_LEN;
 pub(crate) struct CredentialKey {
     len: u8,
     bytes: [u8; KEY_CAP],
+}
+
+impl fmt::Debug for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialKey({:02x?})", self.as_slice())
+    }
 }
 
 impl CredentialKey {
@@ -67,26 +78,24 @@ impl CredentialKey {
         })
     }
 
-    /// A key from the bytes of one taken from the index.
-    pub(crate) fn from_raw(raw: &[u8]) -> Option<Self> {
-        let mut bytes = [0u8; KEY_CAP];
-        bytes.get_mut(..raw.len())?.copy_from_slice(raw);
-        Some(CredentialKey {
-            len: u8::try_from(raw.len()).ok()?,
-            bytes,
-        })
-    }
-
     #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
-    fn decode(key: &[u8]) -> Option<(CredentialKind, SiteId, &[u8])> {
+    pub(crate) fn decode(key: &[u8]) -> Option<(CredentialKind, SiteId, &[u8])> {
         let (secret, suffix) = key.split_at_checked(key.len().checked_sub(KEY_SUFFIX)?)?;
         let (&kind, site) = suffix.split_first()?;
         let site = u32::from_be_bytes(site.try_into().ok()?);
         Some((CredentialKind::from_tag_byte(kind)?, SiteId(site), secret))
+    }
+
+    /// The exact-match hash of this key (see [`secret_hash`]).
+    fn hash(&self) -> u64 {
+        match CredentialKey::decode(self.as_slice()) {
+            Some((kind, _, secret)) => secret_hash(kind, secret),
+            None => 0,
+        }
     }
 }
 
@@ -102,29 +111,95 @@ impl PartialOrd for CredentialKey {
     }
 }
 
-/// What the decision path needs of a credential.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let wide = u128::from(a) * u128::from(b);
+    (wide as u64) ^ ((wide >> 64) as u64)
+}
+
+/// The hash of a presented credential for the exact-match index: its kind and secret,
+/// not its site, so that a decision can probe the index while the door's row (which
+/// names the site) is still on its way from memory. The site is compared in the row.
+#[inline]
+pub(crate) fn secret_hash(kind: CredentialKind, secret: &[u8]) -> u64 {
+    let mut buf = [0u8; CredentialKind::MAX_SECRET_LEN];
+    let n = secret.len().min(buf.len());
+    if let (Some(dst), Some(src)) = (buf.get_mut(..n), secret.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = buf;
+    let lo = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+    let hi = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let meta = (n as u64) << 8 | u64::from(kind.tag_byte());
+    fold_mul(lo ^ 0x243f_6a88_85a3_08d3, hi ^ meta ^ 0x1319_8a2e_0370_7344).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+const HAS_OWNER: u8 = 1;
+const OFFLINE: u8 = 2;
+
+/// What the decision path needs of a credential, its key included so that one read of
+/// the row both confirms an exact-match probe and answers the checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CredentialRow {
-    pub(crate) id: u32,
-    pub(crate) person: u32,
     pub(crate) valid_from: i64,
     pub(crate) valid_until: i64,
-    pub(crate) offline_access: bool,
+    pub(crate) id: u32,
+    person: u32,
+    pub(crate) key: CredentialKey,
+    flags: u8,
 }
 
 impl CredentialRow {
-    pub(crate) fn from_record(rec: &CredentialRecord) -> Self {
+    pub(crate) fn from_record(rec: &CredentialRecord, key: CredentialKey) -> Self {
+        let mut flags = 0;
+        if rec.owner.is_some() {
+            flags |= HAS_OWNER;
+        }
+        if rec.offline_access {
+            flags |= OFFLINE;
+        }
         CredentialRow {
-            id: rec.id.0,
-            person: rec.owner.map_or(NO_PERSON, |p| p.0),
             valid_from: rec.valid_from.map_or(i64::MIN, whole_second),
             valid_until: rec.valid_until.map_or(i64::MAX, whole_second),
-            offline_access: rec.offline_access,
+            id: rec.id.0,
+            person: rec.owner.map_or(0, |p| p.0),
+            key,
+            flags,
         }
     }
 
+    #[inline]
     pub(crate) fn owner(&self) -> Option<PersonId> {
-        (self.person != NO_PERSON).then_some(PersonId(self.person))
+        (self.flags & HAS_OWNER != 0).then_some(PersonId(self.person))
+    }
+
+    pub(crate) fn clear_owner(&mut self) {
+        self.flags &= !HAS_OWNER;
+        self.person = 0;
+    }
+
+    pub(crate) fn offline_access(&self) -> bool {
+        self.flags & OFFLINE != 0
+    }
+
+    /// The record this row was made from.
+    fn record(&self, revoked: bool) -> Option<CredentialRecord> {
+        let (kind, site, secret) = CredentialKey::decode(self.key.as_slice())?;
+        Some(CredentialRecord {
+            id: CredentialId(self.id),
+            site,
+            kind,
+            secret: secret.to_vec(),
+            owner: self.owner(),
+            valid_from: (self.valid_from != i64::MIN)
+                .then(|| Timestamp::from_second(self.valid_from).ok())
+                .flatten(),
+            valid_until: (self.valid_until != i64::MAX)
+                .then(|| Timestamp::from_second(self.valid_until).ok())
+                .flatten(),
+            offline_access: self.offline_access(),
+            revoked,
+        })
     }
 }
 
@@ -140,33 +215,77 @@ pub(crate) fn whole_second(at: Timestamp) -> i64 {
     }
 }
 
+/// One bucket of the exact-match index: a 32-bit tag of the hash and the row's ordinal.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    tag: u32,
+    ordinal: u32,
+}
+
 /// The immutable bulk of the credential index, rebuilt only by [`Snapshot::compact`].
+///
+/// Two indexes over one row array: an open-addressing hash table (linear probing, at
+/// most half full) for the exact match a decision needs, and an FST for ordered and
+/// prefix scans (offline lists, exports, an admin typing the first digits of a tag).
 struct CredentialBase {
     index: fst::Map<Vec<u8>>,
     rows: Vec<CredentialRow>,
-    ordinal_by_id: Vec<u32>,
+    slots: Box<[Slot]>,
+    ordinal_by_id: IdMap<u32>,
+}
+
+impl CredentialBase {
+    fn slot_of(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize) & self.slots.len().wrapping_sub(1)
+    }
+
+    /// The ordinal of the row under `key`.
+    #[inline]
+    fn find(&self, key: &CredentialKey, hash: u64) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let tag = hash as u32;
+        let mut i = self.slot_of(hash);
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            if slot.ordinal == EMPTY_SLOT {
+                return None;
+            }
+            if slot.tag == tag && self.rows.get(slot.ordinal as usize).is_some_and(|row| row.key == *key) {
+                return Some(slot.ordinal);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    /// Load the bucket `hash` lands on, so that a later [`CredentialBase::find`] finds it
+    /// in cache. Used by batches to overlap the memory reads of several requests.
+    #[inline]
+    fn touch(&self, hash: u64) -> u32 {
+        self.slots.get(self.slot_of(hash)).map_or(0, |s| s.ordinal)
+    }
 }
 
 /// Credentials added, replaced or removed since the base was built.
 #[derive(Clone, Default)]
 struct CredentialOverlay {
     by_key: HashMap<CredentialKey, CredentialRow>,
-    key_by_id: HashMap<u32, CredentialKey>,
+    key_by_id: IdHashMap<CredentialKey>,
     tombstones: RoaringBitmap,
 }
 
-/// A dense table with a copy-on-write overlay for the rows changed since it was built.
+/// A table with a copy-on-write overlay for the rows changed since it was built.
 #[derive(Clone)]
 pub(crate) struct Layered<T> {
-    base: Arc<Vec<Option<T>>>,
-    overlay: Arc<HashMap<u32, Option<T>>>,
+    base: Arc<IdMap<T>>,
+    overlay: Arc<IdHashMap<Option<T>>>,
 }
 
 impl<T: Clone> Layered<T> {
-    fn from_dense(base: Vec<Option<T>>) -> Self {
+    fn new(base: IdMap<T>) -> Self {
         Layered {
-            base: Arc::new(base),
-            overlay: Arc::new(HashMap::new()),
+            base: Arc::new(base.settled()),
+            overlay: Arc::new(IdHashMap::default()),
         }
     }
 
@@ -177,7 +296,7 @@ impl<T: Clone> Layered<T> {
         {
             return row.as_ref();
         }
-        self.base.get(id as usize).and_then(Option::as_ref)
+        self.base.get(id)
     }
 
     pub(crate) fn set_row(&mut self, id: u32, row: Option<T>) {
@@ -190,23 +309,36 @@ impl<T: Clone> Layered<T> {
 
     /// Every live row, by ascending id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        let len = self
-            .overlay
-            .keys()
-            .copied()
-            .max()
-            .map_or(0, |m| m as usize + 1)
-            .max(self.base.len());
-        (0..len).filter_map(|i| {
-            let id = u32::try_from(i).ok()?;
-            self.get(id).map(|row| (id, row))
-        })
+        let mut ids: Vec<u32> = self
+            .base
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !self.overlay.contains_key(id))
+            .chain(self.overlay.keys().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|id| self.get(id).map(|row| (id, row)))
+    }
+
+    /// Bytes held by the table and its overlay (not by what rows point to).
+    fn heap_bytes(&self) -> usize {
+        self.base.heap_bytes() + self.overlay.capacity() * (size_of::<(u32, Option<T>)>() + 1)
+    }
+
+    /// Every live row (base and overlay, overlay winning), in no particular order.
+    fn rows(&self) -> impl Iterator<Item = &T> {
+        self.base
+            .iter()
+            .filter(|(id, _)| !self.overlay.contains_key(id))
+            .map(|(_, row)| row)
+            .chain(self.overlay.values().flatten())
     }
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct SiteRow {
-    pub(crate) time_zone: TimeZone,
+    /// The site's zone and its offset windows.
+    pub(crate) clock: Arc<ZoneClock>,
     pub(crate) calendar: Option<CalendarId>,
     pub(crate) lockdown: bool,
 }
@@ -249,13 +381,13 @@ pub struct Snapshot {
     pub(crate) revision: Revision,
     base: Arc<CredentialBase>,
     overlay: Arc<CredentialOverlay>,
-    pub(crate) sites: Arc<Vec<Option<SiteRow>>>,
-    pub(crate) calendars: Arc<Vec<Option<HolidayCalendar>>>,
-    pub(crate) iqs: Arc<Vec<Option<SiteId>>>,
+    pub(crate) sites: Arc<IdMap<SiteRow>>,
+    pub(crate) calendars: Arc<IdMap<HolidayCalendar>>,
+    pub(crate) iqs: Arc<IdMap<SiteId>>,
     pub(crate) doors: Layered<DoorRow>,
     pub(crate) people: Layered<PersonRow>,
-    pub(crate) schedules: Arc<Vec<Option<ScheduleRow>>>,
-    pub(crate) groups: Arc<Vec<Option<GroupRow>>>,
+    pub(crate) schedules: Arc<IdMap<ScheduleRow>>,
+    pub(crate) groups: Arc<IdMap<GroupRow>>,
     pub(crate) blocked: Arc<RoaringBitmap>,
     pub(crate) revoked: Arc<RoaringBitmap>,
     pub(crate) lockdown_exempt: Arc<Vec<bool>>,
@@ -294,51 +426,48 @@ pub(crate) fn entity<I: fmt::Display>(id: I) -> String {
     id.to_string()
 }
 
-fn check_id(id: u32, name: impl fmt::Display) -> Result<usize, ModelError> {
+fn check_id(id: u32, name: impl fmt::Display) -> Result<(), ModelError> {
     if id > MAX_ID {
         return Err(ModelError::IdTooLarge {
             entity: name.to_string(),
         });
     }
-    Ok(id as usize)
+    Ok(())
 }
 
-/// Put `row` at `id` in a dense table, refusing duplicates.
-fn put_dense<T>(table: &mut Vec<Option<T>>, id: u32, row: T, name: impl fmt::Display) -> Result<(), ModelError> {
-    let index = check_id(id, &name)?;
-    if table.len() <= index {
-        table.resize_with(index + 1, || None);
-    }
-    match table.get_mut(index) {
-        Some(slot @ None) => {
-            *slot = Some(row);
-            Ok(())
-        }
-        _ => Err(ModelError::DuplicateId {
+/// Put `row` at `id` in a table, refusing duplicates.
+fn put_new<T>(table: &mut IdMap<T>, id: u32, row: T, name: impl fmt::Display) -> Result<(), ModelError> {
+    check_id(id, &name)?;
+    if table.get(id).is_some() {
+        return Err(ModelError::DuplicateId {
             entity: name.to_string(),
-        }),
+        });
     }
+    table.insert(id, row);
+    Ok(())
 }
 
-/// Put `row` at `id` in a dense table, replacing what was there.
-pub(crate) fn set_dense<T>(
-    table: &mut Vec<Option<T>>,
+/// Put `row` at `id` in a table, replacing what was there, or clear it.
+pub(crate) fn put_row<T>(
+    table: &mut IdMap<T>,
     id: u32,
     row: Option<T>,
     name: impl fmt::Display,
 ) -> Result<(), ModelError> {
-    let index = check_id(id, name)?;
-    if table.len() <= index {
-        table.resize_with(index + 1, || None);
+    if row.is_some() {
+        check_id(id, name)?;
     }
-    if let Some(slot) = table.get_mut(index) {
-        *slot = row;
-    }
+    table.set(id, row);
     Ok(())
 }
 
-fn dense_get<T>(table: &[Option<T>], id: u32) -> Option<&T> {
-    table.get(id as usize).and_then(Option::as_ref)
+/// The clock of `zone`, shared with a site already indexed in the same zone if any.
+pub(crate) fn clock_for<'a>(zone: &TimeZone, known: impl IntoIterator<Item = &'a Arc<ZoneClock>>) -> Arc<ZoneClock> {
+    known
+        .into_iter()
+        .find(|c| c.zone() == zone)
+        .cloned()
+        .unwrap_or_else(|| ZoneClock::new(zone))
 }
 
 impl Snapshot {
@@ -374,38 +503,43 @@ impl Snapshot {
             }
         }
 
-        let mut calendar_table = Vec::new();
+        let mut calendar_table = IdMap::default();
         for CalendarRecord { id, calendar } in calendars {
-            put_dense(&mut calendar_table, id.0, calendar, id)?;
+            put_new(&mut calendar_table, id.0, calendar, id)?;
         }
-        let mut site_table = Vec::new();
+        let mut site_table = IdMap::default();
+        let mut clocks: Vec<Arc<ZoneClock>> = Vec::new();
         for s in sites {
             if let Some(cal) = s.holiday_calendar
-                && dense_get(&calendar_table, cal.0).is_none()
+                && calendar_table.get(cal.0).is_none()
             {
                 return Err(ModelError::UnknownReference {
                     from: entity(s.id),
                     to: entity(cal),
                 });
             }
+            let clock = clock_for(&s.time_zone, &clocks);
+            if !clocks.iter().any(|c| Arc::ptr_eq(c, &clock)) {
+                clocks.push(clock.clone());
+            }
             let row = SiteRow {
-                time_zone: s.time_zone,
+                clock,
                 calendar: s.holiday_calendar,
                 lockdown: s.lockdown,
             };
-            put_dense(&mut site_table, s.id.0, row, s.id)?;
+            put_new(&mut site_table, s.id.0, row, s.id)?;
         }
-        let mut iq_table = Vec::new();
+        let mut iq_table = IdMap::default();
         for IqRecord { id, site } in iqs {
             require_site(&site_table, site, id)?;
-            put_dense(&mut iq_table, id.0, site, id)?;
+            put_new(&mut iq_table, id.0, site, id)?;
         }
-        let mut schedule_table = Vec::new();
+        let mut schedule_table = IdMap::default();
         for ScheduleRecord { id, site, schedule } in schedules {
             require_site(&site_table, site, id)?;
-            put_dense(&mut schedule_table, id.0, ScheduleRow { site, schedule }, id)?;
+            put_new(&mut schedule_table, id.0, ScheduleRow { site, schedule }, id)?;
         }
-        let mut door_table = Vec::new();
+        let mut door_table = IdMap::default();
         for d in &doors {
             check_door(&site_table, &iq_table, &schedule_table, d)?;
             let row = DoorRow {
@@ -415,13 +549,14 @@ impl Snapshot {
                 lockdown: d.lockdown,
                 groups: GroupList::default(),
             };
-            put_dense(&mut door_table, d.id.0, row, d.id)?;
+            put_new(&mut door_table, d.id.0, row, d.id)?;
         }
-        let mut person_table = Vec::new();
+        drop(doors);
+        let mut person_table = IdMap::default();
         let mut blocked = RoaringBitmap::new();
         for p in people {
             require_site(&site_table, p.site, p.id)?;
-            put_dense(
+            put_new(
                 &mut person_table,
                 p.id.0,
                 PersonRow {
@@ -435,10 +570,11 @@ impl Snapshot {
                 blocked.insert(p.id.0);
             }
         }
-        // The credential index (key sort and FST) is the bulk of a build and needs only
-        // the sites and people, so it runs on a second thread while the groups are indexed
-        // here. Errors are reported groups first, so the result does not depend on timing.
-        // Where no thread can be had, the credentials are indexed here after the groups.
+        // The credential index (key sort, FST and hash index) is the bulk of a build and
+        // needs only the sites and people, so it runs on a second thread while the groups
+        // are indexed here. Errors are reported groups first, so the result does not
+        // depend on timing. Where no thread can be had, the credentials are indexed here
+        // after the groups.
         let (groups_indexed, credentials_indexed) = std::thread::scope(|scope| {
             let job = std::thread::Builder::new()
                 .name("keyway-index".into())
@@ -462,26 +598,15 @@ impl Snapshot {
         } = groups_indexed?;
         let (base, revoked) = credentials_indexed?;
         for (door, list) in door_groups {
-            if let Some(Some(row)) = door_table.get_mut(door as usize) {
+            if let Some(row) = door_table.get_mut(door) {
                 row.groups = GroupList::from_unsorted(list);
             }
         }
         memberships.sort_unstable();
         for chunk in memberships.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(person, _)) = chunk.first() else { continue };
-            if let Some(Some(row)) = person_table.get_mut(person as usize) {
+            if let Some(row) = person_table.get_mut(person) {
                 row.groups = GroupList::from_unsorted(chunk.iter().map(|(_, g)| *g).collect());
-            }
-        }
-
-        let mut exempt = Vec::new();
-        for role in roles.lockdown_exempt {
-            let index = usize::from(role.0);
-            if exempt.len() <= index {
-                exempt.resize(index + 1, false);
-            }
-            if let Some(slot) = exempt.get_mut(index) {
-                *slot = true;
             }
         }
 
@@ -489,16 +614,16 @@ impl Snapshot {
             revision,
             base: Arc::new(base),
             overlay: Arc::new(CredentialOverlay::default()),
-            sites: Arc::new(site_table),
-            calendars: Arc::new(calendar_table),
-            iqs: Arc::new(iq_table),
-            doors: Layered::from_dense(door_table),
-            people: Layered::from_dense(person_table),
-            schedules: Arc::new(schedule_table),
-            groups: Arc::new(group_table),
+            sites: Arc::new(site_table.settled()),
+            calendars: Arc::new(calendar_table.settled()),
+            iqs: Arc::new(iq_table.settled()),
+            doors: Layered::new(door_table),
+            people: Layered::new(person_table),
+            schedules: Arc::new(schedule_table.settled()),
+            groups: Arc::new(group_table.settled()),
             blocked: Arc::new(blocked),
             revoked: Arc::new(revoked),
-            lockdown_exempt: Arc::new(exempt),
+            lockdown_exempt: Arc::new(exempt_table(&roles)),
         })
     }
 
@@ -529,17 +654,29 @@ impl Snapshot {
 
     /// The live credential stored under `key`.
     #[inline]
-    pub(crate) fn credential(&self, key: &CredentialKey) -> Option<CredentialRow> {
+    pub(crate) fn credential(&self, key: &CredentialKey) -> Option<&CredentialRow> {
+        self.credential_hashed(key, key.hash())
+    }
+
+    /// The live credential stored under `key`, whose [`secret_hash`] is `hash`.
+    #[inline]
+    pub(crate) fn credential_hashed(&self, key: &CredentialKey, hash: u64) -> Option<&CredentialRow> {
         if !self.overlay.by_key.is_empty()
             && let Some(row) = self.overlay.by_key.get(key)
         {
-            return Some(*row);
+            return Some(row);
         }
-        let ordinal = u32::try_from(self.base.index.get(key.as_slice())?).ok()?;
+        let ordinal = self.base.find(key, hash)?;
         if !self.overlay.tombstones.is_empty() && self.overlay.tombstones.contains(ordinal) {
             return None;
         }
-        self.base.rows.get(ordinal as usize).copied()
+        self.base.rows.get(ordinal as usize)
+    }
+
+    /// Bring the index bucket of `hash` towards the cache; see [`crate::decide_batch`].
+    #[inline]
+    pub(crate) fn touch_credential(&self, hash: u64) -> u32 {
+        self.base.touch(hash)
     }
 
     /// The live credential with `id`.
@@ -547,8 +684,8 @@ impl Snapshot {
         if let Some(key) = self.overlay.key_by_id.get(&id.0) {
             return self.overlay.by_key.get(key).copied();
         }
-        let ordinal = *self.base.ordinal_by_id.get(id.0 as usize)?;
-        if ordinal == NO_ORDINAL || self.overlay.tombstones.contains(ordinal) {
+        let ordinal = *self.base.ordinal_by_id.get(id.0)?;
+        if self.overlay.tombstones.contains(ordinal) {
             return None;
         }
         self.base.rows.get(ordinal as usize).copied()
@@ -560,56 +697,55 @@ impl Snapshot {
         if let Some(key) = overlay.key_by_id.remove(&id.0) {
             overlay.by_key.remove(&key);
         }
-        if let Some(&ordinal) = self.base.ordinal_by_id.get(id.0 as usize)
-            && ordinal != NO_ORDINAL
-        {
+        if let Some(&ordinal) = self.base.ordinal_by_id.get(id.0) {
             overlay.tombstones.insert(ordinal);
         }
     }
 
-    /// Index `row` under `key`, which must be free.
-    pub(crate) fn link_credential(&mut self, key: CredentialKey, row: CredentialRow) {
+    /// Index `row` under its key, which must be free.
+    pub(crate) fn link_credential(&mut self, row: CredentialRow) {
         let overlay = Arc::make_mut(&mut self.overlay);
-        overlay.key_by_id.insert(row.id, key);
-        overlay.by_key.insert(key, row);
+        overlay.key_by_id.insert(row.id, row.key);
+        overlay.by_key.insert(row.key, row);
     }
 
-    /// Visit every live credential: its index key and its row.
-    pub(crate) fn for_each_credential(&self, mut visit: impl FnMut(&[u8], CredentialRow)) {
+    /// Visit every live credential, in the order of their index keys (secret, kind, site)
+    /// for the base and then the overlay's.
+    pub(crate) fn for_each_credential(&self, mut visit: impl FnMut(&CredentialRow)) {
         use fst::Streamer;
         let mut stream = self.base.index.stream();
-        while let Some((key, ordinal)) = stream.next() {
+        while let Some((_, ordinal)) = stream.next() {
             let Ok(ordinal) = u32::try_from(ordinal) else { continue };
             if self.overlay.tombstones.contains(ordinal) {
                 continue;
             }
             if let Some(row) = self.base.rows.get(ordinal as usize) {
-                visit(key, *row);
+                visit(row);
             }
         }
-        for (key, row) in &self.overlay.by_key {
-            visit(key.as_slice(), *row);
+        for row in self.overlay.by_key.values() {
+            visit(row);
         }
     }
 
     pub(crate) fn site(&self, id: SiteId) -> Option<&SiteRow> {
-        dense_get(&self.sites, id.0)
+        self.sites.get(id.0)
     }
 
     pub(crate) fn schedule(&self, id: ScheduleId) -> Option<&ScheduleRow> {
-        dense_get(&self.schedules, id.0)
+        self.schedules.get(id.0)
     }
 
     pub(crate) fn group(&self, id: GroupId) -> Option<&GroupRow> {
-        dense_get(&self.groups, id.0)
+        self.groups.get(id.0)
     }
 
     pub(crate) fn calendar(&self, id: CalendarId) -> Option<&HolidayCalendar> {
-        dense_get(&self.calendars, id.0)
+        self.calendars.get(id.0)
     }
 
     pub(crate) fn iq_site(&self, id: IqId) -> Option<SiteId> {
-        dense_get(&self.iqs, id.0).copied()
+        self.iqs.get(id.0).copied()
     }
 
     pub(crate) fn is_lockdown_exempt(&self, role: RoleId) -> bool {
@@ -637,7 +773,18 @@ impl Snapshot {
     /// A site's time zone.
     #[must_use]
     pub fn site_time_zone(&self, id: SiteId) -> Option<&TimeZone> {
-        self.site(id).map(|s| &s.time_zone)
+        self.site(id).map(|s| s.clock.zone())
+    }
+
+    /// A site's wall clock at `at`, holidays included, exactly as [`crate::decide`] sees
+    /// it: from the site's offset windows, computed once when the site was indexed, so
+    /// it costs a binary search and integer arithmetic rather than a time-zone
+    /// conversion. For callers that evaluate a [`Schedule`] of the site's themselves
+    /// (opening hours of door rules).
+    #[must_use]
+    pub fn local_moment(&self, site: SiteId, at: Timestamp) -> Option<crate::schedule::LocalMoment> {
+        let row = self.site(site)?;
+        Some(row.clock.local(at, row.calendar.and_then(|c| self.calendar(c))))
     }
 
     /// A site's holiday calendar, if it has one.
@@ -652,6 +799,106 @@ impl Snapshot {
         self.doors.get(id.0).is_some()
     }
 
+    /// A credential by id, as its record (`revoked` included).
+    #[must_use]
+    pub fn credential_record(&self, id: CredentialId) -> Option<CredentialRecord> {
+        self.credential_by_id(id)?.record(self.revoked.contains(id.0))
+    }
+
+    /// The live credential of `site` that a reader presenting `kind` and `secret` would
+    /// match (the lookup [`crate::decide`] makes), as its record. `None` when there is
+    /// none, or the secret does not fit the kind.
+    #[must_use]
+    pub fn credential_by_secret(&self, site: SiteId, kind: CredentialKind, secret: &[u8]) -> Option<CredentialRecord> {
+        let key = CredentialKey::new(kind, site, secret)?;
+        let row = self.credential(&key)?;
+        row.record(self.revoked.contains(row.id))
+    }
+
+    /// A door as its record: site, IQ, mode and lockdown. A site-wide lockdown is not
+    /// folded in: see [`Snapshot::site_record`].
+    #[must_use]
+    pub fn door_record(&self, id: DoorId) -> Option<DoorRecord> {
+        self.doors.get(id.0).map(|d| DoorRecord {
+            id,
+            site: d.site,
+            iq: d.iq,
+            mode: d.mode,
+            lockdown: d.lockdown,
+        })
+    }
+
+    /// The groups that open a door, by ascending id.
+    #[must_use]
+    pub fn door_groups(&self, id: DoorId) -> Option<&[GroupId]> {
+        self.doors.get(id.0).map(|d| d.groups.as_slice())
+    }
+
+    /// A person as their record (`blocked` included).
+    #[must_use]
+    pub fn person_record(&self, id: PersonId) -> Option<PersonRecord> {
+        self.people.get(id.0).map(|p| PersonRecord {
+            id,
+            site: p.site,
+            role: p.role,
+            blocked: self.blocked.contains(id.0),
+        })
+    }
+
+    /// The groups a person is a member of, by ascending id.
+    #[must_use]
+    pub fn person_groups(&self, id: PersonId) -> Option<&[GroupId]> {
+        self.people.get(id.0).map(|p| p.groups.as_slice())
+    }
+
+    /// A group as its record: doors and members by ascending id.
+    #[must_use]
+    pub fn group_record(&self, id: GroupId) -> Option<GroupRecord> {
+        self.group(id).map(|g| GroupRecord {
+            id,
+            site: g.site,
+            doors: g.doors.to_vec(),
+            schedule: g.schedule,
+            members: g.members.iter().map(PersonId).collect(),
+        })
+    }
+
+    /// A site as its record.
+    #[must_use]
+    pub fn site_record(&self, id: SiteId) -> Option<SiteRecord> {
+        self.site(id).map(|s| SiteRecord {
+            id,
+            time_zone: s.clock.zone().clone(),
+            holiday_calendar: s.calendar,
+            lockdown: s.lockdown,
+        })
+    }
+
+    /// A schedule as its record.
+    #[must_use]
+    pub fn schedule_record(&self, id: ScheduleId) -> Option<ScheduleRecord> {
+        self.schedule(id).map(|s| ScheduleRecord {
+            id,
+            site: s.site,
+            schedule: s.schedule.clone(),
+        })
+    }
+
+    /// A holiday calendar as its record.
+    #[must_use]
+    pub fn calendar_record(&self, id: CalendarId) -> Option<CalendarRecord> {
+        self.calendar(id).map(|c| CalendarRecord {
+            id,
+            calendar: c.clone(),
+        })
+    }
+
+    /// An IQ as its record.
+    #[must_use]
+    pub fn iq_record(&self, id: IqId) -> Option<IqRecord> {
+        self.iq_site(id).map(|site| IqRecord { id, site })
+    }
+
     /// How many live credentials the snapshot holds.
     #[must_use]
     pub fn credential_count(&self) -> usize {
@@ -663,37 +910,54 @@ impl Snapshot {
         base_live.saturating_add(self.overlay.by_key.len())
     }
 
-    /// Bytes held by the credential index and tables, an estimate from their capacities.
-    /// Benchmarks measure the process's resident size as well.
+    /// Bytes held by every table of the snapshot (credential rows, both credential
+    /// indexes and the overlay, people, doors, sites and their clocks, calendars, IQs,
+    /// schedules, groups, the bitmaps), an estimate from their capacities. Benchmarks
+    /// measure the process's resident size as well.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        let rows = self.base.rows.capacity() * size_of::<CredentialRow>();
-        let ids = self.base.ordinal_by_id.capacity() * size_of::<u32>();
-        let people = self.people.base.capacity() * size_of::<Option<PersonRow>>()
+        let credentials = self.base.index.as_fst().size()
+            + self.base.rows.capacity() * size_of::<CredentialRow>()
+            + self.base.slots.len() * size_of::<Slot>()
+            + self.base.ordinal_by_id.heap_bytes();
+        let overlay = self.overlay.by_key.capacity() * (size_of::<(CredentialKey, CredentialRow)>() + 1)
+            + self.overlay.key_by_id.capacity() * (size_of::<(u32, CredentialKey)>() + 1)
+            + self.overlay.tombstones.serialized_size();
+        let people = self.people.heap_bytes() + self.people.rows().map(|p| p.groups.heap_bytes()).sum::<usize>();
+        let doors = self.doors.heap_bytes() + self.doors.rows().map(|d| d.groups.heap_bytes()).sum::<usize>();
+        let mut clocks: Vec<&Arc<ZoneClock>> = Vec::new();
+        for (_, site) in self.sites.iter() {
+            if !clocks.iter().any(|c| Arc::ptr_eq(c, &site.clock)) {
+                clocks.push(&site.clock);
+            }
+        }
+        let sites = self.sites.heap_bytes() + clocks.iter().map(|c| c.heap_bytes()).sum::<usize>();
+        let calendars = self.calendars.heap_bytes()
             + self
-                .people
-                .base
+                .calendars
                 .iter()
-                .flatten()
-                .map(|p| p.groups.heap_bytes())
+                .map(|(_, c)| size_of_val(c.dates()))
                 .sum::<usize>();
-        let doors = self.doors.base.capacity() * size_of::<Option<DoorRow>>();
-        let door_groups: usize = self.doors.base.iter().flatten().map(|d| d.groups.heap_bytes()).sum();
-        let groups: usize = self
-            .groups
-            .iter()
-            .flatten()
-            .map(|g| g.members.serialized_size() + g.doors.len() * 4)
-            .sum();
-        self.base.index.as_fst().size()
-            + rows
-            + ids
+        // Schedules hold their periods inline.
+        let schedules = self.schedules.heap_bytes();
+        let groups = self.groups.heap_bytes()
+            + self
+                .groups
+                .iter()
+                .map(|(_, g)| g.members.serialized_size() + g.doors.len() * size_of::<DoorId>())
+                .sum::<usize>();
+        credentials
+            + overlay
             + people
             + doors
-            + door_groups
+            + sites
+            + calendars
+            + self.iqs.heap_bytes()
+            + schedules
             + groups
             + self.blocked.serialized_size()
             + self.revoked.serialized_size()
+            + self.lockdown_exempt.capacity()
     }
 
     /// How loaded an IQ is: the tags and remote users that reach its doors.
@@ -723,12 +987,12 @@ impl Snapshot {
         }
         let mut tags = 0u32;
         let mut remote = RoaringBitmap::new();
-        self.for_each_credential(|key, row| {
+        self.for_each_credential(|row| {
             let Some(person) = row.owner() else { return };
             if !reach.contains(person.0) || self.revoked.contains(row.id) {
                 return;
             }
-            match CredentialKey::decode(key).map(|(kind, _, _)| kind) {
+            match CredentialKey::decode(row.key.as_slice()).map(|(kind, _, _)| kind) {
                 Some(CredentialKind::Tag) => tags = tags.saturating_add(1),
                 Some(CredentialKind::DigitalKey) => {
                     remote.insert(person.0);
@@ -747,40 +1011,32 @@ impl Snapshot {
     #[must_use]
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
-        for (id, cal) in self.calendars.iter().enumerate() {
-            if let (Some(cal), Ok(id)) = (cal, u32::try_from(id)) {
-                out.push(Record::Calendar(CalendarRecord {
-                    id: CalendarId(id),
-                    calendar: cal.clone(),
-                }));
-            }
+        for (id, cal) in self.calendars.sorted() {
+            out.push(Record::Calendar(CalendarRecord {
+                id: CalendarId(id),
+                calendar: cal.clone(),
+            }));
         }
-        for (id, site) in self.sites.iter().enumerate() {
-            if let (Some(s), Ok(id)) = (site, u32::try_from(id)) {
-                out.push(Record::Site(SiteRecord {
-                    id: SiteId(id),
-                    time_zone: s.time_zone.clone(),
-                    holiday_calendar: s.calendar,
-                    lockdown: s.lockdown,
-                }));
-            }
+        for (id, s) in self.sites.sorted() {
+            out.push(Record::Site(SiteRecord {
+                id: SiteId(id),
+                time_zone: s.clock.zone().clone(),
+                holiday_calendar: s.calendar,
+                lockdown: s.lockdown,
+            }));
         }
-        for (id, site) in self.iqs.iter().enumerate() {
-            if let (Some(site), Ok(id)) = (site, u32::try_from(id)) {
-                out.push(Record::Iq(IqRecord {
-                    id: IqId(id),
-                    site: *site,
-                }));
-            }
+        for (id, site) in self.iqs.sorted() {
+            out.push(Record::Iq(IqRecord {
+                id: IqId(id),
+                site: *site,
+            }));
         }
-        for (id, s) in self.schedules.iter().enumerate() {
-            if let (Some(s), Ok(id)) = (s, u32::try_from(id)) {
-                out.push(Record::Schedule(ScheduleRecord {
-                    id: ScheduleId(id),
-                    site: s.site,
-                    schedule: s.schedule.clone(),
-                }));
-            }
+        for (id, s) in self.schedules.sorted() {
+            out.push(Record::Schedule(ScheduleRecord {
+                id: ScheduleId(id),
+                site: s.site,
+                schedule: s.schedule.clone(),
+            }));
         }
         for (id, d) in self.doors.iter() {
             out.push(Record::Door(DoorRecord {
@@ -800,37 +1056,21 @@ impl Snapshot {
             }));
         }
         let mut creds: Vec<CredentialRecord> = Vec::with_capacity(self.credential_count());
-        self.for_each_credential(|key, row| {
-            if let Some((kind, site, secret)) = CredentialKey::decode(key) {
-                creds.push(CredentialRecord {
-                    id: CredentialId(row.id),
-                    site,
-                    kind,
-                    secret: secret.to_vec(),
-                    owner: row.owner(),
-                    valid_from: (row.valid_from != i64::MIN)
-                        .then(|| Timestamp::from_second(row.valid_from).ok())
-                        .flatten(),
-                    valid_until: (row.valid_until != i64::MAX)
-                        .then(|| Timestamp::from_second(row.valid_until).ok())
-                        .flatten(),
-                    offline_access: row.offline_access,
-                    revoked: self.revoked.contains(row.id),
-                });
+        self.for_each_credential(|row| {
+            if let Some(record) = row.record(self.revoked.contains(row.id)) {
+                creds.push(record);
             }
         });
         creds.sort_unstable_by_key(|c| c.id);
         out.extend(creds.into_iter().map(Record::Credential));
-        for (id, g) in self.groups.iter().enumerate() {
-            if let (Some(g), Ok(id)) = (g, u32::try_from(id)) {
-                out.push(Record::Group(GroupRecord {
-                    id: GroupId(id),
-                    site: g.site,
-                    doors: g.doors.to_vec(),
-                    schedule: g.schedule,
-                    members: g.members.iter().map(PersonId).collect(),
-                }));
-            }
+        for (id, g) in self.groups.sorted() {
+            out.push(Record::Group(GroupRecord {
+                id: GroupId(id),
+                site: g.site,
+                doors: g.doors.to_vec(),
+                schedule: g.schedule,
+                members: g.members.iter().map(PersonId).collect(),
+            }));
         }
         let exempt = self
             .lockdown_exempt
@@ -846,35 +1086,50 @@ impl Snapshot {
     }
 }
 
+/// The lockdown-exempt flag of every role, indexed by role id.
+pub(crate) fn exempt_table(roles: &RoleFlags) -> Vec<bool> {
+    let mut exempt = Vec::new();
+    for role in &roles.lockdown_exempt {
+        let index = usize::from(role.0);
+        if exempt.len() <= index {
+            exempt.resize(index + 1, false);
+        }
+        if let Some(slot) = exempt.get_mut(index) {
+            *slot = true;
+        }
+    }
+    exempt
+}
+
 struct IndexedGroups {
-    table: Vec<Option<GroupRow>>,
-    door_groups: HashMap<u32, Vec<GroupId>>,
+    table: IdMap<GroupRow>,
+    door_groups: IdHashMap<Vec<GroupId>>,
     memberships: Vec<(u32, GroupId)>,
 }
 
 fn index_groups(
-    sites: &[Option<SiteRow>],
-    schedules: &[Option<ScheduleRow>],
-    doors: &[Option<DoorRow>],
-    people: &[Option<PersonRow>],
+    sites: &IdMap<SiteRow>,
+    schedules: &IdMap<ScheduleRow>,
+    doors: &IdMap<DoorRow>,
+    people: &IdMap<PersonRow>,
     groups: Vec<GroupRecord>,
 ) -> Result<IndexedGroups, ModelError> {
-    let mut table: Vec<Option<GroupRow>> = Vec::new();
-    let mut door_groups: HashMap<u32, Vec<GroupId>> = HashMap::new();
+    let mut table = IdMap::default();
+    let mut door_groups: IdHashMap<Vec<GroupId>> = IdHashMap::default();
     let mut memberships: Vec<(u32, GroupId)> = Vec::new();
     for g in groups {
         let row = group_row(
             sites,
             schedules,
-            |d| dense_get(doors, d.0).map(|r| r.site),
-            |p| dense_get(people, p.0).map(|r| r.site),
+            |d| doors.get(d.0).map(|r| r.site),
+            |p| people.get(p.0).map(|r| r.site),
             &g,
         )?;
         for door in row.doors.iter() {
             door_groups.entry(door.0).or_default().push(g.id);
         }
         memberships.extend(row.members.iter().map(|p| (p, g.id)));
-        put_dense(&mut table, g.id.0, row, g.id)?;
+        put_new(&mut table, g.id.0, row, g.id)?;
     }
     Ok(IndexedGroups {
         table,
@@ -884,68 +1139,98 @@ fn index_groups(
 }
 
 fn index_credentials(
-    sites: &[Option<SiteRow>],
-    people: &[Option<PersonRow>],
+    sites: &IdMap<SiteRow>,
+    people: &IdMap<PersonRow>,
     credentials: &[CredentialRecord],
 ) -> Result<(CredentialBase, RoaringBitmap), ModelError> {
     let mut revoked = RoaringBitmap::new();
-    let mut keyed = Vec::with_capacity(credentials.len());
+    let mut rows = Vec::with_capacity(credentials.len());
     let mut seen_ids = RoaringBitmap::new();
     for c in credentials {
         check_id(c.id.0, c.id)?;
         if !seen_ids.insert(c.id.0) {
             return Err(ModelError::DuplicateId { entity: entity(c.id) });
         }
-        let key = check_credential(sites, |p| dense_get(people, p.0).map(|r| r.site), c)?;
+        let key = check_credential(sites, |p| people.get(p.0).map(|r| r.site), c)?;
         if c.revoked {
             revoked.insert(c.id.0);
         }
-        keyed.push((key, CredentialRow::from_record(c)));
+        rows.push(CredentialRow::from_record(c, key));
     }
-    Ok((build_base(keyed)?, revoked))
+    Ok((build_base(rows)?, revoked))
 }
 
-fn build_base(mut keyed: Vec<(CredentialKey, CredentialRow)>) -> Result<CredentialBase, ModelError> {
+/// The credential base from its rows: sorted by key, checked for duplicate ids and
+/// secrets, indexed by an FST and by the exact-match hash table.
+fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError> {
     // By key, then id, so a duplicate secret is always reported against the lower id.
-    keyed.sort_unstable_by_key(|(key, row)| (*key, row.id));
-    for pair in keyed.windows(2) {
-        if let [a, b] = pair
-            && a.0 == b.0
+    rows.sort_unstable_by_key(|row| (row.key, row.id));
+    let mut ordinal_by_id = IdMap::default();
+    let mut builder = fst::MapBuilder::memory();
+    let mut previous: Option<&CredentialRow> = None;
+    for (ordinal, row) in rows.iter().enumerate() {
+        if let Some(prev) = previous
+            && prev.key == row.key
         {
             return Err(ModelError::DuplicateSecret {
-                existing: entity(CredentialId(a.1.id)),
-                claimed_by: entity(CredentialId(b.1.id)),
+                existing: entity(CredentialId(prev.id)),
+                claimed_by: entity(CredentialId(row.id)),
             });
         }
-    }
-    let mut builder = fst::MapBuilder::memory();
-    let mut rows = Vec::with_capacity(keyed.len());
-    let max_id = keyed.iter().map(|(_, r)| r.id).max().map_or(0, |m| m as usize + 1);
-    let mut ordinal_by_id = vec![NO_ORDINAL; max_id];
-    for (ordinal, (key, row)) in keyed.into_iter().enumerate() {
-        let ordinal32 = u32::try_from(ordinal).map_err(|_| ModelError::Index {
-            message: "too many credentials".into(),
-        })?;
+        previous = Some(row);
+        let ordinal = u32::try_from(ordinal)
+            .ok()
+            .filter(|o| *o != EMPTY_SLOT)
+            .ok_or_else(|| ModelError::Index {
+                message: "too many credentials".into(),
+            })?;
+        if ordinal_by_id.insert(row.id, ordinal).is_some() {
+            return Err(ModelError::DuplicateId {
+                entity: entity(CredentialId(row.id)),
+            });
+        }
         builder
-            .insert(key.as_slice(), u64::from(ordinal32))
+            .insert(row.key.as_slice(), u64::from(ordinal))
             .map_err(|e| ModelError::Index {
                 message: e.to_string().to_lowercase(),
             })?;
-        if let Some(slot) = ordinal_by_id.get_mut(row.id as usize) {
-            *slot = ordinal32;
-        }
-        rows.push(row);
     }
     let index = builder.into_map();
+    // At most half full: a miss ends at the first empty bucket, a few buckets on.
+    let buckets = rows.len().saturating_mul(2).max(2).next_power_of_two();
+    let mut slots = vec![
+        Slot {
+            tag: 0,
+            ordinal: EMPTY_SLOT,
+        };
+        buckets
+    ]
+    .into_boxed_slice();
+    let mask = buckets - 1;
+    for (ordinal, row) in rows.iter().enumerate() {
+        let hash = row.key.hash();
+        let mut i = ((hash >> 32) as usize) & mask;
+        while let Some(slot) = slots.get_mut(i) {
+            if slot.ordinal == EMPTY_SLOT {
+                *slot = Slot {
+                    tag: hash as u32,
+                    ordinal: ordinal as u32,
+                };
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+    }
     Ok(CredentialBase {
         index,
         rows,
-        ordinal_by_id,
+        slots,
+        ordinal_by_id: ordinal_by_id.settled(),
     })
 }
 
-fn require_site(sites: &[Option<SiteRow>], site: SiteId, from: impl fmt::Display) -> Result<(), ModelError> {
-    if dense_get(sites, site.0).is_none() {
+fn require_site(sites: &IdMap<SiteRow>, site: SiteId, from: impl fmt::Display) -> Result<(), ModelError> {
+    if sites.get(site.0).is_none() {
         return Err(ModelError::UnknownReference {
             from: from.to_string(),
             to: entity(site),
@@ -955,14 +1240,14 @@ fn require_site(sites: &[Option<SiteRow>], site: SiteId, from: impl fmt::Display
 }
 
 pub(crate) fn check_door(
-    sites: &[Option<SiteRow>],
-    iqs: &[Option<SiteId>],
-    schedules: &[Option<ScheduleRow>],
+    sites: &IdMap<SiteRow>,
+    iqs: &IdMap<SiteId>,
+    schedules: &IdMap<ScheduleRow>,
     d: &DoorRecord,
 ) -> Result<(), ModelError> {
     require_site(sites, d.site, d.id)?;
     if let Some(iq) = d.iq {
-        match dense_get(iqs, iq.0) {
+        match iqs.get(iq.0) {
             None => {
                 return Err(ModelError::UnknownReference {
                     from: entity(d.id),
@@ -985,12 +1270,12 @@ pub(crate) fn check_door(
 }
 
 fn check_schedule_ref(
-    schedules: &[Option<ScheduleRow>],
+    schedules: &IdMap<ScheduleRow>,
     s: ScheduleId,
     site: SiteId,
     from: impl fmt::Display,
 ) -> Result<(), ModelError> {
-    match dense_get(schedules, s.0) {
+    match schedules.get(s.0) {
         None => Err(ModelError::UnknownReference {
             from: from.to_string(),
             to: entity(s),
@@ -1004,8 +1289,8 @@ fn check_schedule_ref(
 }
 
 pub(crate) fn group_row(
-    sites: &[Option<SiteRow>],
-    schedules: &[Option<ScheduleRow>],
+    sites: &IdMap<SiteRow>,
+    schedules: &IdMap<ScheduleRow>,
     door_site: impl Fn(DoorId) -> Option<SiteId>,
     person_site: impl Fn(PersonId) -> Option<SiteId>,
     g: &GroupRecord,
@@ -1062,7 +1347,7 @@ pub(crate) fn group_row(
 }
 
 pub(crate) fn check_credential(
-    sites: &[Option<SiteRow>],
+    sites: &IdMap<SiteRow>,
     person_site: impl Fn(PersonId) -> Option<SiteId>,
     c: &CredentialRecord,
 ) -> Result<CredentialKey, ModelError> {

@@ -8,6 +8,8 @@
 //! - `iq_load`: the tags and remote users an IQ holds.
 //! - `bad_input`: malformed requests are denied with a reason, never a panic; malformed
 //!   records and changes are refused with their specific error and leave nothing behind.
+//! - `tables`: ids spread up to `MAX_ID` decide like dense ones, in memory that follows
+//!   the live entities; the per-entity reads give back the records.
 //! - `publish`: the `SnapshotCell` under concurrent readers, a writer and compactions.
 //! - `reference` + `differential`: a naive evaluator written from the specification,
 //!   compared with the core on random sites and random sequences of changes.
@@ -37,5 +39,7 @@ mod publish;
 mod reasons;
 #[path = "core/reference.rs"]
 mod reference;
+#[path = "core/tables.rs"]
+mod tables;
 #[path = "core/time.rs"]
 mod time;

@@ -273,25 +273,25 @@ fn build_refuses_ids_too_large() {
     let big = MAX_ID + 1;
     check_build(
         vec![Record::Site(site(big, TimeZone::UTC, None))],
-        &err_too_large("site:67108864"),
+        &err_too_large("site:4294967295"),
     );
     check_build(
         vec![Record::Calendar(calendar(u32::MAX, &[]))],
         &err_too_large("calendar:4294967295"),
     );
-    check_build(vec![Record::Iq(iq(big, 1))], &err_too_large("iq:67108864"));
-    check_build(vec![Record::Door(door(big, 1))], &err_too_large("door:67108864"));
+    check_build(vec![Record::Iq(iq(big, 1))], &err_too_large("iq:4294967295"));
+    check_build(vec![Record::Door(door(big, 1))], &err_too_large("door:4294967295"));
     check_build(
         vec![Record::Person(person(big, 1, STAFF))],
-        &err_too_large("person:67108864"),
+        &err_too_large("person:4294967295"),
     );
     check_build(
         vec![Record::Schedule(schedule(big, 1, vec![], None))],
-        &err_too_large("schedule:67108864"),
+        &err_too_large("schedule:4294967295"),
     );
     check_build(
         vec![Record::Group(group(big, 1, &[], None, &[]))],
-        &err_too_large("group:67108864"),
+        &err_too_large("group:4294967295"),
     );
     check_build(
         vec![unowned_tag(u32::MAX, 1, &[7, 7, 7, 7])],
@@ -499,12 +499,60 @@ fn errors_read_well() {
             "revision `r2` is not newer than the snapshot's `r3`",
         ),
         (
-            err_too_large("person:67108864"),
-            "the id of `person:67108864` is past the largest accepted (67108863)",
+            err_too_large("person:4294967295"),
+            "the id of `person:4294967295` is past the largest accepted (4294967294)",
         ),
     ];
     for (error, text) in rows {
         assert_eq!(error.to_string(), text);
+    }
+}
+
+#[test]
+fn errors_have_codes() {
+    let rows = [
+        (err_duplicate("door:1"), "duplicate_id"),
+        (err_too_large("door:4294967295"), "id_too_large"),
+        (err_unknown("door:8", "site:9"), "unknown_reference"),
+        (err_not_found("door:8"), "not_found"),
+        (err_cross("group:9", "door:20"), "cross_site"),
+        (err_site_change("door:1"), "site_change"),
+        (
+            err_malformed("credential:40", "4 to 8 ascii digits"),
+            "malformed_secret",
+        ),
+        (
+            err_duplicate_secret("credential:1", "credential:40"),
+            "duplicate_secret",
+        ),
+        (err_in_use("door:1", "group:1"), "in_use"),
+        (
+            ModelError::StaleRevision {
+                current: Revision(3),
+                given: Revision(2),
+            },
+            "stale_revision",
+        ),
+        (ModelError::Index { message: "x".into() }, "index"),
+    ];
+    for (error, code) in rows {
+        assert_eq!(error.code(), code, "{error}");
+    }
+    let schedule_rows = [
+        (
+            keyway_core::ScheduleError::TooManyPeriods { given: 9 },
+            "too_many_periods",
+        ),
+        (
+            keyway_core::ScheduleError::TimeOutOfRange { minute: 1441 },
+            "time_out_of_range",
+        ),
+        (keyway_core::ScheduleError::EmptyPeriod { index: 0 }, "empty_period"),
+        (keyway_core::ScheduleError::NoDays { index: 0 }, "no_days"),
+        (keyway_core::ScheduleError::InvertedDateRange, "inverted_date_range"),
+    ];
+    for (error, code) in schedule_rows {
+        assert_eq!(error.code(), code, "{error}");
     }
 }
 
@@ -618,7 +666,7 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutCredential(tag(big, 1, &[7, 7, 7, 7], None)),
-            err_too_large("credential:67108864"),
+            err_too_large("credential:4294967295"),
         ),
         (
             vec![],
@@ -666,7 +714,7 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutPerson(person(big, 1, STAFF)),
-            err_too_large("person:67108864"),
+            err_too_large("person:4294967295"),
         ),
         (vec![], Change::RemovePerson(PersonId(99)), err_not_found("person:99")),
         (vec![], Change::PutDoor(door(1, 2)), err_site_change("door:1")),
@@ -695,7 +743,7 @@ fn refused_changes_leave_nothing_behind() {
             }),
             err_cross("door:8", "schedule:20"),
         ),
-        (vec![], Change::PutDoor(door(big, 1)), err_too_large("door:67108864")),
+        (vec![], Change::PutDoor(door(big, 1)), err_too_large("door:4294967295")),
         (vec![], Change::RemoveDoor(DoorId(1)), err_in_use("door:1", "group:1")),
         (vec![], Change::RemoveDoor(DoorId(99)), err_not_found("door:99")),
         (
@@ -781,7 +829,7 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutGroup(group(big, 1, &[], None, &[])),
-            err_too_large("group:67108864"),
+            err_too_large("group:4294967295"),
         ),
         (vec![], Change::RemoveGroup(GroupId(99)), err_not_found("group:99")),
         (
@@ -797,7 +845,7 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutSchedule(schedule(big, 1, vec![], None)),
-            err_too_large("schedule:67108864"),
+            err_too_large("schedule:4294967295"),
         ),
         (
             vec![],
@@ -826,7 +874,7 @@ fn refused_changes_leave_nothing_behind() {
             err_site_change("iq:1"),
         ),
         (vec![], Change::PutIq(iq(1, 9)), err_unknown("iq:1", "site:9")),
-        (vec![], Change::PutIq(iq(big, 1)), err_too_large("iq:67108864")),
+        (vec![], Change::PutIq(iq(big, 1)), err_too_large("iq:4294967295")),
         (
             vec![
                 Change::PutIq(iq(1, 1)),
@@ -847,12 +895,12 @@ fn refused_changes_leave_nothing_behind() {
         (
             vec![],
             Change::PutSite(site(big, TimeZone::UTC, None)),
-            err_too_large("site:67108864"),
+            err_too_large("site:4294967295"),
         ),
         (
             vec![],
             Change::PutCalendar(calendar(big, &[])),
-            err_too_large("calendar:67108864"),
+            err_too_large("calendar:4294967295"),
         ),
     ];
     for (setup, change, expect) in rows {

@@ -104,7 +104,13 @@ fn block_and_unblock() {
 fn revoke_and_restore() {
     check_change(
         &[Change::RevokeCredential(CredentialId(1))],
-        &[(1, C1, WED_0900, GRANTED_1, "deny credential_revoked credential:1")],
+        &[(
+            1,
+            C1,
+            WED_0900,
+            GRANTED_1,
+            "deny credential_revoked credential:1 person:1",
+        )],
     );
     check_change(
         &[Change::RestoreCredential(CredentialId(3))],
@@ -112,7 +118,7 @@ fn revoke_and_restore() {
             1,
             C3,
             WED_0900,
-            "deny credential_revoked credential:3",
+            "deny credential_revoked credential:3 person:1",
             "allow granted by `group:1` within `schedule:1` credential:3 person:1",
         )],
     );
@@ -137,8 +143,8 @@ fn revoke_and_restore() {
             1,
             C1,
             WED_0900,
-            "deny credential_revoked credential:1",
-            "deny credential_revoked credential:1",
+            "deny credential_revoked credential:1 person:1",
+            "deny credential_revoked credential:1 person:1",
         )],
     );
 }
@@ -214,7 +220,13 @@ fn put_and_remove_credential() {
             revoked: true,
             ..credential_1()
         })],
-        &[(1, C1, WED_0900, GRANTED_1, "deny credential_revoked credential:1")],
+        &[(
+            1,
+            C1,
+            WED_0900,
+            GRANTED_1,
+            "deny credential_revoked credential:1 person:1",
+        )],
     );
     check_change(
         &[Change::PutCredential(tag(3, 1, &[3, 3, 3, 3], Some(1)))],
@@ -222,7 +234,7 @@ fn put_and_remove_credential() {
             1,
             C3,
             WED_0900,
-            "deny credential_revoked credential:3",
+            "deny credential_revoked credential:3 person:1",
             "allow granted by `group:1` within `schedule:1` credential:3 person:1",
         )],
     );
@@ -359,7 +371,7 @@ fn put_and_remove_person() {
                 1,
                 C3,
                 WED_0900,
-                "deny credential_revoked credential:3",
+                "deny credential_revoked credential:3 person:1",
                 "deny credential_revoked credential:3",
             ),
         ],

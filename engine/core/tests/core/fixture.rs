@@ -266,6 +266,14 @@ pub(crate) fn render(d: &Decision) -> String {
 #[track_caller]
 pub(crate) fn check(snapshot: &Snapshot, door: u32, presented: Presented<'_>, at: Timestamp, expect: &str) {
     let decision = keyway_core::decide(snapshot, DoorId(door), presented, at);
+    let mut batch = Vec::new();
+    let request = keyway_core::DecisionRequest {
+        door: DoorId(door),
+        presented,
+        at,
+    };
+    keyway_core::decide_batch(snapshot, &[request; 11], &mut batch);
+    assert_eq!(batch, vec![decision; 11], "decide_batch differs from decide");
     assert_eq!(
         decision.effect,
         decision.reason.effect(),

@@ -140,10 +140,11 @@ fn person_blocked() {
 #[rustfmt::skip]
 fn credential_revoked() {
     check_rows(&[
-        (1, Presented::tag(C3), WED_0900, "deny credential_revoked credential:3"),
-        // Before the owner is looked at: revoked wins over blocked.
-        (1, Presented::tag(C9), WED_0900, "deny credential_revoked credential:9"),
-        (2, Presented::tag(C3), WED_0900, "deny credential_revoked credential:3"),
+        // The owner is still named, so the entry reaches their history.
+        (1, Presented::tag(C3), WED_0900, "deny credential_revoked credential:3 person:1"),
+        // Revoked wins over blocked.
+        (1, Presented::tag(C9), WED_0900, "deny credential_revoked credential:9 person:2"),
+        (2, Presented::tag(C3), WED_0900, "deny credential_revoked credential:3 person:1"),
     ]);
 }
 

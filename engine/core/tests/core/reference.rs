@@ -10,9 +10,10 @@
 //! The specification of `decide(door, presented, at)`, first failure wins:
 //! 1. unknown door: `UnknownDoor`;
 //! 2. the secret must fit its kind and name a live credential of that kind on the door's
-//!    site, else `UnknownCredential`; from here the decision names the credential;
+//!    site, else `UnknownCredential`; from here the decision names the credential, and
+//!    its owner when it has one that exists (whatever the outcome, revoked included);
 //! 3. revoked: `CredentialRevoked`;
-//! 4. no owner (or the owner is gone): `UnassignedCredential`; from here it names the owner;
+//! 4. no owner (or the owner is gone): `UnassignedCredential`;
 //! 5. owner blocked: `PersonBlocked`;
 //! 6. whole seconds: before `valid_from`: `NotYetValid`; at or after `valid_until`: `Expired`;
 //! 7. door or site in lockdown: `Lockdown` unless the owner's role is exempt, and then
@@ -32,8 +33,9 @@ use keyway_core::{
 };
 use std::collections::BTreeMap;
 
-/// The largest id accepted, restated from the specification of the dense tables.
-pub(crate) const MAX_ID: u32 = (1 << 26) - 1;
+/// The largest id accepted, restated from the specification: every `u32` but
+/// `u32::MAX`, which is reserved.
+pub(crate) const MAX_ID: u32 = u32::MAX - 1;
 
 /// The holiday day type, bit 7 of a day set; bits 0..=6 are Monday..Sunday.
 const HOLIDAY_BIT: u8 = 1 << 7;
@@ -645,16 +647,17 @@ impl Model {
             return Reason::UnknownCredential;
         };
         out.credential = Some(CredentialId(credential_id));
+        // The owner is named whatever the outcome, a revoked credential's included.
+        let owner = credential
+            .owner
+            .and_then(|id| self.people.get(&id).map(|person| (id, person)));
+        out.person = owner.map(|(id, _)| PersonId(id));
         if credential.revoked {
             return Reason::CredentialRevoked;
         }
-        let Some(owner_id) = credential.owner else {
+        let Some((owner_id, owner)) = owner else {
             return Reason::UnassignedCredential;
         };
-        let Some(owner) = self.people.get(&owner_id) else {
-            return Reason::UnassignedCredential;
-        };
-        out.person = Some(PersonId(owner_id));
         if owner.blocked {
             return Reason::PersonBlocked;
         }
