@@ -3,8 +3,12 @@
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
+#[path = "api/support.rs"]
 mod support;
 
+#[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/matrix.rs"]
 mod matrix;
+#[path = "api/stories.rs"]
 mod stories;

@@ -348,7 +348,7 @@ impl World {
 
     pub fn account(&self, who: Who) -> i64 {
         let who = match who {
-            Who::TokenRead | Who::TokenDecide | Who::TokenAdmin => Who::Owner,
+            Who::Anonymous | Who::TokenRead | Who::TokenDecide | Who::TokenAdmin => Who::Owner,
             w => w,
         };
         self.accounts.iter().find(|(w, _)| *w == who).unwrap().1
