@@ -171,10 +171,16 @@ impl Caller {
         if let Some(own) = token.site {
             match site {
                 Some(s) if s != own => {
-                    return Err(ApiError::forbidden(format!("this API token is limited to site {}", own.0)));
+                    return Err(ApiError::forbidden(format!(
+                        "this API token is limited to site {}",
+                        own.0
+                    )));
                 }
                 None if access != Access::Read => {
-                    return Err(ApiError::forbidden(format!("this API token is limited to site {}", own.0)));
+                    return Err(ApiError::forbidden(format!(
+                        "this API token is limited to site {}",
+                        own.0
+                    )));
                 }
                 _ => {}
             }

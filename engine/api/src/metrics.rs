@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// The latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 struct Latency {
@@ -77,8 +79,16 @@ impl HttpMetrics {
                 "keyway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                 l.count
             );
-            let _ = writeln!(out, "keyway_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", l.sum);
-            let _ = writeln!(out, "keyway_http_request_duration_seconds_count{{route=\"{route}\"}} {}", l.count);
+            let _ = writeln!(
+                out,
+                "keyway_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                l.sum
+            );
+            let _ = writeln!(
+                out,
+                "keyway_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                l.count
+            );
         }
     }
 }

@@ -53,7 +53,8 @@ impl std::fmt::Debug for Limiter {
 
 impl Limiter {
     fn new(limit: RateLimit) -> Result<Limiter, ApiError> {
-        let burst = NonZeroU32::new(limit.burst).ok_or_else(|| ApiError::internal("a rate limit needs a burst of at least 1"))?;
+        let burst = NonZeroU32::new(limit.burst)
+            .ok_or_else(|| ApiError::internal("a rate limit needs a burst of at least 1"))?;
         let quota = Quota::with_period(limit.per)
             .ok_or_else(|| ApiError::internal("a rate limit needs a positive period"))?
             .allow_burst(burst);
@@ -120,9 +121,11 @@ fn smtp_relay(url: &str) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Exec
     if host.is_empty() || host.contains(['/', '@', '?']) {
         return Err(bad());
     }
-    Ok(lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .build())
+    Ok(
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .build(),
+    )
 }
 
 impl AppState {
@@ -199,16 +202,15 @@ impl AppState {
                             .parse()
                             .map_err(|e| ApiError::internal(format!("mail sender: {e}")))?,
                     )
-                    .to(to.parse().map_err(|e| ApiError::invalid(format!("`{to}` is not a mail address: {e}")))?)
+                    .to(to
+                        .parse()
+                        .map_err(|e| ApiError::invalid(format!("`{to}` is not a mail address: {e}")))?)
                     .subject(subject)
                     .body(body.to_owned())
                     .map_err(|e| ApiError::internal(format!("mail: {e}")))?;
-                transport
-                    .send(message)
-                    .await
-                    .map_err(|e| ApiError::Unavailable {
-                        cause: format!("smtp relay: {e}"),
-                    })?;
+                transport.send(message).await.map_err(|e| ApiError::Unavailable {
+                    cause: format!("smtp relay: {e}"),
+                })?;
                 Ok(())
             }
         }

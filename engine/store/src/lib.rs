@@ -53,8 +53,8 @@ pub use entries::{
 pub use error::{ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
-pub use operators::{MAX_NAME, Named};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
+pub use operators::{MAX_NAME, Named};
 pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
 pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;

@@ -217,7 +217,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn operators(&self) -> Result<Vec<i64>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| m::all(conn).await?))
+        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
+            m::all(conn).await?
+        }))
     }
 
     /// Stop `account` being an operator.
@@ -253,10 +255,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn name(&self, what: Named, id: u32) -> Result<Option<String>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| m::name(
-            conn, what, id
-        )
-        .await?))
+        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
+            m::name(conn, what, id).await?
+        }))
     }
 
     /// The names of every entity of a kind, on one site (ignored for sites), by id.
@@ -264,10 +265,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn names(&self, what: Named, site: Option<SiteId>) -> Result<Vec<(u32, String)>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| m::names(
-            conn, what, site
-        )
-        .await?))
+        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
+            m::names(conn, what, site).await?
+        }))
     }
 
     /// Set the name of a site, door, person or group.

@@ -154,7 +154,9 @@ pub(crate) async fn sign_in(
     let secret = fresh_secret("ks_")?;
     let lifetime = i64::try_from(state.config().session_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
     let expires_at = now().saturating_add(lifetime);
-    store.create_session(account.id, &hash_secret(&secret), expires_at).await?;
+    store
+        .create_session(account.id, &hash_secret(&secret), expires_at)
+        .await?;
     let operator = store.is_operator(account.id).await?;
     let cookie = format!(
         "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={lifetime}{}",
@@ -215,10 +217,7 @@ pub(crate) async fn sign_out_everywhere(State(state): State<AppState>, caller: C
 pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<AccountView>, ApiError> {
     caller.allow(Access::Read, None)?;
     let store = state.node().store();
-    let account = store
-        .account(caller.account)
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+    let account = store.account(caller.account).await?.ok_or(ApiError::Unauthenticated)?;
     let operator = store.is_operator(caller.account).await?;
     Ok(Json(AccountView::of(account, operator)))
 }
@@ -248,7 +247,8 @@ pub(crate) async fn request_reset(
     request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<ResetAccepted>), ApiError> {
     let address = client_address(request.extensions());
-    let Json(body) = <Json<ResetRequest> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
+    let Json(body) =
+        <Json<ResetRequest> as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
     let email = body.email.trim().to_lowercase();
     state
         .inner
@@ -418,7 +418,14 @@ pub(crate) async fn create_token(
     let (token, issued) = state
         .node()
         .store()
-        .create_api_token(&caller.actor(), caller.account, site, &body.name, &body.scopes, body.expires_at)
+        .create_api_token(
+            &caller.actor(),
+            caller.account,
+            site,
+            &body.name,
+            &body.scopes,
+            body.expires_at,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,

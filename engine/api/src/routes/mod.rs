@@ -31,7 +31,10 @@ impl Pagination {
     pub(crate) fn page<T>(&self, items: Vec<T>, key: impl Fn(&T) -> i64) -> Result<(Vec<T>, Option<String>), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::bad_request("bad_query", format!("`limit` must be 1 to {MAX_LIMIT}")));
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("`limit` must be 1 to {MAX_LIMIT}"),
+            ));
         }
         let after = match &self.cursor {
             None => None,

@@ -46,21 +46,35 @@ fn check_name(name: &str) -> Result<&str, ApiError> {
 async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result<DoorRecord, ApiError> {
     match state.node().store().record(Target::Door(DoorId(door))).await? {
         Some(Record::Door(d)) if d.site == site => Ok(d),
-        _ => Err(ApiError::not_found(format!("door {door} does not exist on site {}", site.0))),
+        _ => Err(ApiError::not_found(format!(
+            "door {door} does not exist on site {}",
+            site.0
+        ))),
     }
 }
 
 async fn person_of(state: &AppState, site: SiteId, person: u32) -> Result<PersonRecord, ApiError> {
     match state.node().store().record(Target::Person(PersonId(person))).await? {
         Some(Record::Person(p)) if p.site == site => Ok(p),
-        _ => Err(ApiError::not_found(format!("person {person} does not exist on site {}", site.0))),
+        _ => Err(ApiError::not_found(format!(
+            "person {person} does not exist on site {}",
+            site.0
+        ))),
     }
 }
 
 async fn credential_of(state: &AppState, site: SiteId, id: u32) -> Result<CredentialRecord, ApiError> {
-    match state.node().store().record(Target::Credential(CredentialId(id))).await? {
+    match state
+        .node()
+        .store()
+        .record(Target::Credential(CredentialId(id)))
+        .await?
+    {
         Some(Record::Credential(c)) if c.site == site => Ok(c),
-        _ => Err(ApiError::not_found(format!("credential {id} does not exist on site {}", site.0))),
+        _ => Err(ApiError::not_found(format!(
+            "credential {id} does not exist on site {}",
+            site.0
+        ))),
     }
 }
 
@@ -179,7 +193,11 @@ pub(crate) async fn rename_door(
         .await?;
     door_of(&state, site, door).await?;
     let name = check_name(&body.name)?;
-    state.node().store().set_name(&caller.actor(), Named::Door, door, name).await?;
+    state
+        .node()
+        .store()
+        .set_name(&caller.actor(), Named::Door, door, name)
+        .await?;
     Ok(Json(DoorChanged {
         door: DoorView {
             id: door,
@@ -330,7 +348,13 @@ pub(crate) async fn list_people(
     Ok(Json(PersonPage { items, next_cursor }))
 }
 
-async fn set_blocked(state: &AppState, caller: &Caller, site: u32, person: u32, block: bool) -> Result<Json<Revisioned>, ApiError> {
+async fn set_blocked(
+    state: &AppState,
+    caller: &Caller,
+    site: u32,
+    person: u32,
+    block: bool,
+) -> Result<Json<Revisioned>, ApiError> {
     let site = SiteId(site);
     caller
         .with_capability(state, Access::Write, site, Capability::PEOPLE_BLOCK)
@@ -442,9 +466,8 @@ impl CredentialValue {
         let kind = self.kind.core();
         let bytes = match self.kind {
             Kind::Pin => self.value.as_bytes().to_vec(),
-            Kind::Tag | Kind::DigitalKey => hex::decode(self.value.trim()).map_err(|_| {
-                ApiError::invalid("a tag UID or digital key id is written in hex, two digits a byte")
-            })?,
+            Kind::Tag | Kind::DigitalKey => hex::decode(self.value.trim())
+                .map_err(|_| ApiError::invalid("a tag UID or digital key id is written in hex, two digits a byte"))?,
         };
         if !kind.accepts(&bytes) {
             let (min, max) = kind.secret_len();
@@ -707,11 +730,17 @@ async fn prepare(state: &AppState, caller: &Caller, r: &DecideRequest) -> Result
         .with_capability(state, Access::Decide, site, Capability::ENTRIES_READ_ALL)
         .await?;
     if let Some(wanted) = r.at_least_revision {
-        state.node().reach(Revision(wanted), state.config().revision_wait).await?;
+        state
+            .node()
+            .reach(Revision(wanted), state.config().revision_wait)
+            .await?;
     }
     let snapshot = state.node().snapshot().load();
     if snapshot.door_site(DoorId(r.door)) != Some(site) {
-        return Err(ApiError::not_found(format!("door {} does not exist on site {}", r.door, site.0)));
+        return Err(ApiError::not_found(format!(
+            "door {} does not exist on site {}",
+            r.door, site.0
+        )));
     }
     let at = match &r.at {
         Some(t) => t

@@ -144,7 +144,9 @@ pub(crate) async fn create_site(
                 }),
             )
             .await?;
-        Some(CalendarId(written.id.ok_or_else(|| ApiError::internal("no calendar id"))?))
+        Some(CalendarId(
+            written.id.ok_or_else(|| ApiError::internal("no calendar id"))?,
+        ))
     };
     let written = store
         .create(
@@ -415,7 +417,14 @@ pub(crate) async fn transfer(
     let (old, new) = state
         .node()
         .store()
-        .transfer_ownership(&caller.actor(), site, me.account, target.account, owner_role, former_role)
+        .transfer_ownership(
+            &caller.actor(),
+            site,
+            me.account,
+            target.account,
+            owner_role,
+            former_role,
+        )
         .await?;
     Ok(Json(Transferred {
         former_owner: member_view(&state, roles, old).await?,
@@ -502,8 +511,17 @@ pub(crate) async fn invite(
             now().saturating_add(lifetime),
         )
         .await?;
-    let site_name = state.node().store().name(Named::Site, site.0).await?.unwrap_or_default();
-    let link = format!("{}/invitations/accept?token={}", state.config().public_url, issued.secret);
+    let site_name = state
+        .node()
+        .store()
+        .name(Named::Site, site.0)
+        .await?
+        .unwrap_or_default();
+    let link = format!(
+        "{}/invitations/accept?token={}",
+        state.config().public_url,
+        issued.secret
+    );
     let mail = format!(
         "You are invited to the Keyway site `{site_name}` as `{}`.\n\
          Sign in (or sign up) and open this link to accept:\n\n{link}\n",
@@ -553,7 +571,10 @@ pub(crate) async fn revoke_invitation(
         .await?;
     let store = state.node().store();
     if !store.site_invitations(site).await?.iter().any(|i| i.id == id) {
-        return Err(ApiError::not_found(format!("invitation {id} does not exist on site {}", site.0)));
+        return Err(ApiError::not_found(format!(
+            "invitation {id} does not exist on site {}",
+            site.0
+        )));
     }
     store.revoke_invitation(&caller.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -71,7 +71,9 @@ async fn require_operator(state: &AppState, caller: &Caller, access: Access) -> 
     if caller.is_operator(state).await? {
         Ok(())
     } else {
-        Err(ApiError::forbidden("only the instance operator issues and lists vouchers"))
+        Err(ApiError::forbidden(
+            "only the instance operator issues and lists vouchers",
+        ))
     }
 }
 

@@ -8,7 +8,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 
-async fn raw(w: &World, method: &str, path: &str, bearer: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+async fn raw(
+    w: &World,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let request = Request::builder()
         .method(method)
         .uri(path)
@@ -38,11 +45,41 @@ async fn malformed_bodies_on_every_route() {
         }
         let cases: [(&str, &str, Vec<u8>, u16, &str); 6] = [
             ("malformed", "application/json", b"{,}".to_vec(), 400, "malformed_json"),
-            ("content type", "text/plain", serde_json::to_vec(&valid).unwrap(), 415, "unsupported_media_type"),
-            ("oversized", "application/json", vec![b' '; 70 * 1024], 413, "payload_too_large"),
-            ("unknown field", "application/json", serde_json::to_vec(&unknown).unwrap(), 422, "invalid_body"),
-            ("wrong types", "application/json", serde_json::to_vec(&wrong_type).unwrap(), 422, "invalid_body"),
-            ("not an object", "application/json", b"\"text\"".to_vec(), 422, "invalid_body"),
+            (
+                "content type",
+                "text/plain",
+                serde_json::to_vec(&valid).unwrap(),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                "oversized",
+                "application/json",
+                vec![b' '; 70 * 1024],
+                413,
+                "payload_too_large",
+            ),
+            (
+                "unknown field",
+                "application/json",
+                serde_json::to_vec(&unknown).unwrap(),
+                422,
+                "invalid_body",
+            ),
+            (
+                "wrong types",
+                "application/json",
+                serde_json::to_vec(&wrong_type).unwrap(),
+                422,
+                "invalid_body",
+            ),
+            (
+                "not an object",
+                "application/json",
+                b"\"text\"".to_vec(),
+                422,
+                "invalid_body",
+            ),
         ];
         for (what, ct, bytes, want, code) in cases {
             let (status, answer) = raw(&w, &method, &path, &bearer, ct, bytes).await;
@@ -68,13 +105,49 @@ async fn ids_of_another_site_or_of_nothing() {
     let s = w.site.0;
     let before = w.h.fingerprint().await;
     let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
-        ("PATCH", format!("/v1/sites/{s}/doors/{}", their_door.0), Some(json!({"name": "x"})), 404, "not_found"),
-        ("DELETE", format!("/v1/sites/{s}/doors/{}", their_door.0), None, 404, "not_found"),
+        (
+            "PATCH",
+            format!("/v1/sites/{s}/doors/{}", their_door.0),
+            Some(json!({"name": "x"})),
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/doors/{}", their_door.0),
+            None,
+            404,
+            "not_found",
+        ),
         ("DELETE", format!("/v1/sites/{s}/doors/999999"), None, 404, "not_found"),
-        ("POST", format!("/v1/sites/{s}/people/{}/block", their_person.0), None, 404, "not_found"),
-        ("DELETE", format!("/v1/sites/{s}/people/{}", their_person.0), None, 404, "not_found"),
-        ("DELETE", format!("/v1/sites/{s}/credentials/{}", their_tag.0), None, 404, "not_found"),
-        ("DELETE", format!("/v1/sites/{s}/credentials/77777"), None, 404, "not_found"),
+        (
+            "POST",
+            format!("/v1/sites/{s}/people/{}/block", their_person.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/people/{}", their_person.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/credentials/{}", their_tag.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/credentials/77777"),
+            None,
+            404,
+            "not_found",
+        ),
         (
             "POST",
             format!("/v1/sites/{s}/credentials"),
@@ -89,8 +162,20 @@ async fn ids_of_another_site_or_of_nothing() {
         ("GET", format!("/v1/sites/{s}/doors?limit=0"), None, 400, "bad_query"),
         ("GET", format!("/v1/sites/{s}/doors?cursor=zz"), None, 400, "bad_cursor"),
         ("GET", format!("/v1/sites/{s}/doors?colour=red"), None, 400, "bad_query"),
-        ("DELETE", format!("/v1/sites/{s}/members/424242"), None, 404, "not_found"),
-        ("DELETE", format!("/v1/sites/{s}/invitations/424242"), None, 404, "not_found"),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/members/424242"),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/invitations/424242"),
+            None,
+            404,
+            "not_found",
+        ),
         ("DELETE", "/v1/tokens/424242".to_owned(), None, 404, "not_found"),
         ("GET", "/v1/nothing-here".to_owned(), None, 404, "not_found"),
         ("PUT", "/v1/sites".to_owned(), None, 405, "method_not_allowed"),
@@ -104,14 +189,18 @@ async fn ids_of_another_site_or_of_nothing() {
         (
             "POST",
             "/v1/decide".to_owned(),
-            Some(json!({"site": s, "door": w.door.0, "credential": {"kind": "tag", "value": "04a2197c"}, "at": "yesterday"})),
+            Some(
+                json!({"site": s, "door": w.door.0, "credential": {"kind": "tag", "value": "04a2197c"}, "at": "yesterday"}),
+            ),
             422,
             "invalid",
         ),
         (
             "POST",
             "/v1/decide".to_owned(),
-            Some(json!({"site": s, "door": w.door.0, "credential": {"kind": "tag", "value": "04a2197c"}, "at_least_revision": 1_000_000})),
+            Some(
+                json!({"site": s, "door": w.door.0, "credential": {"kind": "tag", "value": "04a2197c"}, "at_least_revision": 1_000_000}),
+            ),
             503,
             "revision_not_reached",
         ),
@@ -146,14 +235,20 @@ async fn unicode_edge_cases() {
         ("/v1/sites", json!({"name": "   ", "time_zone": "UTC"})),
         ("/v1/sites", json!({"name": "x".repeat(201), "time_zone": "UTC"})),
         ("/v1/sites", json!({"name": "ok", "time_zone": "Mars/Olympus"})),
-        ("/v1/sites", json!({"name": "ok", "time_zone": "UTC", "holidays": ["2026-02-30"]})),
+        (
+            "/v1/sites",
+            json!({"name": "ok", "time_zone": "UTC", "holidays": ["2026-02-30"]}),
+        ),
         ("/v1/sites/{s}/doors", json!({"name": "line\nbreak"})),
         ("/v1/sites/{s}/credentials", json!({"kind": "pin", "value": "١٢٣٤"})),
         ("/v1/sites/{s}/credentials", json!({"kind": "pin", "value": "12"})),
         ("/v1/sites/{s}/credentials", json!({"kind": "tag", "value": "zz"})),
         ("/v1/sites/{s}/credentials", json!({"kind": "tag", "value": "00"})),
         ("/v1/accounts", json!({"email": "not-an-email", "password": PASSWORD})),
-        ("/v1/accounts", json!({"email": "a@example.com", "password": "ÄÖÜäöü12"})),
+        (
+            "/v1/accounts",
+            json!({"email": "a@example.com", "password": "ÄÖÜäöü12"}),
+        ),
     ];
     for (path, body) in refused {
         let path = path.replace("{s}", &s.to_string());
@@ -162,15 +257,23 @@ async fn unicode_edge_cases() {
     }
     assert_eq!(w.h.fingerprint().await, before, "refusals changed nothing");
     // Non-ASCII that is fine is kept as sent.
-    let (status, v) = w
-        .h
-        .call("POST", &format!("/v1/sites/{s}/doors"), Some(&owner), Some(json!({"name": "Puerta 🚪 ñ"})))
+    let (status, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/doors"),
+            Some(&owner),
+            Some(json!({"name": "Puerta 🚪 ñ"})),
+        )
         .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["door"]["name"], "Puerta 🚪 ñ");
-    let (status, v) = w
-        .h
-        .call("POST", "/v1/accounts", None, Some(json!({"email": "Zoë@Example.com", "password": "Pässwörd-1"})))
+    let (status, v) =
+        w.h.call(
+            "POST",
+            "/v1/accounts",
+            None,
+            Some(json!({"email": "Zoë@Example.com", "password": "Pässwörd-1"})),
+        )
         .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["email"], "zoë@example.com");

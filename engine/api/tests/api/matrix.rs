@@ -115,10 +115,20 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             None
         }
         "POST /v1/sites/{site}/transfer" => Some(json!({"account": fresh_member(w).await})),
-        "POST /v1/sites/{site}/invitations" => Some(json!({"email": format!("inv{n}@example.com"), "role": "basic_user"})),
+        "POST /v1/sites/{site}/invitations" => {
+            Some(json!({"email": format!("inv{n}@example.com"), "role": "basic_user"}))
+        }
         "DELETE /v1/sites/{site}/invitations/{invitation}" => {
             let (i, _) = store
-                .create_invitation("test", site, &format!("i{n}@example.com"), keyway_core::RoleId(3), None, None, far)
+                .create_invitation(
+                    "test",
+                    site,
+                    &format!("i{n}@example.com"),
+                    keyway_core::RoleId(3),
+                    None,
+                    None,
+                    far,
+                )
                 .await
                 .unwrap();
             path = path.replace("{invitation}", &i.id.to_string());
@@ -127,7 +137,15 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         "POST /v1/invitations/accept" => {
             let fresh = w.h.bare_site().await;
             let (_, issued) = store
-                .create_invitation("test", fresh, &format!("a{n}@example.com"), keyway_core::RoleId(3), None, None, far)
+                .create_invitation(
+                    "test",
+                    fresh,
+                    &format!("a{n}@example.com"),
+                    keyway_core::RoleId(3),
+                    None,
+                    None,
+                    far,
+                )
                 .await
                 .unwrap();
             Some(json!({"token": issued.secret}))
@@ -135,7 +153,10 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         "POST /v1/vouchers" => Some(json!({"code": format!("V-{n}"), "max_users": 10, "max_app_users": 5})),
         "POST /v1/sites/{site}/voucher" => {
             let code = format!("R-{n}");
-            store.create_voucher("test", &code, 100_000, 100_000, None, None).await.unwrap();
+            store
+                .create_voucher("test", &code, 100_000, 100_000, None, None)
+                .await
+                .unwrap();
             Some(json!({"code": code}))
         }
         "POST /v1/sites/{site}/doors" => Some(json!({"name": format!("Door {n}")})),
@@ -154,9 +175,13 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             path = path.replace("{person}", &w.h.person(site).await.0.to_string());
             None
         }
-        "POST /v1/sites/{site}/credentials" => Some(json!({"kind": "tag", "value": format!("{:08x}", 0x1000_0000 + n)})),
+        "POST /v1/sites/{site}/credentials" => {
+            Some(json!({"kind": "tag", "value": format!("{:08x}", 0x1000_0000 + n)}))
+        }
         "DELETE /v1/sites/{site}/credentials/{credential}" => {
-            let c = w.h.credential(site, (0x2000_0000u32 + n).to_be_bytes().to_vec(), None).await;
+            let c =
+                w.h.credential(site, (0x2000_0000u32 + n).to_be_bytes().to_vec(), None)
+                    .await;
             path = path.replace("{credential}", &c.0.to_string());
             None
         }
@@ -199,5 +224,10 @@ async fn authorisation_matrix() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

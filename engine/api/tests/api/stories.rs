@@ -15,10 +15,20 @@ async fn faq_stories() {
 
     // Sign up with a weak password: every broken rule is named.
     let (s, v) = h
-        .call("POST", "/v1/accounts", None, Some(json!({"email": "ana@example.com", "password": "abc"})))
+        .call(
+            "POST",
+            "/v1/accounts",
+            None,
+            Some(json!({"email": "ana@example.com", "password": "abc"})),
+        )
         .await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("weak_password")), "{v}");
-    let details: Vec<&str> = v["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let details: Vec<&str> = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
     assert_eq!(
         details,
         [
@@ -29,34 +39,72 @@ async fn faq_stories() {
     );
     let (ana, ana_t) = h.account("ana@example.com").await;
     let (s, _) = h
-        .call("POST", "/v1/accounts", None, Some(json!({"email": "ANA@example.com", "password": PASSWORD})))
+        .call(
+            "POST",
+            "/v1/accounts",
+            None,
+            Some(json!({"email": "ANA@example.com", "password": PASSWORD})),
+        )
         .await;
     assert_eq!(s, 409, "the e-mail is taken, whatever its case");
 
     // Forgotten password: the same answer for a known and an unknown e-mail; the link
     // comes through the mail file, works once, and ends the old sessions.
     for email in ["ana@example.com", "nobody@example.com"] {
-        let (s, v) = h.call("POST", "/v1/password-resets", None, Some(json!({"email": email}))).await;
+        let (s, v) = h
+            .call("POST", "/v1/password-resets", None, Some(json!({"email": email})))
+            .await;
         assert_eq!(s, 202);
-        assert_eq!(v["message"], "if an account has this e-mail, a reset link is on its way");
+        assert_eq!(
+            v["message"],
+            "if an account has this e-mail, a reset link is on its way"
+        );
     }
     let token = h.link_token("ana@example.com").await;
     assert!(!h.mails().contains("nobody@example.com"));
     let (s, v) = h
-        .call("POST", "/v1/password-resets/confirm", None, Some(json!({"token": token, "password": "weak"})))
+        .call(
+            "POST",
+            "/v1/password-resets/confirm",
+            None,
+            Some(json!({"token": token, "password": "weak"})),
+        )
         .await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("weak_password")));
     let (s, _) = h
-        .call("POST", "/v1/password-resets/confirm", None, Some(json!({"token": token, "password": "New-Secret-2"})))
+        .call(
+            "POST",
+            "/v1/password-resets/confirm",
+            None,
+            Some(json!({"token": token, "password": "New-Secret-2"})),
+        )
         .await;
     assert_eq!(s, 204);
     let (s, v) = h
-        .call("POST", "/v1/password-resets/confirm", None, Some(json!({"token": token, "password": "Other-Secret-3"})))
+        .call(
+            "POST",
+            "/v1/password-resets/confirm",
+            None,
+            Some(json!({"token": token, "password": "Other-Secret-3"})),
+        )
         .await;
-    assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("invalid_reset_token")), "single use");
-    assert_eq!(h.call("GET", "/v1/me", Some(&ana_t), None).await.0, 401, "old sessions ended");
+    assert_eq!(
+        (s.as_u16(), v["code"].as_str()),
+        (422, Some("invalid_reset_token")),
+        "single use"
+    );
+    assert_eq!(
+        h.call("GET", "/v1/me", Some(&ana_t), None).await.0,
+        401,
+        "old sessions ended"
+    );
     let (s, v) = h
-        .call("POST", "/v1/sessions", None, Some(json!({"email": "ana@example.com", "password": PASSWORD})))
+        .call(
+            "POST",
+            "/v1/sessions",
+            None,
+            Some(json!({"email": "ana@example.com", "password": PASSWORD})),
+        )
         .await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (401, Some("bad_credentials")));
     let ana_t = h.login("ana@example.com", "New-Secret-2").await;
@@ -72,30 +120,52 @@ async fn faq_stories() {
         .await;
     assert_eq!(s, 201, "{v}");
     assert!(v["revision"].as_u64().unwrap() > 0);
-    assert_eq!((v["site"]["role_name"].as_str(), v["site"]["owner"].as_bool()), (Some("owner"), Some(true)));
+    assert_eq!(
+        (v["site"]["role_name"].as_str(), v["site"]["owner"].as_bool()),
+        (Some("owner"), Some(true))
+    );
     let site = v["site"]["id"].as_u64().unwrap();
 
     // Without a voucher, no users.
     let (s, v) = h
-        .call("POST", &format!("/v1/sites/{site}/people"), Some(&ana_t), Some(json!({"name": "Bob"})))
+        .call(
+            "POST",
+            &format!("/v1/sites/{site}/people"),
+            Some(&ana_t),
+            Some(json!({"name": "Bob"})),
+        )
         .await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("voucher_required")), "{v}");
 
     // The operator issues a voucher; only the operator can.
-    keyway_api::create_operator(&h.node, "op@example.com", PASSWORD).await.unwrap();
+    keyway_api::create_operator(&h.node, "op@example.com", PASSWORD)
+        .await
+        .unwrap();
     let op_t = h.login("op@example.com", PASSWORD).await;
     let voucher = json!({"code": "bakery-2", "max_users": 2, "max_app_users": 1});
-    assert_eq!(h.call("POST", "/v1/vouchers", Some(&ana_t), Some(voucher.clone())).await.0, 403);
+    assert_eq!(
+        h.call("POST", "/v1/vouchers", Some(&ana_t), Some(voucher.clone()))
+            .await
+            .0,
+        403
+    );
     let (s, v) = h.call("POST", "/v1/vouchers", Some(&op_t), Some(voucher)).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["code"], "BAKERY-2");
 
     // The owner redeems it; the site shows caps and counts.
     let (s, v) = h
-        .call("POST", &format!("/v1/sites/{site}/voucher"), Some(&ana_t), Some(json!({"code": "bakery-2"})))
+        .call(
+            "POST",
+            &format!("/v1/sites/{site}/voucher"),
+            Some(&ana_t),
+            Some(json!({"code": "bakery-2"})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
-    let (_, v) = h.call("GET", &format!("/v1/sites/{site}/voucher"), Some(&ana_t), None).await;
+    let (_, v) = h
+        .call("GET", &format!("/v1/sites/{site}/voucher"), Some(&ana_t), None)
+        .await;
     assert_eq!(v["voucher"]["max_users"], 2);
     assert_eq!(v["counts"]["users"], 0);
 
@@ -114,14 +184,28 @@ async fn faq_stories() {
         let secret = h.link_token(email).await;
         let (id, t) = h.account(email).await;
         let (s, v) = h
-            .call("POST", "/v1/invitations/accept", Some(&t), Some(json!({"token": secret})))
+            .call(
+                "POST",
+                "/v1/invitations/accept",
+                Some(&t),
+                Some(json!({"token": secret})),
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["role_name"], role);
         let (s, v) = h
-            .call("POST", "/v1/invitations/accept", Some(&t), Some(json!({"token": secret})))
+            .call(
+                "POST",
+                "/v1/invitations/accept",
+                Some(&t),
+                Some(json!({"token": secret})),
+            )
             .await;
-        assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("invalid_invitation")), "single use");
+        assert_eq!(
+            (s.as_u16(), v["code"].as_str()),
+            (422, Some("invalid_invitation")),
+            "single use"
+        );
         members.push((id, t));
     }
     let (sam, sam_t) = members[0].clone();
@@ -145,7 +229,9 @@ async fn faq_stories() {
         )
         .await;
     assert_eq!(s, 403, "a super user does not touch a site admin: {v}");
-    let (_, v) = h.call("GET", &format!("/v1/sites/{site}/members"), Some(&sam_t), None).await;
+    let (_, v) = h
+        .call("GET", &format!("/v1/sites/{site}/members"), Some(&sam_t), None)
+        .await;
     let roles: Vec<(i64, &str)> = v["items"]
         .as_array()
         .unwrap()
@@ -157,31 +243,59 @@ async fn faq_stories() {
     // Hit the user cap: the third user is refused, naming the cap and the count.
     for name in ["Bob", "Carla"] {
         let (s, v) = h
-            .call("POST", &format!("/v1/sites/{site}/people"), Some(&sam_t), Some(json!({"name": name})))
+            .call(
+                "POST",
+                &format!("/v1/sites/{site}/people"),
+                Some(&sam_t),
+                Some(json!({"name": name})),
+            )
             .await;
         assert_eq!(s, 201, "{v}");
     }
     let (s, v) = h
-        .call("POST", &format!("/v1/sites/{site}/people"), Some(&sam_t), Some(json!({"name": "Dani"})))
+        .call(
+            "POST",
+            &format!("/v1/sites/{site}/people"),
+            Some(&sam_t),
+            Some(json!({"name": "Dani"})),
+        )
         .await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("voucher_cap")), "{v}");
     let message = v["message"].as_str().unwrap();
-    assert!(message.contains("allows 2 users (`max_users`) and the site has 2"), "{message}");
-    let (_, v) = h.call("GET", &format!("/v1/sites/{site}/voucher"), Some(&ana_t), None).await;
+    assert!(
+        message.contains("allows 2 users (`max_users`) and the site has 2"),
+        "{message}"
+    );
+    let (_, v) = h
+        .call("GET", &format!("/v1/sites/{site}/voucher"), Some(&ana_t), None)
+        .await;
     assert_eq!(v["counts"]["users"], 2);
 
     // Transfer ownership: only to a site admin, only by the owner.
     let path = format!("/v1/sites/{site}/transfer");
     let (s, v) = h.call("POST", &path, Some(&ana_t), Some(json!({"account": sue}))).await;
     assert_eq!((s.as_u16(), v["code"].as_str()), (422, Some("transfer_refused")), "{v}");
-    assert_eq!(h.call("POST", &path, Some(&sam_t), Some(json!({"account": sam}))).await.0, 403);
+    assert_eq!(
+        h.call("POST", &path, Some(&sam_t), Some(json!({"account": sam})))
+            .await
+            .0,
+        403
+    );
     let (s, v) = h.call("POST", &path, Some(&ana_t), Some(json!({"account": sam}))).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["owner"]["account"], sam);
     assert_eq!(v["former_owner"]["role_name"], "site_admin");
     let (_, v) = h.call("GET", "/v1/sites", Some(&ana_t), None).await;
-    assert_eq!((v["items"][0]["role_name"].as_str(), v["items"][0]["owner"].as_bool()), (Some("site_admin"), Some(false)));
-    assert_eq!(h.call("POST", &path, Some(&ana_t), Some(json!({"account": sam}))).await.0, 403);
+    assert_eq!(
+        (v["items"][0]["role_name"].as_str(), v["items"][0]["owner"].as_bool()),
+        (Some("site_admin"), Some(false))
+    );
+    assert_eq!(
+        h.call("POST", &path, Some(&ana_t), Some(json!({"account": sam})))
+            .await
+            .0,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +307,9 @@ async fn sessions_cookies_tokens_and_sign_out() {
         .method("POST")
         .uri("/v1/sessions")
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(json!({"email": "ana@example.com", "password": PASSWORD}).to_string()))
+        .body(Body::from(
+            json!({"email": "ana@example.com", "password": PASSWORD}).to_string(),
+        ))
         .unwrap();
     let (s, headers, v) = h.send(request).await;
     assert_eq!(s, 201);
@@ -214,7 +330,12 @@ async fn sessions_cookies_tokens_and_sign_out() {
 
     // An API token: shown once, scoped, revocable; it cannot manage tokens.
     let (s, v) = h
-        .call("POST", "/v1/tokens", Some(&t1), Some(json!({"name": "ci", "scopes": ["read"]})))
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&t1),
+            Some(json!({"name": "ci", "scopes": ["read"]})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let secret = v["secret"].as_str().unwrap().to_owned();
@@ -224,14 +345,29 @@ async fn sessions_cookies_tokens_and_sign_out() {
     assert!(v.to_string().find(&secret).is_none(), "never shown again");
     assert_eq!(h.call("GET", "/v1/me", Some(&secret), None).await.0, 200);
     assert_eq!(
-        h.call("POST", "/v1/sites", Some(&secret), Some(json!({"name": "x", "time_zone": "UTC"}))).await.0,
+        h.call(
+            "POST",
+            "/v1/sites",
+            Some(&secret),
+            Some(json!({"name": "x", "time_zone": "UTC"}))
+        )
+        .await
+        .0,
         403
     );
     let (s, v) = h
-        .call("POST", "/v1/tokens", Some(&t1), Some(json!({"name": "x", "scopes": ["everything"]})))
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&t1),
+            Some(json!({"name": "x", "scopes": ["everything"]})),
+        )
         .await;
     assert_eq!(s, 422, "{v}");
-    assert_eq!(h.call("DELETE", &format!("/v1/tokens/{id}"), Some(&t1), None).await.0, 200);
+    assert_eq!(
+        h.call("DELETE", &format!("/v1/tokens/{id}"), Some(&t1), None).await.0,
+        200
+    );
     assert_eq!(h.call("GET", "/v1/me", Some(&secret), None).await.0, 401);
 
     // Sign out ends one session; sign out everywhere ends them all.
@@ -281,16 +417,31 @@ async fn login_and_reset_are_rate_limited() {
             .method("POST")
             .uri("/v1/sessions")
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(json!({"email": "ANA@example.com", "password": PASSWORD}).to_string()))
+            .body(Body::from(
+                json!({"email": "ANA@example.com", "password": PASSWORD}).to_string(),
+            ))
             .unwrap()
     };
     let (s, headers, v) = h.send(request()).await;
-    assert_eq!((s.as_u16(), v["code"].as_str()), (429, Some("rate_limited")), "even the right password");
-    let retry: u64 = headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        (s.as_u16(), v["code"].as_str()),
+        (429, Some("rate_limited")),
+        "even the right password"
+    );
+    let retry: u64 = headers
+        .get(header::RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     let reset = json!({"email": "someone@example.com"});
     for want in [202, 202, 429] {
-        assert_eq!(h.call("POST", "/v1/password-resets", None, Some(reset.clone())).await.0, want);
+        assert_eq!(
+            h.call("POST", "/v1/password-resets", None, Some(reset.clone())).await.0,
+            want
+        );
     }
 }
 
@@ -299,14 +450,27 @@ async fn doors_people_credentials_and_decisions() {
     let w = World::new().await;
     let t = w.bearer(Who::Owner).await.unwrap();
     let s = w.site.0;
-    let (status, v) = w.h.call("POST", &format!("/v1/sites/{s}/doors"), Some(&t), Some(json!({"name": "Front"}))).await;
+    let (status, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/doors"),
+            Some(&t),
+            Some(json!({"name": "Front"})),
+        )
+        .await;
     assert_eq!(status, 201, "{v}");
     let door = v["door"]["id"].as_u64().unwrap();
-    let (_, v) = w.h.call("POST", &format!("/v1/sites/{s}/people"), Some(&t), Some(json!({"name": "Bob"}))).await;
+    let (_, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/people"),
+            Some(&t),
+            Some(json!({"name": "Bob"})),
+        )
+        .await;
     let person = v["person"]["id"].as_u64().unwrap();
-    let (status, v) = w
-        .h
-        .call(
+    let (status, v) =
+        w.h.call(
             "POST",
             &format!("/v1/sites/{s}/credentials"),
             Some(&t),
@@ -316,7 +480,9 @@ async fn doors_people_credentials_and_decisions() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["credential"]["hint"], "…197c", "never the full UID");
     let same = json!({"kind": "tag", "value": "04a2197c"});
-    let (status, v) = w.h.call("POST", &format!("/v1/sites/{s}/credentials"), Some(&t), Some(same)).await;
+    let (status, v) =
+        w.h.call("POST", &format!("/v1/sites/{s}/credentials"), Some(&t), Some(same))
+            .await;
     assert_eq!((status.as_u16(), v["code"].as_str()), (409, Some("duplicate")), "{v}");
 
     let decide = |rev: Option<u64>| {
@@ -325,32 +491,52 @@ async fn doors_people_credentials_and_decisions() {
     };
     let (status, v) = w.h.call("POST", "/v1/decide", Some(&t), Some(decide(None))).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((v["effect"].as_str(), v["reason"].as_str()), (Some("deny"), Some("no_right")), "{v}");
-    let (_, v) = w
-        .h
-        .call("POST", &format!("/v1/sites/{s}/people/{person}/block"), Some(&t), None)
-        .await;
+    assert_eq!(
+        (v["effect"].as_str(), v["reason"].as_str()),
+        (Some("deny"), Some("no_right")),
+        "{v}"
+    );
+    let (_, v) =
+        w.h.call("POST", &format!("/v1/sites/{s}/people/{person}/block"), Some(&t), None)
+            .await;
     let revision = v["revision"].as_u64().unwrap();
-    let (_, v) = w.h.call("POST", "/v1/decide", Some(&t), Some(decide(Some(revision)))).await;
+    let (_, v) =
+        w.h.call("POST", "/v1/decide", Some(&t), Some(decide(Some(revision))))
+            .await;
     assert_eq!(v["reason"], "person_blocked", "{v}");
     assert!(v["revision"].as_u64().unwrap() >= revision);
-    let (_, v) = w
-        .h
-        .call("POST", "/v1/decide/batch", Some(&t), Some(json!({"requests": [decide(None), decide(None)]})))
+    let (_, v) =
+        w.h.call(
+            "POST",
+            "/v1/decide/batch",
+            Some(&t),
+            Some(json!({"requests": [decide(None), decide(None)]})),
+        )
         .await;
     let decisions = v["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 2);
-    assert_eq!(decisions[0]["revision"], decisions[1]["revision"], "one revision per batch");
+    assert_eq!(
+        decisions[0]["revision"], decisions[1]["revision"],
+        "one revision per batch"
+    );
 
     // Lists are paginated with a cursor.
     for i in 0..3 {
-        w.h.call("POST", &format!("/v1/sites/{s}/doors"), Some(&t), Some(json!({"name": format!("D{i}")}))).await;
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/doors"),
+            Some(&t),
+            Some(json!({"name": format!("D{i}")})),
+        )
+        .await;
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let q = cursor.as_ref().map_or(String::new(), |c| format!("&cursor={c}"));
-        let (_, v) = w.h.call("GET", &format!("/v1/sites/{s}/doors?limit=2{q}"), Some(&t), None).await;
+        let (_, v) =
+            w.h.call("GET", &format!("/v1/sites/{s}/doors?limit=2{q}"), Some(&t), None)
+                .await;
         seen.extend(v["items"].as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()));
         match v["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),

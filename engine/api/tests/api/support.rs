@@ -99,7 +99,13 @@ impl H {
         (status, headers, value)
     }
 
-    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut b = Request::builder().method(method).uri(path);
         if let Some(t) = bearer {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -118,7 +124,12 @@ impl H {
     /// Sign up and sign in; the session's bearer token.
     pub async fn account(&self, email: &str) -> (i64, String) {
         let (s, v) = self
-            .call("POST", "/v1/accounts", None, Some(json!({"email": email, "password": PASSWORD})))
+            .call(
+                "POST",
+                "/v1/accounts",
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let id = v["id"].as_i64().unwrap();
@@ -127,7 +138,12 @@ impl H {
 
     pub async fn login(&self, email: &str, password: &str) -> String {
         let (s, v) = self
-            .call("POST", "/v1/sessions", None, Some(json!({"email": email, "password": password})))
+            .call(
+                "POST",
+                "/v1/sessions",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["token"].as_str().unwrap().to_owned()
@@ -294,7 +310,12 @@ impl World {
         let h = H::new().await;
         let (owner, owner_t) = h.account("owner@example.com").await;
         let (s, v) = h
-            .call("POST", "/v1/sites", Some(&owner_t), Some(json!({"name": "HQ", "time_zone": "Europe/Madrid"})))
+            .call(
+                "POST",
+                "/v1/sites",
+                Some(&owner_t),
+                Some(json!({"name": "HQ", "time_zone": "Europe/Madrid"})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let site = SiteId(v["site"]["id"].as_u64().unwrap() as u32);
@@ -306,12 +327,20 @@ impl World {
             (Who::Admin, "admin@example.com", 1),
         ] {
             let (id, _) = h.account(email).await;
-            store.put_membership("test", site, id, RoleId(role), None).await.unwrap();
+            store
+                .put_membership("test", site, id, RoleId(role), None)
+                .await
+                .unwrap();
             accounts.push((who, id));
         }
         let (other, other_t) = h.account("other@example.com").await;
         let (s, v) = h
-            .call("POST", "/v1/sites", Some(&other_t), Some(json!({"name": "Elsewhere", "time_zone": "UTC"})))
+            .call(
+                "POST",
+                "/v1/sites",
+                Some(&other_t),
+                Some(json!({"name": "Elsewhere", "time_zone": "UTC"})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let other_site = SiteId(v["site"]["id"].as_u64().unwrap() as u32);
@@ -320,7 +349,10 @@ impl World {
             .await
             .unwrap();
         accounts.push((Who::Operator, op.id));
-        store.create_voucher("test", "BIG-1", 100_000, 100_000, None, None).await.unwrap();
+        store
+            .create_voucher("test", "BIG-1", 100_000, 100_000, None, None)
+            .await
+            .unwrap();
         store.redeem_voucher("test", "BIG-1", site, 0).await.unwrap();
         let door = h.door(site).await;
         let mut tokens = Vec::new();

@@ -1171,21 +1171,45 @@ async fn operators_sessions_and_names() {
 
         // Names of model entities.
         use keyway_store::Named;
-        store.set_name(ACTOR, Named::Site, ids.site.0, " Head office ").await.unwrap();
-        store.set_name(ACTOR, Named::Door, ids.door.0, "Front 🚪").await.unwrap();
-        assert_eq!(store.name(Named::Site, ids.site.0).await.unwrap().as_deref(), Some("Head office"));
+        store
+            .set_name(ACTOR, Named::Site, ids.site.0, " Head office ")
+            .await
+            .unwrap();
+        store
+            .set_name(ACTOR, Named::Door, ids.door.0, "Front 🚪")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.name(Named::Site, ids.site.0).await.unwrap().as_deref(),
+            Some("Head office")
+        );
         assert_eq!(
             store.names(Named::Door, Some(ids.site)).await.unwrap(),
             [(ids.door.0, "Front 🚪".to_owned())]
         );
         assert_eq!(store.name(Named::Door, 9999).await.unwrap(), None);
-        assert_eq!(kind(store.set_name(ACTOR, Named::Door, 9999, "x").await), ErrorKind::NotFound);
-        let long = "n".repeat(keyway_store::MAX_NAME + 1);
-        assert_eq!(kind(store.set_name(ACTOR, Named::Door, ids.door.0, &long).await), ErrorKind::Invalid);
-        assert_eq!(kind(store.set_name(ACTOR, Named::Door, ids.door.0, "a\nb").await), ErrorKind::Invalid);
-        assert_eq!(store.name(Named::Door, ids.door.0).await.unwrap().as_deref(), Some("Front 🚪"));
         assert_eq!(
-            audit_actions(&store, &format!("door:{}", ids.door.0)).await.last().map(String::as_str),
+            kind(store.set_name(ACTOR, Named::Door, 9999, "x").await),
+            ErrorKind::NotFound
+        );
+        let long = "n".repeat(keyway_store::MAX_NAME + 1);
+        assert_eq!(
+            kind(store.set_name(ACTOR, Named::Door, ids.door.0, &long).await),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(store.set_name(ACTOR, Named::Door, ids.door.0, "a\nb").await),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            store.name(Named::Door, ids.door.0).await.unwrap().as_deref(),
+            Some("Front 🚪")
+        );
+        assert_eq!(
+            audit_actions(&store, &format!("door:{}", ids.door.0))
+                .await
+                .last()
+                .map(String::as_str),
             Some("set_name")
         );
         store.close().await;
