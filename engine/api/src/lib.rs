@@ -36,7 +36,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
-use routes::{accounts, model, sites, vouchers};
+use routes::{accounts, model, rights, sites, vouchers};
 use std::time::Instant;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -56,6 +56,7 @@ use utoipa_scalar::Servable;
         (name = "doors", description = "Doors"),
         (name = "people", description = "People"),
         (name = "credentials", description = "Tags, PINs, digital keys"),
+        (name = "rights", description = "Schedules, access groups, the entries log"),
         (name = "decisions", description = "Decisions"),
     )
 )]
@@ -91,6 +92,11 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(model::remove_person))
         .routes(routes!(model::create_credential))
         .routes(routes!(model::revoke_credential))
+        .routes(routes!(rights::create_schedule))
+        .routes(routes!(rights::remove_schedule))
+        .routes(routes!(rights::create_group, rights::list_groups))
+        .routes(routes!(rights::replace_group, rights::remove_group))
+        .routes(routes!(rights::list_entries))
         .routes(routes!(model::decide))
         .routes(routes!(model::decide_batch))
         .split_for_parts()

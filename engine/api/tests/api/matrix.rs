@@ -50,6 +50,13 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("DELETE /v1/sites/{site}/people/{person}",            [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/sites/{site}/credentials",                  [U, F, F, 201, 201, N, N, F, F, 201]),
     ("DELETE /v1/sites/{site}/credentials/{credential}",   [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("POST /v1/sites/{site}/schedules",                    [U, F, 201, 201, 201, N, N, F, F, 201]),
+    ("DELETE /v1/sites/{site}/schedules/{schedule}",       [U, F, 200, 200, 200, N, N, F, F, 200]),
+    ("POST /v1/sites/{site}/groups",                       [U, F, 201, 201, 201, N, N, F, F, 201]),
+    ("GET /v1/sites/{site}/groups",                        [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("PUT /v1/sites/{site}/groups/{group}",                [U, F, 200, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/groups/{group}",             [U, F, 200, 200, 200, N, N, F, F, 200]),
+    ("GET /v1/sites/{site}/entries",                       [U, 200, 200, 200, 200, N, N, 200, F, 200]),
     ("POST /v1/decide",                                    [U, F, 200, 200, 200, N, N, F, 200, 200]),
     ("POST /v1/decide/batch",                              [U, F, 200, 200, 200, N, N, F, 200, 200]),
 ];
@@ -183,6 +190,22 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
                 w.h.credential(site, (0x2000_0000u32 + n).to_be_bytes().to_vec(), None)
                     .await;
             path = path.replace("{credential}", &c.0.to_string());
+            None
+        }
+        "POST /v1/sites/{site}/schedules" => {
+            Some(json!({"periods": [{"days": ["workdays"], "start": "08:00", "end": "18:00"}]}))
+        }
+        "DELETE /v1/sites/{site}/schedules/{schedule}" => {
+            path = path.replace("{schedule}", &w.h.schedule(site).await.0.to_string());
+            None
+        }
+        "POST /v1/sites/{site}/groups" => Some(json!({"name": format!("G{n}"), "doors": [w.door.0]})),
+        "PUT /v1/sites/{site}/groups/{group}" => {
+            path = path.replace("{group}", &w.h.group(site).await.0.to_string());
+            Some(json!({"name": "Renamed", "doors": [w.door.0]}))
+        }
+        "DELETE /v1/sites/{site}/groups/{group}" => {
+            path = path.replace("{group}", &w.h.group(site).await.0.to_string());
             None
         }
         "POST /v1/decide" => Some(decide_body(w)),

@@ -568,3 +568,149 @@ async fn openapi_and_docs_are_served() {
     assert_eq!(s, StatusCode::OK);
     assert!(v.as_str().unwrap().contains("<html"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tour_schedules_groups_decisions_and_entries() {
+    let w = World::new().await;
+    let t = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let post = |path: String, body: serde_json::Value| {
+        let t = t.clone();
+        let h = &w.h;
+        async move { h.call("POST", &path, Some(&t), Some(body)).await }
+    };
+    let (_, v) = post(format!("/v1/sites/{s}/doors"), json!({"name": "Front"})).await;
+    let door = v["door"]["id"].as_u64().unwrap();
+    let (_, v) = post(format!("/v1/sites/{s}/people"), json!({"name": "Bob"})).await;
+    let bob = v["person"]["id"].as_u64().unwrap();
+    let (st, v) = post(
+        format!("/v1/sites/{s}/credentials"),
+        json!({"kind": "tag", "value": "04a2197c", "person": bob}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    // Nine periods are refused; a schedule needs 1 to 8.
+    let nine: Vec<_> = (0..9)
+        .map(|_| json!({"days": ["mon"], "start": "08:00", "end": "09:00"}))
+        .collect();
+    let (st, v) = post(format!("/v1/sites/{s}/schedules"), json!({"periods": nine})).await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = post(
+        format!("/v1/sites/{s}/schedules"),
+        json!({"periods": [{"days": ["workdays"], "start": "08:00", "end": "18:00"}],
+               "first_date": "2026-01-01", "last_date": "2026-12-31"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let schedule = v["id"].as_u64().unwrap();
+    let (st, v) = post(
+        format!("/v1/sites/{s}/groups"),
+        json!({"name": "Staff", "doors": [door], "schedule": schedule, "members": [bob]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let group = v["group"]["id"].as_u64().unwrap();
+    let (st, v) = post(
+        format!("/v1/sites/{s}/groups"),
+        json!({"name": "Bad", "doors": [w.h.door(w.other_site).await.0]}),
+    )
+    .await;
+    assert_eq!(st, 422, "a door of another site: {v}");
+
+    let decide =
+        |at: &str| json!({"site": s, "door": door, "credential": {"kind": "tag", "value": "04a2197c"}, "at": at});
+    let (_, v) = post("/v1/decide".into(), decide("2026-11-23T09:00:00+01:00")).await;
+    assert_eq!(
+        (v["effect"].as_str(), v["reason"].as_str()),
+        (Some("allow"), Some("granted")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["group"].as_u64(), v["schedule"].as_u64()),
+        (Some(group), Some(schedule))
+    );
+    let (_, v) = post("/v1/decide".into(), decide("2026-11-22T09:00:00+01:00")).await;
+    assert_eq!(v["reason"], "outside_schedule", "a Sunday: {v}");
+    post(format!("/v1/sites/{s}/people/{bob}/block"), json!(null)).await;
+    let (_, v) = post("/v1/decide".into(), decide("2026-11-23T09:00:00+01:00")).await;
+    assert_eq!(v["reason"], "person_blocked", "{v}");
+
+    // The entries log: the owner sees all; a basic user linked to Bob sees Bob's; one
+    // linked to nobody sees nothing.
+    w.h.node.store().entries().flush().await.unwrap();
+    let (st, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/entries?door={door}"), Some(&t), None)
+            .await;
+    assert_eq!(st, 200, "{v}");
+    let reasons: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["person_blocked", "granted", "outside_schedule"],
+        "newest first"
+    );
+    let (_, v) =
+        w.h.call(
+            "GET",
+            &format!("/v1/sites/{s}/entries?door={door}&limit=2"),
+            Some(&t),
+            None,
+        )
+        .await;
+    let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+    let (_, v) =
+        w.h.call(
+            "GET",
+            &format!("/v1/sites/{s}/entries?door={door}&limit=2&cursor={cursor}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(v["items"][0]["reason"], "outside_schedule");
+    let basic = w.bearer(Who::Basic).await.unwrap();
+    let (_, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/entries"), Some(&basic), None)
+            .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "linked to nobody");
+    w.h.node
+        .store()
+        .put_membership(
+            "test",
+            w.site,
+            w.account(Who::Basic),
+            keyway_core::RoleId(3),
+            Some(keyway_core::PersonId(bob as u32)),
+        )
+        .await
+        .unwrap();
+    let (_, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/entries"), Some(&basic), None)
+            .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "{v}");
+    let (_, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/entries?person=999"), Some(&basic), None)
+            .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "never someone else's");
+
+    // Removing the schedule while a group uses it is refused; the group goes first.
+    let (st, v) =
+        w.h.call("DELETE", &format!("/v1/sites/{s}/schedules/{schedule}"), Some(&t), None)
+            .await;
+    assert_eq!((st.as_u16(), v["code"].as_str()), (409, Some("in_use")), "{v}");
+    assert_eq!(
+        w.h.call("DELETE", &format!("/v1/sites/{s}/groups/{group}"), Some(&t), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        w.h.call("DELETE", &format!("/v1/sites/{s}/schedules/{schedule}"), Some(&t), None)
+            .await
+            .0,
+        200
+    );
+}

@@ -259,6 +259,46 @@ impl H {
         )
     }
 
+    pub async fn schedule(&self, site: SiteId) -> ScheduleId {
+        ScheduleId(
+            self.node
+                .store()
+                .create(
+                    "test",
+                    Record::Schedule(ScheduleRecord {
+                        id: ScheduleId(0),
+                        site,
+                        schedule: Schedule::always(),
+                    }),
+                )
+                .await
+                .unwrap()
+                .id
+                .unwrap(),
+        )
+    }
+
+    pub async fn group(&self, site: SiteId) -> GroupId {
+        GroupId(
+            self.node
+                .store()
+                .create(
+                    "test",
+                    Record::Group(GroupRecord {
+                        id: GroupId(0),
+                        site,
+                        doors: vec![],
+                        schedule: None,
+                        members: vec![],
+                    }),
+                )
+                .await
+                .unwrap()
+                .id
+                .unwrap(),
+        )
+    }
+
     /// A fingerprint of the stored data: the revision and the audit rows.
     pub async fn fingerprint(&self) -> (Revision, usize) {
         let store = self.node.store();
