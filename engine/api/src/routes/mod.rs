@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod model;
+pub(crate) mod notifications;
 pub(crate) mod rights;
 pub(crate) mod sites;
 pub(crate) mod vouchers;

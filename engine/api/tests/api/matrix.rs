@@ -57,6 +57,9 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("PUT /v1/sites/{site}/groups/{group}",                [U, F, 200, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/groups/{group}",             [U, F, 200, 200, 200, N, N, F, F, 200]),
     ("GET /v1/sites/{site}/entries",                       [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("GET /v1/sites/{site}/notifications",                 [U, F, F, F, 200, N, N, 200, F, 200]),
+    ("POST /v1/sites/{site}/notifications",                [U, F, F, F, 201, N, N, F, F, 201]),
+    ("DELETE /v1/sites/{site}/notifications/{setting}",    [U, F, F, F, 204, N, N, F, F, 204]),
     ("POST /v1/decide",                                    [U, F, 200, 200, 200, N, N, F, 200, 200]),
     ("POST /v1/decide/batch",                              [U, F, 200, 200, 200, N, N, F, 200, 200]),
 ];
@@ -206,6 +209,24 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         }
         "DELETE /v1/sites/{site}/groups/{group}" => {
             path = path.replace("{group}", &w.h.group(site).await.0.to_string());
+            None
+        }
+        "POST /v1/sites/{site}/notifications" => {
+            Some(json!({"event_kind": "entry.denied", "channel": "email", "target": "owner@example.com"}))
+        }
+        "DELETE /v1/sites/{site}/notifications/{setting}" => {
+            let setting = keyway_store::NotificationSetting {
+                id: 0,
+                site,
+                account: None,
+                event_kind: "entry.denied".into(),
+                channel: "email".into(),
+                target: format!("n{n}@example.com"),
+                config: "{}".into(),
+                enabled: true,
+            };
+            let stored = store.put_notification_setting("test", &setting).await.unwrap();
+            path = path.replace("{setting}", &stored.id.to_string());
             None
         }
         "POST /v1/decide" => Some(decide_body(w)),
