@@ -714,3 +714,39 @@ async fn the_tour_schedules_groups_decisions_and_entries() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_when_configured_and_request_ids() {
+    let preflight = || {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/sites")
+            .header(header::ORIGIN, "https://admin.example.com")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let plain = H::new().await;
+    let response = tower::ServiceExt::oneshot(plain.app.clone(), preflight())
+        .await
+        .unwrap();
+    assert!(
+        response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+        "no CORS by default"
+    );
+    let (_, headers, _) = plain
+        .send(Request::builder().uri("/v1/me").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(headers.get("x-request-id").unwrap().len(), 16);
+
+    let cors = H::with(|c| keyway_api::ApiConfig {
+        cors_origins: vec!["https://admin.example.com".into()],
+        ..c
+    })
+    .await;
+    let response = tower::ServiceExt::oneshot(cors.app.clone(), preflight()).await.unwrap();
+    assert_eq!(
+        response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+        "https://admin.example.com"
+    );
+}
