@@ -2,6 +2,7 @@
 //! the shape of answers that carry a revision.
 
 pub(crate) mod accounts;
+pub(crate) mod audit;
 pub(crate) mod model;
 pub(crate) mod notifications;
 pub(crate) mod rights;

@@ -60,6 +60,7 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("GET /v1/sites/{site}/notifications",                 [U, F, F, F, 200, N, N, 200, F, 200]),
     ("POST /v1/sites/{site}/notifications",                [U, F, F, F, 201, N, N, F, F, 201]),
     ("DELETE /v1/sites/{site}/notifications/{setting}",    [U, F, F, F, 204, N, N, F, F, 204]),
+    ("GET /v1/sites/{site}/audit",                         [U, F, F, 200, 200, N, N, 200, F, 200]),
     ("POST /v1/decide",                                    [U, F, 200, 200, 200, N, N, F, 200, 200]),
     ("POST /v1/decide/batch",                              [U, F, 200, 200, 200, N, N, F, 200, 200]),
 ];

@@ -750,3 +750,46 @@ async fn cors_only_when_configured_and_request_ids() {
         "https://admin.example.com"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_of_a_site() {
+    let w = World::new().await;
+    let t = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let (_, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/credentials"),
+            Some(&t),
+            Some(json!({"kind": "pin", "value": "4321"})),
+        )
+        .await;
+    let credential = v["credential"]["id"].as_u64().unwrap();
+    w.h.call(
+        "DELETE",
+        &format!("/v1/sites/{s}/credentials/{credential}"),
+        Some(&t),
+        None,
+    )
+    .await;
+    let entity = format!("credential:{credential}");
+    let (st, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/audit?entity={entity}"), Some(&t), None)
+            .await;
+    assert_eq!(st, 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    assert!(items[0]["id"].as_i64() > items[1]["id"].as_i64(), "newest first");
+    assert!(!v.to_string().contains("4321"), "the PIN is redacted: {v}");
+    assert!(v.to_string().contains("<redacted>"), "{v}");
+    // Another site's changes are not shown.
+    let (_, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/audit?limit=500"), Some(&t), None)
+            .await;
+    let other = format!("\"site\":{}", w.other_site.0);
+    assert!(!v.to_string().contains(&other), "{v}");
+    let (_, v) =
+        w.h.call("GET", &format!("/v1/sites/{s}/audit?limit=1"), Some(&t), None)
+            .await;
+    assert!(v["next_cursor"].is_string());
+}
