@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod model;
 pub(crate) mod notifications;
+pub(crate) mod policy;
 pub(crate) mod rights;
 pub(crate) mod sites;
 pub(crate) mod vouchers;

@@ -104,7 +104,7 @@ fn date(d: &str) -> Result<Date, ApiError> {
         .map_err(|_| ApiError::invalid(format!("`{d}` is not a date (YYYY-MM-DD)")))
 }
 
-fn schedule_of(body: &NewSchedule) -> Result<Schedule, ApiError> {
+pub(crate) fn schedule_of(body: &NewSchedule) -> Result<Schedule, ApiError> {
     if body.periods.is_empty() || body.periods.len() > MAX_PERIODS {
         return Err(ApiError::invalid(format!("a schedule has 1 to {MAX_PERIODS} periods")));
     }

@@ -61,6 +61,10 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("POST /v1/sites/{site}/notifications",                [U, F, F, F, 201, N, N, F, F, 201]),
     ("DELETE /v1/sites/{site}/notifications/{setting}",    [U, F, F, F, 204, N, N, F, F, 204]),
     ("GET /v1/sites/{site}/audit",                         [U, F, F, 200, 200, N, N, 200, F, 200]),
+    ("PUT /v1/sites/{site}/doors/{door}/rule",             [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/doors/{door}/rule",          [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("PUT /v1/sites/{site}/opening-hours",                 [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/opening-hours",              [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/decide",                                    [U, F, 200, 200, 200, N, N, F, 200, 200]),
     ("POST /v1/decide/batch",                              [U, F, 200, 200, 200, N, N, F, 200, 200]),
 ];
@@ -229,6 +233,22 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             let stored = store.put_notification_setting("test", &setting).await.unwrap();
             path = path.replace("{setting}", &stored.id.to_string());
             None
+        }
+        "PUT /v1/sites/{site}/doors/{door}/rule" => {
+            path = path.replace("{door}", &w.h.door(site).await.0.to_string());
+            Some(json!({"rule": "business-hours"}))
+        }
+        "DELETE /v1/sites/{site}/doors/{door}/rule" => {
+            let door = w.h.door(site).await;
+            w.h.node
+                .attach_door_rule("test", door, "business-hours", false)
+                .await
+                .unwrap();
+            path = path.replace("{door}", &door.0.to_string());
+            None
+        }
+        "PUT /v1/sites/{site}/opening-hours" => {
+            Some(json!({"periods": [{"days": ["workdays"], "start": "07:00", "end": "19:00"}]}))
         }
         "POST /v1/decide" => Some(decide_body(w)),
         "POST /v1/decide/batch" => Some(json!({"requests": [decide_body(w), decide_body(w)]})),

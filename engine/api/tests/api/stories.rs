@@ -793,3 +793,34 @@ async fn the_audit_log_of_a_site() {
             .await;
     assert!(v["next_cursor"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn door_rules_and_opening_hours() {
+    let w = World::new().await;
+    let t = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let door = w.door.0;
+    let rule = format!("/v1/sites/{s}/doors/{door}/rule");
+    let (st, v) =
+        w.h.call("PUT", &rule, Some(&t), Some(json!({"rule": "no-such-rule"})))
+            .await;
+    assert_eq!((st.as_u16(), v["code"].as_str()), (422, Some("invalid_policy")), "{v}");
+    let (st, v) =
+        w.h.call("PUT", &rule, Some(&t), Some(json!({"rule": "business-hours"})))
+            .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(w.h.node.policy().door_rules().attachment(w.door).is_some());
+    let hours = json!({"periods": [{"days": ["workdays"], "start": "08:00", "end": "18:00"}]});
+    let (st, v) =
+        w.h.call("PUT", &format!("/v1/sites/{s}/opening-hours"), Some(&t), Some(hours))
+            .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = w.h.call("DELETE", &rule, Some(&t), None).await;
+    assert_eq!(st, 200);
+    let (st, v) = w.h.call("DELETE", &rule, Some(&t), None).await;
+    assert_eq!(
+        (st.as_u16(), v["code"].as_str()),
+        (404, Some("not_found")),
+        "no rule left: {v}"
+    );
+}
