@@ -15,7 +15,7 @@
 //!   site memberships, ownership, invitations and vouchers (`memberships`), IQ
 //!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
 //!   and opening hours (`policy`), notification settings and the outbox
-//!   (`notifications`).
+//!   (`notifications`), instance operators and entity names (`operators`).
 //! - [`Store::subscribe`]: the change feed, every applied revision in order (model
 //!   changes, policy changes, reloads), replayable from the change log.
 //! - [`StoreError::kind`] tells client errors (4xx) from faults.
@@ -35,6 +35,7 @@ mod error;
 mod feed;
 mod memberships;
 mod notifications;
+mod operators;
 mod policy;
 mod sql;
 mod store;
@@ -53,6 +54,7 @@ pub use error::{ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
+pub use operators::{MAX_NAME, Named};
 pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
 pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;

@@ -1131,3 +1131,88 @@ async fn notification_settings_and_outbox() {
         store.close().await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sessions_and_names() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let ids = model(&store).await;
+        let op = account(&store, "operator@example.com").await;
+        let other = account(&store, "other@example.com").await;
+        assert!(!store.is_operator(op).await.unwrap());
+        store.add_operator(ACTOR, op).await.unwrap();
+        assert!(store.is_operator(op).await.unwrap());
+        assert!(!store.is_operator(other).await.unwrap());
+        assert_eq!(kind(store.add_operator(ACTOR, op).await), ErrorKind::Duplicate);
+        assert_eq!(kind(store.add_operator(ACTOR, 9999).await), ErrorKind::ForeignKey);
+        assert_eq!(store.operators().await.unwrap(), [op], "refusals wrote nothing");
+        assert_eq!(kind(store.remove_operator(ACTOR, other).await), ErrorKind::NotFound);
+        store.remove_operator(ACTOR, op).await.unwrap();
+        assert!(store.operators().await.unwrap().is_empty());
+        assert_eq!(
+            audit_actions(&store, &format!("operator:{op}")).await,
+            ["create_operator", "delete_operator"]
+        );
+        // Deleting the account removes its operator row.
+        store.add_operator(ACTOR, other).await.unwrap();
+        store.delete_account(ACTOR, other).await.unwrap();
+        assert!(store.operators().await.unwrap().is_empty());
+
+        // Log out everywhere ends every session of one account and no other.
+        let third = account(&store, "third@example.com").await;
+        let far = far_future();
+        for hash in ["h1", "h2"] {
+            store.create_session(op, hash, far).await.unwrap();
+        }
+        store.create_session(third, "h3", far).await.unwrap();
+        assert_eq!(store.end_account_sessions(op).await.unwrap(), 2);
+        let now = jiff::Timestamp::now().as_second();
+        assert_eq!(store.session_account("h1", now).await.unwrap(), None);
+        assert_eq!(store.session_account("h3", now).await.unwrap(), Some(third));
+
+        // Names of model entities.
+        use keyway_store::Named;
+        store
+            .set_name(ACTOR, Named::Site, ids.site.0, " Head office ")
+            .await
+            .unwrap();
+        store
+            .set_name(ACTOR, Named::Door, ids.door.0, "Front 🚪")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.name(Named::Site, ids.site.0).await.unwrap().as_deref(),
+            Some("Head office")
+        );
+        assert_eq!(
+            store.names(Named::Door, Some(ids.site)).await.unwrap(),
+            [(ids.door.0, "Front 🚪".to_owned())]
+        );
+        assert_eq!(store.name(Named::Door, 9999).await.unwrap(), None);
+        assert_eq!(
+            kind(store.set_name(ACTOR, Named::Door, 9999, "x").await),
+            ErrorKind::NotFound
+        );
+        let long = "n".repeat(keyway_store::MAX_NAME + 1);
+        assert_eq!(
+            kind(store.set_name(ACTOR, Named::Door, ids.door.0, &long).await),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(store.set_name(ACTOR, Named::Door, ids.door.0, "a\nb").await),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            store.name(Named::Door, ids.door.0).await.unwrap().as_deref(),
+            Some("Front 🚪")
+        );
+        assert_eq!(
+            audit_actions(&store, &format!("door:{}", ids.door.0))
+                .await
+                .last()
+                .map(String::as_str),
+            Some("set_name")
+        );
+        store.close().await;
+    });
+}

@@ -1,0 +1,212 @@
+//! Keyway's admin HTTP API: an axum [`app`] over a [`keyway_node::Node`], with its
+//! OpenAPI document at `/v1/openapi.json` and an interactive page at `/v1/docs`.
+//!
+//! - `config`: [`ApiConfig`], what the binary tells the API.
+//! - `state`: [`AppState`], the node, mailer, rate limiters and HTTP metrics.
+//! - `error`: [`ApiError`], every failure as RFC 9457 problem details.
+//! - `extract`: JSON, path and query extractors that fail in that same shape.
+//! - `auth`: sessions, API tokens and their scopes, role checks through the role table
+//!   of the bundle in force.
+//! - `routes`: the `/v1` routes, one module per area.
+//! - `metrics`: requests and latency by route, for the binary's `/metrics`.
+//!
+//! This crate depends on the node and never on the IQ link.
+//!
+//! The binary serves [`app`] with `into_make_service_with_connect_info::<SocketAddr>()`
+//! so that rate limits see each client's address.
+
+mod auth;
+mod config;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+mod state;
+
+pub use auth::{SCOPES, SESSION_COOKIE};
+pub use config::{ApiConfig, RateLimit};
+pub use error::{ApiError, Problem};
+pub use routes::accounts::password_rules_broken;
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyway_node::Node;
+use keyway_store::Account;
+use routes::{accounts, audit, model, notifications, policy, rights, sites, vouchers};
+use std::time::Instant;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_scalar::Servable;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyway admin API", description = "Sites, people, rights and decisions over HTTP. Errors are RFC 9457 problem details."),
+    components(schemas(Problem)),
+    tags(
+        (name = "accounts", description = "Sign up, sessions, password reset, API tokens"),
+        (name = "sites", description = "Sites and the caller's role on each"),
+        (name = "members", description = "Members, invitations, ownership"),
+        (name = "vouchers", description = "Vouchers: caps on users and app users"),
+        (name = "doors", description = "Doors"),
+        (name = "people", description = "People"),
+        (name = "credentials", description = "Tags, PINs, digital keys"),
+        (name = "rights", description = "Schedules, access groups, the entries log"),
+        (name = "notifications", description = "Per-site notification settings"),
+        (name = "audit", description = "The audit log of a site"),
+        (name = "policy", description = "Door rules and opening hours"),
+        (name = "decisions", description = "Decisions"),
+    )
+)]
+struct ApiDoc;
+
+/// The `/v1` routes and their OpenAPI document.
+fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::sign_up))
+        .routes(routes!(accounts::sign_in, accounts::sign_out_everywhere))
+        .routes(routes!(accounts::sign_out))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::request_reset))
+        .routes(routes!(accounts::confirm_reset))
+        .routes(routes!(accounts::create_token, accounts::list_tokens))
+        .routes(routes!(accounts::revoke_token))
+        .routes(routes!(sites::create_site, sites::list_sites))
+        .routes(routes!(sites::get_site))
+        .routes(routes!(sites::list_members))
+        .routes(routes!(sites::change_role))
+        .routes(routes!(sites::remove_member))
+        .routes(routes!(sites::transfer))
+        .routes(routes!(sites::invite, sites::list_invitations))
+        .routes(routes!(sites::revoke_invitation))
+        .routes(routes!(sites::accept_invitation))
+        .routes(routes!(vouchers::create_voucher, vouchers::list_vouchers))
+        .routes(routes!(vouchers::redeem, vouchers::licence))
+        .routes(routes!(model::create_door, model::list_doors))
+        .routes(routes!(model::rename_door, model::remove_door))
+        .routes(routes!(model::create_person, model::list_people))
+        .routes(routes!(model::block_person))
+        .routes(routes!(model::unblock_person))
+        .routes(routes!(model::remove_person))
+        .routes(routes!(model::create_credential))
+        .routes(routes!(model::revoke_credential))
+        .routes(routes!(rights::create_schedule))
+        .routes(routes!(rights::remove_schedule))
+        .routes(routes!(rights::create_group, rights::list_groups))
+        .routes(routes!(rights::replace_group, rights::remove_group))
+        .routes(routes!(rights::list_entries))
+        .routes(routes!(notifications::create_setting, notifications::list_settings))
+        .routes(routes!(notifications::delete_setting))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(policy::attach_rule, policy::detach_rule))
+        .routes(routes!(policy::set_hours, policy::clear_hours))
+        .routes(routes!(model::decide))
+        .routes(routes!(model::decide_batch))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of every `/v1` route.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    v1().1
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Per request: a request id (echoed as `x-request-id`), a tracing span, the HTTP
+/// metrics by matched route, and the request timeout.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = auth::fresh_secret("").map_or_else(|_| "-".to_owned(), |s| s.get(..16).unwrap_or("-").to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let timeout = state.config().request_timeout;
+    let run = error::REQUEST_ID.scope(id.clone(), async move {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Timeout.into_response(),
+        }
+    });
+    let mut response = run.instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    state.inner.metrics.observe(&route, &method, status, started.elapsed());
+    span.in_scope(|| tracing::info!(status, took_ms = started.elapsed().as_millis(), "answered"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Every `/v1` route, `/v1/openapi.json` and the interactive docs at `/v1/docs`, with
+/// request ids, tracing, metrics, the request timeout, the body limit, problem-shaped
+/// 404 and 405 answers, and CORS only when origins are configured.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = v1();
+    let doc = api.clone();
+    let mut router = router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .merge(utoipa_scalar::Scalar::with_url("/v1/docs", api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config().max_body_bytes));
+    let origins: Vec<HeaderValue> = state
+        .config()
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if !origins.is_empty() {
+        router = router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+                .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION])
+                .allow_credentials(true),
+        );
+    }
+    router.with_state(state)
+}
+
+/// Set up the instance operator from the command line: a new account with `email` and
+/// `password` (the FAQ's password rules apply), made an operator. The operator issues
+/// vouchers; nobody else can.
+///
+/// # Errors
+/// [`ApiError::Unprocessable`] for a weak password or a malformed e-mail;
+/// [`ApiError::Conflict`] if the e-mail is taken.
+pub async fn create_operator(node: &Node, email: &str, password: &str) -> Result<Account, ApiError> {
+    let broken = password_rules_broken(password);
+    if !broken.is_empty() {
+        return Err(ApiError::Unprocessable {
+            code: "weak_password",
+            message: format!("the password is too weak: {}", broken.join("; ")),
+            details: broken.into_iter().map(str::to_owned).collect(),
+        });
+    }
+    let store = node.store();
+    let account = store.create_account("cli", email, password, "operator").await?;
+    store.add_operator("cli", account.id).await?;
+    Ok(account)
+}

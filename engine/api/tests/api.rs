@@ -1,0 +1,14 @@
+//! keyway-api's one integration-test binary: the app driven with `oneshot` on a real node
+//! over a temporary SQLite database with the default bundle.
+
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+#[path = "api/support.rs"]
+mod support;
+
+#[path = "api/bad_input.rs"]
+mod bad_input;
+#[path = "api/matrix.rs"]
+mod matrix;
+#[path = "api/stories.rs"]
+mod stories;
