@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run Keyway: the node (store, policy, decisions) and the admin HTTP API.
     Serve(serve::ServeArgs),
+    /// Administer the instance from the command line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Generate a population, build the decision snapshot and answer door requests.
     Simulate {
         /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
@@ -41,6 +44,66 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create the instance operator (who issues vouchers). The password is read from
+    /// standard input (one line), so it never appears in a process list or a shell history.
+    CreateOperator {
+        /// The operator's e-mail.
+        #[arg(long)]
+        email: String,
+        /// Where the server keeps its data, and which database.
+        #[command(flatten)]
+        server: serve::ServeArgs,
+    },
+}
+
+fn run_admin(command: AdminCommand) -> ExitCode {
+    let AdminCommand::CreateOperator { email, server } = command;
+    serve::init_logging(server.log_format);
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("error: cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let config = match serve::node_config(&server) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let node = match keyway_node::Node::open(config).await {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("error: the node does not start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = match keyway_api::create_operator(&node, &email, &password).await {
+            Ok(account) => {
+                println!("operator {} created (account {})", account.email, account.id);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+        node.close().await;
+        code
+    })
+}
+
 fn run_serve(args: serve::ServeArgs) -> ExitCode {
     serve::init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -50,7 +113,16 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve::serve(args, api_parts)) {
+    let config_args = args.clone();
+    let api = move |node: keyway_node::Node, public_url: &str| {
+        let state = keyway_api::AppState::new(node, api_config(&config_args, public_url)).map_err(|e| e.to_string())?;
+        let metrics_state = state.clone();
+        Ok(serve::ApiParts {
+            router: keyway_api::app(state),
+            metrics: Box::new(move |out: &mut String| metrics_state.render_metrics(out)),
+        })
+    };
+    match runtime.block_on(serve::serve(args, api)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -59,17 +131,27 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
     }
 }
 
-fn api_parts(_node: keyway_node::Node) -> Result<serve::ApiParts, String> {
-    Ok(serve::ApiParts {
-        router: axum::Router::new(),
-        metrics: Box::new(|_| {}),
-    })
+/// The API's configuration from `serve`'s flags.
+fn api_config(args: &serve::ServeArgs, public_url: &str) -> keyway_api::ApiConfig {
+    keyway_api::ApiConfig {
+        public_url: public_url.to_owned(),
+        smtp_relay: args.smtp_url.clone(),
+        mail_file: serve::mail_file(&args.data_dir),
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
+        max_body_bytes: args.max_body_bytes,
+        // CORS is the server's outer layer (serve.rs), for every route.
+        cors_origins: Vec::new(),
+        // A cookie marked Secure is never sent back over plain HTTP.
+        secure_cookie: public_url.starts_with("https://"),
+        ..keyway_api::ApiConfig::default()
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Admin(command) => run_admin(command),
         Command::Simulate {
             divisor,
             requests,

@@ -172,7 +172,10 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig, ServeError> {
 ///
 /// # Errors
 /// Bad configuration, an address in use, a database that does not open.
-pub async fn serve(args: ServeArgs, api: impl FnOnce(Node) -> Result<ApiParts, String>) -> Result<(), ServeError> {
+pub async fn serve(
+    args: ServeArgs,
+    api: impl FnOnce(Node, &str) -> Result<ApiParts, String>,
+) -> Result<(), ServeError> {
     let config = node_config(&args)?;
     let listener = TcpListener::bind(args.http_addr)
         .await
@@ -202,19 +205,26 @@ pub async fn serve(args: ServeArgs, api: impl FnOnce(Node) -> Result<ApiParts, S
 
     let node = Node::open(config).await?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
-    let parts = api(node.clone()).map_err(ServeError::Config)?;
+    let parts = api(node.clone(), &public_url).map_err(ServeError::Config)?;
     let _ = shared.node.set(node.clone());
     let _ = shared.http_metrics.set(parts.metrics);
     let _ = shared.app.set(parts.router);
     let status = node.store().status();
-    println!("keyway is ready at {public_url} (revision r{}, bundle `{}`)", status.applied.0, node.policy().bundle().name());
+    println!(
+        "keyway is ready at {public_url} (revision r{}, bundle `{}`)",
+        status.applied.0,
+        node.policy().bundle().name()
+    );
     println!("  API documentation: {public_url}/v1/docs");
-    println!("  first account: keyway admin create-operator --email you@example.org (password on standard input)");
+    println!(
+        "  the instance operator: keyway admin create-operator --email you@example.org (password on standard input)"
+    );
+    println!("  anyone else: sign up with POST {public_url}/v1/accounts");
     match &args.smtp_url {
         Some(_) => println!("  mail goes through the configured SMTP relay"),
         None => println!(
             "  no SMTP relay configured: mail is written to {}",
-            args.data_dir.join("outbox.mail").display()
+            mail_file(&args.data_dir).display()
         ),
     }
 
@@ -296,7 +306,10 @@ fn outer_router(shared: Shared, args: &ServeArgs) -> Router {
 fn starting() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::CONTENT_TYPE, "application/problem+json"), (header::RETRY_AFTER, "1")],
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, "1"),
+        ],
         r#"{"code":"starting","message":"keyway is starting: the snapshot is loading","status":503}"#,
     )
         .into_response()
@@ -335,16 +348,28 @@ fn render_node_metrics(node: &Node, out: &mut String) {
     let _ = writeln!(out, "# HELP keyway_decisions_total Decisions by effect and reason.");
     let _ = writeln!(out, "# TYPE keyway_decisions_total counter");
     for (effect, reason, n) in node.metrics().counts() {
-        let _ = writeln!(out, "keyway_decisions_total{{effect=\"{effect}\",reason=\"{reason}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "keyway_decisions_total{{effect=\"{effect}\",reason=\"{reason}\"}} {n}"
+        );
     }
     let status = node.store().status();
-    let _ = writeln!(out, "# HELP keyway_revision_applied The revision this node's snapshot holds.");
+    let _ = writeln!(
+        out,
+        "# HELP keyway_revision_applied The revision this node's snapshot holds."
+    );
     let _ = writeln!(out, "# TYPE keyway_revision_applied gauge");
     let _ = writeln!(out, "keyway_revision_applied {}", status.applied.0);
-    let _ = writeln!(out, "# HELP keyway_follower_lag Revisions committed in the database and not yet applied here.");
+    let _ = writeln!(
+        out,
+        "# HELP keyway_follower_lag Revisions committed in the database and not yet applied here."
+    );
     let _ = writeln!(out, "# TYPE keyway_follower_lag gauge");
     let _ = writeln!(out, "keyway_follower_lag {}", status.lag);
-    let _ = writeln!(out, "# HELP keyway_store_publish_seconds The last local write's commit-to-visible time.");
+    let _ = writeln!(
+        out,
+        "# HELP keyway_store_publish_seconds The last local write's commit-to-visible time."
+    );
     let _ = writeln!(out, "# TYPE keyway_store_publish_seconds gauge");
     let _ = writeln!(
         out,
@@ -352,7 +377,10 @@ fn render_node_metrics(node: &Node, out: &mut String) {
         node.store().last_publish_latency().as_secs_f64()
     );
     let entries = node.store().entries().stats();
-    let _ = writeln!(out, "# HELP keyway_entries_queue_depth Entries waiting for the batched writer.");
+    let _ = writeln!(
+        out,
+        "# HELP keyway_entries_queue_depth Entries waiting for the batched writer."
+    );
     let _ = writeln!(out, "# TYPE keyway_entries_queue_depth gauge");
     let _ = writeln!(out, "keyway_entries_queue_depth {}", entries.queued);
 }
@@ -411,4 +439,10 @@ async fn accept_loop(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after the grace period were cut");
     }
+}
+
+/// Where mail goes when no SMTP relay is configured.
+#[must_use]
+pub fn mail_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("outbox.mail")
 }

@@ -6,4 +6,5 @@
 mod e2e {
     pub mod server;
     pub mod support;
+    pub mod tour;
 }

@@ -18,14 +18,23 @@ fn health_metrics_and_clean_shutdown() {
     let metrics = http.get(format!("{}/metrics", server.url)).send().unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().unwrap();
-    for name in ["keyway_revision_applied", "keyway_follower_lag", "keyway_entries_queue_depth"] {
+    for name in [
+        "keyway_revision_applied",
+        "keyway_follower_lag",
+        "keyway_entries_queue_depth",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
     // The database and its schema were created in the data directory on first start.
     assert!(server.data().join("keyway.db").is_file());
     let (status, printed) = server.terminate();
     assert!(status.success(), "exit {status:?}: {printed:#?}");
-    assert!(printed.iter().any(|l| l.contains("entries flushed and the database closed")), "{printed:#?}");
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("entries flushed and the database closed")),
+        "{printed:#?}"
+    );
 }
 
 #[test]
@@ -40,7 +49,11 @@ fn slow_headers_oversized_bodies_and_no_cors_by_default() {
     let started = Instant::now();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(8), "the slow client was held {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the slow client was held {:?}",
+        started.elapsed()
+    );
 
     let http = client();
     // A body over the limit is refused before it is read whole.
@@ -73,10 +86,17 @@ fn cors_only_for_configured_origins() {
         .send()
         .unwrap();
     assert_eq!(
-        allowed.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned()),
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned()),
         Some("https://admin.example".to_owned())
     );
-    let other = http.get(format!("{}/livez", server.url)).header("origin", "https://evil.example").send().unwrap();
+    let other = http
+        .get(format!("{}/livez", server.url))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
 
@@ -85,7 +105,7 @@ fn bad_configuration_fails_at_start_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[
         (&["--database-url", "mysql://x"], "--database-url must start with"),
         (&["--bundle", "/nonexistent/bundle"], "no policy bundle at"),
-        (&["--http-addr", "not-an-address"], "invalid value"),
+        (&["--max-body-bytes", "lots"], "invalid value"),
         (&["--max-connections", "0"], "invalid value"),
     ];
     for (args, expected) in cases {

@@ -15,7 +15,8 @@ pub fn bundle_dir() -> PathBuf {
 pub struct Server {
     pub child: Child,
     pub url: String,
-    pub data_dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub data_dir: Option<tempfile::TempDir>,
     pub lines: mpsc::Receiver<String>,
 }
 
@@ -28,10 +29,18 @@ impl Server {
     }
 
     pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let path = data_dir.path().to_owned();
+        let mut server = Self::start_at(&path, extra);
+        server.data_dir = Some(data_dir);
+        server
+    }
+
+    /// Start `keyway serve` with its data in `data` (which the caller owns).
+    pub fn start_at(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyway"))
             .arg("serve")
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(data)
             .arg("--http-addr")
             .arg("127.0.0.1:0")
             .arg("--bundle")
@@ -64,11 +73,17 @@ impl Server {
             }
             seen.push(line);
         };
-        Server { child, url, data_dir, lines }
+        Server {
+            child,
+            url,
+            data: data.to_owned(),
+            data_dir: None,
+            lines,
+        }
     }
 
     pub fn data(&self) -> &Path {
-        self.data_dir.path()
+        &self.data
     }
 
     /// Send SIGTERM and wait for the exit status.

@@ -26,7 +26,10 @@ fn quick() -> bool {
 
 fn main() {
     let quick = quick();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let population = Population::generate(PopulationSpec::scaled_down(if quick { 1000 } else { 10 }));
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(format!("sqlite://{}", dir.path().join("keyway.db").display()));
@@ -49,7 +52,15 @@ fn main() {
     group.bench_function("core", |b| {
         b.iter(|| {
             let r = pick();
-            decide(black_box(&snapshot), r.door, Presented { kind: r.kind, secret: &r.secret }, r.at)
+            decide(
+                black_box(&snapshot),
+                r.door,
+                Presented {
+                    kind: r.kind,
+                    secret: &r.secret,
+                },
+                r.at,
+            )
         });
     });
     let mut pick = {
@@ -68,7 +79,10 @@ fn main() {
                     black_box(&snapshot),
                     &DecisionRequest {
                         door: r.door,
-                        presented: Presented { kind: r.kind, secret: &r.secret },
+                        presented: Presented {
+                            kind: r.kind,
+                            secret: &r.secret,
+                        },
                         at: r.at,
                         direction: Direction::Unknown,
                         source: Source::DryRun,
@@ -86,7 +100,10 @@ fn main() {
                 async move {
                     node.decide(&DecisionRequest {
                         door: r.door,
-                        presented: Presented { kind: r.kind, secret: &r.secret },
+                        presented: Presented {
+                            kind: r.kind,
+                            secret: &r.secret,
+                        },
                         at: r.at,
                         direction: Direction::Unknown,
                         source: Source::Api,
