@@ -126,8 +126,11 @@ pub enum ServeError {
 struct Shared {
     node: Arc<OnceLock<Node>>,
     app: Arc<OnceLock<Router>>,
-    http_metrics: Arc<OnceLock<Box<dyn Fn(&mut String) + Send + Sync>>>,
+    http_metrics: Arc<OnceLock<RenderMetrics>>,
 }
+
+/// Appends Prometheus text to a buffer.
+pub type RenderMetrics = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// Sets up logging for the process.
 pub fn init_logging(format: LogFormat) {
@@ -244,7 +247,7 @@ pub struct ApiParts {
     /// Every `/v1` route.
     pub router: Router,
     /// Appends the API's own Prometheus text (HTTP requests by route and status).
-    pub metrics: Box<dyn Fn(&mut String) + Send + Sync>,
+    pub metrics: RenderMetrics,
 }
 
 async fn shutdown_signal() {

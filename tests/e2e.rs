@@ -3,6 +3,13 @@
 //! package (it uses the binary cargo built for this same test profile, so the workspace
 //! is built once).
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
 mod e2e {
     pub mod server;
     pub mod support;
