@@ -14,8 +14,11 @@
 //! - `offline`: the IQ's offline list and its decisions without the network;
 //! - `backend`: [`LinkBackend`], everything the link needs from the node.
 //!
-//! The link does not depend on the node: the node implements [`LinkBackend`] and starts a
-//! [`LinkServer`] with it.
+//! - `node_backend`: [`NodeBackend`], the [`LinkBackend`] of a Keyway node, and
+//!   [`LinkCommands`], the node's door commands over the link.
+//!
+//! The sessions only see [`LinkBackend`], so they are tested against an in-memory fake;
+//! `keyway serve` starts a [`LinkServer`] with a [`NodeBackend`].
 
 pub mod backend;
 pub mod client;
@@ -23,6 +26,7 @@ pub mod codec;
 pub mod conn;
 pub mod enrol;
 pub mod message;
+pub mod node_backend;
 pub mod offline;
 pub mod pki;
 pub mod server;
@@ -37,4 +41,5 @@ pub use backend::{
 pub use client::{ClientError, ClientEvent, IqClient, IqClientConfig, ReceivedOfflineList, enrol};
 pub use message::Message;
 pub use pki::IqCredentials;
+pub use node_backend::{LinkCommands, NodeBackend, NodeBackendConfig};
 pub use server::{LinkConfig, LinkError, LinkServer};

@@ -12,7 +12,7 @@
 use crate::codec::id32;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
-use keyway_core::{IqId, SiteId};
+use keyway_core::{DoorId, IqId, SiteId};
 use sqlx::Row;
 
 /// The certificate recorded for an IQ.
@@ -59,6 +59,14 @@ macro_rules! enrolment_ops {
                 .fetch_optional(&mut *conn)
                 .await?;
             site.map(|s| Ok(SiteId(id32(s, "site")?))).transpose()
+        }
+
+        pub(super) async fn iq_doors(conn: &mut ops::Conn, iq: IqId) -> Result<Vec<DoorId>, StoreError> {
+            let doors: Vec<i64> = sqlx::query_scalar("SELECT id FROM doors WHERE iq = $1 ORDER BY id")
+                .bind(i64::from(iq.0))
+                .fetch_all(&mut *conn)
+                .await?;
+            doors.into_iter().map(|d| Ok(DoorId(id32(d, "door")?))).collect()
         }
 
         pub(super) async fn insert_code(conn: &mut ops::Conn, actor: &str, iq: IqId, code_hash: &str, expires_at: i64) -> Result<(), StoreError> {
@@ -187,6 +195,19 @@ impl Store {
             m::insert_code(conn, actor, iq, code_hash, expires_at).await?
         });
         Ok(())
+    }
+
+    /// `iq`'s site and the doors paired with it, by id, or `None` for an unknown IQ.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
+        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, read, |conn, m| {
+            match m::iq_site(conn, iq).await? {
+                Some(site) => Some((site, m::iq_doors(conn, iq).await?)),
+                None => None,
+            }
+        }))
     }
 
     /// Consumes the enrolment code with hash `code_hash` at `now`: the site and IQ it was

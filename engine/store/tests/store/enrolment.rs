@@ -74,6 +74,12 @@ async fn enrolment_codes_and_certificates() {
             Some((ids.site, ids.iq))
         );
 
+        // The IQ's profile: its site and paired doors.
+        let (site, doors) = store.iq_profile(ids.iq).await.unwrap().unwrap();
+        assert_eq!(site, ids.site);
+        assert!(doors.contains(&ids.door), "{doors:?}");
+        assert_eq!(store.iq_profile(IqId(999)).await.unwrap(), None);
+
         // Certificates: the last serial recorded is the one in force.
         assert_eq!(store.iq_certificate(ids.iq).await.unwrap(), None);
         assert_eq!(
