@@ -40,6 +40,6 @@ pub use backend::{
 
 pub use client::{ClientError, ClientEvent, IqClient, IqClientConfig, ReceivedOfflineList, enrol};
 pub use message::Message;
-pub use pki::IqCredentials;
 pub use node_backend::{LinkCommands, NodeBackend, NodeBackendConfig};
+pub use pki::IqCredentials;
 pub use server::{LinkConfig, LinkError, LinkServer};

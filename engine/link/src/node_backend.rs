@@ -31,8 +31,9 @@ use crate::message::{
 };
 use jiff::Timestamp;
 use keyway_core::{
-    Change, CredentialId, CredentialKind, CredentialRecord, DoorId, DoorMode, GroupId, GroupRecord, IQ_MAX_REMOTE_USERS,
-    IQ_MAX_TAGS, IqId, PersonId, Presented, Record, Revision, Schedule, ScheduleId, SiteId, Snapshot,
+    Change, CredentialId, CredentialKind, CredentialRecord, DoorId, DoorMode, GroupId, GroupRecord,
+    IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, IqId, PersonId, Presented, Record, Revision, Schedule, ScheduleId, SiteId,
+    Snapshot,
 };
 use keyway_node::{
     CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node, Source,
@@ -643,7 +644,10 @@ impl SiteView {
         }
         let mut events = Vec::new();
         if !revoke.is_empty() {
-            events.push(PushEvent::Revocation { revision, items: revoke });
+            events.push(PushEvent::Revocation {
+                revision,
+                items: revoke,
+            });
         }
         if doors_changed {
             events.push(PushEvent::Doors(self.my_doors()));
@@ -696,12 +700,7 @@ fn store_err(e: StoreError) -> BackendError {
 }
 
 /// Follows the node's feed for one subscription until its receiver is dropped.
-async fn follow(
-    node: Node,
-    mut view: SiteView,
-    mut stream: keyway_store::ChangeStream,
-    tx: mpsc::Sender<PushEvent>,
-) {
+async fn follow(node: Node, mut view: SiteView, mut stream: keyway_store::ChangeStream, tx: mpsc::Sender<PushEvent>) {
     let mut owe_resync = false;
     loop {
         let item = tokio::select! {
@@ -718,7 +717,9 @@ async fn follow(
                         Ok(None) => return,
                         Err(e) => tracing::warn!(error = %e, "offline view not rebuilt"),
                     }
-                    vec![PushEvent::Resync { revision: item.revision }]
+                    vec![PushEvent::Resync {
+                        revision: item.revision,
+                    }]
                 }
                 _ => Vec::new(),
             },
@@ -952,7 +953,9 @@ impl LinkBackend for NodeBackend {
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(&file.sha256, &mut sha256).map_err(unavailable)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
-        let end = start.saturating_add(usize::try_from(max_len).unwrap_or(usize::MAX)).min(content.len());
+        let end = start
+            .saturating_add(usize::try_from(max_len).unwrap_or(usize::MAX))
+            .min(content.len());
         Ok(FirmwareSlice {
             size: file.size,
             sha256,
