@@ -447,8 +447,11 @@ impl SiteView {
     }
 
     /// Applies one change; the pushes it makes, revocations first.
+    #[expect(
+        clippy::collapsible_match,
+        reason = "one arm per change reads better than guards split from their bodies"
+    )]
     fn apply(&mut self, revision: Revision, change: &Change) -> Vec<PushEvent> {
-        let before: BTreeMap<CredentialId, Option<OfflineEntry>>;
         let mut revoke = Vec::new();
         let mut touched: BTreeSet<CredentialId> = BTreeSet::new();
         let mut doors_changed = false;
@@ -498,7 +501,8 @@ impl SiteView {
             }
             _ => {}
         }
-        before = touched.iter().map(|id| (*id, self.entry(*id))).collect();
+        let before: BTreeMap<CredentialId, Option<OfflineEntry>> =
+            touched.iter().map(|id| (*id, self.entry(*id))).collect();
 
         match change {
             Change::BlockPerson(p) => {

@@ -110,7 +110,7 @@ impl Node {
         let core = decide(snapshot, request.door, request.presented, request.at);
         let Some(site) = snapshot.door_site(request.door) else {
             // An unknown door has no site to log under; the core already denied.
-            self.metrics().count(&RuledDecision::core(core.clone()));
+            self.metrics().count(&RuledDecision::core(core));
             return (RuledDecision::core(core), None);
         };
         let ruled = if self.policy().door_rules().attachment(request.door).is_some() {
