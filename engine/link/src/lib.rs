@@ -12,10 +12,10 @@
 //! - `server` and `session`: the listeners, session caps, the per-port session loops;
 //! - `client`: [`IqClient`], a real client of the protocol, for `keyway iq-sim` and tests;
 //! - `offline`: the IQ's offline list and its decisions without the network;
-//! - `backend`: [`LinkBackend`], everything the link needs from the node.
-//!
+//! - `backend`: [`LinkBackend`], everything the link needs from the node;
 //! - `node_backend`: [`NodeBackend`], the [`LinkBackend`] of a Keyway node, and
-//!   [`LinkCommands`], the node's door commands over the link.
+//!   [`LinkCommands`], the node's door commands over the link;
+//! - `sim`: a load generator of simulated IQs (decisions/s, latency percentiles).
 //!
 //! The sessions only see [`LinkBackend`], so they are tested against an in-memory fake;
 //! `keyway serve` starts a [`LinkServer`] with a [`NodeBackend`].
@@ -31,6 +31,7 @@ pub mod offline;
 pub mod pki;
 pub mod server;
 mod session;
+pub mod sim;
 pub mod wire;
 
 pub use backend::{

@@ -364,3 +364,24 @@ async fn a_revoked_or_superseded_certificate_is_refused() {
     assert!(refused.is_err(), "a revoked certificate connected");
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_measures_decisions() {
+    let s = setup().await;
+    let credentials = s.enrol().await;
+    let iq = keyway_link::sim::SimIq {
+        credentials,
+        reads: vec![read(s.ids.door, Timestamp::now())],
+    };
+    let config = keyway_link::sim::SimConfig {
+        client: s.client_config(),
+        duration: Duration::from_millis(300),
+        batch: 4,
+    };
+    let summary = keyway_link::sim::run(vec![iq], &config).await.unwrap();
+    assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
+    assert!(summary.decisions > 0 && summary.per_second > 0.0, "{summary:?}");
+    let [p50, p90, p99, max] = summary.latency_us;
+    assert!(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{summary:?}");
+    s.close().await;
+}
