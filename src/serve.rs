@@ -207,11 +207,7 @@ pub async fn serve(args: ServeArgs, api: impl FnOnce(Node) -> Result<ApiParts, S
     let _ = shared.http_metrics.set(parts.metrics);
     let _ = shared.app.set(parts.router);
     let status = node.store().status();
-    println!(
-        "keyway is ready at {public_url} (revision r{}, bundle `{}`)",
-        status.applied.0,
-        node.policy().bundle().name()
-    );
+    println!("keyway is ready at {public_url} (revision r{}, bundle `{}`)", status.applied.0, node.policy().bundle().name());
     println!("  API documentation: {public_url}/v1/docs");
     println!("  first account: keyway admin create-operator --email you@example.org (password on standard input)");
     match &args.smtp_url {
@@ -300,10 +296,7 @@ fn outer_router(shared: Shared, args: &ServeArgs) -> Router {
 fn starting() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (header::CONTENT_TYPE, "application/problem+json"),
-            (header::RETRY_AFTER, "1"),
-        ],
+        [(header::CONTENT_TYPE, "application/problem+json"), (header::RETRY_AFTER, "1")],
         r#"{"code":"starting","message":"keyway is starting: the snapshot is loading","status":503}"#,
     )
         .into_response()
@@ -342,28 +335,16 @@ fn render_node_metrics(node: &Node, out: &mut String) {
     let _ = writeln!(out, "# HELP keyway_decisions_total Decisions by effect and reason.");
     let _ = writeln!(out, "# TYPE keyway_decisions_total counter");
     for (effect, reason, n) in node.metrics().counts() {
-        let _ = writeln!(
-            out,
-            "keyway_decisions_total{{effect=\"{effect}\",reason=\"{reason}\"}} {n}"
-        );
+        let _ = writeln!(out, "keyway_decisions_total{{effect=\"{effect}\",reason=\"{reason}\"}} {n}");
     }
     let status = node.store().status();
-    let _ = writeln!(
-        out,
-        "# HELP keyway_revision_applied The revision this node's snapshot holds."
-    );
+    let _ = writeln!(out, "# HELP keyway_revision_applied The revision this node's snapshot holds.");
     let _ = writeln!(out, "# TYPE keyway_revision_applied gauge");
     let _ = writeln!(out, "keyway_revision_applied {}", status.applied.0);
-    let _ = writeln!(
-        out,
-        "# HELP keyway_follower_lag Revisions committed in the database and not yet applied here."
-    );
+    let _ = writeln!(out, "# HELP keyway_follower_lag Revisions committed in the database and not yet applied here.");
     let _ = writeln!(out, "# TYPE keyway_follower_lag gauge");
     let _ = writeln!(out, "keyway_follower_lag {}", status.lag);
-    let _ = writeln!(
-        out,
-        "# HELP keyway_store_publish_seconds The last local write's commit-to-visible time."
-    );
+    let _ = writeln!(out, "# HELP keyway_store_publish_seconds The last local write's commit-to-visible time.");
     let _ = writeln!(out, "# TYPE keyway_store_publish_seconds gauge");
     let _ = writeln!(
         out,
@@ -371,10 +352,7 @@ fn render_node_metrics(node: &Node, out: &mut String) {
         node.store().last_publish_latency().as_secs_f64()
     );
     let entries = node.store().entries().stats();
-    let _ = writeln!(
-        out,
-        "# HELP keyway_entries_queue_depth Entries waiting for the batched writer."
-    );
+    let _ = writeln!(out, "# HELP keyway_entries_queue_depth Entries waiting for the batched writer.");
     let _ = writeln!(out, "# TYPE keyway_entries_queue_depth gauge");
     let _ = writeln!(out, "keyway_entries_queue_depth {}", entries.queued);
 }
