@@ -12,10 +12,13 @@
 //! - `server` and `session`: the listeners, session caps, the per-port session loops;
 //! - `client`: [`IqClient`], a real client of the protocol, for `keyway iq-sim` and tests;
 //! - `offline`: the IQ's offline list and its decisions without the network;
-//! - `backend`: [`LinkBackend`], everything the link needs from the node.
+//! - `backend`: [`LinkBackend`], everything the link needs from the node;
+//! - `node_backend`: [`NodeBackend`], the [`LinkBackend`] of a Keyway node, and
+//!   [`LinkCommands`], the node's door commands over the link;
+//! - `sim`: a load generator of simulated IQs (decisions/s, latency percentiles).
 //!
-//! The link does not depend on the node: the node implements [`LinkBackend`] and starts a
-//! [`LinkServer`] with it.
+//! The sessions only see [`LinkBackend`], so they are tested against an in-memory fake;
+//! `keyway serve` starts a [`LinkServer`] with a [`NodeBackend`].
 
 pub mod backend;
 pub mod client;
@@ -23,10 +26,12 @@ pub mod codec;
 pub mod conn;
 pub mod enrol;
 pub mod message;
+pub mod node_backend;
 pub mod offline;
 pub mod pki;
 pub mod server;
 mod session;
+pub mod sim;
 pub mod wire;
 
 pub use backend::{
@@ -36,5 +41,6 @@ pub use backend::{
 
 pub use client::{ClientError, ClientEvent, IqClient, IqClientConfig, ReceivedOfflineList, enrol};
 pub use message::Message;
+pub use node_backend::{LinkCommands, NodeBackend, NodeBackendConfig};
 pub use pki::IqCredentials;
 pub use server::{LinkConfig, LinkError, LinkServer};

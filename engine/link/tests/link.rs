@@ -4,6 +4,9 @@
 //!   bytes, every size limit at and over, truncated and out-of-order frames, the
 //!   extensibility rules, and the worked example of PROTOCOL.md byte for byte.
 //! - `fake`: an in-memory `LinkBackend`.
+//! - `node`: the link against a real node (`NodeBackend` on SQLite with the default
+//!   bundle): enrolment, decisions, a block pushed and then denied, idempotent uploads,
+//!   offline decisions against the core, door commands, refused certificates.
 //! - `offline`: the IQ's offline store: one table of decisions, revocations, deltas, door
 //!   modes.
 //! - `session`: whole sessions over real TLS on 127.0.0.1: enrolment, decisions, pushes,
@@ -23,6 +26,8 @@
 mod codec;
 #[path = "link/fake.rs"]
 mod fake;
+#[path = "link/node.rs"]
+mod node;
 #[path = "link/offline.rs"]
 mod offline;
 #[path = "link/session.rs"]

@@ -30,6 +30,7 @@ mod accounts;
 mod codec;
 mod db;
 mod devices;
+mod enrolment;
 mod entries;
 mod error;
 mod feed;
@@ -46,6 +47,7 @@ pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
 pub use codec::{Logged, PolicyChange, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
+pub use enrolment::IqCertificate;
 pub use entries::{
     Cursor, DEFAULT_RETENTION_DAYS, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage, EntryQuery, Method,
     StoredEntry,

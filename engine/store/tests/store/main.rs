@@ -9,6 +9,7 @@ mod accounts;
 mod admin;
 mod conformance;
 mod crash;
+mod enrolment;
 mod entries;
 mod faults;
 mod two_nodes;

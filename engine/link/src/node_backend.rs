@@ -1,0 +1,1011 @@
+//! [`NodeBackend`]: the [`LinkBackend`] a Keyway node serves IQs with, and
+//! [`LinkCommands`], the node's [`DoorCommands`] carried over the link.
+//!
+//! - Authentication: the IQ must exist, belong to the certificate's site, and present
+//!   the serial the store recorded for it last; its doors are the doors paired with it.
+//! - Enrolment codes and certificate serials live in the store (`iq_enrolment_codes`,
+//!   `iq_certificates`); codes are compared by [`crate::enrol::hash_code`].
+//! - Decisions go through the node's pipeline ([`Node::decide_batch`]) with
+//!   [`Source::Iq`]. Online decisions are logged under sequence numbers at and above
+//!   [`ONLINE_SEQ_BASE`], so they never collide with the IQ's own numbers for the
+//!   entries it uploads (which must stay below it).
+//! - Uploaded entries keep their original time, are stored once per (iq, seq), and are
+//!   acknowledged only once durable.
+//! - Pushes come from the node's change feed. Each subscription keeps a small view of the
+//!   IQ's site (its doors, groups, credentials, people's blocks) so a change can be turned
+//!   into a revocation (sent first) and an offline-list delta of the same revision.
+//! - Online state, last contact and firmware are kept in memory for
+//!   [`DoorCommands::state`]; heartbeats touch memory only; incidents are logged.
+//!
+//! Known limits: an IQ whose list is older than the node's revision when it subscribes
+//! is asked for a full list (no replay of deltas from the change log yet), and every
+//! subscription holds its own view of its site.
+
+use crate::backend::{
+    BackendError, CertIdentity, DecisionBatch, DecisionOutcome, DecisionRequest, EnrolmentGrant, FirmwareSlice,
+    IqProfile, LinkBackend, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
+};
+use crate::message::{
+    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, OfflineDelta, OfflineEntry, OfflineGrant,
+    OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
+};
+use jiff::Timestamp;
+use keyway_core::{
+    Change, CredentialId, CredentialKind, CredentialRecord, DoorId, DoorMode, GroupId, GroupRecord,
+    IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, IqId, PersonId, Presented, Record, Revision, Schedule, ScheduleId, SiteId,
+    Snapshot,
+};
+use keyway_node::{
+    CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node, Source,
+};
+use keyway_store::{Entry, FeedError, Logged, Method, PinCheck, StoreError};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Online decisions are logged under sequence numbers from here up (2^62), so they never
+/// collide with the sequence numbers IQs give the entries they upload.
+pub const ONLINE_SEQ_BASE: u64 = 1 << 62;
+
+/// The actor the link writes in the audit log.
+pub const LINK_ACTOR: &str = "link";
+
+/// How a [`NodeBackend`] behaves.
+#[derive(Clone, Debug)]
+pub struct NodeBackendConfig {
+    /// Pushes queued per subscription before it is told to resynchronise.
+    pub push_queue: usize,
+    /// How long a door command waits for the IQ's acknowledgement.
+    pub command_timeout: Duration,
+}
+
+impl Default for NodeBackendConfig {
+    fn default() -> Self {
+        NodeBackendConfig {
+            push_queue: 256,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    state: IqState,
+    sessions: Vec<mpsc::Sender<PushEvent>>,
+    /// Entries of the last full list that did not fit (tags, remote users).
+    dropped: (u32, u32),
+}
+
+#[derive(Debug)]
+struct Shared {
+    iqs: Mutex<HashMap<IqId, Live>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<CommandStatus>>>,
+    next_command: AtomicU64,
+    next_seq: AtomicU64,
+    config: NodeBackendConfig,
+}
+
+impl Shared {
+    fn with_iq<T>(&self, iq: IqId, f: impl FnOnce(&mut Live) -> T) -> T {
+        let mut iqs = self.iqs.lock().unwrap_or_else(PoisonError::into_inner);
+        f(iqs.entry(iq).or_default())
+    }
+
+    /// A sender to one live session of `iq`, if any.
+    fn session(&self, iq: IqId) -> Option<mpsc::Sender<PushEvent>> {
+        self.with_iq(iq, |live| {
+            live.sessions.retain(|s| !s.is_closed());
+            live.sessions.first().cloned()
+        })
+    }
+}
+
+/// The node's side of the IQ link.
+#[derive(Clone, Debug)]
+pub struct NodeBackend {
+    node: Node,
+    shared: Arc<Shared>,
+}
+
+/// The node's [`DoorCommands`] over the link: install it with
+/// [`Node::set_door_commands`]. It holds no reference to the node.
+#[derive(Clone, Debug)]
+pub struct LinkCommands {
+    shared: Arc<Shared>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(e.to_string())
+}
+
+fn now_micros() -> u64 {
+    u64::try_from(Timestamp::now().as_microsecond()).unwrap_or(0)
+}
+
+impl NodeBackend {
+    /// A backend serving IQs from `node`.
+    #[must_use]
+    pub fn new(node: Node, config: NodeBackendConfig) -> NodeBackend {
+        NodeBackend {
+            node,
+            shared: Arc::new(Shared {
+                iqs: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                next_command: AtomicU64::new(1),
+                next_seq: AtomicU64::new(0),
+                config,
+            }),
+        }
+    }
+
+    /// The door commands to install with [`Node::set_door_commands`].
+    #[must_use]
+    pub fn door_commands(&self) -> Arc<dyn DoorCommands> {
+        Arc::new(LinkCommands {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// How many tags and remote users did not fit in `iq`'s last full list.
+    #[must_use]
+    pub fn offline_overflow(&self, iq: IqId) -> (u32, u32) {
+        self.shared.with_iq(iq, |live| live.dropped)
+    }
+
+    /// Revokes `iq`'s certificate in the store and closes its sessions: call it when an
+    /// IQ is removed or reset. The caller should also call
+    /// [`crate::LinkServer::close_sessions`] on the server holding the sessions.
+    ///
+    /// # Errors
+    /// If the store fails.
+    pub async fn revoke(&self, actor: &str, iq: IqId) -> Result<(), BackendError> {
+        self.node
+            .store()
+            .revoke_iq_certificate(actor, iq)
+            .await
+            .map_err(unavailable)?;
+        let sessions = self.shared.with_iq(iq, |live| std::mem::take(&mut live.sessions));
+        for s in sessions {
+            let _ = s.try_send(PushEvent::Revoked);
+        }
+        Ok(())
+    }
+
+    /// A sequence number for an online decision: increasing, at or above
+    /// [`ONLINE_SEQ_BASE`], from the clock so a restarted node does not reuse one.
+    fn online_seq(&self) -> u64 {
+        let now = now_micros() & (ONLINE_SEQ_BASE - 1);
+        let mut prev = self.shared.next_seq.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(prev.saturating_add(1));
+            match self
+                .shared
+                .next_seq
+                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return ONLINE_SEQ_BASE | next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
+impl DoorCommands for LinkCommands {
+    fn send(&self, iq: IqId, door: DoorId, command: DoorCommand) -> BoxFuture<'_, CommandOutcome> {
+        Box::pin(async move {
+            let not = |reason: &str| CommandOutcome::NotDelivered {
+                reason: reason.to_owned(),
+            };
+            let Some(session) = self.shared.session(iq) else {
+                return not("the iq is not connected");
+            };
+            let command_id = self.shared.next_command.fetch_add(1, Ordering::Relaxed);
+            let kind = match command {
+                DoorCommand::RemoteOpen => DoorCommandKind::RemoteOpen,
+                // The IQ re-reads the door's state from a fresh list.
+                DoorCommand::Refresh => {
+                    let revision = Revision(0);
+                    return match session.try_send(PushEvent::Resync { revision }) {
+                        Ok(()) => CommandOutcome::Delivered,
+                        Err(_) => not("the iq's session is not reading"),
+                    };
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            self.shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(command_id, tx);
+            let wire = WireDoorCommand {
+                command_id,
+                door: door.get(),
+                command: kind,
+                duration_s: 5,
+            };
+            let outcome = if session.try_send(PushEvent::DoorCommand(wire)).is_err() {
+                not("the iq's session is not reading")
+            } else {
+                match tokio::time::timeout(self.shared.config.command_timeout, rx).await {
+                    Ok(Ok(CommandStatus::Done)) => CommandOutcome::Delivered,
+                    Ok(Ok(status)) => CommandOutcome::NotDelivered {
+                        reason: format!("the iq answered {status:?}").to_lowercase(),
+                    },
+                    Ok(Err(_)) => not("the iq's session ended"),
+                    Err(_) => not("the iq did not acknowledge in time"),
+                }
+            };
+            self.shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&command_id);
+            outcome
+        })
+    }
+
+    fn state(&self, iq: IqId) -> IqState {
+        self.shared.with_iq(iq, |live| live.state.clone())
+    }
+}
+
+fn kind_method(kind: Option<CredentialKind>) -> Method {
+    match kind {
+        Some(CredentialKind::DigitalKey) => Method::DigitalKey,
+        Some(CredentialKind::Pin) => Method::Pin,
+        Some(CredentialKind::Tag) | None => Method::Tag,
+    }
+}
+
+/// What a subscription knows of its IQ's site, to turn changes into pushes.
+#[derive(Debug)]
+struct SiteView {
+    site: SiteId,
+    iq: IqId,
+    /// Every door of the site, with its IQ.
+    doors: BTreeMap<DoorId, Option<IqId>>,
+    groups: BTreeMap<GroupId, GroupRecord>,
+    credentials: BTreeMap<CredentialId, CredentialRecord>,
+    blocked: BTreeSet<PersonId>,
+    revoked: BTreeSet<CredentialId>,
+    schedules: BTreeMap<ScheduleId, Schedule>,
+    time_zone: String,
+    holidays: Vec<u32>,
+}
+
+fn yyyymmdd(date: jiff::civil::Date) -> u32 {
+    let y = u32::try_from(date.year()).unwrap_or(0);
+    let m = u32::try_from(date.month()).unwrap_or(0);
+    let d = u32::try_from(date.day()).unwrap_or(0);
+    y * 10_000 + m * 100 + d
+}
+
+impl SiteView {
+    fn build(records: Vec<Record>, iq: IqId) -> Option<SiteView> {
+        let site = records.iter().find_map(|r| match r {
+            Record::Iq(rec) if rec.id == iq => Some(rec.site),
+            _ => None,
+        })?;
+        let mut view = SiteView {
+            site,
+            iq,
+            doors: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            credentials: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            revoked: BTreeSet::new(),
+            schedules: BTreeMap::new(),
+            time_zone: "UTC".to_owned(),
+            holidays: Vec::new(),
+        };
+        let mut calendars = HashMap::new();
+        let mut site_calendar = None;
+        for record in records {
+            match record {
+                Record::Calendar(c) => {
+                    calendars.insert(c.id, c.calendar);
+                }
+                Record::Site(s) if s.id == site => {
+                    view.time_zone = s.time_zone.iana_name().unwrap_or("UTC").to_owned();
+                    site_calendar = s.holiday_calendar;
+                }
+                Record::Door(d) if d.site == site => {
+                    view.doors.insert(d.id, d.iq);
+                }
+                Record::Group(g) if g.site == site => {
+                    view.groups.insert(g.id, g);
+                }
+                Record::Credential(c) if c.site == site => {
+                    if c.revoked {
+                        view.revoked.insert(c.id);
+                    }
+                    view.credentials.insert(c.id, c);
+                }
+                Record::Person(p) if p.site == site && p.blocked => {
+                    view.blocked.insert(p.id);
+                }
+                Record::Schedule(s) if s.site == site => {
+                    view.schedules.insert(s.id, s.schedule);
+                }
+                _ => {}
+            }
+        }
+        if let Some(cal) = site_calendar.and_then(|id| calendars.get(&id)) {
+            view.holidays = cal.dates().iter().map(|d| yyyymmdd(*d)).collect();
+        }
+        Some(view)
+    }
+
+    fn my_doors(&self) -> Vec<DoorId> {
+        self.doors
+            .iter()
+            .filter(|(_, iq)| **iq == Some(self.iq))
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// The offline entry of credential `id`, if it opens a door of the IQ now.
+    fn entry(&self, id: CredentialId) -> Option<OfflineEntry> {
+        let c = self.credentials.get(&id)?;
+        let person = c.owner?;
+        if self.revoked.contains(&id) || self.blocked.contains(&person) {
+            return None;
+        }
+        let mut grants = BTreeSet::new();
+        for g in self.groups.values() {
+            if !g.members.contains(&person) {
+                continue;
+            }
+            for door in &g.doors {
+                if self.doors.get(door) == Some(&Some(self.iq)) {
+                    grants.insert((door.get(), g.schedule.map(ScheduleId::get)));
+                }
+            }
+        }
+        if grants.is_empty() {
+            return None;
+        }
+        Some(OfflineEntry {
+            credential: id.get(),
+            kind: c.kind,
+            secret: c.secret.clone(),
+            person: Some(person.get()),
+            offline_access: c.offline_access,
+            valid_from: c.valid_from.map(Timestamp::as_millisecond),
+            valid_until: c.valid_until.map(Timestamp::as_millisecond),
+            grants: grants
+                .into_iter()
+                .map(|(door, schedule)| OfflineGrant { door, schedule })
+                .collect(),
+        })
+    }
+
+    fn credentials_of(&self, person: PersonId) -> Vec<CredentialId> {
+        self.credentials
+            .values()
+            .filter(|c| c.owner == Some(person))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    fn schedules(&self) -> Vec<OfflineSchedule> {
+        self.schedules
+            .iter()
+            .map(|(id, s)| OfflineSchedule {
+                id: id.get(),
+                periods: s
+                    .periods()
+                    .iter()
+                    .map(|p| OfflinePeriod {
+                        days: p.days.bits(),
+                        start: p.start,
+                        end: p.end,
+                    })
+                    .collect(),
+                from: s.date_range().map(|r| yyyymmdd(r.first)),
+                until: s.date_range().map(|r| yyyymmdd(r.last)),
+            })
+            .collect()
+    }
+
+    /// The full list in its documented order, capped; what was dropped.
+    fn full_list(&self, revision: Revision) -> (OfflineList, (u32, u32)) {
+        let mut entries: Vec<OfflineEntry> = self.credentials.keys().filter_map(|id| self.entry(*id)).collect();
+        entries.sort_by_key(|e| (!e.offline_access, e.credential));
+        let (mut tags, mut remote, mut dropped) = (0u32, 0u32, (0u32, 0u32));
+        entries.retain(|e| {
+            if e.kind == CredentialKind::Tag {
+                tags += 1;
+                if tags > IQ_MAX_TAGS {
+                    dropped.0 += 1;
+                    return false;
+                }
+            } else {
+                remote += 1;
+                if remote > IQ_MAX_REMOTE_USERS {
+                    dropped.1 += 1;
+                    return false;
+                }
+            }
+            true
+        });
+        (
+            OfflineList {
+                revision,
+                time_zone: self.time_zone.clone(),
+                schedules: self.schedules(),
+                holidays: self.holidays.clone(),
+                entries,
+            },
+            dropped,
+        )
+    }
+
+    /// Applies one change; the pushes it makes, revocations first.
+    #[expect(
+        clippy::collapsible_match,
+        reason = "one arm per change reads better than guards split from their bodies"
+    )]
+    fn apply(&mut self, revision: Revision, change: &Change) -> Vec<PushEvent> {
+        let mut revoke = Vec::new();
+        let mut touched: BTreeSet<CredentialId> = BTreeSet::new();
+        let mut doors_changed = false;
+        let mut commands = Vec::new();
+        let cred_item = |id: CredentialId| RevocationItem {
+            what: RevocationWhat::Credential,
+            id: id.get(),
+            door: None,
+        };
+        let person_item = |id: PersonId| RevocationItem {
+            what: RevocationWhat::Person,
+            id: id.get(),
+            door: None,
+        };
+        // Which credentials the change may touch, to diff their entries.
+        match change {
+            Change::BlockPerson(p) | Change::UnblockPerson(p) | Change::RemovePerson(p) => {
+                touched.extend(self.credentials_of(*p));
+            }
+            Change::Grant { person, .. } | Change::Ungrant { person, .. } => {
+                touched.extend(self.credentials_of(*person));
+            }
+            Change::RevokeCredential(c) | Change::RestoreCredential(c) | Change::RemoveCredential(c) => {
+                touched.insert(*c);
+            }
+            Change::PutCredential(c) => {
+                touched.insert(c.id);
+            }
+            Change::PutGroup(g) => {
+                let mut people: BTreeSet<PersonId> = g.members.iter().copied().collect();
+                if let Some(old) = self.groups.get(&g.id) {
+                    people.extend(old.members.iter().copied());
+                }
+                for p in people {
+                    touched.extend(self.credentials_of(p));
+                }
+            }
+            Change::RemoveGroup(g) => {
+                if let Some(old) = self.groups.get(g) {
+                    for p in old.members.clone() {
+                        touched.extend(self.credentials_of(p));
+                    }
+                }
+            }
+            Change::PutDoor(_) | Change::RemoveDoor(_) => {
+                touched.extend(self.credentials.keys().copied());
+            }
+            _ => {}
+        }
+        let before: BTreeMap<CredentialId, Option<OfflineEntry>> =
+            touched.iter().map(|id| (*id, self.entry(*id))).collect();
+
+        match change {
+            Change::BlockPerson(p) => {
+                if self.blocked.insert(*p) && touched.iter().any(|c| before.get(c).is_some_and(Option::is_some)) {
+                    revoke.push(person_item(*p));
+                }
+            }
+            Change::UnblockPerson(p) => {
+                self.blocked.remove(p);
+            }
+            Change::RemovePerson(p) => {
+                for c in self.credentials.values_mut() {
+                    if c.owner == Some(*p) {
+                        c.owner = None;
+                    }
+                }
+                for g in self.groups.values_mut() {
+                    g.members.retain(|m| m != p);
+                }
+                if touched.iter().any(|c| before.get(c).is_some_and(Option::is_some)) {
+                    revoke.push(person_item(*p));
+                }
+            }
+            Change::RevokeCredential(c) => {
+                self.revoked.insert(*c);
+            }
+            Change::RestoreCredential(c) => {
+                self.revoked.remove(c);
+            }
+            Change::RemoveCredential(c) => {
+                self.credentials.remove(c);
+            }
+            Change::PutCredential(c) => {
+                if c.site == self.site {
+                    if c.revoked {
+                        self.revoked.insert(c.id);
+                    } else {
+                        self.revoked.remove(&c.id);
+                    }
+                    self.credentials.insert(c.id, c.clone());
+                }
+            }
+            Change::Grant { person, group } => {
+                if let Some(g) = self.groups.get_mut(group)
+                    && !g.members.contains(person)
+                {
+                    g.members.push(*person);
+                }
+            }
+            Change::Ungrant { person, group } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.members.retain(|m| m != person);
+                }
+            }
+            Change::PutGroup(g) => {
+                if g.site == self.site {
+                    self.groups.insert(g.id, g.clone());
+                }
+            }
+            Change::RemoveGroup(g) => {
+                self.groups.remove(g);
+            }
+            Change::PutPerson(p) => {
+                if p.site == self.site {
+                    touched.extend(self.credentials_of(p.id));
+                    if p.blocked {
+                        self.blocked.insert(p.id);
+                    } else {
+                        self.blocked.remove(&p.id);
+                    }
+                }
+            }
+            Change::PutDoor(d) => {
+                if d.site == self.site {
+                    let old = self.doors.insert(d.id, d.iq);
+                    doors_changed = old.flatten() == Some(self.iq) || d.iq == Some(self.iq);
+                }
+            }
+            Change::RemoveDoor(d) => {
+                doors_changed = self.doors.remove(d).flatten() == Some(self.iq);
+            }
+            Change::SetDoorMode { door, mode } => {
+                if self.doors.get(door) == Some(&Some(self.iq)) {
+                    let kind = if *mode == DoorMode::Office {
+                        DoorCommandKind::OfficeModeOn
+                    } else {
+                        DoorCommandKind::OfficeModeOff
+                    };
+                    commands.push((*door, kind));
+                }
+            }
+            Change::SetDoorLockdown { door, on } => {
+                if self.doors.get(door) == Some(&Some(self.iq)) {
+                    commands.push((*door, lockdown(*on)));
+                }
+            }
+            Change::SetSiteLockdown { site, on } => {
+                if *site == self.site {
+                    for door in self.my_doors() {
+                        commands.push((door, lockdown(*on)));
+                    }
+                }
+            }
+            Change::PutSchedule(s) => {
+                if s.site == self.site {
+                    self.schedules.insert(s.id, s.schedule.clone());
+                    // A narrowed schedule is a narrowed right: the IQ refetches.
+                    return vec![PushEvent::Resync { revision }];
+                }
+            }
+            Change::RemoveSchedule(s) => {
+                self.schedules.remove(s);
+            }
+            Change::PutSite(s) if s.id == self.site => {
+                return vec![PushEvent::Resync { revision }];
+            }
+            Change::PutCalendar(_) => return vec![PushEvent::Resync { revision }],
+            _ => {}
+        }
+
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        for id in &touched {
+            let old = before.get(id).cloned().flatten();
+            let new = self.entry(*id);
+            match (&old, new) {
+                (Some(_), None) => {
+                    removals.push(id.get());
+                    if !matches!(change, Change::BlockPerson(_) | Change::RemovePerson(_)) {
+                        revoke.push(cred_item(*id));
+                    }
+                }
+                (Some(o), Some(n)) if *o != n => {
+                    // Fewer grants or a shorter validity is a narrowing: revoke first.
+                    if n.grants.len() < o.grants.len() || n.valid_until != o.valid_until {
+                        revoke.push(cred_item(*id));
+                    }
+                    upserts.push(n);
+                }
+                (None, Some(n)) => upserts.push(n),
+                _ => {}
+            }
+        }
+        let mut events = Vec::new();
+        if !revoke.is_empty() {
+            events.push(PushEvent::Revocation {
+                revision,
+                items: revoke,
+            });
+        }
+        if doors_changed {
+            events.push(PushEvent::Doors(self.my_doors()));
+        }
+        for (i, (door, command)) in commands.into_iter().enumerate() {
+            events.push(PushEvent::DoorCommand(WireDoorCommand {
+                command_id: revision.0.saturating_mul(1_000).saturating_add(i as u64),
+                door: door.get(),
+                command,
+                duration_s: 0,
+            }));
+        }
+        if !upserts.is_empty() || !removals.is_empty() {
+            events.push(PushEvent::OfflineDelta(OfflineDelta {
+                from_revision: revision.0.saturating_sub(1),
+                to_revision: revision.0,
+                upserts,
+                removals,
+            }));
+        }
+        events
+    }
+}
+
+fn lockdown(on: bool) -> DoorCommandKind {
+    if on {
+        DoorCommandKind::LockdownOn
+    } else {
+        DoorCommandKind::LockdownOff
+    }
+}
+
+async fn view_of(snapshot: Arc<Snapshot>, iq: IqId) -> Result<Option<SiteView>, BackendError> {
+    tokio::task::spawn_blocking(move || SiteView::build(snapshot.records(), iq))
+        .await
+        .map_err(unavailable)
+}
+
+fn pin_verdict(check: PinCheck) -> PinVerdict {
+    match check {
+        PinCheck::Accepted => PinVerdict::Correct,
+        PinCheck::Wrong { .. } => PinVerdict::Wrong,
+        PinCheck::Blocked => PinVerdict::Locked,
+        PinCheck::NotSet => PinVerdict::NotActivated,
+    }
+}
+
+fn store_err(e: StoreError) -> BackendError {
+    unavailable(e)
+}
+
+/// Follows the node's feed for one subscription until its receiver is dropped.
+async fn follow(node: Node, mut view: SiteView, mut stream: keyway_store::ChangeStream, tx: mpsc::Sender<PushEvent>) {
+    let mut owe_resync = false;
+    loop {
+        let item = tokio::select! {
+            () = tx.closed() => return,
+            item = stream.next() => item,
+        };
+        let events = match item {
+            Ok(item) => match item.entry.as_ref() {
+                Logged::Change(change) => view.apply(item.revision, change),
+                Logged::Reload => {
+                    let snapshot = node.snapshot().load_full();
+                    match view_of(snapshot, view.iq).await {
+                        Ok(Some(v)) => view = v,
+                        Ok(None) => return,
+                        Err(e) => tracing::warn!(error = %e, "offline view not rebuilt"),
+                    }
+                    vec![PushEvent::Resync {
+                        revision: item.revision,
+                    }]
+                }
+                _ => Vec::new(),
+            },
+            Err(FeedError::Behind { .. }) => {
+                // Resynchronise in full and follow on from the node's revision now.
+                let snapshot = node.snapshot().load_full();
+                let revision = snapshot.revision();
+                match view_of(snapshot, view.iq).await {
+                    Ok(Some(v)) => view = v,
+                    _ => return,
+                }
+                match node.subscribe(revision).await {
+                    Ok(s) => stream = s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed lost");
+                        return;
+                    }
+                }
+                vec![PushEvent::Resync { revision }]
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed ended");
+                return;
+            }
+        };
+        for event in events {
+            if owe_resync {
+                if let PushEvent::Revocation { .. } = event {
+                    // Revocations still go out; the resync below covers the rest.
+                } else {
+                    continue;
+                }
+            }
+            if tx.try_send(event).is_err() {
+                if tx.is_closed() {
+                    return;
+                }
+                owe_resync = true;
+            }
+        }
+        if owe_resync
+            && tx
+                .try_send(PushEvent::Resync {
+                    revision: view_revision(&node),
+                })
+                .is_ok()
+        {
+            owe_resync = false;
+        }
+    }
+}
+
+fn view_revision(node: &Node) -> Revision {
+    node.snapshot().load().revision()
+}
+
+impl LinkBackend for NodeBackend {
+    async fn authenticate(&self, identity: &CertIdentity) -> Result<IqProfile, BackendError> {
+        let store = self.node.store();
+        let Some((site, doors)) = store.iq_profile(identity.iq).await.map_err(store_err)? else {
+            return Err(BackendError::Refused);
+        };
+        if site != identity.site {
+            return Err(BackendError::Refused);
+        }
+        let cert = store.iq_certificate(identity.iq).await.map_err(store_err)?;
+        if cert.is_none_or(|c| c.serial != identity.serial.to_ascii_lowercase()) {
+            return Err(BackendError::Refused);
+        }
+        Ok(IqProfile {
+            site,
+            iq: identity.iq,
+            doors,
+        })
+    }
+
+    async fn redeem_enrolment_code(&self, code: &str) -> Result<EnrolmentGrant, BackendError> {
+        let hash = crate::enrol::hash_code(code);
+        match self
+            .node
+            .store()
+            .redeem_enrolment_code(&hash, Timestamp::now().as_second())
+            .await
+            .map_err(store_err)?
+        {
+            Some((site, iq)) => Ok(EnrolmentGrant { site, iq }),
+            None => Err(BackendError::Refused),
+        }
+    }
+
+    async fn certificate_issued(&self, iq: IqId, serial: &str, not_after: Timestamp) -> Result<(), BackendError> {
+        self.node
+            .store()
+            .record_iq_certificate(LINK_ACTOR, iq, &serial.to_ascii_lowercase(), not_after.as_second())
+            .await
+            .map_err(store_err)
+    }
+
+    async fn decide(&self, iq: IqId, requests: &[DecisionRequest<'_>]) -> Result<DecisionBatch, BackendError> {
+        // A kind this version does not know is decided as an unknown tag with no bytes.
+        let node_requests: Vec<NodeRequest<'_>> = requests
+            .iter()
+            .map(|r| NodeRequest {
+                door: r.door,
+                presented: match r.kind {
+                    Some(kind) => Presented { kind, secret: r.secret },
+                    None => Presented {
+                        kind: CredentialKind::Tag,
+                        secret: &[],
+                    },
+                },
+                at: r.at,
+                direction: Direction::Unknown,
+                source: Source::Iq {
+                    iq,
+                    sequence: self.online_seq(),
+                },
+            })
+            .collect();
+        let decisions = self.node.decide_batch(&node_requests).await;
+        let revision = decisions
+            .first()
+            .map_or_else(|| view_revision(&self.node), |d| d.ruled.core.revision);
+        Ok(DecisionBatch {
+            revision,
+            outcomes: decisions
+                .iter()
+                .map(|d| DecisionOutcome {
+                    effect: d.effect(),
+                    reason: Cow::Borrowed(d.reason_code()),
+                })
+                .collect(),
+        })
+    }
+
+    async fn record_entries(&self, iq: IqId, entries: &[UploadedEntry]) -> Result<(), BackendError> {
+        let snapshot = self.node.snapshot().load_full();
+        let log = self.node.store().entries();
+        for e in entries {
+            if e.seq >= ONLINE_SEQ_BASE {
+                tracing::warn!(%iq, seq = e.seq, "uploaded entry with a sequence number in the online range ignored");
+                continue;
+            }
+            let Some(site) = snapshot.door_site(e.door) else {
+                tracing::warn!(%iq, door = %e.door, "uploaded entry for an unknown door ignored");
+                continue;
+            };
+            let entry = Entry {
+                site,
+                at: e.at,
+                door: e.door,
+                person: None,
+                credential: e.credential,
+                method: kind_method(e.kind),
+                allowed: e.effect == keyway_core::Effect::Allow,
+                reason: Cow::Owned(e.reason.clone()),
+                revision: Revision(0),
+                iq: Some((iq, e.seq)),
+                rule: None,
+            };
+            log.append_durable(entry).await.map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, iq: IqId, since: Revision) -> Result<Subscription, BackendError> {
+        if since.0 > view_revision(&self.node).0 {
+            // The IQ holds a list from a node ahead of this one: wait briefly for it.
+            let _ = self.node.reach(since, Duration::from_secs(2)).await;
+        }
+        let snapshot = self.node.snapshot().load_full();
+        let revision = snapshot.revision();
+        let stream = self.node.subscribe(revision).await.map_err(unavailable)?;
+        let Some(view) = view_of(snapshot, iq).await? else {
+            return Err(BackendError::Refused);
+        };
+        let (tx, rx) = mpsc::channel(self.shared.config.push_queue.max(8));
+        self.shared.with_iq(iq, |live| live.sessions.push(tx.clone()));
+        tokio::spawn(follow(self.node.clone(), view, stream, tx));
+        Ok(Subscription {
+            revision,
+            resync: since != revision,
+            events: rx,
+        })
+    }
+
+    async fn offline_list(&self, iq: IqId) -> Result<OfflineList, BackendError> {
+        let snapshot = self.node.snapshot().load_full();
+        let revision = snapshot.revision();
+        let Some(view) = view_of(snapshot, iq).await? else {
+            return Err(BackendError::Refused);
+        };
+        let (list, dropped) = view.full_list(revision);
+        if dropped != (0, 0) {
+            tracing::warn!(%iq, tags = dropped.0, remote_users = dropped.1, "offline list over the iq's limits: entries left out");
+        }
+        self.shared.with_iq(iq, |live| live.dropped = dropped);
+        Ok(list)
+    }
+
+    async fn check_pin(&self, iq: IqId, person: PersonId, pin: &[u8]) -> Result<PinVerdict, BackendError> {
+        let Ok(pin) = std::str::from_utf8(pin) else {
+            return Ok(PinVerdict::Wrong);
+        };
+        let check = self
+            .node
+            .store()
+            .check_iq_pin(iq, person, pin, Timestamp::now().as_second())
+            .await
+            .map_err(store_err)?;
+        Ok(pin_verdict(check))
+    }
+
+    async fn firmware_chunk(
+        &self,
+        _iq: IqId,
+        version: &str,
+        offset: u64,
+        max_len: u32,
+    ) -> Result<FirmwareSlice, BackendError> {
+        let store = self.node.store();
+        let files = store.firmware_files(None).await.map_err(store_err)?;
+        let Some(file) = files.iter().rev().find(|f| f.version == version) else {
+            return Err(BackendError::NotFound);
+        };
+        let content = store
+            .firmware_content(file.id)
+            .await
+            .map_err(store_err)?
+            .ok_or(BackendError::NotFound)?;
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&file.sha256, &mut sha256).map_err(unavailable)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
+        let end = start
+            .saturating_add(usize::try_from(max_len).unwrap_or(usize::MAX))
+            .min(content.len());
+        Ok(FirmwareSlice {
+            size: file.size,
+            sha256,
+            data: content.get(start..end).map(<[u8]>::to_vec).unwrap_or_default(),
+        })
+    }
+
+    async fn report(&self, iq: IqId, report: Report) -> Result<(), BackendError> {
+        let now = Some(Timestamp::now().as_second());
+        match report {
+            Report::Online { firmware } => self.shared.with_iq(iq, |live| {
+                live.state.online = true;
+                live.state.last_seen = now;
+                live.state.firmware = Some(firmware);
+            }),
+            Report::Heartbeat { .. } | Report::PushAcked(_) | Report::OfflineListInstalled(_) => {
+                self.shared.with_iq(iq, |live| live.state.last_seen = now);
+            }
+            Report::Offline(cause) => {
+                tracing::warn!(%iq, ?cause, "iq offline");
+                self.shared.with_iq(iq, |live| {
+                    live.sessions.retain(|s| !s.is_closed());
+                    live.state.online = false;
+                });
+            }
+            Report::DoorCommandAcked { command_id, status } => {
+                let waiter = self
+                    .shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&command_id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(status);
+                }
+            }
+            Report::Incident(incident) => {
+                tracing::warn!(%iq, id = incident.id, kind = ?incident.kind, door = ?incident.door, at = incident.at, "iq incident");
+            }
+            Report::FirmwareInstalled(version) => {
+                self.shared.with_iq(iq, |live| live.state.firmware = Some(version));
+            }
+            Report::Security(event) => {
+                tracing::warn!(%iq, ?event, "iq security event");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+//! The link against a real node: `NodeBackend` on a temporary SQLite database with the
+//! repository's default bundle, IQs over real TLS on 127.0.0.1.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use keyway_core::*;
+use keyway_link::message::{DecideItem, EntryItem, Message, RevocationWhat};
+use keyway_link::offline::OfflineStore;
+use keyway_link::{
+    ClientEvent, IqClient, IqClientConfig, IqCredentials, LinkConfig, LinkServer, NodeBackend, NodeBackendConfig, enrol,
+};
+use keyway_node::{CommandOutcome, DoorCommand, Node, NodeConfig};
+use keyway_store::EntryQuery;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const TAG: [u8; 4] = [0x04, 0xa2, 0x19, 0x7c];
+const ACTOR: &str = "test";
+
+struct Ids {
+    site: SiteId,
+    iq: IqId,
+    door: DoorId,
+    person: PersonId,
+}
+
+struct Setup {
+    node: Node,
+    backend: Arc<NodeBackend>,
+    server: LinkServer<NodeBackend>,
+    ids: Ids,
+    _dir: TempDir,
+}
+
+async fn create(node: &Node, record: Record) -> u32 {
+    node.store().create(ACTOR, record).await.unwrap().id.unwrap()
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keyway.db").display());
+    let mut config = NodeConfig::new(url);
+    config.bundle_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default"));
+    config.store.poll_interval = Duration::from_millis(100);
+    let node = Node::open(config).await.unwrap();
+    let site = SiteId(
+        create(
+            &node,
+            Record::Site(SiteRecord {
+                id: SiteId(0),
+                time_zone: TimeZone::get("Europe/Madrid").unwrap(),
+                holiday_calendar: None,
+                lockdown: false,
+            }),
+        )
+        .await,
+    );
+    let iq = IqId(create(&node, Record::Iq(IqRecord { id: IqId(0), site })).await);
+    let door = DoorId(
+        create(
+            &node,
+            Record::Door(DoorRecord {
+                id: DoorId(0),
+                site,
+                iq: Some(iq),
+                mode: DoorMode::Normal,
+                lockdown: false,
+            }),
+        )
+        .await,
+    );
+    let person = PersonId(
+        create(
+            &node,
+            Record::Person(PersonRecord {
+                id: PersonId(0),
+                site,
+                role: RoleId(3),
+                blocked: false,
+            }),
+        )
+        .await,
+    );
+    create(
+        &node,
+        Record::Credential(CredentialRecord {
+            id: CredentialId(0),
+            site,
+            kind: CredentialKind::Tag,
+            secret: TAG.to_vec(),
+            owner: Some(person),
+            valid_from: None,
+            valid_until: None,
+            offline_access: true,
+            revoked: false,
+        }),
+    )
+    .await;
+    create(
+        &node,
+        Record::Group(GroupRecord {
+            id: GroupId(0),
+            site,
+            doors: vec![door],
+            schedule: None,
+            members: vec![person],
+        }),
+    )
+    .await;
+    let backend = Arc::new(NodeBackend::new(node.clone(), NodeBackendConfig::default()));
+    node.set_door_commands(backend.door_commands());
+    let mut link = LinkConfig::new(dir.path().to_path_buf(), vec!["localhost".into()]);
+    link.control_addr = "127.0.0.1:0".parse().unwrap();
+    link.bulk_addr = "127.0.0.1:0".parse().unwrap();
+    let server = LinkServer::start(link, Arc::clone(&backend)).await.unwrap();
+    Setup {
+        node,
+        backend,
+        server,
+        ids: Ids { site, iq, door, person },
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn client_config(&self) -> IqClientConfig {
+        IqClientConfig::new(self.server.control_addr(), self.server.bulk_addr(), "localhost")
+    }
+
+    async fn enrol(&self) -> IqCredentials {
+        let code = enrol::new_code().unwrap();
+        let expires = Timestamp::now().as_second() + 600;
+        self.node
+            .store()
+            .issue_enrolment_code(ACTOR, self.ids.iq, &enrol::hash_code(&code), expires)
+            .await
+            .unwrap();
+        enrol(
+            self.server.control_addr(),
+            "localhost",
+            &self.server.link_ca_der(),
+            &code,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn close(self) {
+        self.server.shutdown(Duration::from_secs(1)).await;
+        self.node.close().await;
+    }
+}
+
+fn read(door: DoorId, at: Timestamp) -> DecideItem {
+    DecideItem {
+        door: door.get(),
+        kind: Some(CredentialKind::Tag),
+        secret: TAG.to_vec(),
+        at: at.as_millisecond(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_iq_decides_hears_a_block_at_once_and_uploads_once() {
+    let s = setup().await;
+    let credentials = s.enrol().await;
+    assert_eq!((credentials.site, credentials.iq), (s.ids.site, s.ids.iq));
+    let mut client = IqClient::connect(s.client_config(), credentials.clone()).await.unwrap();
+    let now = Timestamp::now();
+
+    let allowed = client.decide(vec![read(s.ids.door, now)]).await.unwrap();
+    assert_eq!(allowed.items[0].effect, Effect::Allow, "{allowed:?}");
+    assert_eq!(allowed.revision, s.node.snapshot().load().revision().0);
+    assert!(s.node.door_commands().state(s.ids.iq).online);
+
+    // A block reaches the IQ as a revocation, and the next decision denies.
+    let written = s
+        .node
+        .store()
+        .write(ACTOR, Change::BlockPerson(s.ids.person))
+        .await
+        .unwrap();
+    let revision = written.0;
+    let revocation = loop {
+        match client.next_event_within(Duration::from_secs(5)).await {
+            Some(ClientEvent::Push {
+                message: Message::Revocation(r),
+                ..
+            }) => break r,
+            Some(ClientEvent::Push { .. }) => {}
+            other => panic!("no revocation: {other:?}"),
+        }
+    };
+    assert_eq!(revocation.revision, revision);
+    assert_eq!(
+        (revocation.items[0].what, revocation.items[0].id),
+        (RevocationWhat::Person, s.ids.person.get())
+    );
+    let denied = client.decide(vec![read(s.ids.door, now)]).await.unwrap();
+    assert_eq!(
+        (denied.items[0].effect, denied.items[0].reason.as_str(), denied.revision),
+        (Effect::Deny, "person_blocked", revision)
+    );
+
+    // Offline entries uploaded twice are stored once, with their original time.
+    let at = Timestamp::from_second(1_790_000_000).unwrap();
+    let entries: Vec<EntryItem> = (1..=3)
+        .map(|seq| EntryItem {
+            seq,
+            door: s.ids.door.get(),
+            at: at.as_millisecond() + i64::try_from(seq).unwrap(),
+            effect: Effect::Allow,
+            reason: "granted".into(),
+            kind: Some(CredentialKind::Tag),
+            credential: Some(1),
+        })
+        .collect();
+    assert_eq!(client.upload_entries(entries.clone()).await.unwrap(), [1, 2, 3]);
+    assert_eq!(client.upload_entries(entries).await.unwrap(), [1, 2, 3]);
+    s.node.store().entries().flush().await.unwrap();
+    let mut query = EntryQuery::site(s.ids.site);
+    query.limit = 100;
+    let page = s.node.store().entries().query(&query).await.unwrap();
+    let mut offline: Vec<u64> = page
+        .entries
+        .iter()
+        .filter_map(|e| e.entry.iq)
+        .filter(|(iq, seq)| *iq == s.ids.iq && *seq < keyway_link::node_backend::ONLINE_SEQ_BASE)
+        .map(|(_, seq)| seq)
+        .collect();
+    offline.sort_unstable();
+    assert_eq!(offline, [1, 2, 3]);
+    let first = page.entries.iter().find(|e| e.entry.iq == Some((s.ids.iq, 1))).unwrap();
+    assert_eq!(first.entry.at.as_millisecond(), at.as_millisecond() + 1);
+    // Both online decisions were logged under the IQ too.
+    let online = page
+        .entries
+        .iter()
+        .filter(|e| {
+            e.entry
+                .iq
+                .is_some_and(|(_, seq)| seq >= keyway_link::node_backend::ONLINE_SEQ_BASE)
+        })
+        .count();
+    assert_eq!(online, 2);
+
+    // Door commands reach the IQ's session; an unconnected IQ is not delivered to.
+    let commands = s.node.door_commands();
+    let ids_door = s.ids.door;
+    let iq = s.ids.iq;
+    let send = tokio::spawn(async move { commands.send(iq, ids_door, DoorCommand::RemoteOpen).await });
+    loop {
+        match client.next_event_within(Duration::from_secs(5)).await {
+            Some(ClientEvent::Push {
+                seq,
+                message: Message::DoorCommand(command),
+            }) => {
+                client
+                    .ack_door_command(
+                        seq,
+                        keyway_link::message::DoorCommandAck {
+                            command_id: command.command_id,
+                            status: keyway_link::message::CommandStatus::Done,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                break;
+            }
+            Some(ClientEvent::Push { .. }) => {}
+            other => panic!("no door command: {other:?}"),
+        }
+    }
+    assert_eq!(send.await.unwrap(), CommandOutcome::Delivered);
+    assert!(matches!(
+        s.node
+            .door_commands()
+            .send(IqId(999), s.ids.door, DoorCommand::RemoteOpen)
+            .await,
+        CommandOutcome::NotDelivered { .. }
+    ));
+
+    client.close().await;
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_decisions_agree_with_the_core_on_the_list_revision() {
+    let s = setup().await;
+    // A second person with a key but no right, and a revoked tag.
+    let other = PersonId(
+        create(
+            &s.node,
+            Record::Person(PersonRecord {
+                id: PersonId(0),
+                site: s.ids.site,
+                role: RoleId(3),
+                blocked: false,
+            }),
+        )
+        .await,
+    );
+    let stranger = [0x0a, 0x0b, 0x0c, 0x0d];
+    create(
+        &s.node,
+        Record::Credential(CredentialRecord {
+            id: CredentialId(0),
+            site: s.ids.site,
+            kind: CredentialKind::Tag,
+            secret: stranger.to_vec(),
+            owner: Some(other),
+            valid_from: None,
+            valid_until: None,
+            offline_access: false,
+            revoked: false,
+        }),
+    )
+    .await;
+    let client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    let list = client.fetch_offline_list().await.unwrap();
+    assert_eq!(list.entries.len(), 1, "only the credential that opens the IQ's door");
+    let store = OfflineStore::from_list(&list).unwrap();
+    let snapshot = s.node.snapshot().load_full();
+    assert_eq!(snapshot.revision().0, list.begin.revision);
+    let now = Timestamp::now();
+    for secret in [&TAG[..], &stranger[..], &[1, 2, 3, 4][..]] {
+        for door in [s.ids.door, DoorId(999)] {
+            let core = decide(
+                &snapshot,
+                door,
+                Presented {
+                    kind: CredentialKind::Tag,
+                    secret,
+                },
+                now,
+            );
+            let offline = store.decide(door.get(), CredentialKind::Tag, secret, now);
+            assert_eq!(
+                offline.effect, core.effect,
+                "{secret:?} at {door:?}: {offline:?} vs {core:?}"
+            );
+        }
+    }
+    assert_eq!(s.backend.offline_overflow(s.ids.iq), (0, 0));
+    client.close().await;
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_superseded_certificate_is_refused() {
+    let s = setup().await;
+    let first = s.enrol().await;
+    let second = s.enrol().await;
+    // Only the certificate issued last authenticates.
+    assert!(IqClient::connect(s.client_config(), first).await.is_err());
+    let client = IqClient::connect(s.client_config(), second.clone()).await.unwrap();
+    client.close().await;
+    // Revoked: refused from then on, and a used code does not enrol again.
+    s.backend.revoke(ACTOR, s.ids.iq).await.unwrap();
+    s.server.close_sessions(s.ids.iq);
+    let refused = IqClient::connect(s.client_config(), second).await;
+    assert!(refused.is_err(), "a revoked certificate connected");
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_measures_decisions() {
+    let s = setup().await;
+    let credentials = s.enrol().await;
+    let iq = keyway_link::sim::SimIq {
+        credentials,
+        reads: vec![read(s.ids.door, Timestamp::now())],
+    };
+    let config = keyway_link::sim::SimConfig {
+        client: s.client_config(),
+        duration: Duration::from_millis(300),
+        batch: 4,
+    };
+    let summary = keyway_link::sim::run(vec![iq], &config).await.unwrap();
+    assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
+    assert!(summary.decisions > 0 && summary.per_second > 0.0, "{summary:?}");
+    let [p50, p90, p99, max] = summary.latency_us;
+    assert!(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{summary:?}");
+    s.close().await;
+}

@@ -1,0 +1,272 @@
+//! IQ enrolment records: one-time enrolment codes and the serial of the certificate last
+//! issued to each IQ.
+//!
+//! The API registers an IQ and asks for a code; the store keeps only the code's hash
+//! (the link's `enrol::hash_code`, SHA-256 of the normalized code: 100 random bits need
+//! no slow hash), its expiry and whether it was used. The IQ redeems the code once over
+//! the link and receives a client certificate, whose serial is recorded here: from then
+//! on only that serial authenticates the IQ. Revoking an IQ forgets its serial and its
+//! unused codes. Issuing, recording and revoking are audited; a code or its hash is
+//! never written to the audit log.
+
+use crate::codec::id32;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::{DoorId, IqId, SiteId};
+use sqlx::Row;
+
+/// The certificate recorded for an IQ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IqCertificate {
+    /// The IQ.
+    pub iq: IqId,
+    /// The serial number, lowercase hex.
+    pub serial: String,
+    /// When it expires, in seconds since the epoch.
+    pub not_after: i64,
+    /// When it was issued, in seconds since the epoch.
+    pub issued_at: i64,
+}
+
+fn check_hash(code_hash: &str) -> Result<(), StoreError> {
+    if code_hash.len() != 64 || !code_hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(StoreError::invalid("an enrolment code hash is 64 lowercase hex digits"));
+    }
+    Ok(())
+}
+
+fn check_serial(serial: &str) -> Result<(), StoreError> {
+    if serial.is_empty() || serial.len() > 128 || !serial.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(StoreError::invalid(
+            "a certificate serial is 1 to 128 lowercase hex digits",
+        ));
+    }
+    Ok(())
+}
+
+fn iq_entity(iq: IqId) -> String {
+    format!("iq:{}", iq.0)
+}
+
+macro_rules! enrolment_ops {
+    ($($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        pub(super) async fn iq_site(conn: &mut ops::Conn, iq: IqId) -> Result<Option<SiteId>, StoreError> {
+            let site: Option<i64> = sqlx::query_scalar("SELECT site FROM iqs WHERE id = $1")
+                .bind(i64::from(iq.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            site.map(|s| Ok(SiteId(id32(s, "site")?))).transpose()
+        }
+
+        pub(super) async fn iq_doors(conn: &mut ops::Conn, iq: IqId) -> Result<Vec<DoorId>, StoreError> {
+            let doors: Vec<i64> = sqlx::query_scalar("SELECT id FROM doors WHERE iq = $1 ORDER BY id")
+                .bind(i64::from(iq.0))
+                .fetch_all(&mut *conn)
+                .await?;
+            doors.into_iter().map(|d| Ok(DoorId(id32(d, "door")?))).collect()
+        }
+
+        pub(super) async fn insert_code(conn: &mut ops::Conn, actor: &str, iq: IqId, code_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+            let now = now_seconds();
+            // One live code per IQ: a new one replaces the unused ones.
+            sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
+                .bind(i64::from(iq.0))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO iq_enrolment_codes (code_hash, iq, expires_at, used_at, created_at) VALUES ($1, $2, $3, NULL, $4)",
+            )
+            .bind(code_hash)
+            .bind(i64::from(iq.0))
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let after = serde_json::json!({ "expires_at": expires_at }).to_string();
+            ops::insert_audit(conn, None, now, actor, "issue_enrolment_code", &iq_entity(iq), None, Some(&after)).await
+        }
+
+        pub(super) async fn redeem(conn: &mut ops::Conn, code_hash: &str, now: i64) -> Result<Option<IqId>, StoreError> {
+            let iq: Option<i64> = sqlx::query_scalar(
+                "UPDATE iq_enrolment_codes SET used_at = $2 \
+                 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING iq",
+            )
+            .bind(code_hash)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(iq) = iq else { return Ok(None) };
+            let iq = IqId(id32(iq, "iq")?);
+            ops::insert_audit(conn, None, now, &iq_entity(iq), "redeem_enrolment_code", &iq_entity(iq), None, None).await?;
+            Ok(Some(iq))
+        }
+
+        pub(super) async fn put_certificate(conn: &mut ops::Conn, actor: &str, iq: IqId, serial: &str, not_after: i64) -> Result<(), StoreError> {
+            let now = now_seconds();
+            let before: Option<String> = sqlx::query_scalar("SELECT serial FROM iq_certificates WHERE iq = $1")
+                .bind(i64::from(iq.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO iq_certificates (iq, serial, not_after, issued_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (iq) DO UPDATE SET serial = excluded.serial, not_after = excluded.not_after, \
+                 issued_at = excluded.issued_at",
+            )
+            .bind(i64::from(iq.0))
+            .bind(serial)
+            .bind(not_after)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let before = before.map(|s| serde_json::json!({ "serial": s }).to_string());
+            let after = serde_json::json!({ "serial": serial, "not_after": not_after }).to_string();
+            ops::insert_audit(conn, None, now, actor, "issue_iq_certificate", &iq_entity(iq), before.as_deref(), Some(&after)).await
+        }
+
+        pub(super) async fn certificate(conn: &mut ops::Conn, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
+            let row = sqlx::query("SELECT iq, serial, not_after, issued_at FROM iq_certificates WHERE iq = $1")
+                .bind(i64::from(iq.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.map(|r| {
+                Ok(IqCertificate {
+                    iq: IqId(id32(r.try_get(0)?, "iq")?),
+                    serial: r.try_get(1)?,
+                    not_after: r.try_get(2)?,
+                    issued_at: r.try_get(3)?,
+                })
+            })
+            .transpose()
+        }
+
+        pub(super) async fn revoke(conn: &mut ops::Conn, actor: &str, iq: IqId) -> Result<bool, StoreError> {
+            let before: Option<String> = sqlx::query_scalar("DELETE FROM iq_certificates WHERE iq = $1 RETURNING serial")
+                .bind(i64::from(iq.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            let codes = sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
+                .bind(i64::from(iq.0))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            let before_json = before.as_ref().map(|s| serde_json::json!({ "serial": s }).to_string());
+            let after = serde_json::json!({ "codes_removed": codes }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "revoke_iq_certificate", &iq_entity(iq), before_json.as_deref(), Some(&after)).await?;
+            Ok(before.is_some())
+        }
+    };
+}
+
+mod sqlite_enrolment {
+    enrolment_ops!(crate::sql::sqlite);
+}
+
+mod pg_enrolment {
+    enrolment_ops!(crate::sql::postgres);
+}
+
+impl Store {
+    /// Records a one-time enrolment code for `iq`, by its hash (the link's
+    /// `enrol::hash_code`), valid until `expires_at` (seconds since the epoch). Any unused
+    /// code of the IQ is replaced.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed hash or an expiry in the past;
+    /// [`StoreError::NotFound`] for an unknown IQ; [`StoreError::Duplicate`] if the hash
+    /// is already stored.
+    pub async fn issue_enrolment_code(
+        &self,
+        actor: &str,
+        iq: IqId,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        check_hash(code_hash)?;
+        if expires_at <= now_seconds() {
+            return Err(StoreError::invalid("an enrolment code must expire in the future"));
+        }
+        on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
+            if m::iq_site(conn, iq).await?.is_none() {
+                return Err(StoreError::NotFound { entity: iq_entity(iq) });
+            }
+            m::insert_code(conn, actor, iq, code_hash, expires_at).await?
+        });
+        Ok(())
+    }
+
+    /// `iq`'s site and the doors paired with it, by id, or `None` for an unknown IQ.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
+        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, read, |conn, m| {
+            match m::iq_site(conn, iq).await? {
+                Some(site) => Some((site, m::iq_doors(conn, iq).await?)),
+                None => None,
+            }
+        }))
+    }
+
+    /// Consumes the enrolment code with hash `code_hash` at `now`: the site and IQ it was
+    /// issued for, or `None` for an unknown, used or expired code (or one whose IQ is
+    /// gone). A code redeems once.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn redeem_enrolment_code(&self, code_hash: &str, now: i64) -> Result<Option<(SiteId, IqId)>, StoreError> {
+        if check_hash(code_hash).is_err() {
+            return Ok(None);
+        }
+        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
+            match m::redeem(conn, code_hash, now).await? {
+                Some(iq) => m::iq_site(conn, iq).await?.map(|site| (site, iq)),
+                None => None,
+            }
+        }))
+    }
+
+    /// Records the certificate just issued to `iq`: from now on only `serial` (lowercase
+    /// hex) authenticates it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed serial; [`StoreError::ForeignKey`] for an
+    /// unknown IQ.
+    pub async fn record_iq_certificate(
+        &self,
+        actor: &str,
+        iq: IqId,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        check_serial(serial)?;
+        on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
+            m::put_certificate(conn, actor, iq, serial, not_after).await?
+        });
+        Ok(())
+    }
+
+    /// The certificate recorded for `iq`, if any.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_certificate(&self, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
+        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, read, |conn, m| {
+            m::certificate(conn, iq).await?
+        }))
+    }
+
+    /// Revokes `iq`'s certificate (its serial is forgotten, so it no longer
+    /// authenticates) and its unused enrolment codes. Whether a certificate was recorded.
+    /// The link must also close the IQ's open sessions.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn revoke_iq_certificate(&self, actor: &str, iq: IqId) -> Result<bool, StoreError> {
+        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
+            m::revoke(conn, actor, iq).await?
+        }))
+    }
+}
