@@ -1,5 +1,6 @@
 //! `keyway serve`: the main job. Opens the node (store, plugin host, snapshot), serves the
-//! admin HTTP API, and shuts down without losing anything acknowledged.
+//! admin HTTP API and the IQ link (TLS on ports 40000 and 40001), and shuts down without
+//! losing anything acknowledged.
 //!
 //! Serving is hardened below axum, on hyper-util's connection builder: a timeout for
 //! reading request headers (a slow client cannot hold a connection forever), a cap on
@@ -86,6 +87,16 @@ pub struct ServeArgs {
     /// headers at all.
     #[arg(long, env = "KEYWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// The address IQs dial for their control session (decisions, pushes, entries).
+    #[arg(long, env = "KEYWAY_LINK_CONTROL_ADDR", default_value = "0.0.0.0:40000")]
+    pub link_control_addr: SocketAddr,
+    /// The address IQs dial for bulk transfers (offline lists, firmware).
+    #[arg(long, env = "KEYWAY_LINK_BULK_ADDR", default_value = "0.0.0.0:40001")]
+    pub link_bulk_addr: SocketAddr,
+    /// The host names IQs dial, written into the link's server certificate (default: the
+    /// public URL's host and `localhost`).
+    #[arg(long, env = "KEYWAY_LINK_NAMES", value_delimiter = ',')]
+    pub link_names: Vec<String>,
     /// Seconds to drain in-flight requests at shutdown.
     #[arg(long, env = "KEYWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -119,6 +130,9 @@ pub enum ServeError {
     /// The node did not open.
     #[error("the node does not start: {0}")]
     Node(#[from] keyway_node::NodeError),
+    /// The IQ link did not start.
+    #[error("the IQ link does not start: {0}")]
+    Link(#[from] keyway_link::LinkError),
 }
 
 /// What the health and metrics routes read.
@@ -212,6 +226,32 @@ pub async fn serve(
     let _ = shared.node.set(node.clone());
     let _ = shared.http_metrics.set(parts.metrics);
     let _ = shared.app.set(parts.router);
+    let backend = Arc::new(keyway_link::NodeBackend::new(
+        node.clone(),
+        keyway_link::NodeBackendConfig::default(),
+    ));
+    node.set_door_commands(backend.door_commands());
+    let mut names = args.link_names.clone();
+    if names.is_empty() {
+        let host = public_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split([':', '/']).next())
+            .unwrap_or("localhost")
+            .to_owned();
+        names.push(host);
+        names.push("localhost".to_owned());
+    }
+    let mut link_config = keyway_link::LinkConfig::new(args.data_dir.join("link"), names);
+    link_config.control_addr = args.link_control_addr;
+    link_config.bulk_addr = args.link_bulk_addr;
+    let link = match keyway_link::LinkServer::start(link_config, backend).await {
+        Ok(link) => link,
+        Err(e) => {
+            node.close().await;
+            return Err(ServeError::Link(e));
+        }
+    };
     let status = node.store().status();
     println!(
         "keyway is ready at {public_url} (revision r{}, bundle `{}`)",
@@ -219,6 +259,11 @@ pub async fn serve(
         node.policy().bundle().name()
     );
     println!("  API documentation: {public_url}/v1/docs");
+    println!(
+        "  IQ link: control {}, bulk {} (TLS; IQs enrol with a one-time code)",
+        link.control_addr(),
+        link.bulk_addr()
+    );
     println!(
         "  the instance operator: keyway admin create-operator --email you@example.org (password on standard input)"
     );
@@ -237,6 +282,7 @@ pub async fn serve(
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "the HTTP server task ended badly");
     }
+    link.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;
     node.close().await;
     tracing::info!("stopped; entries flushed and the database closed");
     Ok(())

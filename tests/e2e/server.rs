@@ -115,6 +115,7 @@ fn bad_configuration_fails_at_start_with_a_clear_message() {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--link-control-addr", "127.0.0.1:0", "--link-bulk-addr", "127.0.0.1:0"])
             .args(*args)
             .output()
             .unwrap();

@@ -43,6 +43,7 @@ impl Server {
             .arg(data)
             .arg("--http-addr")
             .arg("127.0.0.1:0")
+            .args(["--link-control-addr", "127.0.0.1:0", "--link-bulk-addr", "127.0.0.1:0"])
             .arg("--bundle")
             .arg(bundle_dir())
             .args(extra)
