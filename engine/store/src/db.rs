@@ -55,6 +55,33 @@ fn acquire_timeout() -> Duration {
 }
 
 impl Db {
+    /// The SQLite writer pool: one connection, with the operator's page limit applied to
+    /// every connection it opens.
+    async fn sqlite_writer(
+        options: &SqliteConnectOptions,
+        page_limit: &Arc<AtomicU32>,
+    ) -> Result<SqlitePool, sqlx::Error> {
+        let limit = Arc::clone(page_limit);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire_timeout())
+            .after_connect(move |conn, _| {
+                let pages = limit.load(Ordering::Acquire);
+                Box::pin(async move {
+                    if pages > 0 {
+                        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            // A larger page cache for the writer keeps the entries indexes' hot pages
+            // in memory as the log grows (64 MiB; SQLite's default is 2 MiB).
+            .connect_with(options.clone().pragma("cache_size", "-65536"))
+            .await
+    }
+
     /// Open the database at `url` and bring its schema up to date.
     pub(crate) async fn open(url: &str, node: &str, max_connections: u32) -> Result<Db, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
@@ -75,26 +102,21 @@ impl Db {
                 .busy_timeout(Duration::from_secs(5))
                 .log_statements(tracing::log::LevelFilter::Trace);
             let page_limit = Arc::new(AtomicU32::new(0));
-            let limit = Arc::clone(&page_limit);
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(acquire_timeout())
-                .after_connect(move |conn, _| {
-                    let pages = limit.load(Ordering::Acquire);
-                    Box::pin(async move {
-                        if pages > 0 {
-                            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-                                .execute(conn)
-                                .await?;
-                        }
-                        Ok(())
-                    })
-                })
-                // A larger page cache for the writer keeps the entries indexes' hot pages
-                // in memory as the log grows (64 MiB; SQLite's default is 2 MiB).
-                .connect_with(options.clone().pragma("cache_size", "-65536"))
-                .await
-                .map_err(|e| StoreError::from(e).about(&path.display().to_string()))?;
+            // Two nodes opening one new file at once race on switching it to WAL; the
+            // loser's `journal_mode` pragma fails with "database is locked" at once (the
+            // busy timeout does not cover it), so the first connection is retried.
+            let mut attempt = 0u64;
+            let write = loop {
+                match Self::sqlite_writer(&options, &page_limit).await {
+                    Ok(write) => break write,
+                    Err(e) if attempt < 10 && e.to_string().contains("locked") => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "database locked while opening; retrying");
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    }
+                    Err(e) => return Err(StoreError::from(e).about(&path.display().to_string())),
+                }
+            };
             migrate_with_retry(&SQLITE_MIGRATIONS, || SQLITE_MIGRATIONS.run(&write)).await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(2))
