@@ -81,8 +81,9 @@ impl Node {
     /// Decide `request` on the current snapshot, run the door's rule, and queue the entry
     /// (waiting if the entries queue is full: nothing is dropped).
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> NodeDecision {
-        let snapshot = self.snapshot().load_full();
-        let (ruled, entry) = self.decide_on(&snapshot, request);
+        // A guard, not an owned Arc: no reference-count traffic on the decision path. It is
+        // dropped before the entry is queued.
+        let (ruled, entry) = self.decide_on(&self.snapshot().load(), request);
         let logged = self.log(entry).await;
         NodeDecision { ruled, logged }
     }
@@ -110,8 +111,9 @@ impl Node {
         let core = decide(snapshot, request.door, request.presented, request.at);
         let Some(site) = snapshot.door_site(request.door) else {
             // An unknown door has no site to log under; the core already denied.
-            self.metrics().count(&RuledDecision::core(core));
-            return (RuledDecision::core(core), None);
+            let ruled = RuledDecision::core(core);
+            self.metrics().count(&ruled);
+            return (ruled, None);
         };
         let ruled = if self.policy().door_rules().attachment(request.door).is_some() {
             match snapshot.site_time_zone(site) {
