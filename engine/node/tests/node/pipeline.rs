@@ -183,3 +183,85 @@ async fn attaching_a_rule_the_bundle_lacks_is_refused() {
     assert!(node.policy().door_rules().attachment(s.door).is_none());
     t.node.close().await;
 }
+
+/// A bundle of the default plugins plus `trapper`, a door rule whose every call traps.
+fn bundle_with_trapping_rule(dir: &std::path::Path) {
+    use sha2::Digest;
+    for entry in std::fs::read_dir(bundle_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let module = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 2)
+            (func (export "keyway_abi_version") (result i32) (i32.const 1))
+            (func (export "keyway_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "keyway_dealloc") (param i32 i32))
+            (func (export "keyway_configure") (param i32 i32) (result i64)
+                (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1)))
+            (func (export "keyway_door_rule") (param i32 i32) (result i64) unreachable)
+            (data (i32.const 16) "\00"))"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("trapper.wasm"), &module).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&module));
+    let mut manifest = std::fs::read_to_string(dir.join("bundle.toml")).unwrap();
+    manifest.push_str(&format!(
+        "\n[plugins.trapper]\nfile = \"trapper.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"door_rule\"]\n"
+    ));
+    std::fs::write(dir.join("bundle.toml"), manifest).unwrap();
+}
+
+/// A rule whose plugin traps denies on a fail-secure door and lets the core's allow
+/// stand on a fail-safe one, each with a reason of its own and the rule logged: a
+/// failure is never logged as a plain `granted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_rule_fails_secure_or_open_as_attached() {
+    let bundle = tempfile::tempdir().unwrap();
+    bundle_with_trapping_rule(bundle.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(format!("sqlite://{}", dir.path().join("keyway.db").display()));
+    config.bundle_dir = Some(bundle.path().to_path_buf());
+    let node = keyway_node::Node::open(config).await.unwrap();
+    let s = seed(&node).await;
+    // (fail-safe attachment, effect, reason)
+    let cases = [
+        (false, Effect::Deny, "rule_failed"),
+        (true, Effect::Allow, "rule_failed_open"),
+    ];
+    for (sequence, (fail_safe, effect, reason)) in cases.into_iter().enumerate() {
+        node.attach_door_rule(ACTOR, s.door, "trapper", fail_safe)
+            .await
+            .unwrap();
+        let d = node
+            .decide(&request(
+                s.door,
+                9,
+                Source::Iq {
+                    iq: IqId(3),
+                    sequence: sequence as u64,
+                },
+            ))
+            .await;
+        assert_eq!((d.effect(), d.reason_code()), (effect, reason), "fail-safe {fail_safe}");
+        node.store().entries().flush().await.unwrap();
+        let page = node.store().entries().query(&EntryQuery::site(s.site)).await.unwrap();
+        let entry = &page
+            .entries
+            .iter()
+            .find(|e| e.entry.iq == Some((IqId(3), sequence as u64)))
+            .unwrap()
+            .entry;
+        assert_eq!(
+            (entry.reason.as_ref(), entry.allowed),
+            (reason, effect == Effect::Allow),
+            "fail-safe {fail_safe}"
+        );
+        assert!(
+            entry.rule.as_deref().is_some_and(|r| r.starts_with("trapper@")),
+            "fail-safe {fail_safe}: {:?}",
+            entry.rule
+        );
+    }
+    node.close().await;
+}
