@@ -12,4 +12,5 @@ mod crash;
 mod enrolment;
 mod entries;
 mod faults;
+mod incidents;
 mod two_nodes;
