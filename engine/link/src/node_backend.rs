@@ -1007,7 +1007,7 @@ impl LinkBackend for NodeBackend {
                     IncidentKind::Tamper => StoredIncidentKind::Tamper,
                     IncidentKind::LowBattery => StoredIncidentKind::BatteryLow,
                     // Kept in the log only: no stored kind means "other".
-                    IncidentKind::Unspecified => return Ok(()),
+                    IncidentKind::Unspecified | IncidentKind::Other(_) => return Ok(()),
                 };
                 let site = self.node.iq_site(iq).ok_or_else(|| unavailable("the iq has no site"))?;
                 let new = NewIncident {
