@@ -106,7 +106,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             })
             .await
             .unwrap();
-        assert_eq!(only_forced, [forced.clone()]);
+        assert_eq!(only_forced, std::slice::from_ref(&forced));
         let at_door = store
             .incidents(&IncidentQuery {
                 door: Some(ids.door),
@@ -122,7 +122,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             })
             .await
             .unwrap();
-        assert_eq!(page, [battery.clone()]);
+        assert_eq!(page, std::slice::from_ref(&battery));
         let next = store
             .incidents(&IncidentQuery {
                 before: Some(page[0].id),
@@ -130,7 +130,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             })
             .await
             .unwrap();
-        assert_eq!(next, [forced.clone()]);
+        assert_eq!(next, std::slice::from_ref(&forced));
         assert_eq!(
             store
                 .incidents(&IncidentQuery {
@@ -167,7 +167,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             })
             .await
             .unwrap();
-        assert_eq!(open, [battery.clone()]);
+        assert_eq!(open, std::slice::from_ref(&battery));
         let audit = store.audit(Some(&format!("incident:{}", forced.id))).await.unwrap();
         let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions, ["raise_incident", "acknowledge_incident"]);
@@ -175,7 +175,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
         // The live tail after an id, and the heads a stream starts from.
         assert_eq!(
             store.incidents_after(ids.site, forced.id, 10).await.unwrap(),
-            [battery.clone()]
+            std::slice::from_ref(&battery)
         );
         let entry = |person| Entry {
             site: ids.site,
