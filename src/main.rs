@@ -117,9 +117,11 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
     let api = move |node: keyway_node::Node, public_url: &str| {
         let state = keyway_api::AppState::new(node, api_config(&config_args, public_url)).map_err(|e| e.to_string())?;
         let metrics_state = state.clone();
+        let streams_state = state.clone();
         Ok(serve::ApiParts {
             router: keyway_api::app(state),
             metrics: Box::new(move |out: &mut String| metrics_state.render_metrics(out)),
+            close_streams: Box::new(move || streams_state.close_streams()),
         })
     };
     match runtime.block_on(serve::serve(args, api)) {

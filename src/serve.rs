@@ -226,6 +226,7 @@ pub async fn serve(
     let _ = shared.node.set(node.clone());
     let _ = shared.http_metrics.set(parts.metrics);
     let _ = shared.app.set(parts.router);
+    let parts_close_streams = parts.close_streams;
     let backend = Arc::new(keyway_link::NodeBackend::new(
         node.clone(),
         keyway_link::NodeBackendConfig::default(),
@@ -278,6 +279,7 @@ pub async fn serve(
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
+    (parts_close_streams)();
     let _ = stop_tx.send(true);
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "the HTTP server task ended badly");
@@ -294,6 +296,9 @@ pub struct ApiParts {
     pub router: Router,
     /// Appends the API's own Prometheus text (HTTP requests by route and status).
     pub metrics: RenderMetrics,
+    /// Ends the API's live streams, called when shutdown begins so draining does not
+    /// wait on them.
+    pub close_streams: Box<dyn FnOnce() + Send>,
 }
 
 async fn shutdown_signal() {

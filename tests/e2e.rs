@@ -12,6 +12,7 @@
 
 mod e2e {
     pub mod server;
+    pub mod siteops;
     pub mod support;
     pub mod tour;
 }

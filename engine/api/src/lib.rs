@@ -36,7 +36,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
-use routes::{accounts, audit, model, notifications, policy, rights, sites, vouchers};
+use routes::{accounts, audit, door_ops, keys, live, model, notifications, policy, rights, sites, vouchers};
 use std::time::Instant;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -105,6 +105,19 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit))
         .routes(routes!(policy::attach_rule, policy::detach_rule))
         .routes(routes!(policy::set_hours, policy::clear_hours))
+        .routes(routes!(door_ops::get_door))
+        .routes(routes!(door_ops::set_mode))
+        .routes(routes!(door_ops::lock_door, door_ops::lift_door_lockdown))
+        .routes(routes!(door_ops::lock_site, door_ops::lift_site_lockdown))
+        .routes(routes!(door_ops::remote_open))
+        .routes(routes!(keys::list_unassigned))
+        .routes(routes!(keys::assign))
+        .routes(routes!(keys::restore))
+        .routes(routes!(live::export_entries))
+        .routes(routes!(live::get_retention, live::set_retention))
+        .routes(routes!(live::list_incidents))
+        .routes(routes!(live::acknowledge_incident))
+        .routes(routes!(live::events))
         .routes(routes!(model::decide))
         .routes(routes!(model::decide_batch))
         .split_for_parts()

@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) login_limiter: Limiter,
     pub(crate) reset_limiter: Limiter,
     pub(crate) metrics: HttpMetrics,
+    /// Set when the server stops: live streams end so that draining does not wait on them.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -151,6 +153,7 @@ impl AppState {
                 config,
                 mailer,
                 metrics: HttpMetrics::default(),
+                closing: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -165,6 +168,18 @@ impl AppState {
     #[must_use]
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+
+    /// End every live stream (Server-Sent Events) now; call it when the server begins to
+    /// stop, before it drains requests, which would otherwise wait on open streams.
+    /// Clients reconnect with their last event id and lose nothing.
+    pub fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Whether the server is stopping, for live streams.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
     }
 
     /// Append the HTTP metrics in Prometheus text format to `out`.

@@ -10,5 +10,7 @@ mod support;
 mod bad_input;
 #[path = "api/matrix.rs"]
 mod matrix;
+#[path = "api/siteops.rs"]
+mod siteops;
 #[path = "api/stories.rs"]
 mod stories;

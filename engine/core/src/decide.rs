@@ -240,7 +240,7 @@ pub fn decide_batch(snapshot: &Snapshot, requests: &[DecisionRequest<'_>], out: 
 }
 
 #[inline]
-fn find_credential<'s>(
+pub(crate) fn find_credential<'s>(
     snapshot: &'s Snapshot,
     door: &DoorRow,
     presented: Presented<'_>,

@@ -44,6 +44,7 @@ mod change;
 mod clock;
 mod decide;
 mod error;
+mod explain;
 mod group_list;
 mod ids;
 mod model;
@@ -55,6 +56,7 @@ mod table;
 pub use change::Change;
 pub use decide::{Decision, DecisionRequest, Effect, Presented, Reason, decide, decide_batch};
 pub use error::ModelError;
+pub use explain::{CHECKS, Check, CheckOutcome, Explanation, explain};
 pub use ids::{CalendarId, CredentialId, DoorId, GroupId, IqId, PersonId, Revision, RoleId, ScheduleId, SiteId};
 pub use model::{
     CalendarRecord, CredentialKind, CredentialRecord, DoorMode, DoorRecord, GroupRecord, IQ_MAX_REMOTE_USERS,

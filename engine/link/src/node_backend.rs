@@ -15,7 +15,8 @@
 //!   IQ's site (its doors, groups, credentials, people's blocks) so a change can be turned
 //!   into a revocation (sent first) and an offline-list delta of the same revision.
 //! - Online state, last contact and firmware are kept in memory for
-//!   [`DoorCommands::state`]; heartbeats touch memory only; incidents are logged.
+//!   [`DoorCommands::state`]; heartbeats touch memory only; incidents are stored through
+//!   `Node::raise_incident` (notified once per IQ and incident number).
 //!
 //! Known limits: an IQ whose list is older than the node's revision when it subscribes
 //! is asked for a full list (no replay of deltas from the change log yet), and every
@@ -26,8 +27,8 @@ use crate::backend::{
     IqProfile, LinkBackend, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
 };
 use crate::message::{
-    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, OfflineDelta, OfflineEntry, OfflineGrant,
-    OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
+    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, IncidentKind, OfflineDelta, OfflineEntry,
+    OfflineGrant, OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
 };
 use jiff::Timestamp;
 use keyway_core::{
@@ -38,7 +39,9 @@ use keyway_core::{
 use keyway_node::{
     CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node, Source,
 };
-use keyway_store::{Entry, FeedError, Logged, Method, PinCheck, StoreError};
+use keyway_store::{
+    Entry, FeedError, IncidentKind as StoredIncidentKind, Logged, Method, NewIncident, PinCheck, StoreError,
+};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -998,6 +1001,29 @@ impl LinkBackend for NodeBackend {
             }
             Report::Incident(incident) => {
                 tracing::warn!(%iq, id = incident.id, kind = ?incident.kind, door = ?incident.door, at = incident.at, "iq incident");
+                let kind = match incident.kind {
+                    IncidentKind::DoorForced => StoredIncidentKind::DoorForced,
+                    IncidentKind::HeldOpen => StoredIncidentKind::DoorLeftOpen,
+                    IncidentKind::Tamper => StoredIncidentKind::Tamper,
+                    IncidentKind::LowBattery => StoredIncidentKind::BatteryLow,
+                    // Kept in the log only: no stored kind means "other".
+                    IncidentKind::Unspecified | IncidentKind::Other(_) => return Ok(()),
+                };
+                let site = self.node.iq_site(iq).ok_or_else(|| unavailable("the iq has no site"))?;
+                let new = NewIncident {
+                    site,
+                    kind,
+                    door: incident.door.map(DoorId),
+                    iq: Some(iq),
+                    iq_seq: Some(incident.id),
+                    at: incident.at.div_euclid(1000),
+                    detail: incident.detail,
+                };
+                // Not acknowledged unless stored: the IQ reports it again.
+                self.node
+                    .raise_incident(&format!("iq:{}", iq.0), new)
+                    .await
+                    .map_err(unavailable)?;
             }
             Report::FirmwareInstalled(version) => {
                 self.shared.with_iq(iq, |live| live.state.firmware = Some(version));

@@ -20,13 +20,15 @@
 
 mod commands;
 mod decide;
+mod doors;
 mod error;
 mod metrics;
 mod node;
 pub mod policy;
 
-pub use commands::{CommandOutcome, DoorCommand, DoorCommands, IqState, NoLink};
+pub use commands::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, NoLink};
 pub use decide::{DecisionRequest, NodeDecision, Source};
+pub use doors::{REMOTE_OPEN, REMOTE_OPEN_NOT_DELIVERED, RemoteOpening};
 pub use error::NodeError;
 pub use metrics::{DecisionMetrics, REASON_CODES};
 pub use node::{Node, NodeConfig, SYSTEM_ACTOR};

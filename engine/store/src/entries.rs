@@ -26,6 +26,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Rows per INSERT statement (11 columns; well under SQLite's 32766 variables).
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+/// The first line of a CSV export.
+pub const ENTRIES_CSV_HEADER: &str =
+    "id,site,at,door,person,credential,method,allowed,reason,revision,iq,iq_seq,rule\n";
 /// Retention when a site sets none.
 pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 
@@ -396,7 +399,7 @@ impl EntriesLog {
                 let page = log.query(&query).await?;
                 let mut out = String::new();
                 if first {
-                    out.push_str("id,site,at,door,person,credential,method,allowed,reason,revision,iq,iq_seq,rule\n");
+                    out.push_str(ENTRIES_CSV_HEADER);
                 }
                 for e in &page.entries {
                     csv_line(&mut out, e);

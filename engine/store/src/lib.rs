@@ -15,7 +15,8 @@
 //!   site memberships, ownership, invitations and vouchers (`memberships`), IQ
 //!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
 //!   and opening hours (`policy`), notification settings and the outbox
-//!   (`notifications`), instance operators and entity names (`operators`).
+//!   (`notifications`), instance operators and entity names (`operators`), incidents
+//!   and the live tail of entries and incidents (`incidents`).
 //! - [`Store::subscribe`]: the change feed, every applied revision in order (model
 //!   changes, policy changes, reloads), replayable from the change log.
 //! - [`StoreError::kind`] tells client errors (4xx) from faults.
@@ -34,6 +35,7 @@ mod enrolment;
 mod entries;
 mod error;
 mod feed;
+mod incidents;
 mod memberships;
 mod notifications;
 mod operators;
@@ -49,11 +51,12 @@ pub use db::default_url;
 pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use enrolment::IqCertificate;
 pub use entries::{
-    Cursor, DEFAULT_RETENTION_DAYS, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage, EntryQuery, Method,
-    StoredEntry,
+    Cursor, DEFAULT_RETENTION_DAYS, ENTRIES_CSV_HEADER, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage,
+    EntryQuery, Method, StoredEntry,
 };
 pub use error::{ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
+pub use incidents::{Incident, IncidentKind, IncidentQuery, MAX_INCIDENT_DETAIL, NewIncident};
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
 pub use operators::{MAX_NAME, Named};

@@ -3,6 +3,9 @@
 
 pub(crate) mod accounts;
 pub(crate) mod audit;
+pub(crate) mod door_ops;
+pub(crate) mod keys;
+pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod notifications;
 pub(crate) mod policy;

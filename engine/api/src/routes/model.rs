@@ -43,7 +43,7 @@ fn check_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result<DoorRecord, ApiError> {
+pub(crate) async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result<DoorRecord, ApiError> {
     match state.node().store().record(Target::Door(DoorId(door))).await? {
         Some(Record::Door(d)) if d.site == site => Ok(d),
         _ => Err(ApiError::not_found(format!(
@@ -53,7 +53,7 @@ async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result<DoorRecord
     }
 }
 
-async fn person_of(state: &AppState, site: SiteId, person: u32) -> Result<PersonRecord, ApiError> {
+pub(crate) async fn person_of(state: &AppState, site: SiteId, person: u32) -> Result<PersonRecord, ApiError> {
     match state.node().store().record(Target::Person(PersonId(person))).await? {
         Some(Record::Person(p)) if p.site == site => Ok(p),
         _ => Err(ApiError::not_found(format!(
@@ -63,7 +63,7 @@ async fn person_of(state: &AppState, site: SiteId, person: u32) -> Result<Person
     }
 }
 
-async fn credential_of(state: &AppState, site: SiteId, id: u32) -> Result<CredentialRecord, ApiError> {
+pub(crate) async fn credential_of(state: &AppState, site: SiteId, id: u32) -> Result<CredentialRecord, ApiError> {
     match state
         .node()
         .store()
@@ -434,7 +434,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn core(self) -> CredentialKind {
+    pub(crate) fn core(self) -> CredentialKind {
         match self {
             Kind::Tag => CredentialKind::Tag,
             Kind::Pin => CredentialKind::Pin,
@@ -524,7 +524,7 @@ pub(crate) struct CredentialChanged {
     pub revision: u64,
 }
 
-fn view(c: &CredentialRecord) -> CredentialView {
+pub(crate) fn view(c: &CredentialRecord) -> CredentialView {
     let hint = match c.kind {
         CredentialKind::Pin => String::new(),
         _ => {
@@ -687,6 +687,31 @@ pub(crate) struct DecisionView {
     pub revision: u64,
     /// The door rule that took part, if any.
     pub rule: Option<RuleView>,
+    /// With `explain=true`: every check, in order, with its outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<CheckView>>,
+}
+
+/// One check of an explained decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CheckView {
+    /// Which check: `door`, `credential`, `revoked`, `owner`, `blocked`, `validity`,
+    /// `lockdown`, `office_mode`, `rights`, `door_rule`.
+    pub check: String,
+    /// `passed`, `failed`, `opened`, `not_applicable` or `not_reached`.
+    pub outcome: String,
+    /// What it looked at.
+    pub detail: String,
+}
+
+/// Options of a single decision.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DecideOptions {
+    /// Answer every check in order with its outcome. An explained decision is a dry run:
+    /// it is not written to the entries log.
+    pub explain: Option<bool>,
 }
 
 /// Decisions on one revision.
@@ -714,7 +739,39 @@ fn decision_view(d: &NodeDecision) -> DecisionView {
             name: r.rule.to_string(),
             sha256: r.sha256.as_ref().map(ToString::to_string),
         }),
+        checks: None,
     }
+}
+
+fn explained(d: &NodeDecision, explanation: &keyway_core::Explanation) -> Vec<CheckView> {
+    let mut checks: Vec<CheckView> = explanation
+        .checks
+        .iter()
+        .map(|c| CheckView {
+            check: c.name.to_owned(),
+            outcome: c.outcome.code().to_owned(),
+            detail: c.detail.clone(),
+        })
+        .collect();
+    let rule = match &d.ruled.rule {
+        None => CheckView {
+            check: "door_rule".to_owned(),
+            outcome: "not_applicable".to_owned(),
+            detail: "no rule on this door".to_owned(),
+        },
+        Some(trace) => CheckView {
+            check: "door_rule".to_owned(),
+            outcome: if d.effect() == Effect::Allow {
+                "passed"
+            } else {
+                "failed"
+            }
+            .to_owned(),
+            detail: format!("`{}` ruled `{}`", trace.rule, d.reason_code()),
+        },
+    };
+    checks.push(rule);
+    checks
 }
 
 struct Prepared {
@@ -770,18 +827,36 @@ fn request(p: &Prepared) -> DecisionRequest<'_> {
 }
 
 /// Decide whether a credential opens a door, and why.
-#[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest,
+#[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest, params(DecideOptions),
     responses((status = 200, body = DecisionView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 pub(crate) async fn decide(
     State(state): State<AppState>,
     caller: Caller,
+    Query(options): Query<DecideOptions>,
     Json(body): Json<DecideRequest>,
 ) -> Result<Json<DecisionView>, ApiError> {
     let p = prepare(&state, &caller, &body).await?;
-    let d = state.node().decide(&request(&p)).await;
-    Ok(Json(decision_view(&d)))
+    if options.explain != Some(true) {
+        let d = state.node().decide(&request(&p)).await;
+        return Ok(Json(decision_view(&d)));
+    }
+    // One snapshot for the decision and its explanation, so both are of one revision.
+    let snapshot = state.node().snapshot().load_full();
+    let dry = DecisionRequest {
+        source: Source::DryRun,
+        ..request(&p)
+    };
+    let d = NodeDecision {
+        ruled: state.node().decide_unlogged(&snapshot, &dry),
+        logged: false,
+    };
+    let explanation = keyway_core::explain(&snapshot, p.door, dry.presented, p.at);
+    Ok(Json(DecisionView {
+        checks: Some(explained(&d, &explanation)),
+        ..decision_view(&d)
+    }))
 }
 
 /// Decide many requests on one revision, answered in order.

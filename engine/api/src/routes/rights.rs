@@ -449,35 +449,48 @@ pub(crate) struct EntryView {
 
 page_of!(EntryPageView, EntryView);
 
-/// The site's entries, newest first. A caller who may read only their own entries sees
-/// those of the person linked to their membership.
-#[utoipa::path(get, path = "/v1/sites/{site}/entries", tag = "rights",
-    params(("site" = u32, Path, description = "The site"), EntryFilter),
-    responses((status = 200, body = EntryPageView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub(crate) async fn list_entries(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(site): Path<u32>,
-    Query(f): Query<EntryFilter>,
-) -> Result<Json<EntryPageView>, ApiError> {
-    let site = SiteId(site);
-    let m = caller.member(&state, Access::Read, site).await?;
+/// An entry as the API shows it.
+pub(crate) fn entry_view(e: keyway_store::StoredEntry) -> EntryView {
+    EntryView {
+        id: e.id,
+        at: e.entry.at.to_string(),
+        door: e.entry.door.0,
+        person: e.entry.person.map(|p| p.0),
+        credential: e.entry.credential.map(|c| c.0),
+        method: e.entry.method.name().to_owned(),
+        allowed: e.entry.allowed,
+        reason: e.entry.reason.to_string(),
+        revision: e.entry.revision.0,
+        rule: e.entry.rule,
+    }
+}
+
+/// Whose entries of `site` the caller may read, narrowed by the `asked` person filter:
+/// `Some(filter)` to read with that filter (`None` inside: everyone's), or `None` when
+/// they may read nothing that matches (a caller who may read only their own entries and
+/// has no person on the site, or asked for someone else's).
+pub(crate) async fn entry_scope(
+    state: &AppState,
+    caller: &Caller,
+    site: SiteId,
+    asked: Option<PersonId>,
+) -> Result<Option<Option<PersonId>>, ApiError> {
+    let m = caller.member(state, Access::Read, site).await?;
     let bundle = state.node().policy().bundle();
     let roles = bundle.roles();
-    let mut person = f.person.map(PersonId);
-    if !roles.can(m.role, Capability::ENTRIES_READ_ALL) {
-        require(roles, &m, Capability::ENTRIES_READ_OWN)?;
-        match m.person {
-            Some(own) if person.is_none_or(|p| p == own) => person = Some(own),
-            _ => {
-                return Ok(Json(EntryPageView {
-                    items: Vec::new(),
-                    next_cursor: None,
-                }));
-            }
-        }
+    if roles.can(m.role, Capability::ENTRIES_READ_ALL) {
+        return Ok(Some(asked));
     }
+    require(roles, &m, Capability::ENTRIES_READ_OWN)?;
+    Ok(match m.person {
+        Some(own) if asked.is_none_or(|p| p == own) => Some(Some(own)),
+        _ => None,
+    })
+}
+
+/// Filters of the entries log as an [`EntryQuery`] (cursor and limit checked), for
+/// `person` as [`entry_scope`] narrowed it.
+pub(crate) fn entry_query(site: SiteId, person: Option<PersonId>, f: &EntryFilter) -> Result<EntryQuery, ApiError> {
     let instant = |t: &Option<String>| {
         t.as_ref()
             .map(|s| {
@@ -500,7 +513,7 @@ pub(crate) async fn list_entries(
         ),
         None => None,
     };
-    let query = EntryQuery {
+    Ok(EntryQuery {
         site,
         person,
         door: f.door.map(DoorId),
@@ -509,25 +522,32 @@ pub(crate) async fn list_entries(
         allowed: f.allowed,
         cursor,
         limit,
+    })
+}
+
+/// The site's entries, newest first. A caller who may read only their own entries sees
+/// those of the person linked to their membership.
+#[utoipa::path(get, path = "/v1/sites/{site}/entries", tag = "rights",
+    params(("site" = u32, Path, description = "The site"), EntryFilter),
+    responses((status = 200, body = EntryPageView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn list_entries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(site): Path<u32>,
+    Query(f): Query<EntryFilter>,
+) -> Result<Json<EntryPageView>, ApiError> {
+    let site = SiteId(site);
+    let Some(person) = entry_scope(&state, &caller, site, f.person.map(PersonId)).await? else {
+        return Ok(Json(EntryPageView {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
     };
+    let query = entry_query(site, person, &f)?;
     let page = state.node().store().entries().query(&query).await?;
     Ok(Json(EntryPageView {
-        items: page
-            .entries
-            .into_iter()
-            .map(|e| EntryView {
-                id: e.id,
-                at: e.entry.at.to_string(),
-                door: e.entry.door.0,
-                person: e.entry.person.map(|p| p.0),
-                credential: e.entry.credential.map(|c| c.0),
-                method: e.entry.method.name().to_owned(),
-                allowed: e.entry.allowed,
-                reason: e.entry.reason.to_string(),
-                revision: e.entry.revision.0,
-                rule: e.entry.rule,
-            })
-            .collect(),
+        items: page.entries.into_iter().map(entry_view).collect(),
         next_cursor: page.next.map(Cursor::token),
     }))
 }

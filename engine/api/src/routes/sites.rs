@@ -440,6 +440,9 @@ pub(crate) struct NewInvitation {
     pub email: String,
     /// The role they get, by name (e.g. `super_user`).
     pub role: String,
+    /// The number (UID, in hex) of a tag of the site that belongs to nobody: accepting
+    /// the invitation makes a person for the new member and assigns them the tag.
+    pub tag: Option<String>,
 }
 
 /// An invitation, without its secret.
@@ -457,6 +460,8 @@ pub(crate) struct InvitationView {
     pub expires_at: i64,
     /// When it was accepted, if it was.
     pub accepted_at: Option<i64>,
+    /// The credential (a tag) accepting it assigns, if any.
+    pub credential: Option<u32>,
 }
 
 page_of!(InvitationPage, InvitationView);
@@ -469,6 +474,7 @@ fn invitation_view(roles: &RoleTable, i: Invitation) -> InvitationView {
         role: role_name(roles, i.role),
         expires_at: i.expires_at,
         accepted_at: i.accepted_at,
+        credential: i.credential.map(|c| c.0),
     }
 }
 
@@ -497,6 +503,10 @@ pub(crate) async fn invite(
             body.role
         )));
     }
+    let credential = match &body.tag {
+        Some(tag) => Some(crate::routes::keys::unassigned_tag(&state, site, tag)?),
+        None => None,
+    };
     let lifetime = i64::try_from(state.config().invitation_lifetime.as_secs()).unwrap_or(7 * 86_400);
     let (invitation, issued) = state
         .node()
@@ -506,7 +516,7 @@ pub(crate) async fn invite(
             site,
             &body.email,
             role,
-            None,
+            credential,
             Some(caller.account),
             now().saturating_add(lifetime),
         )
@@ -599,18 +609,6 @@ pub(crate) async fn accept_invitation(
     Json(body): Json<Accept>,
 ) -> Result<Json<SiteView>, ApiError> {
     caller.allow(Access::Account, None)?;
-    let (_, m) = state
-        .node()
-        .store()
-        .accept_invitation(&body.token, caller.account, None, now())
-        .await
-        .map_err(|e| match e {
-            keyway_store::StoreError::Invalid { .. } => ApiError::Unprocessable {
-                code: "invalid_invitation",
-                message: "the invitation link is invalid, used or expired".to_owned(),
-                details: Vec::new(),
-            },
-            other => other.into(),
-        })?;
+    let m = crate::routes::keys::accept(&state, &caller, &body.token).await?;
     Ok(Json(site_view(&state, &m).await?))
 }

@@ -12,5 +12,6 @@ mod crash;
 mod enrolment;
 mod entries;
 mod faults;
+mod incidents;
 mod schema;
 mod two_nodes;

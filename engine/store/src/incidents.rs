@@ -1,0 +1,551 @@
+//! Incidents from doors and IQs, and what the admin API's live views need beside the
+//! entries log: the tail of a site's entries and incidents after an id (for a stream
+//! that resumes), a site's retention setting, and audited one-off actions such as a
+//! remote opening; and the site's credentials that belong to nobody.
+//!
+//! Raising an incident writes, in one transaction, the incident, an audit row, and one
+//! notification outbox row for each enabled setting of the site whose event kind
+//! matches (`incident.<kind>`, `incident.*` or `*`), so a crash loses neither the
+//! incident nor its notifications. Acknowledging one is audited and happens once.
+
+use crate::codec::{id32, kind_code, opt_id32};
+use crate::entries::StoredEntry;
+use crate::error::StoreError;
+use crate::store::{Store, now_seconds};
+use keyway_core::{CredentialId, CredentialKind, DoorId, IqId, PersonId, SiteId};
+use sqlx::Row;
+
+/// What happened at a door or an IQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IncidentKind {
+    /// A door opened without a decision that allowed it.
+    DoorForced,
+    /// A door stayed open too long.
+    DoorLeftOpen,
+    /// A lock or reader reported tampering.
+    Tamper,
+    /// A lock's battery is low.
+    BatteryLow,
+    /// An IQ stopped answering.
+    IqOffline,
+}
+
+impl IncidentKind {
+    /// Every kind.
+    pub const ALL: [IncidentKind; 5] = [
+        IncidentKind::DoorForced,
+        IncidentKind::DoorLeftOpen,
+        IncidentKind::Tamper,
+        IncidentKind::BatteryLow,
+        IncidentKind::IqOffline,
+    ];
+
+    /// Its stable code, e.g. `door_forced`.
+    #[must_use]
+    pub const fn code(self) -> &'static str {
+        match self {
+            IncidentKind::DoorForced => "door_forced",
+            IncidentKind::DoorLeftOpen => "door_left_open",
+            IncidentKind::Tamper => "tamper",
+            IncidentKind::BatteryLow => "battery_low",
+            IncidentKind::IqOffline => "iq_offline",
+        }
+    }
+
+    /// The kind with this code.
+    #[must_use]
+    pub fn from_code(code: &str) -> Option<IncidentKind> {
+        IncidentKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// The notification event kind, as in settings: `incident.<code>`.
+    #[must_use]
+    pub fn event_kind(self) -> String {
+        format!("incident.{}", self.code())
+    }
+}
+
+/// The longest incident detail, in characters.
+pub const MAX_INCIDENT_DETAIL: usize = 500;
+
+/// An incident to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewIncident {
+    /// The site.
+    pub site: SiteId,
+    /// What happened.
+    pub kind: IncidentKind,
+    /// The door, when it is about one.
+    pub door: Option<DoorId>,
+    /// The IQ that reported it, or that went offline.
+    pub iq: Option<IqId>,
+    /// The IQ's own number for it: a second report with the same IQ and number is the
+    /// same incident (stored and notified once).
+    pub iq_seq: Option<u64>,
+    /// When, in seconds since the epoch.
+    pub at: i64,
+    /// Free text from the reporter (capped, control characters removed).
+    pub detail: String,
+}
+
+/// An incident as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    /// Its id.
+    pub id: i64,
+    /// The site.
+    pub site: SiteId,
+    /// What happened.
+    pub kind: IncidentKind,
+    /// The door, if any.
+    pub door: Option<DoorId>,
+    /// The IQ, if any.
+    pub iq: Option<IqId>,
+    /// When, in seconds since the epoch.
+    pub at: i64,
+    /// The reporter's text.
+    pub detail: String,
+    /// When it was acknowledged, if it was.
+    pub acknowledged_at: Option<i64>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+}
+
+/// A query of a site's incidents, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentQuery {
+    /// The site.
+    pub site: SiteId,
+    /// Only of this kind.
+    pub kind: Option<IncidentKind>,
+    /// Only at this door.
+    pub door: Option<DoorId>,
+    /// Only acknowledged (`true`) or open (`false`) ones.
+    pub acknowledged: Option<bool>,
+    /// Only with an id below this (the cursor of the previous page).
+    pub before: Option<i64>,
+    /// Page size, 1 to 10,000.
+    pub limit: u32,
+}
+
+fn incident_json(i: &Incident) -> String {
+    serde_json::json!({
+        "id": i.id, "site": i.site.0, "kind": i.kind.code(), "door": i.door.map(|d| d.0),
+        "iq": i.iq.map(|q| q.0), "at": i.at, "detail": i.detail,
+        "acknowledged_at": i.acknowledged_at, "acknowledged_by": i.acknowledged_by,
+    })
+    .to_string()
+}
+
+fn clean_detail(detail: &str) -> String {
+    detail
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_INCIDENT_DETAIL)
+        .collect()
+}
+
+fn matches_event(setting_kind: &str, event_kind: &str) -> bool {
+    setting_kind == "*" || setting_kind == event_kind || setting_kind == "incident.*"
+}
+
+macro_rules! incident_ops {
+    ($db:ty, $($ops:tt)*) => {
+        use super::*;
+        use $($ops)* as ops;
+
+        const COLS: &str = "SELECT id, site, kind, door, iq, at, detail, acknowledged_at, acknowledged_by FROM incidents";
+
+        fn incident_from(r: &ops::DbRowOf) -> Result<Incident, StoreError> {
+            let site: i64 = r.try_get(1)?;
+            let kind: String = r.try_get(2)?;
+            Ok(Incident {
+                id: r.try_get(0)?,
+                site: SiteId(id32(site, "site")?),
+                kind: IncidentKind::from_code(&kind)
+                    .ok_or_else(|| StoreError::internal(format!("unknown incident kind `{kind}`")))?,
+                door: opt_id32(r.try_get(3)?, "door")?.map(DoorId),
+                iq: opt_id32(r.try_get(4)?, "iq")?.map(IqId),
+                at: r.try_get(5)?,
+                detail: r.try_get(6)?,
+                acknowledged_at: r.try_get(7)?,
+                acknowledged_by: r.try_get(8)?,
+            })
+        }
+
+        pub(super) async fn insert(conn: &mut ops::Conn, actor: &str, new: &NewIncident) -> Result<Incident, StoreError> {
+            let detail = clean_detail(&new.detail);
+            let iq_seq = new.iq_seq.map(i64::try_from).transpose().map_err(StoreError::internal)?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO incidents (site, kind, door, iq, iq_seq, at, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(i64::from(new.site.0))
+            .bind(new.kind.code())
+            .bind(new.door.map(|d| i64::from(d.0)))
+            .bind(new.iq.map(|q| i64::from(q.0)))
+            .bind(iq_seq)
+            .bind(new.at)
+            .bind(&detail)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(id) = id else {
+                // Reported before: the first report stands, notified once.
+                let sql = format!("{COLS} WHERE iq = $1 AND iq_seq = $2");
+                let row = sqlx::query(&sql)
+                    .bind(new.iq.map(|q| i64::from(q.0)))
+                    .bind(iq_seq)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                return incident_from(&row);
+            };
+            let incident = Incident {
+                id,
+                site: new.site,
+                kind: new.kind,
+                door: new.door,
+                iq: new.iq,
+                at: new.at,
+                detail,
+                acknowledged_at: None,
+                acknowledged_by: None,
+            };
+            let json = incident_json(&incident);
+            let now = now_seconds();
+            ops::insert_audit(conn, None, now, actor, "raise_incident", &format!("incident:{id}"), None, Some(&json)).await?;
+            let event_kind = new.kind.event_kind();
+            let settings = sqlx::query(
+                "SELECT channel, target, event_kind FROM notification_settings WHERE site = $1 AND enabled = $2 ORDER BY id",
+            )
+            .bind(i64::from(new.site.0))
+            .bind(true)
+            .fetch_all(&mut *conn)
+            .await?;
+            let payload = serde_json::json!({"event": event_kind, "incident": serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?}).to_string();
+            for s in &settings {
+                let kind: String = s.try_get(2)?;
+                if !matches_event(&kind, &event_kind) {
+                    continue;
+                }
+                let channel: String = s.try_get(0)?;
+                let target: String = s.try_get(1)?;
+                sqlx::query(
+                    "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(i64::from(new.site.0))
+                .bind(&channel)
+                .bind(&target)
+                .bind(&payload)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(incident)
+        }
+
+        pub(super) async fn get(conn: &mut ops::Conn, id: i64) -> Result<Option<Incident>, StoreError> {
+            let sql = format!("{COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(incident_from).transpose()
+        }
+
+        pub(super) async fn acknowledge(conn: &mut ops::Conn, actor: &str, before: &Incident, now: i64) -> Result<Incident, StoreError> {
+            sqlx::query("UPDATE incidents SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
+                .bind(now)
+                .bind(actor)
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
+            let after = Incident {
+                acknowledged_at: Some(now),
+                acknowledged_by: Some(actor.to_owned()),
+                ..before.clone()
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "acknowledge_incident",
+                &format!("incident:{}", before.id),
+                Some(&incident_json(before)),
+                Some(&incident_json(&after)),
+            )
+            .await?;
+            Ok(after)
+        }
+
+        pub(super) async fn query(conn: &mut ops::Conn, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(format!("{COLS} WHERE site = "));
+            qb.push_bind(i64::from(q.site.0));
+            if let Some(kind) = q.kind {
+                qb.push(" AND kind = ").push_bind(kind.code());
+            }
+            if let Some(door) = q.door {
+                qb.push(" AND door = ").push_bind(i64::from(door.0));
+            }
+            match q.acknowledged {
+                Some(true) => {
+                    qb.push(" AND acknowledged_at IS NOT NULL");
+                }
+                Some(false) => {
+                    qb.push(" AND acknowledged_at IS NULL");
+                }
+                None => {}
+            }
+            if let Some(before) = q.before {
+                qb.push(" AND id < ").push_bind(before);
+            }
+            qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit));
+            let rows = qb.build().fetch_all(&mut *conn).await?;
+            rows.iter().map(incident_from).collect()
+        }
+
+        pub(super) async fn incidents_after(conn: &mut ops::Conn, site: SiteId, after: i64, limit: u32) -> Result<Vec<Incident>, StoreError> {
+            let sql = format!("{COLS} WHERE site = $1 AND id > $2 ORDER BY id LIMIT $3");
+            let rows = sqlx::query(&sql)
+                .bind(i64::from(site.0))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter().map(incident_from).collect()
+        }
+
+        pub(super) async fn entries_after(
+            conn: &mut ops::Conn,
+            site: SiteId,
+            person: Option<PersonId>,
+            after: i64,
+            limit: u32,
+        ) -> Result<Vec<StoredEntry>, StoreError> {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule \
+                 FROM entries WHERE site = ",
+            );
+            qb.push_bind(i64::from(site.0));
+            if let Some(p) = person {
+                qb.push(" AND person = ").push_bind(i64::from(p.0));
+            }
+            qb.push(" AND id > ").push_bind(after);
+            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+            let rows = qb.build().fetch_all(&mut *conn).await?;
+            rows.iter()
+                .map(|r| {
+                    crate::entries::stored_entry(
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                        r.try_get(6)?,
+                        r.try_get(7)?,
+                        r.try_get(8)?,
+                        r.try_get(9)?,
+                        r.try_get(10)?,
+                        r.try_get(11)?,
+                        r.try_get(12)?,
+                    )
+                })
+                .collect()
+        }
+
+        pub(super) async fn heads(conn: &mut ops::Conn, site: SiteId) -> Result<(i64, i64), StoreError> {
+            let entries: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM entries WHERE site = $1")
+                .bind(i64::from(site.0))
+                .fetch_one(&mut *conn)
+                .await?;
+            let incidents: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM incidents WHERE site = $1")
+                .bind(i64::from(site.0))
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok((entries.unwrap_or(0), incidents.unwrap_or(0)))
+        }
+
+        pub(super) async fn retention(conn: &mut ops::Conn, site: SiteId) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar("SELECT entries_retention_days FROM sites WHERE id = $1")
+                .bind(i64::from(site.0))
+                .fetch_optional(&mut *conn)
+                .await?)
+        }
+
+        pub(super) async fn unassigned(
+            conn: &mut ops::Conn,
+            site: SiteId,
+            kind: Option<CredentialKind>,
+            after: u32,
+            limit: u32,
+        ) -> Result<Vec<CredentialId>, StoreError> {
+            let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT id FROM credentials WHERE owner IS NULL AND site = ");
+            qb.push_bind(i64::from(site.0));
+            if let Some(kind) = kind {
+                qb.push(" AND kind = ").push_bind(i64::from(kind_code(kind)));
+            }
+            qb.push(" AND id > ").push_bind(i64::from(after));
+            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+            let ids: Vec<i64> = qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await?;
+            ids.into_iter().map(|id| id32(id, "credential").map(CredentialId)).collect()
+        }
+
+        pub(super) async fn audit_action(conn: &mut ops::Conn, actor: &str, action: &str, entity: &str, after: &str) -> Result<(), StoreError> {
+            ops::insert_audit(conn, None, now_seconds(), actor, action, entity, None, Some(after)).await
+        }
+    };
+}
+
+mod sqlite_incidents {
+    incident_ops!(sqlx::Sqlite, crate::sql::sqlite);
+}
+
+mod pg_incidents {
+    incident_ops!(sqlx::Postgres, crate::sql::postgres);
+}
+
+fn no_incident(site: SiteId, id: i64) -> StoreError {
+    StoreError::NotFound {
+        entity: format!("incident:{id} of site:{}", site.0),
+    }
+}
+
+impl Store {
+    /// Record an incident, its audit row and its notifications (one outbox row per
+    /// enabled setting of the site whose event kind matches), in one transaction.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn raise_incident(&self, actor: &str, incident: &NewIncident) -> Result<Incident, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
+            m::insert(conn, actor, incident).await?
+        }))
+    }
+
+    /// The incident `id` of `site`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn incident(&self, site: SiteId, id: i64) -> Result<Option<Incident>, StoreError> {
+        let found = on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| m::get(conn, id)
+            .await?);
+        Ok(found.filter(|i| i.site == site))
+    }
+
+    /// Acknowledge the incident `id` of `site` at `now`. Acknowledging it again changes
+    /// nothing and answers it as it is.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an incident that is not `site`'s.
+    pub async fn acknowledge_incident(
+        &self,
+        actor: &str,
+        site: SiteId,
+        id: i64,
+        now: i64,
+    ) -> Result<Incident, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
+            let before = m::get(conn, id)
+                .await?
+                .filter(|i| i.site == site)
+                .ok_or_else(|| no_incident(site, id))?;
+            if before.acknowledged_at.is_some() {
+                before
+            } else {
+                m::acknowledge(conn, actor, &before, now).await?
+            }
+        }))
+    }
+
+    /// A page of a site's incidents, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a limit out of range.
+    pub async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        if !(1..=10_000).contains(&query.limit) {
+            return Err(StoreError::invalid(format!(
+                "page size `{}` out of range 1 to 10000",
+                query.limit
+            )));
+        }
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::query(conn, query).await?
+        }))
+    }
+
+    /// A site's incidents with an id above `after`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn incidents_after(&self, site: SiteId, after: i64, limit: u32) -> Result<Vec<Incident>, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::incidents_after(conn, site, after, limit).await?
+        }))
+    }
+
+    /// A site's entries (only `person`'s, if given) with an id above `after`, in id
+    /// order, at most `limit`: the tail a live stream resumes from.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn entries_after(
+        &self,
+        site: SiteId,
+        person: Option<PersonId>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::entries_after(conn, site, person, after, limit).await?
+        }))
+    }
+
+    /// The highest entry id and incident id of `site` (0 when there is none): where a
+    /// live stream that starts now begins.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn event_heads(&self, site: SiteId) -> Result<(i64, i64), StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::heads(conn, site).await?
+        }))
+    }
+
+    /// How many days `site` keeps its entries, or `None` for an unknown site.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn entries_retention(&self, site: SiteId) -> Result<Option<i64>, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::retention(conn, site).await?
+        }))
+    }
+
+    /// The credentials of `site` that belong to nobody (only of `kind`, if given), with
+    /// an id above `after`, in id order, at most `limit`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn unassigned_credentials(
+        &self,
+        site: SiteId,
+        kind: Option<CredentialKind>,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<CredentialId>, StoreError> {
+        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
+            m::unassigned(conn, site, kind, after, limit).await?
+        }))
+    }
+
+    /// Audit an action that changes no stored record (a remote opening, say): `after` is
+    /// a JSON object describing it.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn audit_action(&self, actor: &str, action: &str, entity: &str, after: &str) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
+            m::audit_action(conn, actor, action, entity, after).await?
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! Incidents on both backends: raised with their audit row and one outbox row per
+//! matching notification setting, stored once per IQ and incident number, listed with
+//! filters and a cursor, acknowledged once. And the live tail: entries and incidents
+//! after an id, the heads a stream starts from, unassigned credentials.
+
+use crate::support::*;
+use keyway_core::*;
+use keyway_store::{
+    Entry, ErrorKind, IncidentKind, IncidentQuery, Method, NewIncident, NotificationSetting, StoreError,
+};
+use std::borrow::Cow;
+
+const NOW: i64 = 1_800_000_000;
+
+fn incident(site: SiteId, kind: IncidentKind, door: Option<DoorId>, iq: Option<(IqId, u64)>) -> NewIncident {
+    NewIncident {
+        site,
+        kind,
+        door,
+        iq: iq.map(|(i, _)| i),
+        iq_seq: iq.map(|(_, s)| s),
+        at: NOW,
+        detail: "reported\nby test".to_owned(),
+    }
+}
+
+fn setting(site: SiteId, event_kind: &str, target: &str) -> NotificationSetting {
+    NotificationSetting {
+        id: 0,
+        site,
+        account: None,
+        event_kind: event_kind.to_owned(),
+        channel: "email".to_owned(),
+        target: target.to_owned(),
+        config: "{}".to_owned(),
+        enabled: true,
+    }
+}
+
+fn query(site: SiteId) -> IncidentQuery {
+    IncidentQuery {
+        site,
+        kind: None,
+        door: None,
+        acknowledged: None,
+        before: None,
+        limit: 100,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_stored_notified_listed_and_acknowledged() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let ids = model(&store).await;
+        for (kind, target) in [
+            ("incident.door_forced", "forced@example.com"),
+            ("incident.*", "all@example.com"),
+            ("entry.denied", "denied@example.com"),
+        ] {
+            store
+                .put_notification_setting(ACTOR, &setting(ids.site, kind, target))
+                .await
+                .unwrap();
+        }
+
+        let forced = store
+            .raise_incident(
+                "iq:1",
+                &incident(ids.site, IncidentKind::DoorForced, Some(ids.door), Some((ids.iq, 7))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(forced.detail, "reportedby test", "control characters are dropped");
+        // The same report again (its ack was lost) is the same incident, notified once.
+        let again = store
+            .raise_incident(
+                "iq:1",
+                &incident(ids.site, IncidentKind::DoorForced, Some(ids.door), Some((ids.iq, 7))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, forced);
+        let battery = store
+            .raise_incident("node", &incident(ids.site, IncidentKind::BatteryLow, None, None))
+            .await
+            .unwrap();
+
+        // Notifications: forced matches two settings, battery one; none for entry.denied.
+        let claimed = store.claim_notifications(NOW * 2, NOW * 2 + 60, 100).await.unwrap();
+        let mut targets: Vec<_> = claimed.iter().map(|i| i.target.as_str()).collect();
+        targets.sort_unstable();
+        assert_eq!(targets, ["all@example.com", "all@example.com", "forced@example.com"]);
+        assert!(
+            claimed.iter().all(|i| i.payload.contains("\"incident\"")),
+            "{claimed:?}"
+        );
+
+        // Lists: newest first, filters, cursor.
+        let all = store.incidents(&query(ids.site)).await.unwrap();
+        assert_eq!(all.iter().map(|i| i.id).collect::<Vec<_>>(), [battery.id, forced.id]);
+        let only_forced = store
+            .incidents(&IncidentQuery {
+                kind: Some(IncidentKind::DoorForced),
+                ..query(ids.site)
+            })
+            .await
+            .unwrap();
+        assert_eq!(only_forced, std::slice::from_ref(&forced));
+        let at_door = store
+            .incidents(&IncidentQuery {
+                door: Some(ids.door),
+                ..query(ids.site)
+            })
+            .await
+            .unwrap();
+        assert_eq!(at_door.len(), 1);
+        let page = store
+            .incidents(&IncidentQuery {
+                limit: 1,
+                ..query(ids.site)
+            })
+            .await
+            .unwrap();
+        assert_eq!(page, std::slice::from_ref(&battery));
+        let next = store
+            .incidents(&IncidentQuery {
+                before: Some(page[0].id),
+                ..query(ids.site)
+            })
+            .await
+            .unwrap();
+        assert_eq!(next, std::slice::from_ref(&forced));
+        assert_eq!(
+            store
+                .incidents(&IncidentQuery {
+                    limit: 0,
+                    ..query(ids.site)
+                })
+                .await
+                .map_err(|e| e.kind()),
+            Err(ErrorKind::Invalid)
+        );
+
+        // Acknowledged once; again changes nothing; another site's id is not found.
+        let acked = store
+            .acknowledge_incident(ACTOR, ids.site, forced.id, NOW + 5)
+            .await
+            .unwrap();
+        assert_eq!(acked.acknowledged_at, Some(NOW + 5));
+        assert_eq!(acked.acknowledged_by.as_deref(), Some(ACTOR));
+        let twice = store
+            .acknowledge_incident("other", ids.site, forced.id, NOW + 9)
+            .await
+            .unwrap();
+        assert_eq!(twice, acked);
+        assert!(matches!(
+            store
+                .acknowledge_incident(ACTOR, SiteId(ids.site.0 + 1000), forced.id, NOW)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let open = store
+            .incidents(&IncidentQuery {
+                acknowledged: Some(false),
+                ..query(ids.site)
+            })
+            .await
+            .unwrap();
+        assert_eq!(open, std::slice::from_ref(&battery));
+        let audit = store.audit(Some(&format!("incident:{}", forced.id))).await.unwrap();
+        let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, ["raise_incident", "acknowledge_incident"]);
+
+        // The live tail after an id, and the heads a stream starts from.
+        assert_eq!(
+            store.incidents_after(ids.site, forced.id, 10).await.unwrap(),
+            std::slice::from_ref(&battery)
+        );
+        let entry = |person| Entry {
+            site: ids.site,
+            at: at_nine(),
+            door: ids.door,
+            person,
+            credential: None,
+            method: Method::Remote,
+            allowed: true,
+            reason: Cow::Borrowed("remote_open"),
+            revision: Revision(1),
+            iq: None,
+            rule: None,
+        };
+        store.entries().append(entry(Some(ids.person))).await.unwrap();
+        store.entries().append(entry(None)).await.unwrap();
+        store.entries().flush().await.unwrap();
+        let tail = store.entries_after(ids.site, None, 0, 10).await.unwrap();
+        assert_eq!(tail.len(), 2);
+        assert!(tail[0].id < tail[1].id, "in id order");
+        let mine = store.entries_after(ids.site, Some(ids.person), 0, 10).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert!(
+            store
+                .entries_after(ids.site, None, tail[1].id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.event_heads(ids.site).await.unwrap(), (tail[1].id, battery.id));
+        assert_eq!(store.event_heads(SiteId(ids.site.0 + 1000)).await.unwrap(), (0, 0));
+        store.close().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unassigned_credentials_and_retention() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let ids = model(&store).await;
+        assert!(
+            store
+                .unassigned_credentials(ids.site, None, 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let loose = store
+            .create(ACTOR, Record::Credential(tag(ids.site, None, &[1, 2, 3, 4])))
+            .await
+            .unwrap();
+        let loose = CredentialId(loose.id.unwrap());
+        // Removing a person leaves their credentials, unassigned.
+        store.write(ACTOR, Change::RemovePerson(ids.person)).await.unwrap();
+        let found = store.unassigned_credentials(ids.site, None, 0, 10).await.unwrap();
+        assert_eq!(found, [ids.credential, loose]);
+        assert_eq!(
+            store
+                .unassigned_credentials(ids.site, Some(CredentialKind::Tag), found[0].0, 10)
+                .await
+                .unwrap(),
+            [loose]
+        );
+        assert!(
+            store
+                .unassigned_credentials(ids.site, Some(CredentialKind::Pin), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        assert_eq!(store.entries_retention(ids.site).await.unwrap(), Some(90));
+        store.entries().set_retention(ACTOR, ids.site, 7).await.unwrap();
+        assert_eq!(store.entries_retention(ids.site).await.unwrap(), Some(7));
+        assert_eq!(store.entries_retention(SiteId(ids.site.0 + 1000)).await.unwrap(), None);
+
+        store
+            .audit_action(ACTOR, "remote_open", "door:1", "{\"delivered\":false}")
+            .await
+            .unwrap();
+        let audit = store.audit(Some("door:1")).await.unwrap();
+        assert!(audit.iter().any(|a| a.action == "remote_open"), "{audit:?}");
+        store.close().await;
+    });
+}
