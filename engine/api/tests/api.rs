@@ -10,5 +10,7 @@ mod support;
 mod bad_input;
 #[path = "api/matrix.rs"]
 mod matrix;
+#[path = "api/rule_state.rs"]
+mod rule_state;
 #[path = "api/stories.rs"]
 mod stories;
