@@ -1,9 +1,12 @@
 //! The `keyway` command.
 //!
 //! - `serve`: the main job (see `serve.rs`): the node and the admin HTTP API.
+//! - `bundle`: an integrator's tools for a policy bundle (see `bundle.rs`): check, hash,
+//!   try, build.
 //! - `simulate`: generate a site population, build the decision snapshot, answer a
 //!   stream of door requests, and report how they were decided.
 
+mod bundle;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +32,9 @@ enum Command {
     /// Administer the instance from the command line.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check, hash, try and build policy bundles and their plugins.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
     /// Generate a population, build the decision snapshot and answer door requests.
     Simulate {
         /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
@@ -154,6 +160,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Admin(command) => run_admin(command),
+        Command::Bundle(command) => bundle::run(command),
         Command::Simulate {
             divisor,
             requests,

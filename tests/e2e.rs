@@ -11,6 +11,7 @@
 )]
 
 mod e2e {
+    pub mod bundle;
     pub mod server;
     pub mod siteops;
     pub mod support;

@@ -34,6 +34,13 @@
 pub mod abi;
 pub mod testing;
 
+/// The guide, `sdk/README.md`, as a doc test: every Rust block in it compiles (and
+/// `tests/sdk.rs` checks each is a verbatim excerpt of the plugin it shows).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+#[derive(Debug)]
+pub struct Guide;
+
 // The wire types live in `keyway-abi`, shared with the host; plugins keep naming them
 // through this crate.
 pub use keyway_abi::capabilities;

@@ -313,3 +313,40 @@ fn the_simulator_catches_rules_that_lean_on_instance_memory() {
     };
     assert_eq!(run(), run());
 }
+
+/// Every Rust block of the guide (`sdk/README.md`) is marked as an excerpt of a file of
+/// the repository and is a verbatim part of it: the guide shows code that builds and
+/// whose tests pass (the doc test of `keyway_sdk::Guide` also compiles each block).
+#[test]
+fn the_guide_shows_real_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("sdk/README.md")).unwrap();
+    let lines: Vec<&str> = guide.lines().collect();
+    let mut excerpts = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if *line != "```rust" {
+            continue;
+        }
+        let marker = i
+            .checked_sub(1)
+            .and_then(|j| lines.get(j))
+            .and_then(|l| l.strip_prefix("<!-- excerpt: "))
+            .and_then(|l| l.strip_suffix(" -->"));
+        let Some(file) = marker else {
+            panic!(
+                "the Rust block at line {} of sdk/README.md is not marked as an excerpt",
+                i + 1
+            );
+        };
+        let end = lines[i + 1..].iter().position(|l| *l == "```").unwrap() + i + 1;
+        let block = lines[i + 1..end].join("\n");
+        let source = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            source.contains(&block),
+            "the Rust block at line {} of sdk/README.md is not a verbatim excerpt of {file}",
+            i + 1
+        );
+        excerpts += 1;
+    }
+    assert!(excerpts >= 2, "the guide shows the plugin and its tests");
+}

@@ -36,7 +36,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
-use routes::{accounts, audit, door_ops, keys, live, model, notifications, policy, rights, sites, vouchers};
+use routes::{
+    accounts, audit, door_ops, keys, live, model, notifications, policy, rights, rule_state, sites, vouchers,
+};
 use std::time::Instant;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -59,7 +61,7 @@ use utoipa_scalar::Servable;
         (name = "rights", description = "Schedules, access groups, the entries log"),
         (name = "notifications", description = "Per-site notification settings"),
         (name = "audit", description = "The audit log of a site"),
-        (name = "policy", description = "Door rules and opening hours"),
+        (name = "policy", description = "Door rules, their states, and opening hours"),
         (name = "decisions", description = "Decisions"),
     )
 )]
@@ -118,6 +120,7 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(live::list_incidents))
         .routes(routes!(live::acknowledge_incident))
         .routes(routes!(live::events))
+        .routes(routes!(rule_state::get_state, rule_state::reset_state))
         .routes(routes!(model::decide))
         .routes(routes!(model::decide_batch))
         .split_for_parts()

@@ -12,5 +12,7 @@ mod bad_input;
 mod matrix;
 #[path = "api/siteops.rs"]
 mod siteops;
+#[path = "api/rule_state.rs"]
+mod rule_state;
 #[path = "api/stories.rs"]
 mod stories;

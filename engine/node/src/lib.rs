@@ -14,6 +14,9 @@
 //!   per node applies them to the plugin host in revision order, so every node of a
 //!   PostgreSQL cluster decides the same request the same way after a policy change.
 //!
+//! - **Door rules' states** (`rule_state`): what a rule keeps per person, door or site,
+//!   for an admin to inspect and reset.
+//!
 //! `engine/api` and `engine/link` depend on this crate and never on each other; what the
 //! API needs from the link (door commands, IQ state) goes through the [`DoorCommands`]
 //! interface defined here.
@@ -25,6 +28,7 @@ mod error;
 mod metrics;
 mod node;
 pub mod policy;
+mod rule_state;
 
 pub use commands::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, NoLink};
 pub use decide::{DecisionRequest, NodeDecision, Source};

@@ -128,6 +128,12 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
             let _ = inner.policy.door_rules().detach(*door);
         }
         PolicyChange::OpeningHours { site, hours } => inner.policy.set_site_opening_hours(*site, hours.clone()),
+        PolicyChange::RuleStateReset { rule, scope, .. } => {
+            inner
+                .policy
+                .door_rules()
+                .reset_state(rule, crate::rule_state::host_scope(*scope));
+        }
     }
     Ok(())
 }
@@ -202,7 +208,7 @@ async fn resync(inner: &Inner) -> Revision {
 }
 
 impl Node {
-    async fn policy_applied(&self, revision: Revision) -> Result<Revision, NodeError> {
+    pub(crate) async fn policy_applied(&self, revision: Revision) -> Result<Revision, NodeError> {
         let mut rx = self.inner.policy_applied.subscribe();
         let reached = matches!(
             tokio::time::timeout(APPLY_TIMEOUT, rx.wait_for(|r| *r >= revision.0)).await,

@@ -96,6 +96,65 @@ impl Manifest {
     }
 }
 
+impl PluginEntry {
+    /// Checks this `[plugins.<name>]` entry on its own (the plugin's name, its file name,
+    /// its hooks, the form of its sha256), reads its file through `read` and verifies
+    /// the file's sha256 (either case), compiling nothing. Answers its hooks and bytes.
+    ///
+    /// # Errors
+    /// [`BundleError::Invalid`] naming what is wrong, [`BundleError::HashMismatch`], or
+    /// what `read` answered.
+    pub fn verify(
+        &self,
+        name: &str,
+        read: impl FnOnce(&str) -> Result<Vec<u8>, BundleError>,
+    ) -> Result<(Vec<Hook>, Vec<u8>), BundleError> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(BundleError::Invalid(format!(
+                "plugin name `{}` must be lowercase letters, digits, `-` and `_`",
+                printable(name, 64)
+            )));
+        }
+        if self.file.contains("..") || self.file.starts_with('/') || !is_printable(&self.file, 255) {
+            return Err(BundleError::Invalid(format!(
+                "plugin `{name}`: file `{}` must be a printable name inside the bundle directory",
+                printable(&self.file, 255)
+            )));
+        }
+        let mut hooks = Vec::with_capacity(self.hooks.len());
+        for hook in &self.hooks {
+            hooks.push(Hook::from_name(hook).ok_or_else(|| {
+                BundleError::Invalid(format!(
+                    "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule, passage)",
+                    printable(hook, 64)
+                ))
+            })?);
+        }
+        // Upper-case hex digits are accepted: they name the same digest.
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BundleError::Invalid(format!(
+                "plugin `{name}`: sha256 `{}` is not 64 hex digits",
+                printable(&self.sha256, 80)
+            )));
+        }
+        let wasm = read(&self.file)?;
+        let found = Sha256::of(&wasm);
+        if !found.to_string().eq_ignore_ascii_case(&self.sha256) {
+            return Err(BundleError::HashMismatch {
+                plugin: name.to_owned(),
+                file: self.file.clone(),
+                expected: self.sha256.clone(),
+                found,
+            });
+        }
+        Ok((hooks, wasm))
+    }
+}
+
 fn to_value(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::Str(s.clone()),
@@ -213,47 +272,7 @@ impl Bundle {
         // First every hash, so a tampered bundle compiles nothing.
         let mut binaries = Vec::with_capacity(manifest.plugins.len());
         for (name, entry) in &manifest.plugins {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            {
-                return Err(BundleError::Invalid(format!(
-                    "plugin name `{name}` must be lowercase letters, digits, `-` and `_`"
-                )));
-            }
-            if entry.file.contains("..") || entry.file.starts_with('/') || !is_printable(&entry.file, 255) {
-                return Err(BundleError::Invalid(format!(
-                    "plugin `{name}`: file `{}` must be a printable name inside the bundle directory",
-                    printable(&entry.file, 255)
-                )));
-            }
-            let mut hooks = Vec::with_capacity(entry.hooks.len());
-            for hook in &entry.hooks {
-                hooks.push(Hook::from_name(hook).ok_or_else(|| {
-                    BundleError::Invalid(format!(
-                        "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule, passage)",
-                        printable(hook, 64)
-                    ))
-                })?);
-            }
-            // Upper-case hex digits are accepted: they name the same digest.
-            if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(BundleError::Invalid(format!(
-                    "plugin `{name}`: sha256 `{}` is not 64 hex digits",
-                    printable(&entry.sha256, 80)
-                )));
-            }
-            let wasm = read(&entry.file)?;
-            let found = Sha256::of(&wasm);
-            if !found.to_string().eq_ignore_ascii_case(&entry.sha256) {
-                return Err(BundleError::HashMismatch {
-                    plugin: name.clone(),
-                    file: entry.file.clone(),
-                    expected: entry.sha256.clone(),
-                    found,
-                });
-            }
+            let (hooks, wasm) = entry.verify(name, &mut read)?;
             binaries.push((name, entry, hooks, wasm));
         }
         let bundle_name = &manifest.bundle.name;

@@ -248,6 +248,19 @@ impl Runtime {
         self.cache.compiled_count()
     }
 
+    /// The hooks a module exports, after the cheap checks [`Runtime::load`] makes first
+    /// (size, imports, counts), without compiling it: what `keyway bundle hash` lists
+    /// in a manifest entry.
+    ///
+    /// # Errors
+    /// Not wasm, over a limit, invalid, or a forbidden or wrongly typed import.
+    pub fn exported_hooks(&self, wasm: &[u8]) -> Result<Vec<Hook>, PluginError> {
+        if !wasm.starts_with(b"\0asm") {
+            return Err(PluginError::NotWasm);
+        }
+        validate::check(wasm, &self.limits)
+    }
+
     /// Validates a plugin cheaply (size, imports, counts; see [`Limits`]), compiles it
     /// (once per process: a module that loaded is cached by its SHA-256, one that failed
     /// is not), instantiates it, checks its ABI version and configures it. `hooks` are

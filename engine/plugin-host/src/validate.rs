@@ -17,6 +17,7 @@
 use crate::error::PluginError;
 use crate::runtime::Limits;
 use crate::text::printable;
+use keyway_abi::Hook;
 use wasmparser::{CompositeInnerType, Encoding, Parser, Payload, TypeRef, ValType};
 
 /// The one import a module may have, and its type in WAT.
@@ -26,8 +27,9 @@ const LOG_TYPE: &str = "(func (param i32 i32))";
 /// Most bytes of a name (import, export) kept in an error message.
 const MAX_NAME_IN_ERROR: usize = 64;
 
-/// Checks `wasm` against `limits` without compiling it.
-pub(crate) fn check(wasm: &[u8], limits: &Limits) -> Result<(), PluginError> {
+/// Checks `wasm` against `limits` without compiling it; answers the hooks it exports
+/// (by name only: their signatures are checked once it is compiled).
+pub(crate) fn check(wasm: &[u8], limits: &Limits) -> Result<Vec<Hook>, PluginError> {
     if wasm.len() > limits.max_module_bytes {
         return Err(PluginError::ModuleTooLarge {
             len: wasm.len(),
@@ -52,6 +54,7 @@ pub(crate) fn check(wasm: &[u8], limits: &Limits) -> Result<(), PluginError> {
     let mut table_elements = 0u64;
     let mut data_bytes = 0u64;
     let mut data_segments = 0u64;
+    let mut hooks = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.map_err(invalid)? {
             Payload::Version { encoding, .. } if encoding != Encoding::Module => {
@@ -129,10 +132,18 @@ pub(crate) fn check(wasm: &[u8], limits: &Limits) -> Result<(), PluginError> {
                 customs += 1;
                 too_many("custom sections", customs, MAX_CUSTOM_SECTIONS)?;
             }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(invalid)?;
+                    if let Some(hook) = Hook::ALL.into_iter().find(|h| h.export_name() == export.name) {
+                        hooks.push(hook);
+                    }
+                }
+            }
             _ => {}
         }
     }
-    Ok(())
+    Ok(hooks)
 }
 
 /// Custom sections (names, producers, target features) a module may carry.

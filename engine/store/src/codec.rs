@@ -55,6 +55,50 @@ pub enum PolicyChange {
         /// The hours; `None` when cleared.
         hours: Option<Schedule>,
     },
+    /// An admin reset the state door rule `rule` keeps for one person, door or site of
+    /// `site` (every node forgets it).
+    RuleStateReset {
+        /// The rule's name.
+        rule: String,
+        /// The site whose person, door or own state it was.
+        site: SiteId,
+        /// Whose state.
+        scope: RuleScope,
+    },
+}
+
+/// Whose state a door rule keeps: a person's, a door's or a site's (the plugin host's
+/// `StateScope`, which the store does not depend on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleScope {
+    /// Per (rule, person).
+    Person(PersonId),
+    /// Per (rule, door).
+    Door(DoorId),
+    /// Per (rule, site).
+    Site(SiteId),
+}
+
+impl RuleScope {
+    /// `person`, `door` or `site`.
+    #[must_use]
+    pub const fn kind(self) -> &'static str {
+        match self {
+            RuleScope::Person(_) => "person",
+            RuleScope::Door(_) => "door",
+            RuleScope::Site(_) => "site",
+        }
+    }
+
+    /// The person's, door's or site's id.
+    #[must_use]
+    pub const fn id(self) -> u32 {
+        match self {
+            RuleScope::Person(p) => p.0,
+            RuleScope::Door(d) => d.0,
+            RuleScope::Site(s) => s.0,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -225,6 +269,12 @@ enum Op {
         site: u32,
         hours: Option<ScheduleDto>,
     },
+    RuleStateReset {
+        rule: String,
+        site: u32,
+        scope: String,
+        id: u32,
+    },
 }
 
 /// Encode one change-log entry.
@@ -250,6 +300,12 @@ fn policy_op(policy: &PolicyChange) -> Op {
             door: door.0,
             fail_safe: rule.as_ref().is_some_and(|(_, safe)| *safe),
             rule: rule.as_ref().map(|(name, _)| name.clone()),
+        },
+        PolicyChange::RuleStateReset { rule, site, scope } => Op::RuleStateReset {
+            rule: rule.clone(),
+            site: site.0,
+            scope: scope.kind().to_owned(),
+            id: scope.id(),
         },
         PolicyChange::OpeningHours { site, hours } => Op::OpeningHours {
             site: site.0,
@@ -332,6 +388,23 @@ pub fn decode(text: &str) -> Result<Logged, StoreError> {
             return Ok(Logged::Policy(PolicyChange::DoorRule {
                 door: DoorId(door),
                 rule: rule.map(|name| (name, fail_safe)),
+            }));
+        }
+        Op::RuleStateReset { rule, site, scope, id } => {
+            let scope = match scope.as_str() {
+                "person" => RuleScope::Person(PersonId(id)),
+                "door" => RuleScope::Door(DoorId(id)),
+                "site" => RuleScope::Site(SiteId(id)),
+                other => {
+                    return Err(StoreError::internal(format!(
+                        "change-log entry resets a rule state of scope `{other}`"
+                    )));
+                }
+            };
+            return Ok(Logged::Policy(PolicyChange::RuleStateReset {
+                rule,
+                site: SiteId(site),
+                scope,
             }));
         }
         Op::OpeningHours { site, hours } => {

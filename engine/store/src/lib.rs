@@ -46,7 +46,7 @@ mod target;
 mod tokens;
 
 pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
-pub use codec::{Logged, PolicyChange, decode as decode_change, encode as encode_change};
+pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use enrolment::IqCertificate;

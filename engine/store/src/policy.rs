@@ -307,6 +307,11 @@ macro_rules! policy_ops {
             ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(rule_json).as_deref(), Some(&rule_json(after))).await
         }
 
+        pub(crate) async fn audit_rule_state_reset(conn: &mut ops::Conn, actor: &str, rule: &str, site: SiteId, scope: crate::codec::RuleScope) -> Result<(), StoreError> {
+            let before = serde_json::json!({ "rule": rule, "site": site.0, "scope": scope.kind(), "id": scope.id() }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "reset_rule_state", &format!("rule_state:{rule}"), Some(&before), None).await
+        }
+
         pub(crate) async fn delete_door_rule(conn: &mut ops::Conn, actor: &str, before: &DoorRuleAttachment) -> Result<(), StoreError> {
             sqlx::query("DELETE FROM door_rules WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
             ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&rule_json(before)), None).await
@@ -634,6 +639,33 @@ impl Store {
     pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<Revision, StoreError> {
         Ok(self
             .commit(actor, WriteOp::Policy(PolicyWrite::Detach(door)))
+            .await?
+            .revision)
+    }
+
+    /// Record an admin's reset of the state door rule `rule` keeps for a person, a door or
+    /// `site` itself, audited, with a change-log row that carries it to every node (each
+    /// node keeps rule states in memory and forgets this one when it applies the row).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed rule name; database errors.
+    pub async fn reset_rule_state(
+        &self,
+        actor: &str,
+        rule: &str,
+        site: SiteId,
+        scope: codec::RuleScope,
+    ) -> Result<Revision, StoreError> {
+        check_name("rule name", rule)?;
+        Ok(self
+            .commit(
+                actor,
+                WriteOp::Policy(PolicyWrite::ResetRuleState {
+                    rule: rule.to_owned(),
+                    site,
+                    scope,
+                }),
+            )
             .await?
             .revision)
     }

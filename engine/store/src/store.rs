@@ -124,6 +124,11 @@ pub(crate) enum PolicyWrite {
     Attach(crate::policy::DoorRuleAttachment),
     Detach(keyway_core::DoorId),
     Hours(keyway_core::SiteId, Option<keyway_core::Schedule>),
+    ResetRuleState {
+        rule: String,
+        site: keyway_core::SiteId,
+        scope: codec::RuleScope,
+    },
 }
 
 /// What the write path committed, for publication after the commit.
@@ -354,6 +359,10 @@ macro_rules! node_ops {
                 PolicyWrite::Hours(site, hours) => {
                     policy::put_opening_hours(tx, actor, site, hours.as_ref()).await?;
                     PolicyChange::OpeningHours { site, hours }
+                }
+                PolicyWrite::ResetRuleState { rule, site, scope } => {
+                    policy::audit_rule_state_reset(tx, actor, &rule, site, scope).await?;
+                    PolicyChange::RuleStateReset { rule, site, scope }
                 }
             })
         }

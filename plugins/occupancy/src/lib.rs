@@ -30,6 +30,7 @@ fn count(state: &[u8]) -> u32 {
 
 impl Plugin for Occupancy {
     fn configure(config: &Config) -> HookResult<Self> {
+        config.only(&["max"])?;
         let max = config.int("max")?.ok_or("`max` is required")?;
         let max = u32::try_from(max)
             .ok()
@@ -127,6 +128,10 @@ mod tests {
             (
                 Config::new().with("max", "ten"),
                 "config key `max` must be an integer, found a string",
+            ),
+            (
+                Config::new().with("max", 5).with("maximum", 9),
+                "unknown config key `maximum` (known: `max`)",
             ),
         ];
         for (config, expected) in cases {

@@ -33,6 +33,7 @@ fn decode(state: &[u8]) -> Option<(u32, i64)> {
 
 impl Plugin for TwoPerson {
     fn configure(config: &Config) -> HookResult<Self> {
+        config.only(&["window_s"])?;
         let window_s = config.int("window_s")?.unwrap_or(30);
         if !(1..=3600).contains(&window_s) {
             return Err(format!("`window_s` must be 1 to 3600 seconds, found {window_s}"));
@@ -117,5 +118,7 @@ mod tests {
             let err = Harness::<TwoPerson>::new(Config::new().with("window_s", window)).unwrap_err();
             assert_eq!(err, expected);
         }
+        let err = Harness::<TwoPerson>::new(Config::new().with("window", 10)).unwrap_err();
+        assert_eq!(err, "unknown config key `window` (known: `window_s`)");
     }
 }

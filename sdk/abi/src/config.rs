@@ -96,6 +96,29 @@ impl Config {
         self
     }
 
+    /// Refuses a key not in `known`, so that a typo in a manifest (`window-s` for
+    /// `window_s`) fails at load, where `keyway bundle check` reports it, instead of
+    /// silently falling back to a default.
+    ///
+    /// # Errors
+    /// The first unknown key, and the known ones.
+    pub fn only(&self, known: &[&str]) -> Result<(), String> {
+        match self.values.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(key) => {
+                let names: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+                Err(format!(
+                    "unknown config key `{key}` (known: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
     /// The raw value under `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&Value> {

@@ -10,6 +10,7 @@ pub(crate) mod model;
 pub(crate) mod notifications;
 pub(crate) mod policy;
 pub(crate) mod rights;
+pub(crate) mod rule_state;
 pub(crate) mod sites;
 pub(crate) mod vouchers;
 

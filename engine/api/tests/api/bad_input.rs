@@ -224,6 +224,67 @@ async fn ids_of_another_site_or_of_nothing() {
     assert_eq!(w.h.fingerprint().await, before);
 }
 
+/// A door rule's state: a rule the bundle lacks (or that is no door rule), a person or
+/// door of another site or of nothing, both scopes at once, unknown or malformed query
+/// parameters. Nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_state_bad_input() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let their_door = w.h.door(w.other_site).await;
+    let their_person = w.h.person(w.other_site).await;
+    let base = format!("/v1/sites/{}/rules", w.site.0);
+    let long = "r".repeat(300);
+    let before = w.h.fingerprint().await;
+    // (method, path, status, code)
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("GET", format!("{base}/no-such-rule/state"), 404, "not_found"),
+        ("DELETE", format!("{base}/roles-standard/state"), 404, "not_found"),
+        ("DELETE", format!("{base}/{long}/state"), 404, "not_found"),
+        (
+            "GET",
+            format!("{base}/two-person/state?person={}", their_person.0),
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("{base}/two-person/state?door={}", their_door.0),
+            404,
+            "not_found",
+        ),
+        ("GET", format!("{base}/two-person/state?door=999999"), 404, "not_found"),
+        (
+            "GET",
+            format!("{base}/two-person/state?person=1&door={}", w.door.0),
+            400,
+            "bad_query",
+        ),
+        (
+            "DELETE",
+            format!("{base}/two-person/state?colour=red"),
+            400,
+            "bad_query",
+        ),
+        ("GET", format!("{base}/two-person/state?door=abc"), 400, "bad_query"),
+        (
+            "GET",
+            format!("{base}/two-person/state?door=99999999999"),
+            400,
+            "bad_query",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, want, code) in cases {
+        let (status, answer) = w.h.call(method, &path, Some(&owner), None).await;
+        if status.as_u16() != want || answer["code"] != code {
+            failures.push(format!("{method} {path}: got {status} {answer}, want {want} {code}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(w.h.fingerprint().await, before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_edge_cases() {
     let w = World::new().await;

@@ -65,6 +65,8 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("DELETE /v1/sites/{site}/doors/{door}/rule",          [U, F, F, 200, 200, N, N, F, F, 200]),
     ("PUT /v1/sites/{site}/opening-hours",                 [U, F, F, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/opening-hours",              [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("GET /v1/sites/{site}/rules/{rule}/state",            [U, F, F, 200, 200, N, N, 200, F, 200]),
+    ("DELETE /v1/sites/{site}/rules/{rule}/state",         [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/decide",                                    [U, F, 200, 200, 200, N, N, F, 200, 200]),
     ("POST /v1/decide/batch",                              [U, F, 200, 200, 200, N, N, F, 200, 200]),
 ];
@@ -254,6 +256,10 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         }
         "PUT /v1/sites/{site}/opening-hours" => {
             Some(json!({"periods": [{"days": ["workdays"], "start": "07:00", "end": "19:00"}]}))
+        }
+        "GET /v1/sites/{site}/rules/{rule}/state" | "DELETE /v1/sites/{site}/rules/{rule}/state" => {
+            path = format!("{}?door={}", path.replace("{rule}", "two-person"), w.door.0);
+            None
         }
         "POST /v1/decide" => Some(decide_body(w)),
         "POST /v1/decide/batch" => Some(json!({"requests": [decide_body(w), decide_body(w)]})),

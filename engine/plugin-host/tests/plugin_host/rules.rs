@@ -21,12 +21,17 @@ const ADMIN: PersonId = PersonId(2);
 /// A basic user of site 2, whose doors are 9 and 10.
 const GUARD: PersonId = PersonId(3);
 
-/// The default bundle plus `trap-rule`, a door rule that always traps.
+/// The default bundle plus `trap-rule`, a door rule that always traps, with
+/// anti-passback armed by decisions (`arm_on_decision`): these tests run decisions
+/// without passages (scoped.rs tests anti-passback on passages).
 pub fn fixture_bundle() -> tempfile::TempDir {
     let trap = wat_plugin(r#"(func (export "keyway_door_rule") (param i32 i32) (result i64) unreachable)"#);
     let sha = Sha256::of(&trap);
     let dir = edited_bundle(|t| {
-        format!("{t}\n[plugins.trap-rule]\nfile = \"trap-rule.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"door_rule\"]\n")
+        format!(
+            "{t}\n[plugins.anti-passback.config]\narm_on_decision = true\n\n\
+             [plugins.trap-rule]\nfile = \"trap-rule.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"door_rule\"]\n"
+        )
     });
     std::fs::write(dir.path().join("trap-rule.wasm"), trap).unwrap();
     dir
