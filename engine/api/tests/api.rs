@@ -10,9 +10,9 @@ mod support;
 mod bad_input;
 #[path = "api/matrix.rs"]
 mod matrix;
-#[path = "api/siteops.rs"]
-mod siteops;
 #[path = "api/rule_state.rs"]
 mod rule_state;
+#[path = "api/siteops.rs"]
+mod siteops;
 #[path = "api/stories.rs"]
 mod stories;
