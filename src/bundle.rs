@@ -532,8 +532,18 @@ fn chain_entry(text: &str) -> (&str, FailMode) {
     }
 }
 
+/// An events file, read and checked.
+#[derive(Debug)]
+struct Events {
+    site: SiteId,
+    time_zone: TimeZone,
+    /// Each door's chain of rules, as written (`name` or `name:safe`).
+    doors: Vec<(u32, Vec<String>)>,
+    badges: Vec<Badge>,
+}
+
 /// Reads the events file: the site, its zone, the doors' chains and the badges.
-fn read_events(path: &Path) -> Result<(SiteId, TimeZone, Vec<(u32, Vec<String>)>, Vec<Badge>), BundleCliError> {
+fn read_events(path: &Path) -> Result<Events, BundleCliError> {
     let invalid = |reason: String| BundleCliError::Events {
         path: path.to_owned(),
         reason,
@@ -602,7 +612,12 @@ fn read_events(path: &Path) -> Result<(SiteId, TimeZone, Vec<(u32, Vec<String>)>
             }
         });
     }
-    Ok((site, time_zone, doors, badges))
+    Ok(Events {
+        site,
+        time_zone,
+        doors,
+        badges,
+    })
 }
 
 /// Sets a door's chain, or says why not.
@@ -707,7 +722,12 @@ fn try_bundle(args: &TryArgs, out: &mut impl Write) -> Result<(), BundleCliError
     let mut tally = Tally::default();
     match &args.events {
         Some(path) => {
-            let (site, time_zone, doors, badges) = read_events(path)?;
+            let Events {
+                site,
+                time_zone,
+                doors,
+                badges,
+            } = read_events(path)?;
             for (door, chain) in &doors {
                 attach_chain(&host, *door, chain)?;
                 writeln!(out, "door {door}: rules {}", chain.join(", "))?;
