@@ -12,6 +12,7 @@ mod serve;
 use clap::{Parser, Subcommand};
 use keyway_core::{Presented, Revision, Snapshot, decide};
 use keyway_sim::{Population, PopulationSpec};
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,17 +63,32 @@ enum AdminCommand {
         #[command(flatten)]
         server: serve::ServeArgs,
     },
+    /// Upload a firmware file; site admins then assign it to IQs of its model
+    /// (`PUT /v1/sites/{site}/iqs/{iq}/firmware`), which fetch it over the link.
+    UploadFirmware {
+        /// The IQ model it is for (1 to 64 letters, digits, `.`, `-`, `_`, `+`).
+        #[arg(long)]
+        model: String,
+        /// Its version (same characters), unique per model.
+        #[arg(long)]
+        version: String,
+        /// The SHA-256 the file must have (hex), as published with it; checked before
+        /// anything is stored.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// The file (at most 64 MiB).
+        file: std::path::PathBuf,
+        /// Where the server keeps its data, and which database.
+        #[command(flatten)]
+        server: serve::ServeArgs,
+    },
 }
 
 fn run_admin(command: AdminCommand) -> ExitCode {
-    let AdminCommand::CreateOperator { email, server } = command;
+    let server = match &command {
+        AdminCommand::CreateOperator { server, .. } | AdminCommand::UploadFirmware { server, .. } => server.clone(),
+    };
     serve::init_logging(server.log_format);
-    let mut password = String::new();
-    if let Err(e) = std::io::stdin().read_line(&mut password) {
-        eprintln!("error: cannot read the password from standard input: {e}");
-        return ExitCode::FAILURE;
-    }
-    let password = password.trim_end_matches(['\r', '\n']).to_owned();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -88,6 +104,15 @@ fn run_admin(command: AdminCommand) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Read what the command needs before the node opens, so a bad file or password
+        // fails without touching the database.
+        let job = match AdminJob::prepare(command) {
+            Ok(job) => job,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let node = match keyway_node::Node::open(config).await {
             Ok(node) => node,
             Err(e) => {
@@ -95,19 +120,105 @@ fn run_admin(command: AdminCommand) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let code = match keyway_api::create_operator(&node, &email, &password).await {
-            Ok(account) => {
-                println!("operator {} created (account {})", account.email, account.id);
+        let outcome = job.run(&node).await;
+        node.close().await;
+        match outcome {
+            Ok(message) => {
+                println!("{message}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
-        };
-        node.close().await;
-        code
+        }
     })
+}
+
+/// An admin command with its input read.
+enum AdminJob {
+    CreateOperator {
+        email: String,
+        password: String,
+    },
+    UploadFirmware {
+        model: String,
+        version: String,
+        content: Vec<u8>,
+    },
+}
+
+impl AdminJob {
+    fn prepare(command: AdminCommand) -> Result<AdminJob, String> {
+        match command {
+            AdminCommand::CreateOperator { email, .. } => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_line(&mut password)
+                    .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+                let password = password.trim_end_matches(['\r', '\n']).to_owned();
+                Ok(AdminJob::CreateOperator { email, password })
+            }
+            AdminCommand::UploadFirmware {
+                model,
+                version,
+                sha256,
+                file,
+                ..
+            } => {
+                let size = std::fs::metadata(&file)
+                    .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?
+                    .len();
+                if size > keyway_store::MAX_FIRMWARE_BYTES as u64 {
+                    return Err(format!(
+                        "`{}` has {size} bytes; a firmware file has at most {}",
+                        file.display(),
+                        keyway_store::MAX_FIRMWARE_BYTES
+                    ));
+                }
+                let content = std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+                if let Some(expected) = sha256 {
+                    let actual = hex::encode(sha2::Sha256::digest(&content));
+                    if !expected.trim().eq_ignore_ascii_case(&actual) {
+                        return Err(format!(
+                            "`{}` has sha256 {actual}, not the {} given",
+                            file.display(),
+                            expected.trim()
+                        ));
+                    }
+                }
+                Ok(AdminJob::UploadFirmware {
+                    model,
+                    version,
+                    content,
+                })
+            }
+        }
+    }
+
+    async fn run(self, node: &keyway_node::Node) -> Result<String, String> {
+        match self {
+            AdminJob::CreateOperator { email, password } => keyway_api::create_operator(node, &email, &password)
+                .await
+                .map(|account| format!("operator {} created (account {})", account.email, account.id))
+                .map_err(|e| e.to_string()),
+            AdminJob::UploadFirmware {
+                model,
+                version,
+                content,
+            } => node
+                .store()
+                .upload_firmware("operator:cli", &model, &version, &content)
+                .await
+                .map(|f| {
+                    format!(
+                        "firmware {} uploaded: model `{}`, version `{}`, {} bytes, sha256 {}",
+                        f.id, f.model, f.version, f.size, f.sha256
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 fn run_serve(args: serve::ServeArgs) -> ExitCode {
@@ -120,8 +231,9 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
         }
     };
     let config_args = args.clone();
-    let api = move |node: keyway_node::Node, public_url: &str| {
-        let state = keyway_api::AppState::new(node, api_config(&config_args, public_url)).map_err(|e| e.to_string())?;
+    let api = move |node: keyway_node::Node, public_url: &str, link: keyway_api::LinkAdvert| {
+        let state =
+            keyway_api::AppState::new(node, api_config(&config_args, public_url, link)).map_err(|e| e.to_string())?;
         let metrics_state = state.clone();
         let streams_state = state.clone();
         Ok(serve::ApiParts {
@@ -140,7 +252,7 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
 }
 
 /// The API's configuration from `serve`'s flags.
-fn api_config(args: &serve::ServeArgs, public_url: &str) -> keyway_api::ApiConfig {
+fn api_config(args: &serve::ServeArgs, public_url: &str, link: keyway_api::LinkAdvert) -> keyway_api::ApiConfig {
     keyway_api::ApiConfig {
         public_url: public_url.to_owned(),
         smtp_relay: args.smtp_url.clone(),
@@ -151,6 +263,7 @@ fn api_config(args: &serve::ServeArgs, public_url: &str) -> keyway_api::ApiConfi
         cors_origins: Vec::new(),
         // A cookie marked Secure is never sent back over plain HTTP.
         secure_cookie: public_url.starts_with("https://"),
+        link: Some(link),
         ..keyway_api::ApiConfig::default()
     }
 }

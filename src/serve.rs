@@ -191,7 +191,7 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig, ServeError> {
 /// Bad configuration, an address in use, a database that does not open.
 pub async fn serve(
     args: ServeArgs,
-    api: impl FnOnce(Node, &str) -> Result<ApiParts, String>,
+    api: impl FnOnce(Node, &str, keyway_api::LinkAdvert) -> Result<ApiParts, String>,
 ) -> Result<(), ServeError> {
     let config = node_config(&args)?;
     let listener = TcpListener::bind(args.http_addr)
@@ -222,28 +222,12 @@ pub async fn serve(
 
     let node = Node::open(config).await?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
-    let parts = api(node.clone(), &public_url).map_err(ServeError::Config)?;
-    let _ = shared.node.set(node.clone());
-    let _ = shared.http_metrics.set(parts.metrics);
-    let _ = shared.app.set(parts.router);
-    let parts_close_streams = parts.close_streams;
     let backend = Arc::new(keyway_link::NodeBackend::new(
         node.clone(),
         keyway_link::NodeBackendConfig::default(),
     ));
     node.set_door_commands(backend.door_commands());
-    let mut names = args.link_names.clone();
-    if names.is_empty() {
-        let host = public_url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split([':', '/']).next())
-            .unwrap_or("localhost")
-            .to_owned();
-        names.push(host);
-        names.push("localhost".to_owned());
-    }
-    let mut link_config = keyway_link::LinkConfig::new(args.data_dir.join("link"), names);
+    let mut link_config = keyway_link::LinkConfig::new(args.data_dir.clone(), link_names(&args, &public_url));
     link_config.control_addr = args.link_control_addr;
     link_config.bulk_addr = args.link_bulk_addr;
     let link = match keyway_link::LinkServer::start(link_config, backend).await {
@@ -253,6 +237,26 @@ pub async fn serve(
             return Err(ServeError::Link(e));
         }
     };
+    // The API tells installers where IQs dial, so it is made once the link listens (its
+    // ports may have been chosen by the system).
+    let advert = keyway_api::LinkAdvert {
+        ca_file: link_dir(&args.data_dir).join("ca.der"),
+        control_port: link.control_addr().port(),
+        bulk_port: link.bulk_addr().port(),
+        server_names: link_names(&args, &public_url),
+    };
+    let parts = match api(node.clone(), &public_url, advert) {
+        Ok(parts) => parts,
+        Err(e) => {
+            link.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;
+            node.close().await;
+            return Err(ServeError::Config(e));
+        }
+    };
+    let _ = shared.node.set(node.clone());
+    let _ = shared.http_metrics.set(parts.metrics);
+    let _ = shared.app.set(parts.router);
+    let parts_close_streams = parts.close_streams;
     let status = node.store().status();
     println!(
         "keyway is ready at {public_url} (revision r{}, bundle `{}`)",
@@ -288,6 +292,30 @@ pub async fn serve(
     node.close().await;
     tracing::info!("stopped; entries flushed and the database closed");
     Ok(())
+}
+
+/// The host names the link's server certificate carries: `--link-names`, or else the
+/// host of the public URL and `localhost`.
+#[must_use]
+pub fn link_names(args: &ServeArgs, public_url: &str) -> Vec<String> {
+    let mut names = args.link_names.clone();
+    if names.is_empty() {
+        let host = public_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split([':', '/']).next())
+            .unwrap_or("localhost")
+            .to_owned();
+        names.push(host);
+        names.push("localhost".to_owned());
+    }
+    names
+}
+
+/// Where the link keeps its certificate authorities (PROTOCOL.md, 2.1).
+#[must_use]
+fn link_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("link")
 }
 
 /// What the API crate hands the server.

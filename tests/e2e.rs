@@ -12,6 +12,7 @@
 
 mod e2e {
     pub mod bundle;
+    pub mod iqs;
     pub mod server;
     pub mod siteops;
     pub mod support;

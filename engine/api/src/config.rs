@@ -50,6 +50,23 @@ pub struct ApiConfig {
     pub secure_cookie: bool,
     /// The most requests in one `POST /v1/decide/batch`.
     pub max_batch: usize,
+    /// What an IQ installer is told beside an enrolment code; `None` when this server
+    /// runs no IQ link.
+    pub link: Option<LinkAdvert>,
+}
+
+/// Where IQs reach this server's link, as told to installers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkAdvert {
+    /// The link CA's certificate (DER), written by the link at its first start; read
+    /// when a code is issued.
+    pub ca_file: PathBuf,
+    /// The control port.
+    pub control_port: u16,
+    /// The bulk port.
+    pub bulk_port: u16,
+    /// The host names in the server's certificate.
+    pub server_names: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +93,7 @@ impl Default for ApiConfig {
             revision_wait: Duration::from_secs(2),
             secure_cookie: true,
             max_batch: 1000,
+            link: None,
         }
     }
 }

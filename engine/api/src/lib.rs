@@ -24,7 +24,7 @@ mod routes;
 mod state;
 
 pub use auth::{SCOPES, SESSION_COOKIE};
-pub use config::{ApiConfig, RateLimit};
+pub use config::{ApiConfig, LinkAdvert, RateLimit};
 pub use error::{ApiError, Problem};
 pub use routes::accounts::password_rules_broken;
 pub use state::AppState;
@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
 use routes::{
-    accounts, audit, door_ops, keys, live, model, notifications, policy, rights, rule_state, sites, vouchers,
+    accounts, audit, door_ops, iqs, keys, live, model, notifications, policy, rights, rule_state, sites, vouchers,
 };
 use std::time::Instant;
 use tracing::Instrument;
@@ -62,6 +62,7 @@ use utoipa_scalar::Servable;
         (name = "notifications", description = "Per-site notification settings"),
         (name = "audit", description = "The audit log of a site"),
         (name = "policy", description = "Door rules, their states, and opening hours"),
+        (name = "iqs", description = "IQ gateways: registration, enrolment, state, activation PINs, firmware"),
         (name = "decisions", description = "Decisions"),
     )
 )]
@@ -121,6 +122,17 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(live::acknowledge_incident))
         .routes(routes!(live::events))
         .routes(routes!(rule_state::get_state, rule_state::reset_state))
+        .routes(routes!(iqs::register_iq, iqs::list_iqs))
+        .routes(routes!(iqs::get_iq, iqs::rename_iq, iqs::remove_iq))
+        .routes(routes!(iqs::new_enrolment_code))
+        .routes(routes!(iqs::reset_iq))
+        .routes(routes!(iqs::pair_door))
+        .routes(routes!(iqs::list_activations))
+        .routes(routes!(iqs::set_own_pin))
+        .routes(routes!(iqs::reset_pin))
+        .routes(routes!(iqs::assign_firmware))
+        .routes(routes!(iqs::list_firmware))
+        .routes(routes!(keys::set_offline_access))
         .routes(routes!(model::decide))
         .routes(routes!(model::decide_batch))
         .split_for_parts()

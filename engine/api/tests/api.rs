@@ -8,6 +8,8 @@ mod support;
 
 #[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/iqs.rs"]
+mod iqs;
 #[path = "api/matrix.rs"]
 mod matrix;
 #[path = "api/rule_state.rs"]

@@ -37,7 +37,8 @@ use keyway_core::{
     Snapshot,
 };
 use keyway_node::{
-    CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node, Source,
+    CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node,
+    OfflineListSize, Source,
 };
 use keyway_store::{
     Entry, FeedError, IncidentKind as StoredIncidentKind, Logged, Method, NewIncident, PinCheck, StoreError,
@@ -97,6 +98,22 @@ impl Shared {
     fn with_iq<T>(&self, iq: IqId, f: impl FnOnce(&mut Live) -> T) -> T {
         let mut iqs = self.iqs.lock().unwrap_or_else(PoisonError::into_inner);
         f(iqs.entry(iq).or_default())
+    }
+
+    /// Tells every session of `iq` that its certificate is revoked (each closes at once);
+    /// how many there were.
+    fn close_sessions(&self, iq: IqId) -> usize {
+        let sessions = self.with_iq(iq, |live| {
+            live.state.online = false;
+            std::mem::take(&mut live.sessions)
+        });
+        let mut closed = 0;
+        for s in sessions {
+            if s.try_send(PushEvent::Revoked).is_ok() {
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// A sender to one live session of `iq`, if any.
@@ -172,10 +189,7 @@ impl NodeBackend {
             .revoke_iq_certificate(actor, iq)
             .await
             .map_err(unavailable)?;
-        let sessions = self.shared.with_iq(iq, |live| std::mem::take(&mut live.sessions));
-        for s in sessions {
-            let _ = s.try_send(PushEvent::Revoked);
-        }
+        self.shared.close_sessions(iq);
         Ok(())
     }
 
@@ -254,6 +268,10 @@ impl DoorCommands for LinkCommands {
 
     fn state(&self, iq: IqId) -> IqState {
         self.shared.with_iq(iq, |live| live.state.clone())
+    }
+
+    fn close_sessions(&self, iq: IqId) -> usize {
+        self.shared.close_sessions(iq)
     }
 }
 
@@ -923,7 +941,29 @@ impl LinkBackend for NodeBackend {
         if dropped != (0, 0) {
             tracing::warn!(%iq, tags = dropped.0, remote_users = dropped.1, "offline list over the iq's limits: entries left out");
         }
-        self.shared.with_iq(iq, |live| live.dropped = dropped);
+        let size = OfflineListSize {
+            revision: revision.0,
+            tags: list
+                .entries
+                .iter()
+                .filter(|e| e.kind == CredentialKind::Tag)
+                .count()
+                .try_into()
+                .unwrap_or(u32::MAX),
+            remote_users: list
+                .entries
+                .iter()
+                .filter(|e| e.kind != CredentialKind::Tag)
+                .count()
+                .try_into()
+                .unwrap_or(u32::MAX),
+            tags_left_out: dropped.0,
+            remote_users_left_out: dropped.1,
+        };
+        self.shared.with_iq(iq, |live| {
+            live.dropped = dropped;
+            live.state.offline_list = Some(size);
+        });
         Ok(list)
     }
 
@@ -942,13 +982,21 @@ impl LinkBackend for NodeBackend {
 
     async fn firmware_chunk(
         &self,
-        _iq: IqId,
+        iq: IqId,
         version: &str,
         offset: u64,
         max_len: u32,
     ) -> Result<FirmwareSlice, BackendError> {
         let store = self.node.store();
-        let files = store.firmware_files(None).await.map_err(store_err)?;
+        // An IQ registered with a model gets only that model's files; one written before
+        // registration details existed (no model) may fetch any.
+        let model = store
+            .iq_details(iq)
+            .await
+            .map_err(store_err)?
+            .map(|d| d.model)
+            .filter(|m| !m.is_empty());
+        let files = store.firmware_files(model.as_deref()).await.map_err(store_err)?;
         let Some(file) = files.iter().rev().find(|f| f.version == version) else {
             return Err(BackendError::NotFound);
         };

@@ -38,6 +38,25 @@ pub struct IqState {
     pub last_seen: Option<i64>,
     /// The firmware version it reported.
     pub firmware: Option<String>,
+    /// The offline list last sent to it, if one was sent by this node.
+    pub offline_list: Option<OfflineListSize>,
+}
+
+/// The size of an offline list sent to an IQ, against the IQ's capacity (the FAQ: 10,000
+/// tags and 10,000 remote users). What did not fit is what the list's documented order
+/// (keys with offline access first, then by credential id) left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OfflineListSize {
+    /// The revision the list was built at.
+    pub revision: u64,
+    /// Tags in the list.
+    pub tags: u32,
+    /// Digital keys and PINs in the list.
+    pub remote_users: u32,
+    /// Tags that did not fit.
+    pub tags_left_out: u32,
+    /// Digital keys and PINs that did not fit.
+    pub remote_users_left_out: u32,
 }
 
 /// A boxed future, so the trait stays object-safe.
@@ -49,6 +68,9 @@ pub trait DoorCommands: Send + Sync + std::fmt::Debug {
     fn send(&self, iq: IqId, door: DoorId, command: DoorCommand) -> BoxFuture<'_, CommandOutcome>;
     /// The state of `iq`.
     fn state(&self, iq: IqId) -> IqState;
+    /// Close every session `iq` holds on this node at once (its certificate was revoked:
+    /// the IQ was removed or reset). How many were closed.
+    fn close_sessions(&self, iq: IqId) -> usize;
 }
 
 /// The stand-in until the link is installed: nothing is delivered, every IQ is offline.
@@ -66,5 +88,9 @@ impl DoorCommands for NoLink {
 
     fn state(&self, _iq: IqId) -> IqState {
         IqState::default()
+    }
+
+    fn close_sessions(&self, _iq: IqId) -> usize {
+        0
     }
 }

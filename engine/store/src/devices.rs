@@ -8,13 +8,17 @@
 //! whole IQ (everyone activates again).
 //!
 //! Firmware files are stored with their SHA-256 and size, unique per (model, version).
+//!
+//! An IQ's registration details (model, serial number, the firmware assigned to it) sit
+//! beside its row of the decision model: they are not part of any decision, so they
+//! change without a revision, and are audited.
 
 use crate::accounts::{hash_password, verify_hash};
 use crate::codec::id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
-use keyway_core::{IqId, PersonId};
+use keyway_core::{IqId, PersonId, SiteId};
 use sqlx::Row;
 
 /// Wrong PINs in a row before an activation is blocked.
@@ -72,6 +76,24 @@ pub struct FirmwareFile {
     pub uploaded_at: i64,
 }
 
+/// What an admin registered about an IQ, beyond the decision model's site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IqDetails {
+    /// Its id.
+    pub id: IqId,
+    /// Its site.
+    pub site: SiteId,
+    /// Its name.
+    pub name: String,
+    /// Its model (what firmware files are for).
+    pub model: String,
+    /// Its serial number, unique among registered IQs; absent for IQs written before
+    /// registration details existed.
+    pub serial: Option<String>,
+    /// The firmware file assigned to it, if any.
+    pub firmware: Option<i64>,
+}
+
 fn activation_entity(iq: IqId, person: PersonId) -> String {
     format!("iq_activation:{}:{}", iq.0, person.0)
 }
@@ -91,7 +113,7 @@ fn check_label(what: &str, text: &str) -> Result<(), StoreError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
     {
         return Err(StoreError::invalid(format!(
-            "a firmware {what} has 1 to 64 letters, digits, dots, dashes, underscores or pluses"
+            "a {what} has 1 to 64 letters, digits, dots, dashes, underscores or pluses"
         )));
     }
     Ok(())
@@ -214,6 +236,67 @@ macro_rules! device_ops {
             let after = serde_json::json!({ "activations_removed": n }).to_string();
             ops::insert_audit(conn, None, now_seconds(), actor, action, &entity, None, Some(&after)).await?;
             Ok(n)
+        }
+
+        const IQ_COLS: &str = "SELECT id, site, name, model, serial, firmware FROM iqs";
+
+        fn iq_from(r: &ops::DbRowOf) -> Result<IqDetails, StoreError> {
+            Ok(IqDetails {
+                id: IqId(id32(r.try_get(0)?, "iq")?),
+                site: SiteId(id32(r.try_get(1)?, "site")?),
+                name: r.try_get(2)?,
+                model: r.try_get(3)?,
+                serial: r.try_get(4)?,
+                firmware: r.try_get(5)?,
+            })
+        }
+
+        pub(super) async fn iq_details(conn: &mut ops::Conn, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
+            let sql = format!("{IQ_COLS} WHERE id = $1");
+            let row = sqlx::query(&sql).bind(i64::from(iq.0)).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(iq_from).transpose()
+        }
+
+        pub(super) async fn site_iqs(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
+            let sql = format!("{IQ_COLS} WHERE site = $1 ORDER BY id");
+            let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
+            rows.iter().map(iq_from).collect()
+        }
+
+        pub(super) async fn iq_by_serial(conn: &mut ops::Conn, serial: &str) -> Result<Option<IqDetails>, StoreError> {
+            let sql = format!("{IQ_COLS} WHERE serial = $1");
+            let row = sqlx::query(&sql).bind(serial).fetch_optional(&mut *conn).await?;
+            row.as_ref().map(iq_from).transpose()
+        }
+
+        pub(super) async fn set_iq_details(conn: &mut ops::Conn, actor: &str, before: &IqDetails, model: &str, serial: &str) -> Result<(), StoreError> {
+            sqlx::query("UPDATE iqs SET model = $2, serial = $3 WHERE id = $1")
+                .bind(i64::from(before.id.0))
+                .bind(model)
+                .bind(serial)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Duplicate { .. } => StoreError::Duplicate {
+                        entity: format!("iq serial `{serial}`"),
+                        detail: "an IQ with this serial number is registered already".to_owned(),
+                    },
+                    other => other,
+                })?;
+            let old = serde_json::json!({ "model": before.model, "serial": before.serial }).to_string();
+            let new = serde_json::json!({ "model": model, "serial": serial }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "set_iq_details", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
+        }
+
+        pub(super) async fn assign_firmware(conn: &mut ops::Conn, actor: &str, before: &IqDetails, firmware: Option<i64>) -> Result<(), StoreError> {
+            sqlx::query("UPDATE iqs SET firmware = $2 WHERE id = $1")
+                .bind(i64::from(before.id.0))
+                .bind(firmware)
+                .execute(&mut *conn)
+                .await?;
+            let old = serde_json::json!({ "firmware": before.firmware }).to_string();
+            let new = serde_json::json!({ "firmware": firmware }).to_string();
+            ops::insert_audit(conn, None, now_seconds(), actor, "assign_firmware", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
         }
 
         pub(super) async fn iq_exists(conn: &mut ops::Conn, iq: IqId) -> Result<bool, StoreError> {
@@ -410,8 +493,8 @@ impl Store {
         version: &str,
         content: &[u8],
     ) -> Result<FirmwareFile, StoreError> {
-        check_label("model", model)?;
-        check_label("version", version)?;
+        check_label("firmware model", model)?;
+        check_label("firmware version", version)?;
         if content.is_empty() || content.len() > MAX_FIRMWARE_BYTES {
             return Err(StoreError::invalid(format!(
                 "a firmware file has 1 to {MAX_FIRMWARE_BYTES} bytes, found {}",
@@ -463,6 +546,80 @@ impl Store {
                 entity: format!("firmware:{id}"),
             })?;
             m::delete_firmware(conn, actor, &before).await?;
+        });
+        Ok(())
+    }
+
+    /// What is registered about `iq`.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_details(&self, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::iq_details(conn, iq).await?
+        }))
+    }
+
+    /// The IQs of `site`, by id.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn site_iqs(&self, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::site_iqs(conn, site).await?
+        }))
+    }
+
+    /// The IQ registered with `serial`, on any site.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn iq_by_serial(&self, serial: &str) -> Result<Option<IqDetails>, StoreError> {
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::iq_by_serial(conn, serial).await?
+        }))
+    }
+
+    /// Record `iq`'s model and serial number.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed model or serial; [`StoreError::Duplicate`]
+    /// if another IQ has the serial; [`StoreError::NotFound`] for an unknown IQ.
+    pub async fn set_iq_details(&self, actor: &str, iq: IqId, model: &str, serial: &str) -> Result<(), StoreError> {
+        check_label("model", model)?;
+        check_label("serial number", serial)?;
+        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            let before = m::iq_details(conn, iq).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("iq:{}", iq.0),
+            })?;
+            m::set_iq_details(conn, actor, &before, model, serial).await?;
+        });
+        Ok(())
+    }
+
+    /// Assign the firmware file `firmware` to `iq` (or none). The file must be for the
+    /// IQ's model.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown IQ or file; [`StoreError::Invalid`] when the
+    /// file is for another model.
+    pub async fn assign_firmware(&self, actor: &str, iq: IqId, firmware: Option<i64>) -> Result<(), StoreError> {
+        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
+            let before = m::iq_details(conn, iq).await?.ok_or_else(|| StoreError::NotFound {
+                entity: format!("iq:{}", iq.0),
+            })?;
+            if let Some(id) = firmware {
+                let file = m::firmware(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+                    entity: format!("firmware:{id}"),
+                })?;
+                if file.model != before.model {
+                    return Err(StoreError::invalid(format!(
+                        "firmware {id} is for model `{}`, and iq {} is a `{}`",
+                        file.model, iq.0, before.model
+                    )));
+                }
+            }
+            m::assign_firmware(conn, actor, &before, firmware).await?;
         });
         Ok(())
     }

@@ -32,6 +32,7 @@ mod codec;
 mod db;
 mod devices;
 mod enrolment;
+pub mod enrolment_code;
 mod entries;
 mod error;
 mod feed;
@@ -48,7 +49,7 @@ mod tokens;
 pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
 pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
 pub use db::default_url;
-pub use devices::{FirmwareFile, IqActivation, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
+pub use devices::{FirmwareFile, IqActivation, IqDetails, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use enrolment::IqCertificate;
 pub use entries::{
     Cursor, DEFAULT_RETENTION_DAYS, ENTRIES_CSV_HEADER, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage,

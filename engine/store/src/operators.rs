@@ -27,6 +27,8 @@ pub enum Named {
     Person,
     /// An access group.
     Group,
+    /// An IQ.
+    Iq,
 }
 
 impl Named {
@@ -36,6 +38,7 @@ impl Named {
             Named::Door => "doors",
             Named::Person => "people",
             Named::Group => "access_groups",
+            Named::Iq => "iqs",
         }
     }
 
@@ -45,6 +48,7 @@ impl Named {
             Named::Door => "door",
             Named::Person => "person",
             Named::Group => "group",
+            Named::Iq => "iq",
         }
     }
 }

@@ -8,7 +8,12 @@
 //!
 //! | action | needs |
 //! |--------|-------|
-//! | list unassigned credentials, assign one, restore one | `people.invite` |
+//! | list unassigned credentials, assign one, restore one, offline access | `people.invite` |
+//!
+//! Offline access puts a key first in the offline lists of its doors' IQs: an IQ holds
+//! 10,000 tags and 10,000 remote users, and when a site has more, keys with offline
+//! access on go in before the rest (the IQ's list size and what did not fit show in
+//! `GET /v1/sites/{site}/iqs`).
 
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
@@ -175,6 +180,47 @@ pub(crate) async fn restore(
         .await?;
     Ok(axum::Json(CredentialChanged {
         credential: view(&CredentialRecord { revoked: false, ..c }),
+        revision: revision.0,
+    }))
+}
+
+/// Whether a key goes first into its IQs' offline lists.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OfflineAccess {
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// Turn a key's offline access on or off.
+#[utoipa::path(put, path = "/v1/sites/{site}/credentials/{credential}/offline-access", tag = "credentials",
+    request_body = OfflineAccess,
+    params(("site" = u32, Path, description = "The site"), ("credential" = u32, Path, description = "The credential")),
+    responses((status = 200, body = CredentialChanged), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn set_offline_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, id)): Path<(u32, u32)>,
+    Json(body): Json<OfflineAccess>,
+) -> Result<axum::Json<CredentialChanged>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::PEOPLE_INVITE)
+        .await?;
+    let c = credential_of(&state, site, id).await?;
+    let record = CredentialRecord {
+        offline_access: body.enabled,
+        ..c
+    };
+    let revision = state
+        .node()
+        .store()
+        .write(&caller.actor(), Change::PutCredential(record.clone()))
+        .await?;
+    Ok(axum::Json(CredentialChanged {
+        credential: view(&record),
         revision: revision.0,
     }))
 }

@@ -4,6 +4,7 @@
 pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod door_ops;
+pub(crate) mod iqs;
 pub(crate) mod keys;
 pub(crate) mod live;
 pub(crate) mod model;

@@ -32,7 +32,7 @@ use keyway_store::{Named, Target};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-fn check_name(name: &str) -> Result<&str, ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > keyway_store::MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(

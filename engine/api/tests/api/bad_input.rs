@@ -102,6 +102,7 @@ async fn ids_of_another_site_or_of_nothing() {
     let their_door = w.h.door(other).await;
     let their_person = w.h.person(other).await;
     let their_tag = w.h.credential(other, vec![9, 9, 9, 9], None).await;
+    let their_iq = crate::iqs::iq(&w, other).await;
     let s = w.site.0;
     let before = w.h.fingerprint().await;
     let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
@@ -152,6 +153,64 @@ async fn ids_of_another_site_or_of_nothing() {
             "POST",
             format!("/v1/sites/{s}/credentials"),
             Some(json!({"kind": "tag", "value": "0a0b0c0d", "person": their_person.0})),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/v1/sites/{s}/iqs/{}", their_iq.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/iqs/{}", their_iq.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/v1/sites/{s}/iqs/{}/reset", their_iq.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/v1/sites/{s}/iqs/{}/enrolment-code", their_iq.0),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "PATCH",
+            format!("/v1/sites/{s}/iqs/{}", their_iq.0),
+            Some(json!({"name": "x"})),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            format!("/v1/sites/{s}/doors/{}/iq", w.door.0),
+            Some(json!({"iq": their_iq.0})),
+            422,
+            "invalid",
+        ),
+        (
+            "DELETE",
+            format!("/v1/sites/{s}/iqs/{}/activations/{}", their_iq.0, their_person.0),
+            None,
+            404,
+            "not_found",
+        ),
+        ("GET", format!("/v1/sites/{s}/iqs/4000000000"), None, 404, "not_found"),
+        ("GET", format!("/v1/sites/{s}/iqs/-1"), None, 400, "bad_path"),
+        (
+            "PUT",
+            format!("/v1/sites/{s}/credentials/{}/offline-access", their_tag.0),
+            Some(json!({"enabled": true})),
             404,
             "not_found",
         ),

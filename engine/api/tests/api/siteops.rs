@@ -117,6 +117,10 @@ impl DoorCommands for FakeIq {
     fn state(&self, _iq: IqId) -> IqState {
         IqState::default()
     }
+
+    fn close_sessions(&self, _iq: IqId) -> usize {
+        0
+    }
 }
 
 struct Scene {

@@ -130,7 +130,7 @@ impl Setup {
     }
 
     async fn enrol(&self) -> IqCredentials {
-        let code = enrol::new_code().unwrap();
+        let code = enrol::new_code();
         let expires = Timestamp::now().as_second() + 600;
         self.node
             .store()

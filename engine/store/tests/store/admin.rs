@@ -768,6 +768,92 @@ async fn iq_activations_and_firmware() {
     });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iq_details_and_firmware_assignment() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let ids = model(&store).await;
+        let other = IqId(
+            store
+                .create(
+                    ACTOR,
+                    Record::Iq(IqRecord {
+                        id: IqId(0),
+                        site: ids.site,
+                    }),
+                )
+                .await
+                .unwrap()
+                .id
+                .unwrap(),
+        );
+        store.set_iq_details(ACTOR, ids.iq, "IQ2", "SN-1").await.unwrap();
+        let refusals = [
+            (
+                kind(store.set_iq_details(ACTOR, other, "IQ2", "SN-1").await),
+                ErrorKind::Duplicate,
+            ),
+            (
+                kind(store.set_iq_details(ACTOR, other, "IQ 2", "SN-2").await),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(store.set_iq_details(ACTOR, other, "IQ2", "").await),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(store.set_iq_details(ACTOR, IqId(999), "IQ2", "SN-3").await),
+                ErrorKind::NotFound,
+            ),
+        ];
+        for (i, (got, want)) in refusals.into_iter().enumerate() {
+            assert_eq!(got, want, "case {i}");
+        }
+        let details = store.iq_details(ids.iq).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                details.site,
+                details.model.as_str(),
+                details.serial.as_deref(),
+                details.firmware
+            ),
+            (ids.site, "IQ2", Some("SN-1"), None)
+        );
+        assert_eq!(store.iq_by_serial("SN-1").await.unwrap().map(|d| d.id), Some(ids.iq));
+        assert_eq!(store.iq_details(other).await.unwrap().unwrap().serial, None);
+        assert_eq!(store.site_iqs(ids.site).await.unwrap().len(), 2);
+        assert!(
+            audit_actions(&store, &format!("iq:{}", ids.iq.0))
+                .await
+                .contains(&"set_iq_details".to_owned())
+        );
+
+        let right = store.upload_firmware(ACTOR, "IQ2", "3.0", b"image").await.unwrap();
+        let wrong = store.upload_firmware(ACTOR, "IQ1", "3.0", b"image").await.unwrap();
+        assert_eq!(
+            kind(store.assign_firmware(ACTOR, ids.iq, Some(wrong.id)).await),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(store.assign_firmware(ACTOR, ids.iq, Some(4242)).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(store.assign_firmware(ACTOR, IqId(999), None).await),
+            ErrorKind::NotFound
+        );
+        store.assign_firmware(ACTOR, ids.iq, Some(right.id)).await.unwrap();
+        assert_eq!(
+            store.iq_details(ids.iq).await.unwrap().unwrap().firmware,
+            Some(right.id)
+        );
+        // Deleting the file unassigns it (the foreign key sets null).
+        store.delete_firmware(ACTOR, right.id).await.unwrap();
+        assert_eq!(store.iq_details(ids.iq).await.unwrap().unwrap().firmware, None);
+        store.close().await;
+    });
+}
+
 fn standard_plugin(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../policies/default/{name}.wasm"));
     std::fs::read(path).unwrap()

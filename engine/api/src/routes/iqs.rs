@@ -1,0 +1,716 @@
+//! IQ gateways over HTTP: registering one (model, serial number, name) and handing its
+//! installer a one-time enrolment code with what the IQ needs to dial in, listing IQs
+//! with their state as the IQ link knows it, pairing doors, resetting and removing IQs,
+//! each person's activation PIN per IQ, and the firmware assigned to an IQ.
+//!
+//! An IQ authenticates on the link with its own certificate, obtained once with the
+//! enrolment code (the link's PROTOCOL.md, section 2). Resetting or removing an IQ
+//! revokes that certificate and closes its sessions on this node at once.
+//!
+//! | action | needs |
+//! |--------|-------|
+//! | list and read IQs | membership |
+//! | register, rename, pair doors, new enrolment code, assign firmware | `door.lockdown` (door administration) |
+//! | reset an IQ (everyone activates again, the device enrols again), remove it | `iq.reset` |
+//! | list activations, reset one person's PIN | `iq.reset_pin` |
+//! | set one's own activation PIN | membership with a person record |
+//!
+//! Ids of another site answer 404, as ids that do not exist.
+
+use crate::auth::{Access, Caller};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path, Query};
+use crate::routes::model::{check_name, door_of};
+use crate::routes::{Pagination, Revisioned, page_of};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use keyway_core::{Change, DoorRecord, IqId, IqRecord, PersonId, Record, SiteId};
+use keyway_node::OfflineListSize;
+use keyway_plugin_host::Capability;
+use keyway_store::{IqActivation, IqDetails, Named, enrolment_code};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// How long an enrolment code works (PROTOCOL.md suggests 24 hours).
+const ENROLMENT_CODE_LIFETIME_SECS: i64 = 24 * 3600;
+/// What the FAQ gives an IQ: 10,000 tags and 10,000 remote users in its offline list.
+const OFFLINE_LIST_CAPACITY: u32 = 10_000;
+
+/// An IQ to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterIq {
+    /// Its name on the site.
+    pub name: String,
+    /// Its model, as firmware files name it (1 to 64 letters, digits, `.`, `-`, `_`, `+`).
+    pub model: String,
+    /// Its serial number (same characters), unique among registered IQs.
+    pub serial: String,
+}
+
+/// An IQ's new name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IqName {
+    /// The name.
+    pub name: String,
+}
+
+/// The offline list last sent to an IQ by this node, against the IQ's capacity.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OfflineListView {
+    /// The revision it was built at.
+    pub revision: u64,
+    /// Tags in it.
+    pub tags: u32,
+    /// Digital keys and PINs in it.
+    pub remote_users: u32,
+    /// Tags an IQ holds at most.
+    pub tags_capacity: u32,
+    /// Digital keys and PINs an IQ holds at most.
+    pub remote_users_capacity: u32,
+    /// Tags that did not fit (keys with offline access go first, then by credential id).
+    pub tags_left_out: u32,
+    /// Digital keys and PINs that did not fit.
+    pub remote_users_left_out: u32,
+}
+
+impl From<OfflineListSize> for OfflineListView {
+    fn from(s: OfflineListSize) -> Self {
+        OfflineListView {
+            revision: s.revision,
+            tags: s.tags,
+            remote_users: s.remote_users,
+            tags_capacity: OFFLINE_LIST_CAPACITY,
+            remote_users_capacity: OFFLINE_LIST_CAPACITY,
+            tags_left_out: s.tags_left_out,
+            remote_users_left_out: s.remote_users_left_out,
+        }
+    }
+}
+
+/// An IQ and its state.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IqView {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its model.
+    pub model: String,
+    /// Its serial number (absent for IQs made before registration details existed).
+    pub serial: Option<String>,
+    /// The doors paired with it.
+    pub doors: Vec<u32>,
+    /// Whether it holds a valid client certificate (it enrolled and was not reset since).
+    pub enrolled: bool,
+    /// When its certificate expires, in seconds since the epoch.
+    pub certificate_expires_at: Option<i64>,
+    /// Whether it has a session open on this node now.
+    pub online: bool,
+    /// When this node last heard from it, in seconds since the epoch.
+    pub last_seen: Option<i64>,
+    /// The firmware version it reported.
+    pub firmware_reported: Option<String>,
+    /// The firmware file assigned to it, if any.
+    pub firmware_assigned: Option<i64>,
+    /// The offline list this node last sent it, when this node sent one.
+    pub offline_list: Option<OfflineListView>,
+}
+
+page_of!(IqPage, IqView);
+
+/// What an installer needs to enrol an IQ: the one-time code, and where and how to dial.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Enrolment {
+    /// The one-time enrolment code (shown once; only its hash is kept).
+    pub code: String,
+    /// When it stops working, in seconds since the epoch.
+    pub expires_at: i64,
+    /// How to reach this server's IQ link; absent when this server runs none.
+    pub link: Option<LinkDetails>,
+}
+
+/// Where IQs dial and which certificate authority the server's certificate chains to.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LinkDetails {
+    /// The control port (decisions, pushes; the enrolment itself).
+    pub control_port: u16,
+    /// The bulk port (offline lists, firmware).
+    pub bulk_port: u16,
+    /// The host names the server's certificate carries; the IQ dials one of them.
+    pub server_names: Vec<String>,
+    /// The link CA's certificate, PEM: the IQ verifies the server against it.
+    pub ca_certificate_pem: String,
+}
+
+/// A newly registered IQ.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IqRegistered {
+    /// The IQ.
+    pub iq: IqView,
+    /// How to enrol it.
+    pub enrolment: Enrolment,
+    /// The revision its registration produced.
+    pub revision: u64,
+}
+
+/// The outcome of an owner's reset.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IqReset {
+    /// The IQ, after the reset.
+    pub iq: IqView,
+    /// Activations removed: each of these people activates again.
+    pub activations_removed: u64,
+    /// Sessions closed on this node.
+    pub sessions_closed: usize,
+    /// How to enrol the device again.
+    pub enrolment: Enrolment,
+}
+
+/// The IQ a door is paired with.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DoorIq {
+    /// One of the site's IQs, or `null` to unpair the door.
+    pub iq: Option<u32>,
+}
+
+/// A person's activation on an IQ (the PIN itself is never shown).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ActivationView {
+    /// The person.
+    pub person: u32,
+    /// Wrong PINs since the last right one.
+    pub failed_attempts: u32,
+    /// Whether wrong PINs blocked it (a site admin resets it).
+    pub blocked: bool,
+    /// When the person first entered the right PIN at the IQ.
+    pub activated_at: Option<i64>,
+    /// When the PIN was set.
+    pub created_at: i64,
+}
+
+impl From<IqActivation> for ActivationView {
+    fn from(a: IqActivation) -> Self {
+        ActivationView {
+            person: a.person.0,
+            failed_attempts: a.failed_attempts,
+            blocked: a.blocked,
+            activated_at: a.activated_at,
+            created_at: a.created_at,
+        }
+    }
+}
+
+page_of!(ActivationPage, ActivationView);
+
+/// An activation PIN.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActivationPin {
+    /// 4 to 8 digits.
+    pub pin: String,
+}
+
+/// The firmware file an IQ should run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssignFirmware {
+    /// A firmware file for the IQ's model, or `null` for none.
+    pub firmware: Option<i64>,
+}
+
+/// A firmware file IQs may be given.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FirmwareView {
+    /// Its id.
+    pub id: i64,
+    /// The IQ model it is for.
+    pub model: String,
+    /// Its version.
+    pub version: String,
+    /// The SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When the operator uploaded it, in seconds since the epoch.
+    pub uploaded_at: i64,
+}
+
+page_of!(FirmwarePage, FirmwareView);
+
+/// Which firmware files, and which page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FirmwareQuery {
+    /// Only files for this IQ model.
+    pub model: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// The page size, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// `iq` when it belongs to `site`; 404 otherwise.
+async fn iq_of(state: &AppState, site: SiteId, iq: u32) -> Result<IqDetails, ApiError> {
+    match state.node().store().iq_details(IqId(iq)).await? {
+        Some(d) if d.site == site => Ok(d),
+        _ => Err(ApiError::not_found(format!(
+            "iq {iq} does not exist on site {}",
+            site.0
+        ))),
+    }
+}
+
+async fn view(state: &AppState, d: IqDetails) -> Result<IqView, ApiError> {
+    let store = state.node().store();
+    let certificate = store.iq_certificate(d.id).await?;
+    let doors = store
+        .iq_profile(d.id)
+        .await?
+        .map(|(_, doors)| doors.into_iter().map(|door| door.0).collect())
+        .unwrap_or_default();
+    let link = state.node().door_commands().state(d.id);
+    Ok(IqView {
+        id: d.id.0,
+        name: d.name,
+        model: d.model,
+        serial: d.serial,
+        doors,
+        enrolled: certificate.is_some(),
+        certificate_expires_at: certificate.map(|c| c.not_after),
+        online: link.online,
+        last_seen: link.last_seen,
+        firmware_reported: link.firmware,
+        firmware_assigned: d.firmware,
+        offline_list: link.offline_list.map(OfflineListView::from),
+    })
+}
+
+/// A fresh enrolment code for `iq`, stored hashed.
+async fn enrolment(state: &AppState, caller: &Caller, iq: IqId) -> Result<Enrolment, ApiError> {
+    let code = enrolment_code::new_code();
+    let expires_at = crate::auth::now().saturating_add(ENROLMENT_CODE_LIFETIME_SECS);
+    state
+        .node()
+        .store()
+        .issue_enrolment_code(&caller.actor(), iq, &enrolment_code::hash_code(&code), expires_at)
+        .await?;
+    Ok(Enrolment {
+        code,
+        expires_at,
+        link: link_details(state).await,
+    })
+}
+
+/// The link's details, when this server runs a link whose CA certificate can be read.
+async fn link_details(state: &AppState) -> Option<LinkDetails> {
+    let advert = state.config().link.as_ref()?;
+    let der = match tokio::fs::read(&advert.ca_file).await {
+        Ok(der) => der,
+        Err(e) => {
+            tracing::warn!(file = %advert.ca_file.display(), error = %e, "cannot read the link CA certificate");
+            return None;
+        }
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    Some(LinkDetails {
+        control_port: advert.control_port,
+        bulk_port: advert.bulk_port,
+        server_names: advert.server_names.clone(),
+        ca_certificate_pem: pem,
+    })
+}
+
+/// Register an IQ on a site; the answer carries its one-time enrolment code.
+#[utoipa::path(post, path = "/v1/sites/{site}/iqs", tag = "iqs", request_body = RegisterIq,
+    params(("site" = u32, Path, description = "The site")),
+    responses((status = 201, body = IqRegistered), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn register_iq(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(site): Path<u32>,
+    Json(body): Json<RegisterIq>,
+) -> Result<(StatusCode, Json<IqRegistered>), ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    let name = check_name(&body.name)?;
+    let store = state.node().store();
+    if store.iq_by_serial(&body.serial).await?.is_some() {
+        return Err(ApiError::Conflict {
+            code: "duplicate",
+            message: format!("an IQ with serial number `{}` is registered already", body.serial),
+        });
+    }
+    let actor = caller.actor();
+    let written = store.create(&actor, Record::Iq(IqRecord { id: IqId(0), site })).await?;
+    let id = IqId(written.id.ok_or_else(|| ApiError::internal("no iq id"))?);
+    // The details are checked after the IQ exists (the store checks them against the
+    // row); on a refusal the IQ is removed again so nothing half-registered stays.
+    let details = async {
+        store.set_iq_details(&actor, id, &body.model, &body.serial).await?;
+        store.set_name(&actor, Named::Iq, id.0, name).await
+    }
+    .await;
+    if let Err(e) = details {
+        if let Err(undo) = store.write(&actor, Change::RemoveIq(id)).await {
+            tracing::error!(iq = %id, error = %undo, "cannot remove a half-registered iq");
+        }
+        return Err(e.into());
+    }
+    let enrolment = enrolment(&state, &caller, id).await?;
+    let iq = view(&state, iq_of(&state, site, id.0).await?).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IqRegistered {
+            iq,
+            enrolment,
+            revision: written.revision.0,
+        }),
+    ))
+}
+
+/// A site's IQs and their state.
+#[utoipa::path(get, path = "/v1/sites/{site}/iqs", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), Pagination),
+    responses((status = 200, body = IqPage), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn list_iqs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(site): Path<u32>,
+    Query(p): Query<Pagination>,
+) -> Result<Json<IqPage>, ApiError> {
+    let site = SiteId(site);
+    caller.member(&state, Access::Read, site).await?;
+    let all = state.node().store().site_iqs(site).await?;
+    let (page, next_cursor) = p.page(all, |d| i64::from(d.id.0))?;
+    let mut items = Vec::with_capacity(page.len());
+    for d in page {
+        items.push(view(&state, d).await?);
+    }
+    Ok(Json(IqPage { items, next_cursor }))
+}
+
+/// One IQ and its state.
+#[utoipa::path(get, path = "/v1/sites/{site}/iqs/{iq}", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = IqView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn get_iq(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+) -> Result<Json<IqView>, ApiError> {
+    let site = SiteId(site);
+    caller.member(&state, Access::Read, site).await?;
+    let d = iq_of(&state, site, iq).await?;
+    Ok(Json(view(&state, d).await?))
+}
+
+/// Rename an IQ.
+#[utoipa::path(patch, path = "/v1/sites/{site}/iqs/{iq}", tag = "iqs", request_body = IqName,
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = IqView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn rename_iq(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+    Json(body): Json<IqName>,
+) -> Result<Json<IqView>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    iq_of(&state, site, iq).await?;
+    let name = check_name(&body.name)?;
+    state
+        .node()
+        .store()
+        .set_name(&caller.actor(), Named::Iq, iq, name)
+        .await?;
+    Ok(Json(view(&state, iq_of(&state, site, iq).await?).await?))
+}
+
+/// Remove an IQ: its certificate stops working and its sessions close at once. Its
+/// doors must be moved or unpaired first.
+#[utoipa::path(delete, path = "/v1/sites/{site}/iqs/{iq}", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn remove_iq(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+) -> Result<Json<Revisioned>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::IQ_RESET)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    let paired = view(&state, d).await?.doors;
+    if !paired.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "in_use",
+            message: format!(
+                "iq {iq} still has doors {paired:?}; move or unpair them first (PUT /v1/sites/{}/doors/{{door}}/iq)",
+                site.0
+            ),
+        });
+    }
+    // Removing the row removes its certificate and codes with it (the store cascades), so
+    // the link refuses the device from the next handshake on; open sessions close now.
+    let revision = state
+        .node()
+        .store()
+        .write(&caller.actor(), Change::RemoveIq(IqId(iq)))
+        .await?;
+    state.node().door_commands().close_sessions(IqId(iq));
+    Ok(Json(Revisioned { revision: revision.0 }))
+}
+
+/// A new one-time enrolment code for an IQ that has not enrolled (the first code was
+/// lost or expired). An enrolled IQ is reset by an owner instead.
+#[utoipa::path(post, path = "/v1/sites/{site}/iqs/{iq}/enrolment-code", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 201, body = Enrolment), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn new_enrolment_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+) -> Result<(StatusCode, Json<Enrolment>), ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    if state.node().store().iq_certificate(d.id).await?.is_some() {
+        return Err(ApiError::Conflict {
+            code: "enrolled",
+            message: format!("iq {iq} is enrolled already; an owner resets it to enrol a device again"),
+        });
+    }
+    Ok((StatusCode::CREATED, Json(enrolment(&state, &caller, d.id).await?)))
+}
+
+/// An owner's reset of an IQ (the FAQ): every person's activation is removed, so all
+/// activate again; its certificate is revoked and its sessions close; the answer
+/// carries a new enrolment code for the device.
+#[utoipa::path(post, path = "/v1/sites/{site}/iqs/{iq}/reset", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = IqReset), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn reset_iq(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+) -> Result<Json<IqReset>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::IQ_RESET)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    let store = state.node().store();
+    let actor = caller.actor();
+    store.revoke_iq_certificate(&actor, d.id).await?;
+    let sessions_closed = state.node().door_commands().close_sessions(d.id);
+    let activations_removed = store.reset_iq(&actor, d.id).await?;
+    let enrolment = enrolment(&state, &caller, d.id).await?;
+    Ok(Json(IqReset {
+        iq: view(&state, d).await?,
+        activations_removed,
+        sessions_closed,
+        enrolment,
+    }))
+}
+
+/// Pair a door with one of the site's IQs, move it to another, or unpair it.
+#[utoipa::path(put, path = "/v1/sites/{site}/doors/{door}/iq", tag = "iqs", request_body = DoorIq,
+    params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
+    responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn pair_door(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, door)): Path<(u32, u32)>,
+    Json(body): Json<DoorIq>,
+) -> Result<Json<Revisioned>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    let record = door_of(&state, site, door).await?;
+    let iq = match body.iq {
+        Some(iq) => match state.node().store().iq_details(IqId(iq)).await? {
+            Some(d) if d.site == site => Some(d.id),
+            _ => {
+                return Err(ApiError::invalid(format!("iq {iq} does not exist on site {}", site.0)));
+            }
+        },
+        None => None,
+    };
+    let revision = state
+        .node()
+        .store()
+        .write(&caller.actor(), Change::PutDoor(DoorRecord { iq, ..record }))
+        .await?;
+    Ok(Json(Revisioned { revision: revision.0 }))
+}
+
+/// The activations on an IQ: who set a PIN, who activated, who is blocked.
+#[utoipa::path(get, path = "/v1/sites/{site}/iqs/{iq}/activations", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ"), Pagination),
+    responses((status = 200, body = ActivationPage), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn list_activations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+    Query(p): Query<Pagination>,
+) -> Result<Json<ActivationPage>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Read, site, Capability::IQ_RESET_PIN)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    let all = state.node().store().iq_activations(d.id).await?;
+    let (page, next_cursor) = p.page(all, |a| i64::from(a.person.0))?;
+    Ok(Json(ActivationPage {
+        items: page.into_iter().map(ActivationView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Set one's own activation PIN for an IQ (the caller's person record on the site); the
+/// person then activates by entering it at the IQ. Replaces a PIN and lifts a block.
+#[utoipa::path(put, path = "/v1/sites/{site}/iqs/{iq}/activation", tag = "iqs", request_body = ActivationPin,
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = ActivationView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn set_own_pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+    Json(body): Json<ActivationPin>,
+) -> Result<Json<ActivationView>, ApiError> {
+    let site = SiteId(site);
+    let m = caller.member(&state, Access::Write, site).await?;
+    let d = iq_of(&state, site, iq).await?;
+    let Some(person) = m.person else {
+        return Err(ApiError::Conflict {
+            code: "no_person",
+            message: format!("your membership of site {} has no person record to activate", site.0),
+        });
+    };
+    let activation = state
+        .node()
+        .store()
+        .set_iq_pin(&caller.actor(), d.id, person, &body.pin)
+        .await?;
+    Ok(Json(activation.into()))
+}
+
+/// A site admin's "Reset PIN" for one person on one IQ (the FAQ): the activation is
+/// removed and the person activates again with a new PIN.
+#[utoipa::path(delete, path = "/v1/sites/{site}/iqs/{iq}/activations/{person}", tag = "iqs",
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ"),
+        ("person" = u32, Path, description = "The person")),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn reset_pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq, person)): Path<(u32, u32, u32)>,
+) -> Result<StatusCode, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::IQ_RESET_PIN)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    state
+        .node()
+        .store()
+        .reset_iq_pin(&caller.actor(), d.id, PersonId(person))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The firmware files the instance operator uploaded (`keyway admin firmware upload`),
+/// oldest first: what an admin may assign to an IQ.
+#[utoipa::path(get, path = "/v1/firmware", tag = "iqs",
+    params(FirmwareQuery),
+    responses((status = 200, body = FirmwarePage), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem)))]
+pub(crate) async fn list_firmware(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FirmwareQuery>,
+) -> Result<Json<FirmwarePage>, ApiError> {
+    caller.allow(Access::Read, None)?;
+    let files = state.node().store().firmware_files(q.model.as_deref()).await?;
+    let p = Pagination {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let (page, next_cursor) = p.page(files, |f| f.id)?;
+    Ok(Json(FirmwarePage {
+        items: page
+            .into_iter()
+            .map(|f| FirmwareView {
+                id: f.id,
+                model: f.model,
+                version: f.version,
+                sha256: f.sha256,
+                size: f.size,
+                uploaded_at: f.uploaded_at,
+            })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// Assign a firmware file (for the IQ's model) to an IQ, or none.
+#[utoipa::path(put, path = "/v1/sites/{site}/iqs/{iq}/firmware", tag = "iqs", request_body = AssignFirmware,
+    params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
+    responses((status = 200, body = IqView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn assign_firmware(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, iq)): Path<(u32, u32)>,
+    Json(body): Json<AssignFirmware>,
+) -> Result<Json<IqView>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    let d = iq_of(&state, site, iq).await?;
+    let store = state.node().store();
+    if let Some(id) = body.firmware
+        && store.firmware(id).await?.is_none()
+    {
+        return Err(ApiError::invalid(format!("firmware {id} does not exist")));
+    }
+    store.assign_firmware(&caller.actor(), d.id, body.firmware).await?;
+    Ok(Json(view(&state, iq_of(&state, site, iq).await?).await?))
+}

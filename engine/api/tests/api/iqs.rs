@@ -1,0 +1,568 @@
+//! IQs over HTTP: their rows of the authorisation matrix, the requests the matrix and the
+//! bad-input tests make of them, and their stories (registration and enrolment codes,
+//! pairing doors, the state list, reset and removal closing sessions, activation PINs,
+//! firmware assignment, offline access).
+
+use crate::support::*;
+use keyway_core::*;
+use keyway_node::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, OfflineListSize};
+use serde_json::{Value, json};
+use std::sync::Mutex;
+
+const U: u16 = 401;
+const F: u16 = 403;
+const N: u16 = 404;
+
+/// Rows of the authorisation matrix (callers in the order of `matrix::MATRIX`).
+#[rustfmt::skip]
+pub const ROWS: &[(&str, [u16; 10])] = &[
+    ("POST /v1/sites/{site}/iqs",                                [U, F, F, 201, 201, N, N, F, F, 201]),
+    ("GET /v1/sites/{site}/iqs",                                 [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("GET /v1/sites/{site}/iqs/{iq}",                            [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("PATCH /v1/sites/{site}/iqs/{iq}",                          [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/iqs/{iq}",                         [U, F, F, F, 200, N, N, F, F, 200]),
+    ("POST /v1/sites/{site}/iqs/{iq}/enrolment-code",            [U, F, F, 201, 201, N, N, F, F, 201]),
+    ("POST /v1/sites/{site}/iqs/{iq}/reset",                     [U, F, F, F, 200, N, N, F, F, 200]),
+    ("PUT /v1/sites/{site}/doors/{door}/iq",                     [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("GET /v1/sites/{site}/iqs/{iq}/activations",                [U, F, F, 200, 200, N, N, 200, F, 200]),
+    ("PUT /v1/sites/{site}/iqs/{iq}/activation",                 [U, 200, 200, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/iqs/{iq}/activations/{person}",    [U, F, F, 204, 204, N, N, F, F, 204]),
+    ("PUT /v1/sites/{site}/iqs/{iq}/firmware",                   [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("GET /v1/firmware",                                         [U, 200, 200, 200, 200, 200, 200, 200, F, 200]),
+    ("PUT /v1/sites/{site}/credentials/{credential}/offline-access", [U, F, F, 200, 200, N, N, F, F, 200]),
+];
+
+/// A fresh IQ of `site` with a unique serial, model `IQ2`.
+pub async fn iq(w: &World, site: SiteId) -> IqId {
+    let store = w.h.node.store();
+    let id = IqId(
+        store
+            .create("test", Record::Iq(IqRecord { id: IqId(0), site }))
+            .await
+            .unwrap()
+            .id
+            .unwrap(),
+    );
+    store
+        .set_iq_details("test", id, "IQ2", &format!("SN-T{}", unique()))
+        .await
+        .unwrap();
+    id
+}
+
+/// The body of `route` (and its path filled in) for the matrix and the bad-input tests;
+/// `None` for routes that are not this module's or take no body.
+pub async fn body_for(w: &World, route: &str, who: Who, path: &mut String) -> Option<Value> {
+    let site = w.site;
+    let store = w.h.node.store();
+    match route {
+        "POST /v1/sites/{site}/iqs" => {
+            Some(json!({"name": "Front IQ", "model": "IQ2", "serial": format!("SN-M{}", unique())}))
+        }
+        "GET /v1/sites/{site}/iqs/{iq}"
+        | "DELETE /v1/sites/{site}/iqs/{iq}"
+        | "POST /v1/sites/{site}/iqs/{iq}/enrolment-code"
+        | "POST /v1/sites/{site}/iqs/{iq}/reset"
+        | "GET /v1/sites/{site}/iqs/{iq}/activations" => {
+            *path = path.replace("{iq}", &iq(w, site).await.0.to_string());
+            None
+        }
+        "PATCH /v1/sites/{site}/iqs/{iq}" => {
+            *path = path.replace("{iq}", &iq(w, site).await.0.to_string());
+            Some(json!({"name": "Renamed IQ"}))
+        }
+        "PUT /v1/sites/{site}/doors/{door}/iq" => {
+            let door = w.h.door(site).await;
+            *path = path.replace("{door}", &door.0.to_string());
+            Some(json!({"iq": iq(w, site).await.0}))
+        }
+        "PUT /v1/sites/{site}/iqs/{iq}/activation" => {
+            // The caller's own person: link one to their membership first (tokens act for
+            // the owner).
+            let account = w.account(who);
+            if let Some(m) = store.membership(site, account).await.unwrap()
+                && m.person.is_none()
+            {
+                let person = w.h.person(site).await;
+                store
+                    .put_membership("test", site, account, m.role, Some(person))
+                    .await
+                    .unwrap();
+            }
+            *path = path.replace("{iq}", &iq(w, site).await.0.to_string());
+            Some(json!({"pin": "4821"}))
+        }
+        "DELETE /v1/sites/{site}/iqs/{iq}/activations/{person}" => {
+            let iq = iq(w, site).await;
+            let person = w.h.person(site).await;
+            store.set_iq_pin("test", iq, person, "1234").await.unwrap();
+            *path = path
+                .replace("{iq}", &iq.0.to_string())
+                .replace("{person}", &person.0.to_string());
+            None
+        }
+        "PUT /v1/sites/{site}/iqs/{iq}/firmware" => {
+            let file = store
+                .upload_firmware("test", "IQ2", &format!("9.{}", unique()), b"image")
+                .await
+                .unwrap();
+            *path = path.replace("{iq}", &iq(w, site).await.0.to_string());
+            Some(json!({"firmware": file.id}))
+        }
+        "PUT /v1/sites/{site}/credentials/{credential}/offline-access" => {
+            let c =
+                w.h.credential(site, (0x4000_0000u32 + unique()).to_be_bytes().to_vec(), None)
+                    .await;
+            *path = path.replace("{credential}", &c.0.to_string());
+            Some(json!({"enabled": true}))
+        }
+        _ => None,
+    }
+}
+
+/// Door commands of a fake link: IQ states set by the test, sessions counted.
+#[derive(Debug, Default)]
+struct FakeLink {
+    states: Mutex<Vec<(IqId, IqState)>>,
+    sessions: Mutex<Vec<IqId>>,
+}
+
+impl DoorCommands for FakeLink {
+    fn send(&self, _iq: IqId, _door: DoorId, _command: DoorCommand) -> BoxFuture<'_, CommandOutcome> {
+        Box::pin(async { CommandOutcome::Delivered })
+    }
+
+    fn state(&self, iq: IqId) -> IqState {
+        let states = self.states.lock().unwrap();
+        states
+            .iter()
+            .find(|(i, _)| *i == iq)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    fn close_sessions(&self, iq: IqId) -> usize {
+        let mut sessions = self.sessions.lock().unwrap();
+        let before = sessions.len();
+        sessions.retain(|i| *i != iq);
+        before - sessions.len()
+    }
+}
+
+async fn register(w: &World, bearer: &str, serial: &str) -> Value {
+    let (s, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{}/iqs", w.site.0),
+            Some(bearer),
+            Some(json!({"name": "Lobby IQ", "model": "IQ2", "serial": serial})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_an_iq_gives_a_code_the_link_redeems_once() {
+    let w = World::new().await;
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let v = register(&w, &admin, "SN-0001").await;
+    let id = IqId(v["iq"]["id"].as_u64().unwrap() as u32);
+    assert_eq!(v["iq"]["name"], "Lobby IQ");
+    assert_eq!(v["iq"]["model"], "IQ2");
+    assert_eq!(v["iq"]["serial"], "SN-0001");
+    assert_eq!(v["iq"]["enrolled"], false);
+    assert_eq!(v["iq"]["online"], false);
+    assert!(v["revision"].as_u64().unwrap() > 0);
+    let code = v["enrolment"]["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), keyway_store::enrolment_code::CODE_LEN);
+    // No link runs in this test, so there is nothing to dial.
+    assert!(v["enrolment"]["link"].is_null(), "{v}");
+    // The code is stored hashed, and redeems once, for this IQ.
+    let store = w.h.node.store();
+    let hash = keyway_store::enrolment_code::hash_code(&code);
+    let now = jiff::Timestamp::now().as_second();
+    assert_eq!(
+        store.redeem_enrolment_code(&hash, now).await.unwrap(),
+        Some((w.site, id))
+    );
+    assert_eq!(store.redeem_enrolment_code(&hash, now).await.unwrap(), None);
+    // Nothing in the audit log carries the code.
+    let audit = serde_json::to_string(
+        &store
+            .audit(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!audit.contains(&code), "the enrolment code leaked into the audit log");
+    // Once a certificate is recorded the IQ is enrolled, and a new code needs a reset.
+    store
+        .record_iq_certificate("test", id, "0abc", now + 3600)
+        .await
+        .unwrap();
+    let path = format!("/v1/sites/{}/iqs/{}", w.site.0, id.0);
+    let (_, v) = w.h.call("GET", &path, Some(&admin), None).await;
+    assert_eq!(v["enrolled"], true, "{v}");
+    let (s, v) =
+        w.h.call("POST", &format!("{path}/enrolment-code"), Some(&admin), None)
+            .await;
+    assert_eq!((s.as_u16(), v["code"].as_str()), (409, Some("enrolled")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_refusals_leave_nothing_behind() {
+    let w = World::new().await;
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    register(&w, &admin, "SN-DUP").await;
+    let iqs = format!("/v1/sites/{}/iqs", w.site.0);
+    let before = w.h.node.store().site_iqs(w.site).await.unwrap().len();
+    // (body, status, code)
+    let cases = [
+        (
+            json!({"name": "B", "model": "IQ2", "serial": "SN-DUP"}),
+            409,
+            "duplicate",
+        ),
+        (json!({"name": "B", "model": "IQ 2", "serial": "SN-X1"}), 422, "invalid"),
+        (json!({"name": "B", "model": "IQ2", "serial": ""}), 422, "invalid"),
+        (
+            json!({"name": "B", "model": "IQ2", "serial": "S".repeat(65)}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"name": "B", "model": "IQ2", "serial": "SN\u{0}1"}),
+            422,
+            "invalid",
+        ),
+        (json!({"name": "", "model": "IQ2", "serial": "SN-X2"}), 422, "invalid"),
+        (json!({"name": "B", "model": "IQ2"}), 422, "invalid_body"),
+        (
+            json!({"name": "B", "model": "IQ2", "serial": "SN-X3", "pin": "1"}),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (s, v) = w.h.call("POST", &iqs, Some(&admin), Some(body.clone())).await;
+        assert_eq!(
+            (s.as_u16(), v["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(w.h.node.store().site_iqs(w.site).await.unwrap().len(), before);
+    let snapshot = w.h.node.snapshot().load_full();
+    let in_model = snapshot
+        .records()
+        .into_iter()
+        .filter(|r| matches!(r, Record::Iq(i) if i.site == w.site))
+        .count();
+    assert_eq!(
+        in_model, before,
+        "a refused registration left an IQ in the decision model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doors_pair_and_the_list_shows_state_as_the_link_knows_it() {
+    let w = World::new().await;
+    let link = std::sync::Arc::new(FakeLink::default());
+    w.h.node.set_door_commands(link.clone());
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let site = w.site.0;
+    let a = IqId(register(&w, &admin, "SN-A").await["iq"]["id"].as_u64().unwrap() as u32);
+    let b = IqId(register(&w, &admin, "SN-B").await["iq"]["id"].as_u64().unwrap() as u32);
+    let foreign = iq(&w, w.other_site).await;
+    link.states.lock().unwrap().push((
+        a,
+        IqState {
+            online: true,
+            last_seen: Some(1_700_000_000),
+            firmware: Some("2.4.1".into()),
+            offline_list: Some(OfflineListSize {
+                revision: 7,
+                tags: 10_000,
+                remote_users: 12,
+                tags_left_out: 3,
+                remote_users_left_out: 0,
+            }),
+        },
+    ));
+    let pair = |door: DoorId, iq: Option<u32>| {
+        let admin = admin.clone();
+        let w = &w;
+        async move {
+            w.h.call(
+                "PUT",
+                &format!("/v1/sites/{site}/doors/{}/iq", door.0),
+                Some(&admin),
+                Some(json!({ "iq": iq })),
+            )
+            .await
+        }
+    };
+    let (s, v) = pair(w.door, Some(a.0)).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(w.h.node.snapshot().load().door_record(w.door).unwrap().iq, Some(a));
+    // Another site's IQ and an IQ that does not exist are refused; the pairing holds.
+    for bad in [foreign.0, 999_999] {
+        let (s, v) = pair(w.door, Some(bad)).await;
+        assert_eq!(s.as_u16(), 422, "{v}");
+    }
+    assert_eq!(w.h.node.snapshot().load().door_record(w.door).unwrap().iq, Some(a));
+
+    let (s, v) =
+        w.h.call("GET", &format!("/v1/sites/{site}/iqs"), Some(&admin), None)
+            .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    let first = &items[0];
+    assert_eq!(first["id"], a.0);
+    assert_eq!(first["doors"], json!([w.door.0]));
+    assert_eq!(first["online"], true);
+    assert_eq!(first["firmware_reported"], "2.4.1");
+    assert_eq!(
+        first["offline_list"],
+        json!({"revision": 7, "tags": 10_000, "remote_users": 12, "tags_capacity": 10_000,
+               "remote_users_capacity": 10_000, "tags_left_out": 3, "remote_users_left_out": 0})
+    );
+    assert_eq!(items[1]["id"], b.0);
+    assert_eq!(items[1]["online"], false);
+    assert!(items[1]["offline_list"].is_null());
+    // Pagination: one at a time.
+    let (_, p1) =
+        w.h.call("GET", &format!("/v1/sites/{site}/iqs?limit=1"), Some(&admin), None)
+            .await;
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p2) =
+        w.h.call(
+            "GET",
+            &format!("/v1/sites/{site}/iqs?limit=1&cursor={cursor}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(p2["items"][0]["id"], b.0);
+    assert!(p2["next_cursor"].is_null());
+
+    // An IQ with doors is not removed; once they move, it is, and its sessions close.
+    link.sessions.lock().unwrap().extend([a, a, b]);
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let (s, v) =
+        w.h.call("DELETE", &format!("/v1/sites/{site}/iqs/{}", a.0), Some(&owner), None)
+            .await;
+    assert_eq!((s.as_u16(), v["code"].as_str()), (409, Some("in_use")), "{v}");
+    assert_eq!(
+        link.sessions.lock().unwrap().len(),
+        3,
+        "a refused removal closed sessions"
+    );
+    let (s, v) = pair(w.door, Some(b.0)).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let (s, v) =
+        w.h.call("DELETE", &format!("/v1/sites/{site}/iqs/{}", a.0), Some(&owner), None)
+            .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(*link.sessions.lock().unwrap(), vec![b]);
+    assert!(w.h.node.store().iq_details(a).await.unwrap().is_none());
+    assert!(w.h.node.snapshot().load().iq_record(a).is_none());
+    let (s, _) =
+        w.h.call("GET", &format!("/v1/sites/{site}/iqs/{}", a.0), Some(&admin), None)
+            .await;
+    assert_eq!(s.as_u16(), 404);
+    // Unpairing.
+    let (s, v) = pair(w.door, None).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(w.h.node.snapshot().load().door_record(w.door).unwrap().iq, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_activate_reset_per_person_and_per_iq() {
+    let w = World::new().await;
+    let link = std::sync::Arc::new(FakeLink::default());
+    w.h.node.set_door_commands(link.clone());
+    let store = w.h.node.store();
+    let site = w.site;
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let basic = w.bearer(Who::Basic).await.unwrap();
+    let iq = iq(&w, site).await;
+    let base = format!("/v1/sites/{}/iqs/{}", site.0, iq.0);
+
+    // A member without a person record has nothing to activate.
+    let (s, v) =
+        w.h.call(
+            "PUT",
+            &format!("{base}/activation"),
+            Some(&basic),
+            Some(json!({"pin": "4821"})),
+        )
+        .await;
+    assert_eq!((s.as_u16(), v["code"].as_str()), (409, Some("no_person")), "{v}");
+    let person = w.h.person(site).await;
+    store
+        .put_membership("test", site, w.account(Who::Basic), RoleId(3), Some(person))
+        .await
+        .unwrap();
+    for (pin, status) in [
+        ("12", 422),
+        ("123456789", 422),
+        ("12a4", 422),
+        ("４８２１", 422),
+        ("4821", 200),
+    ] {
+        let (s, v) =
+            w.h.call(
+                "PUT",
+                &format!("{base}/activation"),
+                Some(&basic),
+                Some(json!({"pin": pin})),
+            )
+            .await;
+        assert_eq!(s.as_u16(), status, "{pin}: {v}");
+    }
+    let now = jiff::Timestamp::now().as_second();
+    assert_eq!(
+        store.check_iq_pin(iq, person, "4821", now).await.unwrap(),
+        keyway_store::PinCheck::Accepted
+    );
+
+    // The admin sees it, and resets it: the person activates again.
+    let (s, v) =
+        w.h.call("GET", &format!("{base}/activations"), Some(&admin), None)
+            .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["items"][0]["person"], person.0);
+    assert!(v["items"][0]["activated_at"].is_i64(), "{v}");
+    assert!(!v.to_string().contains("4821"));
+    let (s, v) =
+        w.h.call(
+            "DELETE",
+            &format!("{base}/activations/{}", person.0),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s.as_u16(), 204, "{v}");
+    assert_eq!(
+        store.check_iq_pin(iq, person, "4821", now).await.unwrap(),
+        keyway_store::PinCheck::NotSet
+    );
+    let (s, _) =
+        w.h.call(
+            "DELETE",
+            &format!("{base}/activations/{}", person.0),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s.as_u16(), 404);
+
+    // The owner's reset: every activation goes, the certificate is revoked, sessions
+    // close, and a new code is handed out.
+    let (s, _) =
+        w.h.call(
+            "PUT",
+            &format!("{base}/activation"),
+            Some(&basic),
+            Some(json!({"pin": "5555"})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    let other = w.h.person(site).await;
+    store.set_iq_pin("test", iq, other, "7777").await.unwrap();
+    store
+        .record_iq_certificate("test", iq, "0abc", now + 3600)
+        .await
+        .unwrap();
+    link.sessions.lock().unwrap().push(iq);
+    let (s, v) = w.h.call("POST", &format!("{base}/reset"), Some(&admin), None).await;
+    assert_eq!(s.as_u16(), 403, "a site admin may not reset an IQ: {v}");
+    let (s, v) = w.h.call("POST", &format!("{base}/reset"), Some(&owner), None).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["activations_removed"], 2);
+    assert_eq!(v["sessions_closed"], 1);
+    assert_eq!(v["iq"]["enrolled"], false);
+    assert_eq!(v["enrolment"]["code"].as_str().unwrap().len(), 20);
+    assert!(store.iq_certificate(iq).await.unwrap().is_none());
+    assert!(store.iq_activations(iq).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_is_assigned_only_for_the_iq_model() {
+    let w = World::new().await;
+    let store = w.h.node.store();
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let iq = iq(&w, w.site).await;
+    let right = store
+        .upload_firmware("test", "IQ2", "3.0.0", b"new image")
+        .await
+        .unwrap();
+    let wrong = store
+        .upload_firmware("test", "IQ1", "3.0.0", b"old model")
+        .await
+        .unwrap();
+    let path = format!("/v1/sites/{}/iqs/{}/firmware", w.site.0, iq.0);
+    // (firmware, status)
+    for (firmware, status) in [
+        (json!(wrong.id), 422),
+        (json!(987_654), 422),
+        (json!("x"), 422),
+        (json!(right.id), 200),
+    ] {
+        let (s, v) =
+            w.h.call("PUT", &path, Some(&admin), Some(json!({ "firmware": firmware })))
+                .await;
+        assert_eq!(s.as_u16(), status, "{firmware}: {v}");
+    }
+    assert_eq!(store.iq_details(iq).await.unwrap().unwrap().firmware, Some(right.id));
+    let (_, v) = w.h.call("GET", "/v1/firmware?model=IQ2", Some(&admin), None).await;
+    let ids: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.contains(&right.id) && !ids.contains(&wrong.id), "{v}");
+    // Unassigning.
+    let (s, v) =
+        w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": null})))
+            .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(v["firmware_assigned"].is_null());
+    // A deleted file is unassigned with it.
+    w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": right.id})))
+        .await;
+    store.delete_firmware("test", right.id).await.unwrap();
+    assert_eq!(store.iq_details(iq).await.unwrap().unwrap().firmware, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_access_toggles_with_a_revision() {
+    let w = World::new().await;
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let c = w.h.credential(w.site, vec![0x0a, 0x0b, 0x0c, 0x0d], None).await;
+    let path = format!("/v1/sites/{}/credentials/{}/offline-access", w.site.0, c.0);
+    for enabled in [true, false, true] {
+        let (s, v) =
+            w.h.call("PUT", &path, Some(&admin), Some(json!({ "enabled": enabled })))
+                .await;
+        assert_eq!(s.as_u16(), 200, "{v}");
+        assert!(v["revision"].as_u64().unwrap() > 0);
+        assert_eq!(
+            w.h.node.snapshot().load().credential_record(c).unwrap().offline_access,
+            enabled
+        );
+    }
+    for bad in [json!({"enabled": "yes"}), json!({}), json!({"enabled": true, "x": 1})] {
+        let (s, v) = w.h.call("PUT", &path, Some(&admin), Some(bad.clone())).await;
+        assert_eq!(s.as_u16(), 422, "{bad}: {v}");
+    }
+    assert!(w.h.node.snapshot().load().credential_record(c).unwrap().offline_access);
+}

@@ -1,0 +1,321 @@
+//! An IQ's life against the real process: an admin registers it over HTTP and hands the
+//! installer the enrolment answer; the IQ enrols with it on the link (verifying the
+//! server against the CA certificate the answer carries), asks for decisions on the door
+//! it was paired with, and shows up online in the API; the code works once; the owner's
+//! reset closes its session and refuses its old certificate, and a new code enrols it
+//! again.
+
+use super::support::*;
+use base64::Engine;
+use keyway_core::{CredentialKind, Effect};
+use keyway_link::message::DecideItem;
+use keyway_link::{IqClient, IqClientConfig, IqCredentials};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const PASSWORD: &str = "Correct-Horse-1";
+const CAROL_TAG: &str = "04a2197c";
+
+struct Admin {
+    url: String,
+    http: reqwest::blocking::Client,
+    token: String,
+}
+
+impl Admin {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
+    }
+}
+
+/// What an installer takes from the enrolment answer.
+struct Installer {
+    code: String,
+    control: SocketAddr,
+    bulk: SocketAddr,
+    server_name: String,
+    ca_der: Vec<u8>,
+}
+
+fn installer(enrolment: &Value) -> Installer {
+    let link = &enrolment["link"];
+    let pem = link["ca_certificate_pem"].as_str().unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let port = |key: &str| u16::try_from(link[key].as_u64().unwrap()).unwrap();
+    let names: Vec<&str> = link["server_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"localhost"), "{link}");
+    Installer {
+        code: enrolment["code"].as_str().unwrap().to_owned(),
+        control: SocketAddr::from(([127, 0, 0, 1], port("control_port"))),
+        bulk: SocketAddr::from(([127, 0, 0, 1], port("bulk_port"))),
+        server_name: "localhost".to_owned(),
+        ca_der: base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+    }
+}
+
+impl Installer {
+    async fn enrol(&self) -> Result<IqCredentials, keyway_link::ClientError> {
+        keyway_link::enrol(self.control, &self.server_name, &self.ca_der, &self.code).await
+    }
+
+    async fn connect(&self, credentials: IqCredentials) -> Result<IqClient, keyway_link::ClientError> {
+        let mut config = IqClientConfig::new(self.control, self.bulk, self.server_name.clone());
+        config.firmware = "2.7.0".to_owned();
+        IqClient::connect(config, credentials).await
+    }
+}
+
+fn tap(door: u32, tag: &str) -> DecideItem {
+    DecideItem {
+        door,
+        kind: Some(CredentialKind::Tag),
+        secret: hex::decode(tag).unwrap(),
+        at: jiff::Timestamp::now().as_millisecond(),
+    }
+}
+
+#[test]
+fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
+    let server = Server::start(&[]);
+    let http = client();
+    let account = json!({"email": "owner@example.com", "password": PASSWORD});
+    assert_eq!(
+        http.post(format!("{}/v1/accounts", server.url))
+            .json(&account)
+            .send()
+            .unwrap()
+            .status(),
+        201
+    );
+    let r = http
+        .post(format!("{}/v1/sessions", server.url))
+        .json(&account)
+        .send()
+        .unwrap();
+    let token = r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned();
+    let owner = Admin {
+        url: server.url.clone(),
+        http,
+        token,
+    };
+    let site = owner.ok("POST", "/v1/sites", Some(json!({"name": "HQ", "time_zone": "UTC"})))["site"]["id"]
+        .as_u64()
+        .unwrap();
+    // People need a voucher: the operator (made on the command line) issues one.
+    let mut make_operator = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["admin", "create-operator", "--email", "op@example.org", "--data-dir"])
+        .arg(server.data())
+        .arg("--bundle")
+        .arg(bundle_dir())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = make_operator.stdin.take().unwrap();
+        writeln!(stdin, "{PASSWORD}").unwrap();
+    }
+    assert!(make_operator.wait().unwrap().success());
+    let op = json!({"email": "op@example.org", "password": PASSWORD});
+    let r = owner
+        .http
+        .post(format!("{}/v1/sessions", server.url))
+        .json(&op)
+        .send()
+        .unwrap();
+    let operator = Admin {
+        url: server.url.clone(),
+        http: client(),
+        token: r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned(),
+    };
+    operator.ok(
+        "POST",
+        "/v1/vouchers",
+        Some(json!({"code": "IQ-E2E", "max_users": 10, "max_app_users": 10})),
+    );
+    owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/voucher"),
+        Some(json!({"code": "IQ-E2E"})),
+    );
+    let door = owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/doors"),
+        Some(json!({"name": "Front"})),
+    )["door"]["id"]
+        .as_u64()
+        .unwrap();
+    let carol = owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/people"),
+        Some(json!({"name": "Carol"})),
+    )["person"]["id"]
+        .as_u64()
+        .unwrap();
+    owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/credentials"),
+        Some(json!({"kind": "tag", "value": CAROL_TAG, "person": carol})),
+    );
+    owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/groups"),
+        Some(json!({"name": "Staff", "doors": [door], "members": [carol]})),
+    );
+
+    let registered = owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/iqs"),
+        Some(json!({"name": "Lobby", "model": "IQ2", "serial": "SN-E2E-1"})),
+    );
+    let iq = registered["iq"]["id"].as_u64().unwrap();
+    owner.ok(
+        "PUT",
+        &format!("/v1/sites/{site}/doors/{door}/iq"),
+        Some(json!({ "iq": iq })),
+    );
+    let first = installer(&registered["enrolment"]);
+    let door = u32::try_from(door).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, credentials) = runtime.block_on(async {
+        let credentials = first.enrol().await.expect("the code from the API enrols the IQ");
+        assert_eq!(u64::from(credentials.iq.0), iq);
+        // The code works once.
+        assert!(first.enrol().await.is_err(), "an enrolment code redeemed twice");
+        let client = first.connect(credentials.clone()).await.unwrap();
+        let decisions = client
+            .decide(vec![tap(door, CAROL_TAG), tap(door, "0badbeef")])
+            .await
+            .unwrap();
+        assert_eq!(decisions.items[0].effect, Effect::Allow, "{decisions:?}");
+        assert_eq!(decisions.items[1].effect, Effect::Deny, "{decisions:?}");
+        let list = client.fetch_offline_list().await.unwrap();
+        assert_eq!(list.begin.tags, 1, "{:?}", list.begin);
+        (client, credentials)
+    });
+
+    // The API shows it enrolled and online, with what the link knows.
+    let v = owner.ok("GET", &format!("/v1/sites/{site}/iqs/{iq}"), None);
+    assert_eq!(v["enrolled"], true, "{v}");
+    assert_eq!(v["online"], true, "{v}");
+    assert_eq!(v["firmware_reported"], "2.7.0", "{v}");
+    assert_eq!(v["doors"], json!([door]), "{v}");
+    assert_eq!(v["offline_list"]["tags"], 1, "{v}");
+    assert_eq!(v["offline_list"]["tags_left_out"], 0, "{v}");
+    let (status, v) = owner.call("POST", &format!("/v1/sites/{site}/iqs/{iq}/enrolment-code"), None);
+    assert_eq!((status, v["code"].as_str()), (409, Some("enrolled")), "{v}");
+
+    // The operator uploads firmware from the command line (a wrong digest stores
+    // nothing); the admin assigns it; the IQ fetches it on the bulk port.
+    let image: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let file = server.data().join("iq2-3.1.0.bin");
+    std::fs::write(&file, &image).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&image));
+    let upload = |sha: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args([
+                "admin",
+                "upload-firmware",
+                "--model",
+                "IQ2",
+                "--version",
+                "3.1.0",
+                "--sha256",
+                sha,
+            ])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(server.data())
+            .arg("--bundle")
+            .arg(bundle_dir())
+            .output()
+            .unwrap()
+    };
+    let refused = upload(&"0".repeat(64));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("sha256"),
+        "{refused:?}"
+    );
+    assert_eq!(owner.ok("GET", "/v1/firmware", None)["items"], json!([]));
+    let uploaded = upload(&digest);
+    assert!(uploaded.status.success(), "{uploaded:?}");
+    let files = owner.ok("GET", "/v1/firmware?model=IQ2", None);
+    let firmware = files["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(files["items"][0]["sha256"], digest.as_str());
+    owner.ok(
+        "PUT",
+        &format!("/v1/sites/{site}/iqs/{iq}/firmware"),
+        Some(json!({ "firmware": firmware })),
+    );
+    let fetched = runtime
+        .block_on(client.fetch_firmware("3.1.0", Vec::new(), 16 * 1024))
+        .unwrap();
+    assert!(fetched == image, "the fetched image differs from the uploaded one");
+
+    // The owner resets it: the session closes now, the old certificate is refused, and
+    // the new code enrols the device again.
+    let reset = owner.ok("POST", &format!("/v1/sites/{site}/iqs/{iq}/reset"), None);
+    assert_eq!(reset["sessions_closed"], 1, "{reset}");
+    let again = installer(&reset["enrolment"]);
+    runtime.block_on(async {
+        let mut client = client;
+        let mut closed = false;
+        for _ in 0..50 {
+            match client.next_event_within(Duration::from_millis(100)).await {
+                Some(keyway_link::ClientEvent::Error(e)) => {
+                    assert!(format!("{e:?}").to_lowercase().contains("revoked"), "{e:?}");
+                    closed = true;
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    if client.decide(vec![tap(door, CAROL_TAG)]).await.is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(closed, "the reset IQ's session stayed open");
+        assert!(
+            again.connect(credentials).await.is_err(),
+            "a revoked certificate still connects"
+        );
+        let fresh = again.enrol().await.expect("the reset's code enrols the device again");
+        let client = again.connect(fresh).await.unwrap();
+        let decisions = client.decide(vec![tap(door, CAROL_TAG)]).await.unwrap();
+        assert_eq!(decisions.items[0].effect, Effect::Allow);
+        client.close().await;
+    });
+    let v = owner.ok("GET", &format!("/v1/sites/{site}/iqs/{iq}"), None);
+    assert_eq!(v["enrolled"], true, "{v}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
