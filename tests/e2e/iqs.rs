@@ -1,7 +1,8 @@
 //! An IQ's life against the real process: an admin registers it over HTTP and hands the
 //! installer the enrolment answer; the IQ enrols with it on the link (verifying the
 //! server against the CA certificate the answer carries), asks for decisions on the door
-//! it was paired with, and shows up online in the API; the code works once; the owner's
+//! it was paired with, reports passages that anti-passback counts, fetches firmware the
+//! operator uploaded, and shows up online in the API; the code works once; the owner's
 //! reset closes its session and refuses its old certificate, and a new code enrols it
 //! again.
 
@@ -92,6 +93,7 @@ fn tap(door: u32, tag: &str) -> DecideItem {
         kind: Some(CredentialKind::Tag),
         secret: hex::decode(tag).unwrap(),
         at: jiff::Timestamp::now().as_millisecond(),
+        direction: keyway_node::Direction::Unknown,
     }
 }
 
@@ -218,6 +220,44 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
         let list = client.fetch_offline_list().await.unwrap();
         assert_eq!(list.begin.tags, 1, "{:?}", list.begin);
         (client, credentials)
+    });
+
+    // Anti-passback attached over HTTP counts what the IQ reports happened (protocol
+    // version 2): once Carol went in, a second entry is refused until she goes out.
+    owner.ok(
+        "PUT",
+        &format!("/v1/sites/{site}/doors/{door}/rule"),
+        Some(json!({"rule": "anti-passback"})),
+    );
+    runtime.block_on(async {
+        let entry = || DecideItem {
+            direction: keyway_node::Direction::Entry,
+            ..tap(door, CAROL_TAG)
+        };
+        let passage = |id, direction| keyway_link::message::Passage {
+            id,
+            door,
+            kind: Some(CredentialKind::Tag),
+            secret: hex::decode(CAROL_TAG).unwrap(),
+            at: jiff::Timestamp::now().as_millisecond(),
+            direction,
+            opened: true,
+        };
+        let reason = |d: keyway_link::message::Decisions| d.items[0].reason.clone();
+        assert_eq!(reason(client.decide(vec![entry()]).await.unwrap()), "granted");
+        client
+            .report_passage(passage(1, keyway_node::Direction::Entry))
+            .await
+            .unwrap();
+        assert_eq!(
+            reason(client.decide(vec![entry()]).await.unwrap()),
+            "rule:anti-passback"
+        );
+        client
+            .report_passage(passage(2, keyway_node::Direction::Exit))
+            .await
+            .unwrap();
+        assert_eq!(reason(client.decide(vec![entry()]).await.unwrap()), "granted");
     });
 
     // The API shows it enrolled and online, with what the link knows.

@@ -11,11 +11,12 @@
 //! `ERROR unavailable` (retry later), never a closed session.
 
 use crate::message::{
-    CommandStatus, DoorCommand, FirmwareAvailable, Incident, OfflineDelta, OfflineEntry, OfflineSchedule, PinVerdict,
-    RevocationItem,
+    CommandStatus, DoorCommand, FirmwareAvailable, Incident, OfflineDelta, OfflineEntry, OfflineSchedule, Passage,
+    PinVerdict, RevocationItem,
 };
 use jiff::Timestamp;
 use keyway_core::{CredentialId, CredentialKind, DoorId, Effect, IqId, PersonId, Revision, SiteId};
+use keyway_node::Direction;
 use std::borrow::Cow;
 use std::future::Future;
 use thiserror::Error;
@@ -80,6 +81,8 @@ pub struct DecisionRequest<'a> {
     pub secret: &'a [u8],
     /// When it was read.
     pub at: Timestamp,
+    /// Which way the reader faces (`Unknown` from a version 1 IQ).
+    pub direction: Direction,
 }
 
 impl std::fmt::Debug for DecisionRequest<'_> {
@@ -88,6 +91,7 @@ impl std::fmt::Debug for DecisionRequest<'_> {
             .field("door", &self.door)
             .field("kind", &self.kind)
             .field("at", &self.at)
+            .field("direction", &self.direction)
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +257,9 @@ pub enum Report {
     },
     /// It reported an incident; the IQ gets `INCIDENT_ACK` once this returns `Ok`.
     Incident(Incident),
+    /// It reported a passage at one of its doors; the IQ gets `PASSAGE_ACK` once this
+    /// returns `Ok`.
+    Passage(Passage),
     /// It runs this firmware version now.
     FirmwareInstalled(String),
     /// A security event.

@@ -11,8 +11,8 @@ use crate::codec::FrameCodec;
 use crate::conn::{FrameReader, Outbox, PushError, ReadError, spawn_writer};
 use crate::message::{
     DecideItem, Decisions, DoorCommandAck, Enrol, EntryItem, ErrorFrame, FirmwareGet, Heartbeat, Hello, Incident,
-    MAX_FIRMWARE_CHUNK, Message, OfflineEntry, OfflineListBegin, PinCheck, PinVerdict, VERSION_MAX, VERSION_MIN,
-    Welcome,
+    MAX_FIRMWARE_CHUNK, Message, OfflineEntry, OfflineListBegin, Passage, PinCheck, PinVerdict, VERSION_MAX,
+    VERSION_MIN, Welcome,
 };
 use crate::pki::{IqCredentials, PkiError, client_config, new_key_and_csr, server_name};
 use keyway_core::{IqId, SiteId};
@@ -462,7 +462,16 @@ impl IqClient {
         }
     }
 
-    /// Reports an incident; returns the id acknowledged.
+    /// Reports a passage (protocol version 2) and waits for its `PASSAGE_ACK`; answers
+    /// the passage's number.
+    pub async fn report_passage(&self, passage: Passage) -> Result<u64, ClientError> {
+        match self.control.request(&Message::Passage(passage)).await? {
+            Message::PassageAck(id) => Ok(id),
+            other => Err(ClientError::Unexpected(other.name())),
+        }
+    }
+
+    /// Reports an incident and waits for its `INCIDENT_ACK`; answers the incident's number.
     pub async fn report_incident(&self, incident: Incident) -> Result<u64, ClientError> {
         match self.control.request(&Message::Incident(incident)).await? {
             Message::IncidentAck(id) => Ok(id),

@@ -7,12 +7,14 @@
 use crate::wire::{DecodeError, EncodeError, Reader, Writer};
 use bytes::BytesMut;
 use keyway_core::{CredentialKind, Effect};
+pub use keyway_node::Direction;
 use thiserror::Error;
 
 /// The protocol versions this implementation speaks.
 pub const VERSION_MIN: u16 = 1;
-/// The highest protocol version this implementation speaks.
-pub const VERSION_MAX: u16 = 1;
+/// The highest protocol version this implementation speaks. Version 2 added the reader's
+/// direction to `DECIDE` items and the `PASSAGE` message.
+pub const VERSION_MAX: u16 = 2;
 
 /// Most requests in one `DECIDE`.
 pub const MAX_DECIDE_ITEMS: usize = 64;
@@ -85,6 +87,10 @@ pub mod types {
     pub const DOOR_COMMAND_ACK: u16 = 0x0041;
     /// `INCIDENT`
     pub const INCIDENT: u16 = 0x0050;
+    /// `PASSAGE` (version 2)
+    pub const PASSAGE: u16 = 0x0022;
+    /// `PASSAGE_ACK` (version 2)
+    pub const PASSAGE_ACK: u16 = 0x0023;
     /// `INCIDENT_ACK`
     pub const INCIDENT_ACK: u16 = 0x0051;
     /// `PIN_CHECK`
@@ -232,6 +238,26 @@ pub const fn kind_to_u8(kind: Option<CredentialKind>) -> u8 {
     }
 }
 
+/// A reader's direction on the wire: 0 unknown, 1 entry, 2 exit.
+#[must_use]
+pub const fn direction_to_u8(direction: Direction) -> u8 {
+    match direction {
+        Direction::Unknown => 0,
+        Direction::Entry => 1,
+        Direction::Exit => 2,
+    }
+}
+
+/// A direction from its wire value; anything unknown is `Unknown`.
+#[must_use]
+pub const fn direction_from_u8(v: u8) -> Direction {
+    match v {
+        1 => Direction::Entry,
+        2 => Direction::Exit,
+        _ => Direction::Unknown,
+    }
+}
+
 /// A credential kind from its wire value; anything unknown is `None`.
 #[must_use]
 pub const fn kind_from_u8(v: u8) -> Option<CredentialKind> {
@@ -351,6 +377,8 @@ pub struct DecideItem {
     pub secret: Vec<u8>,
     /// When, ms.
     pub at: i64,
+    /// Which way the reader faces (version 2; `Unknown` from a version 1 IQ).
+    pub direction: Direction,
 }
 
 impl std::fmt::Debug for DecideItem {
@@ -360,6 +388,41 @@ impl std::fmt::Debug for DecideItem {
             .field("kind", &self.kind)
             .field("secret_len", &self.secret.len())
             .field("at", &self.at)
+            .field("direction", &self.direction)
+            .finish()
+    }
+}
+
+/// `PASSAGE` (version 2): what actually happened at a door after a credential was read,
+/// so door rules count passages, not decisions. Its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passage {
+    /// The IQ's passage number: a passage sent again (its ack was lost) has the same one.
+    pub id: u64,
+    /// Door.
+    pub door: u32,
+    /// Credential kind read, `None` when unknown.
+    pub kind: Option<CredentialKind>,
+    /// What was read.
+    pub secret: Vec<u8>,
+    /// When, ms.
+    pub at: i64,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// Whether the door actually opened (the door contact saw it open).
+    pub opened: bool,
+}
+
+impl std::fmt::Debug for Passage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passage")
+            .field("id", &self.id)
+            .field("door", &self.door)
+            .field("kind", &self.kind)
+            .field("secret_len", &self.secret.len())
+            .field("at", &self.at)
+            .field("direction", &self.direction)
+            .field("opened", &self.opened)
             .finish()
     }
 }
@@ -784,6 +847,10 @@ pub enum Message {
     DoorCommandAck(DoorCommandAck),
     /// `INCIDENT`
     Incident(Incident),
+    /// `PASSAGE`
+    Passage(Passage),
+    /// `PASSAGE_ACK`, with the passage's number.
+    PassageAck(u64),
     /// `INCIDENT_ACK`, with the incident's number.
     IncidentAck(u64),
     /// `PIN_CHECK`
@@ -938,6 +1005,8 @@ impl Message {
             Message::DoorCommand(_) => t::DOOR_COMMAND,
             Message::DoorCommandAck(_) => t::DOOR_COMMAND_ACK,
             Message::Incident(_) => t::INCIDENT,
+            Message::Passage(_) => t::PASSAGE,
+            Message::PassageAck(_) => t::PASSAGE_ACK,
             Message::IncidentAck(_) => t::INCIDENT_ACK,
             Message::PinCheck(_) => t::PIN_CHECK,
             Message::PinResult(_) => t::PIN_RESULT,
@@ -986,6 +1055,8 @@ impl Message {
             Message::DoorCommand(_) => "DOOR_COMMAND",
             Message::DoorCommandAck(_) => "DOOR_COMMAND_ACK",
             Message::Incident(_) => "INCIDENT",
+            Message::Passage(_) => "PASSAGE",
+            Message::PassageAck(_) => "PASSAGE_ACK",
             Message::IncidentAck(_) => "INCIDENT_ACK",
             Message::PinCheck(_) => "PIN_CHECK",
             Message::PinResult(_) => "PIN_RESULT",
@@ -1048,6 +1119,10 @@ impl Message {
                         w.u8(kind_to_u8(i.kind));
                         w.bytes8(&i.secret, MAX_SECRET, "decide.secret")?;
                         w.i64(i.at);
+                        // Omitted when unknown: the item is then exactly version 1's.
+                        if i.direction != Direction::Unknown {
+                            w.u8(direction_to_u8(i.direction));
+                        }
                         Ok(())
                     })
                 })?;
@@ -1125,6 +1200,16 @@ impl Message {
                 w.str(&m.detail, MAX_TEXT, "incident.detail")?;
             }
             Message::IncidentAck(id) => w.u64(*id),
+            Message::Passage(m) => {
+                w.u64(m.id);
+                w.u32(m.door);
+                w.u8(kind_to_u8(m.kind));
+                w.bytes8(&m.secret, MAX_SECRET, "passage.secret")?;
+                w.i64(m.at);
+                w.u8(direction_to_u8(m.direction));
+                w.bool(m.opened);
+            }
+            Message::PassageAck(id) => w.u64(*id),
             Message::PinCheck(m) => {
                 w.u32(m.person);
                 w.bytes8(&m.pin, MAX_PIN, "pin_check.pin")?;
@@ -1240,6 +1325,12 @@ impl Message {
                         kind: kind_from_u8(r.u8("decide.kind")?),
                         secret: r.bytes8(MAX_SECRET, "decide.secret")?.to_vec(),
                         at: r.i64("decide.at")?,
+                        // Version 2; a version 1 item ends before it.
+                        direction: if r.is_empty() {
+                            Direction::Unknown
+                        } else {
+                            direction_from_u8(r.u8("decide.direction")?)
+                        },
                     })
                 })
             })?),
@@ -1311,6 +1402,16 @@ impl Message {
                 detail: r.str(MAX_TEXT, "incident.detail")?,
             }),
             t::INCIDENT_ACK => Message::IncidentAck(r.u64("incident_ack.id")?),
+            t::PASSAGE => Message::Passage(Passage {
+                id: r.u64("passage.id")?,
+                door: r.u32("passage.door")?,
+                kind: kind_from_u8(r.u8("passage.kind")?),
+                secret: r.bytes8(MAX_SECRET, "passage.secret")?.to_vec(),
+                at: r.i64("passage.at")?,
+                direction: direction_from_u8(r.u8("passage.direction")?),
+                opened: r.bool("passage.opened")?,
+            }),
+            t::PASSAGE_ACK => Message::PassageAck(r.u64("passage_ack.id")?),
             t::PIN_CHECK => Message::PinCheck(PinCheck {
                 person: r.u32("pin_check.person")?,
                 pin: r.bytes8(MAX_PIN, "pin_check.pin")?.to_vec(),

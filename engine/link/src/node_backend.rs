@@ -37,14 +37,14 @@ use keyway_core::{
     Snapshot,
 };
 use keyway_node::{
-    CommandOutcome, DecisionRequest as NodeRequest, Direction, DoorCommand, DoorCommands, IqState, Node,
-    OfflineListSize, Source,
+    CommandOutcome, DecisionRequest as NodeRequest, DoorCommand, DoorCommands, IqState, Node, OfflineListSize,
+    PassageReport, Source,
 };
 use keyway_store::{
     Entry, FeedError, IncidentKind as StoredIncidentKind, Logged, Method, NewIncident, PinCheck, StoreError,
 };
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -83,7 +83,13 @@ struct Live {
     sessions: Vec<mpsc::Sender<PushEvent>>,
     /// Entries of the last full list that did not fit (tags, remote users).
     dropped: (u32, u32),
+    /// The numbers of its latest passages, so one sent again (its ack was lost) counts
+    /// once on this node.
+    passages: VecDeque<u64>,
 }
+
+/// Passage numbers remembered per IQ.
+const RECENT_PASSAGES: usize = 1024;
 
 #[derive(Debug)]
 struct Shared {
@@ -272,6 +278,15 @@ impl DoorCommands for LinkCommands {
 
     fn close_sessions(&self, iq: IqId) -> usize {
         self.shared.close_sessions(iq)
+    }
+}
+
+/// The reason code sent to an IQ (PROTOCOL.md, `DECISIONS`): the core's code, or
+/// `rule:<name>` when a door rule turned the answer into a deny.
+fn wire_reason(decision: &keyway_node::NodeDecision) -> Cow<'static, str> {
+    match decision.ruled.denying_rule() {
+        Some(rule) => Cow::Owned(format!("rule:{rule}")),
+        None => Cow::Borrowed(decision.reason_code()),
     }
 }
 
@@ -857,7 +872,7 @@ impl LinkBackend for NodeBackend {
                     },
                 },
                 at: r.at,
-                direction: Direction::Unknown,
+                direction: r.direction,
                 source: Source::Iq {
                     iq,
                     sequence: self.online_seq(),
@@ -874,7 +889,7 @@ impl LinkBackend for NodeBackend {
                 .iter()
                 .map(|d| DecisionOutcome {
                     effect: d.effect(),
-                    reason: Cow::Borrowed(d.reason_code()),
+                    reason: wire_reason(d),
                 })
                 .collect(),
         })
@@ -1072,6 +1087,31 @@ impl LinkBackend for NodeBackend {
                     .raise_incident(&format!("iq:{}", iq.0), new)
                     .await
                     .map_err(unavailable)?;
+            }
+            Report::Passage(passage) => {
+                let fresh = self.shared.with_iq(iq, |live| {
+                    if live.passages.contains(&passage.id) {
+                        return false;
+                    }
+                    if live.passages.len() >= RECENT_PASSAGES {
+                        live.passages.pop_front();
+                    }
+                    live.passages.push_back(passage.id);
+                    true
+                });
+                if fresh {
+                    let report = PassageReport {
+                        door: DoorId(passage.door),
+                        presented: passage.kind.map(|kind| Presented {
+                            kind,
+                            secret: &passage.secret,
+                        }),
+                        at: crate::session::timestamp(passage.at),
+                        direction: passage.direction,
+                        opened: passage.opened,
+                    };
+                    self.node.passage(&report).map_err(unavailable)?;
+                }
             }
             Report::FirmwareInstalled(version) => {
                 self.shared.with_iq(iq, |live| live.state.firmware = Some(version));

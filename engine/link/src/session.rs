@@ -65,7 +65,8 @@ async fn send(outbox: &mut Outbox, message: &Message, reply_to: u32) -> Result<u
     })
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+/// A wire time (ms since the epoch) as a timestamp, clamped to the representable range.
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 { Timestamp::MIN } else { Timestamp::MAX })
 }
 
@@ -411,6 +412,7 @@ impl<B: LinkBackend> Control<'_, B> {
                         kind: i.kind,
                         secret: &i.secret,
                         at: timestamp(i.at),
+                        direction: i.direction,
                     })
                     .collect();
                 match backend.decide(iq, &requests).await {
@@ -514,6 +516,25 @@ impl<B: LinkBackend> Control<'_, B> {
                     tracing::warn!(%iq, error = %e, "iq link could not report a door command ack");
                 }
                 Ok(())
+            }
+            Message::Passage(passage) => {
+                if !self.owns(passage.door) {
+                    return self.foreign_door(passage.door, "PASSAGE", seq).await;
+                }
+                let id = passage.id;
+                match backend.report(iq, Report::Passage(passage)).await {
+                    Ok(()) => send(self.outbox, &Message::PassageAck(id), seq).await.map(drop),
+                    Err(e) => {
+                        tracing::warn!(%iq, error = %e, "iq link could not take a passage");
+                        send(
+                            self.outbox,
+                            &error_msg(ErrorCode::Unavailable, false, "cannot take passages now"),
+                            seq,
+                        )
+                        .await
+                        .map(drop)
+                    }
+                }
             }
             Message::Incident(incident) => {
                 if let Some(door) = incident.door.filter(|d| !self.owns(*d)) {

@@ -1,6 +1,7 @@
 //! What an admin asks of a door beyond the decision model, and what a door or an IQ
 //! reports back: door commands addressed by door (the node finds the door's IQ), remote
-//! openings written to the entries log, and incidents.
+//! openings written to the entries log, incidents, and passages (what actually happened
+//! after a decision, which door rules such as anti-passback and occupancy count).
 //!
 //! A command is always answered: delivered, or not delivered and why (the door has no
 //! IQ, the IQ is offline, the link is not running). A remote opening is logged and
@@ -10,7 +11,8 @@ use crate::commands::{CommandOutcome, DoorCommand};
 use crate::error::NodeError;
 use crate::node::Node;
 use jiff::Timestamp;
-use keyway_core::{DoorId, IqId, PersonId, SiteId};
+use keyway_core::{DoorId, IqId, PersonId, Presented, SiteId};
+use keyway_plugin_host::{Direction, Passage};
 use keyway_store::{Entry, Incident, Method, NewIncident, StoreError};
 use std::borrow::Cow;
 
@@ -18,6 +20,22 @@ use std::borrow::Cow;
 pub const REMOTE_OPEN: &str = "remote_open";
 /// The reason code of a remote opening that did not reach the door.
 pub const REMOTE_OPEN_NOT_DELIVERED: &str = "remote_open_not_delivered";
+
+/// A passage as a door's IQ reports it: what was read, and whether the door opened.
+#[derive(Clone, Copy, Debug)]
+pub struct PassageReport<'a> {
+    /// The door.
+    pub door: DoorId,
+    /// The credential read, when the IQ knows it (a kind this version does not know is
+    /// `None`: the passage counts for nobody).
+    pub presented: Option<Presented<'a>>,
+    /// When.
+    pub at: Timestamp,
+    /// Which way the reader faces.
+    pub direction: Direction,
+    /// Whether the door actually opened.
+    pub opened: bool,
+}
 
 /// A remote opening, as logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +147,44 @@ impl Node {
             }
         }
         Ok(self.store().raise_incident(actor, &incident).await?)
+    }
+
+    /// Tell the door's rules of a passage (each rule that exports the passage hook, in
+    /// chain order, with its states changed atomically). The person is the holder of the
+    /// credential read, on the door's site; an unknown or unassigned credential passes
+    /// for nobody. A rule that fails is logged and leaves its states as they were; how
+    /// many failed is answered.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (as [`NodeError::Store`]) for a door this node does not
+    /// know.
+    pub fn passage(&self, report: &PassageReport<'_>) -> Result<usize, NodeError> {
+        let (site, person) = {
+            let snapshot = self.snapshot().load();
+            let site = snapshot.door_site(report.door).ok_or_else(|| {
+                NodeError::Store(StoreError::NotFound {
+                    entity: format!("door:{}", report.door.0),
+                })
+            })?;
+            let person = report.presented.and_then(|p| {
+                snapshot
+                    .credential_by_secret(site, p.kind, p.secret)
+                    .and_then(|c| c.owner)
+            });
+            (site, person)
+        };
+        let failed = self.policy().passage(&Passage {
+            door: report.door,
+            site,
+            person,
+            at: report.at,
+            direction: report.direction,
+            opened: report.opened,
+        });
+        for (rule, error) in &failed {
+            tracing::warn!(door = %report.door, rule = %rule, error = %error, "a door rule failed on a passage");
+        }
+        Ok(failed.len())
     }
 
     /// The site of `iq`, as this node's snapshot knows it.

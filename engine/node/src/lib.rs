@@ -32,7 +32,7 @@ mod rule_state;
 
 pub use commands::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, NoLink, OfflineListSize};
 pub use decide::{DecisionRequest, NodeDecision, Source};
-pub use doors::{REMOTE_OPEN, REMOTE_OPEN_NOT_DELIVERED, RemoteOpening};
+pub use doors::{PassageReport, REMOTE_OPEN, REMOTE_OPEN_NOT_DELIVERED, RemoteOpening};
 pub use error::NodeError;
 pub use metrics::{DecisionMetrics, REASON_CODES};
 pub use node::{Node, NodeConfig, SYSTEM_ACTOR};

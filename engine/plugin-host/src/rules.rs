@@ -228,6 +228,15 @@ impl RuledDecision {
         self.ruling().code()
     }
 
+    /// The rule that turned an allow into a deny, when one did ([`Ruling::RuleDenied`]).
+    #[must_use]
+    pub fn denying_rule(&self) -> Option<&str> {
+        match (self.ruling(), &self.rule) {
+            (Ruling::RuleDenied, Some(trace)) => Some(&trace.rule),
+            _ => None,
+        }
+    }
+
     /// Who decided, as an enum (see [`Ruling`]).
     #[must_use]
     pub fn ruling(&self) -> Ruling {

@@ -25,6 +25,9 @@ fn kind() -> impl Strategy<Value = CredentialKind> {
         Just(CredentialKind::Pin)
     ]
 }
+fn direction() -> impl Strategy<Value = Direction> {
+    prop_oneof![Just(Direction::Unknown), Just(Direction::Entry), Just(Direction::Exit)]
+}
 fn effect() -> impl Strategy<Value = Effect> {
     prop_oneof![Just(Effect::Allow), Just(Effect::Deny)]
 }
@@ -95,13 +98,25 @@ fn message() -> impl Strategy<Value = Message> {
         any::<(i64, u64)>()
             .prop_map(|(server_time, revision)| Message::HeartbeatAck(HeartbeatAck { server_time, revision })),
         vec(
-            (any::<u32>(), proptest::option::of(kind()), b(MAX_SECRET), any::<i64>()),
+            (
+                any::<u32>(),
+                proptest::option::of(kind()),
+                b(MAX_SECRET),
+                any::<i64>(),
+                direction()
+            ),
             0..=MAX_DECIDE_ITEMS
         )
         .prop_map(|items| Message::Decide(
             items
                 .into_iter()
-                .map(|(door, kind, secret, at)| DecideItem { door, kind, secret, at })
+                .map(|(door, kind, secret, at, direction)| DecideItem {
+                    door,
+                    kind,
+                    secret,
+                    at,
+                    direction
+                })
                 .collect()
         )),
         (any::<u64>(), vec((effect(), s(MAX_REASON)), 0..8)).prop_map(|(revision, items)| Message::Decisions(
@@ -197,6 +212,27 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }),
         any::<u64>().prop_map(Message::IncidentAck),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::option::of(kind()),
+            b(MAX_SECRET),
+            any::<i64>(),
+            direction(),
+            any::<bool>()
+        )
+            .prop_map(|(id, door, kind, secret, at, direction, opened)| {
+                Message::Passage(Passage {
+                    id,
+                    door,
+                    kind,
+                    secret,
+                    at,
+                    direction,
+                    opened,
+                })
+            }),
+        any::<u64>().prop_map(Message::PassageAck),
         (any::<u32>(), b(MAX_PIN)).prop_map(|(person, pin)| Message::PinCheck(PinCheck { person, pin })),
         any::<u8>().prop_map(|v| Message::PinResult(PinVerdict::from_u8(v))),
         (s(MAX_SHORT), any::<u64>(), any::<[u8; 32]>()).prop_map(|(version, size, sha256)| Message::FirmwareAvailable(
@@ -474,6 +510,7 @@ fn decide(n: usize, secret: usize) -> Message {
                 kind: Some(CredentialKind::Tag),
                 secret: vec![7; secret],
                 at: 0,
+                direction: Direction::Unknown,
             })
             .collect(),
     )
@@ -780,6 +817,7 @@ fn worked_example_bytes() {
         kind: Some(CredentialKind::Tag),
         secret: vec![0x04, 0xa1, 0xb2, 0xc3],
         at: 1_796_040_000_000,
+        direction: Direction::Unknown,
     }]);
     let decisions = Message::Decisions(Decisions {
         revision: 1234,

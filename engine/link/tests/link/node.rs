@@ -4,12 +4,12 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use keyway_core::*;
-use keyway_link::message::{DecideItem, EntryItem, Message, RevocationWhat};
+use keyway_link::message::{DecideItem, EntryItem, Message, Passage, RevocationWhat};
 use keyway_link::offline::OfflineStore;
 use keyway_link::{
     ClientEvent, IqClient, IqClientConfig, IqCredentials, LinkConfig, LinkServer, NodeBackend, NodeBackendConfig, enrol,
 };
-use keyway_node::{CommandOutcome, DoorCommand, Node, NodeConfig};
+use keyway_node::{CommandOutcome, Direction, DoorCommand, Node, NodeConfig};
 use keyway_store::EntryQuery;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -159,6 +159,7 @@ fn read(door: DoorId, at: Timestamp) -> DecideItem {
         kind: Some(CredentialKind::Tag),
         secret: TAG.to_vec(),
         at: at.as_millisecond(),
+        direction: Direction::Unknown,
     }
 }
 
@@ -383,5 +384,82 @@ async fn the_load_generator_measures_decisions() {
     assert!(summary.decisions > 0 && summary.per_second > 0.0, "{summary:?}");
     let [p50, p90, p99, max] = summary.latency_us;
     assert!(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{summary:?}");
+    s.close().await;
+}
+
+/// Protocol version 2: the reader's direction travels with each decision, and a PASSAGE
+/// report (the door opened) arms anti-passback, so a second entry without an exit is
+/// refused; a passage sent again counts once; a passage at another IQ's door is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passages_over_the_link_arm_anti_passback() {
+    let s = setup().await;
+    s.node
+        .attach_door_rule(ACTOR, s.ids.door, "anti-passback", false)
+        .await
+        .unwrap();
+    let client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    assert_eq!(client.welcome().version, 2);
+    let now = Timestamp::now();
+    let badge = |direction| DecideItem {
+        direction,
+        ..read(s.ids.door, now)
+    };
+    let passage = |id, direction, opened| Passage {
+        id,
+        door: s.ids.door.get(),
+        kind: Some(CredentialKind::Tag),
+        secret: TAG.to_vec(),
+        at: now.as_millisecond(),
+        direction,
+        opened,
+    };
+    // (what happens, the verdict of the entry badge that follows, or none)
+    let steps: [(Option<Passage>, Effect, &str); 5] = [
+        (None, Effect::Allow, "granted"),
+        // A door that did not open moves nothing.
+        (Some(passage(1, Direction::Entry, false)), Effect::Allow, "granted"),
+        (
+            Some(passage(2, Direction::Entry, true)),
+            Effect::Deny,
+            "rule:anti-passback",
+        ),
+        (Some(passage(3, Direction::Exit, true)), Effect::Allow, "granted"),
+        (
+            Some(passage(4, Direction::Entry, true)),
+            Effect::Deny,
+            "rule:anti-passback",
+        ),
+    ];
+    for (i, (step, effect, reason)) in steps.into_iter().enumerate() {
+        if let Some(p) = step {
+            let id = p.id;
+            assert_eq!(client.report_passage(p).await.unwrap(), id, "step {i}");
+        }
+        let d = client.decide(vec![badge(Direction::Entry)]).await.unwrap();
+        assert_eq!(
+            (d.items[0].effect, d.items[0].reason.as_str()),
+            (effect, reason),
+            "step {i}"
+        );
+    }
+    // Sent again (its ack was lost), exit 3 does not count twice: still inside.
+    assert_eq!(
+        client.report_passage(passage(3, Direction::Exit, true)).await.unwrap(),
+        3
+    );
+    let d = client.decide(vec![badge(Direction::Entry)]).await.unwrap();
+    assert_eq!(d.items[0].reason, "rule:anti-passback");
+    // A reader of unknown direction is not judged (a version 1 IQ's decisions).
+    let d = client.decide(vec![badge(Direction::Unknown)]).await.unwrap();
+    assert_eq!(d.items[0].effect, Effect::Allow);
+    // Another IQ's door: refused, and nothing moves.
+    let foreign = Passage {
+        door: 999_999,
+        ..passage(9, Direction::Exit, true)
+    };
+    assert!(client.report_passage(foreign).await.is_err());
+    let d = client.decide(vec![badge(Direction::Entry)]).await.unwrap();
+    assert_eq!(d.items[0].reason, "rule:anti-passback");
+    client.close().await;
     s.close().await;
 }

@@ -64,6 +64,7 @@ fn tag(door: u32, secret: &[u8]) -> DecideItem {
         kind: Some(CredentialKind::Tag),
         secret: secret.to_vec(),
         at: 1_764_504_000_000,
+        direction: Direction::Unknown,
     }
 }
 
@@ -186,7 +187,7 @@ async fn enrol_connect_and_decide_a_batch_on_one_revision() {
             welcome.revision,
             welcome.doors.clone()
         ),
-        (1, 1, 7, 100, vec![10, 11])
+        (VERSION_MAX, 1, 7, 100, vec![10, 11])
     );
     let decisions = client
         .decide(vec![tag(10, GOOD_TAG), tag(11, b"\x01\x02\x03\x04")])
@@ -599,8 +600,8 @@ async fn garbage_and_oversized_frames_close_that_connection_only() {
             true,
             frame(
                 &Message::Hello(Hello {
-                    min_version: 2,
-                    max_version: 3,
+                    min_version: VERSION_MAX + 1,
+                    max_version: VERSION_MAX + 2,
                     firmware: String::new(),
                     offline_revision: 0,
                 }),
