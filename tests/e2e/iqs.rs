@@ -309,11 +309,27 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
     let files = owner.ok("GET", "/v1/firmware?model=IQ2", None);
     let firmware = files["items"][0]["id"].as_i64().unwrap();
     assert_eq!(files["items"][0]["sha256"], digest.as_str());
-    owner.ok(
+    let assigned = owner.ok(
         "PUT",
         &format!("/v1/sites/{site}/iqs/{iq}/firmware"),
         Some(json!({ "firmware": firmware })),
     );
+    assert_eq!(assigned["offered"], true, "{assigned}");
+    let mut client = client;
+    let offer = runtime.block_on(async {
+        loop {
+            match client.next_event_within(Duration::from_secs(5)).await {
+                Some(keyway_link::ClientEvent::Push {
+                    message: keyway_link::Message::FirmwareAvailable(offer),
+                    ..
+                }) => break offer,
+                Some(_) => {}
+                None => panic!("the IQ was not offered its assigned firmware"),
+            }
+        }
+    });
+    assert_eq!((offer.version.as_str(), offer.size), ("3.1.0", image.len() as u64));
+    assert_eq!(hex::encode(offer.sha256), digest);
     let fetched = runtime
         .block_on(client.fetch_firmware("3.1.0", Vec::new(), 16 * 1024))
         .unwrap();

@@ -27,8 +27,8 @@ use crate::backend::{
     IqProfile, LinkBackend, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
 };
 use crate::message::{
-    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, IncidentKind, OfflineDelta, OfflineEntry,
-    OfflineGrant, OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
+    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, FirmwareAvailable, IncidentKind, OfflineDelta,
+    OfflineEntry, OfflineGrant, OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
 };
 use jiff::Timestamp;
 use keyway_core::{
@@ -37,11 +37,11 @@ use keyway_core::{
     Snapshot,
 };
 use keyway_node::{
-    CommandOutcome, DecisionRequest as NodeRequest, DoorCommand, DoorCommands, IqState, Node, OfflineListSize,
-    PassageReport, Source,
+    CommandOutcome, DecisionRequest as NodeRequest, DoorCommand, DoorCommands, FirmwareOffer, IqState, Node,
+    OfflineListSize, PassageReport, Source,
 };
 use keyway_store::{
-    Entry, FeedError, IncidentKind as StoredIncidentKind, Logged, Method, NewIncident, PinCheck, StoreError,
+    Entry, FeedError, IncidentKind as StoredIncidentKind, IqDetails, Logged, Method, NewIncident, PinCheck, StoreError,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -122,6 +122,21 @@ impl Shared {
         closed
     }
 
+    /// Pushes `FIRMWARE_AVAILABLE` to a session of `iq`; whether one took it.
+    fn offer_firmware(&self, iq: IqId, offer: &FirmwareOffer) -> bool {
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(&offer.sha256, &mut sha256).is_err() {
+            tracing::warn!(%iq, "a firmware offer with a malformed sha256 was not sent");
+            return false;
+        }
+        let push = PushEvent::FirmwareAvailable(FirmwareAvailable {
+            version: offer.version.clone(),
+            size: offer.size,
+            sha256,
+        });
+        self.session(iq).is_some_and(|s| s.try_send(push).is_ok())
+    }
+
     /// A sender to one live session of `iq`, if any.
     fn session(&self, iq: IqId) -> Option<mpsc::Sender<PushEvent>> {
         self.with_iq(iq, |live| {
@@ -197,6 +212,32 @@ impl NodeBackend {
             .map_err(unavailable)?;
         self.shared.close_sessions(iq);
         Ok(())
+    }
+
+    /// Offers `iq` the firmware assigned to it (`PUT /v1/sites/{site}/iqs/{iq}/firmware`)
+    /// when it runs another version. A store failure only delays the offer to the next
+    /// connection.
+    async fn offer_assigned_firmware(&self, iq: IqId, running: &str) {
+        let store = self.node.store();
+        let file = match store.iq_details(iq).await {
+            Ok(Some(IqDetails { firmware: Some(id), .. })) => store.firmware(id).await,
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        match file {
+            Ok(Some(file)) if file.version != running => {
+                let offer = FirmwareOffer {
+                    version: file.version,
+                    size: file.size,
+                    sha256: file.sha256,
+                };
+                if !self.shared.offer_firmware(iq, &offer) {
+                    tracing::debug!(%iq, "no session took the firmware offer");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%iq, error = %e, "cannot read the iq's assigned firmware"),
+        }
     }
 
     /// A sequence number for an online decision: increasing, at or above
@@ -278,6 +319,10 @@ impl DoorCommands for LinkCommands {
 
     fn close_sessions(&self, iq: IqId) -> usize {
         self.shared.close_sessions(iq)
+    }
+
+    fn offer_firmware(&self, iq: IqId, offer: &FirmwareOffer) -> bool {
+        self.shared.offer_firmware(iq, offer)
     }
 }
 
@@ -1036,11 +1081,14 @@ impl LinkBackend for NodeBackend {
     async fn report(&self, iq: IqId, report: Report) -> Result<(), BackendError> {
         let now = Some(Timestamp::now().as_second());
         match report {
-            Report::Online { firmware } => self.shared.with_iq(iq, |live| {
-                live.state.online = true;
-                live.state.last_seen = now;
-                live.state.firmware = Some(firmware);
-            }),
+            Report::Online { firmware } => {
+                self.offer_assigned_firmware(iq, &firmware).await;
+                self.shared.with_iq(iq, |live| {
+                    live.state.online = true;
+                    live.state.last_seen = now;
+                    live.state.firmware = Some(firmware);
+                });
+            }
             Report::Heartbeat { .. } | Report::PushAcked(_) | Report::OfflineListInstalled(_) => {
                 self.shared.with_iq(iq, |live| live.state.last_seen = now);
             }

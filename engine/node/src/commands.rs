@@ -59,6 +59,17 @@ pub struct OfflineListSize {
     pub remote_users_left_out: u32,
 }
 
+/// A firmware image offered to an IQ (the IQ fetches it over the link's bulk port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareOffer {
+    /// Its version.
+    pub version: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -71,6 +82,10 @@ pub trait DoorCommands: Send + Sync + std::fmt::Debug {
     /// Close every session `iq` holds on this node at once (its certificate was revoked:
     /// the IQ was removed or reset). How many were closed.
     fn close_sessions(&self, iq: IqId) -> usize;
+    /// Tell `iq`, if it has a session on this node, that it should install `offer`.
+    /// Whether a session took the offer (the link also offers an IQ its assigned
+    /// firmware whenever it connects running another version).
+    fn offer_firmware(&self, iq: IqId, offer: &FirmwareOffer) -> bool;
 }
 
 /// The stand-in until the link is installed: nothing is delivered, every IQ is offline.
@@ -92,5 +107,9 @@ impl DoorCommands for NoLink {
 
     fn close_sessions(&self, _iq: IqId) -> usize {
         0
+    }
+
+    fn offer_firmware(&self, _iq: IqId, _offer: &FirmwareOffer) -> bool {
+        false
     }
 }

@@ -30,7 +30,9 @@ mod node;
 pub mod policy;
 mod rule_state;
 
-pub use commands::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, NoLink, OfflineListSize};
+pub use commands::{
+    BoxFuture, CommandOutcome, DoorCommand, DoorCommands, FirmwareOffer, IqState, NoLink, OfflineListSize,
+};
 pub use decide::{DecisionRequest, NodeDecision, Source};
 pub use doors::{PassageReport, REMOTE_OPEN, REMOTE_OPEN_NOT_DELIVERED, RemoteOpening};
 pub use error::NodeError;

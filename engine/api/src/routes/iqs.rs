@@ -27,7 +27,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
 use keyway_core::{Change, DoorRecord, IqId, IqRecord, PersonId, Record, SiteId};
-use keyway_node::OfflineListSize;
+use keyway_node::{FirmwareOffer, OfflineListSize};
 use keyway_plugin_host::Capability;
 use keyway_store::{IqActivation, IqDetails, Named, enrolment_code};
 use serde::{Deserialize, Serialize};
@@ -688,10 +688,21 @@ pub(crate) async fn list_firmware(
     }))
 }
 
-/// Assign a firmware file (for the IQ's model) to an IQ, or none.
+/// An IQ after a firmware assignment.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FirmwareAssigned {
+    /// The IQ.
+    pub iq: IqView,
+    /// Whether the IQ was told now (it has a session on this node and runs another
+    /// version). An IQ not told now is offered the file when it next connects.
+    pub offered: bool,
+}
+
+/// Assign a firmware file (for the IQ's model) to an IQ, or none. An IQ connected to
+/// this node is told at once; any IQ is told when it connects running another version.
 #[utoipa::path(put, path = "/v1/sites/{site}/iqs/{iq}/firmware", tag = "iqs", request_body = AssignFirmware,
     params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
-    responses((status = 200, body = IqView), (status = 400, body = Problem), (status = 401, body = Problem),
+    responses((status = 200, body = FirmwareAssigned), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn assign_firmware(
@@ -699,18 +710,37 @@ pub(crate) async fn assign_firmware(
     caller: Caller,
     Path((site, iq)): Path<(u32, u32)>,
     Json(body): Json<AssignFirmware>,
-) -> Result<Json<IqView>, ApiError> {
+) -> Result<Json<FirmwareAssigned>, ApiError> {
     let site = SiteId(site);
     caller
         .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
         .await?;
     let d = iq_of(&state, site, iq).await?;
     let store = state.node().store();
-    if let Some(id) = body.firmware
-        && store.firmware(id).await?.is_none()
-    {
-        return Err(ApiError::invalid(format!("firmware {id} does not exist")));
-    }
+    let file = match body.firmware {
+        Some(id) => Some(
+            store
+                .firmware(id)
+                .await?
+                .ok_or_else(|| ApiError::invalid(format!("firmware {id} does not exist")))?,
+        ),
+        None => None,
+    };
     store.assign_firmware(&caller.actor(), d.id, body.firmware).await?;
-    Ok(Json(view(&state, iq_of(&state, site, iq).await?).await?))
+    let link = state.node().door_commands();
+    let offered = match file {
+        Some(file) if link.state(d.id).firmware.as_deref() != Some(file.version.as_str()) => link.offer_firmware(
+            d.id,
+            &FirmwareOffer {
+                version: file.version,
+                size: file.size,
+                sha256: file.sha256,
+            },
+        ),
+        _ => false,
+    };
+    Ok(Json(FirmwareAssigned {
+        iq: view(&state, iq_of(&state, site, iq).await?).await?,
+        offered,
+    }))
 }

@@ -5,7 +5,7 @@
 
 use crate::support::*;
 use keyway_core::*;
-use keyway_node::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, IqState, OfflineListSize};
+use keyway_node::{BoxFuture, CommandOutcome, DoorCommand, DoorCommands, FirmwareOffer, IqState, OfflineListSize};
 use serde_json::{Value, json};
 use std::sync::Mutex;
 
@@ -125,6 +125,7 @@ pub async fn body_for(w: &World, route: &str, who: Who, path: &mut String) -> Op
 struct FakeLink {
     states: Mutex<Vec<(IqId, IqState)>>,
     sessions: Mutex<Vec<IqId>>,
+    offers: Mutex<Vec<(IqId, FirmwareOffer)>>,
 }
 
 impl DoorCommands for FakeLink {
@@ -146,6 +147,14 @@ impl DoorCommands for FakeLink {
         let before = sessions.len();
         sessions.retain(|i| *i != iq);
         before - sessions.len()
+    }
+
+    fn offer_firmware(&self, iq: IqId, offer: &FirmwareOffer) -> bool {
+        let online = self.sessions.lock().unwrap().contains(&iq);
+        if online {
+            self.offers.lock().unwrap().push((iq, offer.clone()));
+        }
+        online
     }
 }
 
@@ -495,8 +504,10 @@ async fn pins_activate_reset_per_person_and_per_iq() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn firmware_is_assigned_only_for_the_iq_model() {
+async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
     let w = World::new().await;
+    let link = std::sync::Arc::new(FakeLink::default());
+    w.h.node.set_door_commands(link.clone());
     let store = w.h.node.store();
     let admin = w.bearer(Who::Admin).await.unwrap();
     let iq = iq(&w, w.site).await;
@@ -522,6 +533,25 @@ async fn firmware_is_assigned_only_for_the_iq_model() {
         assert_eq!(s.as_u16(), status, "{firmware}: {v}");
     }
     assert_eq!(store.iq_details(iq).await.unwrap().unwrap().firmware, Some(right.id));
+    // Offline: not offered now. Online: offered, with the file's digest.
+    assert!(link.offers.lock().unwrap().is_empty());
+    link.sessions.lock().unwrap().push(iq);
+    let (s, v) =
+        w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": right.id})))
+            .await;
+    assert_eq!((s.as_u16(), v["offered"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(v["iq"]["firmware_assigned"], right.id);
+    assert_eq!(
+        *link.offers.lock().unwrap(),
+        vec![(
+            iq,
+            FirmwareOffer {
+                version: "3.0.0".into(),
+                size: 9,
+                sha256: right.sha256.clone()
+            }
+        )]
+    );
     let (_, v) = w.h.call("GET", "/v1/firmware?model=IQ2", Some(&admin), None).await;
     let ids: Vec<i64> = v["items"]
         .as_array()
@@ -534,8 +564,8 @@ async fn firmware_is_assigned_only_for_the_iq_model() {
     let (s, v) =
         w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": null})))
             .await;
-    assert_eq!(s.as_u16(), 200, "{v}");
-    assert!(v["firmware_assigned"].is_null());
+    assert_eq!((s.as_u16(), v["offered"].as_bool()), (200, Some(false)), "{v}");
+    assert!(v["iq"]["firmware_assigned"].is_null());
     // A deleted file is unassigned with it.
     w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": right.id})))
         .await;

@@ -121,6 +121,10 @@ impl DoorCommands for FakeIq {
     fn close_sessions(&self, _iq: IqId) -> usize {
         0
     }
+
+    fn offer_firmware(&self, _iq: IqId, _offer: &keyway_node::FirmwareOffer) -> bool {
+        false
+    }
 }
 
 struct Scene {

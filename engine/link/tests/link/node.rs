@@ -463,3 +463,45 @@ async fn passages_over_the_link_arm_anti_passback() {
     client.close().await;
     s.close().await;
 }
+
+/// The firmware an admin assigned is offered to an IQ that connects running another
+/// version, and not to one already running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigned_firmware_is_offered_on_connect() {
+    let s = setup().await;
+    let store = s.node.store();
+    store.set_iq_details(ACTOR, s.ids.iq, "IQ2", "SN-OFFER").await.unwrap();
+    let file = store
+        .upload_firmware(ACTOR, "IQ2", "5.0.0", b"image bytes")
+        .await
+        .unwrap();
+    store.assign_firmware(ACTOR, s.ids.iq, Some(file.id)).await.unwrap();
+    let credentials = s.enrol().await;
+    // (firmware the IQ runs, whether it is offered 5.0.0)
+    for (running, offered) in [("4.9.0", true), ("5.0.0", false)] {
+        let mut config = s.client_config();
+        config.firmware = running.to_owned();
+        let mut client = IqClient::connect(config, credentials.clone()).await.unwrap();
+        let mut got = None;
+        while let Some(event) = client.next_event_within(Duration::from_millis(500)).await {
+            if let ClientEvent::Push {
+                message: Message::FirmwareAvailable(offer),
+                ..
+            } = event
+            {
+                got = Some(offer);
+                break;
+            }
+        }
+        match got {
+            Some(offer) => {
+                assert!(offered, "{running}: offered {offer:?}");
+                assert_eq!((offer.version.as_str(), offer.size), ("5.0.0", 11));
+                assert_eq!(hex::encode(offer.sha256), file.sha256);
+            }
+            None => assert!(!offered, "{running}: no offer"),
+        }
+        client.close().await;
+    }
+    s.close().await;
+}
