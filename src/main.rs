@@ -3,10 +3,13 @@
 //! - `serve`: the main job (see `serve.rs`): the node and the admin HTTP API.
 //! - `bundle`: an integrator's tools for a policy bundle (see `bundle.rs`): check, hash,
 //!   try, build.
+//! - `iq-sim`: simulated IQs against a running server (see `iq_sim.rs`): registered
+//!   over HTTP, enrolled and sending door traffic over the IQ link.
 //! - `simulate`: generate a site population, build the decision snapshot, answer a
 //!   stream of door requests, and report how they were decided.
 
 mod bundle;
+mod iq_sim;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +39,9 @@ enum Command {
     /// Check, hash, try and build policy bundles and their plugins.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Simulate IQs against a running `keyway serve`: register them on a site over the
+    /// HTTP API, enrol them on the IQ link, send door traffic, and print a summary.
+    IqSim(iq_sim::IqSimArgs),
     /// Generate a population, build the decision snapshot and answer door requests.
     Simulate {
         /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
@@ -221,6 +227,23 @@ impl AdminJob {
     }
 }
 
+fn run_iq_sim(args: iq_sim::IqSimArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(iq_sim::iq_sim(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_serve(args: serve::ServeArgs) -> ExitCode {
     serve::init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -274,6 +297,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::Admin(command) => run_admin(command),
         Command::Bundle(command) => bundle::run(command),
+        Command::IqSim(args) => run_iq_sim(args),
         Command::Simulate {
             divisor,
             requests,

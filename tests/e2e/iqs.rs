@@ -97,9 +97,9 @@ fn tap(door: u32, tag: &str) -> DecideItem {
     }
 }
 
-#[test]
-fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
-    let server = Server::start(&[]);
+/// An owner's session on a fresh site with a voucher (the operator, made on the command
+/// line, issues it).
+fn owner_with_voucher(server: &Server) -> (Admin, u64) {
     let http = client();
     let account = json!({"email": "owner@example.com", "password": PASSWORD});
     assert_eq!(
@@ -161,6 +161,13 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
         &format!("/v1/sites/{site}/voucher"),
         Some(json!({"code": "IQ-E2E"})),
     );
+    (owner, site)
+}
+
+#[test]
+fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
+    let server = Server::start(&[]);
+    let (owner, site) = owner_with_voucher(&server);
     let door = owner.ok(
         "POST",
         &format!("/v1/sites/{site}/doors"),
@@ -374,4 +381,72 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
     assert_eq!(v["enrolled"], true, "{v}");
     let (status, _) = server.terminate();
     assert!(status.success());
+}
+
+/// `keyway iq-sim` against the real process: it registers its IQs, doors and people over
+/// HTTP, enrols the IQs on the link, and its traffic is decided and logged.
+#[test]
+fn iq_sim_registers_enrols_and_decides() {
+    let server = Server::start(&[]);
+    let (owner, site) = owner_with_voucher(&server);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args([
+            "iq-sim",
+            "--site",
+            &site.to_string(),
+            "--iqs",
+            "3",
+            "--doors-per-iq",
+            "2",
+        ])
+        .args(["--people", "4", "--duration-secs", "2", "--batch", "4"])
+        .env("KEYWAY_URL", &server.url)
+        .env("KEYWAY_TOKEN", &owner.token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 IQs connected"), "{stdout}");
+    assert!(!stdout.contains(&owner.token), "the token was printed");
+    let decisions: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("3 IQs connected, "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(decisions > 0, "{stdout}");
+    // Its IQs are enrolled with their doors, and its decisions are in the entries log:
+    // the people's tags open, the unknown tag does not.
+    let iqs = owner.ok("GET", &format!("/v1/sites/{site}/iqs"), None);
+    let items = iqs["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{iqs}");
+    for iq in items {
+        assert_eq!(iq["enrolled"], true, "{iq}");
+        assert_eq!(iq["doors"].as_array().unwrap().len(), 2, "{iq}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let entries = owner.ok("GET", &format!("/v1/sites/{site}/entries?limit=500"), None);
+    let reasons: std::collections::BTreeSet<&str> = entries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains("granted") && reasons.contains("unknown_credential"),
+        "{reasons:?}"
+    );
+    // A wrong token is refused before anything is sent to the link.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["iq-sim", "--site", &site.to_string(), "--iqs", "1"])
+        .env("KEYWAY_URL", &server.url)
+        .env("KEYWAY_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{refused:?}");
 }
