@@ -33,8 +33,8 @@ use crate::message::{
 use jiff::Timestamp;
 use keyway_core::{
     Change, CredentialId, CredentialKind, CredentialRecord, DoorId, DoorMode, GroupId, GroupRecord,
-    IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, IqId, PersonId, Presented, Record, Revision, Schedule, ScheduleId, SiteId,
-    Snapshot,
+    IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, IqId, IqRecord, PersonId, Presented, Record, Revision, Schedule, ScheduleId,
+    SiteId, Snapshot,
 };
 use keyway_node::{
     CommandOutcome, DecisionRequest as NodeRequest, DoorCommand, DoorCommands, FirmwareOffer, IqState, Node,
@@ -86,6 +86,8 @@ struct Live {
     /// The numbers of its latest passages, so one sent again (its ack was lost) counts
     /// once on this node.
     passages: VecDeque<u64>,
+    /// The serial of the certificate its sessions here authenticated with (lowercase).
+    serial: Option<String>,
 }
 
 /// Passage numbers remembered per IQ.
@@ -785,7 +787,31 @@ fn store_err(e: StoreError) -> BackendError {
 }
 
 /// Follows the node's feed for one subscription until its receiver is dropped.
-async fn follow(node: Node, mut view: SiteView, mut stream: keyway_store::ChangeStream, tx: mpsc::Sender<PushEvent>) {
+/// Whether the certificate `serial` still authenticates `iq`: the IQ exists and the
+/// store records that serial for it. A store failure keeps the session (the next
+/// handshake checks again).
+async fn still_valid(node: &Node, iq: IqId, serial: Option<&str>) -> bool {
+    match node.store().iq_certificate(iq).await {
+        Ok(Some(cert)) => serial.is_none_or(|s| s == cert.serial),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(%iq, error = %e, "cannot recheck an iq's certificate");
+            true
+        }
+    }
+}
+
+/// Follows the change feed for one session of `view.iq` and turns changes into its
+/// pushes. A change to the IQ itself (`PutIq`, written by a reset on any node, or
+/// `RemoveIq`) rechecks its certificate, so a reset or removal on another node closes
+/// this node's sessions too.
+async fn follow(
+    node: Node,
+    mut view: SiteView,
+    mut stream: keyway_store::ChangeStream,
+    tx: mpsc::Sender<PushEvent>,
+    serial: Option<String>,
+) {
     let mut owe_resync = false;
     loop {
         let item = tokio::select! {
@@ -794,6 +820,13 @@ async fn follow(node: Node, mut view: SiteView, mut stream: keyway_store::Change
         };
         let events = match item {
             Ok(item) => match item.entry.as_ref() {
+                Logged::Change(Change::PutIq(IqRecord { id, .. }) | Change::RemoveIq(id))
+                    if *id == view.iq && !still_valid(&node, view.iq, serial.as_deref()).await =>
+                {
+                    tracing::info!(iq = %view.iq, "iq reset or removed: closing its session");
+                    let _ = tx.try_send(PushEvent::Revoked);
+                    return;
+                }
                 Logged::Change(change) => view.apply(item.revision, change),
                 Logged::Reload => {
                     let snapshot = node.snapshot().load_full();
@@ -870,10 +903,12 @@ impl LinkBackend for NodeBackend {
         if site != identity.site {
             return Err(BackendError::Refused);
         }
+        let serial = identity.serial.to_ascii_lowercase();
         let cert = store.iq_certificate(identity.iq).await.map_err(store_err)?;
-        if cert.is_none_or(|c| c.serial != identity.serial.to_ascii_lowercase()) {
+        if cert.is_none_or(|c| c.serial != serial) {
             return Err(BackendError::Refused);
         }
+        self.shared.with_iq(identity.iq, |live| live.serial = Some(serial));
         Ok(IqProfile {
             site,
             iq: identity.iq,
@@ -982,8 +1017,11 @@ impl LinkBackend for NodeBackend {
             return Err(BackendError::Refused);
         };
         let (tx, rx) = mpsc::channel(self.shared.config.push_queue.max(8));
-        self.shared.with_iq(iq, |live| live.sessions.push(tx.clone()));
-        tokio::spawn(follow(self.node.clone(), view, stream, tx));
+        let serial = self.shared.with_iq(iq, |live| {
+            live.sessions.push(tx.clone());
+            live.serial.clone()
+        });
+        tokio::spawn(follow(self.node.clone(), view, stream, tx, serial));
         Ok(Subscription {
             revision,
             resync: since != revision,

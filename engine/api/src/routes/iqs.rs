@@ -168,6 +168,9 @@ pub(crate) struct IqReset {
     pub sessions_closed: usize,
     /// How to enrol the device again.
     pub enrolment: Enrolment,
+    /// The revision of the reset's mark in the change log, by which every other node
+    /// closes the IQ's sessions it holds.
+    pub revision: u64,
 }
 
 /// The IQ a door is paired with.
@@ -511,8 +514,8 @@ pub(crate) async fn new_enrolment_code(
 }
 
 /// An owner's reset of an IQ (the FAQ): every person's activation is removed, so all
-/// activate again; its certificate is revoked and its sessions close; the answer
-/// carries a new enrolment code for the device.
+/// activate again; its certificate is revoked and its sessions close, on every node;
+/// the answer carries a new enrolment code for the device.
 #[utoipa::path(post, path = "/v1/sites/{site}/iqs/{iq}/reset", tag = "iqs",
     params(("site" = u32, Path, description = "The site"), ("iq" = u32, Path, description = "The IQ")),
     responses((status = 200, body = IqReset), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -531,6 +534,9 @@ pub(crate) async fn reset_iq(
     let actor = caller.actor();
     store.revoke_iq_certificate(&actor, d.id).await?;
     let sessions_closed = state.node().door_commands().close_sessions(d.id);
+    // The IQ's record written again (unchanged) tells every other node through the
+    // change feed; each rechecks the certificate of the sessions it holds and closes them.
+    let revision = store.write(&actor, Change::PutIq(IqRecord { id: d.id, site })).await?;
     let activations_removed = store.reset_iq(&actor, d.id).await?;
     let enrolment = enrolment(&state, &caller, d.id).await?;
     Ok(Json(IqReset {
@@ -538,6 +544,7 @@ pub(crate) async fn reset_iq(
         activations_removed,
         sessions_closed,
         enrolment,
+        revision: revision.0,
     }))
 }
 

@@ -497,6 +497,8 @@ async fn pins_activate_reset_per_person_and_per_iq() {
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(v["activations_removed"], 2);
     assert_eq!(v["sessions_closed"], 1);
+    // The reset's mark in the change log, which closes sessions on other nodes.
+    assert_eq!(v["revision"].as_u64(), Some(w.h.node.snapshot().load().revision().0));
     assert_eq!(v["iq"]["enrolled"], false);
     assert_eq!(v["enrolment"]["code"].as_str().unwrap().len(), 20);
     assert!(store.iq_certificate(iq).await.unwrap().is_none());

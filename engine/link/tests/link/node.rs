@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use keyway_core::*;
-use keyway_link::message::{DecideItem, EntryItem, Message, Passage, RevocationWhat};
+use keyway_link::message::{DecideItem, EntryItem, ErrorCode, Message, Passage, RevocationWhat};
 use keyway_link::offline::OfflineStore;
 use keyway_link::{
     ClientEvent, IqClient, IqClientConfig, IqCredentials, LinkConfig, LinkServer, NodeBackend, NodeBackendConfig, enrol,
@@ -31,6 +31,7 @@ struct Setup {
     backend: Arc<NodeBackend>,
     server: LinkServer<NodeBackend>,
     ids: Ids,
+    url: String,
     _dir: TempDir,
 }
 
@@ -41,7 +42,7 @@ async fn create(node: &Node, record: Record) -> u32 {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("keyway.db").display());
-    let mut config = NodeConfig::new(url);
+    let mut config = NodeConfig::new(url.clone());
     config.bundle_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default"));
     config.store.poll_interval = Duration::from_millis(100);
     let node = Node::open(config).await.unwrap();
@@ -120,6 +121,7 @@ async fn setup() -> Setup {
         backend,
         server,
         ids: Ids { site, iq, door, person },
+        url,
         _dir: dir,
     }
 }
@@ -503,5 +505,46 @@ async fn assigned_firmware_is_offered_on_connect() {
         }
         client.close().await;
     }
+    s.close().await;
+}
+
+/// An owner's reset taken on another node (the IQ's record written again after its
+/// certificate was revoked) reaches this node through the change log and closes the
+/// IQ's session here; the same write with the certificate still valid closes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_on_another_node_closes_the_session_here() {
+    let s = setup().await;
+    let mut client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    let mut config = NodeConfig::new(s.url.clone());
+    config.bundle_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default"));
+    config.store = config.store.node("b");
+    let other = Node::open(config).await.unwrap();
+    let touch = Change::PutIq(IqRecord {
+        id: s.ids.iq,
+        site: s.ids.site,
+    });
+    let written = other.store().write(ACTOR, touch.clone()).await.unwrap();
+    s.node.reach(written, Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = client.decide(vec![read(s.ids.door, Timestamp::now())]).await.unwrap();
+    assert_eq!(
+        d.items[0].effect,
+        Effect::Allow,
+        "a valid certificate's session was closed"
+    );
+
+    other.store().revoke_iq_certificate(ACTOR, s.ids.iq).await.unwrap();
+    other.store().write(ACTOR, touch).await.unwrap();
+    let mut closed = false;
+    while let Some(event) = client.next_event_within(Duration::from_secs(5)).await {
+        if let ClientEvent::Error(e) = event {
+            assert_eq!(e.code, ErrorCode::Revoked, "{e:?}");
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the session outlived a reset on another node");
+    assert!(client.decide(vec![read(s.ids.door, Timestamp::now())]).await.is_err());
+    other.close().await;
     s.close().await;
 }
