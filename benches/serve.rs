@@ -1,0 +1,408 @@
+//! Keyway served for real, measured from outside: the `keyway serve` binary of this
+//! build, driven over HTTP on loopback as an admin tool and a door controller would.
+//!
+//! - `/v1/decide`, one request per call, from 1 and from 8 client threads (keep-alive
+//!   connections): decisions per second and latency percentiles; and
+//!   `/v1/decide/batch` with 100 requests per call.
+//! - **Block to deny** (issue 10, the FAQ's 5 seconds): a site admin blocks a person;
+//!   the time from sending `POST .../block` to its answer, after which the node's next
+//!   decision for that person must deny (checked on every round: the answer comes only
+//!   once this node's decisions deny). Then across two `keyway serve` nodes on one
+//!   PostgreSQL database: the block is sent to node A, and node B is asked until it
+//!   denies; the time is from sending the block to B's first deny.
+//!
+//! - Admin writes (issue 9): creating a door over HTTP, one at a time, on SQLite and on
+//!   PostgreSQL.
+//!
+//! `cargo bench --bench serve` runs it in full; under `cargo test --benches` (no
+//! `--bench` argument) or with `KEYWAY_BENCH_QUICK=1` it runs a few rounds of each, as a
+//! smoke test. The PostgreSQL
+//! part uses `KEYWAY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and a fresh database it makes with `psql`; without PostgreSQL it says SKIPPED, except
+//! under `CI`, where it fails.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmarks fail loudly"
+)]
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "Correct-Horse-1";
+const TAG: &str = "0a0b0c0d";
+
+fn quick() -> bool {
+    // Cargo passes `--bench` only under `cargo bench`.
+    std::env::var_os("KEYWAY_BENCH_QUICK").is_some()
+        || std::env::args().any(|a| a == "--test")
+        || !std::env::args().any(|a| a == "--bench")
+}
+
+fn bundle_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/default")
+}
+
+/// A running `keyway serve`.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server arguments shared by `serve` and `admin`.
+fn server_args(data: &Path, database: Option<&str>, node: &str) -> Vec<String> {
+    let mut args = vec![
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "--bundle".to_owned(),
+        bundle_dir().display().to_string(),
+        "--node-name".to_owned(),
+        node.to_owned(),
+    ];
+    if let Some(url) = database {
+        args.extend(["--database-url".to_owned(), url.to_owned()]);
+    }
+    args
+}
+
+fn serve(data: &Path, database: Option<&str>, node: &str) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .arg("serve")
+        .args(server_args(data, database, node))
+        .args(["--http-addr", "127.0.0.1:0"])
+        .args(["--link-control-addr", "127.0.0.1:0", "--link-bulk-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("keyway serve did not get ready");
+        if let Some(rest) = line.strip_prefix("keyway is ready at ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    Served { child, url }
+}
+
+struct Api {
+    http: reqwest::blocking::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    fn new(url: &str, token: &str) -> Api {
+        Api {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            url: url.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn ok(&self, path: &str, body: &Value) -> Value {
+        let (status, v) = self.post(path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {v}");
+        v
+    }
+}
+
+fn sign_in(url: &str, email: &str) -> String {
+    let http = reqwest::blocking::Client::new();
+    let account = json!({"email": email, "password": PASSWORD});
+    let r = http.post(format!("{url}/v1/sessions")).json(&account).send().unwrap();
+    assert_eq!(r.status(), 201, "sign-in of {email}");
+    r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+/// A site with a voucher, a door, and a person with a tag and a right on the door; the
+/// owner's API and the ids.
+fn make_site(url: &str, data: &Path, database: Option<&str>) -> (Api, u64, u64, u64) {
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["admin", "create-operator", "--email", "op@example.org"])
+        .args(server_args(data, database, "admin"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(operator.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(operator.wait().unwrap().success(), "create-operator");
+    let http = reqwest::blocking::Client::new();
+    let account = json!({"email": "owner@example.org", "password": PASSWORD});
+    assert_eq!(
+        http.post(format!("{url}/v1/accounts"))
+            .json(&account)
+            .send()
+            .unwrap()
+            .status(),
+        201
+    );
+    let owner = Api::new(url, &sign_in(url, "owner@example.org"));
+    let op = Api::new(url, &sign_in(url, "op@example.org"));
+    op.ok(
+        "/v1/vouchers",
+        &json!({"code": "BENCH", "max_users": 1000, "max_app_users": 1000}),
+    );
+    let site = owner.ok("/v1/sites", &json!({"name": "Bench", "time_zone": "UTC"}))["site"]["id"]
+        .as_u64()
+        .unwrap();
+    owner.ok(&format!("/v1/sites/{site}/voucher"), &json!({"code": "BENCH"}));
+    let door = owner.ok(&format!("/v1/sites/{site}/doors"), &json!({"name": "Front"}))["door"]["id"]
+        .as_u64()
+        .unwrap();
+    let person = owner.ok(&format!("/v1/sites/{site}/people"), &json!({"name": "Pat"}))["person"]["id"]
+        .as_u64()
+        .unwrap();
+    owner.ok(
+        &format!("/v1/sites/{site}/credentials"),
+        &json!({"kind": "tag", "value": TAG, "person": person}),
+    );
+    owner.ok(
+        &format!("/v1/sites/{site}/groups"),
+        &json!({"name": "All", "doors": [door], "members": [person]}),
+    );
+    (owner, site, door, person)
+}
+
+fn decide_body(site: u64, door: u64) -> Value {
+    json!({"site": site, "door": door, "credential": {"kind": "tag", "value": TAG}})
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn line(what: &str, h: &Histogram<u64>, extra: &str) {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{what:<44} n={:<6} p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms  {extra}",
+        h.len(),
+        ms(0.5),
+        ms(0.99),
+        h.max() as f64 / 1000.0
+    );
+}
+
+/// Single-request decisions from `threads` clients for `per_thread` calls each.
+fn decide_load(api: &Api, site: u64, door: u64, threads: usize, per_thread: usize) {
+    let body = decide_body(site, door);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (url, token, body) = (api.url.clone(), api.token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let api = Api::new(&url, &token);
+                let mut h = histogram();
+                for _ in 0..per_thread {
+                    let sent = Instant::now();
+                    let (status, v) = api.post("/v1/decide", &body);
+                    h.record(us(sent.elapsed())).unwrap();
+                    assert_eq!(status, 200, "{v}");
+                    assert_eq!(v["effect"], "allow", "{v}");
+                }
+                h
+            })
+        })
+        .collect();
+    let mut all = histogram();
+    for h in handles {
+        all.add(h.join().unwrap()).unwrap();
+    }
+    let per_second = all.len() as f64 / started.elapsed().as_secs_f64();
+    line(
+        &format!("POST /v1/decide, {threads} client thread(s)"),
+        &all,
+        &format!("{per_second:.0} decisions/s"),
+    );
+}
+
+fn batch_load(api: &Api, site: u64, door: u64, rounds: usize) {
+    let body = json!({"requests": vec![decide_body(site, door); 100]});
+    let mut h = histogram();
+    for _ in 0..rounds {
+        let sent = Instant::now();
+        let (status, v) = api.post("/v1/decide/batch", &body);
+        h.record(us(sent.elapsed())).unwrap();
+        assert_eq!(status, 200, "{v}");
+    }
+    line("POST /v1/decide/batch, 100 requests", &h, "");
+}
+
+/// Admin writes: creating a door (a change of the decision model, with its revision, and
+/// its name), one at a time.
+fn admin_writes(api: &Api, site: u64, rounds: usize, backend: &str) {
+    let mut h = histogram();
+    for i in 0..rounds {
+        let sent = Instant::now();
+        api.ok(
+            &format!("/v1/sites/{site}/doors"),
+            &json!({ "name": format!("Door {i}") }),
+        );
+        h.record(us(sent.elapsed())).unwrap();
+    }
+    line(&format!("admin write: POST .../doors ({backend})"), &h, "");
+}
+
+/// Block, then decide at once on the same node: the decision must deny. The time is the
+/// block call's.
+fn block_to_deny_one_node(api: &Api, site: u64, door: u64, person: u64, rounds: usize) {
+    let body = decide_body(site, door);
+    let mut h = histogram();
+    for _ in 0..rounds {
+        api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!(null));
+        let sent = Instant::now();
+        api.ok(&format!("/v1/sites/{site}/people/{person}/block"), &json!(null));
+        h.record(us(sent.elapsed())).unwrap();
+        let (status, v) = api.post("/v1/decide", &body);
+        assert_eq!(
+            (status, v["effect"].as_str()),
+            (200, Some("deny")),
+            "not denied after the block: {v}"
+        );
+        assert_eq!(v["reason"], "person_blocked", "{v}");
+    }
+    line("block to deny, one node (SQLite)", &h, "every next decision denied");
+}
+
+/// Block on node A, ask node B until it denies.
+fn block_to_deny_two_nodes(a: &Api, b: &Api, site: u64, door: u64, person: u64, rounds: usize) {
+    let body = decide_body(site, door);
+    let mut h = histogram();
+    let wait_for = |api: &Api, effect: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, v) = api.post("/v1/decide", &body);
+            assert_eq!(status, 200, "{v}");
+            if v["effect"] == effect {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node B never saw the change");
+        }
+    };
+    for _ in 0..rounds {
+        a.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!(null));
+        wait_for(b, "allow");
+        let sent = Instant::now();
+        a.ok(&format!("/v1/sites/{site}/people/{person}/block"), &json!(null));
+        wait_for(b, "deny");
+        h.record(us(sent.elapsed())).unwrap();
+    }
+    line("block on A to deny on B (PostgreSQL)", &h, "");
+}
+
+/// A fresh PostgreSQL database for the two-node part, or `None` (said loudly).
+fn fresh_postgres() -> Option<String> {
+    let admin = std::env::var("KEYWAY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("keyway_bench_{}", std::process::id());
+    let made = Command::new("psql")
+        .args([admin.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+        .output();
+    match made {
+        Ok(out) if out.status.success() => {
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            Some(format!("{base}/{name}"))
+        }
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is required in CI for the two-node part: {why}"
+            );
+            eprintln!("SKIPPED: the two-node part needs PostgreSQL ({})", why.trim());
+            None
+        }
+    }
+}
+
+fn drop_postgres(url: &str) {
+    let admin = std::env::var("KEYWAY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if let Some((_, name)) = url.rsplit_once('/') {
+        let _ = Command::new("psql")
+            .args([
+                admin.as_str(),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ])
+            .output();
+    }
+}
+
+fn main() {
+    let q = quick();
+    let (calls, rounds) = if q { (20, 5) } else { (5_000, 500) };
+    println!(
+        "keyway serve over HTTP on loopback ({} rounds){}",
+        rounds,
+        if q { ", quick smoke run" } else { "" }
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None, "main");
+    let (owner, site, door, person) = make_site(&server.url, dir.path(), None);
+    decide_load(&owner, site, door, 1, calls);
+    decide_load(&owner, site, door, 8, calls / 4);
+    batch_load(&owner, site, door, rounds);
+    block_to_deny_one_node(&owner, site, door, person, rounds);
+    admin_writes(&owner, site, rounds, "SQLite");
+    drop(server);
+
+    if let Some(database) = fresh_postgres() {
+        let data_a = tempfile::tempdir().unwrap();
+        let data_b = tempfile::tempdir().unwrap();
+        let a = serve(data_a.path(), Some(&database), "a");
+        let b = serve(data_b.path(), Some(&database), "b");
+        let (owner_a, site, door, person) = make_site(&a.url, data_a.path(), Some(&database));
+        let owner_b = Api::new(&b.url, &owner_a.token);
+        block_to_deny_two_nodes(&owner_a, &owner_b, site, door, person, rounds.min(200));
+        admin_writes(&owner_a, site, rounds, "PostgreSQL");
+        drop((a, b));
+        drop_postgres(&database);
+    }
+}
