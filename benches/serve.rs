@@ -21,12 +21,7 @@
 //! and a fresh database it makes with `psql`; without PostgreSQL it says SKIPPED, except
 //! under `CI`, where it fails.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "benchmarks fail loudly"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks fail loudly")]
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
