@@ -24,7 +24,7 @@
 
 use crate::backend::{
     BackendError, CertIdentity, DecisionBatch, DecisionOutcome, DecisionRequest, EnrolmentGrant, FirmwareSlice,
-    IqProfile, LinkBackend, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
+    IqProfile, LinkBackend, OfflineCause, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
 };
 use crate::message::{
     CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, FirmwareAvailable, IncidentKind, OfflineDelta,
@@ -214,6 +214,26 @@ impl NodeBackend {
             .map_err(unavailable)?;
         self.shared.close_sessions(iq);
         Ok(())
+    }
+
+    /// Records an IQ-offline incident for `iq` (which queues its notifications). An IQ
+    /// this node no longer knows (removed) raises none.
+    async fn raise_offline_incident(&self, iq: IqId) {
+        let Some(site) = self.node.iq_site(iq) else {
+            return;
+        };
+        let incident = NewIncident {
+            site,
+            kind: StoredIncidentKind::IqOffline,
+            door: None,
+            iq: Some(iq),
+            iq_seq: None,
+            at: Timestamp::now().as_second(),
+            detail: "missed 3 heartbeats".to_owned(),
+        };
+        if let Err(e) = self.node.raise_incident(LINK_ACTOR, incident).await {
+            tracing::warn!(%iq, error = %e, "cannot record an iq-offline incident");
+        }
     }
 
     /// Offers `iq` the firmware assigned to it (`PUT /v1/sites/{site}/iqs/{iq}/firmware`)
@@ -1136,6 +1156,12 @@ impl LinkBackend for NodeBackend {
                     live.sessions.retain(|s| !s.is_closed());
                     live.state.online = false;
                 });
+                // Missed heartbeats are the IQ going quiet: an incident, and through it
+                // the "IQ offline" notification. A session that ended (the IQ closed it,
+                // a reset, this node stopping) is not one.
+                if cause == OfflineCause::MissedHeartbeats {
+                    self.raise_offline_incident(iq).await;
+                }
             }
             Report::DoorCommandAcked { command_id, status } => {
                 let waiter = self

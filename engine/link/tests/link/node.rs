@@ -10,7 +10,7 @@ use keyway_link::{
     ClientEvent, IqClient, IqClientConfig, IqCredentials, LinkConfig, LinkServer, NodeBackend, NodeBackendConfig, enrol,
 };
 use keyway_node::{CommandOutcome, Direction, DoorCommand, Node, NodeConfig};
-use keyway_store::EntryQuery;
+use keyway_store::{EntryQuery, IncidentKind, IncidentQuery};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,10 @@ async fn create(node: &Node, record: Record) -> u32 {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut LinkConfig)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("keyway.db").display());
     let mut config = NodeConfig::new(url.clone());
@@ -115,6 +119,7 @@ async fn setup() -> Setup {
     let mut link = LinkConfig::new(dir.path().to_path_buf(), vec!["localhost".into()]);
     link.control_addr = "127.0.0.1:0".parse().unwrap();
     link.bulk_addr = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut link);
     let server = LinkServer::start(link, Arc::clone(&backend)).await.unwrap();
     Setup {
         node,
@@ -546,5 +551,45 @@ async fn a_reset_on_another_node_closes_the_session_here() {
     assert!(closed, "the session outlived a reset on another node");
     assert!(client.decide(vec![read(s.ids.door, Timestamp::now())]).await.is_err());
     other.close().await;
+    s.close().await;
+}
+
+/// An IQ that stops sending heartbeats is marked offline, and that raises an IQ-offline
+/// incident for its site (which queues the notification); one that keeps sending raises
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeats_raise_an_iq_offline_incident() {
+    let s = setup_with(|link| link.heartbeat = Duration::from_millis(100)).await;
+    let query = IncidentQuery {
+        site: s.ids.site,
+        kind: None,
+        door: None,
+        acknowledged: None,
+        before: None,
+        limit: 100,
+    };
+    let mut config = s.client_config();
+    config.heartbeats = true;
+    let alive = IqClient::connect(config.clone(), s.enrol().await).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(s.node.store().incidents(&query).await.unwrap().is_empty());
+    alive.close().await;
+
+    config.heartbeats = false;
+    let _quiet = IqClient::connect(config, s.enrol().await).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let incident = loop {
+        let found = s.node.store().incidents(&query).await.unwrap();
+        if let Some(i) = found.into_iter().next() {
+            break i;
+        }
+        assert!(std::time::Instant::now() < deadline, "no iq-offline incident");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (incident.kind, incident.iq, incident.door),
+        (IncidentKind::IqOffline, Some(s.ids.iq), None)
+    );
+    assert!(!s.node.door_commands().state(s.ids.iq).online);
     s.close().await;
 }
