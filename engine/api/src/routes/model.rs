@@ -782,10 +782,21 @@ struct Prepared {
 }
 
 async fn prepare(state: &AppState, caller: &Caller, r: &DecideRequest) -> Result<Prepared, ApiError> {
-    let site = SiteId(r.site);
+    authorise_decisions(state, caller, SiteId(r.site)).await?;
+    prepare_authorised(state, r).await
+}
+
+/// Whether `caller` may ask for decisions on `site` (a membership read in the store).
+async fn authorise_decisions(state: &AppState, caller: &Caller, site: SiteId) -> Result<(), ApiError> {
     caller
         .with_capability(state, Access::Decide, site, Capability::ENTRIES_READ_ALL)
-        .await?;
+        .await
+        .map(drop)
+}
+
+/// A request of a site the caller may decide on, checked against the snapshot.
+async fn prepare_authorised(state: &AppState, r: &DecideRequest) -> Result<Prepared, ApiError> {
+    let site = SiteId(r.site);
     if let Some(wanted) = r.at_least_revision {
         state
             .node()
@@ -875,9 +886,15 @@ pub(crate) async fn decide_batch(
             state.config().max_batch
         )));
     }
+    // The caller's right is read once per site of the batch, not once per request.
+    let mut authorised: Vec<u32> = Vec::new();
     let mut prepared = Vec::with_capacity(body.requests.len());
     for r in &body.requests {
-        prepared.push(prepare(&state, &caller, r).await?);
+        if !authorised.contains(&r.site) {
+            authorise_decisions(&state, &caller, SiteId(r.site)).await?;
+            authorised.push(r.site);
+        }
+        prepared.push(prepare_authorised(&state, r).await?);
     }
     let requests: Vec<DecisionRequest<'_>> = prepared.iter().map(request).collect();
     let decisions = state.node().decide_batch(&requests).await;
