@@ -68,8 +68,43 @@ use utoipa_scalar::Servable;
 )]
 struct ApiDoc;
 
+/// Error answers are problem details (RFC 9457), served as `application/problem+json`.
+/// The route annotations name the `Problem` body; this names its media type for all of
+/// them, so the document says what the server sends.
+fn problem_media_type(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for response in operation.responses.responses.values_mut() {
+                let RefOr::T(response) = response else { continue };
+                let is_problem = response
+                    .content
+                    .get("application/json")
+                    .and_then(|c| c.schema.as_ref())
+                    .is_some_and(|s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/Problem")));
+                if is_problem && let Some(content) = response.content.shift_remove("application/json") {
+                    response.content.insert("application/problem+json".to_owned(), content);
+                }
+            }
+        }
+    }
+}
+
 /// The `/v1` routes and their OpenAPI document.
 fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = v1_routes();
+    problem_media_type(&mut doc);
+    (router, doc)
+}
+
+fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::sign_up))
         .routes(routes!(accounts::sign_in, accounts::sign_out_everywhere))

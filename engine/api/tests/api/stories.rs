@@ -563,6 +563,25 @@ async fn openapi_and_docs_are_served() {
     assert_eq!(s, 200);
     assert!(v["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(v["paths"]["/v1/decide"]["post"].is_object());
+    // Every error answer is documented as what the server sends: problem details under
+    // `application/problem+json`, never `application/json`.
+    let mut problems = 0;
+    for item in v["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let content = &response["content"];
+                let problem = &content["application/problem+json"]["schema"]["$ref"];
+                if problem == "#/components/schemas/Problem" {
+                    problems += 1;
+                }
+                assert_ne!(
+                    content["application/json"]["schema"]["$ref"], "#/components/schemas/Problem",
+                    "{status} documented as application/json"
+                );
+            }
+        }
+    }
+    assert!(problems > 300, "only {problems} problem answers documented");
     let request = Request::builder().uri("/v1/docs").body(Body::empty()).unwrap();
     let (s, _, v) = h.send(request).await;
     assert_eq!(s, StatusCode::OK);
