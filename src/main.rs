@@ -95,12 +95,8 @@ fn run_admin(command: AdminCommand) -> ExitCode {
         AdminCommand::CreateOperator { server, .. } | AdminCommand::UploadFirmware { server, .. } => server.clone(),
     };
     serve::init_logging(server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let config = match serve::node_config(&server) {
@@ -227,13 +223,21 @@ impl AdminJob {
     }
 }
 
-fn run_iq_sim(args: iq_sim::IqSimArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+/// The multi-threaded runtime every async command runs on; `None` (said on standard
+/// error) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn run_iq_sim(args: iq_sim::IqSimArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(iq_sim::iq_sim(args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -246,12 +250,8 @@ fn run_iq_sim(args: iq_sim::IqSimArgs) -> ExitCode {
 
 fn run_serve(args: serve::ServeArgs) -> ExitCode {
     serve::init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let config_args = args.clone();
     let api = move |node: keyway_node::Node, public_url: &str, link: keyway_api::LinkAdvert| {

@@ -248,12 +248,7 @@ impl NodeBackend {
         };
         match file {
             Ok(Some(file)) if file.version != running => {
-                let offer = FirmwareOffer {
-                    version: file.version,
-                    size: file.size,
-                    sha256: file.sha256,
-                };
-                if !self.shared.offer_firmware(iq, &offer) {
+                if !self.shared.offer_firmware(iq, &FirmwareOffer::from(file)) {
                     tracing::debug!(%iq, "no session took the firmware offer");
                 }
             }

@@ -70,6 +70,16 @@ pub struct FirmwareOffer {
     pub sha256: String,
 }
 
+impl From<keyway_store::FirmwareFile> for FirmwareOffer {
+    fn from(file: keyway_store::FirmwareFile) -> Self {
+        FirmwareOffer {
+            version: file.version,
+            size: file.size,
+            sha256: file.sha256,
+        }
+    }
+}
+
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -29,7 +29,7 @@ use base64::Engine;
 use keyway_core::{Change, DoorRecord, IqId, IqRecord, PersonId, Record, SiteId};
 use keyway_node::{FirmwareOffer, OfflineListSize};
 use keyway_plugin_host::Capability;
-use keyway_store::{IqActivation, IqDetails, Named, enrolment_code};
+use keyway_store::{FirmwareFile, IqActivation, IqDetails, Named, enrolment_code};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -243,6 +243,19 @@ pub(crate) struct FirmwareView {
     pub uploaded_at: i64,
 }
 
+impl From<FirmwareFile> for FirmwareView {
+    fn from(f: FirmwareFile) -> Self {
+        FirmwareView {
+            id: f.id,
+            model: f.model,
+            version: f.version,
+            sha256: f.sha256,
+            size: f.size,
+            uploaded_at: f.uploaded_at,
+        }
+    }
+}
+
 page_of!(FirmwarePage, FirmwareView);
 
 /// Which firmware files, and which page.
@@ -269,14 +282,21 @@ async fn iq_of(state: &AppState, site: SiteId, iq: u32) -> Result<IqDetails, Api
     }
 }
 
+/// The doors paired with `iq`, by id.
+async fn paired_doors(state: &AppState, iq: IqId) -> Result<Vec<u32>, ApiError> {
+    Ok(state
+        .node()
+        .store()
+        .iq_profile(iq)
+        .await?
+        .map(|(_, doors)| doors.into_iter().map(|door| door.0).collect())
+        .unwrap_or_default())
+}
+
 async fn view(state: &AppState, d: IqDetails) -> Result<IqView, ApiError> {
     let store = state.node().store();
     let certificate = store.iq_certificate(d.id).await?;
-    let doors = store
-        .iq_profile(d.id)
-        .await?
-        .map(|(_, doors)| doors.into_iter().map(|door| door.0).collect())
-        .unwrap_or_default();
+    let doors = paired_doors(state, d.id).await?;
     let link = state.node().door_commands().state(d.id);
     Ok(IqView {
         id: d.id.0,
@@ -467,7 +487,7 @@ pub(crate) async fn remove_iq(
         .with_capability(&state, Access::Write, site, Capability::IQ_RESET)
         .await?;
     let d = iq_of(&state, site, iq).await?;
-    let paired = view(&state, d).await?.doors;
+    let paired = paired_doors(&state, d.id).await?;
     if !paired.is_empty() {
         return Err(ApiError::Conflict {
             code: "in_use",
@@ -680,17 +700,7 @@ pub(crate) async fn list_firmware(
     };
     let (page, next_cursor) = p.page(files, |f| f.id)?;
     Ok(Json(FirmwarePage {
-        items: page
-            .into_iter()
-            .map(|f| FirmwareView {
-                id: f.id,
-                model: f.model,
-                version: f.version,
-                sha256: f.sha256,
-                size: f.size,
-                uploaded_at: f.uploaded_at,
-            })
-            .collect(),
+        items: page.into_iter().map(FirmwareView::from).collect(),
         next_cursor,
     }))
 }
@@ -736,14 +746,9 @@ pub(crate) async fn assign_firmware(
     store.assign_firmware(&caller.actor(), d.id, body.firmware).await?;
     let link = state.node().door_commands();
     let offered = match file {
-        Some(file) if link.state(d.id).firmware.as_deref() != Some(file.version.as_str()) => link.offer_firmware(
-            d.id,
-            &FirmwareOffer {
-                version: file.version,
-                size: file.size,
-                sha256: file.sha256,
-            },
-        ),
+        Some(file) if link.state(d.id).firmware.as_deref() != Some(file.version.as_str()) => {
+            link.offer_firmware(d.id, &FirmwareOffer::from(file))
+        }
         _ => false,
     };
     Ok(Json(FirmwareAssigned {
