@@ -259,6 +259,8 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
             keyway_api::AppState::new(node, api_config(&config_args, public_url, link)).map_err(|e| e.to_string())?;
         let metrics_state = state.clone();
         let streams_state = state.clone();
+        // Events to e-mails and webhooks, off the request path; it stops with the streams.
+        drop(state.spawn_notifier());
         Ok(serve::ApiParts {
             router: keyway_api::app(state),
             metrics: Box::new(move |out: &mut String| metrics_state.render_metrics(out)),
@@ -287,6 +289,7 @@ fn api_config(args: &serve::ServeArgs, public_url: &str, link: keyway_api::LinkA
         // A cookie marked Secure is never sent back over plain HTTP.
         secure_cookie: public_url.starts_with("https://"),
         link: Some(link),
+        webhook_allow_private: args.webhook_allow_private,
         ..keyway_api::ApiConfig::default()
     }
 }

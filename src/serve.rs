@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// public URL's host and `localhost`).
     #[arg(long, env = "KEYWAY_LINK_NAMES", value_delimiter = ',')]
     pub link_names: Vec<String>,
+    /// Let webhooks point at loopback, private and link-local addresses (off by default:
+    /// a site admin must not reach into the network Keyway runs in).
+    #[arg(long, env = "KEYWAY_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     /// Seconds to drain in-flight requests at shutdown.
     #[arg(long, env = "KEYWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

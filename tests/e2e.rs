@@ -15,6 +15,7 @@ mod e2e {
     pub mod iqs;
     pub mod server;
     pub mod siteops;
+    pub mod stories;
     pub mod support;
     pub mod tour;
 }

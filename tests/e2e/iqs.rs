@@ -15,35 +15,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const PASSWORD: &str = "Correct-Horse-1";
 const CAROL_TAG: &str = "04a2197c";
-
-struct Admin {
-    url: String,
-    http: reqwest::blocking::Client,
-    token: String,
-}
-
-impl Admin {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().unwrap();
-        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
-        v
-    }
-}
 
 /// What an installer takes from the enrolment answer.
 struct Installer {
@@ -97,77 +69,10 @@ fn tap(door: u32, tag: &str) -> DecideItem {
     }
 }
 
-/// An owner's session on a fresh site with a voucher (the operator, made on the command
-/// line, issues it).
-fn owner_with_voucher(server: &Server) -> (Admin, u64) {
-    let http = client();
-    let account = json!({"email": "owner@example.com", "password": PASSWORD});
-    assert_eq!(
-        http.post(format!("{}/v1/accounts", server.url))
-            .json(&account)
-            .send()
-            .unwrap()
-            .status(),
-        201
-    );
-    let r = http
-        .post(format!("{}/v1/sessions", server.url))
-        .json(&account)
-        .send()
-        .unwrap();
-    let token = r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned();
-    let owner = Admin {
-        url: server.url.clone(),
-        http,
-        token,
-    };
-    let site = owner.ok("POST", "/v1/sites", Some(json!({"name": "HQ", "time_zone": "UTC"})))["site"]["id"]
-        .as_u64()
-        .unwrap();
-    // People need a voucher: the operator (made on the command line) issues one.
-    let mut make_operator = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
-        .args(["admin", "create-operator", "--email", "op@example.org", "--data-dir"])
-        .arg(server.data())
-        .arg("--bundle")
-        .arg(bundle_dir())
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = make_operator.stdin.take().unwrap();
-        writeln!(stdin, "{PASSWORD}").unwrap();
-    }
-    assert!(make_operator.wait().unwrap().success());
-    let op = json!({"email": "op@example.org", "password": PASSWORD});
-    let r = owner
-        .http
-        .post(format!("{}/v1/sessions", server.url))
-        .json(&op)
-        .send()
-        .unwrap();
-    let operator = Admin {
-        url: server.url.clone(),
-        http: client(),
-        token: r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned(),
-    };
-    operator.ok(
-        "POST",
-        "/v1/vouchers",
-        Some(json!({"code": "IQ-E2E", "max_users": 10, "max_app_users": 10})),
-    );
-    owner.ok(
-        "POST",
-        &format!("/v1/sites/{site}/voucher"),
-        Some(json!({"code": "IQ-E2E"})),
-    );
-    (owner, site)
-}
-
 #[test]
 fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
     let server = Server::start(&[]);
-    let (owner, site) = owner_with_voucher(&server);
+    let (owner, site) = owner_with_voucher(&server, 10);
     let door = owner.ok(
         "POST",
         &format!("/v1/sites/{site}/doors"),
@@ -388,7 +293,7 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
 #[test]
 fn iq_sim_registers_enrols_and_decides() {
     let server = Server::start(&[]);
-    let (owner, site) = owner_with_voucher(&server);
+    let (owner, site) = owner_with_voucher(&server, 10);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
         .args([
             "iq-sim",

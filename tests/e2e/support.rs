@@ -1,5 +1,6 @@
 //! Starting and stopping `keyway serve`, and reading what it prints.
 
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,4 +114,101 @@ pub fn client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+pub const PASSWORD: &str = "Correct-Horse-1";
+
+/// A signed-in caller of the API.
+pub struct Admin {
+    pub url: String,
+    pub http: reqwest::blocking::Client,
+    pub token: String,
+}
+
+impl Admin {
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, path, body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
+    }
+}
+
+/// An owner's session on a fresh site with a voucher (the operator, made on the command
+/// line, issues it).
+pub fn owner_with_voucher(server: &Server, max_users: u32) -> (Admin, u64) {
+    let http = client();
+    let account = json!({"email": "owner@example.com", "password": PASSWORD});
+    assert_eq!(
+        http.post(format!("{}/v1/accounts", server.url))
+            .json(&account)
+            .send()
+            .unwrap()
+            .status(),
+        201
+    );
+    let r = http
+        .post(format!("{}/v1/sessions", server.url))
+        .json(&account)
+        .send()
+        .unwrap();
+    let token = r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned();
+    let owner = Admin {
+        url: server.url.clone(),
+        http,
+        token,
+    };
+    let site = owner.ok("POST", "/v1/sites", Some(json!({"name": "HQ", "time_zone": "UTC"})))["site"]["id"]
+        .as_u64()
+        .unwrap();
+    // People need a voucher: the operator (made on the command line) issues one.
+    let mut make_operator = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["admin", "create-operator", "--email", "op@example.org", "--data-dir"])
+        .arg(server.data())
+        .arg("--bundle")
+        .arg(bundle_dir())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = make_operator.stdin.take().unwrap();
+        writeln!(stdin, "{PASSWORD}").unwrap();
+    }
+    assert!(make_operator.wait().unwrap().success());
+    let op = json!({"email": "op@example.org", "password": PASSWORD});
+    let r = owner
+        .http
+        .post(format!("{}/v1/sessions", server.url))
+        .json(&op)
+        .send()
+        .unwrap();
+    let operator = Admin {
+        url: server.url.clone(),
+        http: client(),
+        token: r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned(),
+    };
+    operator.ok(
+        "POST",
+        "/v1/vouchers",
+        Some(json!({"code": "IQ-E2E", "max_users": max_users, "max_app_users": 10})),
+    );
+    owner.ok(
+        "POST",
+        &format!("/v1/sites/{site}/voucher"),
+        Some(json!({"code": "IQ-E2E"})),
+    );
+    (owner, site)
 }

@@ -1,5 +1,5 @@
 //! `ApiConfig`: what the binary tells the API (public URL, mail, sessions, rate limits,
-//! CORS, timeouts, body size).
+//! CORS, timeouts, body size, webhooks).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +53,13 @@ pub struct ApiConfig {
     /// What an IQ installer is told beside an enrolment code; `None` when this server
     /// runs no IQ link.
     pub link: Option<LinkAdvert>,
+    /// Whether webhooks may point at loopback, private and link-local addresses. Off by
+    /// default: a site admin must not reach into the network Keyway runs in.
+    pub webhook_allow_private: bool,
+    /// How long one webhook delivery may take.
+    pub webhook_timeout: Duration,
+    /// How often the notification worker looks for due work when it found none.
+    pub notify_poll: Duration,
 }
 
 /// Where IQs reach this server's link, as told to installers.
@@ -94,6 +101,9 @@ impl Default for ApiConfig {
             secure_cookie: true,
             max_batch: 1000,
             link: None,
+            webhook_allow_private: false,
+            webhook_timeout: Duration::from_secs(10),
+            notify_poll: Duration::from_secs(1),
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   of the bundle in force.
 //! - `routes`: the `/v1` routes, one module per area.
 //! - `metrics`: requests and latency by route, for the binary's `/metrics`.
+//! - `notifier`: the notification worker: events through the notify plugin, e-mails,
+//!   signed webhook deliveries with retries.
 //!
 //! This crate depends on the node and never on the IQ link.
 //!
@@ -20,12 +22,14 @@ mod config;
 mod error;
 mod extract;
 mod metrics;
+mod notifier;
 mod routes;
 mod state;
 
 pub use auth::{SCOPES, SESSION_COOKIE};
 pub use config::{ApiConfig, LinkAdvert, RateLimit};
 pub use error::{ApiError, Problem};
+pub use notifier::{DELIVERY_HEADER, SIGNATURE_HEADER, is_public, signature};
 pub use routes::accounts::password_rules_broken;
 pub use state::AppState;
 
@@ -38,6 +42,7 @@ use keyway_node::Node;
 use keyway_store::Account;
 use routes::{
     accounts, audit, door_ops, iqs, keys, live, model, notifications, policy, rights, rule_state, sites, vouchers,
+    webhooks,
 };
 use std::time::Instant;
 use tracing::Instrument;
@@ -59,7 +64,7 @@ use utoipa_scalar::Servable;
         (name = "people", description = "People"),
         (name = "credentials", description = "Tags, PINs, digital keys"),
         (name = "rights", description = "Schedules, access groups, the entries log"),
-        (name = "notifications", description = "Per-site notification settings"),
+        (name = "notifications", description = "Per-site notification settings and webhook endpoints"),
         (name = "audit", description = "The audit log of a site"),
         (name = "policy", description = "Door rules, their states, and opening hours"),
         (name = "iqs", description = "IQ gateways: registration, enrolment, state, activation PINs, firmware"),
@@ -140,6 +145,11 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(rights::list_entries))
         .routes(routes!(notifications::create_setting, notifications::list_settings))
         .routes(routes!(notifications::delete_setting))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::resume_webhook))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(audit::list_audit))
         .routes(routes!(policy::attach_rule, policy::detach_rule))
         .routes(routes!(policy::set_hours, policy::clear_hours))

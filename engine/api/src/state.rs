@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) login_limiter: Limiter,
     pub(crate) reset_limiter: Limiter,
     pub(crate) metrics: HttpMetrics,
+    /// The client webhook deliveries go through.
+    pub(crate) webhooks: reqwest::Client,
+    pub(crate) notify_metrics: crate::notifier::NotifyMetrics,
     /// Set when the server stops: live streams end so that draining does not wait on them.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -145,6 +148,7 @@ impl AppState {
             },
         };
         BODY_LIMIT.store(config.max_body_bytes, Ordering::Relaxed);
+        let webhooks = crate::notifier::webhook_client(config.webhook_timeout, config.webhook_allow_private)?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 login_limiter: Limiter::new(config.login_limit)?,
@@ -153,6 +157,8 @@ impl AppState {
                 config,
                 mailer,
                 metrics: HttpMetrics::default(),
+                webhooks,
+                notify_metrics: crate::notifier::NotifyMetrics::default(),
                 closing: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -185,6 +191,7 @@ impl AppState {
     /// Append the HTTP metrics in Prometheus text format to `out`.
     pub fn render_metrics(&self, out: &mut String) {
         self.inner.metrics.render(out);
+        self.inner.notify_metrics.render(out);
     }
 
     /// Send a mail (the body may carry a secret link: it is never logged).

@@ -18,3 +18,5 @@ mod rule_state;
 mod siteops;
 #[path = "api/stories.rs"]
 mod stories;
+#[path = "api/webhooks.rs"]
+mod webhooks;

@@ -398,6 +398,12 @@ impl Bundle {
         }
     }
 
+    /// Whether any plugin of the bundle provides the notify hook.
+    #[must_use]
+    pub fn has_notify(&self) -> bool {
+        !self.notify.is_empty()
+    }
+
     /// The notifications one event produces, from every notify plugin in turn.
     ///
     /// # Errors

@@ -3,10 +3,10 @@
 //! that resumes), a site's retention setting, and audited one-off actions such as a
 //! remote opening; and the site's credentials that belong to nobody.
 //!
-//! Raising an incident writes, in one transaction, the incident, an audit row, and one
-//! notification outbox row for each enabled setting of the site whose event kind
-//! matches (`incident.<kind>`, `incident.*` or `*`), so a crash loses neither the
-//! incident nor its notifications. Acknowledging one is audited and happens once.
+//! Raising an incident writes, in one transaction, the incident, an audit row, and its
+//! notification event (`incident.<kind>`, expanded by the notification worker into
+//! e-mails and webhook deliveries), so a crash loses neither the incident nor its
+//! notifications. Acknowledging one is audited and happens once.
 
 use crate::codec::{id32, kind_code, opt_id32};
 use crate::entries::StoredEntry;
@@ -145,10 +145,6 @@ fn clean_detail(detail: &str) -> String {
         .collect()
 }
 
-fn matches_event(setting_kind: &str, event_kind: &str) -> bool {
-    setting_kind == "*" || setting_kind == event_kind || setting_kind == "incident.*"
-}
-
 macro_rules! incident_ops {
     ($db:ty, $($ops:tt)*) => {
         use super::*;
@@ -213,34 +209,8 @@ macro_rules! incident_ops {
             let json = incident_json(&incident);
             let now = now_seconds();
             ops::insert_audit(conn, None, now, actor, "raise_incident", &format!("incident:{id}"), None, Some(&json)).await?;
-            let event_kind = new.kind.event_kind();
-            let settings = sqlx::query(
-                "SELECT channel, target, event_kind FROM notification_settings WHERE site = $1 AND enabled = $2 ORDER BY id",
-            )
-            .bind(i64::from(new.site.0))
-            .bind(true)
-            .fetch_all(&mut *conn)
-            .await?;
-            let payload = serde_json::json!({"event": event_kind, "incident": serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?}).to_string();
-            for s in &settings {
-                let kind: String = s.try_get(2)?;
-                if !matches_event(&kind, &event_kind) {
-                    continue;
-                }
-                let channel: String = s.try_get(0)?;
-                let target: String = s.try_get(1)?;
-                sqlx::query(
-                    "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(i64::from(new.site.0))
-                .bind(&channel)
-                .bind(&target)
-                .bind(&payload)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            }
+            let data = serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?;
+            ops::enqueue_event(conn, new.site, &new.kind.event_kind(), new.at, data).await?;
             Ok(incident)
         }
 
@@ -410,8 +380,8 @@ fn no_incident(site: SiteId, id: i64) -> StoreError {
 }
 
 impl Store {
-    /// Record an incident, its audit row and its notifications (one outbox row per
-    /// enabled setting of the site whose event kind matches), in one transaction.
+    /// Record an incident, its audit row and its notification event (one outbox row the
+    /// notification worker expands), in one transaction.
     ///
     /// # Errors
     /// If the database fails.

@@ -15,7 +15,7 @@
 //!   site memberships, ownership, invitations and vouchers (`memberships`), IQ
 //!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
 //!   and opening hours (`policy`), notification settings and the outbox
-//!   (`notifications`), instance operators and entity names (`operators`), incidents
+//!   (`notifications`), webhook endpoints and their deliveries (`webhooks`), instance operators and entity names (`operators`), incidents
 //!   and the live tail of entries and incidents (`incidents`).
 //! - [`Store::subscribe`]: the change feed, every applied revision in order (model
 //!   changes, policy changes, reloads), replayable from the change log.
@@ -45,6 +45,7 @@ mod sql;
 mod store;
 mod target;
 mod tokens;
+mod webhooks;
 
 pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
 pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
@@ -65,3 +66,7 @@ pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, Store
 pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
 pub use target::Target;
 pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES, TOKEN_USE_RESOLUTION};
+pub use webhooks::{
+    MAX_WEBHOOK_EVENTS, MAX_WEBHOOK_URL, MAX_WEBHOOKS_PER_SITE, PAUSE_AFTER_FAILURES, QueuedMail, Webhook,
+    WebhookAttempt, WebhookDelivery, event_matches,
+};

@@ -136,6 +136,7 @@ macro_rules! membership_ops {
     ($($ops:tt)*) => {
         use super::*;
         use $($ops)* as ops;
+        pub(super) use ops::enqueue_event;
 
         const MEMBER_COLS: &str = "SELECT site, account, role, person, is_owner, created_at FROM site_memberships";
         const INVITE_COLS: &str = "SELECT id, site, email, role, credential, invited_by, created_at, expires_at, \
@@ -591,6 +592,14 @@ impl Store {
                 ..new.clone()
             };
             m::put_member(conn, actor, Some(&new), &new_after, "transfer_ownership").await?;
+            m::enqueue_event(
+                conn,
+                site,
+                "ownership.transferred",
+                now_seconds(),
+                serde_json::json!({"from_account": from, "to_account": to}),
+            )
+            .await?;
             (old_after, new_after)
         }))
     }

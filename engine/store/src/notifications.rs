@@ -14,8 +14,10 @@ use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
 use sqlx::Row;
 
-/// The channels a notification can go out on.
-pub const CHANNELS: [&str; 3] = ["email", "webhook", "push"];
+/// The channels a notification setting can choose. Webhooks are endpoints of their own
+/// (`webhooks`), with a secret and a delivery history; push needs the app's gateway,
+/// which Keyway does not have.
+pub const CHANNELS: [&str; 1] = ["email"];
 /// The largest notification payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 
@@ -47,9 +49,11 @@ pub struct OutboxItem {
     pub id: i64,
     /// The site it is about.
     pub site: SiteId,
-    /// The channel.
+    /// The channel: `event` (to expand), `email` or `webhook`.
     pub channel: String,
-    /// The recipient.
+    /// The webhook endpoint, for a `webhook` row.
+    pub webhook: Option<i64>,
+    /// The recipient: an address, a URL, or the kind of an event.
     pub target: String,
     /// What to send, JSON.
     pub payload: String,
@@ -90,9 +94,6 @@ fn check_setting(s: &NotificationSetting) -> Result<(), StoreError> {
     if s.channel == "email" && crate::accounts::normalise_email(&s.target).is_err() {
         return Err(StoreError::invalid(format!("`{}` is not an email address", s.target)));
     }
-    if s.channel == "webhook" && !s.target.starts_with("https://") && !s.target.starts_with("http://") {
-        return Err(StoreError::invalid("a webhook target is an http(s) URL"));
-    }
     check_object("config", &s.config)
 }
 
@@ -125,7 +126,7 @@ macro_rules! notification_ops {
         const SETTING_COLS: &str = "SELECT id, site, account, event_kind, channel, target, config, enabled \
                                     FROM notification_settings";
         const OUTBOX_COLS: &str = "id, site, channel, target, payload, created_at, next_attempt_at, attempts, \
-                                   delivered_at, last_error";
+                                   delivered_at, last_error, webhook";
 
         fn setting_from(r: &ops::DbRowOf) -> Result<NotificationSetting, StoreError> {
             let site: i64 = r.try_get(1)?;
@@ -155,6 +156,7 @@ macro_rules! notification_ops {
                 attempts: id32(attempts, "attempts")?,
                 delivered_at: r.try_get(8)?,
                 last_error: r.try_get(9)?,
+                webhook: r.try_get(10)?,
             })
         }
 

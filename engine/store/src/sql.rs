@@ -124,6 +124,33 @@ macro_rules! backend_ops {
             Ok(())
         }
 
+        /// Queue event `kind` of `site` for the notification worker, in the caller's
+        /// transaction: the notify plugin and the site's webhooks see it once it commits.
+        /// `data` is a JSON object; the row's payload is the event as webhooks receive it,
+        /// less its id (the row's own, added when it is expanded).
+        pub(crate) async fn enqueue_event(
+            conn: &mut Conn,
+            site: SiteId,
+            kind: &str,
+            at: i64,
+            data: serde_json::Value,
+        ) -> Result<i64, StoreError> {
+            let payload = serde_json::json!({
+                "type": kind, "site": site.0, "created_at": at, "data": data,
+            })
+            .to_string();
+            Ok(sqlx::query_scalar(
+                "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
+                 VALUES ($1, 'event', $2, $3, $4, $4) RETURNING id",
+            )
+            .bind(i64::from(site.0))
+            .bind(kind)
+            .bind(&payload)
+            .bind(crate::store::now_seconds())
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+
         /// Audit rows, oldest first.
         pub(crate) async fn audit(conn: &mut Conn, entity: Option<&str>) -> Result<Vec<crate::AuditRow>, StoreError> {
             let rows = sqlx::query(

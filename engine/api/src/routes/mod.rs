@@ -14,6 +14,7 @@ pub(crate) mod rights;
 pub(crate) mod rule_state;
 pub(crate) mod sites;
 pub(crate) mod vouchers;
+pub(crate) mod webhooks;
 
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};

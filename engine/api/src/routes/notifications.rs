@@ -21,9 +21,9 @@ use utoipa::ToSchema;
 pub(crate) struct NewSetting {
     /// The event kind, e.g. `entry.denied`, `incident.tamper`, `ownership.transferred`.
     pub event_kind: String,
-    /// `email`, `webhook` or `push`.
+    /// `email` (webhooks are endpoints of their own: `/v1/sites/{site}/webhooks`).
     pub channel: String,
-    /// Where to: an e-mail address, a URL, a device token.
+    /// The e-mail address.
     pub target: String,
     /// Whether it is on (default on).
     pub enabled: Option<bool>,

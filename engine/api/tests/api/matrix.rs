@@ -73,7 +73,11 @@ const MATRIX: &[(&str, [u16; 10])] = &[
 
 /// The rows of this file and of the modules that keep their own.
 fn all_rows() -> impl Iterator<Item = &'static (&'static str, [u16; 10])> {
-    MATRIX.iter().chain(crate::siteops::ROWS).chain(crate::iqs::ROWS)
+    MATRIX
+        .iter()
+        .chain(crate::siteops::ROWS)
+        .chain(crate::iqs::ROWS)
+        .chain(crate::webhooks::ROWS)
 }
 
 /// Every `METHOD /path` of the OpenAPI document.
@@ -263,6 +267,7 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         }
         "POST /v1/decide" => Some(decide_body(w)),
         "POST /v1/decide/batch" => Some(json!({"requests": [decide_body(w), decide_body(w)]})),
+        _ if route.contains("/webhooks") => crate::webhooks::body_for(w, route, &mut path).await,
         _ if route.contains("/iqs")
             || route.ends_with("/iq")
             || route.contains("firmware")

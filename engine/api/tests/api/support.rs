@@ -347,7 +347,12 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
-        let h = H::new().await;
+        Self::with(|c| c).await
+    }
+
+    /// The world on an API configured by `tweak`.
+    pub async fn with(tweak: impl FnOnce(ApiConfig) -> ApiConfig) -> World {
+        let h = H::with(tweak).await;
         let (owner, owner_t) = h.account("owner@example.com").await;
         let (s, v) = h
             .call(

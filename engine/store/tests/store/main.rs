@@ -15,3 +15,4 @@ mod faults;
 mod incidents;
 mod schema;
 mod two_nodes;
+mod webhooks;

@@ -1,0 +1,273 @@
+//! Webhook endpoints on both backends: refused when malformed, one event expanded once
+//! into its e-mails and the deliveries of the endpoints that want it, attempts recorded
+//! in the history, an endpoint paused after a run of failures (its rows held, its owner
+//! told) and resumed, and removed with its pending deliveries.
+
+use crate::support::*;
+use keyway_core::*;
+use keyway_store::{ErrorKind, PAUSE_AFTER_FAILURES, QueuedMail, StoreError, WebhookAttempt};
+
+const NOW: i64 = 1_800_000_000;
+
+fn kind<T: std::fmt::Debug>(r: Result<T, StoreError>) -> ErrorKind {
+    r.unwrap_err().kind()
+}
+
+fn events(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn failure(outbox: i64, at: i64) -> WebhookAttempt {
+    WebhookAttempt {
+        outbox,
+        at,
+        status: Some(503),
+        error: Some("503 service unavailable".into()),
+        duration_ms: 12,
+        retry_at: at + 30,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_expand_deliver_pause_and_resume() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let ids = model(&store).await;
+        let owner = store
+            .create_account(ACTOR, "owner@example.com", "Correct-Horse-1", "Owner")
+            .await
+            .unwrap();
+        store
+            .set_first_owner(ACTOR, ids.site, owner.id, RoleId(1))
+            .await
+            .unwrap();
+
+        // Refusals, each specific, none stored.
+        let long = format!("https://example.com/{}", "a".repeat(2100));
+        for (url, subscribed) in [
+            ("ftp://example.com/hook", events(&["*"])),
+            ("https://exa mple.com/", events(&["*"])),
+            (long.as_str(), events(&["*"])),
+            ("https://example.com/hook", events(&[])),
+            ("https://example.com/hook", events(&["Entry Denied"])),
+            ("https://example.com/hook", events(&[".*x"])),
+            ("https://example.com/hook", vec!["incident.*".to_owned(); 33]),
+        ] {
+            assert_eq!(
+                kind(store.create_webhook(ACTOR, ids.site, url, &subscribed).await),
+                ErrorKind::Invalid,
+                "{url} {subscribed:?}"
+            );
+        }
+        assert_eq!(
+            kind(
+                store
+                    .create_webhook(ACTOR, SiteId(999), "https://example.com/", &events(&["*"]))
+                    .await
+            ),
+            ErrorKind::ForeignKey
+        );
+        assert!(store.webhooks(ids.site).await.unwrap().is_empty());
+
+        let (incidents, secret) = store
+            .create_webhook(
+                ACTOR,
+                ids.site,
+                "https://example.com/incidents",
+                &events(&["incident.*"]),
+            )
+            .await
+            .unwrap();
+        assert!(secret.starts_with("whsec_") && secret.len() == 70, "{secret}");
+        let (everything, _) = store
+            .create_webhook(ACTOR, ids.site, "https://example.com/all", &events(&["*"]))
+            .await
+            .unwrap();
+        let (_ownership, _) = store
+            .create_webhook(
+                ACTOR,
+                ids.site,
+                "https://example.com/own",
+                &events(&["ownership.transferred"]),
+            )
+            .await
+            .unwrap();
+        let (_, stored_secret) = store.webhook_with_secret(incidents.id).await.unwrap().unwrap();
+        assert_eq!(stored_secret, secret);
+        assert!(
+            store
+                .audit(None)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| !a.after.as_deref().unwrap_or("").contains(&secret)),
+            "the secret is never audited"
+        );
+
+        // One event: its e-mail and the two endpoints that want it, queued once.
+        let event = store
+            .enqueue_event(
+                ids.site,
+                "incident.tamper",
+                NOW,
+                serde_json::json!({"door": ids.door.0}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(
+                store
+                    .enqueue_event(ids.site, "incident.tamper", NOW, serde_json::json!([1]))
+                    .await
+            ),
+            ErrorKind::Invalid
+        );
+        let claimed = store.claim_notifications(NOW * 2, NOW * 2 + 60, 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), [event]);
+        let mail = QueuedMail {
+            to: "owner@example.com".into(),
+            subject: "HQ: tamper".into(),
+            body: "tamper".into(),
+        };
+        assert_eq!(
+            store
+                .expand_event(event, std::slice::from_ref(&mail), NOW)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            kind(store.expand_event(event, &[mail], NOW).await),
+            ErrorKind::NotFound,
+            "an event is expanded once"
+        );
+        let queued = store.claim_notifications(NOW * 2, NOW * 2 + 60, 10).await.unwrap();
+        let routes: Vec<_> = queued
+            .iter()
+            .map(|i| (i.channel.as_str(), i.target.as_str(), i.webhook))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("email", "owner@example.com", None),
+                ("webhook", "https://example.com/incidents", Some(incidents.id)),
+                ("webhook", "https://example.com/all", Some(everything.id)),
+            ]
+        );
+        let body: serde_json::Value = serde_json::from_str(&queued[1].payload).unwrap();
+        assert_eq!(body["id"], format!("evt_{event}"));
+        assert_eq!(body["type"], "incident.tamper");
+        assert_eq!(body["data"]["door"], ids.door.0);
+        store.mark_notification_delivered(queued[0].id, NOW).await.unwrap();
+        let to_incidents = queued[1].id;
+        let to_everything = queued[2].id;
+
+        // A success is history and the row is done.
+        let ok = WebhookAttempt {
+            status: Some(204),
+            error: None,
+            ..failure(to_everything, NOW + 1)
+        };
+        assert!(!store.record_webhook_attempt(&everything, &ok).await.unwrap());
+        assert!(
+            store
+                .outbox_item(to_everything)
+                .await
+                .unwrap()
+                .unwrap()
+                .delivered_at
+                .is_some()
+        );
+        assert_eq!(
+            kind(store.record_webhook_attempt(&everything, &ok).await),
+            ErrorKind::NotFound,
+            "a delivered row takes no more attempts"
+        );
+        assert_eq!(
+            kind(
+                store
+                    .record_webhook_attempt(&everything, &failure(to_incidents, NOW))
+                    .await
+            ),
+            ErrorKind::NotFound,
+            "a row of another endpoint is refused"
+        );
+
+        // Failures back off; the run of them pauses the endpoint and tells the owner.
+        for n in 1..=PAUSE_AFTER_FAILURES {
+            let paused = store
+                .record_webhook_attempt(&incidents, &failure(to_incidents, NOW + i64::from(n)))
+                .await
+                .unwrap();
+            assert_eq!(paused, n == PAUSE_AFTER_FAILURES, "attempt {n}");
+        }
+        let hook = store.webhook(ids.site, incidents.id).await.unwrap().unwrap();
+        assert_eq!(
+            (hook.paused_at, hook.failures),
+            (Some(NOW + i64::from(PAUSE_AFTER_FAILURES)), PAUSE_AFTER_FAILURES)
+        );
+        let history = store.webhook_deliveries(incidents.id, None, 100).await.unwrap();
+        assert_eq!(history.len(), PAUSE_AFTER_FAILURES as usize);
+        assert_eq!(history[0].attempt, PAUSE_AFTER_FAILURES, "newest first");
+        assert!(history.iter().all(|d| !d.succeeded() && d.status == Some(503)));
+        let older = store
+            .webhook_deliveries(incidents.id, Some(history[4].id), 100)
+            .await
+            .unwrap();
+        assert_eq!(older.len(), history.len() - 5, "the cursor pages back");
+        let due = store.claim_notifications(NOW * 3, NOW * 3 + 60, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "the paused endpoint's row is held: {due:?}");
+        assert_eq!(
+            (due[0].channel.as_str(), due[0].target.as_str()),
+            ("email", "owner@example.com")
+        );
+        assert!(due[0].payload.contains("paused"), "{}", due[0].payload);
+        store.mark_notification_delivered(due[0].id, NOW).await.unwrap();
+
+        // Events while paused wait too; resuming makes them due.
+        let later = store
+            .enqueue_event(ids.site, "incident.door_forced", NOW, serde_json::json!({}))
+            .await
+            .unwrap();
+        store.claim_notifications(NOW * 3, NOW * 3 + 60, 10).await.unwrap();
+        assert_eq!(store.expand_event(later, &[], NOW).await.unwrap(), 2);
+        let due = store.claim_notifications(NOW * 4, NOW * 4 + 60, 10).await.unwrap();
+        assert_eq!(due.iter().map(|i| i.webhook).collect::<Vec<_>>(), [Some(everything.id)]);
+        let resumed = store
+            .resume_webhook(ACTOR, ids.site, incidents.id, NOW * 5)
+            .await
+            .unwrap();
+        assert_eq!((resumed.paused_at, resumed.failures), (None, 0));
+        let due = store.claim_notifications(NOW * 5, NOW * 5 + 60, 10).await.unwrap();
+        let held: Vec<_> = due.iter().filter(|i| i.webhook == Some(incidents.id)).collect();
+        assert_eq!(held.len(), 2, "both held rows are due again: {due:?}");
+
+        // Another site's ids are not found; rotating changes the secret; removal takes
+        // the pending rows.
+        let other = crate::admin::second_site(&store).await;
+        assert_eq!(
+            kind(store.resume_webhook(ACTOR, other, incidents.id, NOW).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(store.delete_webhook(ACTOR, other, incidents.id).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(store.webhook(other, incidents.id).await.unwrap(), None);
+        let rotated = store
+            .rotate_webhook_secret(ACTOR, ids.site, incidents.id)
+            .await
+            .unwrap();
+        assert_ne!(rotated, secret);
+        store.delete_webhook(ACTOR, ids.site, incidents.id).await.unwrap();
+        assert_eq!(store.outbox_item(held[0].id).await.unwrap(), None);
+        assert_eq!(store.webhooks(ids.site).await.unwrap().len(), 2);
+        assert!(
+            store
+                .webhook_deliveries(incidents.id, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
