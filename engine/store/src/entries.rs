@@ -533,11 +533,13 @@ async fn insert_batch(db: &Db, batch: &[Entry]) -> Result<(), StoreError> {
         Db::Sqlite { write, .. } => {
             let mut tx = write.begin().await?;
             crate::sql::sqlite::insert_entries(&mut tx, batch).await?;
+            crate::sql::sqlite::enqueue_denied_entries(&mut tx, batch).await?;
             tx.commit().await?;
         }
         Db::Postgres { pool, .. } => {
             let mut tx = pool.begin().await?;
             crate::sql::postgres::insert_entries(&mut tx, batch).await?;
+            crate::sql::postgres::enqueue_denied_entries(&mut tx, batch).await?;
             tx.commit().await?;
         }
     }

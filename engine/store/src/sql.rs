@@ -1008,6 +1008,35 @@ macro_rules! backend_ops {
         // ---- entries -------------------------------------------------------------
 
         /// Append a batch of entries; duplicates of an (IQ, sequence) pair are ignored.
+        /// Queue an `entry.denied` event for each refused entry of `batch` whose site
+        /// listens for it (an enabled e-mail setting or a webhook subscribed to it), in the
+        /// transaction that logs the entries. Sites that do not listen cost one query.
+        pub(crate) async fn enqueue_denied_entries(conn: &mut Conn, batch: &[crate::Entry]) -> Result<(), StoreError> {
+            if batch.iter().all(|e| e.allowed) {
+                return Ok(());
+            }
+            let listening: Vec<i64> = sqlx::query_scalar(
+                "SELECT site FROM notification_settings WHERE enabled = $1 AND channel = 'email' \
+                 AND event_kind IN ('entry.denied', 'entry.*', '*') \
+                 UNION SELECT site FROM webhooks WHERE events LIKE '%\"entry.denied\"%' \
+                 OR events LIKE '%\"entry.*\"%' OR events LIKE '%\"*\"%'",
+            )
+            .bind(true)
+            .fetch_all(&mut *conn)
+            .await?;
+            for e in batch.iter().filter(|e| !e.allowed && listening.contains(&i64::from(e.site.0))) {
+                let at = e.at.as_second();
+                let data = serde_json::json!({
+                    "door": e.door.0, "person": e.person.map(|p| p.0),
+                    "credential": e.credential.map(|c| c.0), "method": e.method.code(),
+                    "reason": e.reason, "detail": e.reason, "at": at, "iq": e.iq.map(|(iq, _)| iq.0),
+                    "rule": e.rule,
+                });
+                enqueue_event(conn, e.site, "entry.denied", at, data).await?;
+            }
+            Ok(())
+        }
+
         pub(crate) async fn insert_entries(conn: &mut Conn, batch: &[crate::Entry]) -> Result<(), StoreError> {
             for chunk in batch.chunks(crate::entries::ROWS_PER_STATEMENT) {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(

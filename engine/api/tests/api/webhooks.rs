@@ -1,6 +1,7 @@
 //! Notifications end to end inside the API: an incident becomes an e-mail written by the
 //! notify plugin and a signed delivery to a real HTTP receiver, a failing receiver is
-//! retried later with the failure in the history, a rotated secret signs the retry.
+//! retried later with the failure in the history, a rotated secret signs the retry; a
+//! refused badge mails whoever listens for denials.
 //! And the webhook routes' rows of the authorisation matrix and their bad input.
 
 use crate::support::*;
@@ -263,6 +264,29 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
         requests[1].0[keyway_api::DELIVERY_HEADER],
         "a retry carries the same idempotency id"
     );
+
+    // A refused badge at a site that listens for denials: the entry, then the mail.
+    let (code, v) = w
+        .h
+        .call(
+            "POST",
+            &format!("/v1/sites/{s}/notifications"),
+            Some(&owner),
+            Some(json!({"event_kind": "entry.denied", "channel": "email", "target": "guard@example.com"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = w
+        .h
+        .call("POST", "/v1/decide", Some(&owner), Some(crate::matrix::decide_body(&w)))
+        .await;
+    assert_eq!((code.as_u16(), v["effect"].as_str()), (200, Some("deny")), "{v}");
+    w.h.node.store().entries().flush().await.unwrap();
+    drain(&w).await;
+    let mail = std::fs::read_to_string(&w.h.mail).unwrap();
+    assert!(mail.contains("To: guard@example.com"), "{mail}");
+    assert!(mail.contains("Subject: HQ: entry denied at "), "the plugin's subject: {mail}");
+    assert_eq!(seen.lock().unwrap().len(), 3, "the endpoint did not subscribe to entries");
 
     // Removed: its history goes with it.
     let (code, _) =

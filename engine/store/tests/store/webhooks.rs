@@ -242,6 +242,32 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         let held: Vec<_> = due.iter().filter(|i| i.webhook == Some(incidents.id)).collect();
         assert_eq!(held.len(), 2, "both held rows are due again: {due:?}");
 
+        // A refused entry of a listening site queues a denial event in the entries'
+        // transaction; a granted one, or one of a site that does not listen, does not.
+        let other = crate::admin::second_site(&store).await;
+        let entry = |site, allowed| keyway_store::Entry {
+            site,
+            at: jiff::Timestamp::from_second(NOW).unwrap(),
+            door: ids.door,
+            person: Some(ids.person),
+            credential: None,
+            method: keyway_store::Method::Tag,
+            allowed,
+            reason: std::borrow::Cow::Borrowed(if allowed { "granted" } else { "no_right" }),
+            revision: Revision(1),
+            iq: None,
+            rule: None,
+        };
+        for (site, allowed) in [(ids.site, false), (ids.site, true), (other, false)] {
+            store.entries().append(entry(site, allowed)).await.unwrap();
+        }
+        store.entries().flush().await.unwrap();
+        let denials = store.claim_notifications(NOW * 6, NOW * 6 + 60, 10).await.unwrap();
+        let denials: Vec<_> = denials.iter().filter(|i| i.channel == "event").collect();
+        assert_eq!(denials.len(), 1, "{denials:?}");
+        assert_eq!((denials[0].site, denials[0].target.as_str()), (ids.site, "entry.denied"));
+        assert!(denials[0].payload.contains("no_right"), "{}", denials[0].payload);
+
         // Another site's ids are not found; rotating changes the secret; removal takes
         // the pending rows.
         let other = crate::admin::second_site(&store).await;
