@@ -225,6 +225,10 @@ pub async fn serve(
     tracing::info!(url = %format!("http://{local}"), "listening; starting the node");
 
     let node = Node::open(config).await?;
+    if let Err(e) = adopt_bundle(&node, &args.bundle).await {
+        node.close().await;
+        return Err(e);
+    }
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
     let backend = Arc::new(keyway_link::NodeBackend::new(
         node.clone(),
@@ -296,6 +300,39 @@ pub async fn serve(
     node.close().await;
     tracing::info!("stopped; entries flushed and the database closed");
     Ok(())
+}
+
+/// Store the `--bundle` directory and put it in force when the database has no bundle
+/// in force (a first start), so that every node runs one stored bundle and an operator's
+/// later activation can be rolled back to it. Two nodes starting at once may both try:
+/// the loser finds the winner's bundle in force.
+async fn adopt_bundle(node: &Node, dir: &std::path::Path) -> Result<(), ServeError> {
+    if node
+        .store()
+        .active_bundle(None)
+        .await
+        .map_err(keyway_node::NodeError::from)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    match node.adopt_bundle_dir(keyway_node::SYSTEM_ACTOR, dir).await {
+        Ok((bundle, _)) => {
+            tracing::info!(
+                bundle = bundle.name,
+                version = bundle.version,
+                "policy bundle stored and put in force"
+            );
+            Ok(())
+        }
+        Err(e) => match node.store().active_bundle(None).await {
+            Ok(Some(_)) => {
+                tracing::warn!(error = %e, "another node stored the first bundle first");
+                Ok(())
+            }
+            _ => Err(e.into()),
+        },
+    }
 }
 
 /// The host names the link's server certificate carries: `--link-names`, or else the

@@ -70,9 +70,12 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// The body is not JSON.
-    #[error("the request body must be `application/json`")]
-    UnsupportedMediaType,
+    /// The body is not of the media type the route takes.
+    #[error("the request body must be `{expected}`")]
+    UnsupportedMediaType {
+        /// The media type the route takes.
+        expected: &'static str,
+    },
     /// The input is well-formed but not acceptable.
     #[error("{message}")]
     Unprocessable {
@@ -188,7 +191,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotYet { .. } | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -211,7 +214,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotYet { .. } => "revision_not_reached",
             ApiError::Timeout => "timeout",

@@ -33,7 +33,9 @@ pub struct Query<T>(pub T);
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            },
             JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
             JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
                 code: "invalid_body",

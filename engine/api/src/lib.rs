@@ -41,8 +41,8 @@ use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
 use routes::{
-    accounts, audit, door_ops, iqs, keys, live, model, notifications, policy, rights, rule_state, sites, vouchers,
-    webhooks,
+    accounts, audit, bundles, door_ops, iqs, keys, live, model, notifications, policy, rights, rule_state, sites,
+    vouchers, webhooks,
 };
 use std::time::Instant;
 use tracing::Instrument;
@@ -66,7 +66,7 @@ use utoipa_scalar::Servable;
         (name = "rights", description = "Schedules, access groups, the entries log"),
         (name = "notifications", description = "Per-site notification settings and webhook endpoints"),
         (name = "audit", description = "The audit log of a site"),
-        (name = "policy", description = "Door rules, their states, and opening hours"),
+        (name = "policy", description = "Plugins and bundles, door rules, their states, and opening hours"),
         (name = "iqs", description = "IQ gateways: registration, enrolment, state, activation PINs, firmware"),
         (name = "decisions", description = "Decisions"),
     )
@@ -153,6 +153,11 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit))
         .routes(routes!(policy::attach_rule, policy::detach_rule))
         .routes(routes!(policy::set_hours, policy::clear_hours))
+        .routes(routes!(bundles::upload_plugin, bundles::list_plugins))
+        .routes(routes!(bundles::upload_bundle, bundles::list_bundles))
+        .routes(routes!(bundles::activate_bundle))
+        .routes(routes!(bundles::rollback_bundle))
+        .routes(routes!(bundles::site_policy))
         .routes(routes!(door_ops::get_door))
         .routes(routes!(door_ops::set_mode))
         .routes(routes!(door_ops::lock_door, door_ops::lift_door_lockdown))

@@ -8,6 +8,8 @@ mod support;
 
 #[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/bundles.rs"]
+mod bundles;
 #[path = "api/iqs.rs"]
 mod iqs;
 #[path = "api/matrix.rs"]

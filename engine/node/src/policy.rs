@@ -16,9 +16,10 @@
 use crate::error::NodeError;
 use crate::node::{Inner, Node, SYSTEM_ACTOR};
 use keyway_core::{DoorId, Revision, Schedule, SiteId};
-use keyway_plugin_host::bundle::Manifest;
-use keyway_plugin_host::{Bundle, BundleError, FailMode, PolicyHost, Runtime};
+use keyway_plugin_host::bundle::{MANIFEST, Manifest, read_capped};
+use keyway_plugin_host::{Bundle, BundleError, FailMode, PolicyHost, Runtime, Sha256};
 use keyway_store::{Logged, PolicyChange, Store, StoredBundle};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -304,6 +305,67 @@ impl Node {
         self.policy_applied(revision).await?;
         self.sync_role_flags().await?;
         Ok((bundle, revision))
+    }
+
+    /// Store the bundle in directory `dir` (its manifest and every module it pins, each
+    /// checked against its pin) and make it the one in force on every node. What is
+    /// stored already is reused, so adopting the same directory twice changes nothing.
+    /// `keyway serve` adopts its `--bundle` directory when the database has no bundle in
+    /// force, so that every node runs the same stored bundle and a later activation can
+    /// be rolled back to it.
+    ///
+    /// # Errors
+    /// [`NodeError::Bundle`] for an unreadable manifest or module, or a module that does
+    /// not match its pin; the errors of [`Node::activate_bundle`].
+    pub async fn adopt_bundle_dir(&self, actor: &str, dir: &Path) -> Result<(StoredBundle, Revision), NodeError> {
+        let manifest_path = dir.join(MANIFEST);
+        let text = read_capped(&manifest_path, keyway_store::MAX_MANIFEST_BYTES)?;
+        let text = String::from_utf8(text).map_err(|_| BundleError::Manifest {
+            path: manifest_path.clone(),
+            reason: "not UTF-8".to_owned(),
+        })?;
+        let manifest = Manifest::parse(&text).map_err(|reason| BundleError::Manifest {
+            path: manifest_path.clone(),
+            reason,
+        })?;
+        let stored_plugins = self.store().plugins().await?;
+        let mut ids = Vec::with_capacity(manifest.plugins.len());
+        for (name, entry) in &manifest.plugins {
+            let wasm = read_capped(&dir.join(&entry.file), keyway_store::MAX_PLUGIN_BYTES)?;
+            let sha = Sha256::of(&wasm).to_string();
+            if !sha.eq_ignore_ascii_case(&entry.sha256) {
+                return Err(NodeError::Bundle(BundleError::Invalid(format!(
+                    "plugin `{name}`: `{}` has sha256 {sha}, the manifest pins {}",
+                    entry.file, entry.sha256
+                ))));
+            }
+            let id = match stored_plugins.iter().find(|p| p.sha256 == sha) {
+                Some(p) => p.id,
+                None => self.store().upload_plugin(actor, name, &sha[..12], &wasm).await?.id,
+            };
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let sha = Sha256::of(text.as_bytes()).to_string();
+        let existing = self
+            .store()
+            .bundles(None)
+            .await?
+            .into_iter()
+            .find(|b| b.site.is_none() && b.sha256 == sha && b.plugins == ids);
+        let stored = match existing {
+            Some(b) => b,
+            None => {
+                self.store()
+                    .upload_bundle(actor, None, &manifest.bundle.name, &sha[..12], &text, &ids)
+                    .await?
+            }
+        };
+        if stored.active {
+            return Ok((stored, self.store().status().applied));
+        }
+        self.activate_bundle(actor, stored.id).await
     }
 
     /// Makes the model's lockdown-exempt roles those of the bundle in force, writing a

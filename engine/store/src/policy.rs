@@ -259,9 +259,26 @@ macro_rules! policy_ops {
                 .bind(before.site.map_or(0, |s| i64::from(s.0)))
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("UPDATE policy_bundles SET active = TRUE WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+            // A sequence, not a time: two activations in one second stay ordered.
+            sqlx::query(
+                "UPDATE policy_bundles SET active = TRUE, \
+                 activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM policy_bundles) WHERE id = $1",
+            )
+            .bind(before.id)
+            .execute(&mut *conn)
+            .await?;
             let after = StoredBundle { active: true, ..before.clone() };
             ops::insert_audit(conn, None, now_seconds(), actor, "activate_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), Some(&bundle_json(&after))).await
+        }
+
+        pub(super) async fn previous_bundle(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Option<i64>, StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM policy_bundles WHERE COALESCE(site, 0) = $1 AND NOT active AND activation_seq IS NOT NULL \
+                 ORDER BY activation_seq DESC LIMIT 1",
+            )
+            .bind(site.map_or(0, |s| i64::from(s.0)))
+            .fetch_optional(&mut *conn)
+            .await?)
         }
 
         pub(super) async fn delete_bundle(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
@@ -533,6 +550,22 @@ impl Store {
         Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
             m::insert_bundle(conn, actor, &draft).await?
         }))
+    }
+
+    /// The bundle that was in force for `site` (`None`: the global one) before the one
+    /// in force now: the target of a rollback.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn previous_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
+        let id = on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::previous_bundle(
+            conn, site
+        )
+        .await?);
+        match id {
+            Some(id) => self.bundle(id).await,
+            None => Ok(None),
+        }
     }
 
     /// The bundle `id`.

@@ -266,9 +266,8 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
     );
 
     // A refused badge at a site that listens for denials: the entry, then the mail.
-    let (code, v) = w
-        .h
-        .call(
+    let (code, v) =
+        w.h.call(
             "POST",
             &format!("/v1/sites/{s}/notifications"),
             Some(&owner),
@@ -276,17 +275,23 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
         )
         .await;
     assert_eq!(code, 201, "{v}");
-    let (code, v) = w
-        .h
-        .call("POST", "/v1/decide", Some(&owner), Some(crate::matrix::decide_body(&w)))
-        .await;
+    let (code, v) =
+        w.h.call("POST", "/v1/decide", Some(&owner), Some(crate::matrix::decide_body(&w)))
+            .await;
     assert_eq!((code.as_u16(), v["effect"].as_str()), (200, Some("deny")), "{v}");
     w.h.node.store().entries().flush().await.unwrap();
     drain(&w).await;
     let mail = std::fs::read_to_string(&w.h.mail).unwrap();
     assert!(mail.contains("To: guard@example.com"), "{mail}");
-    assert!(mail.contains("Subject: HQ: entry denied at "), "the plugin's subject: {mail}");
-    assert_eq!(seen.lock().unwrap().len(), 3, "the endpoint did not subscribe to entries");
+    assert!(
+        mail.contains("Subject: HQ: entry denied at "),
+        "the plugin's subject: {mail}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "the endpoint did not subscribe to entries"
+    );
 
     // Removed: its history goes with it.
     let (code, _) =

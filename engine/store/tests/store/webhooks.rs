@@ -265,7 +265,10 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         let denials = store.claim_notifications(NOW * 6, NOW * 6 + 60, 10).await.unwrap();
         let denials: Vec<_> = denials.iter().filter(|i| i.channel == "event").collect();
         assert_eq!(denials.len(), 1, "{denials:?}");
-        assert_eq!((denials[0].site, denials[0].target.as_str()), (ids.site, "entry.denied"));
+        assert_eq!(
+            (denials[0].site, denials[0].target.as_str()),
+            (ids.site, "entry.denied")
+        );
         assert!(denials[0].payload.contains("no_right"), "{}", denials[0].payload);
 
         // Another site's ids are not found; rotating changes the secret; removal takes

@@ -27,3 +27,5 @@ CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook, id);
 -- An outbox row bound for an endpoint names it.
 ALTER TABLE notification_outbox ADD COLUMN webhook INTEGER;
 CREATE INDEX notification_outbox_webhook ON notification_outbox (webhook);
+-- The order in which bundles were made the one in force: a rollback goes to the one before.
+ALTER TABLE policy_bundles ADD COLUMN activation_seq INTEGER;
