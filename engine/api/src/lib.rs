@@ -120,7 +120,7 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::create_token, accounts::list_tokens))
         .routes(routes!(accounts::revoke_token))
         .routes(routes!(sites::create_site, sites::list_sites))
-        .routes(routes!(sites::get_site))
+        .routes(routes!(sites::get_site, sites::update_site))
         .routes(routes!(sites::list_members))
         .routes(routes!(sites::change_role))
         .routes(routes!(sites::remove_member))

@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use keyway_core::{CalendarId, CalendarRecord, HolidayCalendar, Record, RoleId, SiteId, SiteRecord};
+use keyway_core::{CalendarId, CalendarRecord, Change, HolidayCalendar, Record, RoleId, SiteId, SiteRecord};
 use keyway_plugin_host::{Capability, RoleTable};
 use keyway_store::{Invitation, Membership, Named, Target};
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,143 @@ fn role_name(roles: &RoleTable, role: RoleId) -> String {
     roles.name(role).unwrap_or("unknown").to_owned()
 }
 
+fn site_name(raw: &str) -> Result<&str, ApiError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(ApiError::invalid("a site needs a name"));
+    }
+    if name.chars().count() > keyway_store::MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "a name has at most {} characters and no control characters",
+            keyway_store::MAX_NAME
+        )));
+    }
+    Ok(name)
+}
+
+fn time_zone(raw: &str) -> Result<TimeZone, ApiError> {
+    TimeZone::get(raw).map_err(|_| ApiError::invalid(format!("`{raw}` is not an IANA time zone")))
+}
+
+/// The most holidays a site's calendar holds.
+const MAX_HOLIDAYS: usize = 1000;
+
+fn holidays(raw: &[String]) -> Result<Vec<Date>, ApiError> {
+    if raw.len() > MAX_HOLIDAYS {
+        return Err(ApiError::invalid(format!(
+            "a holiday calendar holds at most {MAX_HOLIDAYS} dates"
+        )));
+    }
+    raw.iter()
+        .map(|d| {
+            d.parse::<Date>()
+                .map_err(|_| ApiError::invalid(format!("`{d}` is not a date (YYYY-MM-DD)")))
+        })
+        .collect()
+}
+
+/// Changes to a site; what is absent stays.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SiteChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new IANA time zone: schedules and door rules follow the new wall clock at once.
+    pub time_zone: Option<String>,
+    /// The whole holiday calendar, as `YYYY-MM-DD` dates (`[]`: none).
+    pub holidays: Option<Vec<String>>,
+}
+
+/// A site as changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UpdatedSite {
+    /// The site.
+    pub site: SiteView,
+    /// The revision of the change (the current one when only the name changed, which
+    /// decisions do not read).
+    pub revision: u64,
+}
+
+/// Change a site's name, time zone or holiday calendar (site administration: the
+/// `door.lockdown` capability, held by site admins and the owner).
+#[utoipa::path(patch, path = "/v1/sites/{site}", tag = "sites", request_body = SiteChanges,
+    params(("site" = u32, Path, description = "The site")),
+    responses((status = 200, body = UpdatedSite), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn update_site(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(site): Path<u32>,
+    Json(body): Json<SiteChanges>,
+) -> Result<Json<UpdatedSite>, ApiError> {
+    let site = SiteId(site);
+    caller
+        .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
+        .await?;
+    // Everything is checked before anything is written.
+    let name = body.name.as_deref().map(site_name).transpose()?;
+    let zone = body.time_zone.as_deref().map(time_zone).transpose()?;
+    let dates = body.holidays.as_deref().map(holidays).transpose()?;
+    if name.is_none() && zone.is_none() && dates.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: give a name, a time zone or holidays",
+        ));
+    }
+    let store = state.node().store();
+    let actor = caller.actor();
+    let Some(Record::Site(mut record)) = store.record(Target::Site(site)).await? else {
+        return Err(ApiError::not_found(format!("site {} does not exist", site.0)));
+    };
+    let mut revision = store.status().applied;
+    if let Some(dates) = dates {
+        record.holiday_calendar = match (dates.is_empty(), record.holiday_calendar) {
+            (true, _) => None,
+            (false, Some(id)) => {
+                revision = store
+                    .write(
+                        &actor,
+                        Change::PutCalendar(CalendarRecord {
+                            id,
+                            calendar: HolidayCalendar::new(dates),
+                        }),
+                    )
+                    .await?;
+                Some(id)
+            }
+            (false, None) => {
+                let written = store
+                    .create(
+                        &actor,
+                        Record::Calendar(CalendarRecord {
+                            id: CalendarId(0),
+                            calendar: HolidayCalendar::new(dates),
+                        }),
+                    )
+                    .await?;
+                revision = written.revision;
+                Some(CalendarId(
+                    written.id.ok_or_else(|| ApiError::internal("no calendar id"))?,
+                ))
+            }
+        };
+    }
+    if let Some(zone) = zone {
+        record.time_zone = zone;
+    }
+    if body.time_zone.is_some() || body.holidays.is_some() {
+        revision = store.write(&actor, Change::PutSite(record)).await?;
+    }
+    if let Some(name) = name {
+        store.set_name(&actor, Named::Site, site.0, name).await?;
+    }
+    let m = caller.member(&state, Access::Read, site).await?;
+    Ok(Json(UpdatedSite {
+        site: site_view(&state, &m).await?,
+        revision: revision.0,
+    }))
+}
+
 async fn site_view(state: &AppState, m: &Membership) -> Result<SiteView, ApiError> {
     let store = state.node().store();
     let Some(Record::Site(site)) = store.record(Target::Site(m.site)).await? else {
@@ -109,25 +246,9 @@ pub(crate) async fn create_site(
     Json(body): Json<NewSite>,
 ) -> Result<(StatusCode, Json<CreatedSite>), ApiError> {
     caller.allow(Access::Write, None)?;
-    let name = body.name.trim();
-    if name.is_empty() {
-        return Err(ApiError::invalid("a site needs a name"));
-    }
-    if name.chars().count() > keyway_store::MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "a name has at most {} characters and no control characters",
-            keyway_store::MAX_NAME
-        )));
-    }
-    let time_zone = TimeZone::get(&body.time_zone)
-        .map_err(|_| ApiError::invalid(format!("`{}` is not an IANA time zone", body.time_zone)))?;
-    let mut dates = Vec::with_capacity(body.holidays.len());
-    for d in &body.holidays {
-        dates.push(
-            d.parse::<Date>()
-                .map_err(|_| ApiError::invalid(format!("`{d}` is not a date (YYYY-MM-DD)")))?,
-        );
-    }
+    let name = site_name(&body.name)?;
+    let time_zone = time_zone(&body.time_zone)?;
+    let dates = holidays(&body.holidays)?;
     let bundle = state.node().policy().bundle();
     let owner_role = role_id(bundle.roles(), "owner")?;
     let store = state.node().store();

@@ -39,20 +39,19 @@ fn without_two_person() -> String {
 /// modules (another version); answers the second's id.
 async fn two_bundles(w: &World) -> i64 {
     let (stored, _) = w.h.node.adopt_bundle_dir("test", &bundle_dir()).await.unwrap();
-    let other = w
-        .h
-        .node
-        .store()
-        .upload_bundle(
-            "test",
-            None,
-            "default",
-            &format!("again-{}", unique()),
-            &default_manifest(),
-            &stored.plugins,
-        )
-        .await
-        .unwrap();
+    let other =
+        w.h.node
+            .store()
+            .upload_bundle(
+                "test",
+                None,
+                "default",
+                &format!("again-{}", unique()),
+                &default_manifest(),
+                &stored.plugins,
+            )
+            .await
+            .unwrap();
     other.id
 }
 
@@ -89,7 +88,9 @@ pub fn wasm_request(path: &str, bearer: Option<&str>, content_type: &str, bytes:
     if let Some(bearer) = bearer {
         b = b.header(header::AUTHORIZATION, format!("Bearer {bearer}"));
     }
-    b.header(header::CONTENT_TYPE, content_type).body(Body::from(bytes)).unwrap()
+    b.header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(bytes))
+        .unwrap()
 }
 
 /// The smallest WebAssembly module.
@@ -113,7 +114,9 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     // Modules: refused unless WebAssembly of the right media type; a version once.
     let wasm = std::fs::read(bundle_dir().join("business-hours.wasm")).unwrap();
     let upload = "/v1/plugins?name=business-hours&version=9.9";
-    let (status, _, v) = w.h.send(wasm_request(upload, Some(&op), "application/wasm", wasm.clone())).await;
+    let (status, _, v) =
+        w.h.send(wasm_request(upload, Some(&op), "application/wasm", wasm.clone()))
+            .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["sha256"], keyway_plugin_host::Sha256::of(&wasm).to_string());
     for (content_type, bytes, want, code) in [
@@ -123,18 +126,25 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
         ("application/wasm", Vec::new(), 422, "invalid"),
     ] {
         let (status, _, v) = w.h.send(wasm_request(upload, Some(&op), content_type, bytes)).await;
-        assert_eq!((status.as_u16(), v["code"].as_str()), (want, Some(code)), "{content_type}: {v}");
+        assert_eq!(
+            (status.as_u16(), v["code"].as_str()),
+            (want, Some(code)),
+            "{content_type}: {v}"
+        );
     }
-    let (status, _, v) = w
-        .h
-        .send(wasm_request("/v1/plugins?name=x", Some(&op), "application/wasm", wasm.clone()))
+    let (status, _, v) =
+        w.h.send(wasm_request(
+            "/v1/plugins?name=x",
+            Some(&op),
+            "application/wasm",
+            wasm.clone(),
+        ))
         .await;
     assert_eq!((status.as_u16(), v["code"].as_str()), (400, Some("bad_query")), "{v}");
 
     // A bundle without the two-person rule, while a door uses it: refused, nothing moves.
-    let (status, v) = w
-        .h
-        .call(
+    let (status, v) =
+        w.h.call(
             "PUT",
             &format!("/v1/sites/{s}/doors/{}/rule", w.door.0),
             Some(&owner),
@@ -145,9 +155,8 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     let plugins = w.h.node.store().plugins().await.unwrap();
     let two_person = plugins.iter().find(|p| p.name == "two-person").unwrap().id;
     let ids: Vec<i64> = default.plugins.iter().copied().filter(|id| *id != two_person).collect();
-    let (status, slim) = w
-        .h
-        .call(
+    let (status, slim) =
+        w.h.call(
             "POST",
             "/v1/bundles",
             Some(&op),
@@ -158,26 +167,44 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     let slim_id = slim["id"].as_i64().unwrap();
     let activate = format!("/v1/bundles/{slim_id}/activate");
     let (status, v) = w.h.call("POST", &activate, Some(&op), None).await;
-    assert_eq!((status.as_u16(), v["code"].as_str()), (409, Some("rule_would_dangle")), "{v}");
-    let (_, policy) = w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None).await;
+    assert_eq!(
+        (status.as_u16(), v["code"].as_str()),
+        (409, Some("rule_would_dangle")),
+        "{v}"
+    );
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
     assert_eq!(policy["id"], default.id, "{policy}");
     assert_eq!(policy["door_rules"][0]["rule"], "two-person", "{policy}");
 
     // Without the attachment it goes in; the rule is gone for every site.
-    let (status, _) = w
-        .h
-        .call("DELETE", &format!("/v1/sites/{s}/doors/{}/rule", w.door.0), Some(&owner), None)
+    let (status, _) =
+        w.h.call(
+            "DELETE",
+            &format!("/v1/sites/{s}/doors/{}/rule", w.door.0),
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     let (status, v) = w.h.call("POST", &activate, Some(&op), None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["bundle"]["active"], true);
-    let (_, policy) = w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None).await;
-    assert_eq!((policy["id"].clone(), policy["bundle"].clone()), (json!(slim_id), json!("default")), "{policy}");
-    assert!(!policy["rules"].as_array().unwrap().contains(&json!("two-person")), "{policy}");
-    let (status, v) = w
-        .h
-        .call(
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    assert_eq!(
+        (policy["id"].clone(), policy["bundle"].clone()),
+        (json!(slim_id), json!("default")),
+        "{policy}"
+    );
+    assert!(
+        !policy["rules"].as_array().unwrap().contains(&json!("two-person")),
+        "{policy}"
+    );
+    let (status, v) =
+        w.h.call(
             "PUT",
             &format!("/v1/sites/{s}/doors/{}/rule", w.door.0),
             Some(&owner),
@@ -190,46 +217,88 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     let (status, v) = w.h.call("POST", "/v1/bundles/rollback", Some(&op), None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["bundle"]["id"], default.id, "{v}");
-    let (_, policy) = w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None).await;
-    assert!(policy["rules"].as_array().unwrap().contains(&json!("two-person")), "{policy}");
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    assert!(
+        policy["rules"].as_array().unwrap().contains(&json!("two-person")),
+        "{policy}"
+    );
     let (_, listed) = w.h.call("GET", "/v1/bundles", Some(&op), None).await;
-    let active: Vec<_> = listed["items"].as_array().unwrap().iter().filter(|b| b["active"] == true).collect();
+    let active: Vec<_> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["active"] == true)
+        .collect();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0]["id"], default.id);
 
     // Bad bundles: each refused with its reason, none stored.
     let before = w.h.node.store().bundles(None).await.unwrap().len();
     for (body, want, code) in [
-        (json!({"name": "x", "version": "1", "manifest": "[bundle", "plugins": []}), 422, "invalid"),
-        (json!({"name": "x", "version": "1", "manifest": "", "plugins": []}), 422, "invalid"),
-        (json!({"name": "x", "version": "1", "manifest": default_manifest(), "plugins": [999_999]}), 422, "unknown_reference"),
-        (json!({"name": "", "version": "1", "manifest": default_manifest(), "plugins": []}), 422, "invalid"),
-        (json!({"name": "slim", "version": "1", "manifest": default_manifest(), "plugins": []}), 409, "duplicate"),
-        (json!({"name": "x", "version": "1", "manifest": default_manifest()}), 422, "invalid_body"),
+        (
+            json!({"name": "x", "version": "1", "manifest": "[bundle", "plugins": []}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"name": "x", "version": "1", "manifest": "", "plugins": []}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"name": "x", "version": "1", "manifest": default_manifest(), "plugins": [999_999]}),
+            422,
+            "unknown_reference",
+        ),
+        (
+            json!({"name": "", "version": "1", "manifest": default_manifest(), "plugins": []}),
+            422,
+            "invalid",
+        ),
+        (
+            json!({"name": "slim", "version": "1", "manifest": default_manifest(), "plugins": []}),
+            409,
+            "duplicate",
+        ),
+        (
+            json!({"name": "x", "version": "1", "manifest": default_manifest()}),
+            422,
+            "invalid_body",
+        ),
     ] {
         let (status, v) = w.h.call("POST", "/v1/bundles", Some(&op), Some(body.clone())).await;
         assert_eq!((status.as_u16(), v["code"].as_str()), (want, Some(code)), "{body}: {v}");
     }
     assert_eq!(w.h.node.store().bundles(None).await.unwrap().len(), before);
     // A bundle that pins a module it was not uploaded with does not load: refused.
-    let (_, broken) = w
-        .h
-        .call(
+    let (_, broken) =
+        w.h.call(
             "POST",
             "/v1/bundles",
             Some(&op),
             Some(json!({"name": "broken", "version": "1", "manifest": default_manifest(), "plugins": [two_person]})),
         )
         .await;
-    let (status, v) = w
-        .h
-        .call("POST", &format!("/v1/bundles/{}/activate", broken["id"]), Some(&op), None)
+    let (status, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/bundles/{}/activate", broken["id"]),
+            Some(&op),
+            None,
+        )
         .await;
     assert_eq!(status, 422, "{v}");
     let (status, v) = w.h.call("POST", "/v1/bundles/999999/activate", Some(&op), None).await;
     assert_eq!((status.as_u16(), v["code"].as_str()), (404, Some("not_found")), "{v}");
-    let (_, policy) = w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None).await;
-    assert_eq!(policy["id"], default.id, "the refusals left the bundle in force: {policy}");
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    assert_eq!(
+        policy["id"], default.id,
+        "the refusals left the bundle in force: {policy}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,13 +308,25 @@ async fn rollback_needs_an_earlier_bundle_and_modules_fit_the_body_limit() {
     // The test server takes bodies of 64 KiB; this module is larger.
     let wasm = std::fs::read(bundle_dir().join("business-hours.wasm")).unwrap();
     assert!(wasm.len() > 64 * 1024);
-    let (status, _, v) = w
-        .h
-        .send(wasm_request("/v1/plugins?name=big&version=1", Some(&op), "application/wasm", wasm))
+    let (status, _, v) =
+        w.h.send(wasm_request(
+            "/v1/plugins?name=big&version=1",
+            Some(&op),
+            "application/wasm",
+            wasm,
+        ))
         .await;
-    assert_eq!((status.as_u16(), v["code"].as_str()), (413, Some("payload_too_large")), "{v}");
+    assert_eq!(
+        (status.as_u16(), v["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
     assert!(w.h.node.store().plugins().await.unwrap().is_empty());
     w.h.node.adopt_bundle_dir("test", &bundle_dir()).await.unwrap();
     let (status, v) = w.h.call("POST", "/v1/bundles/rollback", Some(&op), None).await;
-    assert_eq!((status.as_u16(), v["code"].as_str()), (409, Some("no_previous_bundle")), "{v}");
+    assert_eq!(
+        (status.as_u16(), v["code"].as_str()),
+        (409, Some("no_previous_bundle")),
+        "{v}"
+    );
 }

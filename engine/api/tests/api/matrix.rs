@@ -27,6 +27,7 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("POST /v1/sites",                                     [U, 201, 201, 201, 201, 201, 201, F, F, F]),
     ("GET /v1/sites",                                      [U, 200, 200, 200, 200, 200, 200, 200, F, 200]),
     ("GET /v1/sites/{site}",                               [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("PATCH /v1/sites/{site}",                             [U, F, F, 200, 200, N, N, F, F, 200]),
     ("GET /v1/sites/{site}/members",                       [U, 200, 200, 200, 200, N, N, 200, F, 200]),
     ("PUT /v1/sites/{site}/members/{account}/role",        [U, F, 200, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/members/{account}",          [U, F, 204, 204, 204, N, N, F, F, 204]),
@@ -133,6 +134,7 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             None
         }
         "POST /v1/sites" => Some(json!({"name": format!("Site {n}"), "time_zone": "UTC"})),
+        "PATCH /v1/sites/{site}" => Some(json!({"name": "HQ"})),
         "PUT /v1/sites/{site}/members/{account}/role" => {
             path = path.replace("{account}", &fresh_member(w).await.to_string());
             Some(json!({"role": "super_user"}))

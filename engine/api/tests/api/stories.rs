@@ -843,3 +843,73 @@ async fn door_rules_and_opening_hours() {
         "no rule left: {v}"
     );
 }
+
+/// A site changes its name, time zone and holiday calendar after it was made; a bad
+/// change is refused whole and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_is_renamed_moved_to_another_zone_and_given_holidays() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let path = format!("/v1/sites/{}", w.site.0);
+    let calendar = |w: &World| {
+        let store = w.h.node.store().clone();
+        let site = w.site;
+        async move {
+            let Some(keyway_core::Record::Site(record)) = store.record(keyway_store::Target::Site(site)).await.unwrap()
+            else {
+                panic!("no site");
+            };
+            match record.holiday_calendar {
+                None => None,
+                Some(id) => match store.record(keyway_store::Target::Calendar(id)).await.unwrap() {
+                    Some(keyway_core::Record::Calendar(c)) => Some(c.calendar),
+                    other => panic!("{other:?}"),
+                },
+            }
+        }
+    };
+    let before = w.h.fingerprint().await;
+    for (body, code) in [
+        (json!({}), "invalid"),
+        (json!({"name": "  "}), "invalid"),
+        (json!({"name": "New", "time_zone": "Mars/Olympus"}), "invalid"),
+        (json!({"name": "New", "holidays": ["2026-02-30"]}), "invalid"),
+        (json!({"holidays": vec!["2026-12-25"; 1001]}), "invalid"),
+        (json!({"name": "New", "lockdown": true}), "invalid_body"),
+    ] {
+        let (status, v) = w.h.call("PATCH", &path, Some(&owner), Some(body.clone())).await;
+        assert_eq!((status.as_u16(), v["code"].as_str()), (422, Some(code)), "{body}: {v}");
+    }
+    assert_eq!(w.h.fingerprint().await, before, "refusals store nothing");
+
+    let (status, v) = w
+        .h
+        .call(
+            "PATCH",
+            &path,
+            Some(&owner),
+            Some(json!({"name": "Head office", "time_zone": "America/New_York", "holidays": ["2026-12-25", "2027-01-01"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["site"]["name"].as_str(), v["site"]["time_zone"].as_str()),
+        (Some("Head office"), Some("America/New_York"))
+    );
+    let revision = v["revision"].as_u64().unwrap();
+    assert_eq!(
+        w.h.node.store().status().applied.0,
+        revision,
+        "the answer carries the change's revision"
+    );
+    let dates = calendar(&w).await.unwrap();
+    assert_eq!(dates.dates().len(), 2);
+    assert!(dates.contains("2027-01-01".parse().unwrap()) && !dates.contains("2026-12-24".parse().unwrap()));
+    let (status, v) =
+        w.h.call("PATCH", &path, Some(&owner), Some(json!({"holidays": []})))
+            .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(calendar(&w).await.is_none(), "an empty list removes the calendar");
+    let (_, v) = w.h.call("GET", &path, Some(&owner), None).await;
+    assert_eq!(v["name"], "Head office");
+}
