@@ -73,6 +73,8 @@ pub(crate) struct AccountView {
     pub display_name: String,
     /// Whether it is an instance operator.
     pub operator: bool,
+    /// Whether the operator disabled it.
+    pub disabled: bool,
 }
 
 impl AccountView {
@@ -82,6 +84,7 @@ impl AccountView {
             email: a.email,
             display_name: a.display_name,
             operator,
+            disabled: a.disabled,
         }
     }
 }
@@ -220,6 +223,109 @@ pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<
     let account = store.account(caller.account).await?.ok_or(ApiError::Unauthenticated)?;
     let operator = store.is_operator(caller.account).await?;
     Ok(Json(AccountView::of(account, operator)))
+}
+
+/// Confirms deleting one's own account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeleteAccount {
+    /// The account's password.
+    pub password: String,
+}
+
+/// Delete the caller's own account, its sessions, tokens and memberships, after
+/// checking its password (rate-limited as sign-in). An owner transfers ownership first;
+/// the instance operator's account is not deleted over HTTP.
+#[utoipa::path(delete, path = "/v1/me", tag = "accounts", request_body = DeleteAccount,
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub(crate) async fn delete_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<DeleteAccount>,
+) -> Result<Response, ApiError> {
+    caller.allow(Access::Account, None)?;
+    let store = state.node().store();
+    let account = store.account(caller.account).await?.ok_or(ApiError::Unauthenticated)?;
+    state.inner.login_limiter.check(&[format!("email:{}", account.email)])?;
+    if store.verify_password(&account.email, &body.password).await?.is_none() {
+        return Err(ApiError::BadCredentials);
+    }
+    if store.is_operator(account.id).await? {
+        return Err(ApiError::Conflict {
+            code: "operator_account",
+            message: "the instance operator's account is not deleted over HTTP".to_owned(),
+        });
+    }
+    let owned: Vec<String> = store
+        .account_memberships(account.id)
+        .await?
+        .into_iter()
+        .filter(|m| m.is_owner)
+        .map(|m| m.site.0.to_string())
+        .collect();
+    if !owned.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "owner",
+            message: format!("this account owns site {}: transfer ownership first", owned.join(", ")),
+        });
+    }
+    store.delete_account(&caller.actor(), account.id).await?;
+    Ok((StatusCode::NO_CONTENT, clear_cookie(&state)).into_response())
+}
+
+async fn set_disabled(state: &AppState, caller: &Caller, id: i64, disabled: bool) -> Result<AccountView, ApiError> {
+    caller.allow(Access::Account, None)?;
+    let store = state.node().store();
+    if !store.is_operator(caller.account).await? {
+        return Err(ApiError::forbidden(
+            "only the instance operator disables and enables accounts",
+        ));
+    }
+    if id == caller.account {
+        return Err(ApiError::Conflict {
+            code: "own_account",
+            message: "the operator cannot disable their own account".to_owned(),
+        });
+    }
+    store.set_account_disabled(&caller.actor(), id, disabled).await?;
+    if disabled {
+        store.end_account_sessions(id).await?;
+    }
+    let account = store
+        .account(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account {id} does not exist")))?;
+    let operator = store.is_operator(id).await?;
+    Ok(AccountView::of(account, operator))
+}
+
+/// Disable an account (the instance operator only): its sessions end, its tokens stop
+/// working, and it cannot sign in until enabled again. Its memberships stay.
+#[utoipa::path(post, path = "/v1/accounts/{account}/disable", tag = "accounts",
+    params(("account" = i64, Path, description = "The account")),
+    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn disable_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(set_disabled(&state, &caller, id, true).await?))
+}
+
+/// Enable a disabled account again (the instance operator only).
+#[utoipa::path(post, path = "/v1/accounts/{account}/enable", tag = "accounts",
+    params(("account" = i64, Path, description = "The account")),
+    responses((status = 200, body = AccountView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn enable_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(set_disabled(&state, &caller, id, false).await?))
 }
 
 /// Ask for a password-reset link.

@@ -19,6 +19,10 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("DELETE /v1/sessions",                                [U, 204, 204, 204, 204, 204, 204, F, F, F]),
     ("DELETE /v1/sessions/current",                        [U, 204, 204, 204, 204, 204, 204, F, F, F]),
     ("GET /v1/me",                                         [U, 200, 200, 200, 200, 200, 200, 200, F, 200]),
+    // With a wrong password: the row checks who may ask; stories delete for real.
+    ("DELETE /v1/me",                                      [U, 401, 401, 401, 401, 401, 401, F, F, F]),
+    ("POST /v1/accounts/{account}/disable",                [U, F, F, F, F, F, 200, F, F, F]),
+    ("POST /v1/accounts/{account}/enable",                 [U, F, F, F, F, F, 200, F, F, F]),
     ("POST /v1/password-resets",                           [202, 202, 202, 202, 202, 202, 202, 202, 202, 202]),
     ("POST /v1/password-resets/confirm",                   [422, 422, 422, 422, 422, 422, 422, 422, 422, 422]),
     ("POST /v1/tokens",                                    [U, 201, 201, 201, 201, 201, 201, F, F, F]),
@@ -122,6 +126,15 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
     let body = match route {
         "POST /v1/accounts" => Some(json!({"email": format!("new{n}@example.com"), "password": PASSWORD})),
         "POST /v1/sessions" => Some(json!({"email": "basic@example.com", "password": PASSWORD})),
+        "DELETE /v1/me" => Some(json!({"password": "Not-The-Password-9"})),
+        "POST /v1/accounts/{account}/disable" | "POST /v1/accounts/{account}/enable" => {
+            let account = store
+                .create_account("test", &format!("d{n}@example.com"), PASSWORD, "")
+                .await
+                .unwrap();
+            path = path.replace("{account}", &account.id.to_string());
+            None
+        }
         "POST /v1/password-resets" => Some(json!({"email": "basic@example.com"})),
         "POST /v1/password-resets/confirm" => Some(json!({"token": "nope", "password": PASSWORD})),
         "POST /v1/tokens" => Some(json!({"name": "ci", "scopes": ["read"]})),

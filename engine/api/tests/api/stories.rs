@@ -913,3 +913,74 @@ async fn a_site_is_renamed_moved_to_another_zone_and_given_holidays() {
     let (_, v) = w.h.call("GET", &path, Some(&owner), None).await;
     assert_eq!(v["name"], "Head office");
 }
+
+/// Leaving: a member deletes their own account with its password; an owner must hand
+/// the site over first. The operator disables an account (its sessions end, it cannot
+/// sign in) and enables it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_deleted_by_their_holder_and_disabled_by_the_operator() {
+    let w = World::new().await;
+    let op = w.bearer(Who::Operator).await.unwrap();
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let basic = w.h.login("basic@example.com", PASSWORD).await;
+    for (bearer, body, want, code) in [
+        (&basic, json!({"password": "Wrong-Pass-1"}), 401, "bad_credentials"),
+        (&basic, json!({}), 422, "invalid_body"),
+        (&owner, json!({"password": PASSWORD}), 409, "owner"),
+        (&op, json!({"password": PASSWORD}), 409, "operator_account"),
+    ] {
+        let (status, v) = w.h.call("DELETE", "/v1/me", Some(bearer), Some(body)).await;
+        assert_eq!((status.as_u16(), v["code"].as_str()), (want, Some(code)), "{v}");
+    }
+
+    // The operator disables the basic user: the session ends, signing in is refused.
+    let basic_id = w.account(Who::Basic);
+    let (status, v) =
+        w.h.call("POST", &format!("/v1/accounts/{basic_id}/disable"), Some(&op), None)
+            .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(w.h.call("GET", "/v1/me", Some(&basic), None).await.0, 401);
+    let (status, _) =
+        w.h.call(
+            "POST",
+            "/v1/sessions",
+            None,
+            Some(json!({"email": "basic@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 401, "a disabled account cannot sign in");
+    let (status, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/accounts/{}/disable", w.account(Who::Operator)),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!((status.as_u16(), v["code"].as_str()), (409, Some("own_account")), "{v}");
+    let (status, v) = w.h.call("POST", "/v1/accounts/999999/disable", Some(&op), None).await;
+    assert_eq!((status.as_u16(), v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (status, _) =
+        w.h.call("POST", &format!("/v1/accounts/{basic_id}/enable"), Some(&op), None)
+            .await;
+    assert_eq!(status, 200);
+
+    // Enabled again, the basic user leaves for good; the site's members no longer list them.
+    let basic = w.h.login("basic@example.com", PASSWORD).await;
+    let (status, _) =
+        w.h.call("DELETE", "/v1/me", Some(&basic), Some(json!({"password": PASSWORD})))
+            .await;
+    assert_eq!(status, 204);
+    assert_eq!(w.h.call("GET", "/v1/me", Some(&basic), None).await.0, 401);
+    let (_, members) =
+        w.h.call("GET", &format!("/v1/sites/{}/members", w.site.0), Some(&owner), None)
+            .await;
+    assert!(
+        members["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["account"] != basic_id),
+        "{members}"
+    );
+}
