@@ -18,6 +18,7 @@
 //!   link-local network is contacted.
 //!
 //! A failure is retried with exponential backoff and full jitter (30 s doubling to 6 h).
+//! Delivered rows and webhook delivery history are kept 30 days, purged hourly.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,6 +40,10 @@ const LEASE_SECS: i64 = 120;
 const FIRST_RETRY_SECS: i64 = 30;
 /// The longest retry delay, in seconds.
 const MAX_RETRY_SECS: i64 = 6 * 3600;
+/// How long delivered notifications and webhook delivery history are kept, in seconds.
+const RETENTION_SECS: i64 = 30 * 24 * 3600;
+/// How often the worker purges what is past retention.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The signature header of a webhook delivery.
 pub const SIGNATURE_HEADER: &str = "keyway-signature";
@@ -276,9 +281,22 @@ impl AppState {
     /// Run the worker until the server stops.
     pub(crate) async fn run_notifier(self) {
         let mut closing = self.closing();
+        let mut last_purge: Option<Instant> = None;
         loop {
             if *closing.borrow() {
                 return;
+            }
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                last_purge = Some(Instant::now());
+                match self
+                    .node()
+                    .store()
+                    .purge_delivered_notifications(now() - RETENTION_SECS)
+                    .await
+                {
+                    Ok(n) => tracing::debug!(purged = n, "delivered notifications past retention purged"),
+                    Err(e) => tracing::warn!(error = %e, "notification purge failed"),
+                }
             }
             let handled = match self.deliver_due_notifications().await {
                 Ok(n) => n,

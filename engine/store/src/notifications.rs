@@ -283,6 +283,10 @@ macro_rules! notification_ops {
         }
 
         pub(super) async fn purge(conn: &mut ops::Conn, delivered_before: i64) -> Result<u64, StoreError> {
+            sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
+                .bind(delivered_before)
+                .execute(&mut *conn)
+                .await?;
             Ok(sqlx::query("DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
                 .bind(delivered_before)
                 .execute(&mut *conn)
@@ -465,7 +469,8 @@ impl Store {
         if done { Ok(()) } else { Err(no_item(id)) }
     }
 
-    /// Delete notifications delivered before `delivered_before`; how many went.
+    /// Delete notifications delivered before `delivered_before`, and webhook delivery
+    /// attempts made before it; answers how many notifications went.
     ///
     /// # Errors
     /// If the database fails.

@@ -283,6 +283,17 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             ErrorKind::NotFound
         );
         assert_eq!(store.webhook(other, incidents.id).await.unwrap(), None);
+        // Retention: attempts before the cut go with the delivered rows.
+        store.purge_delivered_notifications(NOW + 5).await.unwrap();
+        assert!(
+            store
+                .webhook_deliveries(everything.id, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let kept = store.webhook_deliveries(incidents.id, None, 100).await.unwrap();
+        assert_eq!(kept.len(), 6, "attempts at NOW + 5 and later stay: {kept:?}");
         let rotated = store
             .rotate_webhook_secret(ACTOR, ids.site, incidents.id)
             .await
