@@ -18,4 +18,5 @@ mod e2e {
     pub mod stories;
     pub mod support;
     pub mod tour;
+    pub mod two_nodes;
 }

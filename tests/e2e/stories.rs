@@ -193,11 +193,16 @@ fn faq_stories_end_with_a_signed_webhook() {
     assert_eq!(event["type"], "ownership.transferred", "{event}");
     assert_eq!(event["site"], site);
     assert_eq!(event["data"]["to_account"], bob_id, "{event}");
-    let history = bob.ok(
-        "GET",
-        &format!("/v1/sites/{site}/webhooks/{}/deliveries", created["webhook"]["id"]),
-        None,
-    );
+    // The attempt is recorded once the receiver has answered: wait for it a little.
+    let history_path = format!("/v1/sites/{site}/webhooks/{}/deliveries", created["webhook"]["id"]);
+    let mut history = Value::Null;
+    for _ in 0..100 {
+        history = bob.ok("GET", &history_path, None);
+        if !history["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         history["items"][0]["succeeded"], true,
         "the new owner sees the history: {history}"

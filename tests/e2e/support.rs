@@ -149,6 +149,23 @@ impl Admin {
 /// An owner's session on a fresh site with a voucher (the operator, made on the command
 /// line, issues it).
 pub fn owner_with_voucher(server: &Server, max_users: u32) -> (Admin, u64) {
+    owner_with_voucher_on(server, max_users, &[])
+}
+
+/// The operator's session (made by [`owner_with_voucher`]).
+pub fn operator_token(server: &Server) -> String {
+    let r = client()
+        .post(format!("{}/v1/sessions", server.url))
+        .json(&json!({"email": "op@example.org", "password": PASSWORD}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+/// [`owner_with_voucher`], with `admin_args` for `keyway admin create-operator` (e.g. the
+/// server's `--database-url`).
+pub fn owner_with_voucher_on(server: &Server, max_users: u32, admin_args: &[&str]) -> (Admin, u64) {
     let http = client();
     let account = json!({"email": "owner@example.com", "password": PASSWORD});
     assert_eq!(
@@ -179,6 +196,7 @@ pub fn owner_with_voucher(server: &Server, max_users: u32) -> (Admin, u64) {
         .arg(server.data())
         .arg("--bundle")
         .arg(bundle_dir())
+        .args(admin_args)
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
