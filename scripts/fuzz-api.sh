@@ -2,7 +2,9 @@
 # Fuzzes the served OpenAPI document with schemathesis: starts `keyway serve` (debug
 # build) on a temporary data directory, signs up an owner with a site, and runs every
 # operation against the checks below. Routes that end the caller's own session are left
-# out (the run would sign itself out). Needs `pip install schemathesis`, curl and jq.
+# out (the run would sign itself out), and so are the plugin uploads: schemathesis has no
+# serializer for their `application/wasm` bodies (engine/api tests cover them).
+# Needs `pip install schemathesis`, curl and jq.
 #   scripts/fuzz-api.sh [examples per operation, default 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,4 @@ curl -sf "$KW/v1/sites" -H "authorization: Bearer $token" -H "$J" \
     -d '{"name":"Fuzz","time_zone":"UTC"}' >/dev/null
 st run "$KW/v1/openapi.json" -H "Authorization: Bearer $token" \
     -c not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-    -n "$examples" --request-timeout 10 --exclude-path-regex 'sessions'
+    -n "$examples" --request-timeout 10 --exclude-path-regex 'sessions|^/v1/plugins$'
