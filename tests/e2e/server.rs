@@ -22,6 +22,9 @@ fn health_metrics_and_clean_shutdown() {
         "keyway_revision_applied",
         "keyway_follower_lag",
         "keyway_entries_queue_depth",
+        "keyway_notification_outbox_depth",
+        "keyway_notifications_sent_total{channel=\"webhook\"}",
+        "keyway_notification_failures_total{channel=\"email\"}",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }

@@ -53,6 +53,7 @@ pub const DELIVERY_HEADER: &str = "keyway-delivery";
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct NotifyMetrics {
+    outbox_depth: AtomicU64,
     events: AtomicU64,
     sent: [AtomicU64; 2],
     failed: [AtomicU64; 2],
@@ -69,6 +70,12 @@ impl NotifyMetrics {
 
     pub(crate) fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
+        let _ = writeln!(out, "# TYPE keyway_notification_outbox_depth gauge");
+        let _ = writeln!(
+            out,
+            "keyway_notification_outbox_depth {}",
+            self.outbox_depth.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE keyway_notification_events_expanded_total counter");
         let _ = writeln!(
             out,
@@ -275,6 +282,8 @@ impl AppState {
                     .await;
             }
         }
+        let depth = self.node().store().pending_notifications().await?;
+        self.inner.notify_metrics.outbox_depth.store(depth, Ordering::Relaxed);
         Ok(count)
     }
 

@@ -282,6 +282,12 @@ macro_rules! notification_ops {
                 == 1)
         }
 
+        pub(super) async fn pending(conn: &mut ops::Conn) -> Result<i64, StoreError> {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM notification_outbox WHERE delivered_at IS NULL")
+                .fetch_one(&mut *conn)
+                .await?)
+        }
+
         pub(super) async fn purge(conn: &mut ops::Conn, delivered_before: i64) -> Result<u64, StoreError> {
             sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
                 .bind(delivered_before)
@@ -467,6 +473,18 @@ impl Store {
             m::failed(conn, id, &error, retry_at).await?
         });
         if done { Ok(()) } else { Err(no_item(id)) }
+    }
+
+    /// How many outbox rows wait: events to expand, e-mails and webhook deliveries to
+    /// send (those of paused endpoints included).
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn pending_notifications(&self) -> Result<u64, StoreError> {
+        let n = on_backend!(self, sqlite_notifications, pg_notifications, read, |conn, m| {
+            m::pending(conn).await?
+        });
+        u64::try_from(n).map_err(StoreError::internal)
     }
 
     /// Delete notifications delivered before `delivered_before`, and webhook delivery

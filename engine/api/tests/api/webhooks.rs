@@ -227,6 +227,12 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
         "the first retry comes 15 to 30 s later: {wait}"
     );
     assert_eq!(pending.attempts, 1);
+    let mut metrics = String::new();
+    w.h.state.render_metrics(&mut metrics);
+    assert!(
+        metrics.lines().any(|l| l == "keyway_notification_outbox_depth 1"),
+        "the retry waits in the outbox:\n{metrics}"
+    );
 
     // A new secret signs from now on; resuming sends what waits, at once.
     let (code, rotated) =
@@ -292,6 +298,19 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
         3,
         "the endpoint did not subscribe to entries"
     );
+
+    // The worker's counters: two deliveries taken, one refused, three mails, nothing left
+    // waiting.
+    let mut metrics = String::new();
+    w.h.state.render_metrics(&mut metrics);
+    for line in [
+        "keyway_notification_outbox_depth 0",
+        "keyway_notifications_sent_total{channel=\"webhook\"} 2",
+        "keyway_notification_failures_total{channel=\"webhook\"} 1",
+        "keyway_notifications_sent_total{channel=\"email\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
 
     // Removed: its history goes with it.
     let (code, _) =
