@@ -215,6 +215,20 @@ macro_rules! account_ops {
         }
 
         pub(super) async fn delete(conn: &mut ops::Conn, actor: &str, before: &Account) -> Result<(), StoreError> {
+            // Checked in the deleting transaction: a transfer landing meanwhile cannot
+            // leave a site without an owner (memberships go with the account).
+            let owned: Vec<i64> = sqlx::query_scalar("SELECT site FROM site_memberships WHERE account = $1 AND is_owner = $2")
+                .bind(before.id)
+                .bind(true)
+                .fetch_all(&mut *conn)
+                .await?;
+            if !owned.is_empty() {
+                let sites: Vec<String> = owned.iter().map(|s| format!("site:{s}")).collect();
+                return Err(StoreError::InUse {
+                    entity: format!("account:{}", before.id),
+                    used_by: format!("{} as its owner; transfer ownership first", sites.join(", ")),
+                });
+            }
             sqlx::query("DELETE FROM accounts WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
@@ -388,10 +402,11 @@ impl Store {
         Ok(())
     }
 
-    /// Delete an account, its sessions and its tokens.
+    /// Delete an account, its sessions, tokens and memberships.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown account.
+    /// [`StoreError::NotFound`] for an unknown account; [`StoreError::InUse`] for the
+    /// owner of a site (ownership is transferred first).
     pub async fn delete_account(&self, actor: &str, id: i64) -> Result<(), StoreError> {
         on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
             let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;

@@ -41,6 +41,8 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             .set_first_owner(ACTOR, ids.site, owner.id, RoleId(1))
             .await
             .unwrap();
+        // The owner is told of pauses; their account cannot go while they own the site.
+        assert_eq!(kind(store.delete_account(ACTOR, owner.id).await), ErrorKind::InUse);
 
         // Refusals, each specific, none stored.
         let long = format!("https://example.com/{}", "a".repeat(2100));
