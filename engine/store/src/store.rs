@@ -311,6 +311,10 @@ macro_rules! node_ops {
             };
             let target = Target::of(&change);
             let before = ops::load_record(tx, target).await?;
+            let blocked_site = match (&change, &before) {
+                (Change::BlockPerson(_), Some(keyway_core::Record::Person(p))) if !p.blocked => Some(p.site),
+                _ => None,
+            };
             // The core decides what is valid: the change must apply to the snapshot at the
             // previous revision, or nothing is written. The snapshot it yields is the one
             // published after the commit: the change is applied once.
@@ -332,6 +336,12 @@ macro_rules! node_ops {
                 after.as_deref(),
             )
             .await?;
+            // A block is an event the site's owner may want to hear of (the FAQ); it is
+            // queued with the block, so neither is lost without the other.
+            if let (Change::BlockPerson(person), Some(site)) = (&change, blocked_site) {
+                let data = serde_json::json!({"person": person.0, "by": actor, "revision": rev});
+                ops::enqueue_event(tx, site, "person.blocked", now, data).await?;
+            }
             ops::notify(tx, rev).await?;
             Ok((rev, id, Committed::Model { change, base, next }))
         }

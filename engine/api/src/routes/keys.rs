@@ -19,7 +19,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::model::{CredentialChanged, CredentialView, Kind, credential_of, person_of, view};
-use crate::routes::vouchers::{Counted, check_cap};
+use crate::routes::vouchers::{Counted, check_cap, note_near_cap};
 use crate::routes::{DEFAULT_LIMIT, MAX_LIMIT, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -305,6 +305,7 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
         )
         .await?;
     let person = PersonId(written.id.ok_or_else(|| ApiError::internal("no person id"))?);
+    note_near_cap(state, site, Counted::User).await;
     let accepted = store.accept_invitation(token, caller.account, Some(person), now).await;
     let m = match accepted {
         Ok((_, m)) => m,

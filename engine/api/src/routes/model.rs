@@ -17,7 +17,7 @@
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
-use crate::routes::vouchers::{Counted, check_cap};
+use crate::routes::vouchers::{Counted, check_cap, note_near_cap};
 use crate::routes::{Pagination, Revisioned, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -304,6 +304,7 @@ pub(crate) async fn create_person(
         .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no person id"))?;
     store.set_name(&caller.actor(), Named::Person, id, name).await?;
+    note_near_cap(&state, site, Counted::User).await;
     Ok((
         StatusCode::CREATED,
         Json(PersonChanged {
@@ -598,6 +599,9 @@ pub(crate) async fn create_credential(
         .create(&caller.actor(), Record::Credential(record.clone()))
         .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no credential id"))?;
+    if body.kind == Kind::DigitalKey {
+        note_near_cap(&state, site, Counted::AppUser).await;
+    }
     Ok((
         StatusCode::CREATED,
         Json(CredentialChanged {

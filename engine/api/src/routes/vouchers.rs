@@ -199,6 +199,32 @@ pub(crate) async fn check_cap(state: &AppState, site: SiteId, what: Counted) -> 
     })
 }
 
+/// After a write added one of `what` to `site`: when the count just reached 90% of the
+/// voucher's cap, queue a `voucher.near_cap` event, once per crossing. A failure to
+/// queue it is logged; the write stands.
+pub(crate) async fn note_near_cap(state: &AppState, site: SiteId, what: Counted) {
+    let store = state.node().store();
+    let Ok(Some(v)) = store.site_voucher(site, now()).await else {
+        return;
+    };
+    let c = counts(state, site);
+    let (max, current, cap) = match what {
+        Counted::User => (v.max_users, c.users, "max_users"),
+        Counted::AppUser => (v.max_app_users, c.app_users, "max_app_users"),
+    };
+    let threshold = (u64::from(max) * 9).div_ceil(10);
+    if max == 0 || u64::from(current) != threshold {
+        return;
+    }
+    let data = serde_json::json!({
+        "voucher": v.code, "cap": cap, "max": max, "count": current,
+        "detail": format!("{current} of {max} ({cap})"),
+    });
+    if let Err(e) = store.enqueue_event(site, "voucher.near_cap", now(), data).await {
+        tracing::warn!(error = %e, site = site.0, "voucher.near_cap event not queued");
+    }
+}
+
 /// A voucher code to redeem.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -469,3 +469,47 @@ async fn webhook_bad_input() {
     assert_eq!(w.h.fingerprint().await, before, "nothing was stored");
     assert!(w.h.node.store().webhooks(w.site).await.unwrap().is_empty());
 }
+
+/// A voucher at 90% of its cap queues `voucher.near_cap` once, as the count crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voucher_near_its_cap_is_an_event_once() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let (status, v) =
+        w.h.call(
+            "POST",
+            "/v1/sites",
+            Some(&owner),
+            Some(json!({"name": "Annex", "time_zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let site = SiteId(u32::try_from(v["site"]["id"].as_u64().unwrap()).unwrap());
+    let store = w.h.node.store();
+    store.create_voucher("test", "TEN-1", 10, 10, None, None).await.unwrap();
+    store.redeem_voucher("test", "TEN-1", site, 0).await.unwrap();
+    for n in 0..10 {
+        let (status, v) =
+            w.h.call(
+                "POST",
+                &format!("/v1/sites/{}/people", site.0),
+                Some(&owner),
+                Some(json!({"name": format!("P{n}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let queued = store
+        .claim_notifications(i64::MAX - 10, i64::MAX - 5, 100)
+        .await
+        .unwrap();
+    let near: Vec<_> = queued.iter().filter(|i| i.target == "voucher.near_cap").collect();
+    assert_eq!(near.len(), 1, "{queued:?}");
+    assert_eq!(near[0].site, site);
+    let event: Value = serde_json::from_str(&near[0].payload).unwrap();
+    assert_eq!(
+        (event["data"]["count"].clone(), event["data"]["max"].clone()),
+        (json!(9), json!(10)),
+        "{event}"
+    );
+}

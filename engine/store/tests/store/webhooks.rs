@@ -273,6 +273,19 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         );
         assert!(denials[0].payload.contains("no_right"), "{}", denials[0].payload);
 
+        // A block queues `person.blocked` with it; blocking again does not.
+        store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
+        let _ = store.write(ACTOR, Change::BlockPerson(ids.person)).await;
+        let blocked = store.claim_notifications(NOW * 7, NOW * 7 + 60, 10).await.unwrap();
+        let blocked: Vec<_> = blocked.iter().filter(|i| i.target == "person.blocked").collect();
+        assert_eq!(blocked.len(), 1, "{blocked:?}");
+        assert_eq!(blocked[0].site, ids.site);
+        assert!(
+            blocked[0].payload.contains(&format!("\"person\":{}", ids.person.0)),
+            "{}",
+            blocked[0].payload
+        );
+
         // Another site's ids are not found; rotating changes the secret; removal takes
         // the pending rows.
         let other = crate::admin::second_site(&store).await;
