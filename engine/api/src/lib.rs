@@ -151,6 +151,7 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::resume_webhook))
         .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test_webhook))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(audit::list_audit))
         .routes(routes!(policy::attach_rule, policy::detach_rule))

@@ -296,6 +296,34 @@ macro_rules! webhook_ops {
             Ok(())
         }
 
+        pub(super) async fn queue_test(conn: &mut ops::Conn, hook: &Webhook, now: i64) -> Result<i64, StoreError> {
+            let event = ops::enqueue_event(conn, hook.site, "webhook.test", now, serde_json::json!({"webhook": hook.id})).await?;
+            // The event row is done at once: only this endpoint receives it.
+            sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1")
+                .bind(event)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            let body = serde_json::json!({
+                "id": format!("evt_{event}"), "type": "webhook.test", "site": hook.site.0, "created_at": now,
+                "data": {"webhook": hook.id},
+            })
+            .to_string();
+            let due = if hook.paused_at.is_some() { HELD } else { now };
+            Ok(sqlx::query_scalar(
+                "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
+                 VALUES ($1, 'webhook', $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(i64::from(hook.site.0))
+            .bind(&hook.url)
+            .bind(&body)
+            .bind(now)
+            .bind(due)
+            .bind(hook.id)
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+
         /// The e-mail address of `site`'s owner.
         async fn owner_email(conn: &mut ops::Conn, site: SiteId) -> Result<Option<String>, StoreError> {
             Ok(sqlx::query_scalar(
@@ -555,6 +583,21 @@ impl Store {
                 .filter(|w| w.site == site)
                 .ok_or_else(|| no_webhook(site, id))?;
             m::resume(conn, actor, &before, now).await?
+        }))
+    }
+
+    /// Queue a `webhook.test` event for endpoint `id` of `site` alone (held while it is
+    /// paused); answers the delivery's outbox id, its `Keyway-Delivery`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
+    pub async fn queue_webhook_test(&self, site: SiteId, id: i64, now: i64) -> Result<i64, StoreError> {
+        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
+            let hook = m::get(conn, id)
+                .await?
+                .filter(|w| w.site == site)
+                .ok_or_else(|| no_webhook(site, id))?;
+            m::queue_test(conn, &hook, now).await?
         }))
     }
 

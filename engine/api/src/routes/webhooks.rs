@@ -298,3 +298,30 @@ pub(crate) async fn list_deliveries(
         next_cursor,
     }))
 }
+
+/// A test delivery queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TestQueued {
+    /// Its `Keyway-Delivery` id; its outcome joins the endpoint's delivery history.
+    pub delivery: i64,
+}
+
+/// Send the endpoint a signed `webhook.test` event, to check the receiver and its
+/// signature check; it goes out within a second, and the outcome joins the history.
+#[utoipa::path(post, path = "/v1/sites/{site}/webhooks/{webhook}/test", tag = "notifications",
+    params(("site" = u32, Path, description = "The site"), ("webhook" = i64, Path, description = "The endpoint")),
+    responses((status = 202, body = TestQueued), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn test_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, id)): Path<(u32, i64)>,
+) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
+    let site = configure(&state, &caller, site, Access::Write).await?;
+    let delivery = state
+        .node()
+        .store()
+        .queue_webhook_test(site, id, crate::auth::now())
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { delivery })))
+}

@@ -26,6 +26,7 @@ pub const ROWS: &[(&str, [u16; 10])] = &[
     ("POST /v1/sites/{site}/webhooks/{webhook}/resume",             [U, F, F, F, 200, N, N, F, F, 200]),
     ("POST /v1/sites/{site}/webhooks/{webhook}/secret",             [U, F, F, F, 200, N, N, F, F, 200]),
     ("GET /v1/sites/{site}/webhooks/{webhook}/deliveries",          [U, F, F, F, 200, N, N, 200, F, 200]),
+    ("POST /v1/sites/{site}/webhooks/{webhook}/test",               [U, F, F, F, 202, N, N, F, F, 202]),
 ];
 
 async fn endpoint(w: &World, site: SiteId) -> i64 {
@@ -311,6 +312,36 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
     }
+
+    // A test event reaches this endpoint, signed, and joins the history.
+    let (code, queued) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/webhooks/{hook}/test"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(code, 202, "{queued}");
+    drain(&w).await;
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4);
+    let (headers, body) = &requests[3];
+    let event = verified(headers, body, &new_secret);
+    assert_eq!(event["type"], "webhook.test", "{event}");
+    assert_eq!(
+        headers[keyway_api::DELIVERY_HEADER].to_str().unwrap(),
+        queued["delivery"].to_string()
+    );
+    let (_, history) =
+        w.h.call(
+            "GET",
+            &format!("/v1/sites/{s}/webhooks/{hook}/deliveries"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(history["items"][0]["delivery"], queued["delivery"], "{history}");
 
     // Removed: its history goes with it.
     let (code, _) =
