@@ -5,8 +5,9 @@
 //! - `event`: something happened on a site (an incident, a transferred ownership). The
 //!   site's enabled e-mail settings whose event kind matches name the addresses; for each,
 //!   the notify plugins of the bundle in force write the message (or decline to send
-//!   one). Kinds the plugin ABI cannot name, and bundles without a notify plugin, get
-//!   Keyway's own plain message. [`keyway_store::Store::expand_event`] then queues the
+//!   one). Blocks, ownership transfers and vouchers near their cap reach the plugins as
+//!   the ABI's administrative changes. Tamper, which the ABI cannot name, and bundles
+//!   without a notify plugin get Keyway's own plain message. [`keyway_store::Store::expand_event`] then queues the
 //!   e-mails and one delivery per subscribed webhook endpoint, and marks the event done,
 //!   in one transaction.
 //! - `email`: sent through the mailer (the SMTP relay, or the mail file).
@@ -240,6 +241,26 @@ fn retry_at(now: i64, attempts: u32) -> i64 {
     now + rng.random_range(ceiling / 2..=ceiling)
 }
 
+/// The plugin ABI's name for event `kind` and the detail its plugin sees. Blocks,
+/// ownership transfers and vouchers near their cap are administrative changes to the
+/// ABI, their own kind leading the detail; `None` for a kind the ABI has no name for.
+fn abi_event(kind: &str, detail: &str) -> Option<(EventKind, String)> {
+    if let Some(named) = EventKind::from_code(kind) {
+        return Some((named, detail.to_owned()));
+    }
+    match kind {
+        "person.blocked" | "ownership.transferred" | "voucher.near_cap" => {
+            let detail = if detail.is_empty() {
+                kind.to_owned()
+            } else {
+                format!("{kind}: {detail}")
+            };
+            Some((EventKind::AdminChange, detail))
+        }
+        _ => None,
+    }
+}
+
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -400,7 +421,7 @@ impl AppState {
         address: String,
     ) -> Vec<QueuedMail> {
         let bundle = self.node().policy().bundle();
-        if let Some(abi_kind) = EventKind::from_code(kind)
+        if let Some((abi_kind, plugin_detail)) = abi_event(kind, detail)
             && bundle.has_notify()
         {
             let input = NotifyInput {
@@ -409,7 +430,7 @@ impl AppState {
                     at_unix: at,
                     door: door.clone(),
                     person: person.clone(),
-                    detail: detail.to_owned(),
+                    detail: plugin_detail,
                 },
                 settings: NotificationSettings {
                     site_name: site_name.to_owned(),
@@ -596,6 +617,25 @@ mod tests {
         );
         assert_ne!(sig, signature("Jefe", 1_800_000_001, "{}"), "the time is signed");
         assert_ne!(sig, signature("jefe", 1_800_000_000, "{}"), "the key matters");
+    }
+
+    #[test]
+    fn event_kinds_as_the_plugin_abi_names_them() {
+        let cases = [
+            ("entry.denied", "no_right", Some((EventKind::EntryDenied, "no_right"))),
+            ("incident.door_forced", "", Some((EventKind::DoorForced, ""))),
+            ("person.blocked", "", Some((EventKind::AdminChange, "person.blocked"))),
+            (
+                "voucher.near_cap",
+                "9 of 10",
+                Some((EventKind::AdminChange, "voucher.near_cap: 9 of 10")),
+            ),
+            ("incident.tamper", "x", None),
+        ];
+        for (kind, detail, want) in cases {
+            let got = abi_event(kind, detail);
+            assert_eq!(got, want.map(|(k, d)| (k, d.to_owned())), "{kind}");
+        }
     }
 
     #[test]

@@ -544,3 +544,39 @@ async fn a_voucher_near_its_cap_is_an_event_once() {
         "{event}"
     );
 }
+
+/// A block reaches whoever listens for it through the notify plugin, as the ABI's
+/// administrative change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_mailed_through_the_notify_plugin() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let (code, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/notifications"),
+            Some(&owner),
+            Some(json!({"event_kind": "person.*", "channel": "email", "target": "guard@example.com"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let person = w.h.person(w.site).await;
+    let (code, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{s}/people/{}/block", person.0),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    drain(&w).await;
+    let mail = std::fs::read_to_string(&w.h.mail).unwrap();
+    assert!(mail.contains("To: guard@example.com"), "{mail}");
+    assert!(
+        mail.contains("Subject: HQ: administrative change"),
+        "the plugin's subject: {mail}"
+    );
+    assert!(mail.contains("person.blocked"), "{mail}");
+}
