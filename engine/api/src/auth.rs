@@ -235,6 +235,17 @@ impl Caller {
     pub(crate) async fn is_operator(&self, state: &AppState) -> Result<bool, ApiError> {
         Ok(state.node().store().is_operator(self.account).await?)
     }
+
+    /// Refuse a caller who is not the instance operator, saying that only the operator
+    /// does `what` (e.g. "issues and lists vouchers").
+    pub(crate) async fn require_operator(&self, state: &AppState, access: Access, what: &str) -> Result<(), ApiError> {
+        self.allow(access, None)?;
+        if self.is_operator(state).await? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("only the instance operator {what}")))
+        }
+    }
 }
 
 /// Refuse unless the member's role has `capability`.

@@ -276,13 +276,10 @@ pub(crate) async fn delete_me(
 }
 
 async fn set_disabled(state: &AppState, caller: &Caller, id: i64, disabled: bool) -> Result<AccountView, ApiError> {
-    caller.allow(Access::Account, None)?;
+    caller
+        .require_operator(state, Access::Account, "disables and enables accounts")
+        .await?;
     let store = state.node().store();
-    if !store.is_operator(caller.account).await? {
-        return Err(ApiError::forbidden(
-            "only the instance operator disables and enables accounts",
-        ));
-    }
     if id == caller.account {
         return Err(ApiError::Conflict {
             code: "own_account",

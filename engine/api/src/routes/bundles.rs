@@ -146,17 +146,6 @@ pub(crate) struct SitePolicy {
 page_of!(PluginPage, PluginView);
 page_of!(BundlePage, BundleView);
 
-async fn require_operator(state: &AppState, caller: &Caller, access: Access) -> Result<(), ApiError> {
-    caller.allow(access, None)?;
-    if caller.is_operator(state).await? {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "only the instance operator administers plugins and bundles",
-        ))
-    }
-}
-
 /// Upload a plugin module (the instance operator only): the body is the `.wasm` file,
 /// within the server's body limit (`--max-body-bytes`) and 16 MiB.
 #[utoipa::path(post, path = "/v1/plugins", tag = "policy", params(PluginUpload),
@@ -171,7 +160,9 @@ pub(crate) async fn upload_plugin(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
-    require_operator(&state, &caller, Access::Write).await?;
+    caller
+        .require_operator(&state, Access::Write, "administers plugins and bundles")
+        .await?;
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -209,7 +200,9 @@ pub(crate) async fn list_plugins(
     caller: Caller,
     Query(p): Query<Pagination>,
 ) -> Result<Json<PluginPage>, ApiError> {
-    require_operator(&state, &caller, Access::Read).await?;
+    caller
+        .require_operator(&state, Access::Read, "administers plugins and bundles")
+        .await?;
     let all = state.node().store().plugins().await?;
     let (page, next_cursor) = p.page(all, |x| x.id)?;
     Ok(Json(PluginPage {
@@ -228,7 +221,9 @@ pub(crate) async fn upload_bundle(
     caller: Caller,
     Json(body): Json<NewBundle>,
 ) -> Result<(StatusCode, Json<BundleView>), ApiError> {
-    require_operator(&state, &caller, Access::Write).await?;
+    caller
+        .require_operator(&state, Access::Write, "administers plugins and bundles")
+        .await?;
     let stored = state
         .node()
         .store()
@@ -253,7 +248,9 @@ pub(crate) async fn list_bundles(
     caller: Caller,
     Query(p): Query<Pagination>,
 ) -> Result<Json<BundlePage>, ApiError> {
-    require_operator(&state, &caller, Access::Read).await?;
+    caller
+        .require_operator(&state, Access::Read, "administers plugins and bundles")
+        .await?;
     let all = state.node().store().bundles(None).await?;
     let (page, next_cursor) = p.page(all, |b| b.id)?;
     Ok(Json(BundlePage {
@@ -275,7 +272,9 @@ pub(crate) async fn activate_bundle(
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Json<Activated>, ApiError> {
-    require_operator(&state, &caller, Access::Write).await?;
+    caller
+        .require_operator(&state, Access::Write, "administers plugins and bundles")
+        .await?;
     let (bundle, revision) = state.node().activate_bundle(&caller.actor(), id).await?;
     Ok(Json(Activated {
         bundle: bundle.into(),
@@ -292,7 +291,9 @@ pub(crate) async fn rollback_bundle(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Activated>, ApiError> {
-    require_operator(&state, &caller, Access::Write).await?;
+    caller
+        .require_operator(&state, Access::Write, "administers plugins and bundles")
+        .await?;
     let Some(previous) = state.node().store().previous_bundle(None).await? else {
         return Err(ApiError::Conflict {
             code: "no_previous_bundle",

@@ -38,8 +38,8 @@ pub(crate) struct Pagination {
 }
 
 impl Pagination {
-    /// One page of `items` (sorted by ascending `key`) and the cursor of the next.
-    pub(crate) fn page<T>(&self, items: Vec<T>, key: impl Fn(&T) -> i64) -> Result<(Vec<T>, Option<String>), ApiError> {
+    /// The page size and the cursor, checked.
+    pub(crate) fn limit_and_cursor(&self) -> Result<(u32, Option<i64>), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::bad_request(
@@ -47,13 +47,19 @@ impl Pagination {
                 format!("`limit` must be 1 to {MAX_LIMIT}"),
             ));
         }
-        let after = match &self.cursor {
+        let cursor = match &self.cursor {
             None => None,
             Some(c) => Some(
                 c.parse::<i64>()
                     .map_err(|_| ApiError::bad_request("bad_cursor", format!("`{c}` is not a cursor of this list")))?,
             ),
         };
+        Ok((limit, cursor))
+    }
+
+    /// One page of `items` (sorted by ascending `key`) and the cursor of the next.
+    pub(crate) fn page<T>(&self, items: Vec<T>, key: impl Fn(&T) -> i64) -> Result<(Vec<T>, Option<String>), ApiError> {
+        let (limit, after) = self.limit_and_cursor()?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut page: Vec<T> = items.into_iter().filter(|i| after.is_none_or(|a| key(i) > a)).collect();
         let next = if page.len() > limit {

@@ -66,17 +66,6 @@ impl From<Voucher> for VoucherView {
 
 page_of!(VoucherPage, VoucherView);
 
-async fn require_operator(state: &AppState, caller: &Caller, access: Access) -> Result<(), ApiError> {
-    caller.allow(access, None)?;
-    if caller.is_operator(state).await? {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "only the instance operator issues and lists vouchers",
-        ))
-    }
-}
-
 /// Issue a voucher (the instance operator only).
 #[utoipa::path(post, path = "/v1/vouchers", tag = "vouchers", request_body = NewVoucher,
     responses((status = 201, body = VoucherView), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -87,7 +76,9 @@ pub(crate) async fn create_voucher(
     caller: Caller,
     Json(body): Json<NewVoucher>,
 ) -> Result<(StatusCode, Json<VoucherView>), ApiError> {
-    require_operator(&state, &caller, Access::Write).await?;
+    caller
+        .require_operator(&state, Access::Write, "issues and lists vouchers")
+        .await?;
     let v = state
         .node()
         .store()
@@ -112,7 +103,9 @@ pub(crate) async fn list_vouchers(
     caller: Caller,
     Query(p): Query<Pagination>,
 ) -> Result<Json<VoucherPage>, ApiError> {
-    require_operator(&state, &caller, Access::Read).await?;
+    caller
+        .require_operator(&state, Access::Read, "issues and lists vouchers")
+        .await?;
     let all = state.node().store().vouchers(None).await?;
     let (page, next_cursor) = p.page(all, |v| v.id)?;
     Ok(Json(VoucherPage {

@@ -9,7 +9,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::notifier::refuse_webhook_url;
-use crate::routes::{DEFAULT_LIMIT, MAX_LIMIT, Pagination, page_of};
+use crate::routes::{Pagination, page_of};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -268,20 +268,7 @@ pub(crate) async fn list_deliveries(
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let site = configure(&state, &caller, site, Access::Read).await?;
     let hook = endpoint(&state, site, id).await?;
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            format!("`limit` must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    let before = match &p.cursor {
-        None => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("bad_cursor", format!("`{c}` is not a cursor of this list")))?,
-        ),
-    };
+    let (limit, before) = p.limit_and_cursor()?;
     let mut items = state
         .node()
         .store()
