@@ -13,6 +13,9 @@
 //!
 //! - Admin writes (issue 9): creating a door over HTTP, one at a time, on SQLite and on
 //!   PostgreSQL.
+//! - Bulk import (issue 10): `keyway import` of a generated CSV file of 100,000 people,
+//!   each with a tag and a group, into a fresh site on SQLite: wall time of the command,
+//!   and of running it again (every row skipped).
 //!
 //! `cargo bench --bench serve` runs it in full; under `cargo test --benches` (no
 //! `--bench` argument) or with `KEYWAY_BENCH_QUICK=1` it runs a few rounds of each, as a
@@ -328,6 +331,59 @@ fn block_to_deny_two_nodes(a: &Api, b: &Api, site: u64, door: u64, person: u64, 
 }
 
 /// A fresh PostgreSQL database for the two-node part, or `None` (said loudly).
+/// `keyway import` of `rows` generated people (a tag and a group each) into a new site of
+/// the server at `url`, twice: the second run must skip every row.
+fn import_rows(url: &str, data: &Path, rows: usize) {
+    let op = Api::new(url, &sign_in(url, "op@example.org"));
+    let owner = Api::new(url, &sign_in(url, "owner@example.org"));
+    let max = rows + 10;
+    op.ok(
+        "/v1/vouchers",
+        &json!({"code": "BENCH-IMPORT", "max_users": max, "max_app_users": 10}),
+    );
+    let site = owner.ok("/v1/sites", &json!({"name": "Import", "time_zone": "UTC"}))["site"]["id"]
+        .as_u64()
+        .unwrap();
+    owner.ok(&format!("/v1/sites/{site}/voucher"), &json!({"code": "BENCH-IMPORT"}));
+    let door = owner.ok(&format!("/v1/sites/{site}/doors"), &json!({"name": "Gate"}))["door"]["id"]
+        .as_u64()
+        .unwrap();
+    owner.ok(
+        &format!("/v1/sites/{site}/groups"),
+        &json!({"name": "Staff", "doors": [door], "members": []}),
+    );
+    let file = data.join("people.csv");
+    let mut csv = String::with_capacity(rows * 48);
+    csv.push_str("external_id,name,tags,groups\n");
+    for i in 0..rows {
+        csv.push_str(&format!("HR-{i:07},Person {i},{:08x},Staff\n", 0x1000_0000 + i));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let run = || {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args(["import", "--site", &site.to_string(), "--report", "/dev/null"])
+            .arg(&file)
+            .env("KEYWAY_URL", url)
+            .env("KEYWAY_TOKEN", &owner.token)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (took, String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    };
+    let (first, summary) = run();
+    assert!(summary.contains(&format!("{rows} created")), "{summary}");
+    println!(
+        "import of {rows} rows (SQLite): {:.1} s, {:.0} rows/s ({summary})",
+        first.as_secs_f64(),
+        rows as f64 / first.as_secs_f64()
+    );
+    let (again, summary) = run();
+    assert!(summary.contains(&format!("{rows} skipped")), "{summary}");
+    println!("same file again: {:.1} s ({summary})", again.as_secs_f64());
+}
+
 fn fresh_postgres() -> Option<String> {
     let admin = std::env::var("KEYWAY_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
@@ -386,6 +442,7 @@ fn main() {
     batch_load(&owner, site, door, rounds);
     block_to_deny_one_node(&owner, site, door, person, rounds);
     admin_writes(&owner, site, rounds, "SQLite");
+    import_rows(&server.url, dir.path(), if q { 2_000 } else { 100_000 });
     drop(server);
 
     if let Some(database) = fresh_postgres() {

@@ -251,7 +251,7 @@ fn check(dir: &Path, out: &mut impl Write) -> Result<(), BundleCliError> {
     let mut warnings: Vec<String> = Vec::new();
     if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
         problems.push(format!(
-            "`abi = {}` in `[bundle]`: this host speaks ABI versions 1 and 2",
+            "`abi = {}` in `[bundle]`: this host speaks ABI versions 1, 2 and 3",
             manifest.bundle.abi
         ));
     }

@@ -3,12 +3,15 @@
 //! - `serve`: the main job (see `serve.rs`): the node and the admin HTTP API.
 //! - `bundle`: an integrator's tools for a policy bundle (see `bundle.rs`): check, hash,
 //!   try, build.
+//! - `import`: people, tags and group memberships from a CSV file, through the admin API
+//!   of a running server (see `import.rs`).
 //! - `iq-sim`: simulated IQs against a running server (see `iq_sim.rs`): registered
 //!   over HTTP, enrolled and sending door traffic over the IQ link.
 //! - `simulate`: generate a site population, build the decision snapshot, answer a
 //!   stream of door requests, and report how they were decided.
 
 mod bundle;
+mod import;
 mod iq_sim;
 mod serve;
 
@@ -42,6 +45,10 @@ enum Command {
     /// Simulate IQs against a running `keyway serve`: register them on a site over the
     /// HTTP API, enrol them on the IQ link, send door traffic, and print a summary.
     IqSim(iq_sim::IqSimArgs),
+    /// Import people, their tags and group memberships from a CSV file into a site of a
+    /// running `keyway serve`, through its API (roles and vouchers apply). Prints a
+    /// report of every row; exits with 2 when some row was refused. See docs/import.md.
+    Import(import::ImportArgs),
     /// Generate a population, build the decision snapshot and answer door requests.
     Simulate {
         /// Scale relative to the gateway scale (1M credentials, 100k doors): 1 is full,
@@ -248,6 +255,20 @@ fn run_iq_sim(args: iq_sim::IqSimArgs) -> ExitCode {
     }
 }
 
+fn run_import(args: import::ImportArgs) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(import::import(args)) {
+        Ok(totals) if totals.refused > 0 => ExitCode::from(2),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_serve(args: serve::ServeArgs) -> ExitCode {
     serve::init_logging(args.log_format);
     let Some(runtime) = runtime() else {
@@ -301,6 +322,7 @@ fn main() -> ExitCode {
         Command::Admin(command) => run_admin(command),
         Command::Bundle(command) => bundle::run(command),
         Command::IqSim(args) => run_iq_sim(args),
+        Command::Import(args) => run_import(args),
         Command::Simulate {
             divisor,
             requests,

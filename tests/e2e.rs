@@ -12,6 +12,7 @@
 
 mod e2e {
     pub mod bundle;
+    pub mod import;
     pub mod iqs;
     pub mod server;
     pub mod siteops;

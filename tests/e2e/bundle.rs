@@ -61,7 +61,7 @@ fn check_accepts_the_default_bundle() {
     let run = keyway(&["bundle", "check", path_str(&bundle_dir())]);
     assert!(run.ok, "{}{}", run.stdout, run.stderr);
     for expected in [
-        "bundle `default` (abi = 2)",
+        "bundle `default` (abi = 3)",
         "plugin `two-person`: two-person.wasm",
         "ABI version 2, hooks [\"door_rule\"]",
         "plugin `occupancy`: occupancy.wasm",
@@ -104,7 +104,7 @@ fn check_refuses_hostile_bundles() {
         ),
         (
             "unknown key in [bundle]",
-            hostile_copy(|t| t.replace("abi = 2", "abi = 2\ncolour = \"red\""), nothing),
+            hostile_copy(|t| t.replace("abi = 3", "abi = 3\ncolour = \"red\""), nothing),
             vec!["invalid manifest".into(), "unknown field `colour`".into()],
         ),
         (

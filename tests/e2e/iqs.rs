@@ -18,7 +18,7 @@ use std::time::Duration;
 const CAROL_TAG: &str = "04a2197c";
 
 /// What an installer takes from the enrolment answer.
-struct Installer {
+pub(super) struct Installer {
     code: String,
     control: SocketAddr,
     bulk: SocketAddr,
@@ -26,7 +26,7 @@ struct Installer {
     ca_der: Vec<u8>,
 }
 
-fn installer(enrolment: &Value) -> Installer {
+pub(super) fn installer(enrolment: &Value) -> Installer {
     let link = &enrolment["link"];
     let pem = link["ca_certificate_pem"].as_str().unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -48,18 +48,18 @@ fn installer(enrolment: &Value) -> Installer {
 }
 
 impl Installer {
-    async fn enrol(&self) -> Result<IqCredentials, keyway_link::ClientError> {
+    pub(super) async fn enrol(&self) -> Result<IqCredentials, keyway_link::ClientError> {
         keyway_link::enrol(self.control, &self.server_name, &self.ca_der, &self.code).await
     }
 
-    async fn connect(&self, credentials: IqCredentials) -> Result<IqClient, keyway_link::ClientError> {
+    pub(super) async fn connect(&self, credentials: IqCredentials) -> Result<IqClient, keyway_link::ClientError> {
         let mut config = IqClientConfig::new(self.control, self.bulk, self.server_name.clone());
         config.firmware = "2.7.0".to_owned();
         IqClient::connect(config, credentials).await
     }
 }
 
-fn tap(door: u32, tag: &str) -> DecideItem {
+pub(super) fn tap(door: u32, tag: &str) -> DecideItem {
     DecideItem {
         door,
         kind: Some(CredentialKind::Tag),

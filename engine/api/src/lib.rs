@@ -41,8 +41,8 @@ use axum::response::{IntoResponse, Response};
 use keyway_node::Node;
 use keyway_store::Account;
 use routes::{
-    accounts, audit, bundles, door_ops, iqs, keys, live, model, notifications, policy, rights, rule_state, sites,
-    vouchers, webhooks,
+    accounts, audit, bundles, door_ops, import, iqs, keys, live, model, notifications, policy, rights, rule_state,
+    sites, vouchers, webhooks,
 };
 use std::time::Instant;
 use tracing::Instrument;
@@ -135,6 +135,7 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(model::create_door, model::list_doors))
         .routes(routes!(model::rename_door, model::remove_door))
         .routes(routes!(model::create_person, model::list_people))
+        .routes(routes!(import::import_people))
         .routes(routes!(model::block_person))
         .routes(routes!(model::unblock_person))
         .routes(routes!(model::remove_person))

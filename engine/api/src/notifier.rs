@@ -6,8 +6,9 @@
 //!   site's enabled e-mail settings whose event kind matches name the addresses; for each,
 //!   the notify plugins of the bundle in force write the message (or decline to send
 //!   one). Blocks, ownership transfers and vouchers near their cap reach the plugins as
-//!   the ABI's administrative changes. Tamper, which the ABI cannot name, and bundles
-//!   without a notify plugin get Keyway's own plain message. [`keyway_store::Store::expand_event`] then queues the
+//!   the ABI's administrative changes; tamper reaches plugins of ABI version 3 and later,
+//!   the first to name it. Where no notify plugin of the bundle can take the event (none
+//!   at all, or none that names its kind), Keyway's own plain message goes out. [`keyway_store::Store::expand_event`] then queues the
 //!   e-mails and one delivery per subscribed webhook endpoint, and marks the event done,
 //!   in one transaction.
 //! - `email`: sent through the mailer (the SMTP relay, or the mail file).
@@ -422,7 +423,7 @@ impl AppState {
     ) -> Vec<QueuedMail> {
         let bundle = self.node().policy().bundle();
         if let Some((abi_kind, plugin_detail)) = abi_event(kind, detail)
-            && bundle.has_notify()
+            && bundle.notifies(abi_kind)
         {
             let input = NotifyInput {
                 event: Event {
@@ -630,7 +631,8 @@ mod tests {
                 "9 of 10",
                 Some((EventKind::AdminChange, "voucher.near_cap: 9 of 10")),
             ),
-            ("incident.tamper", "x", None),
+            ("incident.tamper", "x", Some((EventKind::Tamper, "x"))),
+            ("webhook.test", "", None),
         ];
         for (kind, detail, want) in cases {
             let got = abi_event(kind, detail);

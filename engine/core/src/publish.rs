@@ -125,6 +125,42 @@ impl SnapshotCell {
         Ok(revision)
     }
 
+    /// Publish `next`, which the caller built with `base.apply_batch(first, &changes)`
+    /// where `base` is a snapshot it loaded from this cell, as [`SnapshotCell::publish_applied`]
+    /// does for one change: if the published snapshot is no longer `base`, the changes
+    /// are applied to what is published instead.
+    ///
+    /// # Errors
+    /// Why a change was refused by the newer snapshot; the published one is then
+    /// unchanged.
+    pub fn publish_applied_batch(
+        &self,
+        base: &Arc<Snapshot>,
+        next: Snapshot,
+        changes: &[(Revision, Change)],
+    ) -> Result<(), ModelError> {
+        let Some((last, _)) = changes.last() else {
+            return Ok(());
+        };
+        let mut state = self.lock();
+        let current = self.current.load();
+        let next = if Arc::ptr_eq(&current, base) && next.revision() == *last {
+            next
+        } else {
+            let mut rebuilt = Snapshot::clone(&current);
+            for (revision, change) in changes {
+                rebuilt = rebuilt.apply(*revision, change)?;
+            }
+            rebuilt
+        };
+        drop(current);
+        self.current.store(Arc::new(next));
+        if let Some(replay) = state.replay.as_mut() {
+            replay.extend(changes.iter().cloned());
+        }
+        Ok(())
+    }
+
     /// Publish a snapshot built elsewhere (a full rebuild). It must not be older than the
     /// current one.
     ///

@@ -899,6 +899,44 @@ impl Snapshot {
         self.iq_site(id).map(|site| IqRecord { id, site })
     }
 
+    /// What a voucher caps on `site`: its people, and its app users (people holding a
+    /// digital key that is not revoked; an unassigned digital key counts as one). Walks
+    /// the site's people and every credential, without copying any.
+    #[must_use]
+    pub fn voucher_counts(&self, site: SiteId) -> VoucherCounts {
+        let people = self.people.rows().filter(|p| p.site == site).count();
+        let mut app_users = std::collections::HashSet::new();
+        self.for_each_credential(|row| {
+            if let Some((CredentialKind::DigitalKey, row_site, _)) = CredentialKey::decode(row.key.as_slice())
+                && row_site == site
+                && !self.revoked.contains(row.id)
+            {
+                app_users.insert(row.owner().map_or(u64::from(row.id) << 32, |p| u64::from(p.0)));
+            }
+        });
+        VoucherCounts {
+            people: u32::try_from(people).unwrap_or(u32::MAX),
+            app_users: u32::try_from(app_users.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether `person` holds a digital key on `site` that is not revoked (is one of its
+    /// app users already).
+    #[must_use]
+    pub fn holds_digital_key(&self, site: SiteId, person: PersonId) -> bool {
+        let mut holds = false;
+        self.for_each_credential(|row| {
+            holds = holds
+                || (row.owner() == Some(person)
+                    && !self.revoked.contains(row.id)
+                    && matches!(
+                        CredentialKey::decode(row.key.as_slice()),
+                        Some((CredentialKind::DigitalKey, s, _)) if s == site
+                    ));
+        });
+        holds
+    }
+
     /// How many live credentials the snapshot holds.
     #[must_use]
     pub fn credential_count(&self) -> usize {
@@ -1084,6 +1122,15 @@ impl Snapshot {
         }));
         out
     }
+}
+
+/// What a voucher caps on one site, as [`Snapshot::voucher_counts`] counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VoucherCounts {
+    /// People on the site.
+    pub people: u32,
+    /// People with a digital key (app users).
+    pub app_users: u32,
 }
 
 /// The lockdown-exempt flag of every role, indexed by role id.

@@ -4,7 +4,7 @@
 //! ```toml
 //! [bundle]
 //! name = "default"
-//! abi = 2
+//! abi = 3
 //!
 //! [plugins.roles]
 //! file = "roles_standard.wasm"
@@ -34,7 +34,7 @@ use crate::sha::Sha256;
 use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use keyway_abi::{
-    Config, DoorRuleInput, DoorRuleOutput, Hook, Notification, NotifyInput, RoleTableDef, RuleVerdict,
+    Config, DoorRuleInput, DoorRuleOutput, EventKind, Hook, Notification, NotifyInput, RoleTableDef, RuleVerdict,
     SUPPORTED_ABI_VERSIONS, StateUpdate, Value, VoucherInput, VoucherVerdict,
 };
 use keyway_core::{Decision, Schedule, SiteId};
@@ -66,7 +66,7 @@ pub struct Manifest {
 pub struct BundleMeta {
     /// The bundle's name.
     pub name: String,
-    /// The ABI version its plugins are built for: 1 or 2 (the host speaks both; each
+    /// The ABI version its plugins are built for: 1, 2 or 3 (the host speaks each; each
     /// plugin says its own through `keyway_abi_version`).
     pub abi: i32,
 }
@@ -265,7 +265,7 @@ impl Bundle {
         }
         if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
             return Err(BundleError::Invalid(format!(
-                "bundle `{}` targets ABI version {}, this host speaks 1 and 2",
+                "bundle `{}` targets ABI version {}, this host speaks 1, 2 and 3",
                 manifest.bundle.name, manifest.bundle.abi
             )));
         }
@@ -398,20 +398,33 @@ impl Bundle {
         }
     }
 
-    /// Whether any plugin of the bundle provides the notify hook.
+    /// Whether a notify plugin of the bundle speaks an ABI version that names `kind`, so
+    /// that [`Bundle::notify`] can ask it about an event of that kind.
     #[must_use]
-    pub fn has_notify(&self) -> bool {
-        !self.notify.is_empty()
+    pub fn notifies(&self, kind: EventKind) -> bool {
+        self.notify.iter().any(|p| p.abi_version() >= kind.since_abi())
     }
 
-    /// The notifications one event produces, from every notify plugin in turn.
+    /// The notifications one event produces, from every notify plugin in turn. A plugin
+    /// whose ABI version does not name the event's kind is not asked; one that does not
+    /// name some enabled kind sees the enabled list without it (it could not decode it).
     ///
     /// # Errors
     /// The first plugin that failed.
     pub fn notify(&self, input: &NotifyInput) -> Result<Vec<Notification>, PluginError> {
         let mut out = Vec::new();
         for p in &self.notify {
-            let notifications = p.call::<_, Vec<Notification>>(Hook::Notify, input)?;
+            let version = p.abi_version();
+            if version < input.event.kind.since_abi() {
+                continue;
+            }
+            let notifications = if input.settings.enabled.iter().all(|k| k.since_abi() <= version) {
+                p.call::<_, Vec<Notification>>(Hook::Notify, input)?
+            } else {
+                let mut older = input.clone();
+                older.settings.enabled.retain(|k| k.since_abi() <= version);
+                p.call::<_, Vec<Notification>>(Hook::Notify, &older)?
+            };
             check_notifications(&notifications)?;
             out.extend(notifications);
         }

@@ -77,7 +77,7 @@ pub enum PluginError {
     AbiVersion {
         /// What the plugin said.
         found: i32,
-        /// What the host expected: `1 or 2`, or the version the plugin's first instance
+        /// What the host expected: `1, 2 or 3`, or the version the plugin's first instance
         /// answered.
         expected: String,
     },

@@ -491,7 +491,7 @@ impl LoadedPlugin {
         self.sha256
     }
 
-    /// The ABI version it speaks (1 or 2), as `keyway_abi_version` answered at load.
+    /// The ABI version it speaks (1, 2 or 3), as `keyway_abi_version` answered at load.
     #[must_use]
     pub fn abi_version(&self) -> i32 {
         self.abi.get().copied().unwrap_or(1)
@@ -572,7 +572,7 @@ impl LoadedPlugin {
         if !SUPPORTED_ABI_VERSIONS.contains(&found) || expected.is_some_and(|v| v != found) {
             return Err(PluginError::AbiVersion {
                 found,
-                expected: expected.map_or_else(|| "1 or 2".to_owned(), |v| v.to_string()),
+                expected: expected.map_or_else(|| "1, 2 or 3".to_owned(), |v| v.to_string()),
             });
         }
         let _ = self.abi.set(found);

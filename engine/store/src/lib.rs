@@ -36,6 +36,7 @@ pub mod enrolment_code;
 mod entries;
 mod error;
 mod feed;
+mod import;
 mod incidents;
 mod memberships;
 mod notifications;
@@ -58,12 +59,13 @@ pub use entries::{
 };
 pub use error::{ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
+pub use import::{ImportPerson, ImportTag, Imported, MAX_EXTERNAL_ID, MAX_IMPORT_ROWS, check_external_id};
 pub use incidents::{Incident, IncidentKind, IncidentQuery, MAX_INCIDENT_DETAIL, NewIncident};
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
 pub use operators::{MAX_NAME, Named};
 pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
-pub use store::{AuditRow, LoadTimings, NodeStatus, Store, StoreConfig, Written};
+pub use store::{AuditRow, FollowUp, LoadTimings, NodeStatus, PendingEvent, Store, StoreConfig, Written};
 pub use target::Target;
 pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES, TOKEN_USE_RESOLUTION};
 pub use webhooks::{

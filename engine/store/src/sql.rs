@@ -23,6 +23,7 @@ macro_rules! backend_ops {
         /// Whether this is the PostgreSQL expansion.
         pub(crate) const PG: bool = $pg;
 
+        pub(crate) type Db = $db;
         pub(crate) type Conn = <$db as sqlx::Database>::Connection;
         pub(crate) type DbRowOf = <$db as sqlx::Database>::Row;
         type DbRow = DbRowOf;
@@ -35,6 +36,33 @@ macro_rules! backend_ops {
                     .fetch_one(&mut *conn)
                     .await?;
             u64::try_from(value).map_err(StoreError::internal)
+        }
+
+        /// Take the next `n` revisions (at least one); answers the last.
+        pub(crate) async fn bump_revision_by(conn: &mut Conn, n: u64) -> Result<u64, StoreError> {
+            let n = i64::try_from(n.max(1)).map_err(StoreError::internal)?;
+            let value: i64 =
+                sqlx::query_scalar("UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value")
+                    .bind(n)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            u64::try_from(value).map_err(StoreError::internal)
+        }
+
+        /// A new person's name and external id, written by an import.
+        pub(crate) async fn set_imported_person(
+            conn: &mut Conn,
+            person: PersonId,
+            name: &str,
+            external_id: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query("UPDATE people SET name = $1, external_id = $2 WHERE id = $3")
+                .bind(name)
+                .bind(external_id)
+                .bind(i64::from(person.0))
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
         }
 
         /// The newest committed revision.

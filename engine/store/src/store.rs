@@ -111,9 +111,26 @@ pub struct AuditRow {
     pub after: Option<String>,
 }
 
+/// An event a write queues in its own transaction when the snapshot it yields calls for
+/// one: the follow-up sees the snapshot before and after the write (both exact, since
+/// writes are serialised), so a threshold crossing is noticed once, and the write and its
+/// event commit or fail together.
+pub type FollowUp = Box<dyn FnOnce(&Snapshot, &Snapshot) -> Option<PendingEvent> + Send>;
+
+/// An event a [`FollowUp`] asks to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    /// The site it happened on.
+    pub site: keyway_core::SiteId,
+    /// Its kind, e.g. `voucher.near_cap`.
+    pub kind: &'static str,
+    /// Its data, as the notifier and webhooks see it.
+    pub data: serde_json::Value,
+}
+
 pub(crate) enum WriteOp {
-    Change(Change),
-    Create(Record),
+    Change(Change, Option<FollowUp>),
+    Create(Record, Option<FollowUp>),
     Import(Vec<Record>),
     Policy(PolicyWrite),
 }
@@ -129,6 +146,13 @@ pub(crate) enum PolicyWrite {
         site: keyway_core::SiteId,
         scope: codec::RuleScope,
     },
+}
+
+/// What an import committed, for publication after the commit.
+pub(crate) struct ImportCommitted {
+    base: Arc<Snapshot>,
+    next: Box<Snapshot>,
+    changes: Vec<(Revision, Change)>,
 }
 
 /// What the write path committed, for publication after the commit.
@@ -288,7 +312,7 @@ macro_rules! node_ops {
                 )));
             }
             let now = now_seconds();
-            let (change, id) = match op {
+            let (change, id, follow_up) = match op {
                 WriteOp::Import(records) => {
                     ops::import(tx, &records).await?;
                     ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Reload)?).await?;
@@ -303,11 +327,11 @@ macro_rules! node_ops {
                     ops::notify(tx, rev).await?;
                     return Ok((rev, None, Committed::Policy(change)));
                 }
-                WriteOp::Create(record) => {
+                WriteOp::Create(record, then) => {
                     let id = ops::next_id(tx, Target::of_record(&record).table()).await?;
-                    (create_change(record, id)?, Some(id))
+                    (create_change(record, id)?, Some(id), then)
                 }
-                WriteOp::Change(change) => (change, None),
+                WriteOp::Change(change, then) => (change, None, then),
             };
             let target = Target::of(&change);
             let before = ops::load_record(tx, target).await?;
@@ -342,8 +366,123 @@ macro_rules! node_ops {
                 let data = serde_json::json!({"person": person.0, "by": actor, "revision": rev});
                 ops::enqueue_event(tx, site, "person.blocked", now, data).await?;
             }
+            if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
+                ops::enqueue_event(tx, event.site, event.kind, now, event.data).await?;
+            }
             ops::notify(tx, rev).await?;
             Ok((rev, id, Committed::Model { change, base, next }))
+        }
+
+        /// The import write path, in `tx`: every change of `rows`, one revision each,
+        /// validated by the core as one batch on the snapshot at the revision before.
+        /// Caller holds the apply lock.
+        pub(crate) async fn write_import(
+            inner: &Inner,
+            tx: &mut ops::Conn,
+            actor: &str,
+            site: keyway_core::SiteId,
+            rows: Vec<crate::import::ImportPerson>,
+            follow_up: Option<FollowUp>,
+        ) -> Result<(Vec<crate::import::Imported>, Option<ImportCommitted>), StoreError> {
+            use crate::import::{ImportTag, Imported};
+            use keyway_core::{CredentialId, CredentialKind, CredentialRecord, PersonId, PersonRecord};
+            let mut next_person = ops::next_id(tx, "people").await?;
+            let mut next_credential = ops::next_id(tx, "credentials").await?;
+            let take = |next: &mut u32| {
+                let id = *next;
+                *next = next.checked_add(1).ok_or_else(|| StoreError::internal("ids exhausted"))?;
+                Ok::<u32, StoreError>(id)
+            };
+            let mut changes = Vec::new();
+            let mut imported = Vec::with_capacity(rows.len());
+            let mut named = Vec::new();
+            let mut made = 0usize;
+            for row in rows {
+                let person = match row.person {
+                    Some(p) => p,
+                    None => {
+                        let id = PersonId(take(&mut next_person)?);
+                        changes.push(Change::PutPerson(PersonRecord { id, site, role: row.role, blocked: false }));
+                        named.push((id, row.name, row.external_id));
+                        made += 1;
+                        id
+                    }
+                };
+                let mut tags = Vec::with_capacity(row.tags.len());
+                for tag in row.tags {
+                    let record = match tag {
+                        ImportTag::New(secret) => CredentialRecord {
+                            id: CredentialId(take(&mut next_credential)?),
+                            site,
+                            kind: CredentialKind::Tag,
+                            secret,
+                            owner: Some(person),
+                            valid_from: None,
+                            valid_until: None,
+                            offline_access: false,
+                            revoked: false,
+                        },
+                        ImportTag::Assign(existing) => CredentialRecord { owner: Some(person), ..existing },
+                    };
+                    tags.push(record.id);
+                    changes.push(Change::PutCredential(record));
+                }
+                for group in row.groups {
+                    changes.push(Change::Grant { person, group });
+                }
+                imported.push(Imported { person, tags });
+            }
+            if changes.is_empty() {
+                return Ok((imported, None));
+            }
+            let count = changes.len() as u64;
+            let last = ops::bump_revision_by(tx, count).await?;
+            let first = last - (count - 1);
+            catch_up(inner, tx).await?;
+            let applied = *inner.applied.borrow();
+            if applied.saturating_add(1) != first {
+                return Err(StoreError::internal(format!(
+                    "revision `r{first}` taken while the snapshot is at `r{applied}`"
+                )));
+            }
+            let base = inner.cell.load_full();
+            let batch = changes.clone();
+            let from = Arc::clone(&base);
+            let next = tokio::task::spawn_blocking(move || from.apply_batch(Revision(first), &batch))
+                .await
+                .map_err(StoreError::internal)?
+                .map_err(|(_, e)| StoreError::from(e))?;
+            let now = now_seconds();
+            let mut logged = Vec::with_capacity(changes.len());
+            for (i, change) in changes.into_iter().enumerate() {
+                let rev = first + i as u64;
+                ops::write_change(tx, &change).await?;
+                ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Change(change.clone()))?).await?;
+                let after = match &change {
+                    Change::PutPerson(r) => Some(codec::record_json(&Record::Person(r.clone()))?),
+                    Change::PutCredential(r) => Some(codec::record_json(&Record::Credential(r.clone()))?),
+                    _ => None,
+                };
+                let target = Target::of(&change).to_string();
+                ops::insert_audit(tx, Some(rev), now, actor, target::action(&change), &target, None, after.as_deref())
+                    .await?;
+                logged.push((Revision(rev), change));
+            }
+            for (person, name, external_id) in &named {
+                ops::set_imported_person(tx, *person, name, external_id).await?;
+            }
+            let summary = serde_json::json!({
+                "site": site.0, "rows": imported.len(), "people_made": made,
+                "first_revision": first, "last_revision": last,
+            })
+            .to_string();
+            ops::insert_audit(tx, Some(last), now, actor, "import", &format!("site:{}", site.0), None, Some(&summary))
+                .await?;
+            if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
+                ops::enqueue_event(tx, event.site, event.kind, now, event.data).await?;
+            }
+            ops::notify(tx, last).await?;
+            Ok((imported, Some(ImportCommitted { base, next: Box::new(next), changes: logged })))
         }
 
         /// The policy rows of `write`, audited; answers the change-log entry.
@@ -610,7 +749,19 @@ impl Store {
     /// A client error ([`crate::ErrorKind::is_client_error`]) if the model refuses the
     /// change; a fault if the database does. Either way nothing was written.
     pub async fn write(&self, actor: &str, change: Change) -> Result<Revision, StoreError> {
-        Ok(self.commit(actor, WriteOp::Change(change)).await?.revision)
+        Ok(self.commit(actor, WriteOp::Change(change, None)).await?.revision)
+    }
+
+    /// [`Store::write`], queueing the event `follow_up` asks for (if any) in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`Store::write`]; a failure to queue the event fails the whole write.
+    pub async fn write_with(&self, actor: &str, change: Change, follow_up: FollowUp) -> Result<Revision, StoreError> {
+        Ok(self
+            .commit(actor, WriteOp::Change(change, Some(follow_up)))
+            .await?
+            .revision)
     }
 
     /// Create `record` under a new id (its own id is ignored); returns the id.
@@ -618,7 +769,16 @@ impl Store {
     /// # Errors
     /// As [`Store::write`].
     pub async fn create(&self, actor: &str, record: Record) -> Result<Written, StoreError> {
-        self.commit(actor, WriteOp::Create(record)).await
+        self.commit(actor, WriteOp::Create(record, None)).await
+    }
+
+    /// [`Store::create`], queueing the event `follow_up` asks for (if any) in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`Store::write`]; a failure to queue the event fails the whole write.
+    pub async fn create_with(&self, actor: &str, record: Record, follow_up: FollowUp) -> Result<Written, StoreError> {
+        self.commit(actor, WriteOp::Create(record, Some(follow_up))).await
     }
 
     /// Insert a whole model in one revision (bulk import, e.g. for a first start or a
@@ -680,6 +840,51 @@ impl Store {
             revision: Revision(rev),
             id,
         })
+    }
+
+    /// Run an import's transaction and publish what it committed (see
+    /// [`Store::import_people`]).
+    pub(crate) async fn commit_import(
+        &self,
+        actor: &str,
+        site: keyway_core::SiteId,
+        rows: Vec<crate::import::ImportPerson>,
+        follow_up: Option<FollowUp>,
+    ) -> Result<Vec<crate::import::Imported>, StoreError> {
+        let inner = &*self.inner;
+        let _apply = inner.apply_lock.lock().await;
+        let (imported, committed) = match &inner.db {
+            Db::Sqlite { write, .. } => {
+                let mut tx = write.begin().await?;
+                let out = sqlite_node::write_import(inner, &mut tx, actor, site, rows, follow_up).await?;
+                tx.commit().await?;
+                out
+            }
+            Db::Postgres { pool, .. } => {
+                let mut tx = pool.begin().await?;
+                let out = pg_node::write_import(inner, &mut tx, actor, site, rows, follow_up).await?;
+                tx.commit().await?;
+                out
+            }
+        };
+        let Some(ImportCommitted { base, next, changes }) = committed else {
+            return Ok(imported);
+        };
+        let Some(last) = changes.last().map(|(revision, _)| *revision) else {
+            return Ok(imported);
+        };
+        if let Err(e) = inner.cell.publish_applied_batch(&base, *next, &changes) {
+            tracing::error!(error = %e, "committed import refused by the snapshot; reloading");
+            reload(inner).await?;
+        } else {
+            inner.applied.send_replace(last.0);
+            for (revision, change) in changes {
+                inner.feed.publish(FeedItem::new(revision, Logged::Change(change)));
+            }
+        }
+        inner.head.fetch_max(last.0, Ordering::AcqRel);
+        self.maybe_compact();
+        Ok(imported)
     }
 
     fn maybe_compact(&self) {

@@ -44,6 +44,7 @@ fn what(kind: EventKind) -> &'static str {
         EventKind::BatteryLow => "battery low",
         EventKind::IqOffline => "IQ offline",
         EventKind::AdminChange => "administrative change",
+        EventKind::Tamper => "tamper alarm",
     }
 }
 

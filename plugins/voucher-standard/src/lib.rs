@@ -5,7 +5,7 @@
 //! would take a count past its tier's maximum is refused with an explicit message; a full
 //! site never silently "suspends" anyone. Removals are always allowed.
 
-use keyway_sdk::{Config, Counted, HookResult, Plugin, VoucherInput, VoucherVerdict};
+use keyway_sdk::{Config, Counted, HookResult, IssuedVoucher, Plugin, VoucherInput, VoucherVerdict};
 use std::collections::BTreeMap;
 
 /// One tier's limits; `None` is unlimited.
@@ -67,6 +67,9 @@ impl Plugin for VoucherStandard {
         if input.delta <= 0 {
             return Ok(VoucherVerdict::Allow);
         }
+        if let Some(issued) = &input.issued {
+            return Ok(issued_verdict(issued, input));
+        }
         let tier_name = &input.voucher.tier;
         let Some(tier) = self.tiers.get(tier_name) else {
             return Ok(VoucherVerdict::Deny {
@@ -96,6 +99,29 @@ impl Plugin for VoucherStandard {
                  remove some or upgrade the voucher"
             ),
         })
+    }
+}
+
+/// The verdict on a voucher issued with its own caps: people and app users are capped by
+/// it; doors and IQs are not.
+fn issued_verdict(issued: &IssuedVoucher, input: &VoucherInput) -> VoucherVerdict {
+    let (max, cap) = match input.change {
+        Counted::People => (issued.max_users, "max_users"),
+        Counted::AppUsers => (issued.max_app_users, "max_app_users"),
+        Counted::Doors | Counted::Iqs => return VoucherVerdict::Allow,
+    };
+    let current = input.counts.of(input.change);
+    let wanted = u64::from(current) + u64::from(input.delta.unsigned_abs());
+    if wanted <= u64::from(max) {
+        return VoucherVerdict::Allow;
+    }
+    VoucherVerdict::Deny {
+        message: format!(
+            "the site is full: voucher `{}` allows {max} {} (`{cap}`) and the site has {current}; \
+             remove some or redeem a larger voucher",
+            issued.code,
+            input.change.noun()
+        ),
     }
 }
 
@@ -129,6 +155,7 @@ mod tests {
             change,
             delta,
             at_unix: 1_800_000_000,
+            issued: None,
         }
     }
 
@@ -170,6 +197,53 @@ mod tests {
             h.voucher(&expired).unwrap(),
             deny("the site's `pro` voucher has expired; renew it to add users")
         );
+    }
+
+    /// A voucher issued with its own caps: they decide whatever the tier, removals and
+    /// doors are never capped.
+    #[test]
+    fn issued_caps() {
+        let h = harness();
+        let issued = |people, app_users, change, delta| {
+            let mut i = input("", people, app_users, change, delta);
+            i.issued = Some(IssuedVoucher {
+                code: "TOUR-2026".into(),
+                max_users: 10,
+                max_app_users: 2,
+            });
+            i
+        };
+        let deny = |m: &str| VoucherVerdict::Deny { message: m.into() };
+        let cases = [
+            (issued(9, 0, Counted::People, 1), VoucherVerdict::Allow),
+            (
+                issued(10, 0, Counted::People, 1),
+                deny(
+                    "the site is full: voucher `TOUR-2026` allows 10 users (`max_users`) and the site has 10; \
+                     remove some or redeem a larger voucher",
+                ),
+            ),
+            (issued(10, 0, Counted::People, -1), VoucherVerdict::Allow),
+            (issued(0, 1, Counted::AppUsers, 1), VoucherVerdict::Allow),
+            (
+                issued(0, 2, Counted::AppUsers, 1),
+                deny(
+                    "the site is full: voucher `TOUR-2026` allows 2 app users (`max_app_users`) and the site has 2; \
+                     remove some or redeem a larger voucher",
+                ),
+            ),
+            (issued(10, 2, Counted::Doors, 1000), VoucherVerdict::Allow),
+            (
+                issued(u32::MAX, 0, Counted::People, i32::MAX),
+                deny(
+                    "the site is full: voucher `TOUR-2026` allows 10 users (`max_users`) and the site has 4294967295; \
+                 remove some or redeem a larger voucher",
+                ),
+            ),
+        ];
+        for (i, expected) in cases {
+            assert_eq!(h.voucher(&i).unwrap(), expected, "{i:?}");
+        }
     }
 
     #[test]

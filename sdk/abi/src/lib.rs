@@ -16,12 +16,14 @@ pub use types::*;
 
 /// The ABI version this crate describes; a plugin built with it returns it from
 /// `keyway_abi_version`. Version 2 adds per-door and per-site state and the door's site
-/// to door rules (fields appended to `DoorRuleInput` and `DoorRuleOutput`).
-pub const ABI_VERSION: i32 = 2;
+/// to door rules (fields appended to `DoorRuleInput` and `DoorRuleOutput`); version 3
+/// adds the event kind [`EventKind::Tamper`] to notify, offered to version 3 plugins only,
+/// and a voucher's own caps ([`VoucherInput::issued`]) to the voucher hook's input.
+pub const ABI_VERSION: i32 = 3;
 
-/// Every ABI version a host built with this crate speaks: version 1 plugins load and
-/// behave as before.
-pub const SUPPORTED_ABI_VERSIONS: [i32; 2] = [1, 2];
+/// Every ABI version a host built with this crate speaks: version 1 and 2 plugins load
+/// and behave as before.
+pub const SUPPORTED_ABI_VERSIONS: [i32; 3] = [1, 2, 3];
 
 /// The hooks a plugin may export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

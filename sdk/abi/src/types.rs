@@ -123,6 +123,21 @@ pub struct VoucherInput {
     pub delta: i32,
     /// The time of the write, as Unix seconds.
     pub at_unix: i64,
+    /// (v3) The voucher's own caps, when the instance's operator issued it with caps
+    /// rather than a tier; they take precedence over any tier. Last, so that an older
+    /// plugin, which stops decoding before it, still reads the rest.
+    pub issued: Option<IssuedVoucher>,
+}
+
+/// A voucher issued with its own caps (ABI version 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedVoucher {
+    /// The code printed on it, for messages.
+    pub code: String,
+    /// The most people the site may have.
+    pub max_users: u32,
+    /// The most app users the site may have.
+    pub max_app_users: u32,
 }
 
 /// The voucher's answer.
@@ -157,11 +172,14 @@ pub enum EventKind {
     IqOffline,
     /// An administrative change: people, rights, roles, doors.
     AdminChange,
+    /// A lock or an IQ reported tampering (ABI version 3). The host never offers it to
+    /// an older plugin, which could not decode it.
+    Tamper,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::EntryGranted,
         EventKind::EntryDenied,
         EventKind::DoorForced,
@@ -169,6 +187,7 @@ impl EventKind {
         EventKind::BatteryLow,
         EventKind::IqOffline,
         EventKind::AdminChange,
+        EventKind::Tamper,
     ];
 
     /// A stable dotted code, as used in settings and configs.
@@ -182,6 +201,17 @@ impl EventKind {
             EventKind::BatteryLow => "incident.battery_low",
             EventKind::IqOffline => "incident.iq_offline",
             EventKind::AdminChange => "admin.change",
+            EventKind::Tamper => "incident.tamper",
+        }
+    }
+
+    /// The first ABI version that names this kind: a plugin of an older version is
+    /// never sent it, neither as the event nor among the enabled kinds.
+    #[must_use]
+    pub const fn since_abi(self) -> i32 {
+        match self {
+            EventKind::Tamper => 3,
+            _ => 1,
         }
     }
 

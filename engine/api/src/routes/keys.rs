@@ -19,7 +19,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::model::{CredentialChanged, CredentialView, Kind, credential_of, person_of, view};
-use crate::routes::vouchers::{Counted, check_cap, note_near_cap};
+use crate::routes::vouchers::{Counted, check_cap};
 use crate::routes::{DEFAULT_LIMIT, MAX_LIMIT, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -173,11 +173,19 @@ pub(crate) async fn restore(
         .with_capability(&state, Access::Write, site, Capability::PEOPLE_INVITE)
         .await?;
     let c = credential_of(&state, site, id).await?;
-    let revision = state
-        .node()
-        .store()
-        .write(&caller.actor(), Change::RestoreCredential(CredentialId(id)))
-        .await?;
+    // Restoring a digital key makes its holder an app user again, unless they are one.
+    let adds_app_user = c.revoked
+        && c.kind == CredentialKind::DigitalKey
+        && c.owner
+            .is_none_or(|p| !state.node().snapshot().load().holds_digital_key(site, p));
+    let change = Change::RestoreCredential(CredentialId(id));
+    let store = state.node().store();
+    let revision = if adds_app_user {
+        let then = check_cap(&state, site, Counted::AppUser).await?;
+        store.write_with(&caller.actor(), change, then).await?
+    } else {
+        store.write(&caller.actor(), change).await?
+    };
     Ok(axum::Json(CredentialChanged {
         credential: view(&CredentialRecord { revoked: false, ..c }),
         revision: revision.0,
@@ -291,10 +299,10 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
             message: format!("you are a member of site {} already", site.0),
         });
     }
-    check_cap(state, site, Counted::User).await?;
+    let then = check_cap(state, site, Counted::User).await?;
     let actor = caller.actor();
     let written = store
-        .create(
+        .create_with(
             &actor,
             Record::Person(PersonRecord {
                 id: PersonId(0),
@@ -302,10 +310,10 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
                 role: invitation.role,
                 blocked: false,
             }),
+            then,
         )
         .await?;
     let person = PersonId(written.id.ok_or_else(|| ApiError::internal("no person id"))?);
-    note_near_cap(state, site, Counted::User).await;
     let accepted = store.accept_invitation(token, caller.account, Some(person), now).await;
     let m = match accepted {
         Ok((_, m)) => m,

@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod bundles;
 pub(crate) mod door_ops;
+pub(crate) mod import;
 pub(crate) mod iqs;
 pub(crate) mod keys;
 pub(crate) mod live;

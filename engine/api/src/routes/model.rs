@@ -17,7 +17,7 @@
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
-use crate::routes::vouchers::{Counted, check_cap, note_near_cap};
+use crate::routes::vouchers::{Counted, check_cap};
 use crate::routes::{Pagination, Revisioned, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -280,19 +280,26 @@ pub(crate) async fn create_person(
     Json(body): Json<NewPerson>,
 ) -> Result<(StatusCode, Json<PersonChanged>), ApiError> {
     let site = SiteId(site);
-    let (_, bundle) = caller
+    let (me, bundle) = caller
         .with_capability(&state, Access::Write, site, Capability::PEOPLE_INVITE)
         .await?;
     let name = check_name(&body.name)?;
     let role_name = body.role.as_deref().unwrap_or("basic_user");
-    let role = bundle
-        .roles()
+    let roles = bundle.roles();
+    let role = roles
         .by_name(role_name)
         .ok_or_else(|| ApiError::invalid(format!("the bundle in force has no role `{role_name}`")))?;
-    check_cap(&state, site, Counted::User).await?;
+    // As for invitations: a super user makes super users and basic users only.
+    if !roles.may_grant(me.role, role) {
+        return Err(ApiError::forbidden(format!(
+            "your role `{}` may not grant `{role_name}`",
+            roles.name(me.role).unwrap_or("unknown")
+        )));
+    }
+    let then = check_cap(&state, site, Counted::User).await?;
     let store = state.node().store();
     let written = store
-        .create(
+        .create_with(
             &caller.actor(),
             Record::Person(PersonRecord {
                 id: PersonId(0),
@@ -300,11 +307,11 @@ pub(crate) async fn create_person(
                 role,
                 blocked: false,
             }),
+            then,
         )
         .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no person id"))?;
     store.set_name(&caller.actor(), Named::Person, id, name).await?;
-    note_near_cap(&state, site, Counted::User).await;
     Ok((
         StatusCode::CREATED,
         Json(PersonChanged {
@@ -573,9 +580,14 @@ pub(crate) async fn create_credential(
     {
         return Err(ApiError::invalid("`valid_from` must come before `valid_until`"));
     }
-    if body.kind == Kind::DigitalKey {
-        check_cap(&state, site, Counted::AppUser).await?;
-    }
+    // A digital key makes its holder an app user, unless they are one already.
+    let adds_app_user = body.kind == Kind::DigitalKey
+        && owner.is_none_or(|p| !state.node().snapshot().load().holds_digital_key(site, p));
+    let follow_up = if adds_app_user {
+        Some(check_cap(&state, site, Counted::AppUser).await?)
+    } else {
+        None
+    };
     let instant = |t: Option<i64>| {
         t.map(|s| {
             jiff::Timestamp::from_second(s).map_err(|_| ApiError::invalid(format!("`{s}` is not a time in range")))
@@ -593,15 +605,20 @@ pub(crate) async fn create_credential(
         offline_access: body.offline_access,
         revoked: false,
     };
-    let written = state
-        .node()
-        .store()
-        .create(&caller.actor(), Record::Credential(record.clone()))
-        .await?;
+    let store = state.node().store();
+    let written = match follow_up {
+        Some(then) => {
+            store
+                .create_with(&caller.actor(), Record::Credential(record.clone()), then)
+                .await?
+        }
+        None => {
+            store
+                .create(&caller.actor(), Record::Credential(record.clone()))
+                .await?
+        }
+    };
     let id = written.id.ok_or_else(|| ApiError::internal("no credential id"))?;
-    if body.kind == Kind::DigitalKey {
-        note_near_cap(&state, site, Counted::AppUser).await;
-    }
     Ok((
         StatusCode::CREATED,
         Json(CredentialChanged {

@@ -10,8 +10,11 @@ use crate::routes::{Pagination, page_of};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use keyway_core::{CredentialKind, Record, SiteId};
-use keyway_store::Voucher;
+use keyway_core::{SiteId, VoucherCounts};
+use keyway_plugin_host::abi::{
+    Counted as AbiCounted, Counts as AbiCounts, IssuedVoucher, VoucherInput, VoucherTerms, VoucherVerdict,
+};
+use keyway_store::{FollowUp, PendingEvent, Voucher};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -134,21 +137,10 @@ pub(crate) struct Licence {
 
 /// The counts of `site` on the current snapshot.
 pub(crate) fn counts(state: &AppState, site: SiteId) -> Counts {
-    let snapshot = state.node().snapshot().load_full();
-    let mut users = 0u32;
-    let mut app_people = std::collections::BTreeSet::new();
-    for record in snapshot.records() {
-        match record {
-            Record::Person(p) if p.site == site => users = users.saturating_add(1),
-            Record::Credential(c) if c.site == site && c.kind == CredentialKind::DigitalKey && !c.revoked => {
-                app_people.insert(c.owner.map_or(u64::from(c.id.0) << 32, |p| u64::from(p.0)));
-            }
-            _ => {}
-        }
-    }
+    let c = state.node().snapshot().load().voucher_counts(site);
     Counts {
-        users,
-        app_users: u32::try_from(app_people.len()).unwrap_or(u32::MAX),
+        users: c.people,
+        app_users: c.app_users,
     }
 }
 
@@ -161,9 +153,39 @@ pub(crate) enum Counted {
     AppUser,
 }
 
-/// Refuse a write that would take `site` past its voucher's cap for `what`.
-pub(crate) async fn check_cap(state: &AppState, site: SiteId, what: Counted) -> Result<(), ApiError> {
-    let Some(v) = state.node().store().site_voucher(site, now()).await? else {
+impl Counted {
+    fn abi(self) -> AbiCounted {
+        match self {
+            Counted::User => AbiCounted::People,
+            Counted::AppUser => AbiCounted::AppUsers,
+        }
+    }
+
+    fn of(self, c: VoucherCounts) -> u32 {
+        match self {
+            Counted::User => c.people,
+            Counted::AppUser => c.app_users,
+        }
+    }
+
+    fn cap(self, v: &Voucher) -> (u32, &'static str) {
+        match self {
+            Counted::User => (v.max_users, "max_users"),
+            Counted::AppUser => (v.max_app_users, "max_app_users"),
+        }
+    }
+}
+
+/// Ask the bundle's voucher plugin whether `site` may have one more of `what`; answers
+/// the follow-up for the write, which queues `voucher.near_cap` in the write's own
+/// transaction when the write takes the count to 90% of the cap (once per crossing).
+///
+/// # Errors
+/// 422 `voucher_required` without a valid voucher; 422 `voucher_cap` when the plugin
+/// refuses, with its message; 503 when the plugin fails (the write is refused).
+pub(crate) async fn check_cap(state: &AppState, site: SiteId, what: Counted) -> Result<FollowUp, ApiError> {
+    let at = now();
+    let Some(v) = state.node().store().site_voucher(site, at).await? else {
         return Err(ApiError::Unprocessable {
             code: "voucher_required",
             message: format!(
@@ -173,49 +195,142 @@ pub(crate) async fn check_cap(state: &AppState, site: SiteId, what: Counted) -> 
             details: Vec::new(),
         });
     };
-    let c = counts(state, site);
-    let (max, current, noun, cap) = match what {
-        Counted::User => (v.max_users, c.users, "users", "max_users"),
-        Counted::AppUser => (v.max_app_users, c.app_users, "app users", "max_app_users"),
+    let c = state.node().snapshot().load().voucher_counts(site);
+    let input = VoucherInput {
+        voucher: VoucherTerms {
+            tier: String::new(),
+            valid_until: v.valid_until,
+        },
+        counts: AbiCounts {
+            people: c.people,
+            app_users: c.app_users,
+            doors: 0,
+            iqs: 0,
+        },
+        change: what.abi(),
+        delta: 1,
+        at_unix: at,
+        issued: Some(IssuedVoucher {
+            code: v.code.clone(),
+            max_users: v.max_users,
+            max_app_users: v.max_app_users,
+        }),
     };
-    if current < max {
-        return Ok(());
+    let bundle = state.node().policy().bundle();
+    let verdict = tokio::task::spawn_blocking(move || bundle.voucher(&input))
+        .await
+        .map_err(|e| ApiError::internal(format!("the voucher plugin's task failed: {e}")))?
+        .map_err(|e| ApiError::Unavailable {
+            cause: format!("the voucher plugin failed: {e}"),
+        })?;
+    let (max, cap) = what.cap(&v);
+    if let VoucherVerdict::Deny { message } = verdict {
+        return Err(ApiError::Unprocessable {
+            code: "voucher_cap",
+            message,
+            details: vec![format!("{cap}={max}"), format!("count={}", what.of(c))],
+        });
     }
-    Err(ApiError::Unprocessable {
-        code: "voucher_cap",
-        message: format!(
-            "the site is full: voucher `{}` allows {max} {noun} (`{cap}`) and the site has {current}; \
-             remove some or redeem a larger voucher",
-            v.code
-        ),
-        details: vec![format!("{cap}={max}"), format!("count={current}")],
-    })
+    Ok(near_cap_follow_up(site, what, v))
 }
 
-/// After a write added one of `what` to `site`: when the count just reached 90% of the
-/// voucher's cap, queue a `voucher.near_cap` event, once per crossing. A failure to
-/// queue it is logged; the write stands.
-pub(crate) async fn note_near_cap(state: &AppState, site: SiteId, what: Counted) {
-    let store = state.node().store();
-    let Ok(Some(v)) = store.site_voucher(site, now()).await else {
-        return;
+/// How many of `wanted` new users `site` may take now, by the bundle's voucher plugin,
+/// with its refusal for the rest (`None` when all fit) and the follow-up that queues
+/// `voucher.near_cap`. The plugin is asked for all at once, then, if it refuses, for the
+/// most it allows (a binary search: a cap allows fewer, never more, as the count grows).
+///
+/// # Errors
+/// As [`check_cap`], except that a refusal is an answer here, not an error.
+pub(crate) async fn admit_users(
+    state: &AppState,
+    site: SiteId,
+    wanted: u32,
+) -> Result<(u32, Option<String>, FollowUp), ApiError> {
+    let at = now();
+    let Some(v) = state.node().store().site_voucher(site, at).await? else {
+        return Err(ApiError::Unprocessable {
+            code: "voucher_required",
+            message: format!(
+                "site {} has no valid voucher; its owner must redeem one before adding users",
+                site.0
+            ),
+            details: Vec::new(),
+        });
     };
-    let c = counts(state, site);
-    let (max, current, cap) = match what {
-        Counted::User => (v.max_users, c.users, "max_users"),
-        Counted::AppUser => (v.max_app_users, c.app_users, "max_app_users"),
-    };
-    let threshold = (u64::from(max) * 9).div_ceil(10);
-    if max == 0 || u64::from(current) != threshold {
-        return;
-    }
-    let data = serde_json::json!({
-        "voucher": v.code, "cap": cap, "max": max, "count": current,
-        "detail": format!("{current} of {max} ({cap})"),
-    });
-    if let Err(e) = store.enqueue_event(site, "voucher.near_cap", now(), data).await {
-        tracing::warn!(error = %e, site = site.0, "voucher.near_cap event not queued");
-    }
+    let c = state.node().snapshot().load().voucher_counts(site);
+    let bundle = state.node().policy().bundle();
+    let terms = v.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let ask = |delta: u32| {
+            bundle.voucher(&VoucherInput {
+                voucher: VoucherTerms {
+                    tier: String::new(),
+                    valid_until: terms.valid_until,
+                },
+                counts: AbiCounts {
+                    people: c.people,
+                    app_users: c.app_users,
+                    doors: 0,
+                    iqs: 0,
+                },
+                change: AbiCounted::People,
+                delta: i32::try_from(delta).unwrap_or(i32::MAX),
+                at_unix: at,
+                issued: Some(IssuedVoucher {
+                    code: terms.code.clone(),
+                    max_users: terms.max_users,
+                    max_app_users: terms.max_app_users,
+                }),
+            })
+        };
+        if wanted == 0 {
+            return Ok((0, None));
+        }
+        let refusal = match ask(wanted)? {
+            VoucherVerdict::Allow => return Ok((wanted, None)),
+            VoucherVerdict::Deny { message } => message,
+        };
+        // The most that fit: `low` is allowed (0 always is), `high` is not.
+        let (mut low, mut high) = (0u32, wanted);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            match ask(mid)? {
+                VoucherVerdict::Allow => low = mid,
+                VoucherVerdict::Deny { .. } => high = mid,
+            }
+        }
+        Ok((low, Some(refusal)))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the voucher plugin's task failed: {e}")))?
+    .map_err(|e: keyway_plugin_host::PluginError| ApiError::Unavailable {
+        cause: format!("the voucher plugin failed: {e}"),
+    })?;
+    Ok((answer.0, answer.1, near_cap_follow_up(site, Counted::User, v)))
+}
+
+/// The follow-up that queues `voucher.near_cap` when a write takes `what` on `site` from
+/// under 90% of the voucher's cap to 90% or more.
+fn near_cap_follow_up(site: SiteId, what: Counted, v: Voucher) -> FollowUp {
+    Box::new(move |before, after| {
+        let (max, cap) = what.cap(&v);
+        let threshold = u64::from(max).saturating_mul(9).div_ceil(10);
+        let (was, is) = (
+            u64::from(what.of(before.voucher_counts(site))),
+            u64::from(what.of(after.voucher_counts(site))),
+        );
+        if max == 0 || was >= threshold || is < threshold {
+            return None;
+        }
+        Some(PendingEvent {
+            site,
+            kind: "voucher.near_cap",
+            data: serde_json::json!({
+                "voucher": v.code, "cap": cap, "max": max, "count": is,
+                "detail": format!("{is} of {max} ({cap})"),
+            }),
+        })
+    })
 }
 
 /// A voucher code to redeem.

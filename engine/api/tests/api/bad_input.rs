@@ -399,3 +399,40 @@ async fn unicode_edge_cases() {
     assert_eq!(v["email"], "zoë@example.com");
     w.h.login("zoë@example.com", "Pässwörd-1").await;
 }
+
+/// A person is made with a role the caller may grant (the roles plugin says which): nobody
+/// makes an owner this way, a role the bundle lacks is refused, and refusals store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_get_only_roles_their_maker_may_grant() {
+    let w = World::new().await;
+    let path = format!("/v1/sites/{}/people", w.site.0);
+    let before = w.h.fingerprint().await;
+    // (caller, role, status, code)
+    let refused = [
+        (Who::Owner, "owner", 403, "forbidden"),
+        (Who::Admin, "owner", 403, "forbidden"),
+        (Who::Owner, "janitor", 422, "invalid"),
+    ];
+    for (who, role, status, code) in refused {
+        let token = w.bearer(who).await.unwrap();
+        let (got, v) =
+            w.h.call("POST", &path, Some(&token), Some(json!({"name": "Eve", "role": role})))
+                .await;
+        assert_eq!(
+            (got.as_u16(), v["code"].as_str()),
+            (status, Some(code)),
+            "{who:?} {role}: {v}"
+        );
+    }
+    assert_eq!(w.h.fingerprint().await, before, "refusals changed nothing");
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let (got, v) =
+        w.h.call(
+            "POST",
+            &path,
+            Some(&admin),
+            Some(json!({"name": "Sam", "role": "super_user"})),
+        )
+        .await;
+    assert_eq!(got, 201, "{v}");
+}

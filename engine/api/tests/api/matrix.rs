@@ -50,6 +50,7 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("DELETE /v1/sites/{site}/doors/{door}",               [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/sites/{site}/people",                       [U, F, F, 201, 201, N, N, F, F, 201]),
     ("GET /v1/sites/{site}/people",                        [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("POST /v1/sites/{site}/import",                       [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/sites/{site}/people/{person}/block",        [U, F, F, 200, 200, N, N, F, F, 200]),
     ("POST /v1/sites/{site}/people/{person}/unblock",      [U, F, F, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/people/{person}",            [U, F, F, 200, 200, N, N, F, F, 200]),
@@ -211,6 +212,10 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             None
         }
         "POST /v1/sites/{site}/people" => Some(json!({"name": format!("Person {n}")})),
+        "POST /v1/sites/{site}/import" => Some(json!({
+            "rows": [{"external_id": format!("M-{n}"), "name": format!("Imported {n}"),
+                      "tags": [format!("{:08x}", 0x3000_0000 + n)]}],
+        })),
         "POST /v1/sites/{site}/people/{person}/block"
         | "POST /v1/sites/{site}/people/{person}/unblock"
         | "DELETE /v1/sites/{site}/people/{person}" => {

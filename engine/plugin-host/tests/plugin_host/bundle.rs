@@ -1,11 +1,11 @@
 //! Bundles: the default bundle loads and answers; every broken bundle is refused with a
 //! reason; compiled modules are cached.
 
-use crate::common::{default_bundle, default_dir, runtime};
+use crate::common::{default_bundle, default_dir, runtime, wat_plugin};
 use keyway_plugin_host::{Bundle, Limits, Runtime};
 use keyway_sdk::{
-    Channel, Counted, Counts, Event, EventKind, NotificationSettings, NotifyInput, Recipient, VoucherInput,
-    VoucherTerms, VoucherVerdict,
+    Channel, Counted, Counts, Event, EventKind, IssuedVoucher, NotificationSettings, NotifyInput, Recipient,
+    VoucherInput, VoucherTerms, VoucherVerdict,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ fn default_bundle_answers() {
         change: Counted::People,
         delta,
         at_unix: 1_800_000_000,
+        issued: None,
     };
     let cases = [
         (voucher("starter", 49, 1), VoucherVerdict::Allow),
@@ -73,6 +74,23 @@ fn default_bundle_answers() {
     for (input, expected) in cases {
         assert_eq!(bundle.voucher(&input).unwrap(), expected, "{input:?}");
     }
+    // ABI version 3: a voucher's own caps reach the plugin, behind the older fields.
+    let mut issued = voucher("", 10, 1);
+    issued.issued = Some(IssuedVoucher {
+        code: "X-1".into(),
+        max_users: 10,
+        max_app_users: 0,
+    });
+    assert_eq!(
+        bundle.voucher(&issued).unwrap(),
+        VoucherVerdict::Deny {
+            message: "the site is full: voucher `X-1` allows 10 users (`max_users`) and the site has 10; \
+                      remove some or redeem a larger voucher"
+                .into()
+        }
+    );
+    issued.counts.people = 9;
+    assert_eq!(bundle.voucher(&issued).unwrap(), VoucherVerdict::Allow);
 
     let notify = |kind| NotifyInput {
         event: Event {
@@ -99,6 +117,15 @@ fn default_bundle_answers() {
         (1, "HQ: door forced open at Front")
     );
     assert!(bundle.notify(&notify(EventKind::EntryGranted)).unwrap().is_empty());
+    // Tamper is ABI version 3's; the standard notify plugin speaks it.
+    let mut tamper = notify(EventKind::Tamper);
+    tamper.settings.enabled.push(EventKind::Tamper);
+    assert!(bundle.notifies(EventKind::Tamper));
+    let out = bundle.notify(&tamper).unwrap();
+    assert_eq!(
+        out.iter().map(|n| n.subject.as_str()).collect::<Vec<_>>(),
+        ["HQ: tamper alarm at Front"]
+    );
 
     // Inputs and outputs on both sides of the SDK's 1 KiB scratch buffers, interleaved on
     // the same instances: each answer carries its own detail, whichever way it travelled.
@@ -186,8 +213,8 @@ fn broken_bundles_are_refused() {
         ),
         (
             "wrong abi",
-            Box::new(|t: String| t.replace("abi = 2", "abi = 3")),
-            "bundle `default` targets ABI version 3, this host speaks 1 and 2".into(),
+            Box::new(|t: String| t.replace("abi = 3", "abi = 4")),
+            "bundle `default` targets ABI version 4, this host speaks 1, 2 and 3".into(),
         ),
         (
             "invalid toml",
@@ -196,7 +223,7 @@ fn broken_bundles_are_refused() {
         ),
         (
             "unknown field",
-            Box::new(|t: String| t.replace("abi = 2", "abi = 2\nversion = 3")),
+            Box::new(|t: String| t.replace("abi = 3", "abi = 3\nversion = 3")),
             "invalid manifest `".into(),
         ),
     ];
@@ -257,4 +284,68 @@ fn upper_case_sha256_is_accepted() {
     });
     let bundle = Bundle::load(&runtime(), dir.path()).unwrap();
     assert!(bundle.plugin("roles-standard").is_some());
+}
+
+/// An event kind a plugin's ABI version does not name is never sent to it: a version 1
+/// notify plugin next to the standard one is not asked about tamper, and a bundle whose
+/// only notify plugin is of version 1 says it cannot be told of tamper at all.
+#[test]
+fn event_kinds_reach_only_plugins_whose_abi_names_them() {
+    let runtime = runtime();
+    // Version 1 (the skeleton's), trapping whenever it is asked anything.
+    let old = wat_plugin(r#"(func (export "keyway_notify") (param i32 i32) (result i64) unreachable)"#);
+    let sha = keyway_plugin_host::Sha256::of(&old).to_string();
+    let input = |kind, enabled: &[EventKind]| NotifyInput {
+        event: Event {
+            kind,
+            at_unix: 1_800_000_000,
+            door: None,
+            person: None,
+            detail: String::new(),
+        },
+        settings: NotificationSettings {
+            site_name: "HQ".into(),
+            owner: Recipient {
+                person: 1,
+                address: "owner@example.com".into(),
+            },
+            channel: Channel::Email,
+            enabled: enabled.to_vec(),
+        },
+    };
+
+    // Beside the standard plugin.
+    let beside = edited_bundle(|t| {
+        t + &format!("\n[plugins.old]\nfile = \"old.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"notify\"]\n")
+    });
+    std::fs::write(beside.path().join("old.wasm"), &old).unwrap();
+    let bundle = Bundle::load(&runtime, beside.path()).unwrap();
+    assert_eq!(bundle.plugin("old").unwrap().abi_version(), 1);
+    let out = bundle.notify(&input(EventKind::Tamper, &[EventKind::Tamper])).unwrap();
+    assert_eq!(out.len(), 1, "only the standard plugin answers: {out:?}");
+    let err = bundle
+        .notify(&input(
+            EventKind::DoorForced,
+            &[EventKind::DoorForced, EventKind::Tamper],
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unreachable"),
+        "the old plugin is asked of other kinds: {err}"
+    );
+
+    // Alone: the notify-owner entry points at the old module instead.
+    let owner_sha =
+        keyway_plugin_host::Sha256::of(&std::fs::read(default_dir().join("notify-owner.wasm")).unwrap()).to_string();
+    let alone = edited_bundle(|t| t.replace(&owner_sha, &sha));
+    std::fs::write(alone.path().join("notify-owner.wasm"), &old).unwrap();
+    let bundle = Bundle::load(&runtime, alone.path()).unwrap();
+    assert!(!bundle.notifies(EventKind::Tamper));
+    assert!(bundle.notifies(EventKind::DoorForced));
+    assert!(
+        bundle
+            .notify(&input(EventKind::Tamper, &[EventKind::Tamper]))
+            .unwrap()
+            .is_empty()
+    );
 }

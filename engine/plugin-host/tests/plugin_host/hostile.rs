@@ -126,9 +126,9 @@ fn load_time_attacks() {
         (
             "wrong ABI version",
             wat_module(&format!(
-                r#"(func (export "keyway_abi_version") (result i32) (i32.const 3)) {header}"#
+                r#"(func (export "keyway_abi_version") (result i32) (i32.const 4)) {header}"#
             )),
-            "plugin speaks ABI version 3, this host speaks 1 or 2",
+            "plugin speaks ABI version 4, this host speaks 1, 2 or 3",
         ),
         (
             "missing export",

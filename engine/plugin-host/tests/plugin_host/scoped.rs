@@ -148,22 +148,22 @@ fn scoped_state_is_inspected_and_reset() {
     assert!(!rules.reset_state("nope", scope));
 }
 
-/// Version 1 and version 2 rules run side by side, in one chain.
+/// Version 1 and later rules run side by side, in one chain.
 #[test]
-fn version_1_and_2_rules_in_one_chain() {
+fn version_1_and_later_rules_in_one_chain() {
     let fixture = crate::rules::fixture_bundle();
     let host = PolicyHost::load(runtime(), fixture.path()).unwrap();
     let bundle = host.bundle();
     let version = |rule: &str| bundle.rule(rule).map(|p| p.abi_version());
-    // `trap-rule` is a WAT module of version 1; the standard plugins are built on 2.
-    assert_eq!((version("trap-rule"), version("two-person")), (Some(1), Some(2)));
+    // `trap-rule` is a WAT module of version 1; the standard plugins are built on 3.
+    assert_eq!((version("trap-rule"), version("two-person")), (Some(1), Some(3)));
     host.door_rules()
         .set_chain(
             DoorId(7),
             &[("trap-rule", FailMode::Safe), ("two-person", FailMode::Secure)],
         )
         .unwrap();
-    // The version 1 rule fails (and is skipped, fail-safe); the version 2 rule decides.
+    // The version 1 rule fails (and is skipped, fail-safe); the version 3 rule decides.
     assert_eq!(decide(&host, DoorId(7), 1, 0), Effect::Deny);
     assert_eq!(decide(&host, DoorId(7), 2, 5), Effect::Allow);
 }

@@ -12,6 +12,7 @@ mod crash;
 mod enrolment;
 mod entries;
 mod faults;
+mod import;
 mod incidents;
 mod schema;
 mod two_nodes;

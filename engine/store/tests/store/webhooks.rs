@@ -286,6 +286,59 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             blocked[0].payload
         );
 
+        // A write's follow-up sees the snapshots before and after it and queues its event
+        // in the write's transaction; a write it refuses (here, a duplicate tag) queues
+        // nothing, and a follow-up answering `None` queues nothing either.
+        let follow_up = |site: SiteId| -> keyway_store::FollowUp {
+            Box::new(move |before, after| {
+                let (was, is) = (before.voucher_counts(site).people, after.voucher_counts(site).people);
+                (is > was).then(|| keyway_store::PendingEvent {
+                    site,
+                    kind: "voucher.near_cap",
+                    data: serde_json::json!({ "was": was, "is": is }),
+                })
+            })
+        };
+        let person = Record::Person(PersonRecord {
+            id: PersonId(0),
+            site: ids.site,
+            role: RoleId(3),
+            blocked: false,
+        });
+        let before = store.snapshot().load().voucher_counts(ids.site).people;
+        store
+            .create_with(ACTOR, person.clone(), follow_up(ids.site))
+            .await
+            .unwrap();
+        store.create_with(ACTOR, person, Box::new(|_, _| None)).await.unwrap();
+        let tag = |secret: &[u8]| {
+            Record::Credential(CredentialRecord {
+                id: CredentialId(0),
+                site: ids.site,
+                kind: CredentialKind::Tag,
+                secret: secret.to_vec(),
+                owner: None,
+                valid_from: None,
+                valid_until: None,
+                offline_access: false,
+                revoked: false,
+            })
+        };
+        store.create(ACTOR, tag(b"\x0a\x0b\x0c\x0d")).await.unwrap();
+        let refused = store
+            .create_with(ACTOR, tag(b"\x0a\x0b\x0c\x0d"), follow_up(ids.site))
+            .await;
+        assert!(refused.is_err(), "a duplicate tag was written");
+        let queued = store.claim_notifications(NOW * 8, NOW * 8 + 60, 10).await.unwrap();
+        let queued: Vec<_> = queued.iter().filter(|i| i.target == "voucher.near_cap").collect();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(
+            queued[0].payload.contains(&format!("\"was\":{before}"))
+                && queued[0].payload.contains(&format!("\"is\":{}", before + 1)),
+            "{}",
+            queued[0].payload
+        );
+
         // Another site's ids are not found; rotating changes the secret; removal takes
         // the pending rows.
         let other = crate::admin::second_site(&store).await;
