@@ -43,6 +43,9 @@ pub struct ImportArgs {
 /// The columns a file may have; the first two are required.
 const COLUMNS: [&str; 5] = ["external_id", "name", "role", "tags", "groups"];
 
+/// The most bytes of rows one request carries (half the server's default body limit).
+const MAX_BATCH_BYTES: usize = 512 << 10;
+
 /// A failure, said for a person at a terminal.
 type ImportError = String;
 
@@ -159,12 +162,15 @@ pub async fn import(args: ImportArgs) -> Result<Totals, ImportError> {
     let mut totals = Totals::default();
     let batch = usize::try_from(args.batch).unwrap_or(1_000);
     let mut pending: Vec<ReadRow> = Vec::with_capacity(batch);
+    // Rows with long names and many groups could take a full batch past the server's body
+    // limit (1 MiB by default): a batch is also sent once its rows reach this many bytes.
+    let mut pending_bytes = 0usize;
     let mut records = reader.records();
     loop {
         let next = records.next();
         let done = next.is_none();
         if let Some(record) = next {
-            pending.push(match record {
+            let row = match record {
                 Ok(record) => {
                     let line = record.position().map_or(0, csv::Position::line);
                     if record.len() != header.len() {
@@ -182,9 +188,14 @@ pub async fn import(args: ImportArgs) -> Result<Totals, ImportError> {
                     external_id: String::new(),
                     why: format!("unreadable row: {e}"),
                 },
-            });
+            };
+            if let ReadRow::Row(v) = &row {
+                pending_bytes += v.to_string().len();
+            }
+            pending.push(row);
         }
-        if pending.len() >= batch || (done && !pending.is_empty()) {
+        if pending.len() >= batch || pending_bytes >= MAX_BATCH_BYTES || (done && !pending.is_empty()) {
+            pending_bytes = 0;
             let rows = std::mem::take(&mut pending);
             send(
                 &http,

@@ -63,7 +63,7 @@ fn check_accepts_the_default_bundle() {
     for expected in [
         "bundle `default` (abi = 3)",
         "plugin `two-person`: two-person.wasm",
-        "ABI version 2, hooks [\"door_rule\"]",
+        "ABI version 3, hooks [\"door_rule\"]",
         "plugin `occupancy`: occupancy.wasm",
         "hooks [\"door_rule\", \"passage\"]",
         "config: `max`; `keyway_configure` accepted them",

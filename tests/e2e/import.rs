@@ -1,7 +1,7 @@
 //! `keyway import` against the real process: the documented example file imports as the
 //! guide says, a dry run writes nothing, running the file again changes nothing, a refused
-//! row gives exit status 2 with its reason in the report, and a file with an unknown
-//! column stops before anything is sent.
+//! row gives exit status 2 with its reason in the report, rows too big for one request
+//! are sent in several, and a file with an unknown column stops before anything is sent.
 
 use super::support::*;
 use serde_json::json;
@@ -108,6 +108,22 @@ fn keyway_import_reads_the_example_file_once() {
     assert!(report.contains("the row has 4 fields, the header 3"), "{report}");
     assert!(
         summary.contains("1 created, 0 updated, 0 skipped, 2 refused"),
+        "{summary}"
+    );
+
+    // Rows long enough that 300 of them pass the server's 1 MiB body limit: the command
+    // splits the batch by size, and each row is judged (refused: no such groups).
+    let long_groups = vec!["g".repeat(190); 32].join(";");
+    let mut big = String::from("external_id,name,groups\n");
+    for i in 0..300 {
+        big.push_str(&format!("L-{i},{},{long_groups}\n", "n".repeat(200)));
+    }
+    std::fs::write(&file, big).unwrap();
+    let (code, report, summary) = import(&server, &owner, site, &file, &[]);
+    assert_eq!(code, 2, "{summary}");
+    assert_eq!(outcomes(&report), vec!["refused"; 300]);
+    assert!(
+        summary.contains("0 created, 0 updated, 0 skipped, 300 refused"),
         "{summary}"
     );
 
