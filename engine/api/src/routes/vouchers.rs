@@ -184,60 +184,22 @@ impl Counted {
 /// 422 `voucher_required` without a valid voucher; 422 `voucher_cap` when the plugin
 /// refuses, with its message; 503 when the plugin fails (the write is refused).
 pub(crate) async fn check_cap(state: &AppState, site: SiteId, what: Counted) -> Result<FollowUp, ApiError> {
-    let at = now();
-    let Some(v) = state.node().store().site_voucher(site, at).await? else {
-        return Err(ApiError::Unprocessable {
-            code: "voucher_required",
-            message: format!(
-                "site {} has no valid voucher; its owner must redeem one before adding users",
-                site.0
-            ),
-            details: Vec::new(),
-        });
-    };
-    let c = state.node().snapshot().load().voucher_counts(site);
-    let input = VoucherInput {
-        voucher: VoucherTerms {
-            tier: String::new(),
-            valid_until: v.valid_until,
-        },
-        counts: AbiCounts {
-            people: c.people,
-            app_users: c.app_users,
-            doors: 0,
-            iqs: 0,
-        },
-        change: what.abi(),
-        delta: 1,
-        at_unix: at,
-        issued: Some(IssuedVoucher {
-            code: v.code.clone(),
-            max_users: v.max_users,
-            max_app_users: v.max_app_users,
-        }),
-    };
-    let bundle = state.node().policy().bundle();
-    let verdict = tokio::task::spawn_blocking(move || bundle.voucher(&input))
-        .await
-        .map_err(|e| ApiError::internal(format!("the voucher plugin's task failed: {e}")))?
-        .map_err(|e| ApiError::Unavailable {
-            cause: format!("the voucher plugin failed: {e}"),
-        })?;
-    let (max, cap) = what.cap(&v);
-    if let VoucherVerdict::Deny { message } = verdict {
-        return Err(ApiError::Unprocessable {
-            code: "voucher_cap",
-            message,
-            details: vec![format!("{cap}={max}"), format!("count={}", what.of(c))],
-        });
+    let (admitted, refusal, voucher) = admit(state, site, what, 1).await?;
+    if admitted == 1 {
+        return Ok(near_cap_follow_up(site, what, voucher));
     }
-    Ok(near_cap_follow_up(site, what, v))
+    let (max, cap) = what.cap(&voucher);
+    let count = what.of(state.node().snapshot().load().voucher_counts(site));
+    Err(ApiError::Unprocessable {
+        code: "voucher_cap",
+        message: refusal.unwrap_or_default(),
+        details: vec![format!("{cap}={max}"), format!("count={count}")],
+    })
 }
 
-/// How many of `wanted` new users `site` may take now, by the bundle's voucher plugin,
-/// with its refusal for the rest (`None` when all fit) and the follow-up that queues
-/// `voucher.near_cap`. The plugin is asked for all at once, then, if it refuses, for the
-/// most it allows (a binary search: a cap allows fewer, never more, as the count grows).
+/// How many of `wanted` new users `site` may take now, with the follow-up that queues
+/// `voucher.near_cap`; the voucher plugin's refusal for the rest is reported per row by
+/// the caller.
 ///
 /// # Errors
 /// As [`check_cap`], except that a refusal is an answer here, not an error.
@@ -246,6 +208,23 @@ pub(crate) async fn admit_users(
     site: SiteId,
     wanted: u32,
 ) -> Result<(u32, Option<String>, FollowUp), ApiError> {
+    let (admitted, refusal, voucher) = admit(state, site, Counted::User, wanted).await?;
+    Ok((admitted, refusal, near_cap_follow_up(site, Counted::User, voucher)))
+}
+
+/// How many of `wanted` more of `what` `site` may take now, by the bundle's voucher
+/// plugin, with its refusal for the rest (`None` when all fit) and the voucher in force.
+/// The plugin is asked for all at once, then, if it refuses, for the most it allows (a
+/// binary search: a cap allows fewer, never more, as the count grows).
+///
+/// # Errors
+/// 422 `voucher_required` without a valid voucher; 503 when the plugin fails.
+async fn admit(
+    state: &AppState,
+    site: SiteId,
+    what: Counted,
+    wanted: u32,
+) -> Result<(u32, Option<String>, Voucher), ApiError> {
     let at = now();
     let Some(v) = state.node().store().site_voucher(site, at).await? else {
         return Err(ApiError::Unprocessable {
@@ -273,7 +252,7 @@ pub(crate) async fn admit_users(
                     doors: 0,
                     iqs: 0,
                 },
-                change: AbiCounted::People,
+                change: what.abi(),
                 delta: i32::try_from(delta).unwrap_or(i32::MAX),
                 at_unix: at,
                 issued: Some(IssuedVoucher {
@@ -306,7 +285,7 @@ pub(crate) async fn admit_users(
     .map_err(|e: keyway_plugin_host::PluginError| ApiError::Unavailable {
         cause: format!("the voucher plugin failed: {e}"),
     })?;
-    Ok((answer.0, answer.1, near_cap_follow_up(site, Counted::User, v)))
+    Ok((answer.0, answer.1, v))
 }
 
 /// The follow-up that queues `voucher.near_cap` when a write takes `what` on `site` from
