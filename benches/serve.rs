@@ -2,7 +2,8 @@
 //! build, driven over HTTP on loopback as an admin tool and a door controller would.
 //!
 //! - `/v1/decide`, one request per call, from 1 and from 8 client threads (keep-alive
-//!   connections): decisions per second and latency percentiles; and
+//!   connections): decisions per second and latency percentiles; then under `wrk` (a C
+//!   load generator, when installed) with the auth cache on and off; and
 //!   `/v1/decide/batch` with 100 requests per call.
 //! - **Block to deny** (issue 10, the FAQ's 5 seconds): a site admin blocks a person;
 //!   the time from sending `POST .../block` to its answer, after which the node's next
@@ -78,9 +79,15 @@ fn server_args(data: &Path, database: Option<&str>, node: &str) -> Vec<String> {
 }
 
 fn serve(data: &Path, database: Option<&str>, node: &str) -> Served {
+    serve_with(data, database, node, &[])
+}
+
+/// `keyway serve` with `extra` flags.
+fn serve_with(data: &Path, database: Option<&str>, node: &str, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyway"))
         .arg("serve")
         .args(server_args(data, database, node))
+        .args(extra)
         .args(["--http-addr", "127.0.0.1:0"])
         .args(["--link-control-addr", "127.0.0.1:0", "--link-bulk-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -253,6 +260,67 @@ fn decide_load(api: &Api, site: u64, door: u64, threads: usize, per_thread: usiz
         &format!("POST /v1/decide, {threads} client thread(s)"),
         &all,
         &format!("{per_second:.0} decisions/s"),
+    );
+}
+
+/// Single-request decisions driven by `wrk` (a C load generator: one thread,
+/// `connections` keep-alive connections, for `seconds`), so that the client's own cost
+/// does not hide the server's on a 2-core machine. Every answer must be a 2xx: wrk counts
+/// any other status as an error, and a run with errors fails. Without `wrk` installed it
+/// says so and measures nothing.
+fn wrk_decide(api: &Api, site: u64, door: u64, connections: u32, seconds: u32, label: &str) {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("POST /v1/decide under wrk: not measured, wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let (status, v) = api.post("/v1/decide", &decide_body(site, door));
+    assert_eq!((status, v["effect"].as_str()), (200, Some("allow")), "{v}");
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        format!(
+            r#"wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"#,
+            body = decide_body(site, door),
+            token = api.token,
+        ),
+    )
+    .unwrap();
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "-s"])
+        .arg(script.path())
+        .arg(format!("{}/v1/decide", api.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figures: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WRK "))
+        .expect("a summary line from wrk's done()")
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(figures.len(), 7, "wrk's summary: {text}");
+    let (requests, duration_us, errors) = (figures[0], figures[1], figures[6]);
+    let (p50, p99, p999, max) = (figures[2], figures[3], figures[4], figures[5]);
+    assert_eq!(errors, 0.0, "wrk saw errors or non-2xx answers: {text}");
+    println!(
+        "{:<44} n={requests:<6} p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>7.3} ms  {:.0} decisions/s",
+        format!("POST /v1/decide, wrk {connections} conn, {label}"),
+        p50 / 1000.0,
+        p99 / 1000.0,
+        p999 / 1000.0,
+        max / 1000.0,
+        requests / (duration_us / 1e6),
     );
 }
 
@@ -442,8 +510,19 @@ fn main() {
     batch_load(&owner, site, door, rounds);
     block_to_deny_one_node(&owner, site, door, person, rounds);
     admin_writes(&owner, site, rounds, "SQLite");
+    if !q {
+        wrk_decide(&owner, site, door, 32, 10, "auth cache on");
+    }
     import_rows(&server.url, dir.path(), if q { 2_000 } else { 100_000 });
     drop(server);
+    if !q {
+        // The same site served again with the auth cache off: every request reads its
+        // session and membership from SQLite, as before the cache.
+        let uncached = serve_with(dir.path(), None, "main", &["--auth-cache-ttl-ms", "0"]);
+        let api = Api::new(&uncached.url, &owner.token);
+        wrk_decide(&api, site, door, 32, 10, "auth cache off");
+        drop(uncached);
+    }
 
     if let Some(database) = fresh_postgres() {
         let data_a = tempfile::tempdir().unwrap();

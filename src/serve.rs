@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// Seconds to drain in-flight requests at shutdown.
     #[arg(long, env = "KEYWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Milliseconds a session, API token or site membership read for authentication is
+    /// reused at most (0: read the database on every request). Any change to them, on
+    /// this node or another, invalidates the cache at once whatever this is.
+    #[arg(long, env = "KEYWAY_AUTH_CACHE_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub auth_cache_ttl_ms: u64,
 }
 
 /// Why the server could not start.
@@ -184,6 +189,7 @@ pub fn node_config(args: &ServeArgs) -> Result<NodeConfig, ServeError> {
     }
     let mut config = NodeConfig::new(url);
     config.store = config.store.node(args.node_name.clone());
+    config.store.auth_cache_ttl = Duration::from_millis(args.auth_cache_ttl_ms);
     config.bundle_dir = Some(args.bundle.clone());
     config.plugin_cache_dir = Some(args.data_dir.join("plugin-cache"));
     Ok(config)

@@ -10,6 +10,8 @@ mod support;
 mod bad_input;
 #[path = "api/bundles.rs"]
 mod bundles;
+#[path = "api/differential.rs"]
+mod differential;
 #[path = "api/import.rs"]
 mod import;
 #[path = "api/iqs.rs"]

@@ -67,7 +67,7 @@ pub use schedule::{
     DateRange, DaySet, HolidayCalendar, LocalMoment, MAX_PERIODS, MINUTES_PER_DAY, MinuteOfDay, Period, Schedule,
     ScheduleError, ScheduleVerdict,
 };
-pub use snapshot::{IqLoad, MAX_ID, Snapshot, VoucherCounts};
+pub use snapshot::{IqLoad, MAX_ID, OfflinePlan, Snapshot, VoucherCounts};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

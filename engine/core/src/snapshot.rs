@@ -403,6 +403,17 @@ impl fmt::Debug for Snapshot {
     }
 }
 
+/// An IQ's offline list, counted ([`Snapshot::offline_plan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfflinePlan {
+    /// Tags in the list.
+    pub tags: u32,
+    /// Digital keys and PINs in the list.
+    pub remote_users: u32,
+    /// The credentials that do not fit, in the list's order.
+    pub left_out: Vec<CredentialId>,
+}
+
 /// How many tags and remote users an IQ holds, against its limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IqLoad {
@@ -1042,6 +1053,74 @@ impl Snapshot {
             tags,
             remote_users: u32::try_from(remote.len()).unwrap_or(u32::MAX),
         })
+    }
+
+    /// An IQ's offline list as the IQ link builds it, counted: the credentials whose owner
+    /// may open one of the IQ's doors, neither revoked nor blocked, in the list's
+    /// documented order (keys with offline access first, then by credential id), capped
+    /// at [`crate::IQ_MAX_TAGS`] tags and [`crate::IQ_MAX_REMOTE_USERS`] digital keys and
+    /// PINs. What does not fit is left out, in that order.
+    ///
+    /// This scans every credential, so it belongs on the write path, not the decision path.
+    ///
+    /// # Errors
+    /// [`ModelError::NotFound`] for an unknown IQ.
+    pub fn offline_plan(&self, iq: IqId) -> Result<OfflinePlan, ModelError> {
+        if self.iq_site(iq).is_none() {
+            return Err(ModelError::NotFound { entity: entity(iq) });
+        }
+        let mut reach = RoaringBitmap::new();
+        let mut counted = RoaringBitmap::new();
+        for (_, door) in self.doors.iter() {
+            if door.iq != Some(iq) {
+                continue;
+            }
+            for g in door.groups.as_slice() {
+                if counted.insert(g.0)
+                    && let Some(group) = self.group(*g)
+                {
+                    reach |= group.members.as_ref();
+                }
+            }
+        }
+        reach -= self.blocked.as_ref();
+        let mut listed: Vec<(bool, u32, bool)> = Vec::new();
+        self.for_each_credential(|row| {
+            let Some(person) = row.owner() else { return };
+            if !reach.contains(person.0) || self.revoked.contains(row.id) {
+                return;
+            }
+            let is_tag = matches!(
+                CredentialKey::decode(row.key.as_slice()).map(|(kind, _, _)| kind),
+                Some(CredentialKind::Tag)
+            );
+            listed.push((!row.offline_access(), row.id, is_tag));
+        });
+        listed.sort_unstable();
+        let mut plan = OfflinePlan::default();
+        for (_, id, is_tag) in listed {
+            let (held, cap) = if is_tag {
+                (&mut plan.tags, crate::model::IQ_MAX_TAGS)
+            } else {
+                (&mut plan.remote_users, crate::model::IQ_MAX_REMOTE_USERS)
+            };
+            if *held < cap {
+                *held += 1;
+            } else {
+                plan.left_out.push(CredentialId(id));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The IQs of a site, by id.
+    #[must_use]
+    pub fn site_iqs(&self, site: SiteId) -> Vec<IqId> {
+        self.iqs
+            .iter()
+            .filter(|(_, s)| **s == site)
+            .map(|(id, _)| IqId(id))
+            .collect()
     }
 
     /// Every record of the model as this snapshot holds it, sorted by kind and id.

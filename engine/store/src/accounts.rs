@@ -6,6 +6,7 @@
 //! the store keeps the hash. Every change is audited (no revision: accounts are outside the
 //! decision model).
 
+use crate::auth_cache::{AuthCache, CachedSession};
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use argon2::password_hash::rand_core::OsRng;
@@ -270,9 +271,9 @@ macro_rules! account_ops {
             conn: &mut ops::Conn,
             token_hash: &str,
             now: i64,
-        ) -> Result<Option<i64>, StoreError> {
-            Ok(sqlx::query_scalar(
-                "SELECT s.account FROM sessions s JOIN accounts a ON a.id = s.account \
+        ) -> Result<Option<(i64, i64)>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT s.account, s.expires_at FROM sessions s JOIN accounts a ON a.id = s.account \
                  WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
             )
             .bind(token_hash)
@@ -422,10 +423,10 @@ impl Store {
     /// [`StoreError::ForeignKey`] for an unknown account; [`StoreError::Duplicate`] for a
     /// token hash already in use.
     pub async fn create_session(&self, account: i64, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| m::put_session(
-            conn, token_hash, account, expires_at
-        )
-        .await?);
+        // A new session changes nothing the auth cache holds (it keeps found sessions only).
+        on_backend!(self, sqlite_accounts, pg_accounts, write_untracked, |conn, m| {
+            m::put_session(conn, token_hash, account, expires_at).await?
+        });
         Ok(())
     }
 
@@ -434,8 +435,22 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn session_account(&self, token_hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        Ok(on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| {
+        let auth = &self.inner.auth;
+        let key = token_hash.to_owned();
+        let stamp = self.auth_stamp();
+        if let Some(s) = auth.get(&auth.sessions, &key, stamp) {
+            if s.expires_at > now {
+                return Ok(Some(s.account));
+            }
+            AuthCache::forget(&auth.sessions, &key);
+            return Ok(None);
+        }
+        let found = on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| {
             m::session(conn, token_hash, now).await?
+        });
+        Ok(found.map(|(account, expires_at)| {
+            auth.put(&auth.sessions, key, CachedSession { account, expires_at }, stamp);
+            account
         }))
     }
 

@@ -17,6 +17,32 @@ macro_rules! on_backend {
                 let $conn = &mut *tx;
                 let out = $body;
                 tx.commit().await?;
+                // After the commit: a read that starts now sees the write (auth_cache).
+                $store.inner.auth.invalidate();
+                out
+            }
+            $crate::db::Db::Postgres { pool, .. } => {
+                use $pg as $m;
+                let mut tx = pool.begin().await?;
+                let $conn = &mut *tx;
+                let out = $body;
+                $crate::auth_cache::notify_nodes(&mut tx).await?;
+                tx.commit().await?;
+                $store.inner.auth.invalidate();
+                out
+            }
+        }
+    };
+    // A write that changes nothing authentication reads (a token's last use), so it
+    // leaves the auth cache alone.
+    ($store:expr, $sqlite:ident, $pg:ident, write_untracked, |$conn:ident, $m:ident| $body:expr) => {
+        match &$store.inner.db {
+            $crate::db::Db::Sqlite { write, .. } => {
+                use $sqlite as $m;
+                let mut tx = write.begin().await?;
+                let $conn = &mut *tx;
+                let out = $body;
+                tx.commit().await?;
                 out
             }
             $crate::db::Db::Postgres { pool, .. } => {

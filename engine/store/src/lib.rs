@@ -28,6 +28,7 @@
 mod dispatch;
 
 mod accounts;
+mod auth_cache;
 mod codec;
 mod db;
 mod devices;
@@ -49,6 +50,7 @@ mod tokens;
 mod webhooks;
 
 pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
+pub use auth_cache::DEFAULT_AUTH_CACHE_TTL;
 pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use devices::{FirmwareFile, IqActivation, IqDetails, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};

@@ -502,9 +502,18 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn membership(&self, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
+        let auth = &self.inner.auth;
+        let stamp = self.auth_stamp();
+        if let Some(m) = auth.get(&auth.members, &(site.0, account), stamp) {
+            return Ok(Some(m));
+        }
+        let found = on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
             m::member(conn, site, account).await?
-        }))
+        });
+        if let Some(m) = &found {
+            auth.put(&auth.members, (site.0, account), m.clone(), stamp);
+        }
+        Ok(found)
     }
 
     /// A site's members, by account.

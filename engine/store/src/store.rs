@@ -14,6 +14,7 @@
 //! notification costs at most one poll interval. Since it always reads "after the last
 //! applied revision", a node that lost its connection catches up when it is back.
 
+use crate::auth_cache::{AUTH_CHANGED, AuthCache};
 use crate::codec::{self, Logged, PolicyChange};
 use crate::db::Db;
 use crate::entries::{EntriesConfig, EntriesLog};
@@ -44,6 +45,10 @@ pub struct StoreConfig {
     /// Revisions the change feed keeps in memory for subscribers; one that falls further
     /// behind is told so ([`crate::FeedError::Behind`]).
     pub feed_capacity: usize,
+    /// How long authentication (sessions, API tokens, memberships) is served from the
+    /// node's cache at most; zero reads the database on every request. Changes invalidate
+    /// the cache at once whatever this is (see `auth_cache`).
+    pub auth_cache_ttl: Duration,
 }
 
 impl StoreConfig {
@@ -57,6 +62,7 @@ impl StoreConfig {
             max_connections: 8,
             entries: EntriesConfig::default(),
             feed_capacity: crate::feed::DEFAULT_FEED_CAPACITY,
+            auth_cache_ttl: crate::auth_cache::DEFAULT_AUTH_CACHE_TTL,
         }
     }
 
@@ -189,6 +195,8 @@ pub(crate) struct Inner {
     last_load: std::sync::Mutex<LoadTimings>,
     /// Every applied revision, in order, for subscribers.
     pub(crate) feed: Feed,
+    /// Sessions, tokens and memberships read for authentication (see `auth_cache`).
+    pub(crate) auth: Arc<AuthCache>,
 }
 
 /// One node's store: the database plus the node's published snapshot.
@@ -681,11 +689,17 @@ impl Store {
             last_publish_nanos: AtomicU64::new(0),
             last_load: std::sync::Mutex::new(timings),
             feed: Feed::new(config.feed_capacity),
+            auth: Arc::new(AuthCache::new(config.auth_cache_ttl)),
         });
         let entries = EntriesLog::start(db, config.entries, inner.shutdown.subscribe());
         let store = Store { inner, entries };
         store.spawn_follower();
         Ok(store)
+    }
+
+    /// The auth cache's stamp for a read starting now.
+    pub(crate) fn auth_stamp(&self) -> crate::auth_cache::Stamp {
+        self.inner.auth.stamp(*self.inner.applied.borrow())
     }
 
     fn spawn_follower(&self) {
@@ -695,6 +709,7 @@ impl Store {
             handles.push(tokio::spawn(listen(
                 (**options).clone(),
                 wake.clone(),
+                self.inner.auth.clone(),
                 self.inner.shutdown.subscribe(),
             )));
         }
@@ -1056,6 +1071,7 @@ pub(crate) const CHANNEL: &str = "keyway_changes";
 async fn listen_once(
     options: &sqlx::postgres::PgConnectOptions,
     wake: &tokio::sync::Notify,
+    auth: &AuthCache,
 ) -> Result<(), sqlx::Error> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -1063,20 +1079,29 @@ async fn listen_once(
         .await?;
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen(CHANNEL).await?;
+    // Listening now: whatever changed while not listening may be cached.
+    auth.invalidate();
     loop {
-        listener.recv().await?;
-        wake.notify_one();
+        let notification = listener.recv().await?;
+        if notification.payload() == AUTH_CHANGED {
+            auth.invalidate();
+        } else {
+            wake.notify_one();
+        }
     }
 }
 
-/// Wake the follower on every notification. Only a hint: the follower polls anyway.
+/// Wake the follower on every revision notified, and invalidate the auth cache on every
+/// auth change notified. Only a hint for the follower, which polls anyway; the auth
+/// cache's TTL bounds what a lost notification can leave cached.
 async fn listen(
     options: sqlx::postgres::PgConnectOptions,
     wake: Arc<tokio::sync::Notify>,
+    auth: Arc<AuthCache>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let attempt = listen_once(&options, &wake);
+        let attempt = listen_once(&options, &wake, &auth);
         tokio::select! {
             _ = shutdown.changed() => return,
             result = attempt => {

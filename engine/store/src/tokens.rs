@@ -11,6 +11,7 @@
 //! nothing, and answers the requester exactly as it would otherwise.
 
 use crate::accounts::{Account, check_password_strength, hash_password};
+use crate::auth_cache::AuthCache;
 use crate::codec::opt_id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
@@ -395,22 +396,38 @@ impl Store {
     /// If the database fails.
     pub async fn api_token_by_secret(&self, secret: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
         let hash = secrets::hash(secret);
-        let Some(token) = on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| {
-            m::live_token_by_hash(conn, &hash, now).await?
-        }) else {
-            return Ok(None);
+        let auth = &self.inner.auth;
+        let stamp = self.auth_stamp();
+        let token = match auth.get(&auth.tokens, &hash, stamp) {
+            // Revocation and disabling invalidate the cache; only expiry is checked here.
+            Some(t) if t.expires_at.is_none_or(|e| e > now) => t,
+            Some(_) => {
+                AuthCache::forget(&auth.tokens, &hash);
+                return Ok(None);
+            }
+            None => {
+                let Some(token) = on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| {
+                    m::live_token_by_hash(conn, &hash, now).await?
+                }) else {
+                    return Ok(None);
+                };
+                token
+            }
         };
         if token.last_used_at.is_some_and(|t| now - t < TOKEN_USE_RESOLUTION) {
+            auth.put(&auth.tokens, hash, token.clone(), stamp);
             return Ok(Some(token));
         }
-        on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::touch(
+        on_backend!(self, sqlite_tokens, pg_tokens, write_untracked, |conn, m| m::touch(
             conn, token.id, now
         )
         .await?);
-        Ok(Some(ApiToken {
+        let token = ApiToken {
             last_used_at: Some(now),
             ..token
-        }))
+        };
+        auth.put(&auth.tokens, hash, token.clone(), stamp);
+        Ok(Some(token))
     }
 
     /// The API token `id`.

@@ -21,6 +21,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::model::{check_name, door_of};
+use crate::routes::offline::OfflineWatch;
 use crate::routes::{Pagination, Revisioned, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -505,7 +506,7 @@ pub(crate) async fn remove_iq(
         .write(&caller.actor(), Change::RemoveIq(IqId(iq)))
         .await?;
     state.node().door_commands().close_sessions(IqId(iq));
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 /// A new one-time enrolment code for an IQ that has not enrolled (the first code was
@@ -594,12 +595,16 @@ pub(crate) async fn pair_door(
         },
         None => None,
     };
+    let watch = OfflineWatch::start(&state, site);
     let revision = state
         .node()
         .store()
         .write(&caller.actor(), Change::PutDoor(DoorRecord { iq, ..record }))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned {
+        revision: revision.0,
+        pushed_out: watch.pushed_out(&state),
+    }))
 }
 
 /// The activations on an IQ: who set a PIN, who activated, who is blocked.

@@ -19,6 +19,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::model::{CredentialChanged, CredentialView, Kind, credential_of, person_of, view};
+use crate::routes::offline::OfflineWatch;
 use crate::routes::vouchers::{Counted, check_cap};
 use crate::routes::{DEFAULT_LIMIT, MAX_LIMIT, page_of};
 use crate::state::AppState;
@@ -121,10 +122,12 @@ pub(crate) async fn assign(
         .await?;
     let credential = credential_of(&state, site, id).await?;
     let person = person_of(&state, site, body.person).await?;
+    let watch = OfflineWatch::start(&state, site);
     let (record, revision) = assign_to(&state, &caller.actor(), credential, person.id).await?;
     Ok(axum::Json(CredentialChanged {
         credential: view(&record),
         revision,
+        pushed_out: watch.pushed_out(&state),
     }))
 }
 
@@ -180,6 +183,7 @@ pub(crate) async fn restore(
             .is_none_or(|p| !state.node().snapshot().load().holds_digital_key(site, p));
     let change = Change::RestoreCredential(CredentialId(id));
     let store = state.node().store();
+    let watch = OfflineWatch::start(&state, site);
     let revision = if adds_app_user {
         let then = check_cap(&state, site, Counted::AppUser).await?;
         store.write_with(&caller.actor(), change, then).await?
@@ -189,6 +193,7 @@ pub(crate) async fn restore(
     Ok(axum::Json(CredentialChanged {
         credential: view(&CredentialRecord { revoked: false, ..c }),
         revision: revision.0,
+        pushed_out: watch.pushed_out(&state),
     }))
 }
 
@@ -222,6 +227,7 @@ pub(crate) async fn set_offline_access(
         offline_access: body.enabled,
         ..c
     };
+    let watch = OfflineWatch::start(&state, site);
     let revision = state
         .node()
         .store()
@@ -230,6 +236,7 @@ pub(crate) async fn set_offline_access(
     Ok(axum::Json(CredentialChanged {
         credential: view(&record),
         revision: revision.0,
+        pushed_out: watch.pushed_out(&state),
     }))
 }
 

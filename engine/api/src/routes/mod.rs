@@ -11,6 +11,7 @@ pub(crate) mod keys;
 pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod notifications;
+pub(crate) mod offline;
 pub(crate) mod policy;
 pub(crate) mod rights;
 pub(crate) mod rule_state;
@@ -78,6 +79,19 @@ impl Pagination {
 pub(crate) struct Revisioned {
     /// The revision this change produced; pass it as `at_least_revision` to decide on it.
     pub revision: u64,
+    /// Keys this change pushed out of its site's IQ offline lists (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushed_out: Vec<offline::PushedOut>,
+}
+
+impl Revisioned {
+    /// The answer to a change that pushes no key out of an offline list.
+    pub(crate) fn new(revision: u64) -> Self {
+        Revisioned {
+            revision,
+            pushed_out: Vec::new(),
+        }
+    }
 }
 
 /// Defines a page type for a list of `$item`.

@@ -17,6 +17,7 @@
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
+use crate::routes::offline::{OfflineWatch, PushedOut};
 use crate::routes::vouchers::{Counted, check_cap};
 use crate::routes::{Pagination, Revisioned, page_of};
 use crate::state::AppState;
@@ -227,7 +228,7 @@ pub(crate) async fn remove_door(
         .store()
         .write(&caller.actor(), Change::RemoveDoor(DoorId(door)))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -373,8 +374,12 @@ async fn set_blocked(
     } else {
         Change::UnblockPerson(PersonId(person))
     };
+    let watch = (!block).then(|| OfflineWatch::start(state, site));
     let revision = state.node().store().write(&caller.actor(), change).await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned {
+        revision: revision.0,
+        pushed_out: watch.map(|w| w.pushed_out(state)).unwrap_or_default(),
+    }))
 }
 
 /// Block a person: the answer comes once this node's decisions deny them.
@@ -423,7 +428,7 @@ pub(crate) async fn remove_person(
         .store()
         .write(&caller.actor(), Change::RemovePerson(PersonId(person)))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,6 +535,9 @@ pub(crate) struct CredentialChanged {
     pub credential: CredentialView,
     /// The revision the change produced.
     pub revision: u64,
+    /// Keys this change pushed out of its site's IQ offline lists (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushed_out: Vec<PushedOut>,
 }
 
 pub(crate) fn view(c: &CredentialRecord) -> CredentialView {
@@ -606,6 +614,7 @@ pub(crate) async fn create_credential(
         revoked: false,
     };
     let store = state.node().store();
+    let watch = OfflineWatch::start(&state, site);
     let written = match follow_up {
         Some(then) => {
             store
@@ -627,6 +636,7 @@ pub(crate) async fn create_credential(
                 ..record
             }),
             revision: written.revision.0,
+            pushed_out: watch.pushed_out(&state),
         }),
     ))
 }
@@ -654,6 +664,7 @@ pub(crate) async fn revoke_credential(
     Ok(Json(CredentialChanged {
         credential: view(&CredentialRecord { revoked: true, ..c }),
         revision: revision.0,
+        pushed_out: Vec::new(),
     }))
 }
 

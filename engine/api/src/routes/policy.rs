@@ -59,7 +59,7 @@ pub(crate) async fn attach_rule(
         .node()
         .attach_door_rule(&caller.actor(), door, &body.rule, body.fail_safe)
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 /// Detach a door's rule.
@@ -74,7 +74,7 @@ pub(crate) async fn detach_rule(
 ) -> Result<Json<Revisioned>, ApiError> {
     let door = door_admin(&state, &caller, site, door).await?;
     let revision = state.node().detach_door_rule(&caller.actor(), door).await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 /// Set the site's opening hours (a schedule on the site's wall clock, for door rules).
@@ -98,7 +98,7 @@ pub(crate) async fn set_hours(
         .node()
         .set_opening_hours(&caller.actor(), site, Some(&hours))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 /// Clear the site's opening hours.
@@ -116,5 +116,5 @@ pub(crate) async fn clear_hours(
         .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
         .await?;
     let revision = state.node().set_opening_hours(&caller.actor(), site, None).await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }

@@ -11,6 +11,7 @@
 use crate::auth::{Access, Caller, require};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
+use crate::routes::offline::{OfflineWatch, PushedOut};
 use crate::routes::{Pagination, Revisioned, page_of};
 use crate::state::AppState;
 use axum::extract::State;
@@ -197,7 +198,7 @@ pub(crate) async fn remove_schedule(
         .store()
         .write(&caller.actor(), Change::RemoveSchedule(ScheduleId(id)))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -241,6 +242,9 @@ pub(crate) struct GroupChanged {
     pub group: GroupView,
     /// The revision the change produced.
     pub revision: u64,
+    /// Keys this change pushed out of its site's IQ offline lists (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushed_out: Vec<PushedOut>,
 }
 
 page_of!(GroupPage, GroupView);
@@ -305,6 +309,7 @@ pub(crate) async fn create_group(
     let name = group_name(&body.name)?;
     let store = state.node().store();
     let record = group_record(GroupId(0), site, &body);
+    let watch = OfflineWatch::start(&state, site);
     let written = store.create(&caller.actor(), Record::Group(record.clone())).await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no group id"))?;
     store.set_name(&caller.actor(), Named::Group, id, name).await?;
@@ -319,6 +324,7 @@ pub(crate) async fn create_group(
                 },
             ),
             revision: written.revision.0,
+            pushed_out: watch.pushed_out(&state),
         }),
     ))
 }
@@ -367,11 +373,14 @@ pub(crate) async fn replace_group(
     let name = group_name(&body.name)?;
     let record = group_record(GroupId(id), site, &body);
     let store = state.node().store();
+    let watch = OfflineWatch::start(&state, site);
     let revision = store.write(&caller.actor(), Change::PutGroup(record.clone())).await?;
+    let pushed_out = watch.pushed_out(&state);
     store.set_name(&caller.actor(), Named::Group, id, name).await?;
     Ok(Json(GroupChanged {
         group: group_view(name.to_owned(), &record),
         revision: revision.0,
+        pushed_out,
     }))
 }
 
@@ -395,7 +404,7 @@ pub(crate) async fn remove_group(
         .store()
         .write(&caller.actor(), Change::RemoveGroup(GroupId(id)))
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }
 
 // ---------------------------------------------------------------------------------------

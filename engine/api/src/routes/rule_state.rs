@@ -138,5 +138,5 @@ pub(crate) async fn reset_state(
         .node()
         .reset_rule_state(&caller.actor(), &rule, site, scope)
         .await?;
-    Ok(Json(Revisioned { revision: revision.0 }))
+    Ok(Json(Revisioned::new(revision.0)))
 }

@@ -598,3 +598,128 @@ async fn offline_access_toggles_with_a_revision() {
     }
     assert!(w.h.node.snapshot().load().credential_record(c).unwrap().offline_access);
 }
+
+/// A site whose IQ is reached by 10,001 tags (one more than it holds): the answers of the
+/// writes that change which keys fit name the keys they push out, and the core's plan
+/// agrees with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_pushes_keys_out_of_an_offline_list_says_so() {
+    let w = World::new().await;
+    let admin = w.bearer(Who::Admin).await.unwrap();
+    let site = w.site.0;
+    let store = w.h.node.store();
+    let gateway = iq(&w, w.site).await;
+    let (s, v) =
+        w.h.call(
+            "PUT",
+            &format!("/v1/sites/{site}/doors/{}/iq", w.door.0),
+            Some(&admin),
+            Some(json!({"iq": gateway.0})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(v.get("pushed_out").is_none(), "nothing reaches the IQ yet: {v}");
+    let person = w.h.person(w.site).await;
+    let blocked = w.h.person(w.site).await;
+    // Ids far above what the site holds, so the tags come in a known order.
+    let tags = IQ_MAX_TAGS + 1;
+    let first = 100_000u32;
+    let records: Vec<Record> = (0..tags)
+        .map(|i| {
+            Record::Credential(CredentialRecord {
+                id: CredentialId(first + i),
+                site: w.site,
+                kind: CredentialKind::Tag,
+                secret: (first + i).to_be_bytes().to_vec(),
+                owner: Some(person),
+                valid_from: None,
+                valid_until: None,
+                offline_access: false,
+                revoked: false,
+            })
+        })
+        .collect();
+    store.import("test", records).await.unwrap();
+    let last = first + tags - 1;
+    let group = json!({"name": "All", "doors": [w.door.0], "members": [person.0, blocked.0]});
+    let (s, v) =
+        w.h.call("POST", &format!("/v1/sites/{site}/groups"), Some(&admin), Some(group))
+            .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    assert_eq!(
+        v["pushed_out"],
+        json!([{"iq": gateway.0, "count": 1, "credentials": [last], "left_out": 1}]),
+        "the group brought 10,001 tags to the IQ: the last by id does not fit"
+    );
+
+    let cases: Vec<(&str, &str, String, Option<Value>, Value)> = vec![
+        (
+            "a new key with offline access goes first and pushes the next-to-last out",
+            "POST",
+            format!("/v1/sites/{site}/credentials"),
+            Some(json!({"kind": "tag", "value": "0a0b0c0d", "person": person.0, "offline_access": true})),
+            json!([{"iq": gateway.0, "count": 1, "credentials": [last - 1], "left_out": 2}]),
+        ),
+        (
+            "offline access for a key left out brings it in and pushes another out",
+            "PUT",
+            format!("/v1/sites/{site}/credentials/{last}/offline-access"),
+            Some(json!({"enabled": true})),
+            json!([{"iq": gateway.0, "count": 1, "credentials": [last - 2], "left_out": 2}]),
+        ),
+        (
+            "revoking a key frees a place: nothing pushed out",
+            "DELETE",
+            format!("/v1/sites/{site}/credentials/{first}"),
+            None,
+            Value::Null,
+        ),
+    ];
+    for (what, method, path, body, want) in cases {
+        let (s, v) = w.h.call(method, &path, Some(&admin), body).await;
+        assert!(s.is_success(), "{what}: {s} {v}");
+        assert_eq!(v["pushed_out"], want, "{what}: {v}");
+    }
+    // A blocked person's key with offline access takes no place; unblocking them does.
+    let (s, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{site}/people/{}/block", blocked.0),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let (s, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{site}/credentials"),
+            Some(&admin),
+            Some(json!({"kind": "tag", "value": "0e0f1011", "person": blocked.0, "offline_access": true})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    assert!(
+        v.get("pushed_out").is_none(),
+        "a blocked person's key is not listed: {v}"
+    );
+    let (s, v) =
+        w.h.call(
+            "POST",
+            &format!("/v1/sites/{site}/people/{}/unblock", blocked.0),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let pushed = v["pushed_out"][0]["credentials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pushed.len(), 1, "unblocking brings one key with offline access in: {v}");
+    // The answers agree with the plan the link sends from.
+    let plan = w.h.node.snapshot().load().offline_plan(gateway).unwrap();
+    assert_eq!(plan.tags, IQ_MAX_TAGS);
+    assert_eq!(plan.left_out, [CredentialId(last - 2), CredentialId(last - 1)]);
+    assert_eq!(pushed[0], json!(last - 2));
+}

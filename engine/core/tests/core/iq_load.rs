@@ -174,3 +174,36 @@ fn context_accessors() {
     );
     assert!(snapshot.site_time_zone(SiteId(2)).is_none());
 }
+
+/// `offline_plan` counts what the IQ link lists: every credential (PINs and each digital
+/// key included) of an unblocked owner who may open one of the IQ's doors, not revoked.
+#[test]
+fn offline_plans_list_what_the_link_sends() {
+    let snapshot = gateways();
+    let cases: [(&str, Snapshot, u32, (u32, u32)); 4] = [
+        // IQ 1: tags 1, 2, 3; keys 5, 6, 7 and PIN 10 are remote entries.
+        ("as built", snapshot.clone(), 1, (3, 4)),
+        ("IQ 2", snapshot.clone(), 2, (1, 0)),
+        (
+            "person 2 blocked: tag 3 and key 7 leave",
+            snapshot.apply(Revision(2), &Change::BlockPerson(PersonId(2))).unwrap(),
+            1,
+            (2, 3),
+        ),
+        (
+            "tag 1 revoked",
+            snapshot
+                .apply(Revision(2), &Change::RevokeCredential(CredentialId(1)))
+                .unwrap(),
+            1,
+            (2, 4),
+        ),
+    ];
+    for (what, s, id, want) in cases {
+        let plan = s.offline_plan(IqId(id)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!((plan.tags, plan.remote_users), want, "{what}");
+        assert!(plan.left_out.is_empty(), "{what}");
+    }
+    assert_eq!(snapshot.site_iqs(keyway_core::SiteId(1)), [IqId(1), IqId(2), IqId(3)]);
+    assert!(snapshot.offline_plan(IqId(9)).is_err());
+}

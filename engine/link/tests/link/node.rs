@@ -356,6 +356,55 @@ async fn offline_decisions_agree_with_the_core_on_the_list_revision() {
     s.close().await;
 }
 
+/// Over capacity, the list the link sends holds what the core's `offline_plan` keeps and
+/// leaves out what it leaves out, so the API's "pushed out" answers speak of the lists
+/// IQs really get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_sent_follows_the_cores_offline_plan() {
+    let s = setup().await;
+    let first = 200_000u32;
+    let records: Vec<Record> = (0..IQ_MAX_TAGS + 5)
+        .map(|i| {
+            Record::Credential(CredentialRecord {
+                id: CredentialId(first + i),
+                site: s.ids.site,
+                kind: CredentialKind::Tag,
+                secret: (first + i).to_be_bytes().to_vec(),
+                owner: Some(s.ids.person),
+                valid_from: None,
+                valid_until: None,
+                // Some late keys with offline access jump the queue; one is revoked.
+                offline_access: i % 1_000 == 999,
+                revoked: i == 3,
+            })
+        })
+        .collect();
+    s.node.store().import("test", records).await.unwrap();
+    let client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    let list = client.fetch_offline_list().await.unwrap();
+    let plan = s.node.snapshot().load().offline_plan(s.ids.iq).unwrap();
+    assert_eq!(plan.tags, IQ_MAX_TAGS);
+    assert_eq!(
+        plan.left_out.len(),
+        5,
+        "10,006 tags reach the IQ, one is revoked: {:?}",
+        plan.left_out
+    );
+    let sent: std::collections::HashSet<u32> = list.entries.iter().map(|e| e.credential).collect();
+    assert_eq!(sent.len(), list.entries.len());
+    assert_eq!(u32::try_from(sent.len()).unwrap(), plan.tags + plan.remote_users);
+    for c in &plan.left_out {
+        assert!(!sent.contains(&c.0), "{c:?} is left out by the plan but was sent");
+    }
+    for late in (999..IQ_MAX_TAGS + 5).step_by(1_000) {
+        assert!(sent.contains(&(first + late)), "offline access goes first: {late}");
+    }
+    assert!(!sent.contains(&(first + 3)), "a revoked tag is not listed");
+    assert_eq!(s.backend.offline_overflow(s.ids.iq), (5, 0));
+    client.close().await;
+    s.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_or_superseded_certificate_is_refused() {
     let s = setup().await;

@@ -7,6 +7,7 @@ mod support;
 
 mod accounts;
 mod admin;
+mod auth_cache;
 mod conformance;
 mod crash;
 mod enrolment;

@@ -173,6 +173,7 @@ pub(crate) use on_each_backend;
 pub const ACTOR: &str = "admin@example.com";
 
 /// The ids of [`model`].
+#[derive(Clone, Copy)]
 pub struct Ids {
     pub site: SiteId,
     pub calendar: CalendarId,
