@@ -4,7 +4,9 @@
 //! group that lets them through; then every IQ enrols on the link with its code, and all
 //! send door traffic (the people's tags and an unknown one) for the given time, through
 //! the link's load generator (`keyway_link::sim`). It prints what it did and a summary:
-//! decisions per second and frame latency percentiles.
+//! decisions per second and frame latency percentiles. With `--outage-every-secs`, every
+//! IQ also keeps its offline list, is cut off every so often, decides alone while away,
+//! and on return is brought up to date and uploads those entries.
 //!
 //! Everything it creates is named `sim <run>` so it can be told apart from real records.
 
@@ -12,7 +14,7 @@ use base64::Engine;
 use clap::Args;
 use keyway_core::CredentialKind;
 use keyway_link::message::DecideItem;
-use keyway_link::sim::{SimConfig, SimIq, run};
+use keyway_link::sim::{Outage, SimConfig, SimIq, run};
 use keyway_link::{IqClientConfig, enrol};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +51,13 @@ pub struct IqSimArgs {
     /// Requests per DECIDE frame (1 to 64).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch: u32,
+    /// Cut every IQ's connection this often (seconds online between cuts); while cut,
+    /// each decides alone from its offline list and uploads those entries on return.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    outage_every_secs: Option<u64>,
+    /// How long each cut lasts, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    outage_secs: u64,
 }
 
 /// A failure, said for a person at a terminal.
@@ -240,6 +249,11 @@ pub async fn iq_sim(args: IqSimArgs) -> Result<(), SimError> {
             client,
             duration: Duration::from_secs(args.duration_secs),
             batch: args.batch as usize,
+            outage: args.outage_every_secs.map(|every| Outage {
+                every: Duration::from_secs(every),
+                length: Duration::from_secs(args.outage_secs),
+                read_interval: Duration::from_millis(100),
+            }),
         },
     )
     .await
@@ -256,6 +270,16 @@ pub async fn iq_sim(args: IqSimArgs) -> Result<(), SimError> {
         ms(summary.latency_us[2]),
         ms(summary.latency_us[3])
     );
+    println!(
+        "pushes heard: {}; reconnections: {} ({} brought up to date by replay); full lists fetched: {}",
+        summary.pushes, summary.reconnects, summary.replays, summary.full_lists
+    );
+    if args.outage_every_secs.is_some() {
+        println!(
+            "offline: {} decisions alone ({} opened), {} entries uploaded and acknowledged",
+            summary.offline_decisions, summary.offline_allowed, summary.uploaded
+        );
+    }
     if summary.decisions == 0 {
         return Err("no decision was answered".to_owned());
     }

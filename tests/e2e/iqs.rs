@@ -345,6 +345,35 @@ fn iq_sim_registers_enrols_and_decides() {
         reasons.contains("granted") && reasons.contains("unknown_credential"),
         "{reasons:?}"
     );
+    // With network cuts: each IQ decides alone while away, is brought up to date when it
+    // returns (by replay or a full list), and uploads what it decided; the node
+    // acknowledges every entry.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["iq-sim", "--site", &site.to_string(), "--iqs", "2", "--people", "2"])
+        .args(["--duration-secs", "4", "--outage-every-secs", "1", "--outage-secs", "1"])
+        .env("KEYWAY_URL", &server.url)
+        .env("KEYWAY_TOKEN", &owner.token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("offline: "))
+        .unwrap_or_else(|| panic!("no offline summary: {stdout}"));
+    let numbers: Vec<u64> = offline
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (alone, uploaded) = (numbers[0], numbers[2]);
+    assert!(alone > 0, "{stdout}");
+    assert_eq!(alone, uploaded, "every entry taken offline is acknowledged: {stdout}");
+    assert!(stdout.contains("reconnections: "), "{stdout}");
+
     // A wrong token is refused before anything is sent to the link.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
         .args(["iq-sim", "--site", &site.to_string(), "--iqs", "1"])

@@ -513,7 +513,12 @@ impl IqClient {
         self.events.recv().await
     }
 
-    /// The next event within `wait`.
+    /// The next push or event already received, without waiting.
+    pub fn try_next_event(&mut self) -> Option<ClientEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// The next push or event, waiting at most `wait` (`None` if none came).
     pub async fn next_event_within(&mut self, wait: Duration) -> Option<ClientEvent> {
         tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
     }

@@ -27,8 +27,9 @@ use crate::backend::{
     IqProfile, LinkBackend, OfflineCause, OfflineList, PushEvent, Report, Subscription, UploadedEntry,
 };
 use crate::message::{
-    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, FirmwareAvailable, IncidentKind, OfflineDelta,
-    OfflineEntry, OfflineGrant, OfflinePeriod, OfflineSchedule, PinVerdict, RevocationItem, RevocationWhat,
+    CommandStatus, DoorCommand as WireDoorCommand, DoorCommandKind, FirmwareAvailable, IncidentKind, MAX_CHUNK_ENTRIES,
+    MAX_REVOCATION_ITEMS, OfflineDelta, OfflineEntry, OfflineGrant, OfflinePeriod, OfflineSchedule, PinVerdict,
+    RevocationItem, RevocationWhat,
 };
 use jiff::Timestamp;
 use keyway_core::{
@@ -801,6 +802,138 @@ fn store_err(e: StoreError) -> BackendError {
     unavailable(e)
 }
 
+/// The most revisions a reconnecting IQ's list is brought up to date by replay; further
+/// behind, it fetches a full list.
+const MAX_REPLAY: u64 = 10_000;
+
+/// What the changes between an IQ's list (`since`) and `revision` did to the IQ's list, as
+/// pushes: a revocation of what no longer opens, then one delta from `since` to
+/// `revision` with the current entry of every credential they touched (or its removal).
+/// Also returns the feed positioned after `revision`, for the session to follow on.
+///
+/// `None` when the IQ must fetch a full list: it has none (`since` 0), it is too far
+/// behind or ahead, the replay would not fit one frame of each kind, the change log no longer holds the revisions, or one of them changed
+/// more than keys and people (doors, groups, schedules, the site, calendars, door modes,
+/// the IQ itself; a removal whose site cannot be told), since only the full list says
+/// what those did to the IQ.
+///
+/// The entries come from `view`, the IQ's list at `revision`, so a credential touched
+/// several times is sent once, as it is now. A person whose change may have narrowed
+/// what they open is revoked as a whole first (the IQ denies them), and their current
+/// credentials follow in the delta, which reinstates them where they still open: a
+/// person removed since `since`, whose credentials now belong to nobody, stays revoked.
+async fn replay(
+    node: &Node,
+    view: &SiteView,
+    since: Revision,
+    revision: Revision,
+) -> Option<(keyway_store::ChangeStream, Vec<PushEvent>)> {
+    if since.0 == 0 || since >= revision || revision.0 - since.0 > MAX_REPLAY {
+        return None;
+    }
+    let mut stream = node.subscribe(since).await.ok()?;
+    let mut touched: BTreeSet<CredentialId> = BTreeSet::new();
+    let mut revoked_people: BTreeSet<PersonId> = BTreeSet::new();
+    while stream.position() <= revision {
+        let item = stream.next().await.ok()?;
+        let Logged::Change(change) = item.entry.as_ref() else {
+            // A policy change does not touch lists; a reload may have changed anything.
+            if matches!(item.entry.as_ref(), Logged::Reload) {
+                return None;
+            }
+            continue;
+        };
+        let ours_door = |d: &DoorId| view.doors.contains_key(d);
+        match change {
+            Change::BlockPerson(p) => {
+                let theirs = view.credentials_of(*p);
+                if !theirs.is_empty() {
+                    revoked_people.insert(*p);
+                }
+                touched.extend(theirs);
+            }
+            Change::RemovePerson(p) => {
+                // Their credentials belong to nobody now: the person is revoked whoever
+                // they were, a no-op on an IQ that never held them.
+                revoked_people.insert(*p);
+            }
+            Change::UnblockPerson(p) | Change::Grant { person: p, .. } | Change::Ungrant { person: p, .. } => {
+                touched.extend(view.credentials_of(*p));
+            }
+            Change::PutPerson(p) => {
+                if p.site == view.site {
+                    revoked_people.insert(p.id);
+                    touched.extend(view.credentials_of(p.id));
+                }
+            }
+            // Not in the view: another site's (a later removal touches it by itself).
+            Change::RevokeCredential(c) | Change::RestoreCredential(c) => {
+                if view.credentials.contains_key(c) {
+                    touched.insert(*c);
+                }
+            }
+            // Its site cannot be told any more: a removal of what the IQ never held is a
+            // no-op there.
+            Change::RemoveCredential(c) => {
+                touched.insert(*c);
+            }
+            Change::PutCredential(c) => {
+                if c.site == view.site {
+                    touched.insert(c.id);
+                }
+            }
+            Change::PutGroup(g) if g.site != view.site => {}
+            Change::PutDoor(d) if d.site != view.site => {}
+            Change::PutSchedule(s) if s.site != view.site => {}
+            Change::PutSite(s) if s.id != view.site => {}
+            Change::PutIq(i) if i.id != view.iq => {}
+            Change::SetDoorMode { door, .. } | Change::SetDoorLockdown { door, .. } if !ours_door(door) => {}
+            Change::SetSiteLockdown { site, .. } if *site != view.site => {}
+            Change::SetRoles(_) => {}
+            _ => return None,
+        }
+    }
+    let mut items: Vec<RevocationItem> = revoked_people
+        .iter()
+        .map(|p| RevocationItem {
+            what: RevocationWhat::Person,
+            id: p.get(),
+            door: None,
+        })
+        .collect();
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    for id in touched {
+        match view.entry(id) {
+            Some(entry) => upserts.push(entry),
+            None => {
+                removals.push(id.get());
+                items.push(RevocationItem {
+                    what: RevocationWhat::Credential,
+                    id: id.get(),
+                    door: None,
+                });
+            }
+        }
+    }
+    // One frame each: larger replays are what full lists are for.
+    if items.len() > MAX_REVOCATION_ITEMS || upserts.len() > MAX_CHUNK_ENTRIES || removals.len() > MAX_CHUNK_ENTRIES {
+        return None;
+    }
+    let mut events = Vec::new();
+    if !items.is_empty() {
+        events.push(PushEvent::Revocation { revision, items });
+    }
+    // Always a delta, even an empty one: it moves the IQ's list to `revision`.
+    events.push(PushEvent::OfflineDelta(OfflineDelta {
+        from_revision: since.0,
+        to_revision: revision.0,
+        upserts,
+        removals,
+    }));
+    Some((stream, events))
+}
+
 /// Follows the node's feed for one subscription until its receiver is dropped.
 /// Whether the certificate `serial` still authenticates `iq`: the IQ exists and the
 /// store records that serial for it. A store failure keeps the session (the next
@@ -1027,11 +1160,21 @@ impl LinkBackend for NodeBackend {
         }
         let snapshot = self.node.snapshot().load_full();
         let revision = snapshot.revision();
-        let stream = self.node.subscribe(revision).await.map_err(unavailable)?;
         let Some(view) = view_of(snapshot, iq).await? else {
             return Err(BackendError::Refused);
         };
         let (tx, rx) = mpsc::channel(self.shared.config.push_queue.max(8));
+        let (stream, resync) = match replay(&self.node, &view, since, revision).await {
+            Some((stream, events)) => {
+                // At most two events into a fresh channel of at least eight: they fit.
+                let all_queued = events.into_iter().all(|e| tx.try_send(e).is_ok());
+                (stream, !all_queued)
+            }
+            None => (
+                self.node.subscribe(revision).await.map_err(unavailable)?,
+                since != revision,
+            ),
+        };
         let serial = self.shared.with_iq(iq, |live| {
             live.sessions.push(tx.clone());
             live.serial.clone()
@@ -1039,7 +1182,7 @@ impl LinkBackend for NodeBackend {
         tokio::spawn(follow(self.node.clone(), view, stream, tx, serial));
         Ok(Subscription {
             revision,
-            resync: since != revision,
+            resync,
             events: rx,
         })
     }

@@ -1,11 +1,19 @@
 //! A load generator for the link: simulated IQs over TLS against a server address,
 //! each sending decision requests back to back, with a summary of decisions per second
 //! and latency percentiles. `keyway iq-sim` and the end-to-end tests drive it.
+//!
+//! With outages, each IQ also behaves as a gateway does across a network cut: it holds
+//! its offline list (fetched on the bulk port, kept current by the pushes it hears),
+//! drops its connection every so often, decides alone from the list while away and keeps
+//! those entries, then reconnects saying the revision of its list (so the node replays
+//! what it missed, or asks for a full list) and uploads the entries until acknowledged.
 
-use crate::client::{ClientError, IqClient, IqClientConfig};
-use crate::message::DecideItem;
+use crate::client::{ClientError, ClientEvent, IqClient, IqClientConfig};
+use crate::message::{DecideItem, EntryItem, MAX_ENTRY_ITEMS, Message};
+use crate::offline::{DeltaOutcome, OfflineError, OfflineStore};
 use crate::pki::IqCredentials;
 use jiff::Timestamp;
+use keyway_core::CredentialKind;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -18,6 +26,17 @@ pub struct SimIq {
     pub reads: Vec<DecideItem>,
 }
 
+/// Network cuts each IQ goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// Time online between cuts.
+    pub every: Duration,
+    /// How long each cut lasts.
+    pub length: Duration,
+    /// Time between two door reads decided alone during a cut.
+    pub read_interval: Duration,
+}
+
 /// How a run goes.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -27,6 +46,8 @@ pub struct SimConfig {
     pub duration: Duration,
     /// Requests per frame.
     pub batch: usize,
+    /// Network cuts, if any.
+    pub outage: Option<Outage>,
 }
 
 /// What a run measured.
@@ -42,6 +63,190 @@ pub struct SimSummary {
     pub per_second: f64,
     /// Round-trip latency percentiles of a frame (p50, p90, p99, max), in microseconds.
     pub latency_us: [u64; 4],
+    /// Pushes heard (revocations, deltas, resyncs, doors, door commands).
+    pub pushes: u64,
+    /// Reconnections after a cut.
+    pub reconnects: u64,
+    /// Of those, how many the node brought up to date by replay (no full list).
+    pub replays: u64,
+    /// Full offline lists fetched (the first of each IQ included).
+    pub full_lists: u64,
+    /// Decisions taken alone from the offline list during cuts.
+    pub offline_decisions: u64,
+    /// Of those, how many opened the door.
+    pub offline_allowed: u64,
+    /// Entries taken offline that the node acknowledged after a reconnection.
+    pub uploaded: u64,
+}
+
+/// What one IQ's task counted.
+#[derive(Default)]
+struct IqCount {
+    decisions: u64,
+    errors: u64,
+    latencies: Vec<u64>,
+    pushes: u64,
+    reconnects: u64,
+    replays: u64,
+    full_lists: u64,
+    offline_decisions: u64,
+    offline_allowed: u64,
+    uploaded: u64,
+}
+
+/// An IQ's offline side: its list, and the entries it decided alone.
+struct OfflineSide {
+    list: OfflineStore,
+    pending: Vec<EntryItem>,
+    next_seq: u64,
+}
+
+impl OfflineSide {
+    async fn fetch(client: &IqClient, count: &mut IqCount) -> Result<OfflineStore, ClientError> {
+        let list = client.fetch_offline_list().await?;
+        count.full_lists += 1;
+        OfflineStore::from_list(&list).map_err(offline_error)
+    }
+
+    /// Applies the pushes heard so far; fetches a full list when one says so.
+    async fn hear(&mut self, client: &mut IqClient, count: &mut IqCount) -> Result<(), ClientError> {
+        let mut refetch = false;
+        while let Some(event) = client.try_next_event() {
+            let ClientEvent::Push { message, .. } = event else {
+                continue;
+            };
+            count.pushes += 1;
+            match message {
+                Message::Revocation(r) => self.list.apply_revocation(&r),
+                Message::OfflineDelta(d) => refetch |= self.list.apply_delta(&d) == DeltaOutcome::NeedsFullList,
+                Message::Resync(_) => refetch = true,
+                Message::DoorCommand(c) => {
+                    self.list.apply_door_command(&c);
+                }
+                _ => {}
+            }
+        }
+        if refetch {
+            self.list = Self::fetch(client, count).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides `read` alone and keeps the entry for upload.
+    fn decide(&mut self, read: &DecideItem, count: &mut IqCount) {
+        let at = Timestamp::now();
+        let kind = read.kind.unwrap_or(CredentialKind::Tag);
+        let d = self.list.decide(read.door, kind, &read.secret, at);
+        count.offline_decisions += 1;
+        if d.effect == keyway_core::Effect::Allow {
+            count.offline_allowed += 1;
+        }
+        self.pending.push(EntryItem {
+            seq: self.next_seq,
+            door: read.door,
+            at: at.as_millisecond(),
+            effect: d.effect,
+            reason: d.reason.to_owned(),
+            kind: Some(kind),
+            credential: d.credential,
+        });
+        self.next_seq += 1;
+    }
+
+    /// Uploads what was decided alone, a frame at a time, until acknowledged.
+    async fn upload(&mut self, client: &IqClient, count: &mut IqCount) -> Result<(), ClientError> {
+        while !self.pending.is_empty() {
+            let frame: Vec<EntryItem> = self.pending.iter().take(MAX_ENTRY_ITEMS).cloned().collect();
+            let acked = client.upload_entries(frame).await?;
+            self.pending.retain(|e| !acked.contains(&e.seq));
+            count.uploaded += acked.len() as u64;
+            if acked.is_empty() {
+                return Err(ClientError::Unexpected("entries not acknowledged"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn offline_error(e: OfflineError) -> ClientError {
+    tracing::warn!(error = %e, "simulated iq cannot use its offline list");
+    ClientError::Unexpected("unusable offline list")
+}
+
+/// One IQ's whole run.
+async fn run_one(iq: SimIq, config: SimConfig) -> Result<IqCount, ClientError> {
+    let mut count = IqCount::default();
+    let batch = config.batch.max(1);
+    let deadline = Instant::now() + config.duration;
+    let mut client = IqClient::connect(config.client.clone(), iq.credentials.clone()).await?;
+    let mut side = match config.outage {
+        Some(_) => Some(OfflineSide {
+            list: OfflineSide::fetch(&client, &mut count).await?,
+            pending: Vec::new(),
+            next_seq: 1,
+        }),
+        None => None,
+    };
+    let mut next = 0usize;
+    let mut online_until = config.outage.map(|o| Instant::now() + o.every);
+    while Instant::now() < deadline && !iq.reads.is_empty() {
+        if let (Some(outage), Some(until), Some(side)) = (config.outage, online_until, side.as_mut())
+            && Instant::now() >= until
+        {
+            side.hear(&mut client, &mut count).await?;
+            client.close().await;
+            let back = (Instant::now() + outage.length).min(deadline);
+            while Instant::now() < back {
+                if let Some(read) = iq.reads.get(next % iq.reads.len()) {
+                    side.decide(read, &mut count);
+                }
+                next = next.wrapping_add(1);
+                tokio::time::sleep(outage.read_interval).await;
+            }
+            let mut reconnect = config.client.clone();
+            reconnect.offline_revision = side.list.revision();
+            client = IqClient::connect(reconnect, iq.credentials.clone()).await?;
+            count.reconnects += 1;
+            if client.welcome().resync {
+                side.list = OfflineSide::fetch(&client, &mut count).await?;
+            } else {
+                count.replays += 1;
+            }
+            side.upload(&client, &mut count).await?;
+            online_until = Some(Instant::now() + outage.every);
+            continue;
+        }
+        let now = Timestamp::now().as_millisecond();
+        let items: Vec<DecideItem> = (0..batch)
+            .filter_map(|i| iq.reads.get((next + i) % iq.reads.len()))
+            .map(|r| DecideItem { at: now, ..r.clone() })
+            .collect();
+        next = next.wrapping_add(batch);
+        let sent = Instant::now();
+        match client.decide(items).await {
+            Ok(answer) => {
+                count.decisions += answer.items.len() as u64;
+                count
+                    .latencies
+                    .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+            Err(_) => count.errors += 1,
+        }
+        match side.as_mut() {
+            Some(side) => side.hear(&mut client, &mut count).await?,
+            None => {
+                // Nobody keeps a list: drop what was heard so the reader never waits.
+                while client.try_next_event().is_some() {
+                    count.pushes += 1;
+                }
+            }
+        }
+    }
+    if let Some(side) = side.as_mut() {
+        side.upload(&client, &mut count).await?;
+    }
+    client.close().await;
+    Ok(count)
 }
 
 /// Runs `iqs` against the server in `config` and sums up.
@@ -52,44 +257,25 @@ pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, Clie
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for iq in iqs {
-        let client_config = config.client.clone();
-        let (duration, batch) = (config.duration, config.batch.max(1));
-        tasks.spawn(async move {
-            let client = IqClient::connect(client_config, iq.credentials).await?;
-            let mut latencies = Vec::new();
-            let (mut decisions, mut errors) = (0u64, 0u64);
-            let deadline = Instant::now() + duration;
-            let mut next = 0usize;
-            while Instant::now() < deadline && !iq.reads.is_empty() {
-                let now = Timestamp::now().as_millisecond();
-                let items: Vec<DecideItem> = (0..batch)
-                    .filter_map(|i| iq.reads.get((next + i) % iq.reads.len()))
-                    .map(|r| DecideItem { at: now, ..r.clone() })
-                    .collect();
-                next = next.wrapping_add(batch);
-                let sent = Instant::now();
-                match client.decide(items).await {
-                    Ok(answer) => {
-                        decisions += answer.items.len() as u64;
-                        latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            client.close().await;
-            Ok::<_, ClientError>((decisions, errors, latencies))
-        });
+        tasks.spawn(run_one(iq, config.clone()));
     }
     let mut summary = SimSummary::default();
     let mut latencies = Vec::new();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((decisions, errors, lat))) => {
+            Ok(Ok(c)) => {
                 summary.connected += 1;
-                summary.decisions += decisions;
-                summary.errors += errors;
-                latencies.extend(lat);
+                summary.decisions += c.decisions;
+                summary.errors += c.errors;
+                summary.pushes += c.pushes;
+                summary.reconnects += c.reconnects;
+                summary.replays += c.replays;
+                summary.full_lists += c.full_lists;
+                summary.offline_decisions += c.offline_decisions;
+                summary.offline_allowed += c.offline_allowed;
+                summary.uploaded += c.uploaded;
+                latencies.extend(c.latencies);
             }
             Ok(Err(e)) => {
                 summary.errors += 1;

@@ -356,6 +356,160 @@ async fn offline_decisions_agree_with_the_core_on_the_list_revision() {
     s.close().await;
 }
 
+/// The pushes right after `WELCOME` on a reconnection: a revocation (if any), then the
+/// delta.
+async fn replayed(
+    client: &mut IqClient,
+) -> (
+    Option<keyway_link::message::Revocation>,
+    keyway_link::message::OfflineDelta,
+) {
+    let mut revocation = None;
+    loop {
+        match client.next_event_within(Duration::from_secs(5)).await {
+            Some(ClientEvent::Push {
+                message: Message::Revocation(r),
+                ..
+            }) => revocation = Some(r),
+            Some(ClientEvent::Push {
+                message: Message::OfflineDelta(d),
+                ..
+            }) => return (revocation, d),
+            other => panic!("no replay: {other:?}"),
+        }
+    }
+}
+
+/// An IQ that was away while keys and people changed is brought up to date by one
+/// revocation and one delta, and then decides offline as the core does; a change to its
+/// groups makes it fetch a full list instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_iq_is_brought_up_to_date_by_replay() {
+    let s = setup().await;
+    let credentials = s.enrol().await;
+    let client = IqClient::connect(s.client_config(), credentials.clone()).await.unwrap();
+    let list = client.fetch_offline_list().await.unwrap();
+    let mut offline = OfflineStore::from_list(&list).unwrap();
+    let since = list.begin.revision;
+    client.close().await;
+
+    // Away: the first person is blocked, a second person gets a right and a tag, a tag of
+    // nobody is made, and another site changes.
+    let group = s
+        .node
+        .snapshot()
+        .load()
+        .records()
+        .into_iter()
+        .find_map(|r| match r {
+            Record::Group(g) if g.site == s.ids.site => Some(g.id),
+            _ => None,
+        })
+        .unwrap();
+    let person = |site| {
+        Record::Person(PersonRecord {
+            id: PersonId(0),
+            site,
+            role: RoleId(3),
+            blocked: false,
+        })
+    };
+    let tag = |site, secret: [u8; 4], owner| {
+        Record::Credential(CredentialRecord {
+            id: CredentialId(0),
+            site,
+            kind: CredentialKind::Tag,
+            secret: secret.to_vec(),
+            owner,
+            valid_from: None,
+            valid_until: None,
+            offline_access: false,
+            revoked: false,
+        })
+    };
+    let store = s.node.store();
+    store.write(ACTOR, Change::BlockPerson(s.ids.person)).await.unwrap();
+    let second = PersonId(create(&s.node, person(s.ids.site)).await);
+    store
+        .write(ACTOR, Change::Grant { person: second, group })
+        .await
+        .unwrap();
+    let newcomer = [0x51, 0x52, 0x53, 0x54];
+    create(&s.node, tag(s.ids.site, newcomer, Some(second))).await;
+    let nobodys = [0x61, 0x62, 0x63, 0x64];
+    create(&s.node, tag(s.ids.site, nobodys, None)).await;
+    let elsewhere = SiteId(
+        create(
+            &s.node,
+            Record::Site(SiteRecord {
+                id: SiteId(0),
+                time_zone: TimeZone::UTC,
+                holiday_calendar: None,
+                lockdown: false,
+            }),
+        )
+        .await,
+    );
+    let stranger = PersonId(create(&s.node, person(elsewhere)).await);
+    create(&s.node, tag(elsewhere, [0x71, 0x72, 0x73, 0x74], Some(stranger))).await;
+
+    let mut config = s.client_config();
+    config.offline_revision = since;
+    let mut client = IqClient::connect(config, credentials.clone()).await.unwrap();
+    let now = s.node.snapshot().load_full();
+    assert!(!client.welcome().resync, "a replay, not a full list");
+    assert_eq!(client.welcome().revision, now.revision().0);
+    let (revocation, delta) = replayed(&mut client).await;
+    let revocation = revocation.expect("the block is revoked");
+    assert!(
+        revocation
+            .items
+            .iter()
+            .any(|i| (i.what, i.id) == (RevocationWhat::Person, s.ids.person.get()))
+    );
+    assert_eq!((delta.from_revision, delta.to_revision), (since, now.revision().0));
+    assert_eq!(delta.upserts.len(), 1, "only the newcomer's tag opens: {delta:?}");
+    offline.apply_revocation(&revocation);
+    assert_eq!(offline.apply_delta(&delta), keyway_link::offline::DeltaOutcome::Applied);
+    let at = Timestamp::now();
+    for secret in [TAG, newcomer, nobodys, [0x71, 0x72, 0x73, 0x74]] {
+        let core = decide(
+            &now,
+            s.ids.door,
+            Presented {
+                kind: CredentialKind::Tag,
+                secret: &secret,
+            },
+            at,
+        );
+        let off = offline.decide(s.ids.door.get(), CredentialKind::Tag, &secret, at);
+        assert_eq!(off.effect, core.effect, "{secret:?}: offline {off:?}, core {core:?}");
+    }
+    client.close().await;
+
+    // Away again: the group changes. Only a full list says what that did.
+    let since = now.revision().0;
+    store
+        .write(
+            ACTOR,
+            Change::PutGroup(GroupRecord {
+                id: group,
+                site: s.ids.site,
+                doors: vec![s.ids.door],
+                schedule: None,
+                members: vec![second],
+            }),
+        )
+        .await
+        .unwrap();
+    let mut config = s.client_config();
+    config.offline_revision = since;
+    let client = IqClient::connect(config, credentials).await.unwrap();
+    assert!(client.welcome().resync, "a group change asks for a full list");
+    client.close().await;
+    s.close().await;
+}
+
 /// Over capacity, the list the link sends holds what the core's `offline_plan` keeps and
 /// leaves out what it leaves out, so the API's "pushed out" answers speak of the lists
 /// IQs really get.
@@ -434,13 +588,84 @@ async fn the_load_generator_measures_decisions() {
         client: s.client_config(),
         duration: Duration::from_millis(300),
         batch: 4,
+        outage: None,
     };
-    let summary = keyway_link::sim::run(vec![iq], &config).await.unwrap();
+    let summary = keyway_link::sim::run(vec![iq.clone()], &config).await.unwrap();
     assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
     assert!(summary.decisions > 0 && summary.per_second > 0.0, "{summary:?}");
     let [p50, p90, p99, max] = summary.latency_us;
     assert!(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{summary:?}");
+
+    // With network cuts: the IQ decides alone while away, is brought up to date when it
+    // comes back, and its offline entries are stored once each.
+    let before = entries_of(&s).await;
+    let config = keyway_link::sim::SimConfig {
+        duration: Duration::from_millis(1_500),
+        outage: Some(keyway_link::sim::Outage {
+            every: Duration::from_millis(300),
+            length: Duration::from_millis(200),
+            read_interval: Duration::from_millis(10),
+        }),
+        ..config
+    };
+    let writer = {
+        // A change while the IQ comes and goes, so reconnections have something to replay.
+        let node = s.node.clone();
+        let person = s.ids.person;
+        tokio::spawn(async move {
+            for i in 0..6 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let change = if i % 2 == 0 {
+                    Change::BlockPerson(person)
+                } else {
+                    Change::UnblockPerson(person)
+                };
+                node.store().write(ACTOR, change).await.unwrap();
+            }
+        })
+    };
+    let summary = keyway_link::sim::run(vec![iq], &config).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
+    assert!(summary.reconnects >= 2, "{summary:?}");
+    assert!(
+        summary.replays >= 1,
+        "reconnections replayed, not refetched: {summary:?}"
+    );
+    assert!(summary.offline_decisions > 0, "{summary:?}");
+    assert_eq!(summary.uploaded, summary.offline_decisions, "{summary:?}");
+    assert!(summary.pushes > 0, "{summary:?}");
+    s.node.store().entries().flush().await.unwrap();
+    let offline: Vec<_> = entries_of(&s)
+        .await
+        .into_iter()
+        .filter(|e| {
+            !before.contains(e)
+                && e.entry
+                    .iq
+                    .is_some_and(|(_, seq)| seq < keyway_link::node_backend::ONLINE_SEQ_BASE)
+        })
+        .collect();
+    assert_eq!(
+        offline.len() as u64,
+        summary.offline_decisions,
+        "each offline entry stored once"
+    );
     s.close().await;
+}
+
+async fn entries_of(s: &Setup) -> Vec<keyway_store::StoredEntry> {
+    s.node.store().entries().flush().await.unwrap();
+    s.node
+        .store()
+        .entries()
+        .query(&EntryQuery {
+            limit: 10_000,
+            ..EntryQuery::site(s.ids.site)
+        })
+        .await
+        .unwrap()
+        .entries
 }
 
 /// Protocol version 2: the reader's direction travels with each decision, and a PASSAGE
