@@ -12,6 +12,8 @@
 //!   PostgreSQL database: the block is sent to node A, and node B is asked until it
 //!   denies; the time is from sending the block to B's first deny.
 //!
+//! - The IQ link (issue 11): `keyway iq-sim` with 10, 100 and 1,000 simulated IQs over
+//!   TLS, one read per frame and 16, against the same node.
 //! - Admin writes (issue 9): creating a door over HTTP, one at a time, on SQLite and on
 //!   PostgreSQL.
 //! - Bulk import (issue 10): `keyway import` of a generated CSV file of 100,000 people,
@@ -324,6 +326,45 @@ end
     );
 }
 
+/// The IQ link under load: the release `keyway iq-sim` registers `iqs` IQs on the site
+/// over HTTP (a door each, 50 people with tags and a group), enrols them over TLS, and
+/// each sends `DECIDE` frames of `batch` reads back to back for `seconds`; its summary
+/// (decisions per second, frame round-trip percentiles measured by each IQ) is echoed.
+fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["iq-sim", "--site", &site.to_string(), "--iqs", &iqs.to_string()])
+        .args([
+            "--doors-per-iq",
+            "1",
+            "--people",
+            "50",
+            "--duration-secs",
+            &seconds.to_string(),
+        ])
+        .args(["--batch", &batch.to_string()])
+        .env("KEYWAY_URL", &api.url)
+        .env("KEYWAY_TOKEN", &api.token)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iq-sim: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("IQs connected") || l.starts_with("frame latency"))
+        .collect();
+    println!(
+        "IQ link, {iqs} IQs, {batch} read(s) per frame, {seconds} s (whole command {:.1} s): {}",
+        started.elapsed().as_secs_f64(),
+        summary.join("; ")
+    );
+}
+
 fn batch_load(api: &Api, site: u64, door: u64, rounds: usize) {
     let body = json!({"requests": vec![decide_body(site, door); 100]});
     let mut h = histogram();
@@ -512,6 +553,9 @@ fn main() {
     admin_writes(&owner, site, rounds, "SQLite");
     if !q {
         wrk_decide(&owner, site, door, 32, 10, "auth cache on");
+        for (iqs, batch) in [(10, 1), (100, 1), (1_000, 1), (1_000, 16)] {
+            link_load(&owner, site, iqs, batch, 10);
+        }
     }
     import_rows(&server.url, dir.path(), if q { 2_000 } else { 100_000 });
     drop(server);

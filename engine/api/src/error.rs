@@ -86,6 +86,12 @@ pub enum ApiError {
         /// Each broken rule, when there are several (password rules).
         details: Vec<String>,
     },
+    /// A `Range` that starts at or past the end of what is asked for.
+    #[error("the range starts at or past the end of the {size} bytes")]
+    RangeNotSatisfiable {
+        /// The whole size.
+        size: u64,
+    },
     /// Too many attempts; retry after this many seconds.
     #[error("too many attempts; retry in {retry_after} seconds")]
     RateLimited {
@@ -193,6 +199,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotYet { .. } | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -215,6 +222,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotYet { .. } => "revision_not_reached",
             ApiError::Timeout => "timeout",
@@ -310,6 +318,11 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
         {
             headers.insert(header::RETRY_AFTER, v);
+        }
+        if let ApiError::RangeNotSatisfiable { size } = self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            headers.insert(header::CONTENT_RANGE, v);
         }
         response
     }

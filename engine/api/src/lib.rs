@@ -186,6 +186,7 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(iqs::reset_pin))
         .routes(routes!(iqs::assign_firmware))
         .routes(routes!(iqs::list_firmware))
+        .routes(routes!(iqs::download_firmware))
         .routes(routes!(keys::set_offline_access))
         .routes(routes!(model::decide))
         .routes(routes!(model::decide_batch))

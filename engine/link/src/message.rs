@@ -28,6 +28,8 @@ pub const MAX_PIN: usize = 8;
 pub const MAX_REASON: usize = 64;
 /// Longest short string (versions, codes, time zones).
 pub const MAX_SHORT: usize = 64;
+/// The longest firmware download token (`FIRMWARE_AVAILABLE`).
+pub const MAX_DOWNLOAD_TOKEN: usize = 128;
 /// Longest free text (error messages, incident details).
 pub const MAX_TEXT: usize = 256;
 /// Longest DER blob (CSR, certificate).
@@ -628,6 +630,9 @@ pub struct FirmwareAvailable {
     pub size: u64,
     /// Digest.
     pub sha256: [u8; 32],
+    /// The IQ's token for downloading the file over HTTP (appended in version 2; absent
+    /// when the node issued none).
+    pub download_token: Option<String>,
 }
 
 /// `OFFLINE_LIST_BEGIN`.
@@ -1219,6 +1224,13 @@ impl Message {
                 w.str(&m.version, MAX_SHORT, "firmware_available.version")?;
                 w.u64(m.size);
                 w.sha256(&m.sha256);
+                // Last, so IQs that predate it read the fields before it and stop; empty
+                // when there is none.
+                w.str(
+                    m.download_token.as_deref().unwrap_or_default(),
+                    MAX_DOWNLOAD_TOKEN,
+                    "firmware_available.download_token",
+                )?;
             }
             Message::FirmwareInstalled(v) => w.str(v, MAX_SHORT, "firmware_installed.version")?,
             Message::Error(m) => {
@@ -1421,6 +1433,8 @@ impl Message {
                 version: r.str(MAX_SHORT, "firmware_available.version")?,
                 size: r.u64("firmware_available.size")?,
                 sha256: r.sha256("firmware_available.sha256")?,
+                download_token: Some(r.str(MAX_DOWNLOAD_TOKEN, "firmware_available.download_token")?)
+                    .filter(|t| !t.is_empty()),
             }),
             t::FIRMWARE_INSTALLED => Message::FirmwareInstalled(r.str(MAX_SHORT, "firmware_installed.version")?),
             t::ERROR => Message::Error(ErrorFrame {

@@ -136,6 +136,7 @@ impl Shared {
             version: offer.version.clone(),
             size: offer.size,
             sha256,
+            download_token: offer.download_token.clone(),
         });
         self.session(iq).is_some_and(|s| s.try_send(push).is_ok())
     }
@@ -249,7 +250,8 @@ impl NodeBackend {
         };
         match file {
             Ok(Some(file)) if file.version != running => {
-                if !self.shared.offer_firmware(iq, &FirmwareOffer::from(file)) {
+                let offer = self.node.firmware_offer(iq, file).await;
+                if !self.shared.offer_firmware(iq, &offer) {
                     tracing::debug!(%iq, "no session took the firmware offer");
                 }
             }

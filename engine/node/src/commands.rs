@@ -59,7 +59,8 @@ pub struct OfflineListSize {
     pub remote_users_left_out: u32,
 }
 
-/// A firmware image offered to an IQ (the IQ fetches it over the link's bulk port).
+/// A firmware image offered to an IQ: it fetches it over the link's bulk port, or over
+/// HTTP with the download token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareOffer {
     /// Its version.
@@ -68,14 +69,30 @@ pub struct FirmwareOffer {
     pub size: u64,
     /// Its SHA-256, lowercase hex.
     pub sha256: String,
+    /// The IQ's token for `GET /v1/firmware/download` (absent if none could be issued).
+    pub download_token: Option<String>,
 }
 
-impl From<keyway_store::FirmwareFile> for FirmwareOffer {
-    fn from(file: keyway_store::FirmwareFile) -> Self {
+/// How long a firmware download token works.
+pub const FIRMWARE_DOWNLOAD_TTL_SECS: i64 = 24 * 3600;
+
+impl crate::Node {
+    /// The offer of `file` (assigned to `iq`) to `iq`, with a fresh download token. A
+    /// store failure leaves the token out: the bulk port still serves the file.
+    pub async fn firmware_offer(&self, iq: IqId, file: keyway_store::FirmwareFile) -> FirmwareOffer {
+        let expires = jiff::Timestamp::now().as_second() + FIRMWARE_DOWNLOAD_TTL_SECS;
+        let download_token = match self.store().issue_firmware_download(iq, expires).await {
+            Ok(issued) => Some(issued.secret),
+            Err(e) => {
+                tracing::warn!(%iq, error = %e, "no firmware download token issued");
+                None
+            }
+        };
         FirmwareOffer {
             version: file.version,
             size: file.size,
             sha256: file.sha256,
+            download_token,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::codec::id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
+use crate::tokens::IssuedSecret;
 use keyway_core::{IqId, PersonId, SiteId};
 use sqlx::Row;
 
@@ -294,9 +295,45 @@ macro_rules! device_ops {
                 .bind(firmware)
                 .execute(&mut *conn)
                 .await?;
+            // Download tokens are for the file assigned when they were issued.
+            sqlx::query("DELETE FROM firmware_downloads WHERE iq = $1 AND firmware IS DISTINCT FROM $2")
+                .bind(i64::from(before.id.0))
+                .bind(firmware)
+                .execute(&mut *conn)
+                .await?;
             let old = serde_json::json!({ "firmware": before.firmware }).to_string();
             let new = serde_json::json!({ "firmware": firmware }).to_string();
             ops::insert_audit(conn, None, now_seconds(), actor, "assign_firmware", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
+        }
+
+        pub(super) async fn put_download(conn: &mut ops::Conn, hash: &str, iq: IqId, firmware: i64, expires_at: i64) -> Result<(), StoreError> {
+            let now = now_seconds();
+            sqlx::query("DELETE FROM firmware_downloads WHERE expires_at <= $1").bind(now).execute(&mut *conn).await?;
+            sqlx::query(
+                "INSERT INTO firmware_downloads (token_hash, iq, firmware, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(hash)
+            .bind(i64::from(iq.0))
+            .bind(firmware)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn download(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
+            let row = sqlx::query(
+                "SELECT f.id, f.model, f.version, f.sha256, f.size, f.uploaded_at, d.iq FROM firmware_downloads d \
+                 JOIN iqs i ON i.id = d.iq AND i.firmware = d.firmware \
+                 JOIN firmware_files f ON f.id = d.firmware \
+                 WHERE d.token_hash = $1 AND d.expires_at > $2",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+            row.map(|r| Ok((IqId(id32(r.try_get(6)?, "iq")?), firmware_from(&r)?))).transpose()
         }
 
         pub(super) async fn iq_exists(conn: &mut ops::Conn, iq: IqId) -> Result<bool, StoreError> {
@@ -595,6 +632,43 @@ impl Store {
             m::set_iq_details(conn, actor, &before, model, serial).await?;
         });
         Ok(())
+    }
+
+    /// A token with which `iq` downloads the firmware file assigned to it over HTTP until
+    /// `expires_at` (`GET /v1/firmware/download`): random, shown once, stored as its
+    /// SHA-256. It stops working when the IQ is assigned another file, or removed.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the IQ has no firmware assigned; if the database fails.
+    pub async fn issue_firmware_download(&self, iq: IqId, expires_at: i64) -> Result<IssuedSecret, StoreError> {
+        let secret = secrets::fresh("kwf_");
+        let hash = secrets::hash(&secret);
+        // Nothing authentication reads changes: the auth cache stays.
+        on_backend!(self, sqlite_devices, pg_devices, write_untracked, |conn, m| {
+            let details = m::iq_details(conn, iq).await?;
+            let Some(firmware) = details.and_then(|d| d.firmware) else {
+                return Err(StoreError::NotFound {
+                    entity: format!("firmware assigned to iq:{}", iq.0),
+                });
+            };
+            m::put_download(conn, &hash, iq, firmware, expires_at).await?;
+        });
+        Ok(IssuedSecret {
+            secret,
+            expires_at: Some(expires_at),
+        })
+    }
+
+    /// The IQ and the firmware file a download token is good for at `now`: unexpired, and
+    /// the file still the IQ's assignment.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn firmware_download(&self, secret: &str, now: i64) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
+        let hash = secrets::hash(secret);
+        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
+            m::download(conn, &hash, now).await?
+        }))
     }
 
     /// Assign the firmware file `firmware` to `iq` (or none). The file must be for the

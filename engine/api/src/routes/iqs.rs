@@ -28,7 +28,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine;
 use keyway_core::{Change, DoorRecord, IqId, IqRecord, PersonId, Record, SiteId};
-use keyway_node::{FirmwareOffer, OfflineListSize};
+use keyway_node::OfflineListSize;
 use keyway_plugin_host::Capability;
 use keyway_store::{FirmwareFile, IqActivation, IqDetails, Named, enrolment_code};
 use serde::{Deserialize, Serialize};
@@ -686,6 +686,97 @@ pub(crate) async fn reset_pin(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The byte range a `Range` header asks for within `size` bytes: `Ok(None)` for the
+/// whole file (no header, or a form this route does not serve, which HTTP lets a server
+/// ignore: several ranges, other units), the first and last byte otherwise.
+fn byte_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        // `-N`: the last N bytes.
+        (Err(_), Ok(n)) if first.is_empty() => {
+            if n == 0 {
+                return Err(ApiError::RangeNotSatisfiable { size });
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (Ok(a), Err(_)) if last.is_empty() => (a, size.saturating_sub(1)),
+        (Ok(a), Ok(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
+        _ => return Ok(None),
+    };
+    if range.0 >= size {
+        return Err(ApiError::RangeNotSatisfiable { size });
+    }
+    Ok(Some(range))
+}
+
+/// An IQ downloads the firmware assigned to it, with the token it was sent in
+/// `FIRMWARE_AVAILABLE` over the link (`Authorization: Bearer kwf_...`; 24 hours, and
+/// only while the file is still its assignment). `Range: bytes=N-` resumes a broken
+/// download. Sessions and API tokens do not work here.
+#[utoipa::path(get, path = "/v1/firmware/download", tag = "iqs",
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, body = Problem), (status = 416, body = Problem)))]
+pub(crate) async fn download_firmware(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let token = crate::auth::bearer_of(&headers)
+        .filter(|t| t.starts_with("kwf_"))
+        .ok_or(ApiError::Unauthenticated)?;
+    let store = state.node().store();
+    let (iq, file) = store
+        .firmware_download(token, jiff::Timestamp::now().as_second())
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let content = store
+        .firmware_content(file.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let size = u64::try_from(content.len()).map_err(ApiError::internal)?;
+    let range = byte_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size)?;
+    tracing::info!(%iq, version = %file.version, ?range, "firmware download");
+    let (status, body) = match range {
+        None => (StatusCode::OK, content),
+        Some((first, last)) => {
+            let from = usize::try_from(first).map_err(ApiError::internal)?;
+            let to = usize::try_from(last).map_err(ApiError::internal)?;
+            let part = content.get(from..=to).map(<[u8]>::to_vec).unwrap_or_default();
+            (StatusCode::PARTIAL_CONTENT, part)
+        }
+    };
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some((first, last)) = range
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}"))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}-{}.bin\"", file.model, file.version)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
 /// The firmware files the instance operator uploaded (`keyway admin firmware upload`),
 /// oldest first: what an admin may assign to an IQ.
 #[utoipa::path(get, path = "/v1/firmware", tag = "iqs",
@@ -752,7 +843,7 @@ pub(crate) async fn assign_firmware(
     let link = state.node().door_commands();
     let offered = match file {
         Some(file) if link.state(d.id).firmware.as_deref() != Some(file.version.as_str()) => {
-            link.offer_firmware(d.id, &FirmwareOffer::from(file))
+            link.offer_firmware(d.id, &state.node().firmware_offer(d.id, file).await)
         }
         _ => false,
     };

@@ -29,6 +29,8 @@ pub const ROWS: &[(&str, [u16; 10])] = &[
     ("DELETE /v1/sites/{site}/iqs/{iq}/activations/{person}",    [U, F, F, 204, 204, N, N, F, F, 204]),
     ("PUT /v1/sites/{site}/iqs/{iq}/firmware",                   [U, F, F, 200, 200, N, N, F, F, 200]),
     ("GET /v1/firmware",                                         [U, 200, 200, 200, 200, 200, 200, 200, F, 200]),
+    // Only an IQ's download token opens it: sessions and API tokens are refused.
+    ("GET /v1/firmware/download",                                [U, U, U, U, U, U, U, U, U, U]),
     ("PUT /v1/sites/{site}/credentials/{credential}/offline-access", [U, F, F, 200, 200, N, N, F, F, 200]),
 ];
 
@@ -543,16 +545,17 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
             .await;
     assert_eq!((s.as_u16(), v["offered"].as_bool()), (200, Some(true)), "{v}");
     assert_eq!(v["iq"]["firmware_assigned"], right.id);
+    let offers = link.offers.lock().unwrap().clone();
+    assert_eq!(offers.len(), 1);
+    let (offered_to, offer) = &offers[0];
+    assert_eq!(*offered_to, iq);
     assert_eq!(
-        *link.offers.lock().unwrap(),
-        vec![(
-            iq,
-            FirmwareOffer {
-                version: "3.0.0".into(),
-                size: 9,
-                sha256: right.sha256.clone()
-            }
-        )]
+        (offer.version.as_str(), offer.size, offer.sha256.as_str()),
+        ("3.0.0", 9, right.sha256.as_str())
+    );
+    assert!(
+        offer.download_token.as_deref().is_some_and(|t| t.starts_with("kwf_")),
+        "the offer carries an HTTP download token"
     );
     let (_, v) = w.h.call("GET", "/v1/firmware?model=IQ2", Some(&admin), None).await;
     let ids: Vec<i64> = v["items"]
@@ -722,4 +725,96 @@ async fn a_write_that_pushes_keys_out_of_an_offline_list_says_so() {
     assert_eq!(plan.tags, IQ_MAX_TAGS);
     assert_eq!(plan.left_out, [CredentialId(last - 2), CredentialId(last - 1)]);
     assert_eq!(pushed[0], json!(last - 2));
+}
+
+/// An IQ downloads its assigned firmware over HTTP with the token of its offer: whole,
+/// resumed with a range, and refused once the token no longer fits (another file
+/// assigned, a wrong or missing token, a range past the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iq_downloads_its_firmware_over_http_with_its_token() {
+    let w = World::new().await;
+    let store = w.h.node.store();
+    let gateway = iq(&w, w.site).await;
+    let image: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let file = store.upload_firmware("test", "IQ2", "4.0.0", &image).await.unwrap();
+    store.assign_firmware("test", gateway, Some(file.id)).await.unwrap();
+    let offer = w.h.node.firmware_offer(gateway, file.clone()).await;
+    let token = offer.download_token.clone().expect("a download token");
+    assert!(token.starts_with("kwf_"));
+
+    let get = |token: Option<String>, range: Option<&'static str>| {
+        let w = &w;
+        async move {
+            let mut b = axum::http::Request::builder().uri("/v1/firmware/download");
+            if let Some(t) = token {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            if let Some(r) = range {
+                b = b.header("range", r);
+            }
+            let response = tower::ServiceExt::oneshot(w.h.app.clone(), b.body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, headers, body.to_vec())
+        }
+    };
+    let (s, h, body) = get(Some(token.clone()), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body, image);
+    assert_eq!(h["etag"], format!("\"{}\"", file.sha256).as_str());
+    assert_eq!(h["content-type"], "application/octet-stream");
+
+    // (range, status, the bytes expected, content-range)
+    let cases: [(&'static str, u16, std::ops::Range<usize>, Option<&str>); 5] = [
+        ("bytes=4000-", 206, 4000..10_000, Some("bytes 4000-9999/10000")),
+        ("bytes=0-99", 206, 0..100, Some("bytes 0-99/10000")),
+        ("bytes=-10", 206, 9990..10_000, Some("bytes 9990-9999/10000")),
+        ("bytes=9999-20000", 206, 9999..10_000, Some("bytes 9999-9999/10000")),
+        ("bytes=0-1,5-6", 200, 0..10_000, None),
+    ];
+    for (range, status, want, content_range) in cases {
+        let (s, h, body) = get(Some(token.clone()), Some(range)).await;
+        assert_eq!(s, status, "{range}");
+        assert_eq!(body, image[want].to_vec(), "{range}");
+        assert_eq!(
+            h.get("content-range").and_then(|v| v.to_str().ok()),
+            content_range,
+            "{range}"
+        );
+    }
+    let (s, h, body) = get(Some(token.clone()), Some("bytes=10000-")).await;
+    assert_eq!(s, 416);
+    assert_eq!(h["content-range"], "bytes */10000");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["code"],
+        "range_not_satisfiable"
+    );
+
+    // Refused: no token, a session, a made-up token; then the real one once another file
+    // is assigned.
+    let session = w.bearer(Who::Owner).await.unwrap();
+    for bad in [None, Some(session), Some(format!("kwf_{}", "0".repeat(64)))] {
+        let (s, _, body) = get(bad.clone(), None).await;
+        assert_eq!(s, 401, "{bad:?}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["code"],
+            "unauthenticated"
+        );
+    }
+    let newer = store.upload_firmware("test", "IQ2", "4.0.1", b"newer").await.unwrap();
+    store.assign_firmware("test", gateway, Some(newer.id)).await.unwrap();
+    let (s, _, _) = get(Some(token), None).await;
+    assert_eq!(s, 401, "the token was for the file assigned before");
+    let fresh = w.h.node.firmware_offer(gateway, newer).await.download_token.unwrap();
+    let (s, _, body) = get(Some(fresh), None).await;
+    assert_eq!((s, body), (200, b"newer".to_vec()));
+    // An IQ with nothing assigned gets no token.
+    let bare = iq(&w, w.site).await;
+    assert!(w.h.node.firmware_offer(bare, file).await.download_token.is_none());
 }

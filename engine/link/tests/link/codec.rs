@@ -235,9 +235,20 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(Message::PassageAck),
         (any::<u32>(), b(MAX_PIN)).prop_map(|(person, pin)| Message::PinCheck(PinCheck { person, pin })),
         any::<u8>().prop_map(|v| Message::PinResult(PinVerdict::from_u8(v))),
-        (s(MAX_SHORT), any::<u64>(), any::<[u8; 32]>()).prop_map(|(version, size, sha256)| Message::FirmwareAvailable(
-            FirmwareAvailable { version, size, sha256 }
-        )),
+        (
+            s(MAX_SHORT),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            proptest::option::of(s(MAX_DOWNLOAD_TOKEN).prop_filter("empty is none", |t| !t.is_empty()))
+        )
+            .prop_map(|(version, size, sha256, download_token)| Message::FirmwareAvailable(
+                FirmwareAvailable {
+                    version,
+                    size,
+                    sha256,
+                    download_token
+                }
+            )),
         s(MAX_SHORT).prop_map(Message::FirmwareInstalled),
         (any::<u16>(), any::<bool>(), s(MAX_TEXT)).prop_map(|(code, fatal, message)| Message::Error(ErrorFrame {
             code: ErrorCode::from_u16(code),

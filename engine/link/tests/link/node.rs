@@ -598,7 +598,7 @@ async fn the_load_generator_measures_decisions() {
 
     // With network cuts: the IQ decides alone while away, is brought up to date when it
     // comes back, and its offline entries are stored once each.
-    let before = entries_of(&s).await;
+    let before: std::collections::HashSet<i64> = entries_of(&s).await.iter().map(|e| e.id).collect();
     let config = keyway_link::sim::SimConfig {
         duration: Duration::from_millis(1_500),
         outage: Some(keyway_link::sim::Outage {
@@ -640,7 +640,7 @@ async fn the_load_generator_measures_decisions() {
         .await
         .into_iter()
         .filter(|e| {
-            !before.contains(e)
+            !before.contains(&e.id)
                 && e.entry
                     .iq
                     .is_some_and(|(_, seq)| seq < keyway_link::node_backend::ONLINE_SEQ_BASE)
@@ -654,18 +654,27 @@ async fn the_load_generator_measures_decisions() {
     s.close().await;
 }
 
+/// Every entry of the site, page by page.
 async fn entries_of(s: &Setup) -> Vec<keyway_store::StoredEntry> {
-    s.node.store().entries().flush().await.unwrap();
-    s.node
-        .store()
-        .entries()
-        .query(&EntryQuery {
-            limit: 10_000,
-            ..EntryQuery::site(s.ids.site)
-        })
-        .await
-        .unwrap()
-        .entries
+    let log = s.node.store().entries();
+    log.flush().await.unwrap();
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = log
+            .query(&EntryQuery {
+                limit: 10_000,
+                cursor,
+                ..EntryQuery::site(s.ids.site)
+            })
+            .await
+            .unwrap();
+        all.extend(page.entries);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return all,
+        }
+    }
 }
 
 /// Protocol version 2: the reader's direction travels with each decision, and a PASSAGE
@@ -779,6 +788,12 @@ async fn assigned_firmware_is_offered_on_connect() {
                 assert!(offered, "{running}: offered {offer:?}");
                 assert_eq!((offer.version.as_str(), offer.size), ("5.0.0", 11));
                 assert_eq!(hex::encode(offer.sha256), file.sha256);
+                // The token it carries downloads this file over HTTP (the API's route
+                // reads it with `firmware_download`).
+                let token = offer.download_token.expect("a download token");
+                let now = Timestamp::now().as_second();
+                let (iq, good_for) = store.firmware_download(&token, now).await.unwrap().unwrap();
+                assert_eq!((iq, good_for.id), (s.ids.iq, file.id));
             }
             None => assert!(!offered, "{running}: no offer"),
         }

@@ -847,6 +847,38 @@ async fn iq_details_and_firmware_assignment() {
             store.iq_details(ids.iq).await.unwrap().unwrap().firmware,
             Some(right.id)
         );
+        // Download tokens: for the file assigned, until expiry, until another is assigned.
+        let now = jiff::Timestamp::now().as_second();
+        let issued = store.issue_firmware_download(ids.iq, now + 3600).await.unwrap();
+        let expired = store.issue_firmware_download(ids.iq, now - 1).await.unwrap();
+        assert_eq!(
+            kind(store.issue_firmware_download(other, now + 3600).await),
+            ErrorKind::NotFound,
+            "an IQ with nothing assigned gets no token"
+        );
+        let good_for = |secret: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .firmware_download(&secret, now)
+                    .await
+                    .unwrap()
+                    .map(|(iq, f)| (iq, f.id))
+            }
+        };
+        assert_eq!(good_for(issued.secret.clone()).await, Some((ids.iq, right.id)));
+        assert_eq!(good_for(expired.secret).await, None, "expired");
+        assert_eq!(good_for("kwf_nothing".to_owned()).await, None, "unknown");
+        let newer = store.upload_firmware(ACTOR, "IQ2", "3.1", b"image 2").await.unwrap();
+        store.assign_firmware(ACTOR, ids.iq, Some(newer.id)).await.unwrap();
+        assert_eq!(good_for(issued.secret).await, None, "another file assigned since");
+        let again = store.issue_firmware_download(ids.iq, now + 3600).await.unwrap();
+        assert_eq!(good_for(again.secret.clone()).await, Some((ids.iq, newer.id)));
+        // Assigning the same file again keeps its tokens.
+        store.assign_firmware(ACTOR, ids.iq, Some(newer.id)).await.unwrap();
+        assert_eq!(good_for(again.secret).await, Some((ids.iq, newer.id)));
+        store.assign_firmware(ACTOR, ids.iq, Some(right.id)).await.unwrap();
+
         // Deleting the file unassigns it (the foreign key sets null).
         store.delete_firmware(ACTOR, right.id).await.unwrap();
         assert_eq!(store.iq_details(ids.iq).await.unwrap().unwrap().firmware, None);
