@@ -246,6 +246,34 @@ fn an_iq_registered_over_http_enrols_decides_and_is_reset() {
         .block_on(client.fetch_firmware("3.1.0", Vec::new(), 16 * 1024))
         .unwrap();
     assert!(fetched == image, "the fetched image differs from the uploaded one");
+    // The same image over HTTP with the offer's token: half, then the rest by a range.
+    let token = offer
+        .download_token
+        .clone()
+        .expect("the offer carries a download token");
+    let url = format!("{}/v1/firmware/download", server.url);
+    let http = super::support::client();
+    let half = image.len() / 2;
+    let first = http
+        .get(&url)
+        .bearer_auth(&token)
+        .header("range", format!("bytes=0-{}", half - 1))
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 206);
+    let mut over_http = first.bytes().unwrap().to_vec();
+    let rest = http
+        .get(&url)
+        .bearer_auth(&token)
+        .header("range", format!("bytes={half}-"))
+        .send()
+        .unwrap();
+    assert_eq!(rest.status(), 206);
+    assert_eq!(rest.headers()["etag"].to_str().unwrap(), format!("\"{digest}\""));
+    over_http.extend_from_slice(&rest.bytes().unwrap());
+    assert!(over_http == image, "the image over HTTP differs from the uploaded one");
+    let refused = http.get(&url).bearer_auth(&owner.token).send().unwrap();
+    assert_eq!(refused.status(), 401, "a session is not a download token");
 
     // The owner resets it: the session closes now, the old certificate is refused, and
     // the new code enrols the device again.
