@@ -13,7 +13,9 @@
 //!   denies; the time is from sending the block to B's first deny.
 //!
 //! - The IQ link (issue 11): `keyway iq-sim` with 10, 100 and 1,000 simulated IQs over
-//!   TLS, one read per frame and 16, against the same node.
+//!   TLS, one read per frame and 16, against the same node; and block to IQ: from the
+//!   block's HTTP answer until every connected IQ of the site (1, then 20) has the
+//!   revocation.
 //! - Admin writes (issue 9): creating a door over HTTP, one at a time, on SQLite and on
 //!   PostgreSQL.
 //! - Bulk import (issue 10): `keyway import` of a generated CSV file of 100,000 people,
@@ -137,6 +139,17 @@ impl Api {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .json(body)
             .send()
@@ -365,6 +378,120 @@ fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
     );
 }
 
+/// Block to IQ (issue 11): `iqs` IQs registered over HTTP, each with a door of its own
+/// that `person` may open, enrolled and connected over TLS. Each round blocks the person
+/// over HTTP and times, from the moment the block's answer is read, until every IQ has
+/// received the `REVOCATION` of that revision (zero when they all had it before the
+/// answer was read); then unblocks, and waits for every IQ's delta.
+fn block_to_iq(api: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
+    use base64::Engine;
+    use keyway_link::{ClientEvent, IqClient, IqClientConfig, Message};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Earlier parts leave the person blocked; the IQs' lists start with them allowed.
+    api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
+    let (tx, rx) = mpsc::channel::<(usize, u64, bool, Instant)>();
+    let mut tasks = Vec::new();
+    for i in 0..iqs {
+        let door = api.ok(
+            &format!("/v1/sites/{site}/doors"),
+            &json!({"name": format!("IQ door {i}")}),
+        )["door"]["id"]
+            .as_u64()
+            .unwrap();
+        let serial = format!("SN-BLOCK-{i}-{}", std::process::id());
+        let registered = api.ok(
+            &format!("/v1/sites/{site}/iqs"),
+            &json!({"name": format!("bench {i}"), "model": "IQ2", "serial": serial}),
+        );
+        let iq = registered["iq"]["id"].as_u64().unwrap();
+        let (status, v) = api.put(&format!("/v1/sites/{site}/doors/{door}/iq"), &json!({ "iq": iq }));
+        assert_eq!(status, 200, "{v}");
+        api.ok(
+            &format!("/v1/sites/{site}/groups"),
+            &json!({"name": format!("IQ group {i}"), "doors": [door], "members": [person]}),
+        );
+        let link = &registered["enrolment"]["link"];
+        let pem = link["ca_certificate_pem"].as_str().unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap();
+        let port = |key: &str| u16::try_from(link[key].as_u64().unwrap()).unwrap();
+        let control = std::net::SocketAddr::from(([127, 0, 0, 1], port("control_port")));
+        let bulk = std::net::SocketAddr::from(([127, 0, 0, 1], port("bulk_port")));
+        let code = registered["enrolment"]["code"].as_str().unwrap().to_owned();
+        let tx = tx.clone();
+        let mut client = runtime.block_on(async {
+            let credentials = keyway_link::enrol(control, "localhost", &der, &code).await.unwrap();
+            let client = IqClient::connect(IqClientConfig::new(control, bulk, "localhost"), credentials)
+                .await
+                .unwrap();
+            // Pushes follow a list the IQ holds.
+            client.fetch_offline_list().await.unwrap();
+            client
+        });
+        tasks.push(runtime.spawn(async move {
+            while let Some(event) = client.next_event().await {
+                let heard = match event {
+                    ClientEvent::Push {
+                        message: Message::Revocation(r),
+                        ..
+                    } => Some((r.revision, true)),
+                    ClientEvent::Push {
+                        message: Message::OfflineDelta(d),
+                        ..
+                    } => Some((d.to_revision, false)),
+                    ClientEvent::Closed => break,
+                    _ => None,
+                };
+                if let Some((revision, revoked)) = heard
+                    && tx.send((i, revision, revoked, Instant::now())).is_err()
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    // Every IQ has received a push of `revision` (a revocation if `revoked`): the latest
+    // receipt.
+    let wait_all = |revision: u64, revoked: bool| -> Instant {
+        let mut seen = vec![None; iqs];
+        while seen.iter().any(Option::is_none) {
+            let (i, r, kind, at) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a push reached every IQ");
+            if r == revision && kind == revoked {
+                seen[i] = Some(at);
+            }
+        }
+        seen.into_iter().flatten().max().unwrap()
+    };
+    let mut after_answer = histogram();
+    let mut from_send = histogram();
+    for _ in 0..rounds {
+        let sent = Instant::now();
+        let block = api.ok(&format!("/v1/sites/{site}/people/{person}/block"), &json!({}));
+        let answered = Instant::now();
+        let last = wait_all(block["revision"].as_u64().unwrap(), true);
+        after_answer
+            .record(u64::try_from(last.saturating_duration_since(answered).as_micros()).unwrap_or(u64::MAX))
+            .unwrap();
+        from_send.record(us(last.duration_since(sent))).unwrap();
+        let unblock = api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
+        wait_all(unblock["revision"].as_u64().unwrap(), false);
+    }
+    line(
+        &format!("block to IQ, {iqs} IQs, from the answer"),
+        &after_answer,
+        "every IQ had the revocation",
+    );
+    line(&format!("block to IQ, {iqs} IQs, from the send"), &from_send, "");
+    drop(runtime);
+}
+
 fn batch_load(api: &Api, site: u64, door: u64, rounds: usize) {
     let body = json!({"requests": vec![decide_body(site, door); 100]});
     let mut h = histogram();
@@ -551,11 +678,16 @@ fn main() {
     batch_load(&owner, site, door, rounds);
     block_to_deny_one_node(&owner, site, door, person, rounds);
     admin_writes(&owner, site, rounds, "SQLite");
-    if !q {
+    if q {
+        // The smoke run goes through the IQ path once too.
+        block_to_iq(&owner, site, person, 1, 3);
+    } else {
         wrk_decide(&owner, site, door, 32, 10, "auth cache on");
         for (iqs, batch) in [(10, 1), (100, 1), (1_000, 1), (1_000, 16)] {
             link_load(&owner, site, iqs, batch, 10);
         }
+        block_to_iq(&owner, site, person, 1, 200);
+        block_to_iq(&owner, site, person, 20, 100);
     }
     import_rows(&server.url, dir.path(), if q { 2_000 } else { 100_000 });
     drop(server);
