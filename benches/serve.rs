@@ -283,11 +283,13 @@ fn decide_load(api: &Api, site: u64, door: u64, threads: usize, per_thread: usiz
 /// does not hide the server's on a 2-core machine. Every answer must be a 2xx: wrk counts
 /// any other status as an error, and a run with errors fails. Without `wrk` installed it
 /// says so and measures nothing.
-fn wrk_decide(api: &Api, site: u64, door: u64, connections: u32, seconds: u32, label: &str) {
+fn wrk_decide(api: &Api, site: u64, door: u64, person: u64, connections: u32, seconds: u32, label: &str) {
     if Command::new("wrk").arg("--version").output().is_err() {
         println!("POST /v1/decide under wrk: not measured, wrk is not installed (apt-get install wrk)");
         return;
     }
+    // Earlier parts leave the person blocked: the decisions measured here open the door.
+    api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
     let (status, v) = api.post("/v1/decide", &decide_body(site, door));
     assert_eq!((status, v["effect"].as_str()), (200, Some("allow")), "{v}");
     let script = tempfile::NamedTempFile::new().unwrap();
@@ -402,7 +404,7 @@ fn block_to_iq(api: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
         )["door"]["id"]
             .as_u64()
             .unwrap();
-        let serial = format!("SN-BLOCK-{i}-{}", std::process::id());
+        let serial = format!("SN-BLOCK-{iqs}-{i}-{}", std::process::id());
         let registered = api.ok(
             &format!("/v1/sites/{site}/iqs"),
             &json!({"name": format!("bench {i}"), "model": "IQ2", "serial": serial}),
@@ -682,7 +684,7 @@ fn main() {
         // The smoke run goes through the IQ path once too.
         block_to_iq(&owner, site, person, 1, 3);
     } else {
-        wrk_decide(&owner, site, door, 32, 10, "auth cache on");
+        wrk_decide(&owner, site, door, person, 32, 10, "auth cache on");
         for (iqs, batch) in [(10, 1), (100, 1), (1_000, 1), (1_000, 16)] {
             link_load(&owner, site, iqs, batch, 10);
         }
@@ -696,7 +698,7 @@ fn main() {
         // session and membership from SQLite, as before the cache.
         let uncached = serve_with(dir.path(), None, "main", &["--auth-cache-ttl-ms", "0"]);
         let api = Api::new(&uncached.url, &owner.token);
-        wrk_decide(&api, site, door, 32, 10, "auth cache off");
+        wrk_decide(&api, site, door, person, 32, 10, "auth cache off");
         drop(uncached);
     }
 

@@ -1066,51 +1066,118 @@ impl Snapshot {
     /// # Errors
     /// [`ModelError::NotFound`] for an unknown IQ.
     pub fn offline_plan(&self, iq: IqId) -> Result<OfflinePlan, ModelError> {
-        if self.iq_site(iq).is_none() {
-            return Err(ModelError::NotFound { entity: entity(iq) });
+        let site = self
+            .iq_site(iq)
+            .ok_or_else(|| ModelError::NotFound { entity: entity(iq) })?;
+        Ok(self
+            .offline_plans(site)
+            .into_iter()
+            .find_map(|(id, plan)| (id == iq).then_some(plan))
+            .unwrap_or_default())
+    }
+
+    /// [`Snapshot::offline_plan`] of every IQ of `site`, by IQ id, in one pass over the
+    /// credentials: each credential's owner is mapped once to the IQs they reach (their
+    /// groups' doors), the lists are counted, and only the IQs over a cap have their
+    /// lists sorted to name what is left out.
+    #[must_use]
+    pub fn offline_plans(&self, site: SiteId) -> Vec<(IqId, OfflinePlan)> {
+        let iqs = self.site_iqs(site);
+        if iqs.is_empty() {
+            return Vec::new();
         }
-        let mut reach = RoaringBitmap::new();
-        let mut counted = RoaringBitmap::new();
-        for (_, door) in self.doors.iter() {
-            if door.iq != Some(iq) {
-                continue;
-            }
-            for g in door.groups.as_slice() {
-                if counted.insert(g.0)
-                    && let Some(group) = self.group(*g)
-                {
-                    reach |= group.members.as_ref();
-                }
-            }
-        }
-        reach -= self.blocked.as_ref();
-        let mut listed: Vec<(bool, u32, bool)> = Vec::new();
-        self.for_each_credential(|row| {
-            let Some(person) = row.owner() else { return };
-            if !reach.contains(person.0) || self.revoked.contains(row.id) {
-                return;
+        let slot_of: HashMap<u32, usize> = iqs.iter().enumerate().map(|(slot, iq)| (iq.0, slot)).collect();
+        let mut reach: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut reached = |person: u32| -> Vec<usize> {
+            reach
+                .entry(person)
+                .or_insert_with(|| {
+                    let mut slots = Vec::new();
+                    let Some(row) = self.people.get(person).filter(|p| p.site == site) else {
+                        return slots;
+                    };
+                    for g in row.groups.as_slice() {
+                        for door in self.group(*g).map(|g| g.doors.as_ref()).unwrap_or_default() {
+                            if let Some(slot) = self
+                                .doors
+                                .get(door.0)
+                                .and_then(|d| d.iq)
+                                .and_then(|iq| slot_of.get(&iq.0))
+                            {
+                                slots.push(*slot);
+                            }
+                        }
+                    }
+                    slots.sort_unstable();
+                    slots.dedup();
+                    slots
+                })
+                .clone()
+        };
+        // A listed credential: whether it sorts after the offline-access keys, its id,
+        // whether it is a tag.
+        let listed = |row: &CredentialRow| -> Option<(u32, (bool, u32, bool))> {
+            let person = row.owner()?;
+            if self.revoked.contains(row.id) || self.blocked.contains(person.0) {
+                return None;
             }
             let is_tag = matches!(
                 CredentialKey::decode(row.key.as_slice()).map(|(kind, _, _)| kind),
                 Some(CredentialKind::Tag)
             );
-            listed.push((!row.offline_access(), row.id, is_tag));
-        });
-        listed.sort_unstable();
-        let mut plan = OfflinePlan::default();
-        for (_, id, is_tag) in listed {
-            let (held, cap) = if is_tag {
-                (&mut plan.tags, crate::model::IQ_MAX_TAGS)
-            } else {
-                (&mut plan.remote_users, crate::model::IQ_MAX_REMOTE_USERS)
+            Some((person.0, (!row.offline_access(), row.id, is_tag)))
+        };
+        let mut plans = vec![OfflinePlan::default(); iqs.len()];
+        self.for_each_credential(|row| {
+            let Some((person, (_, _, is_tag))) = listed(row) else {
+                return;
             };
-            if *held < cap {
-                *held += 1;
-            } else {
-                plan.left_out.push(CredentialId(id));
+            for slot in reached(person) {
+                if let Some(plan) = plans.get_mut(slot) {
+                    let held = if is_tag { &mut plan.tags } else { &mut plan.remote_users };
+                    *held = held.saturating_add(1);
+                }
+            }
+        });
+        let over = |plan: &OfflinePlan| {
+            plan.tags > crate::model::IQ_MAX_TAGS || plan.remote_users > crate::model::IQ_MAX_REMOTE_USERS
+        };
+        if plans.iter().any(over) {
+            let full: Vec<bool> = plans.iter().map(over).collect();
+            let mut lists: Vec<Vec<(bool, u32, bool)>> = vec![Vec::new(); iqs.len()];
+            self.for_each_credential(|row| {
+                let Some((person, key)) = listed(row) else { return };
+                for slot in reached(person) {
+                    if full.get(slot).copied().unwrap_or(false)
+                        && let Some(list) = lists.get_mut(slot)
+                    {
+                        list.push(key);
+                    }
+                }
+            });
+            for (plan, mut list) in plans.iter_mut().zip(lists) {
+                if list.is_empty() {
+                    continue;
+                }
+                list.sort_unstable();
+                let (mut tags, mut remote) = (0u32, 0u32);
+                for (_, id, is_tag) in list {
+                    let (held, cap) = if is_tag {
+                        (&mut tags, crate::model::IQ_MAX_TAGS)
+                    } else {
+                        (&mut remote, crate::model::IQ_MAX_REMOTE_USERS)
+                    };
+                    if *held < cap {
+                        *held += 1;
+                    } else {
+                        plan.left_out.push(CredentialId(id));
+                    }
+                }
+                plan.tags = tags;
+                plan.remote_users = remote;
             }
         }
-        Ok(plan)
+        iqs.into_iter().zip(plans).collect()
     }
 
     /// The IQs of a site, by id.

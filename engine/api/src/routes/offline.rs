@@ -8,12 +8,15 @@
 //! IQ, so the admin hears of it when it happens, not from the IQ list later.
 //!
 //! The comparison is of the snapshots just before and just after the write, so a write
-//! that ran at the same moment may be counted with it. The plans scan the credentials
-//! once per IQ of the site, and only when the node holds more credentials than an IQ can.
+//! that ran at the same moment may be counted with it. The plans of all the site's IQs
+//! come from one pass over the credentials (`Snapshot::offline_plans`), only when the
+//! node holds more credentials than an IQ can, and the snapshot before is planned only
+//! when the one after leaves something out.
 
 use crate::state::AppState;
-use keyway_core::{IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, OfflinePlan, SiteId, Snapshot};
+use keyway_core::{IQ_MAX_REMOTE_USERS, IQ_MAX_TAGS, IqId, OfflinePlan, SiteId, Snapshot};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -68,16 +71,22 @@ impl OfflineWatch {
 
 /// The keys left out on `after` that were not on `before`, per IQ of `site`.
 pub(crate) fn pushed_out(before: &Snapshot, after: &Snapshot, site: SiteId) -> Vec<PushedOut> {
+    let now = after.offline_plans(site);
+    if now.iter().all(|(_, plan)| plan.left_out.is_empty()) {
+        return Vec::new();
+    }
+    let then: HashMap<IqId, OfflinePlan> = before.offline_plans(site).into_iter().collect();
     let mut out = Vec::new();
-    for iq in after.site_iqs(site) {
-        let Ok(now) = after.offline_plan(iq) else { continue };
-        if now.left_out.is_empty() {
+    for (iq, plan) in now {
+        if plan.left_out.is_empty() {
             continue;
         }
-        let then = before.offline_plan(iq).unwrap_or_else(|_| OfflinePlan::default());
-        let mut was: Vec<u32> = then.left_out.iter().map(|c| c.0).collect();
+        let mut was: Vec<u32> = then
+            .get(&iq)
+            .map(|p| p.left_out.iter().map(|c| c.0).collect())
+            .unwrap_or_default();
         was.sort_unstable();
-        let pushed: Vec<u32> = now
+        let pushed: Vec<u32> = plan
             .left_out
             .iter()
             .map(|c| c.0)
@@ -90,7 +99,7 @@ pub(crate) fn pushed_out(before: &Snapshot, after: &Snapshot, site: SiteId) -> V
             iq: iq.0,
             count: u32::try_from(pushed.len()).unwrap_or(u32::MAX),
             credentials: pushed.into_iter().take(MAX_NAMED).collect(),
-            left_out: u32::try_from(now.left_out.len()).unwrap_or(u32::MAX),
+            left_out: u32::try_from(plan.left_out.len()).unwrap_or(u32::MAX),
         });
     }
     out
