@@ -15,7 +15,9 @@
 //! - The IQ link (issue 11): `keyway iq-sim` with 10, 100 and 1,000 simulated IQs over
 //!   TLS, one read per frame and 16, against the same node; and block to IQ: from the
 //!   block's HTTP answer until every connected IQ of the site (1, then 20) has the
-//!   revocation.
+//!   revocation, with the IQs on the node that took the block, then on the other node of
+//!   two on PostgreSQL. Then 10,000 idle IQs (`iq-sim --idle`): the server's memory per
+//!   session and its CPU per heartbeat at rest.
 //! - Admin writes (issue 9): creating a door over HTTP, one at a time, on SQLite and on
 //!   PostgreSQL.
 //! - Bulk import (issue 10): `keyway import` of a generated CSV file of 100,000 people,
@@ -380,12 +382,118 @@ fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
     );
 }
 
+/// The server's resident memory (bytes) and CPU time used so far (user plus system, in
+/// clock ticks), from `/proc`.
+fn process_usage(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (rss_kib * 1024, ticks)
+}
+
+/// A gauge of the server's `/metrics`.
+fn gauge(api: &Api, name: &str) -> Option<u64> {
+    let text = api.http.get(format!("{}/metrics", api.url)).send().ok()?.text().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Idle IQs (issue 11): `keyway iq-sim --idle` registers and enrols `iqs` IQs, which
+/// connect, fetch their list, hang up the bulk session and then only send heartbeats
+/// (every 2 s). The server's resident memory is read once the IQs are enrolled and none
+/// is connected, and again once all are connected (the server's `/metrics` says so);
+/// its CPU time is read over `window` seconds of rest. Memory per session, and CPU per
+/// heartbeat.
+fn idle_iqs(server: &Served, api: &Api, site: u64, iqs: u32, window: u64) {
+    let pid = server.child.id();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["iq-sim", "--site", &site.to_string(), "--iqs", &iqs.to_string()])
+        .args(["--doors-per-iq", "1", "--people", "10", "--idle"])
+        .args(["--duration-secs", &(window + 900).to_string()])
+        .env("KEYWAY_URL", &api.url)
+        .env("KEYWAY_TOKEN", &api.token)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = sim.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(1_200))
+            .expect("iq-sim enrolled its IQs");
+        if line.starts_with("enrolled ") {
+            break;
+        }
+    }
+    let (rss_before, _) = process_usage(pid);
+    let connecting = Instant::now();
+    while gauge(api, "keyway_link_sessions{port=\"control\"}") != Some(u64::from(iqs))
+        || gauge(api, "keyway_link_sessions{port=\"bulk\"}") != Some(0)
+    {
+        assert!(
+            connecting.elapsed() < Duration::from_secs(900),
+            "{iqs} idle IQs did not all connect"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let connected_in = connecting.elapsed();
+    // Let the last lists and handshakes settle before measuring rest.
+    std::thread::sleep(Duration::from_secs(5));
+    let (rss_after, ticks_before) = process_usage(pid);
+    let rest = Instant::now();
+    std::thread::sleep(Duration::from_secs(window));
+    let (_, ticks_after) = process_usage(pid);
+    let seconds = rest.elapsed().as_secs_f64();
+    assert_eq!(
+        gauge(api, "keyway_link_sessions{port=\"control\"}"),
+        Some(u64::from(iqs)),
+        "every idle IQ stayed connected"
+    );
+    let _ = sim.kill();
+    let _ = sim.wait();
+    // Linux reports /proc times in USER_HZ, 100 on every architecture it runs on.
+    let cpu_seconds = (ticks_after - ticks_before) as f64 / 100.0;
+    let heartbeats = f64::from(iqs) * seconds / 2.0;
+    let per_session = rss_after.saturating_sub(rss_before) as f64 / f64::from(iqs);
+    println!(
+        "{iqs} idle IQs: all connected in {:.1} s; server RSS {:.1} MiB with none connected, {:.1} MiB with all, {:.1} KiB per session",
+        connected_in.as_secs_f64(),
+        rss_before as f64 / 1_048_576.0,
+        rss_after as f64 / 1_048_576.0,
+        per_session / 1024.0
+    );
+    println!(
+        "{iqs} idle IQs at rest for {seconds:.0} s: server CPU {:.1}% of one core, {:.1} us per heartbeat",
+        cpu_seconds / seconds * 100.0,
+        cpu_seconds * 1e6 / heartbeats
+    );
+}
+
 /// Block to IQ (issue 11): `iqs` IQs registered over HTTP, each with a door of its own
 /// that `person` may open, enrolled and connected over TLS. Each round blocks the person
 /// over HTTP and times, from the moment the block's answer is read, until every IQ has
 /// received the `REVOCATION` of that revision (zero when they all had it before the
 /// answer was read); then unblocks, and waits for every IQ's delta.
-fn block_to_iq(api: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
+///
+/// `blocker` is the node the block and unblock go to; the IQs are registered on, and
+/// connected to, `api`'s node (the same node, or another node of the database).
+fn block_to_iq(api: &Api, blocker: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
     use base64::Engine;
     use keyway_link::{ClientEvent, IqClient, IqClientConfig, Message};
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -393,8 +501,13 @@ fn block_to_iq(api: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
         .enable_all()
         .build()
         .unwrap();
+    let across = if api.url == blocker.url {
+        ""
+    } else {
+        ", across two nodes"
+    };
     // Earlier parts leave the person blocked; the IQs' lists start with them allowed.
-    api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
+    blocker.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
     let (tx, rx) = mpsc::channel::<(usize, u64, bool, Instant)>();
     let mut tasks = Vec::new();
     for i in 0..iqs {
@@ -475,22 +588,26 @@ fn block_to_iq(api: &Api, site: u64, person: u64, iqs: usize, rounds: usize) {
     let mut from_send = histogram();
     for _ in 0..rounds {
         let sent = Instant::now();
-        let block = api.ok(&format!("/v1/sites/{site}/people/{person}/block"), &json!({}));
+        let block = blocker.ok(&format!("/v1/sites/{site}/people/{person}/block"), &json!({}));
         let answered = Instant::now();
         let last = wait_all(block["revision"].as_u64().unwrap(), true);
         after_answer
             .record(u64::try_from(last.saturating_duration_since(answered).as_micros()).unwrap_or(u64::MAX))
             .unwrap();
         from_send.record(us(last.duration_since(sent))).unwrap();
-        let unblock = api.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
+        let unblock = blocker.ok(&format!("/v1/sites/{site}/people/{person}/unblock"), &json!({}));
         wait_all(unblock["revision"].as_u64().unwrap(), false);
     }
     line(
-        &format!("block to IQ, {iqs} IQs, from the answer"),
+        &format!("block to IQ, {iqs} IQs{across}, from the answer"),
         &after_answer,
         "every IQ had the revocation",
     );
-    line(&format!("block to IQ, {iqs} IQs, from the send"), &from_send, "");
+    line(
+        &format!("block to IQ, {iqs} IQs{across}, from the send"),
+        &from_send,
+        "",
+    );
     drop(runtime);
 }
 
@@ -682,15 +799,22 @@ fn main() {
     admin_writes(&owner, site, rounds, "SQLite");
     if q {
         // The smoke run goes through the IQ path once too.
-        block_to_iq(&owner, site, person, 1, 3);
+        block_to_iq(&owner, &owner, site, person, 1, 3);
     } else {
         wrk_decide(&owner, site, door, person, 32, 10, "auth cache on");
         for (iqs, batch) in [(10, 1), (100, 1), (1_000, 1), (1_000, 16)] {
             link_load(&owner, site, iqs, batch, 10);
         }
-        block_to_iq(&owner, site, person, 1, 200);
-        block_to_iq(&owner, site, person, 20, 100);
+        block_to_iq(&owner, &owner, site, person, 1, 200);
+        block_to_iq(&owner, &owner, site, person, 20, 100);
     }
+    idle_iqs(
+        &server,
+        &owner,
+        site,
+        if q { 20 } else { 10_000 },
+        if q { 2 } else { 30 },
+    );
     import_rows(&server.url, dir.path(), if q { 2_000 } else { 100_000 });
     drop(server);
     if !q {
@@ -710,6 +834,13 @@ fn main() {
         let (owner_a, site, door, person) = make_site(&a.url, data_a.path(), Some(&database));
         let owner_b = Api::new(&b.url, &owner_a.token);
         block_to_deny_two_nodes(&owner_a, &owner_b, site, door, person, rounds.min(200));
+        // The IQs are on B's link; the block is written on A.
+        if q {
+            block_to_iq(&owner_b, &owner_a, site, person, 1, 3);
+        } else {
+            block_to_iq(&owner_b, &owner_a, site, person, 1, 200);
+            block_to_iq(&owner_b, &owner_a, site, person, 20, 100);
+        }
         admin_writes(&owner_a, site, rounds, "PostgreSQL");
         drop((a, b));
         drop_postgres(&database);

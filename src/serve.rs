@@ -150,6 +150,7 @@ struct Shared {
     node: Arc<OnceLock<Node>>,
     app: Arc<OnceLock<Router>>,
     http_metrics: Arc<OnceLock<RenderMetrics>>,
+    link_metrics: Arc<OnceLock<RenderMetrics>>,
 }
 
 /// Appends Prometheus text to a buffer.
@@ -222,6 +223,7 @@ pub async fn serve(
         node: Arc::new(OnceLock::new()),
         app: Arc::new(OnceLock::new()),
         http_metrics: Arc::new(OnceLock::new()),
+        link_metrics: Arc::new(OnceLock::new()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(accept_loop(
@@ -245,6 +247,7 @@ pub async fn serve(
         keyway_link::NodeBackendConfig::default(),
     ));
     node.set_door_commands(backend.door_commands());
+    let hubs = Arc::clone(&backend);
     let mut link_config = keyway_link::LinkConfig::new(args.data_dir.clone(), link_names(&args, &public_url));
     link_config.control_addr = args.link_control_addr;
     link_config.bulk_addr = args.link_bulk_addr;
@@ -273,6 +276,9 @@ pub async fn serve(
     };
     let _ = shared.node.set(node.clone());
     let _ = shared.http_metrics.set(parts.metrics);
+    let _ = shared
+        .link_metrics
+        .set(link_metrics(link.session_counter(), move || hubs.push_hubs()));
     let _ = shared.app.set(parts.router);
     let parts_close_streams = parts.close_streams;
     let status = node.store().status();
@@ -474,7 +480,30 @@ async fn metrics(State(shared): State<Shared>) -> Response {
     if let Some(render) = shared.http_metrics.get() {
         render(&mut out);
     }
+    if let Some(render) = shared.link_metrics.get() {
+        render(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The IQ link's gauges: open sessions by port, and the site hubs that push to them.
+fn link_metrics(
+    sessions: keyway_link::SessionCounter,
+    hubs: impl Fn() -> usize + Send + Sync + 'static,
+) -> RenderMetrics {
+    Box::new(move |out: &mut String| {
+        let (control, bulk) = sessions();
+        let _ = writeln!(out, "# HELP keyway_link_sessions IQ sessions open, by port.");
+        let _ = writeln!(out, "# TYPE keyway_link_sessions gauge");
+        let _ = writeln!(out, "keyway_link_sessions{{port=\"control\"}} {control}");
+        let _ = writeln!(out, "keyway_link_sessions{{port=\"bulk\"}} {bulk}");
+        let _ = writeln!(
+            out,
+            "# HELP keyway_link_push_hubs Sites whose connected IQs this node pushes changes to."
+        );
+        let _ = writeln!(out, "# TYPE keyway_link_push_hubs gauge");
+        let _ = writeln!(out, "keyway_link_push_hubs {}", hubs());
+    })
 }
 
 fn render_node_metrics(node: &Node, out: &mut String) {

@@ -402,6 +402,54 @@ fn iq_sim_registers_enrols_and_decides() {
     assert_eq!(alone, uploaded, "every entry taken offline is acknowledged: {stdout}");
     assert!(stdout.contains("reconnections: "), "{stdout}");
 
+    // Idle IQs hold only their control sessions, served by one push hub for the site,
+    // as the server's metrics show while they are connected.
+    let idle = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["iq-sim", "--site", &site.to_string(), "--iqs", "3", "--people", "2"])
+        .args(["--duration-secs", "6", "--idle"])
+        .env("KEYWAY_URL", &server.url)
+        .env("KEYWAY_TOKEN", &owner.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = client();
+    let gauge = |text: &str, name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let seen = (
+            gauge(&text, "keyway_link_sessions{port=\"control\"}"),
+            gauge(&text, "keyway_link_sessions{port=\"bulk\"}"),
+            gauge(&text, "keyway_link_push_hubs"),
+        );
+        if seen == (Some(3), Some(0), Some(1)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "3 idle control sessions, no bulk session, one hub: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = idle.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 IQs connected, 0 decisions"), "{stdout}");
+
     // A wrong token is refused before anything is sent to the link.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
         .args(["iq-sim", "--site", &site.to_string(), "--iqs", "1"])

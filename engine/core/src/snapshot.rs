@@ -1194,14 +1194,35 @@ impl Snapshot {
     /// [`Snapshot::build`] on these records gives back an equivalent snapshot.
     #[must_use]
     pub fn records(&self) -> Vec<Record> {
+        self.records_of(None)
+    }
+
+    /// The records of one site, sorted by kind and id: the site, its holiday calendar,
+    /// IQs, schedules, doors, people, credentials and groups (not the role flags, which
+    /// belong to no site). It reads every row once but copies only the site's, so it is
+    /// the way to take one site out of a node holding many.
+    #[must_use]
+    pub fn site_records(&self, site: SiteId) -> Vec<Record> {
+        self.records_of(Some(site))
+    }
+
+    fn records_of(&self, only: Option<SiteId>) -> Vec<Record> {
+        let ours = |s: SiteId| only.is_none_or(|o| o == s);
         let mut out = Vec::new();
+        let site_calendar = only.and_then(|s| self.site(s)).and_then(|s| s.calendar);
         for (id, cal) in self.calendars.sorted() {
+            if only.is_some() && site_calendar != Some(CalendarId(id)) {
+                continue;
+            }
             out.push(Record::Calendar(CalendarRecord {
                 id: CalendarId(id),
                 calendar: cal.clone(),
             }));
         }
         for (id, s) in self.sites.sorted() {
+            if !ours(SiteId(id)) {
+                continue;
+            }
             out.push(Record::Site(SiteRecord {
                 id: SiteId(id),
                 time_zone: s.clock.zone().clone(),
@@ -1210,12 +1231,18 @@ impl Snapshot {
             }));
         }
         for (id, site) in self.iqs.sorted() {
+            if !ours(*site) {
+                continue;
+            }
             out.push(Record::Iq(IqRecord {
                 id: IqId(id),
                 site: *site,
             }));
         }
         for (id, s) in self.schedules.sorted() {
+            if !ours(s.site) {
+                continue;
+            }
             out.push(Record::Schedule(ScheduleRecord {
                 id: ScheduleId(id),
                 site: s.site,
@@ -1223,6 +1250,9 @@ impl Snapshot {
             }));
         }
         for (id, d) in self.doors.iter() {
+            if !ours(d.site) {
+                continue;
+            }
             out.push(Record::Door(DoorRecord {
                 id: DoorId(id),
                 site: d.site,
@@ -1232,6 +1262,9 @@ impl Snapshot {
             }));
         }
         for (id, p) in self.people.iter() {
+            if !ours(p.site) {
+                continue;
+            }
             out.push(Record::Person(PersonRecord {
                 id: PersonId(id),
                 site: p.site,
@@ -1241,13 +1274,19 @@ impl Snapshot {
         }
         let mut creds: Vec<CredentialRecord> = Vec::with_capacity(self.credential_count());
         self.for_each_credential(|row| {
-            if let Some(record) = row.record(self.revoked.contains(row.id)) {
+            let site = CredentialKey::decode(row.key.as_slice()).map(|(_, site, _)| site);
+            if site.is_some_and(ours)
+                && let Some(record) = row.record(self.revoked.contains(row.id))
+            {
                 creds.push(record);
             }
         });
         creds.sort_unstable_by_key(|c| c.id);
         out.extend(creds.into_iter().map(Record::Credential));
         for (id, g) in self.groups.sorted() {
+            if !ours(g.site) {
+                continue;
+            }
             out.push(Record::Group(GroupRecord {
                 id: GroupId(id),
                 site: g.site,
@@ -1256,16 +1295,18 @@ impl Snapshot {
                 members: g.members.iter().map(PersonId).collect(),
             }));
         }
-        let exempt = self
-            .lockdown_exempt
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| **e)
-            .filter_map(|(i, _)| u16::try_from(i).ok().map(RoleId))
-            .collect();
-        out.push(Record::Roles(RoleFlags {
-            lockdown_exempt: exempt,
-        }));
+        if only.is_none() {
+            let exempt = self
+                .lockdown_exempt
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e)
+                .filter_map(|(i, _)| u16::try_from(i).ok().map(RoleId))
+                .collect();
+            out.push(Record::Roles(RoleFlags {
+                lockdown_exempt: exempt,
+            }));
+        }
         out
     }
 }

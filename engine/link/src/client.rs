@@ -616,6 +616,14 @@ impl IqClient {
         .await
     }
 
+    /// Hangs up the bulk session, as a gateway done with its transfers does; the next
+    /// transfer dials again.
+    pub async fn close_bulk(&self) {
+        if let Some((conn, _)) = self.bulk.lock().await.take() {
+            conn.dead.cancel();
+        }
+    }
+
     /// Closes both sessions.
     pub async fn close(self) {
         if let Some(heartbeat) = &self.heartbeat {

@@ -15,6 +15,9 @@
 //! - `backend`: [`LinkBackend`], everything the link needs from the node;
 //! - `node_backend`: [`NodeBackend`], the [`LinkBackend`] of a Keyway node, and
 //!   [`LinkCommands`], the node's door commands over the link;
+//! - `site_view` and `hub`: what the node knows of a site to build offline lists and
+//!   pushes, and the one task per site that turns the change feed into every connected
+//!   IQ's pushes;
 //! - `sim`: a load generator of simulated IQs (decisions/s, latency percentiles).
 //!
 //! The sessions only see [`LinkBackend`], so they are tested against an in-memory fake;
@@ -25,6 +28,7 @@ pub mod client;
 pub mod codec;
 pub mod conn;
 pub mod enrol;
+mod hub;
 pub mod message;
 pub mod node_backend;
 pub mod offline;
@@ -32,6 +36,7 @@ pub mod pki;
 pub mod server;
 mod session;
 pub mod sim;
+mod site_view;
 pub mod wire;
 
 pub use backend::{
@@ -43,4 +48,4 @@ pub use client::{ClientError, ClientEvent, IqClient, IqClientConfig, ReceivedOff
 pub use message::Message;
 pub use node_backend::{LinkCommands, NodeBackend, NodeBackendConfig};
 pub use pki::IqCredentials;
-pub use server::{LinkConfig, LinkError, LinkServer};
+pub use server::{LinkConfig, LinkError, LinkServer, SessionCounter};

@@ -204,6 +204,9 @@ pub struct LinkServer<B: LinkBackend> {
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Reads how many sessions are open on each port (control, bulk).
+pub type SessionCounter = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+
 impl<B: LinkBackend> std::fmt::Debug for LinkServer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkServer")
@@ -295,6 +298,19 @@ impl<B: LinkBackend> LinkServer<B> {
     /// sessions are refused by [`crate::LinkBackend::authenticate`].
     pub fn close_sessions(&self, iq: IqId) {
         self.shared.kill_iq(iq);
+    }
+
+    /// A reader of how many sessions are open on each port (control, bulk), for metrics;
+    /// it outlives moves of the server.
+    #[must_use]
+    pub fn session_counter(&self) -> SessionCounter {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || {
+            let registry = shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            registry
+                .values()
+                .fold((0, 0), |(c, b), s| (c + s.control.len(), b + s.bulk.len()))
+        })
     }
 
     /// How many sessions are open for `iq` (control, bulk).

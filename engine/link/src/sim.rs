@@ -2,6 +2,9 @@
 //! each sending decision requests back to back, with a summary of decisions per second
 //! and latency percentiles. `keyway iq-sim` and the end-to-end tests drive it.
 //!
+//! Idle, each IQ connects, fetches its list, hangs up the bulk session and then only
+//! heartbeats and hears pushes: the load of many connected gateways at rest.
+//!
 //! With outages, each IQ also behaves as a gateway does across a network cut: it holds
 //! its offline list (fetched on the bulk port, kept current by the pushes it hears),
 //! drops its connection every so often, decides alone from the list while away and keeps
@@ -14,7 +17,9 @@ use crate::offline::{DeltaOutcome, OfflineError, OfflineStore};
 use crate::pki::IqCredentials;
 use jiff::Timestamp;
 use keyway_core::CredentialKind;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// What one simulated IQ sends: requests it cycles through (door, kind, secret).
@@ -48,7 +53,14 @@ pub struct SimConfig {
     pub batch: usize,
     /// Network cuts, if any.
     pub outage: Option<Outage>,
+    /// Idle IQs: each connects, fetches its list, hangs up the bulk session and then only
+    /// heartbeats and hears pushes until the end (no decisions).
+    pub idle: bool,
 }
+
+/// IQs that connect and fetch their first list at once; the others wait their turn, as
+/// gateways coming back after an outage do not all land in the same millisecond.
+const CONNECTING_AT_ONCE: usize = 256;
 
 /// What a run measured.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -173,12 +185,55 @@ fn offline_error(e: OfflineError) -> ClientError {
     ClientError::Unexpected("unusable offline list")
 }
 
+/// An idle IQ's run: its list, then heartbeats and pushes only.
+async fn run_idle(mut client: IqClient, deadline: Instant, mut count: IqCount) -> Result<IqCount, ClientError> {
+    let mut side = OfflineSide {
+        list: OfflineSide::fetch(&client, &mut count).await?,
+        pending: Vec::new(),
+        next_seq: 1,
+    };
+    client.close_bulk().await;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match client.next_event_within(left).await {
+            Some(ClientEvent::Push { message, .. }) => {
+                count.pushes += 1;
+                let refetch = match message {
+                    Message::Revocation(r) => {
+                        side.list.apply_revocation(&r);
+                        false
+                    }
+                    Message::OfflineDelta(d) => side.list.apply_delta(&d) == DeltaOutcome::NeedsFullList,
+                    Message::Resync(_) => true,
+                    _ => false,
+                };
+                if refetch {
+                    side.list = OfflineSide::fetch(&client, &mut count).await?;
+                    client.close_bulk().await;
+                }
+            }
+            Some(ClientEvent::Closed) => return Err(ClientError::Closed),
+            Some(ClientEvent::Error(_)) | None => {}
+        }
+    }
+    client.close().await;
+    Ok(count)
+}
+
 /// One IQ's whole run.
-async fn run_one(iq: SimIq, config: SimConfig) -> Result<IqCount, ClientError> {
+async fn run_one(iq: SimIq, config: SimConfig, gate: Arc<Semaphore>) -> Result<IqCount, ClientError> {
     let mut count = IqCount::default();
     let batch = config.batch.max(1);
     let deadline = Instant::now() + config.duration;
+    let turn = gate.acquire_owned().await.map_err(|_| ClientError::Closed)?;
     let mut client = IqClient::connect(config.client.clone(), iq.credentials.clone()).await?;
+    if config.idle {
+        drop(turn);
+        return run_idle(client, deadline, count).await;
+    }
     let mut side = match config.outage {
         Some(_) => Some(OfflineSide {
             list: OfflineSide::fetch(&client, &mut count).await?,
@@ -187,6 +242,7 @@ async fn run_one(iq: SimIq, config: SimConfig) -> Result<IqCount, ClientError> {
         }),
         None => None,
     };
+    drop(turn);
     let mut next = 0usize;
     let mut online_until = config.outage.map(|o| Instant::now() + o.every);
     while Instant::now() < deadline && !iq.reads.is_empty() {
@@ -256,8 +312,9 @@ async fn run_one(iq: SimIq, config: SimConfig) -> Result<IqCount, ClientError> {
 pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, ClientError> {
     let started = Instant::now();
     let mut tasks = JoinSet::new();
+    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     for iq in iqs {
-        tasks.spawn(run_one(iq, config.clone()));
+        tasks.spawn(run_one(iq, config.clone(), Arc::clone(&gate)));
     }
     let mut summary = SimSummary::default();
     let mut latencies = Vec::new();

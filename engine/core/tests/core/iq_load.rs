@@ -207,3 +207,42 @@ fn offline_plans_list_what_the_link_sends() {
     assert_eq!(snapshot.site_iqs(keyway_core::SiteId(1)), [IqId(1), IqId(2), IqId(3)]);
     assert!(snapshot.offline_plan(IqId(9)).is_err());
 }
+
+/// `site_records` takes one site out of a snapshot of several: the records of each site,
+/// with the role flags, are exactly `records()`, and each site's calendar goes with it.
+#[test]
+fn site_records_split_records_by_site() {
+    let mut records = gateways().records();
+    records.extend([
+        Record::Calendar(keyway_core::CalendarRecord {
+            id: keyway_core::CalendarId(7),
+            calendar: keyway_core::HolidayCalendar::new(vec![jiff::civil::date(2026, 12, 25)]),
+        }),
+        Record::Site(site(2, TimeZone::UTC, Some(7))),
+        Record::Iq(iq(20, 2)),
+        Record::Door(door(20, 2)),
+        Record::Person(person(20, 2, 3)),
+        Record::Credential(tag(20, 2, &[9, 9, 9, 9], Some(20))),
+        Record::Group(group(20, 2, &[20], None, &[20])),
+    ]);
+    let snapshot = Snapshot::build(Revision(1), records).unwrap();
+    let first = snapshot.site_records(keyway_core::SiteId(1));
+    let second = snapshot.site_records(keyway_core::SiteId(2));
+    assert_eq!(
+        second.len(),
+        7,
+        "the calendar, site, IQ, door, person, tag and group: {second:?}"
+    );
+    assert!(
+        !first.iter().any(|r| matches!(r, Record::Calendar(_))),
+        "site 1 has no calendar"
+    );
+    let mut split: Vec<Record> = first.into_iter().chain(second).collect();
+    split.extend(snapshot.records().into_iter().filter(|r| matches!(r, Record::Roles(_))));
+    let mut all = snapshot.records();
+    let key = |r: &Record| format!("{r:?}");
+    split.sort_by_key(key);
+    all.sort_by_key(key);
+    assert_eq!(split, all);
+    assert!(snapshot.site_records(keyway_core::SiteId(3)).is_empty());
+}

@@ -137,11 +137,15 @@ impl Setup {
     }
 
     async fn enrol(&self) -> IqCredentials {
+        self.enrol_iq(self.ids.iq).await
+    }
+
+    async fn enrol_iq(&self, iq: IqId) -> IqCredentials {
         let code = enrol::new_code();
         let expires = Timestamp::now().as_second() + 600;
         self.node
             .store()
-            .issue_enrolment_code(ACTOR, self.ids.iq, &enrol::hash_code(&code), expires)
+            .issue_enrolment_code(ACTOR, iq, &enrol::hash_code(&code), expires)
             .await
             .unwrap();
         enrol(
@@ -589,6 +593,7 @@ async fn the_load_generator_measures_decisions() {
         duration: Duration::from_millis(300),
         batch: 4,
         outage: None,
+        idle: false,
     };
     let summary = keyway_link::sim::run(vec![iq.clone()], &config).await.unwrap();
     assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
@@ -624,7 +629,7 @@ async fn the_load_generator_measures_decisions() {
             }
         })
     };
-    let summary = keyway_link::sim::run(vec![iq], &config).await.unwrap();
+    let summary = keyway_link::sim::run(vec![iq.clone()], &config).await.unwrap();
     writer.await.unwrap();
     assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
     assert!(summary.reconnects >= 2, "{summary:?}");
@@ -651,6 +656,35 @@ async fn the_load_generator_measures_decisions() {
         summary.offline_decisions,
         "each offline entry stored once"
     );
+
+    // Idle: the IQ fetches its list, hangs up the bulk session, and only hears pushes.
+    let config = keyway_link::sim::SimConfig {
+        duration: Duration::from_millis(2_000),
+        outage: None,
+        idle: true,
+        ..config
+    };
+    let idle = tokio::spawn(async move { keyway_link::sim::run(vec![iq], &config).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.server.sessions_of(s.ids.iq) != (1, 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an idle IQ keeps its control session only"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.node
+        .store()
+        .write(ACTOR, Change::BlockPerson(s.ids.person))
+        .await
+        .unwrap();
+    let summary = idle.await.unwrap().unwrap();
+    assert_eq!(
+        (summary.connected, summary.errors, summary.decisions, summary.full_lists),
+        (1, 0, 0, 1),
+        "{summary:?}"
+    );
+    assert!(summary.pushes >= 1, "the idle IQ heard the change: {summary:?}");
     s.close().await;
 }
 
@@ -880,5 +914,222 @@ async fn missed_heartbeats_raise_an_iq_offline_incident() {
         (IncidentKind::IqOffline, Some(s.ids.iq), None)
     );
     assert!(!s.node.door_commands().state(s.ids.iq).online);
+    s.close().await;
+}
+
+/// The next push that moves the IQ's list (`OFFLINE_DELTA` or `RESYNC`), acknowledging
+/// every push read on the way as an IQ does.
+async fn next_list_push(client: &mut IqClient) -> Message {
+    loop {
+        let Some(ClientEvent::Push { seq, message }) = client.next_event_within(Duration::from_secs(5)).await else {
+            panic!("no push");
+        };
+        let revision = match &message {
+            Message::Revocation(r) => r.revision,
+            Message::OfflineDelta(d) => d.to_revision,
+            Message::Resync(r) => *r,
+            _ => 0,
+        };
+        client.ack_push(seq, revision).await.unwrap();
+        if matches!(message, Message::OfflineDelta(_) | Message::Resync(_)) {
+            return message;
+        }
+    }
+}
+
+fn tag_of(site: SiteId, id: u32, owner: PersonId, offline_access: bool) -> Record {
+    Record::Credential(CredentialRecord {
+        id: CredentialId(id),
+        site,
+        kind: CredentialKind::Tag,
+        secret: id.to_be_bytes().to_vec(),
+        owner: Some(owner),
+        valid_from: None,
+        valid_until: None,
+        offline_access,
+        revoked: false,
+    })
+}
+
+/// An IQ's list at its cap never grows by a live delta: a key that pushes another out,
+/// and a revocation that lets a left-out key back in, are sent as `RESYNC`, and the full
+/// list fetched then holds what the cap keeps. Within the cap, changes are deltas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_delta_never_grows_a_list_past_its_cap() {
+    let s = setup().await;
+    let first = 200_000u32;
+    // With the setup's own tag, the IQ's list holds exactly its cap.
+    let records: Vec<Record> = (0..IQ_MAX_TAGS - 1)
+        .map(|i| tag_of(s.ids.site, first + i, s.ids.person, false))
+        .collect();
+    s.node.store().import("test", records).await.unwrap();
+    let mut client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    let list = client.fetch_offline_list().await.unwrap();
+    assert_eq!(list.entries.len(), IQ_MAX_TAGS as usize);
+    assert_eq!(s.backend.offline_overflow(s.ids.iq), (0, 0));
+
+    // A tag with offline access goes first; the last tag by id drops out.
+    let newest = create(&s.node, tag_of(s.ids.site, first + IQ_MAX_TAGS, s.ids.person, true)).await;
+    let push = next_list_push(&mut client).await;
+    assert!(
+        matches!(push, Message::Resync(_)),
+        "a delta cannot push a key out: {push:?}"
+    );
+    let list = client.fetch_offline_list().await.unwrap();
+    let held: std::collections::HashSet<u32> = list.entries.iter().map(|e| e.credential).collect();
+    assert_eq!(held.len(), IQ_MAX_TAGS as usize);
+    assert!(held.contains(&newest));
+    assert!(!held.contains(&(first + IQ_MAX_TAGS - 2)), "the last tag is left out");
+    assert_eq!(s.backend.offline_overflow(s.ids.iq), (1, 0));
+
+    // Revoking a listed tag lets the left-out one back in: only a full list says so.
+    let store = s.node.store();
+    store
+        .write(ACTOR, Change::RevokeCredential(CredentialId(first)))
+        .await
+        .unwrap();
+    let push = next_list_push(&mut client).await;
+    assert!(matches!(push, Message::Resync(_)), "{push:?}");
+    let list = client.fetch_offline_list().await.unwrap();
+    assert_eq!(list.entries.len(), IQ_MAX_TAGS as usize);
+    assert!(list.entries.iter().any(|e| e.credential == first + IQ_MAX_TAGS - 2));
+
+    // At the cap but not over it, a revocation is a plain delta.
+    store
+        .write(ACTOR, Change::RevokeCredential(CredentialId(first + 1)))
+        .await
+        .unwrap();
+    match next_list_push(&mut client).await {
+        Message::OfflineDelta(delta) => {
+            assert_eq!(delta.removals, [first + 1]);
+            assert!(delta.upserts.is_empty());
+        }
+        other => panic!("a delta within the cap: {other:?}"),
+    }
+    client.close().await;
+    s.close().await;
+}
+
+/// Every IQ of a site is served by one push hub, however many are connected: a block
+/// reaches each of them, an IQ of another site has its own hub, and a hub with no
+/// sessions left stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iqs_of_a_site_share_one_push_hub() {
+    let s = setup().await;
+    let store = s.node.store();
+    let mut iqs = vec![s.ids.iq];
+    let mut doors = vec![s.ids.door];
+    for _ in 0..2 {
+        let iq = IqId(
+            create(
+                &s.node,
+                Record::Iq(IqRecord {
+                    id: IqId(0),
+                    site: s.ids.site,
+                }),
+            )
+            .await,
+        );
+        let door = DoorId(
+            create(
+                &s.node,
+                Record::Door(DoorRecord {
+                    id: DoorId(0),
+                    site: s.ids.site,
+                    iq: Some(iq),
+                    mode: DoorMode::Normal,
+                    lockdown: false,
+                }),
+            )
+            .await,
+        );
+        iqs.push(iq);
+        doors.push(door);
+    }
+    let group = s
+        .node
+        .snapshot()
+        .load()
+        .site_records(s.ids.site)
+        .into_iter()
+        .find_map(|r| match r {
+            Record::Group(g) => Some(g.id),
+            _ => None,
+        })
+        .unwrap();
+    store
+        .write(
+            ACTOR,
+            Change::PutGroup(GroupRecord {
+                id: group,
+                site: s.ids.site,
+                doors: doors.clone(),
+                schedule: None,
+                members: vec![s.ids.person],
+            }),
+        )
+        .await
+        .unwrap();
+    let elsewhere = SiteId(
+        create(
+            &s.node,
+            Record::Site(SiteRecord {
+                id: SiteId(0),
+                time_zone: TimeZone::UTC,
+                holiday_calendar: None,
+                lockdown: false,
+            }),
+        )
+        .await,
+    );
+    let stranger = IqId(
+        create(
+            &s.node,
+            Record::Iq(IqRecord {
+                id: IqId(0),
+                site: elsewhere,
+            }),
+        )
+        .await,
+    );
+
+    let mut clients = Vec::new();
+    for iq in &iqs {
+        let credentials = s.enrol_iq(*iq).await;
+        clients.push(IqClient::connect(s.client_config(), credentials).await.unwrap());
+    }
+    let other = IqClient::connect(s.client_config(), s.enrol_iq(stranger).await)
+        .await
+        .unwrap();
+    assert_eq!(s.backend.push_hubs(), 2, "one hub per site");
+
+    let revision = store.write(ACTOR, Change::BlockPerson(s.ids.person)).await.unwrap();
+    for (client, iq) in clients.iter_mut().zip(&iqs) {
+        let revocation = loop {
+            match client.next_event_within(Duration::from_secs(5)).await {
+                Some(ClientEvent::Push {
+                    message: Message::Revocation(r),
+                    ..
+                }) => break r,
+                Some(ClientEvent::Push { .. }) => {}
+                other => panic!("{iq:?} heard no revocation: {other:?}"),
+            }
+        };
+        assert_eq!(revocation.revision, revision.0);
+        assert_eq!(
+            (revocation.items[0].what, revocation.items[0].id),
+            (RevocationWhat::Person, s.ids.person.get())
+        );
+    }
+
+    for client in clients {
+        client.close().await;
+    }
+    other.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.backend.push_hubs() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "hubs with no sessions stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     s.close().await;
 }
