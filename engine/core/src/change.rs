@@ -13,8 +13,8 @@ use crate::model::{
     ScheduleRecord, SiteRecord,
 };
 use crate::snapshot::{
-    CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door, clock_for, entity,
-    exempt_table, group_row, put_row,
+    CredentialKey, CredentialRow, DoorRow, PersonRow, ScheduleRow, SiteRow, Snapshot, check_credential, check_door,
+    clock_for, entity, exempt_table, group_row, put_row,
 };
 use roaring::RoaringBitmap;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub enum Change {
     RevokeCredential(CredentialId),
     /// Lift a revocation.
     RestoreCredential(CredentialId),
-    /// Add a credential, or replace the one with the same id.
+    /// Add a credential, or replace the one with the same id (same site only).
     PutCredential(CredentialRecord),
     /// Remove a credential.
     RemoveCredential(CredentialId),
@@ -397,6 +397,15 @@ impl Snapshot {
             return Err(ModelError::IdTooLarge { entity: entity(rec.id) });
         }
         let key = check_credential(&self.sites, |p| self.people.get(p.0).map(|r| r.site), rec)?;
+        // A credential stays on its site, as every record does: what was built from it
+        // per site (an IQ's offline list) would otherwise keep it.
+        if self
+            .credential_by_id(rec.id)
+            .and_then(|row| CredentialKey::decode(row.key.as_slice()).map(|(_, site, _)| site))
+            .is_some_and(|site| site != rec.site)
+        {
+            return Err(ModelError::SiteChange { entity: entity(rec.id) });
+        }
         if let Some(holder) = self.credential(&key)
             && holder.id != rec.id.0
         {

@@ -10,6 +10,7 @@
 //! revision without a gap.
 
 use crate::backend::{BackendError, PushEvent};
+use crate::message::{RevocationItem, RevocationWhat};
 use crate::site_view::{Applied, Missed, SiteView};
 use keyway_core::{Change, IqId, IqRecord, Revision, SiteId};
 use keyway_node::Node;
@@ -144,34 +145,89 @@ impl Hubs {
     }
 }
 
+/// What a member is owed after a push did not fit its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owed {
+    /// A `RESYNC`: the full list covers the deltas and door lists it missed.
+    Resync,
+    /// A revocation was lost: deny everything offline first, then `RESYNC`.
+    RevokeAllThenResync,
+}
+
 #[derive(Debug)]
 struct Member {
     iq: IqId,
     serial: Option<String>,
     tx: mpsc::Sender<PushEvent>,
-    /// A push did not fit the session's queue: it is owed a `RESYNC`.
-    owe_resync: bool,
+    /// The revision the IQ's list is at as far as the hub told it: its next delta starts
+    /// there, so revisions that did not touch this IQ do not make it fetch a full list.
+    list_at: Revision,
+    owed: Option<Owed>,
 }
 
 impl Member {
-    /// Queues `events`; once one does not fit, only revocations still go and a `RESYNC`
-    /// follows when there is room. Whether the session is still there.
+    /// Queues `events` (at `revision`), after anything owed. Once a push does not fit,
+    /// revocations still try to go, and what is owed follows when there is room: a lost
+    /// revocation becomes a revocation of everything. Whether the session is still there.
     fn deliver(&mut self, events: Vec<PushEvent>, revision: Revision) -> bool {
+        self.settle(revision);
         for event in events {
-            if self.owe_resync && !matches!(event, PushEvent::Revocation { .. }) {
+            let revocation = matches!(event, PushEvent::Revocation { .. });
+            if self.owed.is_some() && !revocation {
                 continue;
             }
-            if self.tx.try_send(event).is_err() {
-                if self.tx.is_closed() {
-                    return false;
+            let event = match event {
+                PushEvent::OfflineDelta(mut delta) => {
+                    delta.from_revision = self.list_at.0;
+                    PushEvent::OfflineDelta(delta)
                 }
-                self.owe_resync = true;
+                other => other,
+            };
+            let moves_list_to = match &event {
+                PushEvent::OfflineDelta(delta) => Some(Revision(delta.to_revision)),
+                PushEvent::Resync { revision } => Some(*revision),
+                _ => None,
+            };
+            match self.tx.try_send(event) {
+                Ok(()) => {
+                    if let Some(at) = moves_list_to {
+                        self.list_at = at;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.owed = Some(if revocation || self.owed == Some(Owed::RevokeAllThenResync) {
+                        Owed::RevokeAllThenResync
+                    } else {
+                        Owed::Resync
+                    });
+                }
             }
         }
-        if self.owe_resync && self.tx.try_send(PushEvent::Resync { revision }).is_ok() {
-            self.owe_resync = false;
-        }
+        self.settle(revision);
         !self.tx.is_closed()
+    }
+
+    /// Sends what is owed, if there is room now.
+    fn settle(&mut self, revision: Revision) {
+        if self.owed == Some(Owed::RevokeAllThenResync) {
+            let everything = PushEvent::Revocation {
+                revision,
+                items: vec![RevocationItem {
+                    what: RevocationWhat::Everything,
+                    id: 0,
+                    door: None,
+                }],
+            };
+            if self.tx.try_send(everything).is_err() {
+                return;
+            }
+            self.owed = Some(Owed::Resync);
+        }
+        if self.owed == Some(Owed::Resync) && self.tx.try_send(PushEvent::Resync { revision }).is_ok() {
+            self.owed = None;
+            self.list_at = revision;
+        }
     }
 }
 
@@ -182,9 +238,6 @@ struct Hub {
     /// Changes that may matter to the site, after `recent_from`.
     recent: VecDeque<(Revision, Arc<Logged>)>,
     recent_from: Revision,
-    /// The last revision at which each IQ's list was over a cap: a replay from before it
-    /// could not bring the capped list up to date.
-    over_cap_at: HashMap<IqId, Revision>,
     /// Joins that read the change log further than the hub has applied.
     parked: Vec<Request>,
 }
@@ -216,8 +269,8 @@ async fn run(hubs: Arc<Hubs>, node: Node, site: SiteId, id: u64, mut requests: m
     let mut idle = tokio::time::interval(IDLE_CHECK);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Unbiased: a burst of changes does not starve joins or the idle check.
         tokio::select! {
-            biased;
             item = stream.next() => {
                 if !hub.on_item(item, &mut stream).await {
                     hubs.forget(site, id);
@@ -229,7 +282,8 @@ async fn run(hubs: Arc<Hubs>, node: Node, site: SiteId, id: u64, mut requests: m
                 None => return,
             },
             _ = idle.tick() => {
-                hub.members.retain(|m| !m.tx.is_closed());
+                let revision = hub.view.revision();
+                hub.members.retain_mut(|m| m.deliver(Vec::new(), revision));
                 if hub.members.is_empty() && hub.parked.is_empty() && hubs.retire(site, id, &requests) {
                     // A join that slipped in after the check finds its reply dropped and
                     // starts another hub.
@@ -243,27 +297,13 @@ async fn run(hubs: Arc<Hubs>, node: Node, site: SiteId, id: u64, mut requests: m
 
 impl Hub {
     fn new(node: Node, view: SiteView) -> Hub {
-        let mut hub = Hub {
+        Hub {
             node,
             recent_from: view.revision(),
             view,
             members: Vec::new(),
             recent: VecDeque::new(),
-            over_cap_at: HashMap::new(),
             parked: Vec::new(),
-        };
-        hub.note_over_caps();
-        hub
-    }
-
-    /// Marks the IQs over a cap now: the hub cannot tell what their lists were before.
-    fn note_over_caps(&mut self) {
-        self.over_cap_at.clear();
-        let revision = self.view.revision();
-        for iq in self.view.iqs() {
-            if self.view.listed(iq).over_cap() {
-                self.over_cap_at.insert(iq, revision);
-            }
         }
     }
 
@@ -307,11 +347,6 @@ impl Hub {
     }
 
     fn send(&mut self, revision: Revision, applied: &Applied) {
-        for (iq, change) in &applied.iqs {
-            if change.capped() {
-                self.over_cap_at.insert(*iq, revision);
-            }
-        }
         if applied.resync_all {
             self.members
                 .retain_mut(|m| m.deliver(vec![PushEvent::Resync { revision }], revision));
@@ -321,7 +356,8 @@ impl Hub {
         let view = &self.view;
         self.members.retain_mut(|m| {
             let Some(change) = applied.iqs.get(&m.iq) else {
-                return !m.tx.is_closed();
+                // Nothing for this IQ; what it is owed goes now if there is room.
+                return m.deliver(Vec::new(), revision);
             };
             let events = pushes
                 .entry(m.iq)
@@ -364,7 +400,6 @@ impl Hub {
         let revision = self.view.revision();
         self.recent.clear();
         self.recent_from = revision;
-        self.note_over_caps();
         self.members
             .retain_mut(|m| m.deliver(vec![PushEvent::Resync { revision }], revision));
         self.unpark();
@@ -408,13 +443,14 @@ impl Hub {
             iq: join.iq,
             serial: join.serial,
             tx: join.tx,
-            owe_resync: false,
+            list_at: revision,
+            owed: None,
         });
     }
 
     fn replay(&self, join: &Join) -> Option<Vec<PushEvent>> {
         let mut missed = join.missed.clone()?;
-        if self.recent_from > join.scanned_to || self.over_cap_at.get(&join.iq).is_some_and(|at| *at > join.since) {
+        if self.recent_from > join.scanned_to {
             return None;
         }
         let site = self.view.site();
@@ -471,4 +507,83 @@ pub(crate) async fn missed_since(
         }
     }
     Some(missed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::OfflineDelta;
+
+    fn delta(to: u64) -> PushEvent {
+        PushEvent::OfflineDelta(OfflineDelta {
+            from_revision: to - 1,
+            to_revision: to,
+            upserts: Vec::new(),
+            removals: vec![1],
+        })
+    }
+
+    fn revocation(revision: u64) -> PushEvent {
+        PushEvent::Revocation {
+            revision: Revision(revision),
+            items: vec![RevocationItem {
+                what: RevocationWhat::Credential,
+                id: 1,
+                door: None,
+            }],
+        }
+    }
+
+    fn member(queue: usize, at: u64) -> (Member, mpsc::Receiver<PushEvent>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let m = Member {
+            iq: IqId(1),
+            serial: None,
+            tx,
+            list_at: Revision(at),
+            owed: None,
+        };
+        (m, rx)
+    }
+
+    /// A delta starts where the IQ's list is, not at the revision before its own: the
+    /// revisions between did not touch this IQ.
+    #[test]
+    fn deltas_start_where_the_list_is() {
+        let (mut m, mut rx) = member(8, 3);
+        assert!(m.deliver(vec![delta(5)], Revision(5)));
+        assert!(m.deliver(vec![delta(9)], Revision(9)));
+        let from = |e: PushEvent| match e {
+            PushEvent::OfflineDelta(d) => (d.from_revision, d.to_revision),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(from(rx.try_recv().unwrap()), (3, 5));
+        assert_eq!(from(rx.try_recv().unwrap()), (5, 9));
+        assert_eq!(m.list_at, Revision(9));
+    }
+
+    /// A revocation that does not fit is owed as a revocation of everything, then a
+    /// `RESYNC`, sent as soon as there is room, even when no later change is for this IQ.
+    #[test]
+    fn a_lost_revocation_is_owed_as_everything_then_resync() {
+        let (mut m, mut rx) = member(1, 3);
+        assert!(m.deliver(vec![revocation(4), revocation(4), delta(4)], Revision(4)));
+        assert_eq!(m.owed, Some(Owed::RevokeAllThenResync));
+        assert!(matches!(rx.try_recv(), Ok(PushEvent::Revocation { .. })));
+        // Nothing new for this IQ: what it is owed goes anyway.
+        assert!(m.deliver(Vec::new(), Revision(6)));
+        match rx.try_recv() {
+            Ok(PushEvent::Revocation { revision, items }) => {
+                assert_eq!(revision, Revision(6));
+                assert_eq!(items[0].what, RevocationWhat::Everything);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.owed, Some(Owed::Resync));
+        assert!(m.deliver(Vec::new(), Revision(7)));
+        assert!(matches!(rx.try_recv(), Ok(PushEvent::Resync { revision: Revision(7) })));
+        assert_eq!((m.owed, m.list_at), (None, Revision(7)));
+        drop(rx);
+        assert!(!m.deliver(vec![delta(8)], Revision(8)), "a closed session is let go");
+    }
 }

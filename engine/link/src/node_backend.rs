@@ -76,7 +76,9 @@ impl Default for NodeBackendConfig {
 #[derive(Debug, Default)]
 struct Live {
     state: IqState,
-    sessions: Vec<mpsc::Sender<PushEvent>>,
+    /// Its sessions' push queues. Weak: the site's hub holds the strong senders, so a
+    /// session's queue closes (and the session with it) when its hub lets it go.
+    sessions: Vec<mpsc::WeakSender<PushEvent>>,
     /// Entries of the last full list that did not fit (tags, remote users).
     dropped: (u32, u32),
     /// The numbers of its latest passages, so one sent again (its ack was lost) counts
@@ -114,7 +116,7 @@ impl Shared {
             std::mem::take(&mut live.sessions)
         });
         let mut closed = 0;
-        for s in sessions {
+        for s in sessions.iter().filter_map(mpsc::WeakSender::upgrade) {
             if s.try_send(PushEvent::Revoked).is_ok() {
                 closed += 1;
             }
@@ -141,8 +143,8 @@ impl Shared {
     /// A sender to one live session of `iq`, if any.
     fn session(&self, iq: IqId) -> Option<mpsc::Sender<PushEvent>> {
         self.with_iq(iq, |live| {
-            live.sessions.retain(|s| !s.is_closed());
-            live.sessions.first().cloned()
+            live.sessions.retain(|s| s.strong_count() > 0);
+            live.sessions.iter().find_map(mpsc::WeakSender::upgrade)
         })
     }
 }
@@ -518,7 +520,7 @@ impl LinkBackend for NodeBackend {
             tx: tx.clone(),
         };
         let joined = self.shared.hubs.join(&self.node, site, join).await?;
-        self.shared.with_iq(iq, |live| live.sessions.push(tx));
+        self.shared.with_iq(iq, |live| live.sessions.push(tx.downgrade()));
         Ok(Subscription {
             revision: joined.revision,
             resync: joined.resync,
@@ -629,7 +631,7 @@ impl LinkBackend for NodeBackend {
             Report::Offline(cause) => {
                 tracing::warn!(%iq, ?cause, "iq offline");
                 self.shared.with_iq(iq, |live| {
-                    live.sessions.retain(|s| !s.is_closed());
+                    live.sessions.retain(|s| s.strong_count() > 0);
                     live.state.online = false;
                 });
                 // Missed heartbeats are the IQ going quiet: an incident, and through it

@@ -117,6 +117,30 @@ fn person_item(id: PersonId) -> RevocationItem {
     }
 }
 
+/// Whether `new` may deny where `old` allowed: a grant gone (a door, or a door now under
+/// a schedule), a validity window that starts later or ends sooner, or another secret,
+/// kind or owner. Such a change is revoked first, so the IQ denies until the new entry
+/// arrives; a change that only widens (or toggles offline access) is not.
+fn narrows(old: &OfflineEntry, new: &OfflineEntry) -> bool {
+    let later = |o: Option<i64>, n: Option<i64>| match (o, n) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(o), Some(n)) => n > o,
+    };
+    let sooner = |o: Option<i64>, n: Option<i64>| match (o, n) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(o), Some(n)) => n < o,
+    };
+    let kept = old.grants.iter().all(|g| new.grants.contains(g));
+    !kept
+        || later(old.valid_from, new.valid_from)
+        || sooner(old.valid_until, new.valid_until)
+        || old.secret != new.secret
+        || old.kind != new.kind
+        || old.person != new.person
+}
+
 fn lockdown(on: bool) -> DoorCommandKind {
     if on {
         DoorCommandKind::LockdownOn
@@ -135,13 +159,6 @@ pub(crate) struct IqChange {
     removals: Vec<u32>,
     /// The IQ's list is over a cap before or after the change.
     capped: bool,
-}
-
-impl IqChange {
-    /// Whether the change altered the IQ's list while it was over a cap, before or after.
-    pub(crate) fn capped(&self) -> bool {
-        self.capped
-    }
 }
 
 /// What one change does to the site's IQs ([`SiteView::apply`]).
@@ -239,6 +256,7 @@ impl SiteView {
     }
 
     /// The IQs of the site.
+    #[cfg(test)]
     pub(crate) fn iqs(&self) -> impl Iterator<Item = IqId> + '_ {
         self.listed.keys().copied()
     }
@@ -300,17 +318,27 @@ impl SiteView {
         }
     }
 
-    /// The offline entry of credential `id` in each IQ's list that holds it.
-    fn entries(&self, id: CredentialId) -> BTreeMap<IqId, OfflineEntry> {
-        let Some(c) = self.credentials.get(&id) else {
-            return BTreeMap::new();
-        };
-        let Some(person) = self.listable_owner(c) else {
-            return BTreeMap::new();
-        };
-        self.grants(person)
-            .into_iter()
-            .map(|(iq, grants)| (iq, SiteView::entry_with(c, person, &grants)))
+    /// The offline entry of each of `ids` in each IQ's list that holds it, reading each
+    /// owner's grants once.
+    fn entries_of(&self, ids: &BTreeSet<CredentialId>) -> Vec<(CredentialId, BTreeMap<IqId, OfflineEntry>)> {
+        let mut grants: HashMap<PersonId, Grants> = HashMap::new();
+        ids.iter()
+            .map(|id| {
+                let entries = self
+                    .credentials
+                    .get(id)
+                    .and_then(|c| Some((c, self.listable_owner(c)?)))
+                    .map(|(c, person)| {
+                        grants
+                            .entry(person)
+                            .or_insert_with(|| self.grants(person))
+                            .iter()
+                            .map(|(iq, held)| (*iq, SiteView::entry_with(c, person, held)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (*id, entries)
+            })
             .collect()
     }
 
@@ -510,8 +538,7 @@ impl SiteView {
     )]
     pub(crate) fn apply(&mut self, revision: Revision, change: &Change) -> Applied {
         let touched = self.touched_by(change);
-        let before: Vec<(CredentialId, BTreeMap<IqId, OfflineEntry>)> =
-            touched.iter().map(|id| (*id, self.entries(*id))).collect();
+        let before = self.entries_of(&touched);
         let mut applied = Applied::default();
         // The IQs that held a credential of the person who is blocked or removed.
         let person_revoked = |before: &[(CredentialId, BTreeMap<IqId, OfflineEntry>)]| -> BTreeSet<IqId> {
@@ -672,8 +699,8 @@ impl SiteView {
             .map(|(iq, _)| *iq)
             .collect();
         let revokes_credentials = !matches!(change, Change::BlockPerson(_) | Change::RemovePerson(_));
-        for (id, old) in before {
-            let mut new = self.entries(id);
+        let after = self.entries_of(&touched);
+        for ((id, old), (_, mut new)) in before.into_iter().zip(after) {
             for (iq, o) in &old {
                 if let Some(count) = self.listed.get_mut(iq) {
                     count.remove(o.kind);
@@ -689,8 +716,7 @@ impl SiteView {
                     Some(n) => {
                         self.listed.entry(*iq).or_default().add(n.kind);
                         if *o != n {
-                            // Fewer grants or a shorter validity is a narrowing: revoke first.
-                            if n.grants.len() < o.grants.len() || n.valid_until != o.valid_until {
+                            if narrows(o, &n) {
                                 at.revoke.push(credential_item(id));
                             }
                             at.upserts.push(n);
@@ -722,10 +748,12 @@ impl SiteView {
     /// the list is over a cap.
     pub(crate) fn pushes(&self, revision: Revision, iq: IqId, change: &IqChange) -> Vec<PushEvent> {
         let mut events = Vec::new();
-        if !change.revoke.is_empty() {
+        // A revocation frame holds at most MAX_REVOCATION_ITEMS: several of the same
+        // revision, all before the delta.
+        for items in change.revoke.chunks(MAX_REVOCATION_ITEMS) {
             events.push(PushEvent::Revocation {
                 revision,
-                items: change.revoke.clone(),
+                items: items.to_vec(),
             });
         }
         if change.doors {
@@ -766,7 +794,7 @@ impl SiteView {
     /// which reinstates them where they still open: a person removed since `since` stays
     /// revoked, and the credentials of nobody are removed.
     pub(crate) fn replay(&self, missed: &Missed, iq: IqId, since: Revision) -> Option<Vec<PushEvent>> {
-        if missed.full || missed.doors.iter().any(|d| self.doors.contains_key(d)) || self.listed(iq).over_cap() {
+        if missed.full || missed.doors.iter().any(|d| self.doors.contains_key(d)) {
             return None;
         }
         let mut people: BTreeSet<PersonId> = missed.revoked_people.clone();
@@ -780,20 +808,42 @@ impl SiteView {
             touched.extend(self.credentials_of(*p));
         }
         touched.extend(missed.credentials.iter().filter(|c| self.credentials.contains_key(c)));
-        people.extend(missed.removed_people.iter().copied());
-        let mut items: Vec<RevocationItem> = people.into_iter().map(person_item).collect();
-        let mut upserts = Vec::new();
-        let mut removals = Vec::new();
-        if !missed.removed_people.is_empty() {
-            // A removed person's credentials now belong to nobody, and which were theirs
-            // cannot be told any more: every credential of nobody leaves the list (those
-            // it never held are no-ops), under the person's revocation.
-            for c in self.credentials.values() {
-                if c.owner.is_none() && !touched.contains(&c.id) {
-                    removals.push(c.id.get());
+        // A removed person's credentials now belong to nobody, and which were theirs
+        // cannot be told any more: every credential of nobody leaves the list (those it
+        // never held are no-ops), under the person's revocation.
+        let unowned: Vec<&CredentialRecord> = if missed.removed_people.is_empty() {
+            Vec::new()
+        } else {
+            self.credentials
+                .values()
+                .filter(|c| c.owner.is_none() && !touched.contains(&c.id))
+                .collect()
+        };
+        // The IQ's list at `since` held every key that reached it, uncapped, only if no
+        // more than the caps reached it then. Keys untouched since reach it now as then,
+        // so at most today's count plus the touched and the unowned ones reached it:
+        // within the caps, the replay is exact; else only the capped full list is.
+        let mut bound = self.listed(iq);
+        for id in &touched {
+            match self.credentials.get(id).map(|c| c.kind) {
+                Some(kind) => bound.add(kind),
+                // Removed: its kind is gone; count it in both.
+                None => {
+                    bound.add(CredentialKind::Tag);
+                    bound.add(CredentialKind::Pin);
                 }
             }
         }
+        for c in &unowned {
+            bound.add(c.kind);
+        }
+        if bound.over_cap() {
+            return None;
+        }
+        people.extend(missed.removed_people.iter().copied());
+        let mut items: Vec<RevocationItem> = people.into_iter().map(person_item).collect();
+        let mut upserts = Vec::new();
+        let mut removals: Vec<u32> = unowned.iter().map(|c| c.id.get()).collect();
         for id in touched {
             match self.entry(id, iq) {
                 Some(entry) => upserts.push(entry),

@@ -718,6 +718,11 @@ fn refused_changes_leave_nothing_behind() {
         ),
         (vec![], Change::RemovePerson(PersonId(99)), err_not_found("person:99")),
         (vec![], Change::PutDoor(door(1, 2)), err_site_change("door:1")),
+        (
+            vec![],
+            Change::PutCredential(tag(1, 2, &[9, 9, 9, 9], None)),
+            err_site_change("credential:1"),
+        ),
         (vec![], Change::PutDoor(door(8, 9)), err_unknown("door:8", "site:9")),
         (
             vec![],

@@ -238,19 +238,19 @@ fn put_and_remove_credential() {
             "allow granted by `group:1` within `schedule:1` credential:3 person:1",
         )],
     );
-    // A credential may move to another site, where its owner must live.
-    check_change(
-        &[Change::PutCredential(tag(1, 2, &[7, 7, 7, 7], Some(21)))],
-        &[
-            (1, C1, WED_0900, GRANTED_1, "deny unknown_credential"),
-            (
-                20,
-                new_tag,
-                WED_0900,
-                "deny unknown_credential",
-                "allow granted by `group:20` within `schedule:20` credential:1 person:21",
-            ),
-        ],
+    // A credential stays on its site, as every record does.
+    let snapshot = office();
+    let moved = snapshot
+        .apply(
+            next(&snapshot),
+            &Change::PutCredential(tag(1, 2, &[7, 7, 7, 7], Some(21))),
+        )
+        .unwrap_err();
+    assert_eq!(
+        moved,
+        ModelError::SiteChange {
+            entity: "credential:1".into()
+        }
     );
     check_change(
         &[Change::RemoveCredential(CredentialId(1))],

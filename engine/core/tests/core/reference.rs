@@ -391,6 +391,13 @@ impl Model {
             Change::PutCredential(c) => {
                 check_id(c.id.get())?;
                 self.check_credential(c)?;
+                if self
+                    .credentials
+                    .get(&c.id.get())
+                    .is_some_and(|old| old.site != c.site.get())
+                {
+                    return Err(Refusal::SiteChange);
+                }
                 let taken = self.credentials.iter().any(|(&id, other)| {
                     id != c.id.get() && other.kind == c.kind && other.site == c.site.get() && other.secret == c.secret
                 });

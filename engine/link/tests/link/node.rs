@@ -1133,3 +1133,36 @@ async fn the_iqs_of_a_site_share_one_push_hub() {
     }
     s.close().await;
 }
+
+/// A change that does not touch an IQ (here, another site's) does not make the IQ's next
+/// delta ask for a full list: deltas start where the IQ's list is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_after_other_sites_changes_applies_to_the_list() {
+    let s = setup().await;
+    let mut client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
+    let list = client.fetch_offline_list().await.unwrap();
+    let mut offline = OfflineStore::from_list(&list).unwrap();
+    for _ in 0..3 {
+        create(
+            &s.node,
+            Record::Site(SiteRecord {
+                id: SiteId(0),
+                time_zone: TimeZone::UTC,
+                holiday_calendar: None,
+                lockdown: false,
+            }),
+        )
+        .await;
+    }
+    let newcomer = create(&s.node, tag_of(s.ids.site, 0, s.ids.person, false)).await;
+    match next_list_push(&mut client).await {
+        Message::OfflineDelta(delta) => {
+            assert_eq!(delta.from_revision, list.begin.revision, "{delta:?}");
+            assert_eq!(offline.apply_delta(&delta), keyway_link::offline::DeltaOutcome::Applied);
+            assert!(delta.upserts.iter().any(|e| e.credential == newcomer));
+        }
+        other => panic!("a delta: {other:?}"),
+    }
+    client.close().await;
+    s.close().await;
+}
