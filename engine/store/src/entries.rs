@@ -546,6 +546,40 @@ async fn insert_batch(db: &Db, batch: &[Entry]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Under load (a batch of at least this many entries) the writer waits up to [`LINGER`]
+/// for more before it commits. The index pages a batch touches are written once per
+/// transaction, so larger transactions cost less per entry: on SQLite with the entries
+/// table's indexes, 1,000 rows per transaction cost 14.5 us per row and 8,192 rows
+/// 7.0 us (measured on a 2-core VM). A quiet log commits at once, and a flush never waits.
+const LINGER_FROM: usize = 256;
+
+/// The longest a loaded writer waits to fill its batch.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// Sorts received messages into the batch and its acknowledgements; whether one was a
+/// flush.
+fn take(
+    msgs: &mut Vec<Msg>,
+    batch: &mut Vec<Entry>,
+    acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+) -> bool {
+    let mut flush = false;
+    for msg in msgs.drain(..) {
+        match msg {
+            Msg::Entry(e) => batch.push(e),
+            Msg::Durable(e, ack) => {
+                batch.push(e);
+                acks.push(ack);
+            }
+            Msg::Flush(ack) => {
+                flush = true;
+                acks.push(ack);
+            }
+        }
+    }
+    flush
+}
+
 async fn writer(
     db: Db,
     mut rx: mpsc::Receiver<Msg>,
@@ -573,14 +607,15 @@ async fn writer(
         if received == 0 {
             break;
         }
-        for msg in msgs.drain(..) {
-            match msg {
-                Msg::Entry(e) => batch.push(e),
-                Msg::Durable(e, ack) => {
-                    batch.push(e);
-                    acks.push(ack);
+        let mut flush = take(&mut msgs, &mut batch, &mut acks);
+        if !closing && !flush && batch.len() >= LINGER_FROM {
+            let until = tokio::time::Instant::now() + LINGER;
+            while !flush && batch.len() < batch_size {
+                let room = batch_size - batch.len();
+                match tokio::time::timeout_at(until, rx.recv_many(&mut msgs, room)).await {
+                    Ok(n) if n > 0 => flush = take(&mut msgs, &mut batch, &mut acks),
+                    _ => break,
                 }
-                Msg::Flush(ack) => acks.push(ack),
             }
         }
         let mut backoff = Duration::from_millis(20);
