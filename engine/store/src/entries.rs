@@ -558,11 +558,7 @@ const LINGER: Duration = Duration::from_millis(10);
 
 /// Sorts received messages into the batch and its acknowledgements; whether one was a
 /// flush.
-fn take(
-    msgs: &mut Vec<Msg>,
-    batch: &mut Vec<Entry>,
-    acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
-) -> bool {
+fn take(msgs: &mut Vec<Msg>, batch: &mut Vec<Entry>, acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>) -> bool {
     let mut flush = false;
     for msg in msgs.drain(..) {
         match msg {
