@@ -34,7 +34,7 @@ const JOIN_ATTEMPTS: usize = 3;
 const JOIN_QUEUE: usize = 1_024;
 
 /// A session joining its site's hub.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Join {
     /// The IQ.
     pub(crate) iq: IqId,
@@ -88,14 +88,7 @@ impl Hubs {
             let (id, hub) = self.hub(node, site);
             let (reply, answer) = oneshot::channel();
             let request = Request {
-                join: Join {
-                    iq: join.iq,
-                    serial: join.serial.clone(),
-                    since: join.since,
-                    missed: join.missed.clone(),
-                    scanned_to: join.scanned_to,
-                    tx: join.tx.clone(),
-                },
+                join: join.clone(),
                 reply,
             };
             if hub.send(request).await.is_ok()
