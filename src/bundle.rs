@@ -50,12 +50,14 @@
 use clap::{ArgGroup, Args, Subcommand};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Presented, Reason, Revision, RoleId, SiteId, Snapshot};
+use keyway_core::{
+    CredentialKind, Decision, DoorId, Effect, GroupId, PersonId, Presented, Reason, Revision, RoleId, SiteId, Snapshot,
+};
 use keyway_plugin_host::abi::{Hook, SUPPORTED_ABI_VERSIONS};
 use keyway_plugin_host::bundle::{MANIFEST, MAX_MANIFEST_BYTES, Manifest, read_capped, to_config};
 use keyway_plugin_host::{
-    Bundle, BundleError, Direction, DoorContext, FailMode, Limits, Passage, PluginError, PolicyHost, RuledDecision,
-    Runtime, Sha256,
+    Bundle, BundleError, Direction, DoorContext, FailMode, Limits, Passage, PluginError, PolicyHost, RuleLink,
+    RuledDecision, Runtime, Sha256,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -251,8 +253,9 @@ fn check(dir: &Path, out: &mut impl Write) -> Result<(), BundleCliError> {
     let mut warnings: Vec<String> = Vec::new();
     if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
         problems.push(format!(
-            "`abi = {}` in `[bundle]`: this host speaks ABI versions 1, 2 and 3",
-            manifest.bundle.abi
+            "`abi = {}` in `[bundle]`: this host speaks ABI versions {}",
+            manifest.bundle.abi,
+            SUPPORTED_ABI_VERSIONS.map(|v| v.to_string()).join(", ")
         ));
     }
     if manifest.plugins.is_empty() {
@@ -304,7 +307,7 @@ fn check(dir: &Path, out: &mut impl Write) -> Result<(), BundleCliError> {
         for hook in exported.iter().filter(|h| !hooks.contains(h)) {
             let consequence = match hook {
                 Hook::DoorRule => "no door can attach it",
-                Hook::Passage => "the host still calls it for the doors that attach the rule",
+                Hook::Passage | Hook::DoorConfig => "the host still calls it for the doors that attach the rule",
                 _ => "the host never calls it",
             };
             warnings.push(format!(
@@ -321,6 +324,17 @@ fn check(dir: &Path, out: &mut impl Write) -> Result<(), BundleCliError> {
         if hooks.contains(&Hook::Passage) && plugin.abi_version() < 2 {
             problems.push(format!(
                 "plugin `{name}` lists `passage`, which needs ABI version 2 (it speaks {})",
+                plugin.abi_version()
+            ));
+        }
+        if hooks.contains(&Hook::DoorConfig) && !hooks.contains(&Hook::DoorRule) {
+            warnings.push(format!(
+                "plugin `{name}` lists `door_config` without `door_rule`: only doors that attach a rule give it settings"
+            ));
+        }
+        if hooks.contains(&Hook::DoorConfig) && plugin.abi_version() < 4 {
+            problems.push(format!(
+                "plugin `{name}` lists `door_config`, which needs ABI version 4 (it speaks {})",
                 plugin.abi_version()
             ));
         }
@@ -446,6 +460,9 @@ struct EventsFile {
     site: Option<u32>,
     #[serde(default)]
     doors: BTreeMap<String, Vec<String>>,
+    /// Each door's own settings for a rule of its chain: `[door_config.1.two-person]`.
+    #[serde(default)]
+    door_config: BTreeMap<String, BTreeMap<String, toml::Table>>,
     #[serde(default)]
     events: Vec<EventSpec>,
 }
@@ -465,6 +482,12 @@ struct EventSpec {
     core: Option<String>,
     #[serde(default)]
     passage: Option<String>,
+    /// What was presented: `tag` (the default), `digital_key` or `pin`.
+    #[serde(default)]
+    kind: Option<String>,
+    /// The person's groups.
+    #[serde(default)]
+    groups: Vec<u32>,
 }
 
 /// What happened at a door, ready to run.
@@ -475,10 +498,21 @@ enum Badge {
         door: DoorId,
         person: Option<PersonId>,
         role: Option<RoleId>,
+        kind: CredentialKind,
+        groups: Vec<GroupId>,
         direction: Direction,
         core: Reason,
     },
     Passage(Passage),
+}
+
+fn kind_of(text: Option<&str>) -> Result<CredentialKind, String> {
+    match text {
+        None | Some("tag") => Ok(CredentialKind::Tag),
+        Some("digital_key") => Ok(CredentialKind::DigitalKey),
+        Some("pin") => Ok(CredentialKind::Pin),
+        Some(other) => Err(format!("kind `{other}` is not tag, digital_key or pin")),
+    }
 }
 
 fn direction_of(text: Option<&str>) -> Result<Direction, String> {
@@ -525,6 +559,14 @@ fn reason_of(code: &str) -> Result<Reason, String> {
 }
 
 /// Parses a rule of a chain: `name` (fail-secure) or `name:safe`.
+/// A link as the events file writes it: `name`, or `name:safe` for a fail-safe one.
+fn link_text(link: &RuleLink) -> String {
+    match link.fail {
+        FailMode::Safe => format!("{}:safe", link.rule),
+        FailMode::Secure => link.rule.clone(),
+    }
+}
+
 fn chain_entry(text: &str) -> (&str, FailMode) {
     match text.strip_suffix(":safe") {
         Some(name) => (name, FailMode::Safe),
@@ -537,8 +579,9 @@ fn chain_entry(text: &str) -> (&str, FailMode) {
 struct Events {
     site: SiteId,
     time_zone: TimeZone,
-    /// Each door's chain of rules, as written (`name` or `name:safe`).
-    doors: Vec<(u32, Vec<String>)>,
+    /// Each door's chain of rules, as written (`name` or `name:safe`), with each rule's
+    /// settings for the door.
+    doors: Vec<(u32, Vec<RuleLink>)>,
     badges: Vec<Badge>,
 }
 
@@ -555,11 +598,31 @@ fn read_events(path: &Path) -> Result<Events, BundleCliError> {
     let time_zone = TimeZone::get(zone).map_err(|_| invalid(format!("`{zone}` is not an IANA time zone")))?;
     let site = SiteId(file.site.unwrap_or(1));
     let mut doors = Vec::with_capacity(file.doors.len());
+    let mut configs = file.door_config;
     for (door, chain) in file.doors {
         let id = door
             .parse::<u32>()
             .map_err(|_| invalid(format!("door `{door}` in `[doors]` is not a door id")))?;
-        doors.push((id, chain));
+        let mut door_configs = configs.remove(&door).unwrap_or_default();
+        let links = chain
+            .iter()
+            .map(|text| {
+                let (rule, fail) = chain_entry(text);
+                let config = door_configs.remove(rule).map(|t| to_config(&t)).unwrap_or_default();
+                RuleLink::new(rule, fail).with_config(config)
+            })
+            .collect();
+        if let Some(rule) = door_configs.keys().next() {
+            return Err(invalid(format!(
+                "`[door_config.{door}.{rule}]`: door {door}'s chain has no rule `{rule}`"
+            )));
+        }
+        doors.push((id, links));
+    }
+    if let Some(door) = configs.keys().next() {
+        return Err(invalid(format!(
+            "`[door_config.{door}]`: `[doors]` gives door `{door}` no chain"
+        )));
     }
     let mut badges = Vec::with_capacity(file.events.len());
     for (i, event) in file.events.into_iter().enumerate() {
@@ -582,14 +645,16 @@ fn read_events(path: &Path) -> Result<Events, BundleCliError> {
                 door,
                 person,
                 role: event.role.map(RoleId),
+                kind: kind_of(event.kind.as_deref()).map_err(|e| invalid(format!("event {n}: {e}")))?,
+                groups: event.groups.iter().copied().map(GroupId).collect(),
                 direction,
                 core: reason_of(event.core.as_deref().unwrap_or("granted"))
                     .map_err(|e| invalid(format!("event {n}: {e}")))?,
             },
             Some(what) => {
-                if event.core.is_some() || event.role.is_some() {
+                if event.core.is_some() || event.role.is_some() || event.kind.is_some() || !event.groups.is_empty() {
                     return Err(invalid(format!(
-                        "event {n}: a passage has no `core` or `role` (it reports what happened)"
+                        "event {n}: a passage has no `core`, `role`, `kind` or `groups` (it reports what happened)"
                     )));
                 }
                 let opened = match what {
@@ -621,10 +686,9 @@ fn read_events(path: &Path) -> Result<Events, BundleCliError> {
 }
 
 /// Sets a door's chain, or says why not.
-fn attach_chain(host: &PolicyHost, door: u32, chain: &[String]) -> Result<(), BundleCliError> {
-    let entries: Vec<(&str, FailMode)> = chain.iter().map(|r| chain_entry(r)).collect();
+fn attach_chain(host: &PolicyHost, door: u32, chain: &[RuleLink]) -> Result<(), BundleCliError> {
     host.door_rules()
-        .set_chain(DoorId(door), &entries)
+        .set_links(DoorId(door), chain)
         .map(drop)
         .map_err(|e| BundleCliError::Chain {
             door,
@@ -730,7 +794,8 @@ fn try_bundle(args: &TryArgs, out: &mut impl Write) -> Result<(), BundleCliError
             } = read_events(path)?;
             for (door, chain) in &doors {
                 attach_chain(&host, *door, chain)?;
-                writeln!(out, "door {door}: rules {}", chain.join(", "))?;
+                let names: Vec<String> = chain.iter().map(link_text).collect();
+                writeln!(out, "door {door}: rules {}", names.join(", "))?;
             }
             for (i, badge) in badges.iter().enumerate() {
                 match badge {
@@ -739,6 +804,8 @@ fn try_bundle(args: &TryArgs, out: &mut impl Write) -> Result<(), BundleCliError
                         door,
                         person,
                         role,
+                        kind,
+                        groups,
                         direction,
                         core,
                     } => {
@@ -753,6 +820,8 @@ fn try_bundle(args: &TryArgs, out: &mut impl Write) -> Result<(), BundleCliError
                             door: *door,
                             site,
                             role: *role,
+                            kind: *kind,
+                            groups,
                             direction: *direction,
                             at: *at,
                             time_zone: &time_zone,
@@ -795,6 +864,14 @@ fn generated(args: &TryArgs, host: &PolicyHost, out: &mut impl Write, tally: &mu
         }
     )?;
     let requests = population.requests(args.requests, args.seed);
+    let links: Vec<RuleLink> = args
+        .rules
+        .iter()
+        .map(|text| {
+            let (rule, fail) = chain_entry(text);
+            RuleLink::new(rule, fail)
+        })
+        .collect();
     let mut attached = std::collections::HashSet::new();
     for (i, request) in requests.iter().enumerate() {
         // Alternating directions, so rules about entries and exits both have work.
@@ -833,12 +910,14 @@ fn generated(args: &TryArgs, host: &PolicyHost, out: &mut impl Write, tally: &mu
             continue;
         };
         if attached.insert(request.door) {
-            attach_chain(host, request.door.0, &args.rules)?;
+            attach_chain(host, request.door.0, &links)?;
         }
         let ctx = DoorContext {
             door: request.door,
             site,
             role: core.person.and_then(|p| snapshot.person_role(p)),
+            kind: request.kind,
+            groups: core.person.and_then(|p| snapshot.person_groups(p)).unwrap_or(&[]),
             direction,
             at: request.at,
             time_zone,

@@ -103,9 +103,22 @@ pub trait Plugin: Sized + 'static {
         let _ = input;
         Err(not_exported(Hook::Passage))
     }
+
+    /// (v4) Whether a door may attach this rule with `config`, its own settings for that
+    /// door (which then arrive in [`DoorRuleInput::door_config`]). Export it
+    /// (`export_plugin!(MyRule, door_rule, door_config)`) to take per-door settings: the
+    /// host refuses any per-door configuration for a rule that does not, and refuses the
+    /// attachment when this answers an error.
+    ///
+    /// # Errors
+    /// A message naming what is wrong, shown to the admin who attached the rule.
+    fn door_config(&self, config: &Config) -> HookResult<()> {
+        let _ = config;
+        Err(not_exported(Hook::DoorConfig))
+    }
 }
 
-fn not_exported(hook: Hook) -> String {
+pub(crate) fn not_exported(hook: Hook) -> String {
     format!("this plugin does not implement the `{}` hook", hook.name())
 }
 
@@ -154,6 +167,7 @@ pub(crate) fn dispatch_to<P: Plugin, S: Sink>(plugin: &P, hook: Hook, input: &[u
         Hook::Notify => sink.put(&run(input, |i| plugin.notify(i))),
         Hook::DoorRule => sink.put(&run(input, |i: &DoorRuleInput<'_>| plugin.door_rule(i))),
         Hook::Passage => sink.put(&run(input, |i: &PassageInput<'_>| plugin.passage(i))),
+        Hook::DoorConfig => sink.put(&run(input, |i: &Config| plugin.door_config(i))),
     }
 }
 
@@ -177,8 +191,9 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Resul
 /// keyway_sdk::export_plugin!(MyPlugin, roles, door_rule);
 /// ```
 ///
-/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`, `passage`. On targets other than
-/// wasm32 the macro expands to nothing, so the crate builds and tests natively.
+/// Hooks are any of `roles`, `voucher`, `notify`, `door_rule`, `passage`, `door_config`. On
+/// targets other than wasm32 the macro expands to nothing, so the crate builds and tests
+/// natively.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty $(, $hook:ident)* $(,)?) => {
@@ -232,6 +247,9 @@ macro_rules! __export_hook {
     };
     ($plugin:ty, passage) => {
         $crate::__export_hook!(@fn $plugin, keyway_passage, Passage);
+    };
+    ($plugin:ty, door_config) => {
+        $crate::__export_hook!(@fn $plugin, keyway_door_config, DoorConfig);
     };
     (@fn $plugin:ty, $name:ident, $hook:ident) => {
         #[unsafe(no_mangle)]

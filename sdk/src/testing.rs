@@ -8,9 +8,9 @@
 //! [`Harness`] is one instance, for hooks that keep no state.
 
 use crate::{
-    Config, CoreVerdict, Direction, DoorRuleInput, DoorRuleOutput, Hook, HookResult, LocalTime, Notification,
-    NotifyInput, PassageInput, PassageOutput, Plugin, RoleTableDef, RuleVerdict, StateUpdate, VoucherInput,
-    VoucherVerdict, dispatch,
+    Config, CoreVerdict, CredentialKind, Direction, DoorRuleInput, DoorRuleOutput, Hook, HookResult, LocalTime,
+    Notification, NotifyInput, PassageInput, PassageOutput, Plugin, RoleTableDef, RuleVerdict, StateUpdate,
+    VoucherInput, VoucherVerdict, dispatch,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,6 +79,15 @@ impl<P: Plugin> Harness<P> {
         self.call(Hook::Passage, input)
     }
 
+    /// The `door_config` hook (ABI version 4): whether a door may attach the rule with
+    /// `config`.
+    ///
+    /// # Errors
+    /// The plugin's error.
+    pub fn door_config(&self, config: &Config) -> HookResult<()> {
+        self.call(Hook::DoorConfig, config)
+    }
+
     /// The `door_rule` hook, with the state given in `input`.
     ///
     /// # Errors
@@ -143,6 +152,7 @@ pub struct DoorRuleSim<P> {
     states: HashMap<u32, Vec<u8>>,
     door_states: HashMap<u32, Vec<u8>>,
     site_states: HashMap<u32, Vec<u8>>,
+    door_configs: HashMap<u32, Config>,
     discarded: u64,
 }
 
@@ -174,13 +184,37 @@ impl<P: Plugin> DoorRuleSim<P> {
             states: HashMap::new(),
             door_states: HashMap::new(),
             site_states: HashMap::new(),
+            door_configs: HashMap::new(),
             discarded: 0,
         })
     }
 
+    /// Attaches the rule to `door` with its own `config`, as the host does: the rule's
+    /// `door_config` hook must accept it (ABI version 4), and from then on every
+    /// decision at `door` gets it in [`DoorRuleInput::door_config`]. An empty `config`
+    /// is accepted without a call when the rule does not take per-door settings.
+    ///
+    /// # Errors
+    /// The rule's refusal; nothing changes.
+    pub fn attach(&mut self, door: u32, config: Config) -> HookResult<()> {
+        let index = (self.next_random() % self.instances.len() as u64) as usize;
+        let Some(instance) = self.instances.get(index) else {
+            return Err("the simulator has no instance".into());
+        };
+        match instance.door_config(&config) {
+            Ok(()) => {}
+            // As the host: a rule without the hook takes an empty configuration only.
+            Err(e) if e == crate::not_exported(Hook::DoorConfig) && config.values.is_empty() => {}
+            Err(e) => return Err(e),
+        }
+        self.door_configs.insert(door, config);
+        Ok(())
+    }
+
     /// Runs the rule on `input` (its `state`, `door_state` and `site_state` are replaced
-    /// by the kept ones) on one of the instances, keeps the states it answers, and may
-    /// then discard that instance.
+    /// by the kept ones, and its `door_config` by what [`DoorRuleSim::attach`] gave the
+    /// door) on one of the instances, keeps the states it answers, and may then discard
+    /// that instance.
     ///
     /// # Errors
     /// The plugin's error, or its configuration error when a fresh instance is made.
@@ -193,6 +227,7 @@ impl<P: Plugin> DoorRuleSim<P> {
         );
         input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
         input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
+        input.door_config = Cow::Owned(self.door_configs.get(&input.door).cloned().unwrap_or_default());
         let index = (self.next_random() % self.instances.len() as u64) as usize;
         let out = match self.instances.get(index) {
             Some(instance) => instance.door_rule(&input)?,
@@ -346,5 +381,8 @@ pub fn door_input(door: u32, person: Option<u32>) -> DoorRuleInput<'static> {
         site: 1,
         door_state: Cow::Borrowed(&[]),
         site_state: Cow::Borrowed(&[]),
+        kind: CredentialKind::Tag,
+        groups: Cow::Borrowed(&[]),
+        door_config: Cow::Owned(Config::new()),
     }
 }

@@ -153,11 +153,12 @@ fn door_rule_input_wire_layout() {
     };
     let v0_bytes = postcard::to_allocvec(&v0).unwrap();
     // (site_open, the bytes appended to the older layout: site_open, then version 2's
-    // site 1, an empty door state and an empty site state)
+    // site 1, an empty door state and an empty site state, then version 4's kind (a
+    // tag), no groups and an empty door configuration)
     let cases = [
-        (None, vec![0, 1, 0, 0]),
-        (Some(false), vec![1, 0, 1, 0, 0]),
-        (Some(true), vec![1, 1, 1, 0, 0]),
+        (None, vec![0, 1, 0, 0, 0, 0, 0]),
+        (Some(false), vec![1, 0, 1, 0, 0, 0, 0, 0]),
+        (Some(true), vec![1, 1, 1, 0, 0, 0, 0, 0]),
     ];
     for (site_open, tail) in cases {
         input.site_open = site_open;

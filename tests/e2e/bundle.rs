@@ -61,9 +61,9 @@ fn check_accepts_the_default_bundle() {
     let run = keyway(&["bundle", "check", path_str(&bundle_dir())]);
     assert!(run.ok, "{}{}", run.stdout, run.stderr);
     for expected in [
-        "bundle `default` (abi = 3)",
+        "bundle `default` (abi = 4)",
         "plugin `two-person`: two-person.wasm",
-        "ABI version 3, hooks [\"door_rule\"]",
+        "ABI version 4, hooks [\"door_rule\", \"door_config\"]",
         "plugin `occupancy`: occupancy.wasm",
         "hooks [\"door_rule\", \"passage\"]",
         "config: `max`; `keyway_configure` accepted them",
@@ -104,7 +104,7 @@ fn check_refuses_hostile_bundles() {
         ),
         (
             "unknown key in [bundle]",
-            hostile_copy(|t| t.replace("abi = 3", "abi = 3\ncolour = \"red\""), nothing),
+            hostile_copy(|t| t.replace("abi = 4", "abi = 4\ncolour = \"red\""), nothing),
             vec!["invalid manifest".into(), "unknown field `colour`".into()],
         ),
         (

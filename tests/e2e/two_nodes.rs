@@ -122,8 +122,23 @@ fn a_rule_attached_on_one_node_decides_on_the_other() {
     let policy = ana_on_b.ok("GET", &format!("/v1/sites/{site}/policy"), None);
     assert_eq!(policy["door_rules"][0]["rule"], "business-hours", "{policy}");
 
+    // A chain set on A, its second rule with the door's own settings: B runs it.
+    let chain = json!({"rules": [
+        {"rule": "anti-passback", "fail_safe": true, "config": {}},
+        {"rule": "two-person", "fail_safe": false, "config": {"window_s": 5, "escort_groups": [group["group"]["id"]]}},
+    ]});
+    let rules = format!("/v1/sites/{site}/doors/{door}/rules");
+    let set = ana_on_a.ok("PUT", &rules, Some(chain.clone()));
+    let v = ana_on_b.ok("POST", "/v1/decide", Some(tap(&set["revision"])));
+    assert_eq!(
+        (v["effect"].as_str(), v["rule"]["name"].as_str()),
+        (Some("deny"), Some("two-person")),
+        "B after the chain set on A: {v}"
+    );
+    assert_eq!(ana_on_b.ok("GET", &rules, None), chain);
+
     // Detached on A: B opens again.
-    let detached = ana_on_a.ok("DELETE", &format!("/v1/sites/{site}/doors/{door}/rule"), None);
+    let detached = ana_on_a.ok("DELETE", &rules, None);
     let v = ana_on_b.ok("POST", "/v1/decide", Some(tap(&detached["revision"])));
     assert_eq!(v["effect"], "allow", "B after the detach on A: {v}");
 

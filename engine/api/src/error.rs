@@ -270,13 +270,17 @@ impl From<NodeError> for ApiError {
         match e {
             NodeError::Store(e) => e.into(),
             NodeError::NotYet { wanted, at } => ApiError::NotYet { wanted, at },
-            NodeError::UnknownRule { .. } | NodeError::Bundle(_) => ApiError::Unprocessable {
+            NodeError::UnknownRule { .. } | NodeError::Bundle(_) | NodeError::Attach(_) => ApiError::Unprocessable {
                 code: "invalid_policy",
                 message: e.to_string(),
                 details: Vec::new(),
             },
             NodeError::RuleWouldDangle { .. } => ApiError::Conflict {
                 code: "rule_would_dangle",
+                message: e.to_string(),
+            },
+            NodeError::ConfigWouldBreak { .. } => ApiError::Conflict {
+                code: "door_config_refused",
                 message: e.to_string(),
             },
             NodeError::Feed(_) | NodeError::NoBundle | NodeError::Runtime(_) => ApiError::internal(e),

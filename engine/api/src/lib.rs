@@ -156,6 +156,7 @@ fn v1_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(audit::list_audit))
         .routes(routes!(policy::attach_rule, policy::detach_rule))
+        .routes(routes!(policy::get_rules, policy::set_rules, policy::detach_rules))
         .routes(routes!(policy::set_hours, policy::clear_hours))
         .routes(routes!(bundles::upload_plugin, bundles::list_plugins))
         .routes(routes!(bundles::upload_bundle, bundles::list_bundles))

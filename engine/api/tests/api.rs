@@ -10,6 +10,8 @@ mod support;
 mod bad_input;
 #[path = "api/bundles.rs"]
 mod bundles;
+#[path = "api/chains.rs"]
+mod chains;
 #[path = "api/differential.rs"]
 mod differential;
 #[path = "api/import.rs"]

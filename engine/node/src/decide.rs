@@ -122,6 +122,8 @@ impl Node {
                         door: request.door,
                         site,
                         role: core.person.and_then(|p| snapshot.person_role(p)),
+                        kind: request.presented.kind,
+                        groups: core.person.and_then(|p| snapshot.person_groups(p)).unwrap_or(&[]),
                         direction: request.direction,
                         at: request.at,
                         time_zone,

@@ -24,6 +24,19 @@ pub enum NodeError {
         /// The bundle in force.
         bundle: String,
     },
+    /// A rule refused the configuration a door's chain gives it, or a chain broke the
+    /// plugin host's limits.
+    #[error(transparent)]
+    Attach(#[from] keyway_plugin_host::AttachError),
+    /// A rule of the bundle being activated refuses the configuration a door gave the
+    /// version in force.
+    #[error("bundle `{bundle}` cannot be activated: {reason}")]
+    ConfigWouldBreak {
+        /// The bundle being activated.
+        bundle: String,
+        /// The refusal, naming the rule and the door.
+        reason: String,
+    },
     /// Activating this bundle would leave attached rules without their plugin.
     #[error("bundle `{bundle}` lacks rule `{rule}`, attached to door {door}; detach it first")]
     RuleWouldDangle {

@@ -16,9 +16,12 @@
 use crate::error::NodeError;
 use crate::node::{Inner, Node, SYSTEM_ACTOR};
 use keyway_core::{DoorId, Revision, Schedule, SiteId};
+use keyway_plugin_host::abi::{Config, Value};
 use keyway_plugin_host::bundle::{MANIFEST, Manifest, read_capped};
-use keyway_plugin_host::{Bundle, BundleError, FailMode, PolicyHost, Runtime, Sha256};
-use keyway_store::{Logged, PolicyChange, Store, StoredBundle};
+use keyway_plugin_host::{
+    AttachError, Bundle, BundleError, FailMode, PolicyHost, RuleLink, Runtime, Sha256, check_door_config,
+};
+use keyway_store::{ChainedRule, Logged, PolicyChange, Store, StoredBundle};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,63 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn fail_mode(fail_safe: bool) -> FailMode {
     if fail_safe { FailMode::Safe } else { FailMode::Secure }
+}
+
+/// A JSON value as a plugin's configuration value: integers that fit an `i64`, other
+/// numbers as floats, strings, booleans, arrays and objects; `null` has no counterpart.
+fn config_value(value: &serde_json::Value) -> Result<Value, String> {
+    Ok(match value {
+        serde_json::Value::Null => return Err("`null` is not a configuration value".to_owned()),
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::Int(i),
+            (None, Some(u), _) => return Err(format!("{u} is larger than a configuration integer (2^63 - 1)")),
+            (None, None, Some(f)) => Value::Float(f),
+            (None, None, None) => return Err(format!("{n} is not a number a configuration holds")),
+        },
+        serde_json::Value::String(text) => Value::Str(text.clone()),
+        serde_json::Value::Array(items) => Value::List(items.iter().map(config_value).collect::<Result<_, _>>()?),
+        serde_json::Value::Object(map) => Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), config_value(v).map_err(|e| format!("`{k}`: {e}"))?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// A stored chain as the plugin host's links.
+///
+/// # Errors
+/// [`AttachError::Config`] for a configuration with a value no plugin configuration
+/// holds (`null`, an integer over `i64`).
+pub(crate) fn links_of(door: DoorId, rules: &[ChainedRule]) -> Result<Vec<RuleLink>, AttachError> {
+    rules
+        .iter()
+        .map(|r| {
+            let values = r
+                .config
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), config_value(v).map_err(|e| format!("`{k}`: {e}"))?)))
+                .collect::<Result<_, String>>()
+                .map_err(|reason| AttachError::Config {
+                    rule: r.rule.clone(),
+                    door: door.0,
+                    reason,
+                })?;
+            Ok(RuleLink::new(r.rule.clone(), fail_mode(r.fail_safe)).with_config(Config { values }))
+        })
+        .collect()
+}
+
+/// Puts `door`'s stored chain on this node's plugin host, as the store has it (see
+/// [`keyway_plugin_host::DoorRules::restore_links`]).
+fn restore(host: &PolicyHost, door: DoorId, rules: &[ChainedRule]) {
+    let result = links_of(door, rules).and_then(|links| host.door_rules().restore_links(door, &links));
+    if let Err(e) = result {
+        // The write path checks both, so only a table edited by hand gets here; the door
+        // keeps the chain it had.
+        tracing::error!(error = %e, door = door.0, "stored door rules not attached");
+    }
 }
 
 /// Loads stored bundle `bundle` with the plugin host: its manifest and the stored plugin
@@ -76,12 +136,8 @@ pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Resu
     let stored = store.door_rules().await?;
     let rules = host.door_rules();
     let wanted: std::collections::HashSet<DoorId> = stored.iter().map(|a| a.door).collect();
-    for attachment in &stored {
-        if let Err(e) = rules.attach(attachment.door, &attachment.rule, fail_mode(attachment.fail_safe)) {
-            // Activation and attachment both check the bundle first, so only a race
-            // between nodes gets here; the store keeps the attachment for the next bundle.
-            tracing::error!(error = %e, door = attachment.door.0, "stored door rule not attached");
-        }
+    for chain in &stored {
+        restore(host, chain.door, &chain.rules);
     }
     // Doors the tables no longer list lose their rule.
     let snapshot_doors: Vec<DoorId> = host
@@ -117,17 +173,10 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
         PolicyChange::BundleActivated { site: Some(_), .. } => {
             tracing::warn!("a site's own bundle was activated; this node runs the global bundle for every site");
         }
-        PolicyChange::DoorRule {
-            door,
-            rule: Some((rule, fail_safe)),
-        } => {
-            if let Err(e) = inner.policy.door_rules().attach(*door, rule, fail_mode(*fail_safe)) {
-                tracing::error!(error = %e, door = door.0, "door rule from the change log not attached");
-            }
-        }
-        PolicyChange::DoorRule { door, rule: None } => {
+        PolicyChange::DoorRule { door, rules } if rules.is_empty() => {
             let _ = inner.policy.door_rules().detach(*door);
         }
+        PolicyChange::DoorRule { door, rules } => restore(&inner.policy, *door, rules),
         PolicyChange::OpeningHours { site, hours } => inner.policy.set_site_opening_hours(*site, hours.clone()),
         PolicyChange::RuleStateReset { rule, scope, .. } => {
             inner
@@ -225,11 +274,11 @@ impl Node {
         }
     }
 
-    /// Attach `rule` to `door`. The rule must be in the bundle in force.
+    /// Attach `rule` to `door` as its only rule, with no configuration of its own. See
+    /// [`Node::set_door_rules`].
     ///
     /// # Errors
-    /// [`NodeError::UnknownRule`] for a rule the bundle lacks; store errors (an unknown
-    /// door is [`keyway_store::StoreError::ForeignKey`]).
+    /// As [`Node::set_door_rules`].
     pub async fn attach_door_rule(
         &self,
         actor: &str,
@@ -237,14 +286,43 @@ impl Node {
         rule: &str,
         fail_safe: bool,
     ) -> Result<Revision, NodeError> {
+        self.set_door_rules(actor, door, vec![ChainedRule::new(rule, fail_safe)])
+            .await
+    }
+
+    /// Set `door`'s chain of rules, in order, each with its fail mode and its own
+    /// configuration. Every rule must be in the bundle in force and take its
+    /// configuration (a rule that exports `keyway_door_config` is asked; any other takes
+    /// none).
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownRule`] for a rule the bundle lacks; [`NodeError::Attach`] for a
+    /// configuration a rule refuses; store errors (a malformed chain is
+    /// [`keyway_store::StoreError::Invalid`], an unknown door
+    /// [`keyway_store::StoreError::ForeignKey`]).
+    pub async fn set_door_rules(
+        &self,
+        actor: &str,
+        door: DoorId,
+        rules: Vec<ChainedRule>,
+    ) -> Result<Revision, NodeError> {
+        keyway_store::check_rule_chain(&rules)?;
         let bundle = self.policy().bundle();
-        if bundle.rule(rule).is_none() {
-            return Err(NodeError::UnknownRule {
-                rule: rule.to_owned(),
-                bundle: bundle.name().to_owned(),
-            });
+        for link in links_of(door, &rules)? {
+            if bundle.rule(&link.rule).is_none() {
+                return Err(NodeError::UnknownRule {
+                    rule: link.rule,
+                    bundle: bundle.name().to_owned(),
+                });
+            }
+            let plugin_bundle = Arc::clone(&bundle);
+            // A rule's `door_config` hook runs WebAssembly: off the async runtime.
+            tokio::task::spawn_blocking(move || check_door_config(&plugin_bundle, &link.rule, door, &link.config))
+                .await
+                .map_err(|e| NodeError::Runtime(e.to_string()))??;
         }
-        let (_, revision) = self.store().attach_door_rule(actor, door, rule, fail_safe).await?;
+        drop(bundle);
+        let (_, revision) = self.store().set_door_rules(actor, door, rules).await?;
         self.policy_applied(revision).await
     }
 
@@ -291,16 +369,34 @@ impl Node {
             )));
         }
         let loaded = load_stored(self.store(), &self.inner.runtime, &stored).await?;
-        for attachment in self.store().door_rules().await? {
-            if loaded.rule(&attachment.rule).is_none() {
-                return Err(NodeError::RuleWouldDangle {
-                    bundle: loaded.name().to_owned(),
-                    rule: attachment.rule,
-                    door: attachment.door.0,
-                });
+        let chains = self.store().door_rules().await?;
+        for chain in &chains {
+            for link in &chain.rules {
+                if loaded.rule(&link.rule).is_none() {
+                    return Err(NodeError::RuleWouldDangle {
+                        bundle: loaded.name().to_owned(),
+                        rule: link.rule.clone(),
+                        door: chain.door.0,
+                    });
+                }
             }
         }
-        drop(loaded);
+        // The new version of each attached rule must take the settings its doors gave
+        // the old one.
+        tokio::task::spawn_blocking(move || {
+            for chain in &chains {
+                for link in links_of(chain.door, &chain.rules)? {
+                    check_door_config(&loaded, &link.rule, chain.door, &link.config)?;
+                }
+            }
+            Ok::<(), AttachError>(())
+        })
+        .await
+        .map_err(|e| NodeError::Runtime(e.to_string()))?
+        .map_err(|e| NodeError::ConfigWouldBreak {
+            bundle: stored.name.clone(),
+            reason: e.to_string(),
+        })?;
         let (bundle, revision) = self.store().activate_bundle(actor, id).await?;
         self.policy_applied(revision).await?;
         self.sync_role_flags().await?;

@@ -40,6 +40,8 @@ fn ctx(door: u32, direction: Direction, at: Timestamp, tz: &TimeZone) -> DoorCon
         door: DoorId(door),
         site: SiteId(1),
         role: Some(RoleId(3)),
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction,
         at,
         time_zone: tz,

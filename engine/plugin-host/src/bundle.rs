@@ -4,7 +4,7 @@
 //! ```toml
 //! [bundle]
 //! name = "default"
-//! abi = 3
+//! abi = 4
 //!
 //! [plugins.roles]
 //! file = "roles_standard.wasm"
@@ -66,7 +66,7 @@ pub struct Manifest {
 pub struct BundleMeta {
     /// The bundle's name.
     pub name: String,
-    /// The ABI version its plugins are built for: 1, 2 or 3 (the host speaks each; each
+    /// The ABI version its plugins are built for: 1 to 4 (the host speaks each; each
     /// plugin says its own through `keyway_abi_version`).
     pub abi: i32,
 }
@@ -128,9 +128,11 @@ impl PluginEntry {
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for hook in &self.hooks {
             hooks.push(Hook::from_name(hook).ok_or_else(|| {
+                let known: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
                 BundleError::Invalid(format!(
-                    "plugin `{name}`: unknown hook `{}` (known: roles, voucher, notify, door_rule, passage)",
-                    printable(hook, 64)
+                    "plugin `{name}`: unknown hook `{}` (known: {})",
+                    printable(hook, 64),
+                    known.join(", ")
                 ))
             })?);
         }
@@ -265,8 +267,10 @@ impl Bundle {
         }
         if !SUPPORTED_ABI_VERSIONS.contains(&manifest.bundle.abi) {
             return Err(BundleError::Invalid(format!(
-                "bundle `{}` targets ABI version {}, this host speaks 1, 2 and 3",
-                manifest.bundle.name, manifest.bundle.abi
+                "bundle `{}` targets ABI version {}, this host speaks {}",
+                manifest.bundle.name,
+                manifest.bundle.abi,
+                crate::runtime::supported_versions()
             )));
         }
         // First every hash, so a tampered bundle compiles nothing.
@@ -314,9 +318,10 @@ impl Bundle {
                     Hook::DoorRule => {
                         rules.insert(name.clone(), Arc::clone(&plugin));
                     }
-                    // A door rule's passage hook is called for the doors that attach
-                    // the rule; declaring it only makes the host check it is exported.
-                    Hook::Passage => {}
+                    // A door rule's passage and door_config hooks are called for the
+                    // doors that attach the rule; declaring them only makes the host
+                    // check they are exported.
+                    Hook::Passage | Hook::DoorConfig => {}
                 }
             }
             plugins.insert(name.clone(), plugin);
@@ -516,10 +521,11 @@ impl PolicyHost {
     /// A host running `bundle`.
     #[must_use]
     pub fn new(runtime: Arc<Runtime>, bundle: Bundle) -> Self {
+        let bundle = Arc::new(bundle);
         PolicyHost {
             runtime,
-            rules: DoorRules::for_bundle(&bundle),
-            bundle: ArcSwap::from_pointee(bundle),
+            rules: DoorRules::for_bundle(Arc::clone(&bundle)),
+            bundle: ArcSwap::new(bundle),
             hours: OpeningHours::new(),
         }
     }
@@ -571,7 +577,9 @@ impl PolicyHost {
     ///
     /// # Errors
     /// [`BundleError::RuleStillAttached`] when the bundle lacks a door rule that a door
-    /// attaches (the running bundle stays; detach the rule first).
+    /// attaches (the running bundle stays; detach the rule first);
+    /// [`BundleError::DoorConfigRefused`] when one of its rules refuses a door's
+    /// configuration.
     pub fn swap(&self, bundle: Bundle) -> Result<Arc<Bundle>, BundleError> {
         let bundle = Arc::new(bundle);
         self.rules

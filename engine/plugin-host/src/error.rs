@@ -77,8 +77,8 @@ pub enum PluginError {
     AbiVersion {
         /// What the plugin said.
         found: i32,
-        /// What the host expected: `1, 2 or 3`, or the version the plugin's first instance
-        /// answered.
+        /// What the host expected: `versions 1, 2, 3, 4`, or the version the plugin's
+        /// first instance answered.
         expected: String,
     },
     /// The manifest declares a hook the module does not export.
@@ -348,6 +348,17 @@ pub enum BundleError {
         rule: String,
         /// The doors that attach it.
         doors: Vec<u32>,
+    },
+    /// A rule of the bundle refuses the configuration a door attached it with (or
+    /// takes none), so the bundle cannot run.
+    #[error(
+        "bundle `{bundle}` cannot be swapped in: {reason}; attach the rule with settings the new version takes before the swap"
+    )]
+    DoorConfigRefused {
+        /// The bundle refused.
+        bundle: String,
+        /// The refusal, naming the rule and the door.
+        reason: String,
     },
     /// The manifest's structure breaks a rule (hooks, counts).
     #[error("{0}")]

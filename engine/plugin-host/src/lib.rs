@@ -47,7 +47,8 @@ pub use error::{BundleError, PluginError, RoleTableError};
 pub use hours::OpeningHours;
 pub use roles::{Capability, RoleTable};
 pub use rules::{
-    AttachError, DoorContext, DoorRules, FailMode, Passage, RuleOutcome, RuleTrace, RuledDecision, Ruling, StateScope,
+    AttachError, DoorContext, DoorRules, FailMode, MAX_DOOR_CONFIG, Passage, RuleLink, RuleOutcome, RuleTrace,
+    RuledDecision, Ruling, StateScope, check_door_config,
 };
 pub use runtime::{Limits, LoadedPlugin, Runtime};
 pub use sha::Sha256;

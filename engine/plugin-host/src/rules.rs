@@ -20,7 +20,11 @@
 //! never lose an update.
 //!
 //! Each rule call also gets whether the door's site is open at that moment, from the
-//! site's opening hours in [`OpeningHours`] (`None` when the site has none).
+//! site's opening hours in [`OpeningHours`] (`None` when the site has none), and (ABI
+//! version 4) the credential's kind, the person's groups and the attachment's own
+//! configuration: one rule attached to several doors with different settings. A rule
+//! that exports `keyway_door_config` checks that configuration when a door attaches it
+//! and when a bundle is swapped in; a rule that does not takes none.
 
 use crate::bundle::Bundle;
 use crate::error::{BundleError, PluginError};
@@ -33,17 +37,25 @@ use crate::text::{is_printable, printable};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use keyway_abi::{CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, Obligation, PassageInput, RuleVerdict};
-use keyway_core::{Decision, DoorId, Effect, HolidayCalendar, LocalMoment, PersonId, Reason, RoleId, SiteId};
+use keyway_abi::{
+    Config, CoreVerdict, Direction, DoorRuleInput, Hook, LocalTime, Obligation, PassageInput, RuleVerdict,
+};
+use keyway_core::{
+    CredentialKind, Decision, DoorId, Effect, GroupId, HolidayCalendar, LocalMoment, PersonId, Reason, RoleId, SiteId,
+};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Largest per-person state a rule may keep, in bytes.
 pub const MAX_RULE_STATE: usize = 1024;
+
+/// Largest configuration one door's attachment of a rule may carry, in encoded bytes:
+/// it is encoded into every call of the rule at that door.
+pub const MAX_DOOR_CONFIG: usize = 4096;
 
 /// Most bytes of a deny reason (a rule's or a voucher's) kept: a longer one is cut, and
 /// control or invisible characters are escaped, but the deny stands.
@@ -119,7 +131,40 @@ fn apply_change<K: std::hash::Hash + Eq + Copy>(
 struct Attachment {
     rule: Arc<str>,
     fail: FailMode,
+    /// The attachment's own configuration (empty when none).
+    config: Arc<Config>,
     state: Arc<RuleState>,
+}
+
+/// One rule of a chain to attach: the rule's name in the bundle, its fail mode and its
+/// own configuration for the door (ABI version 4; empty when none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleLink {
+    /// The rule's name in the bundle.
+    pub rule: String,
+    /// What a failure of the rule means at the door.
+    pub fail: FailMode,
+    /// The door's own settings for the rule.
+    pub config: Config,
+}
+
+impl RuleLink {
+    /// `rule` with this fail mode and no configuration of its own.
+    #[must_use]
+    pub fn new(rule: impl Into<String>, fail: FailMode) -> Self {
+        RuleLink {
+            rule: rule.into(),
+            fail,
+            config: Config::new(),
+        }
+    }
+
+    /// The same link with its own configuration.
+    #[must_use]
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
 }
 
 /// The context of one decision, beyond what [`Decision`] carries.
@@ -131,6 +176,10 @@ pub struct DoorContext<'a> {
     pub site: SiteId,
     /// The person's role, if known.
     pub role: Option<RoleId>,
+    /// What was presented.
+    pub kind: CredentialKind,
+    /// The person's groups, by ascending id (empty when no person is known).
+    pub groups: &'a [GroupId],
     /// Which way the reader faces.
     pub direction: Direction,
     /// The time of the decision.
@@ -379,15 +428,13 @@ pub const MAX_CHAIN: usize = 8;
 /// rule the bundle lacks is refused, and so is swapping in a bundle that lacks a rule a
 /// door attaches ([`PolicyHost::swap`](crate::PolicyHost::swap)). Both hold one lock, so
 /// neither can slip between the other's check and its change.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DoorRules {
     attachments: ArcSwap<HashMap<DoorId, Arc<[Attachment]>>>,
     states: Mutex<HashMap<Arc<str>, Arc<RuleState>>>,
-    /// The door rules the running bundle provides. Every change of attachments or of the
-    /// bundle holds this lock.
-    available: Mutex<BTreeSet<Arc<str>>>,
-    /// The running bundle's name, for errors.
-    bundle_name: Mutex<Arc<str>>,
+    /// The running bundle, whose rules may be attached. Every checked change of
+    /// attachments, and every swap of the bundle, holds this lock.
+    running: Mutex<Arc<Bundle>>,
 }
 
 /// An attachment was refused; nothing changed.
@@ -421,28 +468,83 @@ pub enum AttachError {
         /// The limit.
         max: usize,
     },
+    /// The rule refused the configuration given for the door, or takes none.
+    #[error("rule `{rule}` refused its configuration for door {door}: {reason}")]
+    Config {
+        /// The rule.
+        rule: String,
+        /// The door.
+        door: u32,
+        /// Why, printable.
+        reason: String,
+    },
+}
+
+/// Whether `bundle`'s rule `rule` takes `config` as a door's own configuration: a rule
+/// that exports `keyway_door_config` (ABI version 4) is asked; any other takes only an
+/// empty one. The door's id is for the error only.
+///
+/// # Errors
+/// [`AttachError::UnknownRule`] when the bundle has no such rule; [`AttachError::Config`]
+/// when the configuration is too large, or the rule refuses it or takes none.
+pub fn check_door_config(bundle: &Bundle, rule: &str, door: DoorId, config: &Config) -> Result<(), AttachError> {
+    let Some(plugin) = bundle.rule(rule) else {
+        return Err(unknown_rule(bundle, rule));
+    };
+    let refused = |reason: String| AttachError::Config {
+        rule: printable(rule, 64),
+        door: door.0,
+        reason,
+    };
+    let size = postcard::experimental::serialized_size(config).map_err(|e| refused(e.to_string()))?;
+    if size > MAX_DOOR_CONFIG {
+        return Err(refused(format!(
+            "{size} bytes encoded, over the limit of {MAX_DOOR_CONFIG}"
+        )));
+    }
+    if plugin.abi_version() >= 4 && plugin.exports(Hook::DoorConfig) {
+        return plugin
+            .call::<Config, ()>(Hook::DoorConfig, config)
+            .map_err(|e| refused(e.to_string()));
+    }
+    if config.values.is_empty() {
+        return Ok(());
+    }
+    Err(refused(if plugin.abi_version() < 4 {
+        format!(
+            "it speaks ABI version {}, which has no per-door configuration (version 4 has)",
+            plugin.abi_version()
+        )
+    } else {
+        "it takes no per-door configuration (it exports no `keyway_door_config`)".to_owned()
+    }))
+}
+
+fn unknown_rule(bundle: &Bundle, rule: &str) -> AttachError {
+    let names: Vec<String> = bundle.rule_names().map(|r| format!("`{r}`")).collect();
+    AttachError::UnknownRule {
+        rule: printable(rule, 64),
+        bundle: printable(bundle.name(), 64),
+        available: if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        },
+    }
 }
 
 /// One rule of a door's chain, as a caller sees it.
 pub type Attached = (Arc<str>, FailMode);
 
 impl DoorRules {
-    /// No door has a rule, and no rule may be attached until a bundle provides some (see
-    /// [`DoorRules::for_bundle`]).
-    #[must_use]
-    pub fn new() -> Self {
-        DoorRules::default()
-    }
-
     /// No door has a rule; the rules `bundle` provides may be attached.
     #[must_use]
-    pub fn for_bundle(bundle: &Bundle) -> Self {
-        let rules = DoorRules::new();
-        let mut available = rules.available.lock().unwrap_or_else(PoisonError::into_inner);
-        *available = bundle.rule_names().map(Arc::from).collect();
-        *rules.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
-        drop(available);
-        rules
+    pub(crate) fn for_bundle(bundle: Arc<Bundle>) -> Self {
+        DoorRules {
+            attachments: ArcSwap::default(),
+            states: Mutex::default(),
+            running: Mutex::new(bundle),
+        }
     }
 
     /// Makes `rule`, with this fail mode, the door's only rule, and answers the chain it
@@ -455,51 +557,70 @@ impl DoorRules {
         self.set_chain(door, &[(rule, fail)])
     }
 
-    /// Sets the door's chain of rules, in order, each with its own fail mode (an empty
-    /// chain detaches every rule), and answers the chain it replaced.
+    /// Sets the door's chain of rules, in order, each with its own fail mode and no
+    /// configuration of its own (an empty chain detaches every rule), and answers the
+    /// chain it replaced. See [`DoorRules::set_links`].
+    ///
+    /// # Errors
+    /// As [`DoorRules::set_links`].
+    pub fn set_chain(&self, door: DoorId, chain: &[(&str, FailMode)]) -> Result<Vec<Attached>, AttachError> {
+        let links: Vec<RuleLink> = chain.iter().map(|(rule, fail)| RuleLink::new(*rule, *fail)).collect();
+        self.set_links(door, &links)
+    }
+
+    /// Sets the door's chain of rules, in order, each with its own fail mode and
+    /// configuration (an empty chain detaches every rule), and answers the chain it
+    /// replaced. Every rule must be in the running bundle and take its configuration
+    /// ([`check_door_config`]).
     ///
     /// # Errors
     /// A rule the running bundle lacks, a rule named twice, a chain longer than
-    /// [`MAX_CHAIN`]; nothing changes.
-    pub fn set_chain(&self, door: DoorId, chain: &[(&str, FailMode)]) -> Result<Vec<Attached>, AttachError> {
-        if chain.len() > MAX_CHAIN {
-            return Err(AttachError::ChainTooLong {
-                len: chain.len(),
-                door: door.0,
-                max: MAX_CHAIN,
-            });
+    /// [`MAX_CHAIN`], a configuration a rule refuses; nothing changes.
+    pub fn set_links(&self, door: DoorId, links: &[RuleLink]) -> Result<Vec<Attached>, AttachError> {
+        let running = lock(&self.running);
+        check_chain(door, links)?;
+        for link in links {
+            check_door_config(&running, &link.rule, door, &link.config)?;
         }
-        let available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut attachments = Vec::with_capacity(chain.len());
-        for (i, (rule, fail)) in chain.iter().enumerate() {
-            let Some(name) = available.get(*rule) else {
-                let names: Vec<String> = available.iter().map(|r| format!("`{r}`")).collect();
-                return Err(AttachError::UnknownRule {
-                    rule: printable(rule, 64),
-                    bundle: printable(&self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner), 64),
-                    available: if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    },
-                });
-            };
-            if chain.iter().take(i).any(|(other, _)| other == rule) {
-                return Err(AttachError::Duplicate {
-                    rule: printable(rule, 64),
-                    door: door.0,
-                });
-            }
-            let state = {
-                let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-                Arc::clone(states.entry(Arc::clone(name)).or_default())
-            };
-            attachments.push(Attachment {
-                rule: Arc::clone(name),
-                fail: *fail,
-                state,
-            });
-        }
+        let old = self.publish(door, links);
+        drop(running);
+        Ok(old)
+    }
+
+    /// Sets the door's chain as the store has it, without asking the running bundle:
+    /// what a node does when it applies an attachment another node checked, or reloads
+    /// the tables. A rule the bundle lacks, or a configuration it would refuse, stays
+    /// attached and fails at each decision, so the door's fail mode decides (a
+    /// fail-secure door stays shut) rather than the door losing its rule.
+    ///
+    /// # Errors
+    /// A rule named twice or a chain longer than [`MAX_CHAIN`]; nothing changes.
+    pub fn restore_links(&self, door: DoorId, links: &[RuleLink]) -> Result<Vec<Attached>, AttachError> {
+        let running = lock(&self.running);
+        check_chain(door, links)?;
+        let old = self.publish(door, links);
+        drop(running);
+        Ok(old)
+    }
+
+    /// Publishes `links` as the door's chain; the caller holds the `running` lock.
+    fn publish(&self, door: DoorId, links: &[RuleLink]) -> Vec<Attached> {
+        let attachments: Vec<Attachment> = links
+            .iter()
+            .map(|link| {
+                let rule: Arc<str> = Arc::from(link.rule.as_str());
+                let state = {
+                    let mut states = lock(&self.states);
+                    Arc::clone(states.entry(Arc::clone(&rule)).or_default())
+                };
+                Attachment {
+                    rule,
+                    fail: link.fail,
+                    config: Arc::new(link.config.clone()),
+                    state,
+                }
+            })
+            .collect();
         let chain: Option<Arc<[Attachment]>> = (!attachments.is_empty()).then(|| Arc::from(attachments));
         let old = self.attachments.rcu(|map| {
             let mut map = HashMap::clone(map);
@@ -509,14 +630,13 @@ impl DoorRules {
             };
             map
         });
-        drop(available);
-        Ok(old.get(&door).map(|c| attached(c)).unwrap_or_default())
+        old.get(&door).map(|c| attached(c)).unwrap_or_default()
     }
 
     /// Removes every rule of `door`; answers the chain it had.
     pub fn detach(&self, door: DoorId) -> Vec<Attached> {
         // An empty chain names no rule: it cannot be refused.
-        self.set_chain(door, &[]).unwrap_or_default()
+        self.set_links(door, &[]).unwrap_or_default()
     }
 
     /// The first rule of `door`'s chain and its fail mode (the door's rule, for a door
@@ -545,10 +665,27 @@ impl DoorRules {
             .unwrap_or_default()
     }
 
+    /// The rules of `door`'s chain, in order, each with its fail mode and its own
+    /// configuration.
+    #[must_use]
+    pub fn links(&self, door: DoorId) -> Vec<RuleLink> {
+        self.attachments.load().get(&door).map_or_else(Vec::new, |chain| {
+            chain
+                .iter()
+                .map(|a| RuleLink {
+                    rule: a.rule.to_string(),
+                    fail: a.fail,
+                    config: Config::clone(&a.config),
+                })
+                .collect()
+        })
+    }
+
     /// Runs `swap` (which publishes `bundle`) only if `bundle` provides every rule a door
-    /// attaches, holding the attachments' lock throughout.
-    pub(crate) fn swap_checked<R>(&self, bundle: &Bundle, swap: impl FnOnce() -> R) -> Result<R, BundleError> {
-        let mut available = self.available.lock().unwrap_or_else(PoisonError::into_inner);
+    /// attaches, and each takes its doors' configurations, holding the attachments' lock
+    /// throughout.
+    pub(crate) fn swap_checked<R>(&self, bundle: &Arc<Bundle>, swap: impl FnOnce() -> R) -> Result<R, BundleError> {
+        let mut running = lock(&self.running);
         let attachments = self.attachments.load();
         let mut missing: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for (door, chain) in attachments.iter() {
@@ -566,9 +703,22 @@ impl DoorRules {
                 doors,
             });
         }
+        // A new version of a rule may refuse settings the old one took; doors in
+        // ascending order, so the error is the same on every node.
+        let mut doors: Vec<(&DoorId, &Arc<[Attachment]>)> = attachments.iter().collect();
+        doors.sort_unstable_by_key(|(door, _)| door.0);
+        for (door, chain) in doors {
+            for attachment in chain.iter() {
+                if let Err(e) = check_door_config(bundle, &attachment.rule, *door, &attachment.config) {
+                    return Err(BundleError::DoorConfigRefused {
+                        bundle: printable(bundle.name(), 64),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
         let out = swap();
-        *available = bundle.rule_names().map(Arc::from).collect();
-        *self.bundle_name.lock().unwrap_or_else(PoisonError::into_inner) = Arc::from(bundle.name());
+        *running = Arc::clone(bundle);
         Ok(out)
     }
 
@@ -790,6 +940,26 @@ fn state_changes(wires: [StateWire<'_>; 3], states: &mut [Vec<u8>; 3]) -> Result
     Ok(changes)
 }
 
+/// The checks a chain passes whatever the bundle: its length, and no rule twice.
+fn check_chain(door: DoorId, links: &[RuleLink]) -> Result<(), AttachError> {
+    if links.len() > MAX_CHAIN {
+        return Err(AttachError::ChainTooLong {
+            len: links.len(),
+            door: door.0,
+            max: MAX_CHAIN,
+        });
+    }
+    for (i, link) in links.iter().enumerate() {
+        if links.iter().take(i).any(|other| other.rule == link.rule) {
+            return Err(AttachError::Duplicate {
+                rule: printable(&link.rule, 64),
+                door: door.0,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn attached(chain: &[Attachment]) -> Vec<Attached> {
     chain.iter().map(|a| (Arc::clone(&a.rule), a.fail)).collect()
 }
@@ -858,6 +1028,13 @@ fn run_rule(
             .unwrap_or_else(PoisonError::into_inner)
     });
     let out = with_scratch(|scratch| {
+        let RuleScratch {
+            input: scratch_input,
+            states: scratch_states,
+            groups,
+        } = scratch;
+        groups.clear();
+        groups.extend(ctx.groups.iter().map(|g| g.0));
         let state = guard
             .as_ref()
             .and_then(|(person, shard)| shard.get(person))
@@ -889,17 +1066,20 @@ fn run_rule(
             site: ctx.site.0,
             door_state: Cow::Borrowed(door_state),
             site_state: Cow::Borrowed(site_state),
+            kind: abi_kind(ctx.kind),
+            groups: Cow::Borrowed(groups.as_slice()),
+            door_config: Cow::Borrowed(&attachment.config),
         };
-        let mut bytes = std::mem::take(&mut scratch.input);
+        let mut bytes = std::mem::take(scratch_input);
         bytes.clear();
         let bytes = postcard::to_extend(&input, bytes).map_err(|e| PluginError::Decode { reason: e.to_string() })?;
         let out = plugin.call_raw_with(Hook::DoorRule, &bytes, |out| {
-            decode_output(out, scoped, &mut scratch.states, obligations)
+            decode_output(out, scoped, scratch_states, obligations)
         });
-        scratch.input = bytes;
+        *scratch_input = bytes;
         let (verdict, [change, door_change, site_change]) = out??;
         // The states change only once the whole call succeeded.
-        let [new, new_door, new_site] = &scratch.states;
+        let [new, new_door, new_site] = &*scratch_states;
         if let Some((person, shard)) = &mut guard {
             apply_change(shard, *person, change, new);
         }
@@ -940,6 +1120,17 @@ struct RuleScratch {
     input: Vec<u8>,
     /// The states a rule answered with `StateUpdate::Set`: per person, door and site.
     states: [Vec<u8>; 3],
+    /// The person's groups, as the input carries them.
+    groups: Vec<u32>,
+}
+
+/// The core's credential kind as the ABI spells it.
+const fn abi_kind(kind: CredentialKind) -> keyway_abi::CredentialKind {
+    match kind {
+        CredentialKind::Tag => keyway_abi::CredentialKind::Tag,
+        CredentialKind::DigitalKey => keyway_abi::CredentialKind::DigitalKey,
+        CredentialKind::Pin => keyway_abi::CredentialKind::Pin,
+    }
 }
 
 thread_local! {

@@ -407,7 +407,7 @@ struct Slot {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     dealloc: TypedFunc<(i32, i32), ()>,
-    hooks: [Option<TypedFunc<(i32, i32), i64>>; 5],
+    hooks: [Option<TypedFunc<(i32, i32), i64>>; Hook::ALL.len()],
     configure: TypedFunc<(i32, i32), i64>,
 }
 
@@ -442,6 +442,7 @@ impl Export {
             Export::Hook(Hook::Notify) => "`keyway_notify`",
             Export::Hook(Hook::DoorRule) => "`keyway_door_rule`",
             Export::Hook(Hook::Passage) => "`keyway_passage`",
+            Export::Hook(Hook::DoorConfig) => "`keyway_door_config`",
         }
     }
 }
@@ -453,7 +454,14 @@ const fn hook_index(hook: Hook) -> usize {
         Hook::Notify => 2,
         Hook::DoorRule => 3,
         Hook::Passage => 4,
+        Hook::DoorConfig => 5,
     }
+}
+
+/// The ABI versions this host speaks, for errors: `versions 1, 2, 3, 4`.
+pub(crate) fn supported_versions() -> String {
+    let versions: Vec<String> = SUPPORTED_ABI_VERSIONS.iter().map(i32::to_string).collect();
+    format!("versions {}", versions.join(", "))
 }
 
 /// A loaded plugin: its module compiled once, pre-linked, with a pool of idle instances.
@@ -491,7 +499,7 @@ impl LoadedPlugin {
         self.sha256
     }
 
-    /// The ABI version it speaks (1, 2 or 3), as `keyway_abi_version` answered at load.
+    /// The ABI version it speaks (1 to 4), as `keyway_abi_version` answered at load.
     #[must_use]
     pub fn abi_version(&self) -> i32 {
         self.abi.get().copied().unwrap_or(1)
@@ -553,7 +561,7 @@ impl LoadedPlugin {
         let configure = instance
             .get_typed_func::<(i32, i32), i64>(&mut store, "keyway_configure")
             .map_err(|e| bad("keyway_configure", e))?;
-        let mut hooks = [None, None, None, None, None];
+        let mut hooks = [const { None }; Hook::ALL.len()];
         for hook in Hook::ALL {
             if instance.get_func(&mut store, hook.export_name()).is_some() {
                 let f = instance
@@ -572,7 +580,7 @@ impl LoadedPlugin {
         if !SUPPORTED_ABI_VERSIONS.contains(&found) || expected.is_some_and(|v| v != found) {
             return Err(PluginError::AbiVersion {
                 found,
-                expected: expected.map_or_else(|| "1, 2 or 3".to_owned(), |v| v.to_string()),
+                expected: expected.map_or_else(supported_versions, |v| v.to_string()),
             });
         }
         let _ = self.abi.set(found);

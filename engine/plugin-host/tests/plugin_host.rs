@@ -11,6 +11,8 @@ mod abi_doc;
 mod bundle;
 #[path = "plugin_host/common.rs"]
 mod common;
+#[path = "plugin_host/door_config.rs"]
+mod door_config;
 #[path = "plugin_host/hostile.rs"]
 mod hostile;
 #[path = "plugin_host/roles.rs"]

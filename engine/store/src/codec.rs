@@ -41,12 +41,12 @@ pub enum PolicyChange {
         /// Its site; `None` for the global bundle.
         site: Option<SiteId>,
     },
-    /// `door`'s rule was attached (`Some((rule, fail_safe))`) or detached (`None`).
+    /// `door`'s chain of rules was set, or detached (an empty chain).
     DoorRule {
         /// The door.
         door: DoorId,
-        /// The rule's name and whether the door is fail-safe.
-        rule: Option<(String, bool)>,
+        /// Its rules, in order; empty when detached.
+        rules: Vec<crate::policy::ChainedRule>,
     },
     /// `site`'s opening hours were set or cleared.
     OpeningHours {
@@ -191,6 +191,15 @@ pub(crate) struct GroupDto {
     pub members: Vec<u32>,
 }
 
+/// One rule of a door's chain in the change log.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct ChainedRuleDto {
+    rule: String,
+    fail_safe: bool,
+    #[serde(default)]
+    config: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
@@ -260,10 +269,15 @@ enum Op {
         bundle: i64,
         site: Option<u32>,
     },
+    /// A door's one rule, as written before chains: still decoded, never written.
     DoorRule {
         door: u32,
         rule: Option<String>,
         fail_safe: bool,
+    },
+    DoorRules {
+        door: u32,
+        rules: Vec<ChainedRuleDto>,
     },
     OpeningHours {
         site: u32,
@@ -296,10 +310,16 @@ fn policy_op(policy: &PolicyChange) -> Op {
             bundle: *bundle,
             site: site.map(|s| s.0),
         },
-        PolicyChange::DoorRule { door, rule } => Op::DoorRule {
+        PolicyChange::DoorRule { door, rules } => Op::DoorRules {
             door: door.0,
-            fail_safe: rule.as_ref().is_some_and(|(_, safe)| *safe),
-            rule: rule.as_ref().map(|(name, _)| name.clone()),
+            rules: rules
+                .iter()
+                .map(|r| ChainedRuleDto {
+                    rule: r.rule.clone(),
+                    fail_safe: r.fail_safe,
+                    config: r.config.clone(),
+                })
+                .collect(),
         },
         PolicyChange::RuleStateReset { rule, site, scope } => Op::RuleStateReset {
             rule: rule.clone(),
@@ -387,7 +407,23 @@ pub fn decode(text: &str) -> Result<Logged, StoreError> {
         Op::DoorRule { door, rule, fail_safe } => {
             return Ok(Logged::Policy(PolicyChange::DoorRule {
                 door: DoorId(door),
-                rule: rule.map(|name| (name, fail_safe)),
+                rules: rule
+                    .map(|name| crate::policy::ChainedRule::new(name, fail_safe))
+                    .into_iter()
+                    .collect(),
+            }));
+        }
+        Op::DoorRules { door, rules } => {
+            return Ok(Logged::Policy(PolicyChange::DoorRule {
+                door: DoorId(door),
+                rules: rules
+                    .into_iter()
+                    .map(|r| crate::policy::ChainedRule {
+                        rule: r.rule,
+                        fail_safe: r.fail_safe,
+                        config: r.config,
+                    })
+                    .collect(),
             }));
         }
         Op::RuleStateReset { rule, site, scope, id } => {

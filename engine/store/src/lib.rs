@@ -66,7 +66,10 @@ pub use incidents::{Incident, IncidentKind, IncidentQuery, MAX_INCIDENT_DETAIL, 
 pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
 pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
 pub use operators::{MAX_NAME, Named};
-pub use policy::{DoorRuleAttachment, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin};
+pub use policy::{
+    ChainedRule, DoorRuleChain, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, MAX_RULE_CHAIN, MAX_RULE_CONFIG_BYTES,
+    StoredBundle, StoredPlugin, check_rule_chain,
+};
 pub use store::{AuditRow, FollowUp, LoadTimings, NodeStatus, PendingEvent, Store, StoreConfig, Written};
 pub use target::Target;
 pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES, TOKEN_USE_RESOLUTION};

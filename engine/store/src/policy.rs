@@ -57,16 +57,95 @@ pub struct StoredBundle {
     pub plugins: Vec<i64>,
 }
 
-/// A door's rule: the rule plugin's name in the active bundle and what a failure means.
+/// Most rules one door's chain may hold (the plugin host's limit too).
+pub const MAX_RULE_CHAIN: usize = 8;
+
+/// Largest configuration one rule of a door's chain may carry, as JSON text.
+pub const MAX_RULE_CONFIG_BYTES: usize = 4096;
+
+/// One rule of a door's chain: the rule plugin's name in the active bundle, what a
+/// failure means, and the door's own configuration for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DoorRuleAttachment {
-    /// The door.
-    pub door: DoorId,
+pub struct ChainedRule {
     /// The rule's name in the bundle.
     pub rule: String,
     /// Whether a rule failure keeps the core's verdict (fail-safe) rather than denying
     /// (fail-secure).
     pub fail_safe: bool,
+    /// The door's own settings for the rule, a JSON object (empty when none). The plugin
+    /// host checks them with the rule; the store checks their shape and size.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ChainedRule {
+    /// `rule` with this fail mode and no configuration of its own.
+    #[must_use]
+    pub fn new(rule: impl Into<String>, fail_safe: bool) -> Self {
+        ChainedRule {
+            rule: rule.into(),
+            fail_safe,
+            config: serde_json::Map::new(),
+        }
+    }
+}
+
+/// A door's chain of rules, in the order they run (the first deny wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorRuleChain {
+    /// The door.
+    pub door: DoorId,
+    /// Its rules, in order; never empty.
+    pub rules: Vec<ChainedRule>,
+}
+
+/// Checks a chain's shape, as [`Store::set_door_rules`] does before writing it: at least
+/// one rule and at most [`MAX_RULE_CHAIN`], well-formed names, no rule twice, and each
+/// configuration within [`MAX_RULE_CONFIG_BYTES`].
+///
+/// # Errors
+/// [`StoreError::Invalid`], naming what is wrong.
+pub fn check_rule_chain(rules: &[ChainedRule]) -> Result<(), StoreError> {
+    if rules.is_empty() {
+        return Err(StoreError::invalid(
+            "a chain needs at least one rule; detach the door's rules instead".to_owned(),
+        ));
+    }
+    if rules.len() > MAX_RULE_CHAIN {
+        return Err(StoreError::invalid(format!(
+            "a chain of {} rules, over the limit of {MAX_RULE_CHAIN}",
+            rules.len()
+        )));
+    }
+    for (i, link) in rules.iter().enumerate() {
+        check_name("rule name", &link.rule)?;
+        if rules.iter().take(i).any(|other| other.rule == link.rule) {
+            return Err(StoreError::invalid(format!(
+                "rule `{}` appears twice in the chain",
+                link.rule
+            )));
+        }
+        let size = config_text(&link.config).len();
+        if size > MAX_RULE_CONFIG_BYTES {
+            return Err(StoreError::invalid(format!(
+                "the configuration of rule `{}` is {size} bytes of JSON, over the limit of {MAX_RULE_CONFIG_BYTES}",
+                link.rule
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn config_text(config: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::Value::Object(config.clone()).to_string()
+}
+
+fn config_from_text(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(StoreError::internal(
+            "a stored door-rule configuration is not a JSON object".to_owned(),
+        )),
+    }
 }
 
 fn check_name(what: &str, text: &str) -> Result<(), StoreError> {
@@ -92,8 +171,13 @@ fn bundle_json(b: &StoredBundle) -> String {
     .to_string()
 }
 
-fn rule_json(r: &DoorRuleAttachment) -> String {
-    serde_json::json!({ "door": r.door.0, "rule": r.rule, "fail_safe": r.fail_safe }).to_string()
+fn chain_json(chain: &DoorRuleChain) -> String {
+    let rules: Vec<serde_json::Value> = chain
+        .rules
+        .iter()
+        .map(|r| serde_json::json!({ "rule": r.rule, "fail_safe": r.fail_safe, "config": r.config }))
+        .collect();
+    serde_json::json!({ "door": chain.door.0, "rules": rules }).to_string()
 }
 
 macro_rules! policy_ops {
@@ -286,42 +370,55 @@ macro_rules! policy_ops {
             ops::insert_audit(conn, None, now_seconds(), actor, "delete_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), None).await
         }
 
-        pub(crate) async fn door_rule(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleAttachment>, StoreError> {
-            let row = sqlx::query("SELECT rule, fail_safe FROM door_rules WHERE door = $1").bind(i64::from(door.0)).fetch_optional(&mut *conn).await?;
-            row.map(|r| Ok(DoorRuleAttachment { door, rule: r.try_get(0)?, fail_safe: r.try_get(1)? })).transpose()
+        pub(crate) async fn door_rule_chain(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
+            let rows = sqlx::query("SELECT rule, fail_safe, config FROM door_rule_chains WHERE door = $1 ORDER BY position")
+                .bind(i64::from(door.0))
+                .fetch_all(&mut *conn)
+                .await?;
+            let rules = rows
+                .iter()
+                .map(|r| Ok(ChainedRule { rule: r.try_get(0)?, fail_safe: r.try_get(1)?, config: config_from_text(r.try_get(2)?)? }))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((!rules.is_empty()).then_some(DoorRuleChain { door, rules }))
         }
 
-        pub(super) async fn door_rules(conn: &mut ops::Conn) -> Result<Vec<DoorRuleAttachment>, StoreError> {
-            let rows = sqlx::query("SELECT door, rule, fail_safe FROM door_rules ORDER BY door").fetch_all(&mut *conn).await?;
-            rows.iter()
-                .map(|r| {
-                    let door: i64 = r.try_get(0)?;
-                    Ok(DoorRuleAttachment {
-                        door: DoorId(codec::id32(door, "door")?),
-                        rule: r.try_get(1)?,
-                        fail_safe: r.try_get(2)?,
-                    })
-                })
-                .collect()
+        pub(super) async fn door_rules(conn: &mut ops::Conn) -> Result<Vec<DoorRuleChain>, StoreError> {
+            let rows = sqlx::query("SELECT door, rule, fail_safe, config FROM door_rule_chains ORDER BY door, position")
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut chains: Vec<DoorRuleChain> = Vec::new();
+            for r in &rows {
+                let door = DoorId(codec::id32(r.try_get::<i64, _>(0)?, "door")?);
+                let link = ChainedRule { rule: r.try_get(1)?, fail_safe: r.try_get(2)?, config: config_from_text(r.try_get(3)?)? };
+                match chains.last_mut() {
+                    Some(chain) if chain.door == door => chain.rules.push(link),
+                    _ => chains.push(DoorRuleChain { door, rules: vec![link] }),
+                }
+            }
+            Ok(chains)
         }
 
-        pub(crate) async fn put_door_rule(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleAttachment>, after: &DoorRuleAttachment) -> Result<(), StoreError> {
+        pub(crate) async fn put_door_rule_chain(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleChain>, after: &DoorRuleChain) -> Result<(), StoreError> {
             let now = now_seconds();
-            sqlx::query(
-                "INSERT INTO door_rules (door, rule, fail_safe, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (door) DO UPDATE SET rule = excluded.rule, fail_safe = excluded.fail_safe, updated_at = excluded.updated_at",
-            )
-            .bind(i64::from(after.door.0))
-            .bind(&after.rule)
-            .bind(after.fail_safe)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "door rule".to_owned(), to: format!("door:{}", after.door.0) },
-                other => other,
-            })?;
-            ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(rule_json).as_deref(), Some(&rule_json(after))).await
+            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1").bind(i64::from(after.door.0)).execute(&mut *conn).await?;
+            for (position, link) in after.rules.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO door_rule_chains (door, position, rule, fail_safe, config, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(i64::from(after.door.0))
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(&link.rule)
+                .bind(link.fail_safe)
+                .bind(config_text(&link.config))
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "door rule".to_owned(), to: format!("door:{}", after.door.0) },
+                    other => other,
+                })?;
+            }
+            ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(chain_json).as_deref(), Some(&chain_json(after))).await
         }
 
         pub(crate) async fn audit_rule_state_reset(conn: &mut ops::Conn, actor: &str, rule: &str, site: SiteId, scope: crate::codec::RuleScope) -> Result<(), StoreError> {
@@ -329,9 +426,9 @@ macro_rules! policy_ops {
             ops::insert_audit(conn, None, now_seconds(), actor, "reset_rule_state", &format!("rule_state:{rule}"), Some(&before), None).await
         }
 
-        pub(crate) async fn delete_door_rule(conn: &mut ops::Conn, actor: &str, before: &DoorRuleAttachment) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM door_rules WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
-            ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&rule_json(before)), None).await
+        pub(crate) async fn delete_door_rule_chain(conn: &mut ops::Conn, actor: &str, before: &DoorRuleChain) -> Result<(), StoreError> {
+            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
+            ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&chain_json(before)), None).await
         }
 
         pub(super) async fn opening_hours(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
@@ -639,33 +736,46 @@ impl Store {
         Ok(())
     }
 
-    /// Attach the door rule named `rule` to `door` (replacing any), with a change-log row
-    /// that carries it to every node. Whether the rule exists in the bundle in force is
-    /// the plugin host's call, made by the caller before this.
+    /// Attach the door rule named `rule` to `door` as its only rule (replacing any chain),
+    /// with no configuration of its own. See [`Store::set_door_rules`].
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a malformed rule name; [`StoreError::ForeignKey`] for
-    /// an unknown door.
+    /// As [`Store::set_door_rules`].
     pub async fn attach_door_rule(
         &self,
         actor: &str,
         door: DoorId,
         rule: &str,
         fail_safe: bool,
-    ) -> Result<(DoorRuleAttachment, Revision), StoreError> {
-        check_name("rule name", rule)?;
-        let after = DoorRuleAttachment {
-            door,
-            rule: rule.to_owned(),
-            fail_safe,
-        };
+    ) -> Result<(DoorRuleChain, Revision), StoreError> {
+        self.set_door_rules(actor, door, vec![ChainedRule::new(rule, fail_safe)])
+            .await
+    }
+
+    /// Set `door`'s chain of rules (replacing any), in the order they run, with a
+    /// change-log row that carries it to every node. Whether each rule exists in the
+    /// bundle in force and takes its configuration is the plugin host's call, made by
+    /// the caller before this.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty chain (detach instead), a chain longer than
+    /// [`MAX_RULE_CHAIN`], a malformed rule name, a rule named twice, or a configuration
+    /// over [`MAX_RULE_CONFIG_BYTES`]; [`StoreError::ForeignKey`] for an unknown door.
+    pub async fn set_door_rules(
+        &self,
+        actor: &str,
+        door: DoorId,
+        rules: Vec<ChainedRule>,
+    ) -> Result<(DoorRuleChain, Revision), StoreError> {
+        check_rule_chain(&rules)?;
+        let after = DoorRuleChain { door, rules };
         let written = self
             .commit(actor, WriteOp::Policy(PolicyWrite::Attach(after.clone())))
             .await?;
         Ok((after, written.revision))
     }
 
-    /// Remove `door`'s rule, with a change-log row that carries it to every node.
+    /// Remove every rule of `door`, with a change-log row that carries it to every node.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the door has none.
@@ -703,11 +813,22 @@ impl Store {
             .revision)
     }
 
-    /// Every door's rule, by door; what the plugin host's door rules load at start.
+    /// `door`'s chain of rules, in order; `None` when it has none.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn door_rules(&self) -> Result<Vec<DoorRuleAttachment>, StoreError> {
+    pub async fn door_rule_chain(&self, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
+        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
+            m::door_rule_chain(conn, door).await?
+        }))
+    }
+
+    /// Every door's chain of rules, by door; what the plugin host's door rules load at
+    /// start.
+    ///
+    /// # Errors
+    /// If the database fails.
+    pub async fn door_rules(&self) -> Result<Vec<DoorRuleChain>, StoreError> {
         Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
             m::door_rules(conn).await?
         }))

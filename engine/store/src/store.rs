@@ -144,7 +144,7 @@ pub(crate) enum WriteOp {
 /// A policy write: rows of the policy tables plus a change-log row, in one transaction.
 pub(crate) enum PolicyWrite {
     Activate(i64),
-    Attach(crate::policy::DoorRuleAttachment),
+    Attach(crate::policy::DoorRuleChain),
     Detach(keyway_core::DoorId),
     Hours(keyway_core::SiteId, Option<keyway_core::Schedule>),
     ResetRuleState {
@@ -502,16 +502,16 @@ macro_rules! node_ops {
                     PolicyChange::BundleActivated { bundle: id, site: before.site }
                 }
                 PolicyWrite::Attach(after) => {
-                    let before = policy::door_rule(tx, after.door).await?;
-                    policy::put_door_rule(tx, actor, before.as_ref(), &after).await?;
-                    PolicyChange::DoorRule { door: after.door, rule: Some((after.rule, after.fail_safe)) }
+                    let before = policy::door_rule_chain(tx, after.door).await?;
+                    policy::put_door_rule_chain(tx, actor, before.as_ref(), &after).await?;
+                    PolicyChange::DoorRule { door: after.door, rules: after.rules }
                 }
                 PolicyWrite::Detach(door) => {
-                    let before = policy::door_rule(tx, door).await?.ok_or_else(|| StoreError::NotFound {
+                    let before = policy::door_rule_chain(tx, door).await?.ok_or_else(|| StoreError::NotFound {
                         entity: format!("door_rule:{}", door.0),
                     })?;
-                    policy::delete_door_rule(tx, actor, &before).await?;
-                    PolicyChange::DoorRule { door, rule: None }
+                    policy::delete_door_rule_chain(tx, actor, &before).await?;
+                    PolicyChange::DoorRule { door, rules: Vec::new() }
                 }
                 PolicyWrite::Hours(site, hours) => {
                     policy::put_opening_hours(tx, actor, site, hours.as_ref()).await?;

@@ -180,6 +180,25 @@ impl Config {
         }
     }
 
+    /// An array of integers, if present.
+    ///
+    /// # Errors
+    /// When the value is not an array of integers.
+    pub fn ints(&self, key: &str) -> Result<Option<Vec<i64>>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::List(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Int(i) => Ok(*i),
+                    other => Err(wrong_type(key, "an array of integers", other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(wrong_type(key, "an array of integers", other)),
+        }
+    }
+
     /// A nested table, if present.
     ///
     /// # Errors

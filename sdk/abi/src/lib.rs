@@ -18,12 +18,15 @@ pub use types::*;
 /// `keyway_abi_version`. Version 2 adds per-door and per-site state and the door's site
 /// to door rules (fields appended to `DoorRuleInput` and `DoorRuleOutput`); version 3
 /// adds the event kind [`EventKind::Tamper`] to notify, offered to version 3 plugins only,
-/// and a voucher's own caps ([`VoucherInput::issued`]) to the voucher hook's input.
-pub const ABI_VERSION: i32 = 3;
+/// and a voucher's own caps ([`VoucherInput::issued`]) to the voucher hook's input;
+/// version 4 adds the credential's kind, the person's groups and the attachment's own
+/// configuration to door rules (fields appended to `DoorRuleInput`), and the optional
+/// [`Hook::DoorConfig`], which checks that configuration when a door attaches the rule.
+pub const ABI_VERSION: i32 = 4;
 
-/// Every ABI version a host built with this crate speaks: version 1 and 2 plugins load
-/// and behave as before.
-pub const SUPPORTED_ABI_VERSIONS: [i32; 3] = [1, 2, 3];
+/// Every ABI version a host built with this crate speaks: plugins of every earlier
+/// version load and behave as before.
+pub const SUPPORTED_ABI_VERSIONS: [i32; 4] = [1, 2, 3, 4];
 
 /// The hooks a plugin may export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,11 +42,22 @@ pub enum Hook {
     /// `keyway_passage` (v2, optional for a door rule): what actually happened at a door
     /// that attaches the rule, after the decision.
     Passage,
+    /// `keyway_door_config` (v4, optional for a door rule): is this per-door
+    /// configuration one the rule accepts? Called when a door attaches the rule, and
+    /// when a bundle is swapped in, for each door that attaches it.
+    DoorConfig,
 }
 
 impl Hook {
     /// Every hook.
-    pub const ALL: [Hook; 5] = [Hook::Roles, Hook::Voucher, Hook::Notify, Hook::DoorRule, Hook::Passage];
+    pub const ALL: [Hook; 6] = [
+        Hook::Roles,
+        Hook::Voucher,
+        Hook::Notify,
+        Hook::DoorRule,
+        Hook::Passage,
+        Hook::DoorConfig,
+    ];
 
     /// The name of the wasm export.
     #[must_use]
@@ -54,6 +68,7 @@ impl Hook {
             Hook::Notify => "keyway_notify",
             Hook::DoorRule => "keyway_door_rule",
             Hook::Passage => "keyway_passage",
+            Hook::DoorConfig => "keyway_door_config",
         }
     }
 
@@ -66,6 +81,7 @@ impl Hook {
             Hook::Notify => "notify",
             Hook::DoorRule => "door_rule",
             Hook::Passage => "passage",
+            Hook::DoorConfig => "door_config",
         }
     }
 

@@ -4,6 +4,7 @@
 //! variant order of every enum is part of the ABI: append, never reorder. `sdk/ABI.md`
 //! spells the encoding out for authors who do not write Rust.
 
+use crate::config::Config;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -307,6 +308,18 @@ pub enum Direction {
     Exit,
 }
 
+/// (v4) What was presented at the reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CredentialKind {
+    /// An RFID tag.
+    #[default]
+    Tag,
+    /// A digital key (a phone).
+    DigitalKey,
+    /// A PIN typed on a keypad.
+    Pin,
+}
+
 /// The moment of a decision in the site's time zone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalTime {
@@ -332,7 +345,7 @@ pub struct CoreVerdict<'a> {
 /// It borrows its strings and bytes from the buffer it was decoded from (the door-rule
 /// path runs on every decision at the door; a heap allocation per field would cost more
 /// than most rules do). On the wire a `Cow` is exactly a `String` / `Vec<u8>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DoorRuleInput<'a> {
     /// The door.
     pub door: u32,
@@ -370,6 +383,17 @@ pub struct DoorRuleInput<'a> {
     /// (v2) The state the host keeps for this rule and this site; empty at first.
     #[serde(borrow)]
     pub site_state: Cow<'a, [u8]>,
+    // ABI version 4 appends the fields below; earlier plugins stop decoding before them.
+    /// (v4) What was presented: a tag, a digital key or a PIN (known even when the
+    /// credential is not).
+    pub kind: CredentialKind,
+    /// (v4) The person's access groups, by ascending id (all of them, not only those
+    /// that open this door); empty when no person is known.
+    pub groups: Cow<'a, [u32]>,
+    /// (v4) The configuration this door's attachment of the rule was given (empty when
+    /// none): the same rule can be attached to several doors with different settings.
+    /// The rule's `door_config` hook checked it when it was attached.
+    pub door_config: Cow<'a, Config>,
 }
 
 /// What a door rule says.

@@ -114,15 +114,20 @@ pub(crate) struct Activated {
     pub revision: u64,
 }
 
-/// A door's rule, as a site sees it.
+/// One rule of a door's chain, as a site sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DoorRuleView {
     /// The door.
     pub door: u32,
+    /// Its place in the door's chain, from 0 (rules run in this order).
+    pub position: u32,
     /// The rule plugin.
     pub rule: String,
     /// Whether a failing rule leaves the core's verdict (fail-safe) or denies.
     pub fail_safe: bool,
+    /// The door's own settings for the rule.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What is in force on a site.
@@ -139,7 +144,7 @@ pub(crate) struct SitePolicy {
     pub version: Option<String>,
     /// The rule plugins of the bundle, which doors may attach.
     pub rules: Vec<String>,
-    /// The site's doors with a rule attached.
+    /// The rules of the site's doors, by door, then in each door's chain order.
     pub door_rules: Vec<DoorRuleView>,
 }
 
@@ -323,15 +328,19 @@ pub(crate) async fn site_policy(
     let running = state.node().policy().bundle();
     let stored = store.active_bundle(None).await?;
     let mut door_rules = Vec::new();
-    for attachment in store.door_rules().await? {
-        if let Some(Record::Door(d)) = store.record(Target::Door(attachment.door)).await?
+    for chain in store.door_rules().await? {
+        if let Some(Record::Door(d)) = store.record(Target::Door(chain.door)).await?
             && d.site == site
         {
-            door_rules.push(DoorRuleView {
-                door: d.id.0,
-                rule: attachment.rule,
-                fail_safe: attachment.fail_safe,
-            });
+            for (position, link) in (0u32..).zip(chain.rules) {
+                door_rules.push(DoorRuleView {
+                    door: d.id.0,
+                    position,
+                    rule: link.rule,
+                    fail_safe: link.fail_safe,
+                    config: link.config,
+                });
+            }
         }
     }
     Ok(Json(SitePolicy {

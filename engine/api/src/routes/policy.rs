@@ -1,7 +1,8 @@
-//! Per-site policy over HTTP: door-rule attachments (a rule plugin of the bundle in
-//! force, fail-secure by default) and the site's opening hours. Each change goes through
-//! the change log and reaches every node; the answer carries its revision. Both need
-//! `door.lockdown` (door administration) on the site.
+//! Per-site policy over HTTP: each door's chain of rules (rule plugins of the bundle in
+//! force, run in order, the first deny winning; each fail-secure by default and with the
+//! door's own configuration) and the site's opening hours. Each change goes through the
+//! change log and reaches every node; the answer carries its revision. Changing either
+//! needs `door.lockdown` (door administration) on the site; any member reads a chain.
 
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
@@ -12,12 +13,12 @@ use crate::state::AppState;
 use axum::extract::State;
 use keyway_core::{DoorId, Record, SiteId};
 use keyway_plugin_host::Capability;
-use keyway_store::Target;
-use serde::Deserialize;
+use keyway_store::{ChainedRule, Target};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A rule to attach to a door.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A rule to attach to a door; as one rule of a chain, in the order the chain runs.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttachRule {
     /// The rule plugin's name in the bundle in force, e.g. `business-hours`.
@@ -26,6 +27,42 @@ pub(crate) struct AttachRule {
     /// (fail-secure, the default).
     #[serde(default)]
     pub fail_safe: bool,
+    /// The door's own settings for the rule (a JSON object, at most 4 KiB), e.g.
+    /// `{"window_s": 20}` for `two-person`. The rule checks them when they are attached
+    /// (ABI version 4); a rule that does not check settings takes none.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<AttachRule> for ChainedRule {
+    fn from(body: AttachRule) -> Self {
+        ChainedRule {
+            rule: body.rule,
+            fail_safe: body.fail_safe,
+            config: body.config,
+        }
+    }
+}
+
+impl From<ChainedRule> for AttachRule {
+    fn from(rule: ChainedRule) -> Self {
+        AttachRule {
+            rule: rule.rule,
+            fail_safe: rule.fail_safe,
+            config: rule.config,
+        }
+    }
+}
+
+/// A door's chain of rules, in the order they run: the first deny wins, each rule's fail
+/// mode decides what its failure means.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleChain {
+    /// At most 8 rules, each named once; empty when the door has none (a `PUT` of an
+    /// empty chain is refused: `DELETE` detaches).
+    pub rules: Vec<AttachRule>,
 }
 
 async fn door_admin(state: &AppState, caller: &Caller, site: u32, door: u32) -> Result<DoorId, ApiError> {
@@ -42,7 +79,71 @@ async fn door_admin(state: &AppState, caller: &Caller, site: u32, door: u32) -> 
     }
 }
 
-/// Attach a rule plugin to a door (replacing any).
+/// A door of `site`, for a caller who may read the site.
+async fn site_door(state: &AppState, caller: &Caller, site: u32, door: u32) -> Result<DoorId, ApiError> {
+    let site = SiteId(site);
+    caller.member(state, Access::Read, site).await?;
+    match state.node().store().record(Target::Door(DoorId(door))).await? {
+        Some(Record::Door(d)) if d.site == site => Ok(d.id),
+        _ => Err(ApiError::not_found(format!(
+            "door {door} does not exist on site {}",
+            site.0
+        ))),
+    }
+}
+
+/// A door's chain of rules, in order, with each rule's fail mode and configuration.
+#[utoipa::path(get, path = "/v1/sites/{site}/doors/{door}/rules", tag = "policy",
+    params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
+    responses((status = 200, body = RuleChain), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn get_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, door)): Path<(u32, u32)>,
+) -> Result<Json<RuleChain>, ApiError> {
+    let door = site_door(&state, &caller, site, door).await?;
+    let chain = state.node().store().door_rule_chain(door).await?;
+    Ok(Json(RuleChain {
+        rules: chain
+            .map(|c| c.rules.into_iter().map(AttachRule::from).collect())
+            .unwrap_or_default(),
+    }))
+}
+
+/// Set a door's chain of rules (replacing any): each must be in the bundle in force and
+/// take its configuration.
+#[utoipa::path(put, path = "/v1/sites/{site}/doors/{door}/rules", tag = "policy", request_body = RuleChain,
+    params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
+    responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub(crate) async fn set_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site, door)): Path<(u32, u32)>,
+    Json(body): Json<RuleChain>,
+) -> Result<Json<Revisioned>, ApiError> {
+    let door = door_admin(&state, &caller, site, door).await?;
+    let rules = body.rules.into_iter().map(ChainedRule::from).collect();
+    let revision = state.node().set_door_rules(&caller.actor(), door, rules).await?;
+    Ok(Json(Revisioned::new(revision.0)))
+}
+
+/// Detach every rule of a door.
+#[utoipa::path(delete, path = "/v1/sites/{site}/doors/{door}/rules", tag = "policy",
+    params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
+    responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn detach_rules(
+    state: State<AppState>,
+    caller: Caller,
+    path: Path<(u32, u32)>,
+) -> Result<Json<Revisioned>, ApiError> {
+    detach_rule(state, caller, path).await
+}
+
+/// Attach a rule plugin to a door as its only rule (replacing any chain).
 #[utoipa::path(put, path = "/v1/sites/{site}/doors/{door}/rule", tag = "policy", request_body = AttachRule,
     params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
     responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -57,12 +158,12 @@ pub(crate) async fn attach_rule(
     let door = door_admin(&state, &caller, site, door).await?;
     let revision = state
         .node()
-        .attach_door_rule(&caller.actor(), door, &body.rule, body.fail_safe)
+        .set_door_rules(&caller.actor(), door, vec![body.into()])
         .await?;
     Ok(Json(Revisioned::new(revision.0)))
 }
 
-/// Detach a door's rule.
+/// Detach every rule of a door (the same as `DELETE .../rules`).
 #[utoipa::path(delete, path = "/v1/sites/{site}/doors/{door}/rule", tag = "policy",
     params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
     responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),

@@ -69,6 +69,9 @@ const MATRIX: &[(&str, [u16; 10])] = &[
     ("GET /v1/sites/{site}/audit",                         [U, F, F, 200, 200, N, N, 200, F, 200]),
     ("PUT /v1/sites/{site}/doors/{door}/rule",             [U, F, F, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/doors/{door}/rule",          [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("GET /v1/sites/{site}/doors/{door}/rules",            [U, 200, 200, 200, 200, N, N, 200, F, 200]),
+    ("PUT /v1/sites/{site}/doors/{door}/rules",            [U, F, F, 200, 200, N, N, F, F, 200]),
+    ("DELETE /v1/sites/{site}/doors/{door}/rules",         [U, F, F, 200, 200, N, N, F, F, 200]),
     ("PUT /v1/sites/{site}/opening-hours",                 [U, F, F, 200, 200, N, N, F, F, 200]),
     ("DELETE /v1/sites/{site}/opening-hours",              [U, F, F, 200, 200, N, N, F, F, 200]),
     ("GET /v1/sites/{site}/rules/{rule}/state",            [U, F, F, 200, 200, N, N, 200, F, 200]),
@@ -270,7 +273,18 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
             path = path.replace("{door}", &w.h.door(site).await.0.to_string());
             Some(json!({"rule": "business-hours"}))
         }
-        "DELETE /v1/sites/{site}/doors/{door}/rule" => {
+        "GET /v1/sites/{site}/doors/{door}/rules" => {
+            path = path.replace("{door}", &w.door.0.to_string());
+            None
+        }
+        "PUT /v1/sites/{site}/doors/{door}/rules" => {
+            path = path.replace("{door}", &w.h.door(site).await.0.to_string());
+            Some(json!({"rules": [
+                {"rule": "business-hours"},
+                {"rule": "two-person", "fail_safe": true, "config": {"window_s": 10}},
+            ]}))
+        }
+        "DELETE /v1/sites/{site}/doors/{door}/rule" | "DELETE /v1/sites/{site}/doors/{door}/rules" => {
             let door = w.h.door(site).await;
             w.h.node
                 .attach_door_rule("test", door, "business-hours", false)

@@ -4,6 +4,8 @@
 use super::support::*;
 use keyway_core::*;
 use keyway_node::{DecisionRequest, Direction, Node, Source};
+use keyway_plugin_host::FailMode;
+use keyway_store::ChainedRule;
 use std::time::Duration;
 
 /// The decision of `a`, the node that took the last write (it answered only once its own
@@ -56,6 +58,39 @@ async fn two_nodes_agree_after_every_policy_change() {
 
     b.detach_door_rule(ACTOR, s.door).await.unwrap();
     assert_eq!(same_decision(&b, &a, s.door, 9).await, (Effect::Allow, "granted"));
+
+    // A chain, with a door's own settings for its second rule, set on A: B runs the same
+    // chain with the same settings. A refused setting changes nothing on either.
+    let mut escort = ChainedRule::new("two-person", false);
+    escort.config = serde_json::from_str(r#"{"window_s": 10, "escort_groups": [9]}"#).unwrap();
+    let chain = vec![ChainedRule::new("anti-passback", true), escort];
+    a.set_door_rules(ACTOR, s.door, chain.clone()).await.unwrap();
+    let mut links = Vec::new();
+    for _ in 0..100 {
+        links = b.policy().door_rules().links(s.door);
+        if !links.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(links, a.policy().door_rules().links(s.door));
+    let names: Vec<(&str, bool)> = links
+        .iter()
+        .map(|l| (l.rule.as_str(), l.fail == FailMode::Safe))
+        .collect();
+    assert_eq!(names, [("anti-passback", true), ("two-person", false)]);
+    assert_eq!(links[1].config.int("window_s"), Ok(Some(10)));
+    assert_eq!(a.store().door_rule_chain(s.door).await.unwrap().unwrap().rules, chain);
+    let mut bad = ChainedRule::new("two-person", false);
+    bad.config = serde_json::from_str(r#"{"window_s": 0}"#).unwrap();
+    let err = b.set_door_rules(ACTOR, s.door, vec![bad]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rule `two-person` refused its configuration for door"),
+        "{err}"
+    );
+    assert_eq!(a.store().door_rule_chain(s.door).await.unwrap().unwrap().rules, chain);
+    assert_eq!(same_decision(&b, &a, s.door, 9).await, (Effect::Deny, "rule_denied"));
 
     a.close().await;
     b.close().await;

@@ -84,6 +84,6 @@ fn guide_manifest_example_parses() {
     // The upper-case sha256 of the example is accepted (it is that of an empty file).
     let (_, bytes) = entry.verify("vault-rule", |_| Ok(Vec::new())).unwrap();
     assert!(bytes.is_empty());
-    let err = keyway_plugin_host::Manifest::parse(&text.replace("abi = 3", "abi = 3\ncolour = 1")).unwrap_err();
+    let err = keyway_plugin_host::Manifest::parse(&text.replace("abi = 4", "abi = 4\ncolour = 1")).unwrap_err();
     assert!(err.contains("unknown field `colour`"), "{err}");
 }

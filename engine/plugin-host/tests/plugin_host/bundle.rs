@@ -194,7 +194,7 @@ fn broken_bundles_are_refused() {
         (
             "unknown hook",
             Box::new(|t: String| t.replace("hooks = [\"notify\"]", "hooks = [\"notfy\"]")),
-            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule, passage)".into(),
+            "plugin `notify-owner`: unknown hook `notfy` (known: roles, voucher, notify, door_rule, passage, door_config)".into(),
         ),
         (
             "hook not exported",
@@ -213,8 +213,8 @@ fn broken_bundles_are_refused() {
         ),
         (
             "wrong abi",
-            Box::new(|t: String| t.replace("abi = 3", "abi = 4")),
-            "bundle `default` targets ABI version 4, this host speaks 1, 2 and 3".into(),
+            Box::new(|t: String| t.replace("abi = 4", "abi = 5")),
+            "bundle `default` targets ABI version 5, this host speaks versions 1, 2, 3, 4".into(),
         ),
         (
             "invalid toml",
@@ -223,7 +223,7 @@ fn broken_bundles_are_refused() {
         ),
         (
             "unknown field",
-            Box::new(|t: String| t.replace("abi = 3", "abi = 3\nversion = 3")),
+            Box::new(|t: String| t.replace("abi = 4", "abi = 4\nversion = 3")),
             "invalid manifest `".into(),
         ),
     ];

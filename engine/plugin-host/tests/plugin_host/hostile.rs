@@ -126,9 +126,9 @@ fn load_time_attacks() {
         (
             "wrong ABI version",
             wat_module(&format!(
-                r#"(func (export "keyway_abi_version") (result i32) (i32.const 4)) {header}"#
+                r#"(func (export "keyway_abi_version") (result i32) (i32.const 5)) {header}"#
             )),
-            "plugin speaks ABI version 4, this host speaks 1, 2 or 3",
+            "plugin speaks ABI version 5, this host speaks versions 1, 2, 3, 4",
         ),
         (
             "missing export",
@@ -917,6 +917,8 @@ fn scoped_state_and_chains_hold_against_hostile_rules() {
         door: DoorId(door),
         site: SiteId(1),
         role: None,
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction: keyway_sdk::Direction::Unknown,
         at: jiff::Timestamp::UNIX_EPOCH,
         time_zone: &tz,
@@ -1029,6 +1031,8 @@ fn obligations_are_capped_and_carried() {
         door: DoorId(1),
         site: SiteId(1),
         role: None,
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction: keyway_sdk::Direction::Unknown,
         at: jiff::Timestamp::UNIX_EPOCH,
         time_zone: &tz,

@@ -35,6 +35,8 @@ fn decide(host: &PolicyHost, door: DoorId, person: u32, at: i64) -> Effect {
         door,
         site: SiteId(1),
         role: Some(RoleId(3)),
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction: Direction::Unknown,
         at: Timestamp::from_second(1_800_000_000 + at).unwrap(),
         time_zone: &tz,
@@ -135,6 +137,7 @@ fn scoped_state_is_inspected_and_reset() {
     assert_eq!(decide(&host, DoorId(5), 1, 0), Effect::Deny);
     let mut expected = 1u32.to_le_bytes().to_vec();
     expected.extend_from_slice(&1_800_000_000i64.to_le_bytes());
+    expected.push(0); // not an escort
     assert_eq!(rules.scoped_state("two-person", scope), Some(expected));
     // Reset by an admin: the next person waits instead of opening.
     assert!(rules.reset_state("two-person", scope));
@@ -155,8 +158,8 @@ fn version_1_and_later_rules_in_one_chain() {
     let host = PolicyHost::load(runtime(), fixture.path()).unwrap();
     let bundle = host.bundle();
     let version = |rule: &str| bundle.rule(rule).map(|p| p.abi_version());
-    // `trap-rule` is a WAT module of version 1; the standard plugins are built on 3.
-    assert_eq!((version("trap-rule"), version("two-person")), (Some(1), Some(3)));
+    // `trap-rule` is a WAT module of version 1; the standard plugins are built on 4.
+    assert_eq!((version("trap-rule"), version("two-person")), (Some(1), Some(4)));
     host.door_rules()
         .set_chain(
             DoorId(7),
@@ -213,6 +216,8 @@ fn occupancy_counts_passages_under_concurrency() {
         door: DoorId(1),
         site: SiteId(1),
         role: Some(RoleId(3)),
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction: Direction::Entry,
         at: Timestamp::from_second(1_800_000_000).unwrap(),
         time_zone: &tz,
@@ -236,6 +241,8 @@ fn badge(host: &PolicyHost, door: DoorId, person: u32, direction: Direction) -> 
         door,
         site: SiteId(1),
         role: Some(RoleId(3)),
+        kind: keyway_core::CredentialKind::Tag,
+        groups: &[],
         direction,
         at: Timestamp::from_second(1_800_000_000).unwrap(),
         time_zone: &tz,

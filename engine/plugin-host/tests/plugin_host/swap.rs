@@ -52,6 +52,8 @@ fn swap_under_load() {
                         door: DoorId(1),
                         site: SiteId(1),
                         role: Some(RoleId(3)),
+                        kind: keyway_core::CredentialKind::Tag,
+                        groups: &[],
                         direction: Direction::Unknown,
                         at,
                         time_zone: &tz,

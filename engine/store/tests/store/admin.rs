@@ -6,7 +6,8 @@
 
 use crate::support::*;
 use keyway_core::*;
-use keyway_store::{ErrorKind, NotificationSetting, PinCheck, Store, StoreError};
+use keyway_store::{ChainedRule, ErrorKind, Logged, NotificationSetting, PinCheck, PolicyChange, Store, StoreError};
+use serde_json::json;
 use std::collections::HashSet;
 
 const NOW: i64 = 1_800_000_000;
@@ -45,6 +46,17 @@ pub(crate) async fn second_site(store: &Store) -> SiteId {
             .id
             .unwrap(),
     )
+}
+
+/// A rule of a chain with its own configuration, a JSON object.
+fn configured(rule: &str, config: serde_json::Value) -> ChainedRule {
+    match config {
+        serde_json::Value::Object(config) => ChainedRule {
+            config,
+            ..ChainedRule::new(rule, false)
+        },
+        other => panic!("a configuration is an object, not {other}"),
+    }
 }
 
 async fn audit_actions(store: &Store, entity: &str) -> Vec<String> {
@@ -1040,18 +1052,85 @@ async fn plugins_bundles_rules_and_hours() {
                 kind(store.detach_door_rule(ACTOR, DoorId(999)).await),
                 ErrorKind::NotFound,
             ),
+            (
+                kind(store.set_door_rules(ACTOR, ids.door, Vec::new()).await),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .set_door_rules(
+                            ACTOR,
+                            ids.door,
+                            (0..9).map(|i| ChainedRule::new(format!("r{i}"), false)).collect(),
+                        )
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .set_door_rules(
+                            ACTOR,
+                            ids.door,
+                            vec![ChainedRule::new("a", false), ChainedRule::new("a", true)],
+                        )
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .set_door_rules(ACTOR, ids.door, vec![configured("a", json!({"x": "y".repeat(5000)}))])
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
         ];
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
         let rules = store.door_rules().await.unwrap();
         assert_eq!(rules.len(), 1);
-        assert_eq!((rules[0].rule.as_str(), rules[0].fail_safe), ("anti-passback", true));
+        assert_eq!(rules[0].rules, [ChainedRule::new("anti-passback", true)]);
+
+        // A chain keeps its order and each rule's own configuration, and replaces the
+        // door's rules whole; the change log carries it.
+        let chain = vec![
+            configured("two-person", json!({"window_s": 10, "escort_groups": [9]})),
+            ChainedRule::new("business-hours", true),
+        ];
+        let (_, revision) = store.set_door_rules(ACTOR, ids.door, chain.clone()).await.unwrap();
+        assert_eq!(store.door_rule_chain(ids.door).await.unwrap().unwrap().rules, chain);
+        let rules = store.door_rules().await.unwrap();
+        assert_eq!((rules.len(), rules[0].door, &rules[0].rules), (1, ids.door, &chain));
+        let logged = store
+            .subscribe(Revision(revision.0 - 1))
+            .await
+            .unwrap()
+            .next()
+            .await
+            .unwrap();
+        assert_eq!(
+            *logged.entry,
+            Logged::Policy(PolicyChange::DoorRule {
+                door: ids.door,
+                rules: chain
+            })
+        );
         store.detach_door_rule(ACTOR, ids.door).await.unwrap();
         assert!(store.door_rules().await.unwrap().is_empty());
+        assert_eq!(store.door_rule_chain(ids.door).await.unwrap(), None);
         assert_eq!(
             audit_actions(&store, &format!("door_rule:{}", ids.door.0)).await,
-            ["attach_door_rule", "attach_door_rule", "detach_door_rule"]
+            [
+                "attach_door_rule",
+                "attach_door_rule",
+                "attach_door_rule",
+                "detach_door_rule"
+            ]
         );
 
         // Opening hours, night shift included.

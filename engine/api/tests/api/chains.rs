@@ -1,0 +1,229 @@
+//! A door's chain of rules over HTTP: set in order with each rule's fail mode and the
+//! door's own settings, read back, run on decisions; every malformed or refused chain
+//! gets a specific error and leaves the door's chain as it was.
+
+use crate::support::*;
+use keyway_core::{GroupId, GroupRecord, Record};
+use serde_json::{Value, json};
+
+async fn chain_of(w: &World, bearer: &str) -> Value {
+    let (status, chain) =
+        w.h.call(
+            "GET",
+            &format!("/v1/sites/{}/doors/{}/rules", w.site.0, w.door.0),
+            Some(bearer),
+            None,
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{chain}");
+    chain
+}
+
+/// A person of `site` in a new group that opens `door`, with a tag `secret`; answers
+/// the group.
+async fn member(w: &World, secret: [u8; 4]) -> GroupId {
+    let person = w.h.person(w.site).await;
+    let store = w.h.node.store();
+    let group = GroupRecord {
+        id: GroupId(0),
+        site: w.site,
+        doors: vec![w.door],
+        schedule: None,
+        members: vec![person],
+    };
+    let group = GroupId(store.create("test", Record::Group(group)).await.unwrap().id.unwrap());
+    w.h.credential(w.site, secret.to_vec(), Some(person)).await;
+    group
+}
+
+async fn decide(w: &World, bearer: &str, secret: &str, at: &str) -> Value {
+    let body = json!({
+        "site": w.site.0, "door": w.door.0,
+        "credential": {"kind": "tag", "value": secret},
+        "at": at,
+    });
+    let (status, decided) = w.h.call("POST", "/v1/decide", Some(bearer), Some(body)).await;
+    assert_eq!(status.as_u16(), 200, "{decided}");
+    decided
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_runs_its_chain_with_its_own_settings() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let _visitors = member(&w, [1, 2, 3, 4]).await;
+    let escorts = member(&w, [5, 6, 7, 8]).await;
+    let rules = format!("/v1/sites/{s}/doors/{}/rules", w.door.0);
+    assert_eq!(chain_of(&w, &owner).await, json!({"rules": []}));
+    let chain = json!({"rules": [
+        {"rule": "business-hours", "fail_safe": true, "config": {}},
+        {"rule": "two-person", "fail_safe": false, "config": {"window_s": 10, "escort_groups": [escorts.0]}},
+    ]});
+    let (status, answer) = w.h.call("PUT", &rules, Some(&owner), Some(chain.clone())).await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    assert!(answer["revision"].as_u64().is_some(), "{answer}");
+    // Any member reads it back, in order, as set.
+    let basic = w.bearer(Who::Basic).await.unwrap();
+    assert_eq!(chain_of(&w, &basic).await, chain);
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    let door_rules: Vec<(u64, &str)> = policy["door_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["position"].as_u64().unwrap(), r["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(door_rules, [(0, "business-hours"), (1, "two-person")], "{policy}");
+    assert_eq!(policy["door_rules"][1]["config"]["window_s"], 10, "{policy}");
+    // The chain decides: business hours let 09:00 through, then two-person waits for a
+    // second person, one of them an escort (the door's own settings, and the person's
+    // groups, reached the rule).
+    // (tag, time, effect, reason)
+    let badges = [
+        ("01020304", "2026-11-23T09:00:00+01:00", "deny", "rule_denied"),
+        ("05060708", "2026-11-23T09:00:05+01:00", "allow", "granted"),
+        ("01020304", "2026-11-23T09:01:00+01:00", "deny", "rule_denied"),
+        ("01020304", "2026-11-23T09:01:02+01:00", "deny", "rule_denied"), // no escort
+    ];
+    for (tag, at, effect, reason) in badges {
+        let decided = decide(&w, &owner, tag, at).await;
+        assert_eq!(
+            (decided["effect"].as_str(), decided["reason"].as_str()),
+            (Some(effect), Some(reason)),
+            "{tag} at {at}: {decided}"
+        );
+        assert_eq!(decided["rule"]["name"], "two-person", "{decided}");
+    }
+    // `PUT .../rule` makes one rule the whole chain; `DELETE .../rules` detaches it all.
+    let (status, _) =
+        w.h.call(
+            "PUT",
+            &format!("/v1/sites/{s}/doors/{}/rule", w.door.0),
+            Some(&owner),
+            Some(json!({"rule": "anti-passback"})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(
+        chain_of(&w, &owner).await,
+        json!({"rules": [{"rule": "anti-passback", "fail_safe": false, "config": {}}]})
+    );
+    let (status, _) = w.h.call("DELETE", &rules, Some(&owner), None).await;
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(chain_of(&w, &owner).await, json!({"rules": []}));
+    let (status, answer) = w.h.call("DELETE", &rules, Some(&owner), None).await;
+    assert_eq!(
+        (status.as_u16(), answer["code"].as_str()),
+        (404, Some("not_found")),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_chain_bad_input() {
+    let w = World::new().await;
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let rules = format!("/v1/sites/{}/doors/{}/rules", w.site.0, w.door.0);
+    let kept = json!({"rules": [{"rule": "two-person", "fail_safe": false, "config": {"window_s": 20}}]});
+    let (status, answer) = w.h.call("PUT", &rules, Some(&owner), Some(kept.clone())).await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let nine: Vec<Value> = (0..9).map(|i| json!({"rule": format!("r{i}")})).collect();
+    // (body, status, code, words the message must hold)
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (json!({"rules": []}), 422, "invalid", "at least one rule"),
+        (json!({"rules": nine}), 422, "invalid", "over the limit of 8"),
+        (
+            json!({"rules": [{"rule": "two-person"}, {"rule": "two-person"}]}),
+            422,
+            "invalid",
+            "appears twice",
+        ),
+        (
+            json!({"rules": [{"rule": "no-such"}]}),
+            422,
+            "invalid_policy",
+            "is not in bundle",
+        ),
+        (
+            json!({"rules": [{"rule": "bad name!"}]}),
+            422,
+            "invalid",
+            "a rule name has",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "config": {"window_s": 0}}]}),
+            422,
+            "invalid_policy",
+            "`window_s` must be 1 to 3600 seconds, found 0",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "config": {"window_s": null}}]}),
+            422,
+            "invalid_policy",
+            "`null` is not a configuration value",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "config": {"window_s": 18446744073709551615u64}}]}),
+            422,
+            "invalid_policy",
+            "larger than a configuration integer",
+        ),
+        (
+            json!({"rules": [{"rule": "anti-passback", "config": {"x": 1}}]}),
+            422,
+            "invalid_policy",
+            "takes no per-door configuration",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "config": {"note": "x".repeat(5000)}}]}),
+            422,
+            "invalid",
+            "over the limit of 4096",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "config": [1]}]}),
+            422,
+            "invalid_body",
+            "config",
+        ),
+        (
+            json!({"rules": [{"rule": "two-person", "colour": 1}]}),
+            422,
+            "invalid_body",
+            "colour",
+        ),
+        (json!({"rule": "two-person"}), 422, "invalid_body", "rules"),
+        (json!([]), 422, "invalid_body", ""),
+    ];
+    for (body, status, code, words) in cases {
+        let (got, answer) = w.h.call("PUT", &rules, Some(&owner), Some(body.clone())).await;
+        assert_eq!(
+            (got.as_u16(), answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().unwrap_or_default().contains(words),
+            "{body}: {answer}"
+        );
+        assert_eq!(chain_of(&w, &owner).await, kept, "{body} changed the chain");
+    }
+    // A door of another site, or of nothing.
+    let other = w.h.bare_site().await;
+    let door = w.h.door(other).await;
+    for path in [
+        format!("/v1/sites/{}/doors/{}/rules", w.site.0, door.0),
+        format!("/v1/sites/{}/doors/999999/rules", w.site.0),
+    ] {
+        let (got, answer) = w.h.call("PUT", &path, Some(&owner), Some(kept.clone())).await;
+        assert_eq!(
+            (got.as_u16(), answer["code"].as_str()),
+            (404, Some("not_found")),
+            "{answer}"
+        );
+        let (got, _) = w.h.call("GET", &path, Some(&owner), None).await;
+        assert_eq!(got.as_u16(), 404);
+    }
+}
