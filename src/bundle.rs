@@ -28,6 +28,9 @@
 //! 1 = ["two-person"]            # a rule of the bundle: fail-secure
 //! 2 = ["occupancy:safe"]        # `:safe`: a fail-safe attachment
 //!
+//! [door_config.1.two-person]    # optional: door 1's own settings for a rule (ABI v4)
+//! window_s = 10
+//!
 //! [[events]]                    # a badge: the core's verdict, then the door's rules
 //! at = "2026-11-23T09:00:00+01:00"
 //! door = 1
@@ -35,6 +38,8 @@
 //! role = 3                      # optional: the person's role id (rules see its rank)
 //! direction = "entry"           # entry, exit or unknown (default)
 //! core = "granted"              # the core's reason code (default granted), e.g. no_right
+//! kind = "pin"                  # tag (default), digital_key or pin
+//! groups = [4]                  # optional: the person's access groups
 //!
 //! [[events]]                    # a passage: what the IQ reports happened at the door
 //! at = "2026-11-23T09:00:02+01:00"

@@ -248,7 +248,8 @@ impl<P: Plugin> DoorRuleSim<P> {
         Ok(out.verdict)
     }
 
-    /// Tells the rule of a passage (`input`'s states are replaced by the kept ones) on
+    /// Tells the rule of a passage (`input`'s states are replaced by the kept ones, and
+    /// its `door_config` by what [`DoorRuleSim::attach`] gave the door) on
     /// one of the instances and keeps the states it answers, as the host does when an IQ
     /// reports what happened at the door.
     ///
@@ -263,6 +264,7 @@ impl<P: Plugin> DoorRuleSim<P> {
         );
         input.door_state = Cow::Owned(self.door_states.get(&input.door).cloned().unwrap_or_default());
         input.site_state = Cow::Owned(self.site_states.get(&input.site).cloned().unwrap_or_default());
+        input.door_config = Cow::Owned(self.door_configs.get(&input.door).cloned().unwrap_or_default());
         let index = (self.next_random() % self.instances.len() as u64) as usize;
         let out = match self.instances.get(index) {
             Some(instance) => instance.passage(&input)?,
@@ -351,6 +353,7 @@ pub fn passage_input(door: u32, person: Option<u32>, direction: Direction) -> Pa
         state: Cow::Borrowed(&[]),
         door_state: Cow::Borrowed(&[]),
         site_state: Cow::Borrowed(&[]),
+        door_config: Cow::Owned(Config::new()),
     }
 }
 

@@ -178,7 +178,7 @@ fn hash_prints_the_manifest_lines() {
     assert_eq!(
         run.stdout,
         format!(
-            "[plugins.occupancy]\nfile = \"occupancy.wasm\"\nsha256 = \"{}\"\nhooks = [\"door_rule\", \"passage\"]\n",
+            "[plugins.occupancy]\nfile = \"occupancy.wasm\"\nsha256 = \"{}\"\nhooks = [\"door_rule\", \"passage\", \"door_config\"]\n",
             pinned(&manifest, "occupancy.wasm")
         )
     );
@@ -237,6 +237,9 @@ fn try_runs_the_example_events() {
         (10, "allow  granted (core)"),
         (11, "passage: the door opened"),
         (12, "allow  granted (core)"),
+        (13, "deny   rule_denied (rule `two-person`)"),
+        (14, "deny   rule_denied (rule `two-person`)"),
+        (15, "allow  granted (core)"),
     ];
     assert_eq!(lines.len(), expected.len(), "{}", run.stdout);
     for ((n, text), line) in expected.iter().zip(&lines) {
@@ -244,7 +247,7 @@ fn try_runs_the_example_events() {
         assert!(line.contains(text), "event {n}: {text:?} not in {line:?}");
     }
     assert!(
-        run.stdout.contains("10 badges: 6 allowed, 4 denied; 2 passages"),
+        run.stdout.contains("13 badges: 7 allowed, 6 denied; 2 passages"),
         "{}",
         run.stdout
     );
@@ -279,6 +282,26 @@ fn try_refuses_bad_events_and_runs_a_generated_population() {
         (
             "time_zone = \"Mars/Olympus\"\n".to_owned(),
             "`Mars/Olympus` is not an IANA time zone",
+        ),
+        (
+            format!("[[events]]\n{at}\ndoor = 1\nkind = \"fingerprint\"\n"),
+            "kind `fingerprint` is not tag, digital_key or pin",
+        ),
+        (
+            "[doors]\n1 = [\"two-person\"]\n[door_config.1.two-person]\nwindow_s = 0\n".to_owned(),
+            "door 1: rule `two-person` refused its configuration for door 1: plugin error: `window_s` must be 1 to 3600 seconds, found 0",
+        ),
+        (
+            "[doors]\n1 = [\"anti-passback\"]\n[door_config.1.anti-passback]\nx = 1\n".to_owned(),
+            "it takes no per-door configuration",
+        ),
+        (
+            "[doors]\n1 = [\"two-person\"]\n[door_config.1.occupancy]\nmax = 1\n".to_owned(),
+            "`[door_config.1.occupancy]`: door 1's chain has no rule `occupancy`",
+        ),
+        (
+            "[door_config.2.occupancy]\nmax = 1\n".to_owned(),
+            "`[door_config.2]`: `[doors]` gives door `2` no chain",
         ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {

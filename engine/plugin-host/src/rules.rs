@@ -879,6 +879,7 @@ fn run_passage(attachment: &Attachment, plugin: &LoadedPlugin, passage: &Passage
             state: Cow::Borrowed(state),
             door_state: Cow::Borrowed(doors.get(&passage.door).map_or(&[][..], Vec::as_slice)),
             site_state: Cow::Borrowed(sites.get(&passage.site).map_or(&[][..], Vec::as_slice)),
+            door_config: Cow::Borrowed(&attachment.config),
         };
         let mut bytes = std::mem::take(&mut scratch.input);
         bytes.clear();

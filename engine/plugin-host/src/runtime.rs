@@ -258,7 +258,10 @@ impl Runtime {
         if !wasm.starts_with(b"\0asm") {
             return Err(PluginError::NotWasm);
         }
-        validate::check(wasm, &self.limits)
+        // In the ABI's order, whatever the module's: what `keyway bundle hash` prints.
+        let mut hooks = validate::check(wasm, &self.limits)?;
+        hooks.sort_by_key(|hook| Hook::ALL.iter().position(|h| h == hook));
+        Ok(hooks)
     }
 
     /// Validates a plugin cheaply (size, imports, counts; see [`Limits`]), compiles it

@@ -524,7 +524,7 @@ impl DoorRuleOutput {
 /// opened (or stayed shut). A door rule that exports `keyway_passage` hears of every
 /// passage at the doors that attach it, so what it counts (occupancy, anti-passback) is
 /// what happened, not what was decided.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PassageInput<'a> {
     /// The door.
     pub door: u32,
@@ -547,6 +547,10 @@ pub struct PassageInput<'a> {
     /// The state the host keeps for this rule and this site.
     #[serde(borrow)]
     pub site_state: Cow<'a, [u8]>,
+    /// (v4) The configuration this door's attachment of the rule was given (empty when
+    /// none), as in [`DoorRuleInput::door_config`]. Earlier plugins stop decoding before
+    /// it.
+    pub door_config: Cow<'a, Config>,
 }
 
 /// (v2) A rule's answer to a passage: how its states change.

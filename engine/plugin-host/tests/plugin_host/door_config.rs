@@ -248,3 +248,62 @@ fn a_restored_chain_fails_where_the_bundle_disagrees() {
         Err(AttachError::Duplicate { .. })
     ));
 }
+
+/// Passages carry the door's settings too: the occupancy limit counts a zone per door's
+/// settings, through the committed plugin.
+#[test]
+fn passages_count_each_doors_zone() {
+    let host = host();
+    let lab = Config::new().with("zone", "lab").with("max", 1);
+    for door in [1, 2] {
+        host.door_rules()
+            .set_links(
+                DoorId(door),
+                &[RuleLink::new("occupancy", FailMode::Secure).with_config(lab.clone())],
+            )
+            .unwrap();
+    }
+    host.door_rules()
+        .attach(DoorId(3), "occupancy", FailMode::Secure)
+        .unwrap();
+    let entry = |door: u32| {
+        let tz = TimeZone::UTC;
+        let ctx = DoorContext {
+            door: DoorId(door),
+            site: SiteId(1),
+            role: Some(RoleId(3)),
+            kind: CredentialKind::Tag,
+            groups: &[],
+            direction: Direction::Entry,
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            time_zone: &tz,
+            holidays: None,
+        };
+        host.decide(granted(1), &ctx).effect
+    };
+    let passage = |door: u32, direction: Direction| {
+        let failed = host.passage(&keyway_plugin_host::Passage {
+            door: DoorId(door),
+            site: SiteId(1),
+            person: Some(PersonId(1)),
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            direction,
+            opened: true,
+        });
+        assert!(failed.is_empty(), "{failed:?}");
+    };
+    assert_eq!(entry(1), Effect::Allow);
+    passage(1, Direction::Entry);
+    // The lab is full through either of its doors; door 3 is not in it.
+    assert_eq!(
+        (entry(1), entry(2), entry(3)),
+        (Effect::Deny, Effect::Deny, Effect::Allow)
+    );
+    passage(2, Direction::Exit);
+    assert_eq!(entry(1), Effect::Allow);
+    // The site's state: 0 inside the site, and no zone that holds anyone.
+    let state = host
+        .door_rules()
+        .scoped_state("occupancy", keyway_plugin_host::StateScope::Site(SiteId(1)));
+    assert_eq!(state, Some(0u32.to_le_bytes().to_vec()));
+}
