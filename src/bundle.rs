@@ -563,7 +563,6 @@ fn reason_of(code: &str) -> Result<Reason, String> {
     })
 }
 
-/// Parses a rule of a chain: `name` (fail-secure) or `name:safe`.
 /// A link as the events file writes it: `name`, or `name:safe` for a fail-safe one.
 fn link_text(link: &RuleLink) -> String {
     match link.fail {
@@ -572,6 +571,7 @@ fn link_text(link: &RuleLink) -> String {
     }
 }
 
+/// Parses a rule of a chain: `name` (fail-secure) or `name:safe`.
 fn chain_entry(text: &str) -> (&str, FailMode) {
     match text.strip_suffix(":safe") {
         Some(name) => (name, FailMode::Safe),

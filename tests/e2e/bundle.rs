@@ -289,7 +289,7 @@ fn try_refuses_bad_events_and_runs_a_generated_population() {
         ),
         (
             "[doors]\n1 = [\"two-person\"]\n[door_config.1.two-person]\nwindow_s = 0\n".to_owned(),
-            "door 1: rule `two-person` refused its configuration for door 1: plugin error: `window_s` must be 1 to 3600 seconds, found 0",
+            "door 1: the configuration of rule `two-person` for door 1 is refused: plugin error: `window_s` must be 1 to 3600 seconds, found 0",
         ),
         (
             "[doors]\n1 = [\"anti-passback\"]\n[door_config.1.anti-passback]\nx = 1\n".to_owned(),

@@ -163,7 +163,8 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
                 }));
             };
             let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
-            inner.policy.swap(loaded)?;
+            // The writer checked it against every stored chain; this node follows.
+            drop(inner.policy.adopt(loaded));
             tracing::info!(
                 bundle = stored.name,
                 version = stored.version,
@@ -234,12 +235,10 @@ async fn resync(inner: &Inner) -> Revision {
         let result = async {
             if let Some(stored) = inner.store.active_bundle(None).await? {
                 let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
-                // Attachments may name rules only the new bundle has: clear them first,
-                // the reload below attaches what the tables say.
-                for door in inner.policy.door_rules().attached_doors() {
-                    let _ = inner.policy.door_rules().detach(door);
-                }
-                inner.policy.swap(loaded)?;
+                // No door is left without its rules meanwhile: the reload below replaces
+                // each door's chain with what the tables say, and a rule the bundle lacks
+                // fails at each decision until then (the door's fail mode decides).
+                drop(inner.policy.adopt(loaded));
             }
             reload_attachments(&inner.store, &inner.policy).await
         }
@@ -354,7 +353,8 @@ impl Node {
     /// attached, is refused and the running bundle stays.
     ///
     /// # Errors
-    /// [`NodeError::Bundle`], [`NodeError::RuleWouldDangle`], store errors.
+    /// [`NodeError::Bundle`], [`NodeError::RuleWouldDangle`],
+    /// [`NodeError::ConfigWouldBreak`], store errors.
     pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<(StoredBundle, Revision), NodeError> {
         let stored = self
             .store()

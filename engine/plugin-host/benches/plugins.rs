@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use keyway_core::{Decision, DoorId, Effect, GroupId, PersonId, Reason, Revision, RoleId, SiteId};
-use keyway_plugin_host::{Bundle, DoorContext, FailMode, Limits, PolicyHost, RoleTable, Runtime};
+use keyway_plugin_host::{Bundle, DoorContext, FailMode, Limits, PolicyHost, RoleTable, RuleLink, Runtime};
 use keyway_sdk::{
     Channel, Direction, Event, EventKind, Hook, NotificationSettings, NotifyInput, Recipient, RoleTableDef,
 };
@@ -113,6 +113,18 @@ fn main() {
     host.door_rules()
         .attach(DoorId(4), "two-person", FailMode::Secure)
         .unwrap();
+    // ABI version 4: the same rule with the door's own settings (an escort from group 9
+    // in every pair, a 10 s window), which it reads at each call, and the person's groups.
+    host.door_rules()
+        .set_links(
+            DoorId(6),
+            &[RuleLink::new("two-person", FailMode::Secure).with_config(
+                keyway_sdk::Config::new()
+                    .with("window_s", 10)
+                    .with("escort_groups", vec![9i64]),
+            )],
+        )
+        .unwrap();
     // A chain of three rules, each of which runs (none denies).
     host.door_rules()
         .set_chain(
@@ -146,6 +158,18 @@ fn main() {
         let ctx = ctx(4, Direction::Unknown, at, &tz);
         let mut i = 0u32;
         // Alternating people: every other call opens and clears the door's state.
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(host.decide(granted(i % 2), &ctx))
+        });
+    });
+    c.bench_function("door_rule/two_person_door_settings", |b| {
+        let groups = [GroupId(3), GroupId(9)];
+        let ctx = DoorContext {
+            groups: &groups,
+            ..ctx(6, Direction::Unknown, at, &tz)
+        };
+        let mut i = 0u32;
         b.iter(|| {
             i = i.wrapping_add(1);
             black_box(host.decide(granted(i % 2), &ctx))
@@ -218,6 +242,14 @@ fn main() {
     let two = ctx(4, Direction::Unknown, at, &tz);
     percentiles("door_rule/two_person (scoped state) round trip", n, |i| {
         black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &two));
+    });
+    let groups = [GroupId(3), GroupId(9)];
+    let settings = DoorContext {
+        groups: &groups,
+        ..ctx(6, Direction::Unknown, at, &tz)
+    };
+    percentiles("door_rule/two_person (door settings, groups) round trip", n, |i| {
+        black_box(host.decide(granted(u32::try_from(i % 2).unwrap()), &settings));
     });
     let chain = ctx(5, Direction::Unknown, at, &tz);
     percentiles("door_rule/chain_of_three round trip", n, |i| {

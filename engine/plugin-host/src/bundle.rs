@@ -586,6 +586,18 @@ impl PolicyHost {
             .swap_checked(&bundle, || self.bundle.swap(Arc::clone(&bundle)))
     }
 
+    /// Swaps in a bundle whatever the doors attach; answers the one swapped out. For a
+    /// node applying an activation the change log already holds: the writer checked it
+    /// against the stored chains, and refusing it here would only leave this node on
+    /// another bundle than its peers. An attached rule the bundle lacks, or whose
+    /// configuration it would refuse, fails at each decision, so the door's fail mode
+    /// decides; no door loses its rule meanwhile.
+    pub fn adopt(&self, bundle: Bundle) -> Arc<Bundle> {
+        let bundle = Arc::new(bundle);
+        self.rules
+            .swap_unchecked(&bundle, || self.bundle.swap(Arc::clone(&bundle)))
+    }
+
     /// Tells the door's rules of a passage (what actually happened, as an IQ reports
     /// it), with the current bundle; answers the rules that failed.
     #[must_use]

@@ -352,7 +352,7 @@ pub enum BundleError {
     /// A rule of the bundle refuses the configuration a door attached it with (or
     /// takes none), so the bundle cannot run.
     #[error(
-        "bundle `{bundle}` cannot be swapped in: {reason}; attach the rule with settings the new version takes before the swap"
+        "bundle `{bundle}` cannot be swapped in: {reason}; change the door's settings to ones both versions take, or detach the rule, before the swap"
     )]
     DoorConfigRefused {
         /// The bundle refused.

@@ -468,8 +468,9 @@ pub enum AttachError {
         /// The limit.
         max: usize,
     },
-    /// The rule refused the configuration given for the door, or takes none.
-    #[error("rule `{rule}` refused its configuration for door {door}: {reason}")]
+    /// A configuration given for the door was refused: by its rule, because the rule
+    /// takes none, or because it is too large or holds what no configuration holds.
+    #[error("the configuration of rule `{rule}` for door {door} is refused: {reason}")]
     Config {
         /// The rule.
         rule: String,
@@ -502,7 +503,7 @@ pub fn check_door_config(bundle: &Bundle, rule: &str, door: DoorId, config: &Con
             "{size} bytes encoded, over the limit of {MAX_DOOR_CONFIG}"
         )));
     }
-    if plugin.abi_version() >= 4 && plugin.exports(Hook::DoorConfig) {
+    if takes_door_config(plugin) {
         return plugin
             .call::<Config, ()>(Hook::DoorConfig, config)
             .map_err(|e| refused(e.to_string()));
@@ -518,6 +519,11 @@ pub fn check_door_config(bundle: &Bundle, rule: &str, door: DoorId, config: &Con
     } else {
         "it takes no per-door configuration (it exports no `keyway_door_config`)".to_owned()
     }))
+}
+
+/// Whether a rule checks, and so reads, a door's own configuration.
+fn takes_door_config(plugin: &LoadedPlugin) -> bool {
+    plugin.abi_version() >= 4 && plugin.exports(Hook::DoorConfig)
 }
 
 fn unknown_rule(bundle: &Bundle, rule: &str) -> AttachError {
@@ -589,9 +595,12 @@ impl DoorRules {
 
     /// Sets the door's chain as the store has it, without asking the running bundle:
     /// what a node does when it applies an attachment another node checked, or reloads
-    /// the tables. A rule the bundle lacks, or a configuration it would refuse, stays
-    /// attached and fails at each decision, so the door's fail mode decides (a
-    /// fail-secure door stays shut) rather than the door losing its rule.
+    /// the tables. A rule the bundle lacks, or a rule given a configuration although it
+    /// takes none, stays attached and fails at each decision, so the door's fail mode
+    /// decides (a fail-secure door stays shut) rather than the door losing its rule. A
+    /// rule that takes per-door configurations gets the one stored; the standard rules
+    /// read it at each call as their `keyway_door_config` does, and fail on what it
+    /// would refuse.
     ///
     /// # Errors
     /// A rule named twice or a chain longer than [`MAX_CHAIN`]; nothing changes.
@@ -720,6 +729,15 @@ impl DoorRules {
         let out = swap();
         *running = Arc::clone(bundle);
         Ok(out)
+    }
+
+    /// Runs `swap` (which publishes `bundle`) and makes `bundle` the one attachments are
+    /// checked against, holding the attachments' lock, without checking the doors.
+    pub(crate) fn swap_unchecked<R>(&self, bundle: &Arc<Bundle>, swap: impl FnOnce() -> R) -> R {
+        let mut running = lock(&self.running);
+        let out = swap();
+        *running = Arc::clone(bundle);
+        out
     }
 
     /// The state `rule` keeps for `person`.
@@ -1001,6 +1019,17 @@ fn run_rule(
         );
     };
     let sha256 = Some(plugin.sha256());
+    // Settings that no check of this rule accepted (a chain restored from the store
+    // while another bundle ran) must not be silently ignored by a rule that reads none.
+    if !attachment.config.values.is_empty() && !takes_door_config(plugin) {
+        return fail(
+            sha256,
+            format!(
+                "rule `{}` takes no per-door configuration, but door {} gives it one",
+                attachment.rule, ctx.door.0
+            ),
+        );
+    }
     let local = LocalTime {
         weekday: u8::try_from(moment.weekday.to_monday_one_offset()).unwrap_or(1),
         minute_of_day: moment.minute,

@@ -746,3 +746,45 @@ pub(crate) fn group_record(d: GroupDto) -> GroupRecord {
         members: d.members.into_iter().map(PersonId).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ChainedRule;
+
+    /// A change log written before chains still reads: a one-rule entry is a chain of
+    /// one, a detach an empty chain; a chain entry round-trips with its settings.
+    #[test]
+    fn door_rule_entries_old_and_new_decode() {
+        // (text as stored, what it means)
+        let cases = [
+            (
+                r#"{"v":1,"op":"door_rule","door":4,"rule":"two-person","fail_safe":true}"#.to_owned(),
+                vec![ChainedRule::new("two-person", true)],
+            ),
+            (
+                r#"{"v":1,"op":"door_rule","door":4,"rule":null,"fail_safe":false}"#.to_owned(),
+                Vec::new(),
+            ),
+            (
+                r#"{"v":1,"op":"door_rules","door":4,"rules":[{"rule":"a","fail_safe":false}]}"#.to_owned(),
+                vec![ChainedRule::new("a", false)],
+            ),
+        ];
+        for (text, rules) in cases {
+            let decoded = decode(&text).unwrap();
+            assert_eq!(
+                decoded,
+                Logged::Policy(PolicyChange::DoorRule { door: DoorId(4), rules }),
+                "{text}"
+            );
+        }
+        let mut configured = ChainedRule::new("two-person", false);
+        configured.config.insert("window_s".into(), serde_json::json!(10));
+        let entry = Logged::Policy(PolicyChange::DoorRule {
+            door: DoorId(4),
+            rules: vec![ChainedRule::new("anti-passback", true), configured],
+        });
+        assert_eq!(decode(&encode(&entry).unwrap()).unwrap(), entry);
+    }
+}

@@ -82,18 +82,21 @@ impl Counts {
         self.zones.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c)
     }
 
-    fn move_zone(&mut self, name: &str, entered: bool) -> HookResult<()> {
-        let occupied = self.zones.iter().filter(|(_, c)| *c > 0).count();
+    /// Whether a new zone can be counted: fewer than [`MAX_ZONES`] hold anyone.
+    fn room_for_a_zone(&self) -> bool {
+        self.zones.iter().filter(|(_, c)| *c > 0).count() < MAX_ZONES
+    }
+
+    /// Moves a zone's count. A passage into a zone that cannot be counted (the entry
+    /// was allowed before [`MAX_ZONES`] other zones filled) still counts for the site.
+    fn move_zone(&mut self, name: &str, entered: bool) {
+        let room = self.room_for_a_zone();
         match self.zones.iter_mut().find(|(n, _)| n == name) {
             Some((_, count)) if entered => *count = count.saturating_add(1),
             Some((_, count)) => *count = count.saturating_sub(1),
-            None if !entered => {}
-            None if occupied >= MAX_ZONES => {
-                return Err(format!("more than {MAX_ZONES} zones hold people at this site"));
-            }
-            None => self.zones.push((name.to_owned(), 1)),
+            None if entered && room => self.zones.push((name.to_owned(), 1)),
+            None => {}
         }
-        Ok(())
     }
 }
 
@@ -151,13 +154,20 @@ impl Plugin for Occupancy {
         if counts.site >= self.max {
             return Ok(DoorRuleOutput::deny(format!("occupancy limit of {} reached", self.max)));
         }
-        if let Some(zone) = zone_of(&input.door_config)?
-            && counts.zone(zone.name) >= zone.max
-        {
-            return Ok(DoorRuleOutput::deny(format!(
-                "occupancy limit of {} reached in zone `{}`",
-                zone.max, zone.name
-            )));
+        if let Some(zone) = zone_of(&input.door_config)? {
+            let inside = counts.zone(zone.name);
+            if inside >= zone.max {
+                return Ok(DoorRuleOutput::deny(format!(
+                    "occupancy limit of {} reached in zone `{}`",
+                    zone.max, zone.name
+                )));
+            }
+            if inside == 0 && !counts.room_for_a_zone() {
+                return Ok(DoorRuleOutput::deny(format!(
+                    "{MAX_ZONES} other zones hold people: zone `{}` cannot be counted",
+                    zone.name
+                )));
+            }
         }
         Ok(DoorRuleOutput::allow())
     }
@@ -175,7 +185,7 @@ impl Plugin for Occupancy {
             counts.site.saturating_sub(1)
         };
         if let Some(zone) = zone_of(&input.door_config)? {
-            counts.move_zone(zone.name, entered)?;
+            counts.move_zone(zone.name, entered);
         }
         Ok(PassageOutput {
             site_state: StateUpdate::Set(counts.encode()),
@@ -333,6 +343,35 @@ mod tests {
             assert_eq!(sim.attach(1, config).unwrap_err(), expected);
         }
         sim.attach(1, Config::new()).unwrap();
+    }
+
+    /// With 16 zones holding people, an entry into a 17th is denied (it could not be
+    /// counted); a passage into it anyway (allowed earlier) still counts for the site.
+    #[test]
+    fn zones_beyond_the_sixteenth_are_refused_not_lost() {
+        let mut sim = DoorRuleSim::<Occupancy>::new(Config::new().with("max", 1000)).unwrap();
+        for door in 1..=17 {
+            sim.attach(door, Config::new().with("zone", format!("z{door}")).with("max", 10))
+                .unwrap();
+        }
+        for door in 1..=16 {
+            sim.passage(passage_input(door, Some(door), Direction::Entry)).unwrap();
+        }
+        let mut input = door_input(17, Some(40));
+        input.direction = Direction::Entry;
+        assert_eq!(
+            sim.decide(input).unwrap(),
+            deny("16 other zones hold people: zone `z17` cannot be counted")
+        );
+        sim.passage(passage_input(17, Some(40), Direction::Entry)).unwrap();
+        let counts = Counts::decode(sim.site_state(1).unwrap());
+        assert_eq!((counts.site, counts.zones.len()), (17, 16));
+        assert!(sim.site_state(1).unwrap().len() <= 1024);
+        // One leaves zone 1: zone 17 can be counted again.
+        sim.passage(passage_input(1, Some(1), Direction::Exit)).unwrap();
+        let mut input = door_input(17, Some(41));
+        input.direction = Direction::Entry;
+        assert_eq!(sim.decide(input).unwrap(), RuleVerdict::Allow);
     }
 
     #[test]

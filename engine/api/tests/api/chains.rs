@@ -54,6 +54,7 @@ async fn a_door_runs_its_chain_with_its_own_settings() {
     let s = w.site.0;
     let _visitors = member(&w, [1, 2, 3, 4]).await;
     let escorts = member(&w, [5, 6, 7, 8]).await;
+    let _more_visitors = member(&w, [9, 9, 9, 9]).await;
     let rules = format!("/v1/sites/{s}/doors/{}/rules", w.door.0);
     assert_eq!(chain_of(&w, &owner).await, json!({"rules": []}));
     let chain = json!({"rules": [
@@ -85,7 +86,7 @@ async fn a_door_runs_its_chain_with_its_own_settings() {
         ("01020304", "2026-11-23T09:00:00+01:00", "deny", "rule_denied"),
         ("05060708", "2026-11-23T09:00:05+01:00", "allow", "granted"),
         ("01020304", "2026-11-23T09:01:00+01:00", "deny", "rule_denied"),
-        ("01020304", "2026-11-23T09:01:02+01:00", "deny", "rule_denied"), // no escort
+        ("09090909", "2026-11-23T09:01:02+01:00", "deny", "rule_denied"), // two visitors
     ];
     for (tag, at, effect, reason) in badges {
         let decided = decide(&w, &owner, tag, at).await;

@@ -86,7 +86,7 @@ async fn two_nodes_agree_after_every_policy_change() {
     let err = b.set_door_rules(ACTOR, s.door, vec![bad]).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("rule `two-person` refused its configuration for door"),
+            .contains("the configuration of rule `two-person` for door"),
         "{err}"
     );
     assert_eq!(a.store().door_rule_chain(s.door).await.unwrap().unwrap().rules, chain);

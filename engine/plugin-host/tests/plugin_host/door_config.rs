@@ -62,22 +62,22 @@ fn a_door_config_is_checked_by_its_rule() {
     let cases: Vec<(Vec<RuleLink>, &str)> = vec![
         (
             vec![RuleLink::new("two-person", FailMode::Secure).with_config(Config::new().with("window_s", 0))],
-            "rule `two-person` refused its configuration for door 1: plugin error: `window_s` must be 1 to 3600 seconds, found 0",
+            "the configuration of rule `two-person` for door 1 is refused: plugin error: `window_s` must be 1 to 3600 seconds, found 0",
         ),
         (
             vec![RuleLink::new("two-person", FailMode::Secure).with_config(Config::new().with("escort", 1))],
-            "rule `two-person` refused its configuration for door 1: plugin error: unknown config key `escort` (known: `window_s`, `escort_groups`)",
+            "the configuration of rule `two-person` for door 1 is refused: plugin error: unknown config key `escort` (known: `window_s`, `escort_groups`)",
         ),
         (
             vec![
                 RuleLink::new("business-hours", FailMode::Secure),
                 RuleLink::new("anti-passback", FailMode::Safe).with_config(Config::new().with("x", 1)),
             ],
-            "rule `anti-passback` refused its configuration for door 1: it takes no per-door configuration (it exports no `keyway_door_config`)",
+            "the configuration of rule `anti-passback` for door 1 is refused: it takes no per-door configuration (it exports no `keyway_door_config`)",
         ),
         (
             vec![RuleLink::new("two-person", FailMode::Secure).with_config(huge)],
-            "rule `two-person` refused its configuration for door 1: 4105 bytes encoded, over the limit of 4096",
+            "the configuration of rule `two-person` for door 1 is refused: 4105 bytes encoded, over the limit of 4096",
         ),
         (
             vec![RuleLink::new("two-persons", FailMode::Secure)],
@@ -206,7 +206,7 @@ fn a_swap_keeps_every_doors_settings_taken() {
     assert!(
         matches!(&err, BundleError::DoorConfigRefused { .. })
             && err.to_string().contains(
-                "rule `two-person` refused its configuration for door 4: it speaks ABI version 1, which has no per-door configuration"
+                "the configuration of rule `two-person` for door 4 is refused: it speaks ABI version 1, which has no per-door configuration"
             ),
         "{err}"
     );
@@ -219,24 +219,69 @@ fn a_swap_keeps_every_doors_settings_taken() {
     host.swap_dir(dir.path()).unwrap();
 }
 
-/// What a node restores from the store is not asked again: a rule the bundle lacks, or
-/// settings it would refuse, stay attached and fail at each decision, so the door's fail
-/// mode decides.
+/// What a node restores from the store is not asked again: a rule the bundle lacks,
+/// settings for a rule that takes none, or settings its rule refuses stay attached and
+/// fail at each decision, so the door's fail mode decides.
 #[test]
 fn a_restored_chain_fails_where_the_bundle_disagrees() {
     let host = host();
-    let broken = vec![RuleLink::new("two-person", FailMode::Secure).with_config(Config::new().with("window_s", 0))];
-    host.door_rules().restore_links(DoorId(1), &broken).unwrap();
-    let missing = vec![RuleLink::new("gone", FailMode::Secure)];
-    host.door_rules().restore_links(DoorId(2), &missing).unwrap();
-    let safe = vec![RuleLink::new("gone", FailMode::Safe)];
-    host.door_rules().restore_links(DoorId(3), &safe).unwrap();
-    for (door, expected) in [(1, Effect::Deny), (2, Effect::Deny), (3, Effect::Allow)] {
+    let restore = |door: u32, link: RuleLink| host.door_rules().restore_links(DoorId(door), &[link]).unwrap();
+    restore(
+        1,
+        RuleLink::new("two-person", FailMode::Secure).with_config(Config::new().with("window_s", 0)),
+    );
+    restore(2, RuleLink::new("gone", FailMode::Secure));
+    restore(3, RuleLink::new("gone", FailMode::Safe));
+    restore(
+        4,
+        RuleLink::new("anti-passback", FailMode::Safe).with_config(Config::new().with("x", 1)),
+    );
+    let tz = TimeZone::UTC;
+    // (door, effect, reason code, words of the rule's failure)
+    let cases = [
+        (
+            1,
+            Effect::Deny,
+            "rule_failed",
+            "`window_s` must be 1 to 3600 seconds, found 0",
+        ),
+        (2, Effect::Deny, "rule_failed", "rule `gone` is not in bundle `default`"),
+        (
+            3,
+            Effect::Allow,
+            "rule_failed_open",
+            "rule `gone` is not in bundle `default`",
+        ),
+        (
+            4,
+            Effect::Allow,
+            "rule_failed_open",
+            "rule `anti-passback` takes no per-door configuration, but door 4 gives it one",
+        ),
+    ];
+    for (door, effect, code, words) in cases {
+        let ctx = DoorContext {
+            door: DoorId(door),
+            site: SiteId(1),
+            role: Some(RoleId(3)),
+            kind: CredentialKind::Tag,
+            groups: &[],
+            direction: Direction::Entry,
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            time_zone: &tz,
+            holidays: None,
+        };
+        let ruled = host.decide(granted(1), &ctx);
         assert_eq!(
-            decide(&host, door, 1, CredentialKind::Tag, &[], 0),
-            expected,
-            "door {door}"
+            (ruled.effect, ruled.reason_code()),
+            (effect, code),
+            "door {door}: {ruled}"
         );
+        let failure = ruled.rules().find_map(|t| match &t.outcome {
+            keyway_plugin_host::RuleOutcome::Failed { error, .. } => Some(error.clone()),
+            _ => None,
+        });
+        assert!(failure.is_some_and(|e| e.contains(words)), "door {door}: {ruled}");
     }
     // The limits still hold.
     let twice = vec![
@@ -306,4 +351,75 @@ fn passages_count_each_doors_zone() {
         .door_rules()
         .scoped_state("occupancy", keyway_plugin_host::StateScope::Site(SiteId(1)));
     assert_eq!(state, Some(0u32.to_le_bytes().to_vec()));
+}
+
+/// A hostile `keyway_door_config`: it traps, loops, answers garbage or an error flood.
+/// Each attachment is refused with what went wrong, nothing is attached, and the host
+/// goes on attaching and deciding.
+#[test]
+fn a_hostile_door_config_hook_refuses_only_its_attachment() {
+    let version_4 = r#"(func (export "keyway_abi_version") (result i32) (i32.const 4))
+        (data (i32.const 32) "\00\00\00\00\00\00")
+        (func (export "keyway_door_rule") (param i32 i32) (result i64)
+          (i64.or (i64.shl (i64.const 32) (i64.const 32)) (i64.const 6)))"#;
+    // (case, door_config export, words the refusal holds)
+    let cases = [
+        (
+            "trap",
+            r#"(func (export "keyway_door_config") (param i32 i32) (result i64) unreachable)"#,
+            "wasm `unreachable` instruction executed",
+        ),
+        (
+            "endless loop",
+            r#"(func (export "keyway_door_config") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0))"#,
+            "ran out of fuel in `keyway_door_config`",
+        ),
+        (
+            "trailing bytes",
+            r#"(data (i32.const 96) "\00\00\07")
+            (func (export "keyway_door_config") (param i32 i32) (result i64)
+              (i64.or (i64.shl (i64.const 96) (i64.const 32)) (i64.const 3)))"#,
+            "trailing bytes",
+        ),
+        (
+            "out of bounds",
+            r#"(func (export "keyway_door_config") (param i32 i32) (result i64)
+              (i64.or (i64.shl (i64.const 0x7ffff000) (i64.const 32)) (i64.const 4096)))"#,
+            "out of",
+        ),
+    ];
+    for (case, hook, words) in cases {
+        let wasm = wat_plugin(&format!("{version_4}\n{hook}"));
+        let sha = Sha256::of(&wasm);
+        let dir = crate::bundle::edited_bundle(|t| {
+            format!(
+                "{t}\n[plugins.hostile]\nfile = \"hostile.wasm\"\nsha256 = \"{sha}\"\nhooks = [\"door_rule\", \"door_config\"]\n"
+            )
+        });
+        std::fs::write(dir.path().join("hostile.wasm"), &wasm).unwrap();
+        let host = PolicyHost::load(runtime(), dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let err = host
+            .door_rules()
+            .set_links(
+                DoorId(1),
+                &[RuleLink::new("hostile", FailMode::Safe).with_config(Config::new().with("x", 1))],
+            )
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{case}");
+        assert!(
+            matches!(&err, AttachError::Config { rule, door: 1, .. } if rule == "hostile")
+                && err.to_string().contains(words),
+            "{case}: {err}"
+        );
+        assert!(host.door_rules().links(DoorId(1)).is_empty(), "{case}");
+        // The host goes on: another rule attaches with its settings and decides.
+        host.door_rules()
+            .set_links(
+                DoorId(2),
+                &[RuleLink::new("two-person", FailMode::Secure).with_config(escort(5, vec![]))],
+            )
+            .unwrap();
+        assert_eq!(decide(&host, 2, 1, CredentialKind::Tag, &[], 0), Effect::Deny, "{case}");
+    }
 }
