@@ -143,12 +143,15 @@ pub(crate) async fn detach_rules(
     detach_rule(state, caller, path).await
 }
 
-/// Attach a rule plugin to a door as its only rule (replacing any chain).
+/// Attach a rule plugin to a door as its only rule, replacing the door's rule. A door
+/// whose chain has more than one rule, or settings of its own, is changed only through
+/// `PUT .../rules`, which shows what it replaces: here it is refused (409), so a client
+/// that knows one rule per door never wipes a chain it did not see.
 #[utoipa::path(put, path = "/v1/sites/{site}/doors/{door}/rule", tag = "policy", request_body = AttachRule,
     params(("site" = u32, Path, description = "The site"), ("door" = u32, Path, description = "The door")),
     responses((status = 200, body = Revisioned), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn attach_rule(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,6 +159,19 @@ pub(crate) async fn attach_rule(
     Json(body): Json<AttachRule>,
 ) -> Result<Json<Revisioned>, ApiError> {
     let door = door_admin(&state, &caller, site, door).await?;
+    if let Some(chain) = state.node().store().door_rule_chain(door).await?
+        && (chain.rules.len() > 1 || chain.rules.iter().any(|r| !r.config.is_empty()))
+    {
+        return Err(ApiError::Conflict {
+            code: "door_has_a_chain",
+            message: format!(
+                "door {} runs a chain of {} rule(s) with settings of its own; change it with PUT /v1/sites/{site}/doors/{}/rules",
+                door.0,
+                chain.rules.len(),
+                door.0
+            ),
+        });
+    }
     let revision = state
         .node()
         .set_door_rules(&caller.actor(), door, vec![body.into()])

@@ -97,15 +97,30 @@ async fn a_door_runs_its_chain_with_its_own_settings() {
         );
         assert_eq!(decided["rule"]["name"], "two-person", "{decided}");
     }
-    // `PUT .../rule` makes one rule the whole chain; `DELETE .../rules` detaches it all.
+    // `PUT .../rule` does not wipe a chain it cannot show; `.../rules` replaces it, and
+    // then `PUT .../rule` replaces a door's one rule.
+    let one_rule = format!("/v1/sites/{s}/doors/{}/rule", w.door.0);
+    let (status, answer) =
+        w.h.call("PUT", &one_rule, Some(&owner), Some(json!({"rule": "anti-passback"})))
+            .await;
+    assert_eq!(
+        (status.as_u16(), answer["code"].as_str()),
+        (409, Some("door_has_a_chain")),
+        "{answer}"
+    );
+    assert_eq!(chain_of(&w, &owner).await, chain);
     let (status, _) =
         w.h.call(
             "PUT",
-            &format!("/v1/sites/{s}/doors/{}/rule", w.door.0),
+            &rules,
             Some(&owner),
-            Some(json!({"rule": "anti-passback"})),
+            Some(json!({"rules": [{"rule": "business-hours"}]})),
         )
         .await;
+    assert_eq!(status.as_u16(), 200);
+    let (status, _) =
+        w.h.call("PUT", &one_rule, Some(&owner), Some(json!({"rule": "anti-passback"})))
+            .await;
     assert_eq!(status.as_u16(), 200);
     assert_eq!(
         chain_of(&w, &owner).await,
