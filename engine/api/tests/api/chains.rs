@@ -243,3 +243,97 @@ async fn rule_chain_bad_input() {
         assert_eq!(got.as_u16(), 404);
     }
 }
+
+/// A bundle whose `two-person` is a version 1 rule takes no per-door settings: while a
+/// door gives the rule settings, activating it is refused (409) and the bundle in force
+/// stays; without them it goes in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_that_would_break_a_doors_settings_is_refused() {
+    let w = World::new().await;
+    let op = w.bearer(Who::Operator).await.unwrap();
+    let owner = w.bearer(Who::Owner).await.unwrap();
+    let s = w.site.0;
+    let store = w.h.node.store();
+    let (default, _) = w.h.node.adopt_bundle_dir("test", &bundle_dir()).await.unwrap();
+    // Allow, state kept: `Ok((Allow, Keep))`, 3 bytes at 32.
+    let old_rule = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (data (i32.const 16) "\00") (data (i32.const 32) "\00\00\00")
+            (func (export "keyway_abi_version") (result i32) (i32.const 1))
+            (func (export "keyway_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "keyway_dealloc") (param i32 i32))
+            (func (export "keyway_configure") (param i32 i32) (result i64)
+              (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 1)))
+            (func (export "keyway_door_rule") (param i32 i32) (result i64)
+              (i64.or (i64.shl (i64.const 32) (i64.const 32)) (i64.const 3))))"#,
+    )
+    .unwrap();
+    let uploaded = store
+        .upload_plugin("test", "two-person", "v1", &old_rule)
+        .await
+        .unwrap();
+    let manifest = std::fs::read_to_string(bundle_dir().join("bundle.toml")).unwrap();
+    let pinned = default_pin(&manifest, "two-person.wasm");
+    let manifest = manifest
+        .replace(&pinned, &uploaded.sha256)
+        .replace(r#"hooks = ["door_rule", "door_config"]"#, r#"hooks = ["door_rule"]"#);
+    let plugins = store.plugins().await.unwrap();
+    let mut ids: Vec<i64> = default
+        .plugins
+        .iter()
+        .copied()
+        .filter(|id| plugins.iter().any(|p| p.id == *id && p.sha256 != pinned))
+        .chain([uploaded.id])
+        .collect();
+    ids.sort_unstable();
+    let older = store
+        .upload_bundle("test", None, "default", "older-two-person", &manifest, &ids)
+        .await
+        .unwrap();
+    let rules = format!("/v1/sites/{s}/doors/{}/rules", w.door.0);
+    let with_settings = json!({"rules": [{"rule": "two-person", "config": {"window_s": 10}}]});
+    let (status, answer) = w.h.call("PUT", &rules, Some(&owner), Some(with_settings)).await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let activate = format!("/v1/bundles/{}/activate", older.id);
+    let (status, answer) = w.h.call("POST", &activate, Some(&op), None).await;
+    assert_eq!(
+        (status.as_u16(), answer["code"].as_str()),
+        (409, Some("door_config_refused")),
+        "{answer}"
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "the configuration of rule `two-person` for door {} is refused",
+            w.door.0
+        )) && message.contains("ABI version 1"),
+        "{answer}"
+    );
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    assert_eq!(policy["id"], default.id, "{policy}");
+    // Without the door's settings, the same activation goes in.
+    let (status, _) =
+        w.h.call(
+            "PUT",
+            &rules,
+            Some(&owner),
+            Some(json!({"rules": [{"rule": "two-person"}]})),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200);
+    let (status, answer) = w.h.call("POST", &activate, Some(&op), None).await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let (_, policy) =
+        w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
+            .await;
+    assert_eq!(policy["id"], older.id, "{policy}");
+}
+
+/// The sha256 the manifest pins for `file`.
+fn default_pin(manifest: &str, file: &str) -> String {
+    let after = &manifest[manifest.find(&format!("file = \"{file}\"")).unwrap()..];
+    let line = after.lines().find(|l| l.starts_with("sha256")).unwrap();
+    line.split('"').nth(1).unwrap().to_owned()
+}
