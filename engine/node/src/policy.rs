@@ -306,21 +306,22 @@ impl Node {
         rules: Vec<ChainedRule>,
     ) -> Result<Revision, NodeError> {
         keyway_store::check_rule_chain(&rules)?;
+        let links = links_of(door, &rules)?;
         let bundle = self.policy().bundle();
-        for link in links_of(door, &rules)? {
-            if bundle.rule(&link.rule).is_none() {
-                return Err(NodeError::UnknownRule {
-                    rule: link.rule,
-                    bundle: bundle.name().to_owned(),
-                });
-            }
-            let plugin_bundle = Arc::clone(&bundle);
-            // A rule's `door_config` hook runs WebAssembly: off the async runtime.
-            tokio::task::spawn_blocking(move || check_door_config(&plugin_bundle, &link.rule, door, &link.config))
-                .await
-                .map_err(|e| NodeError::Runtime(e.to_string()))??;
+        if let Some(link) = links.iter().find(|link| bundle.rule(&link.rule).is_none()) {
+            return Err(NodeError::UnknownRule {
+                rule: link.rule.clone(),
+                bundle: bundle.name().to_owned(),
+            });
         }
-        drop(bundle);
+        // A rule's `door_config` hook runs WebAssembly: off the async runtime.
+        tokio::task::spawn_blocking(move || {
+            links
+                .iter()
+                .try_for_each(|link| check_door_config(&bundle, &link.rule, door, &link.config))
+        })
+        .await
+        .map_err(|e| NodeError::Runtime(e.to_string()))??;
         let (_, revision) = self.store().set_door_rules(actor, door, rules).await?;
         self.policy_applied(revision).await
     }

@@ -8,12 +8,13 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path};
 use crate::routes::Revisioned;
+use crate::routes::model::door_of;
 use crate::routes::rights::{NewSchedule, schedule_of};
 use crate::state::AppState;
 use axum::extract::State;
-use keyway_core::{DoorId, Record, SiteId};
+use keyway_core::{DoorId, SiteId};
 use keyway_plugin_host::Capability;
-use keyway_store::{ChainedRule, Target};
+use keyway_store::ChainedRule;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -70,26 +71,14 @@ async fn door_admin(state: &AppState, caller: &Caller, site: u32, door: u32) -> 
     caller
         .with_capability(state, Access::Write, site, Capability::DOOR_LOCKDOWN)
         .await?;
-    match state.node().store().record(Target::Door(DoorId(door))).await? {
-        Some(Record::Door(d)) if d.site == site => Ok(d.id),
-        _ => Err(ApiError::not_found(format!(
-            "door {door} does not exist on site {}",
-            site.0
-        ))),
-    }
+    Ok(door_of(state, site, door).await?.id)
 }
 
 /// A door of `site`, for a caller who may read the site.
 async fn site_door(state: &AppState, caller: &Caller, site: u32, door: u32) -> Result<DoorId, ApiError> {
     let site = SiteId(site);
     caller.member(state, Access::Read, site).await?;
-    match state.node().store().record(Target::Door(DoorId(door))).await? {
-        Some(Record::Door(d)) if d.site == site => Ok(d.id),
-        _ => Err(ApiError::not_found(format!(
-            "door {door} does not exist on site {}",
-            site.0
-        ))),
-    }
+    Ok(door_of(state, site, door).await?.id)
 }
 
 /// A door's chain of rules, in order, with each rule's fail mode and configuration.
@@ -165,9 +154,13 @@ pub(crate) async fn attach_rule(
         return Err(ApiError::Conflict {
             code: "door_has_a_chain",
             message: format!(
-                "door {} runs a chain of {} rule(s) with settings of its own; change it with PUT /v1/sites/{site}/doors/{}/rules",
+                "door {} runs {}; change it with PUT /v1/sites/{site}/doors/{}/rules, which shows and replaces the whole chain",
                 door.0,
-                chain.rules.len(),
+                if chain.rules.len() > 1 {
+                    format!("a chain of {} rules", chain.rules.len())
+                } else {
+                    "a rule with settings of its own".to_owned()
+                },
                 door.0
             ),
         });
