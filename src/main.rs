@@ -109,7 +109,7 @@ fn run_admin(command: AdminCommand) -> ExitCode {
         let config = match serve::node_config(&server) {
             Ok(config) => config,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", report(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -125,7 +125,7 @@ fn run_admin(command: AdminCommand) -> ExitCode {
         let node = match keyway_node::Node::open(config).await {
             Ok(node) => node,
             Err(e) => {
-                eprintln!("error: the node does not start: {e}");
+                eprintln!("error: the node does not start: {}", report(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -210,7 +210,7 @@ impl AdminJob {
             AdminJob::CreateOperator { email, password } => keyway_api::create_operator(node, &email, &password)
                 .await
                 .map(|account| format!("operator {} created (account {})", account.email, account.id))
-                .map_err(|e| e.to_string()),
+                .map_err(|e| report(&e)),
             AdminJob::UploadFirmware {
                 model,
                 version,
@@ -225,7 +225,7 @@ impl AdminJob {
                         f.id, f.model, f.version, f.size, f.sha256
                     )
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(|e| report(&e)),
         }
     }
 }
@@ -291,7 +291,7 @@ fn run_serve(args: serve::ServeArgs) -> ExitCode {
     match runtime.block_on(serve::serve(args, api)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
@@ -313,6 +313,22 @@ fn api_config(args: &serve::ServeArgs, public_url: &str, link: keyway_api::LinkA
         webhook_allow_private: args.webhook_allow_private,
         ..keyway_api::ApiConfig::default()
     }
+}
+
+/// An error and its causes, for the operator's terminal: a cause the message already
+/// ends with (`#[error("...: {0}")]` over a `#[from]` field) is not repeated.
+fn report(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 fn main() -> ExitCode {

@@ -235,6 +235,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // A refusal the database raised answers in the store's words; the database's own
+        // text (tables, constraints, values) goes to the log only.
+        if e.kind().is_client_error() && std::error::Error::source(&e).is_some() {
+            tracing::debug!(error = %e.with_causes(), "the database refused the request");
+        }
         match e {
             StoreError::Duplicate { .. } => ApiError::Conflict {
                 code: "duplicate",
@@ -257,10 +262,10 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Busy { .. } => ApiError::RateLimited { retry_after: 1 },
             StoreError::Unavailable { .. } | StoreError::ReadOnly { .. } | StoreError::Closed => {
-                ApiError::Unavailable { cause: e.to_string() }
+                ApiError::Unavailable { cause: e.with_causes() }
             }
-            StoreError::StorageFull { .. } => ApiError::StorageFull { cause: e.to_string() },
-            StoreError::Corrupt { .. } | StoreError::Internal { .. } => ApiError::internal(e),
+            StoreError::StorageFull { .. } => ApiError::StorageFull { cause: e.with_causes() },
+            StoreError::Corrupt { .. } | StoreError::Internal { .. } => ApiError::internal(e.with_causes()),
         }
     }
 }

@@ -156,13 +156,7 @@ macro_rules! account_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: format!("account `{email}`"),
-                    detail: "the email is taken".to_owned(),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(format!("account `{email}`"), "the email is taken".to_owned()))?;
             let account = Account {
                 id,
                 email: email.to_owned(),

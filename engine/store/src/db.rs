@@ -90,7 +90,8 @@ impl Db {
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
-                    message: format!("cannot create `{}`: {e}", dir.display()),
+                    message: format!("cannot create `{}`", dir.display()),
+                    cause: Some(crate::error::Cause::new(e)),
                 })?;
             }
             let options = SqliteConnectOptions::new()

@@ -277,13 +277,7 @@ macro_rules! device_ops {
                 .bind(serial)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| match StoreError::from(e) {
-                    StoreError::Duplicate { .. } => StoreError::Duplicate {
-                        entity: format!("iq serial `{serial}`"),
-                        detail: "an IQ with this serial number is registered already".to_owned(),
-                    },
-                    other => other,
-                })?;
+                .map_err(|e| StoreError::from(e).duplicate(format!("iq serial `{serial}`"), "an IQ with this serial number is registered already".to_owned()))?;
             let old = serde_json::json!({ "model": before.model, "serial": before.serial }).to_string();
             let new = serde_json::json!({ "model": model, "serial": serial }).to_string();
             ops::insert_audit(conn, None, now_seconds(), actor, "set_iq_details", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
@@ -357,13 +351,7 @@ macro_rules! device_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: format!("firmware `{model}` `{version}`"),
-                    detail: "that model already has this version".to_owned(),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(format!("firmware `{model}` `{version}`"), "that model already has this version".to_owned()))?;
             let file = FirmwareFile { id, model: model.to_owned(), version: version.to_owned(), sha256, size: u64::try_from(content.len()).map_err(StoreError::internal)?, uploaded_at: now };
             let after = serde_json::json!({ "id": id, "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
             ops::insert_audit(conn, None, now, actor, "upload_firmware", &format!("firmware:{id}"), None, Some(&after)).await?;

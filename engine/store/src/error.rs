@@ -8,6 +8,7 @@
 
 use keyway_core::ModelError;
 use std::fmt;
+use std::sync::Arc;
 
 /// What kind of failure a [`StoreError`] is; the API maps each to one status code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +59,8 @@ pub enum StoreError {
         entity: String,
         /// What it clashes with.
         detail: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// The id names nothing.
     NotFound {
@@ -70,6 +73,8 @@ pub enum StoreError {
         from: String,
         /// What it names.
         to: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// Removing something still referenced.
     InUse {
@@ -82,26 +87,36 @@ pub enum StoreError {
     Invalid {
         /// Why.
         message: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// The database cannot be reached.
     Unavailable {
-        /// The driver's message.
+        /// What Keyway was doing, in its own words.
         message: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// The database is full.
     StorageFull {
-        /// The driver's message.
+        /// What Keyway was doing, in its own words.
         message: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// The database refuses writes.
     ReadOnly {
-        /// The driver's message.
+        /// What Keyway was doing, in its own words.
         message: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// The database file is damaged or not a database.
     Corrupt {
-        /// The driver's message.
+        /// What Keyway was doing, in its own words.
         message: String,
+        /// The database's own error, when it raised this one.
+        cause: Option<Cause>,
     },
     /// A bounded queue is full.
     Busy {
@@ -114,6 +129,8 @@ pub enum StoreError {
     Internal {
         /// What happened.
         message: String,
+        /// The underlying error, when there is one.
+        cause: Option<Cause>,
     },
 }
 
@@ -137,9 +154,27 @@ impl StoreError {
         }
     }
 
+    /// The error and every cause under it, joined by `: `: what a log line or an
+    /// operator's terminal shows. Never an HTTP answer: the causes hold the database's
+    /// own text.
+    #[must_use]
+    pub fn with_causes(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    /// An internal error in Keyway's words (its text reaches only the log: the API
+    /// answers a 500 without it).
     pub(crate) fn internal(message: impl fmt::Display) -> StoreError {
         StoreError::Internal {
             message: message.to_string(),
+            cause: None,
         }
     }
 
@@ -147,20 +182,25 @@ impl StoreError {
     pub(crate) fn about(self, what: &str) -> StoreError {
         let prefix = |message: String| format!("`{what}`: {message}");
         match self {
-            StoreError::Unavailable { message } => StoreError::Unavailable {
+            StoreError::Unavailable { message, cause } => StoreError::Unavailable {
                 message: prefix(message),
+                cause,
             },
-            StoreError::StorageFull { message } => StoreError::StorageFull {
+            StoreError::StorageFull { message, cause } => StoreError::StorageFull {
                 message: prefix(message),
+                cause,
             },
-            StoreError::ReadOnly { message } => StoreError::ReadOnly {
+            StoreError::ReadOnly { message, cause } => StoreError::ReadOnly {
                 message: prefix(message),
+                cause,
             },
-            StoreError::Corrupt { message } => StoreError::Corrupt {
+            StoreError::Corrupt { message, cause } => StoreError::Corrupt {
                 message: prefix(message),
+                cause,
             },
-            StoreError::Internal { message } => StoreError::Internal {
+            StoreError::Internal { message, cause } => StoreError::Internal {
                 message: prefix(message),
+                cause,
             },
             other => other,
         }
@@ -169,30 +209,110 @@ impl StoreError {
     pub(crate) fn invalid(message: impl fmt::Display) -> StoreError {
         StoreError::Invalid {
             message: message.to_string(),
+            cause: None,
+        }
+    }
+
+    /// A duplicate refused in Keyway's words, keeping the database's error as the cause.
+    pub(crate) fn duplicate(self, entity: impl Into<String>, detail: impl Into<String>) -> StoreError {
+        match self {
+            StoreError::Duplicate { cause, .. } => StoreError::Duplicate {
+                entity: entity.into(),
+                detail: detail.into(),
+                cause,
+            },
+            other => other,
+        }
+    }
+
+    /// A broken reference refused in Keyway's words, keeping the database's error as the
+    /// cause.
+    pub(crate) fn unknown_reference(self, from: impl Into<String>, to: impl Into<String>) -> StoreError {
+        match self {
+            StoreError::ForeignKey { cause, .. } => StoreError::ForeignKey {
+                from: from.into(),
+                to: to.into(),
+                cause,
+            },
+            other => other,
+        }
+    }
+
+    fn cause(&self) -> Option<&Cause> {
+        match self {
+            StoreError::Duplicate { cause, .. }
+            | StoreError::ForeignKey { cause, .. }
+            | StoreError::Invalid { cause, .. }
+            | StoreError::Unavailable { cause, .. }
+            | StoreError::StorageFull { cause, .. }
+            | StoreError::ReadOnly { cause, .. }
+            | StoreError::Corrupt { cause, .. }
+            | StoreError::Internal { cause, .. } => cause.as_ref(),
+            StoreError::NotFound { .. } | StoreError::InUse { .. } | StoreError::Busy { .. } | StoreError::Closed => {
+                None
+            }
         }
     }
 }
+
+/// The error under a [`StoreError`]: the database driver's (or another library's) own,
+/// kept for [`std::error::Error::source`] and the log, never shown to an API client.
+///
+/// Two causes are equal only when they are the same error, so comparing two
+/// `StoreError`s compares what Keyway says and whether they share their origin.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Cause {}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Duplicate { entity, detail } => write!(f, "`{entity}` is a duplicate: {detail}"),
+            StoreError::Duplicate { entity, detail, .. } => write!(f, "`{entity}` is a duplicate: {detail}"),
             StoreError::NotFound { entity } => write!(f, "`{entity}` does not exist"),
-            StoreError::ForeignKey { from, to } => write!(f, "`{from}` names unknown `{to}`"),
+            StoreError::ForeignKey { from, to, .. } => write!(f, "`{from}` names unknown `{to}`"),
             StoreError::InUse { entity, used_by } => write!(f, "`{entity}` is still used by `{used_by}`"),
-            StoreError::Invalid { message } => write!(f, "invalid input: {message}"),
-            StoreError::Unavailable { message } => write!(f, "the database is unavailable: {message}"),
-            StoreError::StorageFull { message } => write!(f, "the database is full: {message}"),
-            StoreError::ReadOnly { message } => write!(f, "the database is read-only: {message}"),
-            StoreError::Corrupt { message } => write!(f, "the database is corrupt or not a database: {message}"),
+            StoreError::Invalid { message, .. } => write!(f, "invalid input: {message}"),
+            StoreError::Unavailable { message, .. } => write!(f, "the database is unavailable: {message}"),
+            StoreError::StorageFull { message, .. } => write!(f, "the database is full: {message}"),
+            StoreError::ReadOnly { message, .. } => write!(f, "the database is read-only: {message}"),
+            StoreError::Corrupt { message, .. } => write!(f, "the database is corrupt or not a database: {message}"),
             StoreError::Busy { queue } => write!(f, "the {queue} queue is full"),
             StoreError::Closed => write!(f, "the store is closed"),
-            StoreError::Internal { message } => write!(f, "internal store error: {message}"),
+            StoreError::Internal { message, .. } => write!(f, "internal store error: {message}"),
         }
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause().map(|c| &*c.0 as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<ModelError> for StoreError {
     fn from(e: ModelError) -> Self {
@@ -200,18 +320,20 @@ impl From<ModelError> for StoreError {
             ModelError::DuplicateId { entity } => StoreError::Duplicate {
                 entity,
                 detail: "the id is taken".to_owned(),
+                cause: None,
             },
             ModelError::DuplicateSecret { existing, claimed_by } => StoreError::Duplicate {
                 entity: claimed_by,
                 detail: format!("the secret is held by `{existing}`"),
+                cause: None,
             },
             ModelError::NotFound { entity } => StoreError::NotFound { entity },
-            ModelError::UnknownReference { from, to } => StoreError::ForeignKey { from, to },
+            ModelError::UnknownReference { from, to } => StoreError::ForeignKey { from, to, cause: None },
             ModelError::InUse { entity, used_by } => StoreError::InUse { entity, used_by },
             e @ (ModelError::IdTooLarge { .. }
             | ModelError::CrossSite { .. }
             | ModelError::SiteChange { .. }
-            | ModelError::MalformedSecret { .. }) => StoreError::Invalid { message: e.to_string() },
+            | ModelError::MalformedSecret { .. }) => StoreError::invalid(e),
             e @ (ModelError::StaleRevision { .. } | ModelError::Index { .. }) => StoreError::internal(e),
         }
     }
@@ -229,63 +351,107 @@ mod sqlite_code {
     pub const NOTADB: i64 = 26;
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Database(db) => {
-                let message = db.message().to_owned();
-                match db.kind() {
-                    sqlx::error::ErrorKind::UniqueViolation => {
-                        return StoreError::Duplicate {
-                            entity: db.constraint().unwrap_or("row").to_owned(),
-                            detail: message,
-                        };
-                    }
-                    sqlx::error::ErrorKind::ForeignKeyViolation => {
-                        return StoreError::ForeignKey {
-                            from: db.table().unwrap_or("row").to_owned(),
-                            to: message,
-                        };
-                    }
-                    sqlx::error::ErrorKind::NotNullViolation | sqlx::error::ErrorKind::CheckViolation => {
-                        return StoreError::Invalid { message };
-                    }
-                    _ => {}
-                }
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                // SQLite reports numeric extended codes, PostgreSQL five-character SQLSTATEs.
-                if let Ok(extended) = code.parse::<i64>() {
-                    return match extended & 0xff {
-                        sqlite_code::FULL => StoreError::StorageFull { message },
-                        sqlite_code::READONLY => StoreError::ReadOnly { message },
-                        sqlite_code::CORRUPT | sqlite_code::NOTADB => StoreError::Corrupt { message },
-                        sqlite_code::BUSY | sqlite_code::LOCKED | sqlite_code::IOERR | sqlite_code::CANTOPEN => {
-                            StoreError::Unavailable { message }
-                        }
-                        _ => StoreError::Internal { message },
-                    };
-                }
-                match code.as_str() {
-                    "53100" => StoreError::StorageFull { message },
-                    "25006" => StoreError::ReadOnly { message },
-                    c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
-                        StoreError::Unavailable { message }
-                    }
-                    _ => StoreError::Internal {
-                        message: format!("{message} ({code})"),
-                    },
-                }
-            }
+/// The kinds of database failure the store tells apart, before it words them.
+enum DriverFailure {
+    Duplicate,
+    ForeignKey,
+    Invalid,
+    StorageFull,
+    ReadOnly,
+    Corrupt,
+    Unavailable,
+    Internal,
+}
+
+fn classify(e: &sqlx::Error) -> DriverFailure {
+    let sqlx::Error::Database(db) = e else {
+        return match e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable { message: e.to_string() },
-            sqlx::Error::RowNotFound => StoreError::NotFound {
+            | sqlx::Error::WorkerCrashed => DriverFailure::Unavailable,
+            _ => DriverFailure::Internal,
+        };
+    };
+    match db.kind() {
+        sqlx::error::ErrorKind::UniqueViolation => return DriverFailure::Duplicate,
+        sqlx::error::ErrorKind::ForeignKeyViolation => return DriverFailure::ForeignKey,
+        sqlx::error::ErrorKind::NotNullViolation | sqlx::error::ErrorKind::CheckViolation => {
+            return DriverFailure::Invalid;
+        }
+        _ => {}
+    }
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    // SQLite reports numeric extended codes, PostgreSQL five-character SQLSTATEs.
+    if let Ok(extended) = code.parse::<i64>() {
+        return match extended & 0xff {
+            sqlite_code::FULL => DriverFailure::StorageFull,
+            sqlite_code::READONLY => DriverFailure::ReadOnly,
+            sqlite_code::CORRUPT | sqlite_code::NOTADB => DriverFailure::Corrupt,
+            sqlite_code::BUSY | sqlite_code::LOCKED | sqlite_code::IOERR | sqlite_code::CANTOPEN => {
+                DriverFailure::Unavailable
+            }
+            _ => DriverFailure::Internal,
+        };
+    }
+    match code.as_str() {
+        "53100" => DriverFailure::StorageFull,
+        "25006" => DriverFailure::ReadOnly,
+        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => DriverFailure::Unavailable,
+        _ => DriverFailure::Internal,
+    }
+}
+
+/// The driver's error in Keyway's words. The driver's own text (which names tables,
+/// constraints and values) stays in the cause, for the log; callers that know what they
+/// were writing reword refusals further (e.g. [`StoreError::duplicate`]).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if matches!(e, sqlx::Error::RowNotFound) {
+            return StoreError::NotFound {
                 entity: "row".to_owned(),
+            };
+        }
+        let failure = classify(&e);
+        let cause = Some(Cause::new(e));
+        let message = |text: &str| text.to_owned();
+        match failure {
+            DriverFailure::Duplicate => StoreError::Duplicate {
+                entity: message("record"),
+                detail: message("a stored record has the same unique value"),
+                cause,
             },
-            other => StoreError::internal(other),
+            DriverFailure::ForeignKey => StoreError::ForeignKey {
+                from: message("record"),
+                to: message("referenced record"),
+                cause,
+            },
+            DriverFailure::Invalid => StoreError::Invalid {
+                message: message("a value breaks a rule of the stored schema"),
+                cause,
+            },
+            DriverFailure::StorageFull => StoreError::StorageFull {
+                message: message("no space left for the write"),
+                cause,
+            },
+            DriverFailure::ReadOnly => StoreError::ReadOnly {
+                message: message("the write was refused"),
+                cause,
+            },
+            DriverFailure::Corrupt => StoreError::Corrupt {
+                message: message("the database file cannot be read"),
+                cause,
+            },
+            DriverFailure::Unavailable => StoreError::Unavailable {
+                message: message("the database did not answer"),
+                cause,
+            },
+            DriverFailure::Internal => StoreError::Internal {
+                message: message("the database gave an unexpected answer"),
+                cause,
+            },
         }
     }
 }

@@ -59,12 +59,10 @@ pub struct Imported {
 /// [`StoreError::Invalid`] naming the rule.
 pub fn check_external_id(id: &str) -> Result<(), StoreError> {
     if id.is_empty() || id.chars().count() > MAX_EXTERNAL_ID || id.chars().any(char::is_control) || id.trim() != id {
-        return Err(StoreError::Invalid {
-            message: format!(
-                "an external id has 1 to {MAX_EXTERNAL_ID} characters, no control characters and no \
-                 surrounding spaces"
-            ),
-        });
+        return Err(StoreError::invalid(format!(
+            "an external id has 1 to {MAX_EXTERNAL_ID} characters, no control characters and no \
+             surrounding spaces"
+        )));
     }
     Ok(())
 }
@@ -141,12 +139,10 @@ impl Store {
         follow_up: Option<FollowUp>,
     ) -> Result<Vec<Imported>, StoreError> {
         if rows.len() > MAX_IMPORT_ROWS {
-            return Err(StoreError::Invalid {
-                message: format!(
-                    "an import takes at most {MAX_IMPORT_ROWS} rows at once, found {}",
-                    rows.len()
-                ),
-            });
+            return Err(StoreError::invalid(format!(
+                "an import takes at most {MAX_IMPORT_ROWS} rows at once, found {}",
+                rows.len()
+            )));
         }
         for row in rows.iter().filter(|r| r.person.is_none()) {
             check_external_id(&row.external_id)?;

@@ -59,7 +59,7 @@ pub use entries::{
     Cursor, DEFAULT_RETENTION_DAYS, ENTRIES_CSV_HEADER, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage,
     EntryQuery, Method, StoredEntry,
 };
-pub use error::{ErrorKind, StoreError};
+pub use error::{Cause, ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
 pub use import::{ImportPerson, ImportTag, Imported, MAX_EXTERNAL_ID, MAX_IMPORT_ROWS, check_external_id};
 pub use incidents::{Incident, IncidentKind, IncidentQuery, MAX_INCIDENT_DETAIL, NewIncident};

@@ -224,13 +224,7 @@ macro_rules! membership_ops {
             .bind(after.created_at)
             .execute(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: membership_entity(after.site, after.account),
-                    detail: format!("site:{} already has an owner", after.site.0),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(membership_entity(after.site, after.account), format!("site:{} already has an owner", after.site.0)))?;
             ops::insert_audit(
                 conn, None, now_seconds(), actor, action, &membership_entity(after.site, after.account),
                 before.map(membership_json).as_deref(), Some(&membership_json(after)),
@@ -341,13 +335,7 @@ macro_rules! membership_ops {
             .bind(v.created_at)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: format!("voucher `{}`", v.code),
-                    detail: "the code is taken".to_owned(),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(format!("voucher `{}`", v.code), "the code is taken".to_owned()))?;
             let voucher = Voucher { id, ..v.clone() };
             ops::insert_audit(conn, None, v.created_at, actor, "create_voucher", &format!("voucher:{id}"), None, Some(&voucher_json(&voucher)))
                 .await?;
@@ -696,6 +684,7 @@ impl Store {
                 return Err(StoreError::Duplicate {
                     entity: membership_entity(invitation.site, account),
                     detail: "the account is a member of the site already".to_owned(),
+                    cause: None,
                 });
             }
             let membership = Membership {

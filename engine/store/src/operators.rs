@@ -73,16 +73,10 @@ macro_rules! operator_ops {
                 .bind(now)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| match StoreError::from(e) {
-                    StoreError::Duplicate { .. } => StoreError::Duplicate {
-                        entity: format!("operator:{account}"),
-                        detail: "the account is an operator already".to_owned(),
-                    },
-                    StoreError::ForeignKey { .. } => StoreError::ForeignKey {
-                        from: format!("operator:{account}"),
-                        to: format!("account:{account}"),
-                    },
-                    other => other,
+                .map_err(|e| {
+                    StoreError::from(e)
+                        .duplicate(format!("operator:{account}"), "the account is an operator already")
+                        .unknown_reference(format!("operator:{account}"), format!("account:{account}"))
                 })?;
             let after = serde_json::json!({ "account": account }).to_string();
             ops::insert_audit(conn, None, now, actor, "create_operator", &format!("operator:{account}"), None, Some(&after))
@@ -282,9 +276,9 @@ impl Store {
     pub async fn set_name(&self, actor: &str, what: Named, id: u32, name: &str) -> Result<(), StoreError> {
         let name = name.trim();
         if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-            return Err(StoreError::Invalid {
-                message: format!("a name has at most {MAX_NAME} characters and no control characters"),
-            });
+            return Err(StoreError::invalid(format!(
+                "a name has at most {MAX_NAME} characters and no control characters"
+            )));
         }
         on_backend!(self, sqlite_operators, pg_operators, write, |conn, m| {
             let before = m::name(conn, what, id).await?.ok_or_else(|| StoreError::NotFound {

@@ -231,13 +231,7 @@ macro_rules! policy_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: format!("plugin `{name}` `{version}`"),
-                    detail: "that version was uploaded already".to_owned(),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(format!("plugin `{name}` `{version}`"), "that version was uploaded already".to_owned()))?;
             let plugin = StoredPlugin { id, name: name.to_owned(), version: version.to_owned(), sha256, uploaded_at: now };
             let after = serde_json::json!({ "id": id, "name": name, "version": version, "sha256": plugin.sha256 }).to_string();
             ops::insert_audit(conn, None, now, actor, "upload_plugin", &format!("plugin:{id}"), None, Some(&after)).await?;
@@ -286,23 +280,14 @@ macro_rules! policy_ops {
             .bind(draft.uploaded_at)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Duplicate { .. } => StoreError::Duplicate {
-                    entity: format!("bundle `{}` `{}`", draft.name, draft.version),
-                    detail: "that version was uploaded already".to_owned(),
-                },
-                other => other,
-            })?;
+            .map_err(|e| StoreError::from(e).duplicate(format!("bundle `{}` `{}`", draft.name, draft.version), "that version was uploaded already".to_owned()))?;
             for plugin in &draft.plugins {
                 sqlx::query("INSERT INTO policy_bundle_plugins (bundle, plugin) VALUES ($1, $2)")
                     .bind(id)
                     .bind(plugin)
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| match StoreError::from(e) {
-                        StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: format!("bundle:{id}"), to: format!("plugin:{plugin}") },
-                        other => other,
-                    })?;
+                    .map_err(|e| StoreError::from(e).unknown_reference(format!("bundle:{id}"), format!("plugin:{plugin}")))?;
             }
             let bundle = StoredBundle { id, ..draft.clone() };
             ops::insert_audit(conn, None, draft.uploaded_at, actor, "upload_bundle", &format!("bundle:{id}"), None, Some(&bundle_json(&bundle))).await?;
@@ -413,10 +398,7 @@ macro_rules! policy_ops {
                 .bind(now)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| match StoreError::from(e) {
-                    StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "door rule".to_owned(), to: format!("door:{}", after.door.0) },
-                    other => other,
-                })?;
+                .map_err(|e| StoreError::from(e).unknown_reference("door rule".to_owned(), format!("door:{}", after.door.0)))?;
             }
             ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(chain_json).as_deref(), Some(&chain_json(after))).await
         }
@@ -475,10 +457,7 @@ macro_rules! policy_ops {
                     .bind(now)
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| match StoreError::from(e) {
-                        StoreError::ForeignKey { .. } => StoreError::ForeignKey { from: "opening hours".to_owned(), to: format!("site:{}", site.0) },
-                        other => other,
-                    })?;
+                    .map_err(|e| StoreError::from(e).unknown_reference("opening hours".to_owned(), format!("site:{}", site.0)))?;
                 }
                 None => {
                     sqlx::query("DELETE FROM site_opening_hours WHERE site = $1").bind(i64::from(site.0)).execute(&mut *conn).await?;

@@ -315,7 +315,7 @@ fn parse_row(
     groups: &HashMap<String, Vec<GroupId>>,
 ) -> Result<Parsed, String> {
     check_external_id(&row.external_id).map_err(|e| match e {
-        keyway_store::StoreError::Invalid { message } => message,
+        keyway_store::StoreError::Invalid { message, .. } => message,
         other => other.to_string(),
     })?;
     let name = check_name(&row.name).map_err(|e| e.to_string())?.to_owned();

@@ -117,3 +117,58 @@ async fn accounts_and_sessions() {
         store.close().await;
     });
 }
+
+/// A refusal the database itself raises is worded by Keyway: the text an API client reads
+/// names no table, constraint or driver, and the database's own error is the `source()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_refusals_are_worded_by_keyway() {
+    on_each_backend!(|db| {
+        let store = db.open("a").await;
+        let account = store
+            .create_account(ACTOR, "refusals@example.com", "Correct-Horse-1", "")
+            .await
+            .unwrap();
+        store.create_session(account.id, "same-hash", i64::MAX).await.unwrap();
+        let duplicate = store
+            .create_session(account.id, "same-hash", i64::MAX)
+            .await
+            .unwrap_err();
+        let orphan = store
+            .create_session(account.id + 1000, "other-hash", i64::MAX)
+            .await
+            .unwrap_err();
+        let cases = [
+            (
+                duplicate,
+                ErrorKind::Duplicate,
+                "`record` is a duplicate: a stored record has the same unique value",
+            ),
+            (
+                orphan,
+                ErrorKind::ForeignKey,
+                "`record` names unknown `referenced record`",
+            ),
+        ];
+        for (error, kind, text) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.to_string(), text);
+            let cause = std::error::Error::source(&error).expect("the database's error is kept");
+            let driver_text = cause.to_string().to_lowercase();
+            assert!(
+                driver_text.contains("constraint") || driver_text.contains("duplicate key"),
+                "{driver_text}"
+            );
+            for leak in ["constraint", "sessions", "sqlite", "duplicate key", "violates"] {
+                assert!(
+                    !error.to_string().to_lowercase().contains(leak),
+                    "`{leak}` in `{error}`"
+                );
+            }
+            assert!(error.with_causes().starts_with(text), "{}", error.with_causes());
+            assert!(error.with_causes().len() > text.len());
+        }
+        // Nothing was lost: the first session still signs in.
+        assert_eq!(store.session_account("same-hash", 0).await.unwrap(), Some(account.id));
+        store.close().await;
+    });
+}
