@@ -12,12 +12,10 @@ use crate::store::{Store, now_seconds};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use sqlx::Row;
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
-    /// Its id.
     pub id: i64,
     /// The email it signs in with, lowercased.
     pub email: String,
@@ -103,52 +101,54 @@ fn account_json(a: &Account) -> String {
         .to_string()
 }
 
-macro_rules! account_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        fn account_from(r: &ops::DbRowOf) -> Result<(Account, String), StoreError> {
-            Ok((
-                Account {
-                    id: r.try_get(0)?,
-                    email: r.try_get(1)?,
-                    display_name: r.try_get(2)?,
-                    disabled: r.try_get(3)?,
-                    created_at: r.try_get(5)?,
-                },
-                r.try_get(4)?,
-            ))
-        }
+    fn account_from(r: &impl Columns) -> Result<(Account, String), StoreError> {
+        Ok((
+            Account {
+                id: r.col(0)?,
+                email: r.col(1)?,
+                display_name: r.col(2)?,
+                disabled: r.col(3)?,
+                created_at: r.col(5)?,
+            },
+            r.col(4)?,
+        ))
+    }
 
-        const COLS: &str = "SELECT id, email, display_name, disabled, password_hash, created_at FROM accounts";
+    const COLS: &str = "SELECT id, email, display_name, disabled, password_hash, created_at FROM accounts";
 
-        pub(super) async fn by_id(conn: &mut ops::Conn, id: i64) -> Result<Option<(Account, String)>, StoreError> {
+    pub(super) async fn by_id(conn: Conn<'_>, id: i64) -> Result<Option<(Account, String)>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(account_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn by_email(
-            conn: &mut ops::Conn,
-            email: &str,
-        ) -> Result<Option<(Account, String)>, StoreError> {
+    pub(super) async fn by_email(conn: Conn<'_>, email: &str) -> Result<Option<(Account, String)>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE email = $1");
             let row = sqlx::query(&sql).bind(email).fetch_optional(&mut *conn).await?;
             row.as_ref().map(account_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn insert(
-            conn: &mut ops::Conn,
-            actor: &str,
-            email: &str,
-            display_name: &str,
-            phc: &str,
-        ) -> Result<Account, StoreError> {
+    pub(super) async fn insert(
+        conn: Conn<'_>,
+        actor: &str,
+        email: &str,
+        display_name: &str,
+        phc: &str,
+    ) -> Result<Account, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO accounts (email, password_hash, display_name, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING id",
+             RETURNING id",
             )
             .bind(email)
             .bind(phc)
@@ -156,7 +156,9 @@ macro_rules! account_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| StoreError::from(e).duplicate(format!("account `{email}`"), "the email is taken".to_owned()))?;
+            .map_err(|e| {
+                StoreError::from(e).duplicate(format!("account `{email}`"), "the email is taken".to_owned())
+            })?;
             let account = Account {
                 id,
                 email: email.to_owned(),
@@ -176,19 +178,21 @@ macro_rules! account_ops {
             )
             .await?;
             Ok(account)
-        }
+        })
+    }
 
-        pub(super) async fn update(
-            conn: &mut ops::Conn,
-            actor: &str,
-            before: &Account,
-            after: &Account,
-            phc: Option<&str>,
-            action: &str,
-        ) -> Result<(), StoreError> {
+    pub(super) async fn update(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Account,
+        after: &Account,
+        phc: Option<&str>,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query(
                 "UPDATE accounts SET display_name = $1, disabled = $2, \
-                 password_hash = COALESCE($3, password_hash) WHERE id = $4",
+             password_hash = COALESCE($3, password_hash) WHERE id = $4",
             )
             .bind(&after.display_name)
             .bind(after.disabled)
@@ -207,16 +211,19 @@ macro_rules! account_ops {
                 Some(&account_json(after)),
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn delete(conn: &mut ops::Conn, actor: &str, before: &Account) -> Result<(), StoreError> {
+    pub(super) async fn delete(conn: Conn<'_>, actor: &str, before: &Account) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             // Checked in the deleting transaction: a transfer landing meanwhile cannot
             // leave a site without an owner (memberships go with the account).
-            let owned: Vec<i64> = sqlx::query_scalar("SELECT site FROM site_memberships WHERE account = $1 AND is_owner = $2")
-                .bind(before.id)
-                .bind(true)
-                .fetch_all(&mut *conn)
-                .await?;
+            let owned: Vec<i64> =
+                sqlx::query_scalar("SELECT site FROM site_memberships WHERE account = $1 AND is_owner = $2")
+                    .bind(before.id)
+                    .bind(true)
+                    .fetch_all(&mut *conn)
+                    .await?;
             if !owned.is_empty() {
                 let sites: Vec<String> = owned.iter().map(|s| format!("site:{s}")).collect();
                 return Err(StoreError::InUse {
@@ -239,18 +246,20 @@ macro_rules! account_ops {
                 None,
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn put_session(
-            conn: &mut ops::Conn,
-            token_hash: &str,
-            account: i64,
-            expires_at: i64,
-        ) -> Result<(), StoreError> {
+    pub(super) async fn put_session(
+        conn: Conn<'_>,
+        token_hash: &str,
+        account: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn| {
             let now = now_seconds();
             sqlx::query(
                 "INSERT INTO sessions (token_hash, account, created_at, expires_at, last_seen_at) \
-                 VALUES ($1, $2, $3, $4, $3)",
+             VALUES ($1, $2, $3, $4, $3)",
             )
             .bind(token_hash)
             .bind(account)
@@ -259,40 +268,32 @@ macro_rules! account_ops {
             .execute(&mut *conn)
             .await?;
             Ok(())
-        }
+        })
+    }
 
-        pub(super) async fn session(
-            conn: &mut ops::Conn,
-            token_hash: &str,
-            now: i64,
-        ) -> Result<Option<(i64, i64)>, StoreError> {
+    pub(super) async fn session(conn: Conn<'_>, token_hash: &str, now: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_as(
                 "SELECT s.account, s.expires_at FROM sessions s JOIN accounts a ON a.id = s.account \
-                 WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
             )
             .bind(token_hash)
             .bind(now)
             .fetch_optional(&mut *conn)
             .await?)
-        }
+        })
+    }
 
-        pub(super) async fn end_session(conn: &mut ops::Conn, token_hash: &str) -> Result<bool, StoreError> {
+    pub(super) async fn end_session(conn: Conn<'_>, token_hash: &str) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                 .bind(token_hash)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()
                 > 0)
-        }
-    };
-}
-
-mod sqlite_accounts {
-    account_ops!(crate::sql::sqlite);
-}
-
-mod pg_accounts {
-    account_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 fn not_found(id: i64) -> StoreError {
@@ -318,9 +319,10 @@ impl Store {
         let email = normalise_email(email)?;
         check_password_strength(password)?;
         let phc = hash_password(password).await?;
-        Ok(on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
-            m::insert(conn, actor, &email, display_name, &phc).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert(db.conn(), actor, &email, display_name, &phc).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The account `id`.
@@ -328,11 +330,11 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
-        Ok(
-            on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| m::by_id(conn, id)
-                .await?)
-            .map(|(a, _)| a),
-        )
+        Ok({
+            let mut db = self.reader().await?;
+            queries::by_id(db.conn(), id).await?
+        }
+        .map(|(a, _)| a))
     }
 
     /// The enabled account whose email and password match, or `None` (the same answer for
@@ -347,10 +349,10 @@ impl Store {
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(None);
         }
-        let found = on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| m::by_email(
-            conn, &email
-        )
-        .await?);
+        let found = {
+            let mut db = self.reader().await?;
+            queries::by_email(db.conn(), &email).await?
+        };
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || match found {
             Some((account, phc)) if verify(&password, &phc) && !account.disabled => Some(account),
@@ -374,10 +376,10 @@ impl Store {
     pub async fn set_password(&self, actor: &str, id: i64, password: &str) -> Result<(), StoreError> {
         check_password_strength(password)?;
         let phc = hash_password(password).await?;
-        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
-            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
-            m::update(conn, actor, &before, &before, Some(&phc), "set_password").await?
-        });
+        let mut db = self.writer().await?;
+        let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
+        queries::update(db.conn(), actor, &before, &before, Some(&phc), "set_password").await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -386,14 +388,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account.
     pub async fn set_account_disabled(&self, actor: &str, id: i64, disabled: bool) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
-            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
-            let after = Account {
-                disabled,
-                ..before.clone()
-            };
-            m::update(conn, actor, &before, &after, None, "set_account_disabled").await?
-        });
+        let mut db = self.writer().await?;
+        let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
+        let after = Account {
+            disabled,
+            ..before.clone()
+        };
+        queries::update(db.conn(), actor, &before, &after, None, "set_account_disabled").await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -403,10 +405,10 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown account; [`StoreError::InUse`] for the
     /// owner of a site (ownership is transferred first).
     pub async fn delete_account(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
-            let (before, _) = m::by_id(conn, id).await?.ok_or_else(|| not_found(id))?;
-            m::delete(conn, actor, &before).await?
-        });
+        let mut db = self.writer().await?;
+        let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
+        queries::delete(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -418,9 +420,9 @@ impl Store {
     /// token hash already in use.
     pub async fn create_session(&self, account: i64, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
         // A new session changes nothing the auth cache holds (it keeps found sessions only).
-        on_backend!(self, sqlite_accounts, pg_accounts, write_untracked, |conn, m| {
-            m::put_session(conn, token_hash, account, expires_at).await?
-        });
+        let mut db = self.writer_untracked().await?;
+        queries::put_session(db.conn(), token_hash, account, expires_at).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -439,9 +441,10 @@ impl Store {
             AuthCache::forget(&auth.sessions, &key);
             return Ok(None);
         }
-        let found = on_backend!(self, sqlite_accounts, pg_accounts, read, |conn, m| {
-            m::session(conn, token_hash, now).await?
-        });
+        let found = {
+            let mut db = self.reader().await?;
+            queries::session(db.conn(), token_hash, now).await?
+        };
         Ok(found.map(|(account, expires_at)| {
             auth.put(&auth.sessions, key, CachedSession { account, expires_at }, stamp);
             account
@@ -453,8 +456,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn end_session(&self, token_hash: &str) -> Result<bool, StoreError> {
-        Ok(on_backend!(self, sqlite_accounts, pg_accounts, write, |conn, m| {
-            m::end_session(conn, token_hash).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::end_session(db.conn(), token_hash).await?;
+        db.commit().await?;
+        Ok(out)
     }
 }

@@ -6,7 +6,7 @@
 //! decision that itself reads only memory. An entry is served only while nothing that
 //! could have changed it has happened since it was read:
 //! - the auth epoch is unchanged. Every store write of accounts, sessions, tokens,
-//!   memberships, invitations, vouchers and operators (the `write` arm of `on_backend!`)
+//!   memberships, invitations, vouchers and operators (a `Store::writer` transaction)
 //!   bumps it after its commit; on PostgreSQL the same transaction notifies the other
 //!   nodes, whose listeners bump theirs, and a listener bumps it after reconnecting, when
 //!   it may have missed notifications;

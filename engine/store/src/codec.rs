@@ -43,14 +43,12 @@ pub enum PolicyChange {
     },
     /// `door`'s chain of rules was set, or detached (an empty chain).
     DoorRule {
-        /// The door.
         door: DoorId,
         /// Its rules, in order; empty when detached.
         rules: Vec<crate::policy::ChainedRule>,
     },
     /// `site`'s opening hours were set or cleared.
     OpeningHours {
-        /// The site.
         site: SiteId,
         /// The hours; `None` when cleared.
         hours: Option<Schedule>,

@@ -37,7 +37,6 @@ pub(crate) enum Db {
     },
     /// PostgreSQL, shared by several nodes.
     Postgres {
-        /// The pool.
         pool: PgPool,
         /// The options it was opened with, for the notification listener.
         options: Box<PgConnectOptions>,

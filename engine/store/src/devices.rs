@@ -20,7 +20,6 @@ use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use crate::tokens::IssuedSecret;
 use keyway_core::{IqId, PersonId, SiteId};
-use sqlx::Row;
 
 /// Wrong PINs in a row before an activation is blocked.
 pub const MAX_PIN_ATTEMPTS: u32 = 5;
@@ -30,9 +29,7 @@ pub const MAX_FIRMWARE_BYTES: usize = 64 << 20;
 /// A person's activation on an IQ (the PIN itself is never returned).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IqActivation {
-    /// The IQ.
     pub iq: IqId,
-    /// The person.
     pub person: PersonId,
     /// Wrong PINs since the last right one.
     pub failed_attempts: u32,
@@ -63,11 +60,9 @@ pub enum PinCheck {
 /// A firmware file's description (the bytes come from [`Store::firmware_content`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareFile {
-    /// Its id.
     pub id: i64,
     /// The IQ model it is for.
     pub model: String,
-    /// Its version.
     pub version: String,
     /// The SHA-256 of the bytes, hex.
     pub sha256: String,
@@ -80,11 +75,8 @@ pub struct FirmwareFile {
 /// What an admin registered about an IQ, beyond the decision model's site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IqDetails {
-    /// Its id.
     pub id: IqId,
-    /// Its site.
     pub site: SiteId,
-    /// Its name.
     pub name: String,
     /// Its model (what firmware files are for).
     pub model: String,
@@ -120,61 +112,80 @@ fn check_label(what: &str, text: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-macro_rules! device_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const ACT_COLS: &str = "SELECT iq, person, failed_attempts, blocked, activated_at, created_at, pin_hash \
-                                FROM iq_activations";
-        const FW_COLS: &str = "SELECT id, model, version, sha256, size, uploaded_at FROM firmware_files";
+    const ACT_COLS: &str = "SELECT iq, person, failed_attempts, blocked, activated_at, created_at, pin_hash \
+                            FROM iq_activations";
+    const FW_COLS: &str = "SELECT id, model, version, sha256, size, uploaded_at FROM firmware_files";
 
-        fn activation_from(r: &ops::DbRowOf) -> Result<(IqActivation, String), StoreError> {
-            let failed: i64 = r.try_get(2)?;
-            Ok((
-                IqActivation {
-                    iq: IqId(id32(r.try_get(0)?, "iq")?),
-                    person: PersonId(id32(r.try_get(1)?, "person")?),
-                    failed_attempts: id32(failed, "failed_attempts")?,
-                    blocked: r.try_get(3)?,
-                    activated_at: r.try_get(4)?,
-                    created_at: r.try_get(5)?,
-                },
-                r.try_get(6)?,
-            ))
-        }
+    fn activation_from(r: &impl Columns) -> Result<(IqActivation, String), StoreError> {
+        let failed: i64 = r.col(2)?;
+        Ok((
+            IqActivation {
+                iq: IqId(id32(r.col(0)?, "iq")?),
+                person: PersonId(id32(r.col(1)?, "person")?),
+                failed_attempts: id32(failed, "failed_attempts")?,
+                blocked: r.col(3)?,
+                activated_at: r.col(4)?,
+                created_at: r.col(5)?,
+            },
+            r.col(6)?,
+        ))
+    }
 
-        fn firmware_from(r: &ops::DbRowOf) -> Result<FirmwareFile, StoreError> {
-            let size: i64 = r.try_get(4)?;
-            Ok(FirmwareFile {
-                id: r.try_get(0)?,
-                model: r.try_get(1)?,
-                version: r.try_get(2)?,
-                sha256: r.try_get(3)?,
-                size: u64::try_from(size).map_err(StoreError::internal)?,
-                uploaded_at: r.try_get(5)?,
-            })
-        }
+    fn firmware_from(r: &impl Columns) -> Result<FirmwareFile, StoreError> {
+        let size: i64 = r.col(4)?;
+        Ok(FirmwareFile {
+            id: r.col(0)?,
+            model: r.col(1)?,
+            version: r.col(2)?,
+            sha256: r.col(3)?,
+            size: u64::try_from(size).map_err(StoreError::internal)?,
+            uploaded_at: r.col(5)?,
+        })
+    }
 
-        pub(super) async fn activation(conn: &mut ops::Conn, iq: IqId, person: PersonId) -> Result<Option<(IqActivation, String)>, StoreError> {
+    pub(super) async fn activation(
+        conn: Conn<'_>,
+        iq: IqId,
+        person: PersonId,
+    ) -> Result<Option<(IqActivation, String)>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{ACT_COLS} WHERE iq = $1 AND person = $2");
-            let row = sqlx::query(&sql).bind(i64::from(iq.0)).bind(i64::from(person.0)).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(&sql)
+                .bind(i64::from(iq.0))
+                .bind(i64::from(person.0))
+                .fetch_optional(&mut *conn)
+                .await?;
             row.as_ref().map(activation_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn activations(conn: &mut ops::Conn, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
+    pub(super) async fn activations(conn: Conn<'_>, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{ACT_COLS} WHERE iq = $1 ORDER BY person");
             let rows = sqlx::query(&sql).bind(i64::from(iq.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(|r| activation_from(r).map(|(a, _)| a)).collect()
-        }
+        })
+    }
 
-        pub(super) async fn put_activation(conn: &mut ops::Conn, actor: &str, iq: IqId, person: PersonId, phc: &str) -> Result<IqActivation, StoreError> {
+    pub(super) async fn put_activation(
+        conn: Conn<'_>,
+        actor: &str,
+        iq: IqId,
+        person: PersonId,
+        phc: &str,
+    ) -> Result<IqActivation, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             sqlx::query(
                 "INSERT INTO iq_activations (iq, person, pin_hash, failed_attempts, blocked, activated_at, created_at) \
-                 VALUES ($1, $2, $3, 0, FALSE, NULL, $4) ON CONFLICT (iq, person) DO UPDATE SET \
-                 pin_hash = excluded.pin_hash, failed_attempts = 0, blocked = FALSE, activated_at = NULL, \
-                 created_at = excluded.created_at",
+             VALUES ($1, $2, $3, 0, FALSE, NULL, $4) ON CONFLICT (iq, person) DO UPDATE SET \
+             pin_hash = excluded.pin_hash, failed_attempts = 0, blocked = FALSE, activated_at = NULL, \
+             created_at = excluded.created_at",
             )
             .bind(i64::from(iq.0))
             .bind(i64::from(person.0))
@@ -182,15 +193,40 @@ macro_rules! device_ops {
             .bind(now)
             .execute(&mut *conn)
             .await?;
-            ops::insert_audit(conn, None, now, actor, "set_iq_pin", &activation_entity(iq, person), None, None).await?;
-            Ok(IqActivation { iq, person, failed_attempts: 0, blocked: false, activated_at: None, created_at: now })
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "set_iq_pin",
+                &activation_entity(iq, person),
+                None,
+                None,
+            )
+            .await?;
+            Ok(IqActivation {
+                iq,
+                person,
+                failed_attempts: 0,
+                blocked: false,
+                activated_at: None,
+                created_at: now,
+            })
+        })
+    }
 
-        pub(super) async fn record_attempt(conn: &mut ops::Conn, iq: IqId, person: PersonId, ok: bool, now: i64) -> Result<Option<(i64, bool)>, StoreError> {
+    pub(super) async fn record_attempt(
+        conn: Conn<'_>,
+        iq: IqId,
+        person: PersonId,
+        ok: bool,
+        now: i64,
+    ) -> Result<Option<(i64, bool)>, StoreError> {
+        each_backend!(conn, |conn| {
             let row = if ok {
                 sqlx::query(
                     "UPDATE iq_activations SET failed_attempts = 0, activated_at = COALESCE(activated_at, $3) \
-                     WHERE iq = $1 AND person = $2 AND NOT blocked RETURNING failed_attempts, blocked",
+                 WHERE iq = $1 AND person = $2 AND NOT blocked RETURNING failed_attempts, blocked",
                 )
                 .bind(i64::from(iq.0))
                 .bind(i64::from(person.0))
@@ -200,8 +236,8 @@ macro_rules! device_ops {
             } else {
                 sqlx::query(
                     "UPDATE iq_activations SET failed_attempts = failed_attempts + 1, \
-                     blocked = (failed_attempts + 1 >= $3) WHERE iq = $1 AND person = $2 AND NOT blocked \
-                     RETURNING failed_attempts, blocked",
+                 blocked = (failed_attempts + 1 >= $3) WHERE iq = $1 AND person = $2 AND NOT blocked \
+                 RETURNING failed_attempts, blocked",
                 )
                 .bind(i64::from(iq.0))
                 .bind(i64::from(person.0))
@@ -209,10 +245,17 @@ macro_rules! device_ops {
                 .fetch_optional(&mut *conn)
                 .await?
             };
-            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
-        }
+            row.map(|r| Ok((r.col(0)?, r.col(1)?))).transpose()
+        })
+    }
 
-        pub(super) async fn delete_activations(conn: &mut ops::Conn, actor: &str, iq: IqId, person: Option<PersonId>) -> Result<u64, StoreError> {
+    pub(super) async fn delete_activations(
+        conn: Conn<'_>,
+        actor: &str,
+        iq: IqId,
+        person: Option<PersonId>,
+    ) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let (n, entity, action) = match person {
                 Some(p) => (
                     sqlx::query("DELETE FROM iq_activations WHERE iq = $1 AND person = $2")
@@ -237,53 +280,92 @@ macro_rules! device_ops {
             let after = serde_json::json!({ "activations_removed": n }).to_string();
             ops::insert_audit(conn, None, now_seconds(), actor, action, &entity, None, Some(&after)).await?;
             Ok(n)
-        }
+        })
+    }
 
-        const IQ_COLS: &str = "SELECT id, site, name, model, serial, firmware FROM iqs";
+    const IQ_COLS: &str = "SELECT id, site, name, model, serial, firmware FROM iqs";
 
-        fn iq_from(r: &ops::DbRowOf) -> Result<IqDetails, StoreError> {
-            Ok(IqDetails {
-                id: IqId(id32(r.try_get(0)?, "iq")?),
-                site: SiteId(id32(r.try_get(1)?, "site")?),
-                name: r.try_get(2)?,
-                model: r.try_get(3)?,
-                serial: r.try_get(4)?,
-                firmware: r.try_get(5)?,
-            })
-        }
+    fn iq_from(r: &impl Columns) -> Result<IqDetails, StoreError> {
+        Ok(IqDetails {
+            id: IqId(id32(r.col(0)?, "iq")?),
+            site: SiteId(id32(r.col(1)?, "site")?),
+            name: r.col(2)?,
+            model: r.col(3)?,
+            serial: r.col(4)?,
+            firmware: r.col(5)?,
+        })
+    }
 
-        pub(super) async fn iq_details(conn: &mut ops::Conn, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
+    pub(super) async fn iq_details(conn: Conn<'_>, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{IQ_COLS} WHERE id = $1");
-            let row = sqlx::query(&sql).bind(i64::from(iq.0)).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(&sql)
+                .bind(i64::from(iq.0))
+                .fetch_optional(&mut *conn)
+                .await?;
             row.as_ref().map(iq_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn site_iqs(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
+    pub(super) async fn site_iqs(conn: Conn<'_>, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{IQ_COLS} WHERE site = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(iq_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn iq_by_serial(conn: &mut ops::Conn, serial: &str) -> Result<Option<IqDetails>, StoreError> {
+    pub(super) async fn iq_by_serial(conn: Conn<'_>, serial: &str) -> Result<Option<IqDetails>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{IQ_COLS} WHERE serial = $1");
             let row = sqlx::query(&sql).bind(serial).fetch_optional(&mut *conn).await?;
             row.as_ref().map(iq_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn set_iq_details(conn: &mut ops::Conn, actor: &str, before: &IqDetails, model: &str, serial: &str) -> Result<(), StoreError> {
+    pub(super) async fn set_iq_details(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &IqDetails,
+        model: &str,
+        serial: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE iqs SET model = $2, serial = $3 WHERE id = $1")
                 .bind(i64::from(before.id.0))
                 .bind(model)
                 .bind(serial)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| StoreError::from(e).duplicate(format!("iq serial `{serial}`"), "an IQ with this serial number is registered already".to_owned()))?;
+                .map_err(|e| {
+                    StoreError::from(e).duplicate(
+                        format!("iq serial `{serial}`"),
+                        "an IQ with this serial number is registered already".to_owned(),
+                    )
+                })?;
             let old = serde_json::json!({ "model": before.model, "serial": before.serial }).to_string();
             let new = serde_json::json!({ "model": model, "serial": serial }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "set_iq_details", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "set_iq_details",
+                &format!("iq:{}", before.id.0),
+                Some(&old),
+                Some(&new),
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn assign_firmware(conn: &mut ops::Conn, actor: &str, before: &IqDetails, firmware: Option<i64>) -> Result<(), StoreError> {
+    pub(super) async fn assign_firmware(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &IqDetails,
+        firmware: Option<i64>,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE iqs SET firmware = $2 WHERE id = $1")
                 .bind(i64::from(before.id.0))
                 .bind(firmware)
@@ -297,51 +379,92 @@ macro_rules! device_ops {
                 .await?;
             let old = serde_json::json!({ "firmware": before.firmware }).to_string();
             let new = serde_json::json!({ "firmware": firmware }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "assign_firmware", &format!("iq:{}", before.id.0), Some(&old), Some(&new)).await
-        }
-
-        pub(super) async fn put_download(conn: &mut ops::Conn, hash: &str, iq: IqId, firmware: i64, expires_at: i64) -> Result<(), StoreError> {
-            let now = now_seconds();
-            sqlx::query("DELETE FROM firmware_downloads WHERE expires_at <= $1").bind(now).execute(&mut *conn).await?;
-            sqlx::query(
-                "INSERT INTO firmware_downloads (token_hash, iq, firmware, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "assign_firmware",
+                &format!("iq:{}", before.id.0),
+                Some(&old),
+                Some(&new),
             )
-            .bind(hash)
-            .bind(i64::from(iq.0))
-            .bind(firmware)
-            .bind(expires_at)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
+            .await
+        })
+    }
 
-        pub(super) async fn download(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
+    pub(super) async fn put_download(
+        conn: Conn<'_>,
+        hash: &str,
+        iq: IqId,
+        firmware: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn| {
+            let now = now_seconds();
+            sqlx::query("DELETE FROM firmware_downloads WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+            "INSERT INTO firmware_downloads (token_hash, iq, firmware, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(i64::from(iq.0))
+        .bind(firmware)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+            Ok(())
+        })
+    }
+
+    pub(super) async fn download(
+        conn: Conn<'_>,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
+        each_backend!(conn, |conn| {
             let row = sqlx::query(
                 "SELECT f.id, f.model, f.version, f.sha256, f.size, f.uploaded_at, d.iq FROM firmware_downloads d \
-                 JOIN iqs i ON i.id = d.iq AND i.firmware = d.firmware \
-                 JOIN firmware_files f ON f.id = d.firmware \
-                 WHERE d.token_hash = $1 AND d.expires_at > $2",
+             JOIN iqs i ON i.id = d.iq AND i.firmware = d.firmware \
+             JOIN firmware_files f ON f.id = d.firmware \
+             WHERE d.token_hash = $1 AND d.expires_at > $2",
             )
             .bind(hash)
             .bind(now)
             .fetch_optional(&mut *conn)
             .await?;
-            row.map(|r| Ok((IqId(id32(r.try_get(6)?, "iq")?), firmware_from(&r)?))).transpose()
-        }
+            row.map(|r| Ok((IqId(id32(r.col(6)?, "iq")?), firmware_from(&r)?)))
+                .transpose()
+        })
+    }
 
-        pub(super) async fn iq_exists(conn: &mut ops::Conn, iq: IqId) -> Result<bool, StoreError> {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iqs WHERE id = $1").bind(i64::from(iq.0)).fetch_one(&mut *conn).await?;
+    pub(super) async fn iq_exists(conn: Conn<'_>, iq: IqId) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iqs WHERE id = $1")
+                .bind(i64::from(iq.0))
+                .fetch_one(&mut *conn)
+                .await?;
             Ok(n > 0)
-        }
+        })
+    }
 
-        pub(super) async fn insert_firmware(conn: &mut ops::Conn, actor: &str, model: &str, version: &str, content: &[u8]) -> Result<FirmwareFile, StoreError> {
+    pub(super) async fn insert_firmware(
+        conn: Conn<'_>,
+        actor: &str,
+        model: &str,
+        version: &str,
+        content: &[u8],
+    ) -> Result<FirmwareFile, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let sha256 = secrets::sha256_hex(content);
             let size = i64::try_from(content.len()).map_err(StoreError::internal)?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO firmware_files (model, version, sha256, size, content, uploaded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(model)
             .bind(version)
@@ -351,20 +474,46 @@ macro_rules! device_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| StoreError::from(e).duplicate(format!("firmware `{model}` `{version}`"), "that model already has this version".to_owned()))?;
-            let file = FirmwareFile { id, model: model.to_owned(), version: version.to_owned(), sha256, size: u64::try_from(content.len()).map_err(StoreError::internal)?, uploaded_at: now };
+            .map_err(|e| {
+                StoreError::from(e).duplicate(
+                    format!("firmware `{model}` `{version}`"),
+                    "that model already has this version".to_owned(),
+                )
+            })?;
+            let file = FirmwareFile {
+                id,
+                model: model.to_owned(),
+                version: version.to_owned(),
+                sha256,
+                size: u64::try_from(content.len()).map_err(StoreError::internal)?,
+                uploaded_at: now,
+            };
             let after = serde_json::json!({ "id": id, "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
-            ops::insert_audit(conn, None, now, actor, "upload_firmware", &format!("firmware:{id}"), None, Some(&after)).await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "upload_firmware",
+                &format!("firmware:{id}"),
+                None,
+                Some(&after),
+            )
+            .await?;
             Ok(file)
-        }
+        })
+    }
 
-        pub(super) async fn firmware(conn: &mut ops::Conn, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
+    pub(super) async fn firmware(conn: Conn<'_>, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{FW_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(firmware_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn firmware_files(conn: &mut ops::Conn, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
+    pub(super) async fn firmware_files(conn: Conn<'_>, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
+        each_backend!(conn, |conn| {
             let rows = match model {
                 Some(model) => {
                     let sql = format!("{FW_COLS} WHERE model = $1 ORDER BY id");
@@ -376,26 +525,38 @@ macro_rules! device_ops {
                 }
             };
             rows.iter().map(firmware_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn firmware_content(conn: &mut ops::Conn, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(sqlx::query_scalar("SELECT content FROM firmware_files WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
-        }
+    pub(super) async fn firmware_content(conn: Conn<'_>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(sqlx::query_scalar("SELECT content FROM firmware_files WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?)
+        })
+    }
 
-        pub(super) async fn delete_firmware(conn: &mut ops::Conn, actor: &str, before: &FirmwareFile) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM firmware_files WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+    pub(super) async fn delete_firmware(conn: Conn<'_>, actor: &str, before: &FirmwareFile) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM firmware_files WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
             let json = serde_json::json!({ "id": before.id, "model": before.model, "version": before.version, "sha256": before.sha256 }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "delete_firmware", &format!("firmware:{}", before.id), Some(&json), None).await
-        }
-    };
-}
-
-mod sqlite_devices {
-    device_ops!(crate::sql::sqlite);
-}
-
-mod pg_devices {
-    device_ops!(crate::sql::postgres);
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_firmware",
+                &format!("firmware:{}", before.id),
+                Some(&json),
+                None,
+            )
+            .await
+        })
+    }
 }
 
 impl Store {
@@ -414,9 +575,10 @@ impl Store {
     ) -> Result<IqActivation, StoreError> {
         check_pin(pin)?;
         let phc = hash_password(pin).await?;
-        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            m::put_activation(conn, actor, iq, person, &phc).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::put_activation(db.conn(), actor, iq, person, &phc).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Check the PIN `person` entered at `iq`, counting wrong attempts and blocking the
@@ -425,20 +587,16 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn check_iq_pin(&self, iq: IqId, person: PersonId, pin: &str, now: i64) -> Result<PinCheck, StoreError> {
-        let Some((activation, phc)) = on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| m::activation(
-            conn, iq, person
-        )
-        .await?) else {
+        let Some((activation, phc)) = queries::activation(self.reader().await?.conn(), iq, person).await? else {
             return Ok(PinCheck::NotSet);
         };
         if activation.blocked {
             return Ok(PinCheck::Blocked);
         }
         let ok = check_pin(pin).is_ok() && verify_hash(pin, &phc).await?;
-        let recorded = on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| m::record_attempt(
-            conn, iq, person, ok, now
-        )
-        .await?);
+        let mut db = self.writer().await?;
+        let recorded = queries::record_attempt(db.conn(), iq, person, ok, now).await?;
+        db.commit().await?;
         Ok(match recorded {
             // Blocked or reset between the read and the write.
             None => PinCheck::Blocked,
@@ -455,13 +613,11 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_activation(&self, iq: IqId, person: PersonId) -> Result<Option<IqActivation>, StoreError> {
-        Ok(
-            on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| m::activation(
-                conn, iq, person
-            )
-            .await?)
-            .map(|(a, _)| a),
-        )
+        Ok({
+            let mut db = self.reader().await?;
+            queries::activation(db.conn(), iq, person).await?
+        }
+        .map(|(a, _)| a))
     }
 
     /// The activations on `iq`, by person.
@@ -469,9 +625,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_activations(&self, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::activations(conn, iq).await?
-        }))
+        queries::activations(self.reader().await?.conn(), iq).await
     }
 
     /// An admin's "Reset PIN" for one person on one IQ: the activation is removed and the
@@ -480,13 +634,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] if the person has no activation there.
     pub async fn reset_iq_pin(&self, actor: &str, iq: IqId, person: PersonId) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            if m::delete_activations(conn, actor, iq, Some(person)).await? == 0 {
-                return Err(StoreError::NotFound {
-                    entity: activation_entity(iq, person),
-                });
-            }
-        });
+        let mut db = self.writer().await?;
+        if queries::delete_activations(db.conn(), actor, iq, Some(person)).await? == 0 {
+            return Err(StoreError::NotFound {
+                entity: activation_entity(iq, person),
+            });
+        }
+        db.commit().await?;
         Ok(())
     }
 
@@ -496,14 +650,17 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown IQ.
     pub async fn reset_iq(&self, actor: &str, iq: IqId) -> Result<u64, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            if !m::iq_exists(conn, iq).await? {
+        let mut db = self.writer().await?;
+        let out = {
+            if !queries::iq_exists(db.conn(), iq).await? {
                 return Err(StoreError::NotFound {
                     entity: format!("iq:{}", iq.0),
                 });
             }
-            m::delete_activations(conn, actor, iq, None).await?
-        }))
+            queries::delete_activations(db.conn(), actor, iq, None).await?
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Store a firmware file for `model` at `version`.
@@ -526,9 +683,10 @@ impl Store {
                 content.len()
             )));
         }
-        Ok(on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            m::insert_firmware(conn, actor, model, version, content).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert_firmware(db.conn(), actor, model, version, content).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The firmware file `id`.
@@ -536,9 +694,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn firmware(&self, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::firmware(conn, id).await?
-        }))
+        queries::firmware(self.reader().await?.conn(), id).await
     }
 
     /// Firmware files, of one model or all, oldest upload first.
@@ -546,9 +702,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn firmware_files(&self, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::firmware_files(conn, model).await?
-        }))
+        queries::firmware_files(self.reader().await?.conn(), model).await
     }
 
     /// The bytes of firmware file `id`.
@@ -556,9 +710,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn firmware_content(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::firmware_content(conn, id).await?
-        }))
+        queries::firmware_content(self.reader().await?.conn(), id).await
     }
 
     /// Delete firmware file `id`.
@@ -566,12 +718,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown file.
     pub async fn delete_firmware(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            let before = m::firmware(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::firmware(db.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("firmware:{id}"),
             })?;
-            m::delete_firmware(conn, actor, &before).await?;
-        });
+        queries::delete_firmware(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -580,9 +734,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_details(&self, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::iq_details(conn, iq).await?
-        }))
+        queries::iq_details(self.reader().await?.conn(), iq).await
     }
 
     /// The IQs of `site`, by id.
@@ -590,9 +742,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn site_iqs(&self, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::site_iqs(conn, site).await?
-        }))
+        queries::site_iqs(self.reader().await?.conn(), site).await
     }
 
     /// The IQ registered with `serial`, on any site.
@@ -600,9 +750,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_by_serial(&self, serial: &str) -> Result<Option<IqDetails>, StoreError> {
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::iq_by_serial(conn, serial).await?
-        }))
+        queries::iq_by_serial(self.reader().await?.conn(), serial).await
     }
 
     /// Record `iq`'s model and serial number.
@@ -613,12 +761,14 @@ impl Store {
     pub async fn set_iq_details(&self, actor: &str, iq: IqId, model: &str, serial: &str) -> Result<(), StoreError> {
         check_label("model", model)?;
         check_label("serial number", serial)?;
-        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            let before = m::iq_details(conn, iq).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::iq_details(db.conn(), iq)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("iq:{}", iq.0),
             })?;
-            m::set_iq_details(conn, actor, &before, model, serial).await?;
-        });
+        queries::set_iq_details(db.conn(), actor, &before, model, serial).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -632,15 +782,15 @@ impl Store {
         let secret = secrets::fresh("kwf_");
         let hash = secrets::hash(&secret);
         // Nothing authentication reads changes: the auth cache stays.
-        on_backend!(self, sqlite_devices, pg_devices, write_untracked, |conn, m| {
-            let details = m::iq_details(conn, iq).await?;
-            let Some(firmware) = details.and_then(|d| d.firmware) else {
-                return Err(StoreError::NotFound {
-                    entity: format!("firmware assigned to iq:{}", iq.0),
-                });
-            };
-            m::put_download(conn, &hash, iq, firmware, expires_at).await?;
-        });
+        let mut db = self.writer_untracked().await?;
+        let details = queries::iq_details(db.conn(), iq).await?;
+        let Some(firmware) = details.and_then(|d| d.firmware) else {
+            return Err(StoreError::NotFound {
+                entity: format!("firmware assigned to iq:{}", iq.0),
+            });
+        };
+        queries::put_download(db.conn(), &hash, iq, firmware, expires_at).await?;
+        db.commit().await?;
         Ok(IssuedSecret {
             secret,
             expires_at: Some(expires_at),
@@ -654,9 +804,7 @@ impl Store {
     /// If the database fails.
     pub async fn firmware_download(&self, secret: &str, now: i64) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
         let hash = secrets::hash(secret);
-        Ok(on_backend!(self, sqlite_devices, pg_devices, read, |conn, m| {
-            m::download(conn, &hash, now).await?
-        }))
+        queries::download(self.reader().await?.conn(), &hash, now).await
     }
 
     /// Assign the firmware file `firmware` to `iq` (or none). The file must be for the
@@ -666,23 +814,27 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown IQ or file; [`StoreError::Invalid`] when the
     /// file is for another model.
     pub async fn assign_firmware(&self, actor: &str, iq: IqId, firmware: Option<i64>) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_devices, pg_devices, write, |conn, m| {
-            let before = m::iq_details(conn, iq).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::iq_details(db.conn(), iq)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("iq:{}", iq.0),
             })?;
-            if let Some(id) = firmware {
-                let file = m::firmware(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        if let Some(id) = firmware {
+            let file = queries::firmware(db.conn(), id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
                     entity: format!("firmware:{id}"),
                 })?;
-                if file.model != before.model {
-                    return Err(StoreError::invalid(format!(
-                        "firmware {id} is for model `{}`, and iq {} is a `{}`",
-                        file.model, iq.0, before.model
-                    )));
-                }
+            if file.model != before.model {
+                return Err(StoreError::invalid(format!(
+                    "firmware {id} is for model `{}`, and iq {} is a `{}`",
+                    file.model, iq.0, before.model
+                )));
             }
-            m::assign_firmware(conn, actor, &before, firmware).await?;
-        });
+        }
+        queries::assign_firmware(db.conn(), actor, &before, firmware).await?;
+        db.commit().await?;
         Ok(())
     }
 }

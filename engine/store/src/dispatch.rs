@@ -1,76 +1,201 @@
-//! Running one piece of SQL on whichever backend the store opened.
+//! Running the store's SQL on whichever backend the store opened.
 //!
-//! The store's modules write their SQL once inside a macro that is expanded for SQLite and
-//! for PostgreSQL (see `sql.rs`). [`on_backend!`] picks the expansion at run time and
-//! hands the body a connection: a pooled reader for `read`, a transaction for `write`
-//! that commits when the body succeeds and rolls back (on drop) when it returns early
-//! with an error.
+//! A concern's SQL is a set of plain functions taking a [`Conn`], the connection of
+//! either backend. Each function writes its statements once, in [`each_backend!`], which
+//! compiles them for SQLite and for PostgreSQL and runs the one the connection belongs
+//! to; rows are read through [`Columns`], which both backends' rows implement. Callers
+//! open a [`Reader`] (a pooled connection) or a [`Writer`] (a transaction that commits
+//! with [`Writer::commit`] and rolls back when dropped, so an early `?` undoes it) and
+//! hand its [`Conn`] to those functions: plain Rust that rustdoc, editors and
+//! code-navigation tools follow.
+//!
+//! The model's own SQL (the change log, the entity tables, the entries, in `sql.rs`) is
+//! still one `macro_rules!` expanded per backend, which the write path and the follower
+//! call with their backend's connection; see ARCHITECTURE-store.md.
 
-/// `on_backend!(store, sqlite_mod, pg_mod, read|write, |conn, m| body)`: run `body` with
-/// `conn` a connection of the store's backend and `m` the module expanded for it.
-macro_rules! on_backend {
-    ($store:expr, $sqlite:ident, $pg:ident, write, |$conn:ident, $m:ident| $body:expr) => {
-        match &$store.inner.db {
-            $crate::db::Db::Sqlite { write, .. } => {
-                use $sqlite as $m;
-                let mut tx = write.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                tx.commit().await?;
-                // After the commit: a read that starts now sees the write (auth_cache).
-                $store.inner.auth.invalidate();
-                out
-            }
-            $crate::db::Db::Postgres { pool, .. } => {
-                use $pg as $m;
-                let mut tx = pool.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                $crate::auth_cache::notify_nodes(&mut tx).await?;
-                tx.commit().await?;
-                $store.inner.auth.invalidate();
-                out
-            }
-        }
-    };
-    // A write that changes nothing authentication reads (a token's last use), so it
-    // leaves the auth cache alone.
-    ($store:expr, $sqlite:ident, $pg:ident, write_untracked, |$conn:ident, $m:ident| $body:expr) => {
-        match &$store.inner.db {
-            $crate::db::Db::Sqlite { write, .. } => {
-                use $sqlite as $m;
-                let mut tx = write.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                tx.commit().await?;
-                out
-            }
-            $crate::db::Db::Postgres { pool, .. } => {
-                use $pg as $m;
-                let mut tx = pool.begin().await?;
-                let $conn = &mut *tx;
-                let out = $body;
-                tx.commit().await?;
-                out
-            }
-        }
-    };
-    ($store:expr, $sqlite:ident, $pg:ident, read, |$conn:ident, $m:ident| $body:expr) => {
-        match &$store.inner.db {
-            $crate::db::Db::Sqlite { read, .. } => {
-                use $sqlite as $m;
-                let mut c = read.acquire().await?;
-                let $conn = &mut *c;
+use crate::error::StoreError;
+use crate::store::Store;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+
+/// A connection of either backend, borrowed from a [`Reader`] or a [`Writer`].
+pub(crate) enum Conn<'c> {
+    /// SQLite.
+    Sqlite(&'c mut SqliteConnection),
+    /// PostgreSQL.
+    Postgres(&'c mut PgConnection),
+}
+
+impl<'c> From<&'c mut SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut SqliteConnection) -> Self {
+        Conn::Sqlite(conn)
+    }
+}
+
+impl<'c> From<&'c mut PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut PgConnection) -> Self {
+        Conn::Postgres(conn)
+    }
+}
+
+/// `each_backend!(conn, |c, ops| body)`: run `body` with `c` the backend's own connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`) and `ops` the backend's expansion of
+/// `sql.rs` (for `ops::insert_audit` and its kin); `|c| body` when the body needs no
+/// `ops`. The body is compiled once per backend, so the same statements run on both.
+macro_rules! each_backend {
+    ($conn:expr, |$c:ident, $ops:ident| $body:expr) => {
+        match $conn {
+            $crate::dispatch::Conn::Sqlite($c) => {
+                use $crate::sql::sqlite as $ops;
                 $body
             }
-            $crate::db::Db::Postgres { pool, .. } => {
-                use $pg as $m;
-                let mut c = pool.acquire().await?;
-                let $conn = &mut *c;
+            $crate::dispatch::Conn::Postgres($c) => {
+                use $crate::sql::postgres as $ops;
                 $body
             }
         }
     };
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::dispatch::Conn::Sqlite($c) => $body,
+            $crate::dispatch::Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+/// A value both backends decode from a column: what [`Columns::col`] reads.
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite> + for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+{
+}
+
+/// A row of either backend, read by column position; lets one decoding function serve
+/// both.
+pub(crate) trait Columns {
+    /// The value in column `index`.
+    fn col<T: Column>(&self, index: usize) -> Result<T, sqlx::Error>;
+}
+
+impl Columns for sqlx::sqlite::SqliteRow {
+    fn col<T: Column>(&self, index: usize) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, index)
+    }
+}
+
+impl Columns for sqlx::postgres::PgRow {
+    fn col<T: Column>(&self, index: usize) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, index)
+    }
+}
+
+/// Queue an event for notifications and webhooks in the caller's transaction, so the
+/// event exists exactly when the write that caused it does; answers its outbox id.
+pub(crate) async fn enqueue_event(
+    conn: Conn<'_>,
+    site: keyway_core::SiteId,
+    kind: &str,
+    at: i64,
+    data: serde_json::Value,
+) -> Result<i64, StoreError> {
+    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, data).await)
+}
+
+/// A pooled connection for reads.
+pub(crate) enum Reader {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Reader {
+    /// The connection, for the SQL functions.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Reader::Sqlite(c) => Conn::Sqlite(&mut *c),
+            Reader::Postgres(c) => Conn::Postgres(&mut *c),
+        }
+    }
+}
+
+/// A write transaction. [`Writer::commit`] commits it; dropping it rolls it back.
+pub(crate) struct Writer<'s> {
+    tx: WriterTx,
+    store: &'s Store,
+    /// Whether the write may change what authentication reads (accounts, sessions,
+    /// tokens, memberships): then other nodes and this node's auth cache hear of it.
+    tracked: bool,
+}
+
+enum WriterTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Writer<'_> {
+    /// The transaction's connection, for the SQL functions.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            WriterTx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            WriterTx::Postgres(tx) => Conn::Postgres(&mut *tx),
+        }
+    }
+
+    /// Commit. After it, a read that starts sees the write, the auth cache included.
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        match self.tx {
+            WriterTx::Sqlite(tx) => tx.commit().await?,
+            WriterTx::Postgres(mut tx) => {
+                if self.tracked {
+                    crate::auth_cache::notify_nodes(&mut tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        if self.tracked {
+            self.store.inner.auth.invalidate();
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A connection for reads.
+    pub(crate) async fn reader(&self) -> Result<Reader, StoreError> {
+        Ok(match &self.inner.db {
+            crate::db::Db::Sqlite { read, .. } => Reader::Sqlite(read.acquire().await?),
+            crate::db::Db::Postgres { pool, .. } => Reader::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// A write transaction that may change what authentication reads.
+    pub(crate) async fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        self.begin_writer(true).await
+    }
+
+    /// A write transaction that changes nothing authentication reads (a token's last
+    /// use, a new session), so it leaves the auth caches alone.
+    pub(crate) async fn writer_untracked(&self) -> Result<Writer<'_>, StoreError> {
+        self.begin_writer(false).await
+    }
+
+    async fn begin_writer(&self, tracked: bool) -> Result<Writer<'_>, StoreError> {
+        let tx = match &self.inner.db {
+            crate::db::Db::Sqlite { write, .. } => WriterTx::Sqlite(write.begin().await?),
+            crate::db::Db::Postgres { pool, .. } => WriterTx::Postgres(pool.begin().await?),
+        };
+        Ok(Writer {
+            tx,
+            store: self,
+            tracked,
+        })
+    }
 }
 
 /// Random secrets handed to people once (reset links, invitations, API tokens) and the

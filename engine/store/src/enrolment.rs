@@ -13,12 +13,10 @@ use crate::codec::id32;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::{DoorId, IqId, SiteId};
-use sqlx::Row;
 
 /// The certificate recorded for an IQ.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IqCertificate {
-    /// The IQ.
     pub iq: IqId,
     /// The serial number, lowercase hex.
     pub serial: String,
@@ -48,28 +46,39 @@ fn iq_entity(iq: IqId) -> String {
     format!("iq:{}", iq.0)
 }
 
-macro_rules! enrolment_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        pub(super) async fn iq_site(conn: &mut ops::Conn, iq: IqId) -> Result<Option<SiteId>, StoreError> {
+    pub(super) async fn iq_site(conn: Conn<'_>, iq: IqId) -> Result<Option<SiteId>, StoreError> {
+        each_backend!(conn, |conn| {
             let site: Option<i64> = sqlx::query_scalar("SELECT site FROM iqs WHERE id = $1")
                 .bind(i64::from(iq.0))
                 .fetch_optional(&mut *conn)
                 .await?;
             site.map(|s| Ok(SiteId(id32(s, "site")?))).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn iq_doors(conn: &mut ops::Conn, iq: IqId) -> Result<Vec<DoorId>, StoreError> {
+    pub(super) async fn iq_doors(conn: Conn<'_>, iq: IqId) -> Result<Vec<DoorId>, StoreError> {
+        each_backend!(conn, |conn| {
             let doors: Vec<i64> = sqlx::query_scalar("SELECT id FROM doors WHERE iq = $1 ORDER BY id")
                 .bind(i64::from(iq.0))
                 .fetch_all(&mut *conn)
                 .await?;
             doors.into_iter().map(|d| Ok(DoorId(id32(d, "door")?))).collect()
-        }
+        })
+    }
 
-        pub(super) async fn insert_code(conn: &mut ops::Conn, actor: &str, iq: IqId, code_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+    pub(super) async fn insert_code(
+        conn: Conn<'_>,
+        actor: &str,
+        iq: IqId,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             // One live code per IQ: a new one replaces the unused ones.
             sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
@@ -77,22 +86,34 @@ macro_rules! enrolment_ops {
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(
-                "INSERT INTO iq_enrolment_codes (code_hash, iq, expires_at, used_at, created_at) VALUES ($1, $2, $3, NULL, $4)",
-            )
-            .bind(code_hash)
-            .bind(i64::from(iq.0))
-            .bind(expires_at)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+            "INSERT INTO iq_enrolment_codes (code_hash, iq, expires_at, used_at, created_at) VALUES ($1, $2, $3, NULL, $4)",
+        )
+        .bind(code_hash)
+        .bind(i64::from(iq.0))
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
             let after = serde_json::json!({ "expires_at": expires_at }).to_string();
-            ops::insert_audit(conn, None, now, actor, "issue_enrolment_code", &iq_entity(iq), None, Some(&after)).await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "issue_enrolment_code",
+                &iq_entity(iq),
+                None,
+                Some(&after),
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn redeem(conn: &mut ops::Conn, code_hash: &str, now: i64) -> Result<Option<IqId>, StoreError> {
+    pub(super) async fn redeem(conn: Conn<'_>, code_hash: &str, now: i64) -> Result<Option<IqId>, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let iq: Option<i64> = sqlx::query_scalar(
                 "UPDATE iq_enrolment_codes SET used_at = $2 \
-                 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING iq",
+             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING iq",
             )
             .bind(code_hash)
             .bind(now)
@@ -100,11 +121,29 @@ macro_rules! enrolment_ops {
             .await?;
             let Some(iq) = iq else { return Ok(None) };
             let iq = IqId(id32(iq, "iq")?);
-            ops::insert_audit(conn, None, now, &iq_entity(iq), "redeem_enrolment_code", &iq_entity(iq), None, None).await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                &iq_entity(iq),
+                "redeem_enrolment_code",
+                &iq_entity(iq),
+                None,
+                None,
+            )
+            .await?;
             Ok(Some(iq))
-        }
+        })
+    }
 
-        pub(super) async fn put_certificate(conn: &mut ops::Conn, actor: &str, iq: IqId, serial: &str, not_after: i64) -> Result<(), StoreError> {
+    pub(super) async fn put_certificate(
+        conn: Conn<'_>,
+        actor: &str,
+        iq: IqId,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let before: Option<String> = sqlx::query_scalar("SELECT serial FROM iq_certificates WHERE iq = $1")
                 .bind(i64::from(iq.0))
@@ -112,8 +151,8 @@ macro_rules! enrolment_ops {
                 .await?;
             sqlx::query(
                 "INSERT INTO iq_certificates (iq, serial, not_after, issued_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (iq) DO UPDATE SET serial = excluded.serial, not_after = excluded.not_after, \
-                 issued_at = excluded.issued_at",
+             ON CONFLICT (iq) DO UPDATE SET serial = excluded.serial, not_after = excluded.not_after, \
+             issued_at = excluded.issued_at",
             )
             .bind(i64::from(iq.0))
             .bind(serial)
@@ -123,30 +162,45 @@ macro_rules! enrolment_ops {
             .await?;
             let before = before.map(|s| serde_json::json!({ "serial": s }).to_string());
             let after = serde_json::json!({ "serial": serial, "not_after": not_after }).to_string();
-            ops::insert_audit(conn, None, now, actor, "issue_iq_certificate", &iq_entity(iq), before.as_deref(), Some(&after)).await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "issue_iq_certificate",
+                &iq_entity(iq),
+                before.as_deref(),
+                Some(&after),
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn certificate(conn: &mut ops::Conn, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
+    pub(super) async fn certificate(conn: Conn<'_>, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
+        each_backend!(conn, |conn| {
             let row = sqlx::query("SELECT iq, serial, not_after, issued_at FROM iq_certificates WHERE iq = $1")
                 .bind(i64::from(iq.0))
                 .fetch_optional(&mut *conn)
                 .await?;
             row.map(|r| {
                 Ok(IqCertificate {
-                    iq: IqId(id32(r.try_get(0)?, "iq")?),
-                    serial: r.try_get(1)?,
-                    not_after: r.try_get(2)?,
-                    issued_at: r.try_get(3)?,
+                    iq: IqId(id32(r.col(0)?, "iq")?),
+                    serial: r.col(1)?,
+                    not_after: r.col(2)?,
+                    issued_at: r.col(3)?,
                 })
             })
             .transpose()
-        }
+        })
+    }
 
-        pub(super) async fn revoke(conn: &mut ops::Conn, actor: &str, iq: IqId) -> Result<bool, StoreError> {
-            let before: Option<String> = sqlx::query_scalar("DELETE FROM iq_certificates WHERE iq = $1 RETURNING serial")
-                .bind(i64::from(iq.0))
-                .fetch_optional(&mut *conn)
-                .await?;
+    pub(super) async fn revoke(conn: Conn<'_>, actor: &str, iq: IqId) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let before: Option<String> =
+                sqlx::query_scalar("DELETE FROM iq_certificates WHERE iq = $1 RETURNING serial")
+                    .bind(i64::from(iq.0))
+                    .fetch_optional(&mut *conn)
+                    .await?;
             let codes = sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
                 .bind(i64::from(iq.0))
                 .execute(&mut *conn)
@@ -154,18 +208,20 @@ macro_rules! enrolment_ops {
                 .rows_affected();
             let before_json = before.as_ref().map(|s| serde_json::json!({ "serial": s }).to_string());
             let after = serde_json::json!({ "codes_removed": codes }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "revoke_iq_certificate", &iq_entity(iq), before_json.as_deref(), Some(&after)).await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "revoke_iq_certificate",
+                &iq_entity(iq),
+                before_json.as_deref(),
+                Some(&after),
+            )
+            .await?;
             Ok(before.is_some())
-        }
-    };
-}
-
-mod sqlite_enrolment {
-    enrolment_ops!(crate::sql::sqlite);
-}
-
-mod pg_enrolment {
-    enrolment_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 impl Store {
@@ -188,12 +244,12 @@ impl Store {
         if expires_at <= now_seconds() {
             return Err(StoreError::invalid("an enrolment code must expire in the future"));
         }
-        on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
-            if m::iq_site(conn, iq).await?.is_none() {
-                return Err(StoreError::NotFound { entity: iq_entity(iq) });
-            }
-            m::insert_code(conn, actor, iq, code_hash, expires_at).await?
-        });
+        let mut db = self.writer().await?;
+        if queries::iq_site(db.conn(), iq).await?.is_none() {
+            return Err(StoreError::NotFound { entity: iq_entity(iq) });
+        }
+        queries::insert_code(db.conn(), actor, iq, code_hash, expires_at).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -202,12 +258,15 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
-        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, read, |conn, m| {
-            match m::iq_site(conn, iq).await? {
-                Some(site) => Some((site, m::iq_doors(conn, iq).await?)),
-                None => None,
+        Ok({
+            let mut db = self.reader().await?;
+            {
+                match queries::iq_site(db.conn(), iq).await? {
+                    Some(site) => Some((site, queries::iq_doors(db.conn(), iq).await?)),
+                    None => None,
+                }
             }
-        }))
+        })
     }
 
     /// Consumes the enrolment code with hash `code_hash` at `now`: the site and IQ it was
@@ -220,12 +279,15 @@ impl Store {
         if check_hash(code_hash).is_err() {
             return Ok(None);
         }
-        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
-            match m::redeem(conn, code_hash, now).await? {
-                Some(iq) => m::iq_site(conn, iq).await?.map(|site| (site, iq)),
+        let mut db = self.writer().await?;
+        let out = {
+            match queries::redeem(db.conn(), code_hash, now).await? {
+                Some(iq) => queries::iq_site(db.conn(), iq).await?.map(|site| (site, iq)),
                 None => None,
             }
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Records the certificate just issued to `iq`: from now on only `serial` (lowercase
@@ -242,9 +304,9 @@ impl Store {
         not_after: i64,
     ) -> Result<(), StoreError> {
         check_serial(serial)?;
-        on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
-            m::put_certificate(conn, actor, iq, serial, not_after).await?
-        });
+        let mut db = self.writer().await?;
+        queries::put_certificate(db.conn(), actor, iq, serial, not_after).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -253,9 +315,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_certificate(&self, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
-        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, read, |conn, m| {
-            m::certificate(conn, iq).await?
-        }))
+        queries::certificate(self.reader().await?.conn(), iq).await
     }
 
     /// Revokes `iq`'s certificate (its serial is forgotten, so it no longer
@@ -265,8 +325,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn revoke_iq_certificate(&self, actor: &str, iq: IqId) -> Result<bool, StoreError> {
-        Ok(on_backend!(self, sqlite_enrolment, pg_enrolment, write, |conn, m| {
-            m::revoke(conn, actor, iq).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::revoke(db.conn(), actor, iq).await?;
+        db.commit().await?;
+        Ok(out)
     }
 }

@@ -85,11 +85,9 @@ impl Method {
 /// One entry to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// The site.
     pub site: SiteId,
     /// When (microsecond precision is kept).
     pub at: Timestamp,
-    /// The door.
     pub door: DoorId,
     /// Who, if known.
     pub person: Option<PersonId>,
@@ -115,7 +113,6 @@ pub struct Entry {
 pub struct StoredEntry {
     /// Its id in the log.
     pub id: i64,
-    /// The entry.
     pub entry: Entry,
 }
 
@@ -150,7 +147,6 @@ impl Cursor {
 /// A query of the entries log. The site is required.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryQuery {
-    /// The site.
     pub site: SiteId,
     /// Only this person's.
     pub person: Option<PersonId>,
@@ -188,7 +184,6 @@ impl EntryQuery {
 /// A page of entries, newest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryPage {
-    /// The entries.
     pub entries: Vec<StoredEntry>,
     /// The cursor of the next page, if there may be one.
     pub next: Option<Cursor>,

@@ -31,7 +31,6 @@ pub const MAX_FEED_REPLAY: u64 = 100_000;
 /// One applied revision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeedItem {
-    /// The revision.
     pub revision: Revision,
     /// What it changed. [`Logged::Reload`] means the model was rebuilt from the tables:
     /// a subscriber that keeps derived state must rebuild it.
@@ -205,16 +204,9 @@ impl Store {
     }
 
     async fn changes_after(&self, after: u64, limit: i64) -> Result<Vec<(u64, String)>, StoreError> {
-        Ok(on_backend!(self, sqlite_feed, pg_feed, read, |conn, m| {
-            m::changes_after(conn, after, limit).await?
-        }))
+        each_backend!(self.reader().await?.conn(), |conn, ops| ops::changes_after(
+            conn, after, limit
+        )
+        .await)
     }
-}
-
-mod sqlite_feed {
-    pub(super) use crate::sql::sqlite::changes_after;
-}
-
-mod pg_feed {
-    pub(super) use crate::sql::postgres::changes_after;
 }

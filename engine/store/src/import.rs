@@ -67,16 +67,17 @@ pub fn check_external_id(id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-macro_rules! import_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::Conn;
 
-        pub(super) async fn people_by_external_id(
-            conn: &mut ops::Conn,
-            site: SiteId,
-            ids: &[String],
-        ) -> Result<HashMap<String, PersonId>, StoreError> {
+    pub(super) async fn people_by_external_id(
+        conn: Conn<'_>,
+        site: SiteId,
+        ids: &[String],
+    ) -> Result<HashMap<String, PersonId>, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let mut found = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::<ops::Db>::new("SELECT external_id, id FROM people WHERE site = ");
@@ -93,16 +94,8 @@ macro_rules! import_ops {
                 }
             }
             Ok(found)
-        }
-    };
-}
-
-mod sqlite_import {
-    import_ops!(crate::sql::sqlite);
-}
-
-mod pg_import {
-    import_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 impl Store {
@@ -116,9 +109,7 @@ impl Store {
         site: SiteId,
         ids: &[String],
     ) -> Result<HashMap<String, PersonId>, StoreError> {
-        Ok(on_backend!(self, sqlite_import, pg_import, read, |conn, m| {
-            m::people_by_external_id(conn, site, ids).await?
-        }))
+        queries::people_by_external_id(self.reader().await?.conn(), site, ids).await
     }
 
     /// Write `rows` on `site` as `actor` in one transaction: new people (with their name

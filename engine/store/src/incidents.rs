@@ -13,7 +13,6 @@ use crate::entries::StoredEntry;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::{CredentialId, CredentialKind, DoorId, IqId, PersonId, SiteId};
-use sqlx::Row;
 
 /// What happened at a door or an IQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +70,6 @@ pub const MAX_INCIDENT_DETAIL: usize = 500;
 /// An incident to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewIncident {
-    /// The site.
     pub site: SiteId,
     /// What happened.
     pub kind: IncidentKind,
@@ -91,9 +89,7 @@ pub struct NewIncident {
 /// An incident as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
-    /// Its id.
     pub id: i64,
-    /// The site.
     pub site: SiteId,
     /// What happened.
     pub kind: IncidentKind,
@@ -114,7 +110,6 @@ pub struct Incident {
 /// A query of a site's incidents, newest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncidentQuery {
-    /// The site.
     pub site: SiteId,
     /// Only of this kind.
     pub kind: Option<IncidentKind>,
@@ -145,36 +140,41 @@ fn clean_detail(detail: &str) -> String {
         .collect()
 }
 
-macro_rules! incident_ops {
-    ($db:ty, $($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const COLS: &str = "SELECT id, site, kind, door, iq, at, detail, acknowledged_at, acknowledged_by FROM incidents";
+    const COLS: &str = "SELECT id, site, kind, door, iq, at, detail, acknowledged_at, acknowledged_by FROM incidents";
 
-        fn incident_from(r: &ops::DbRowOf) -> Result<Incident, StoreError> {
-            let site: i64 = r.try_get(1)?;
-            let kind: String = r.try_get(2)?;
-            Ok(Incident {
-                id: r.try_get(0)?,
-                site: SiteId(id32(site, "site")?),
-                kind: IncidentKind::from_code(&kind)
-                    .ok_or_else(|| StoreError::internal(format!("unknown incident kind `{kind}`")))?,
-                door: opt_id32(r.try_get(3)?, "door")?.map(DoorId),
-                iq: opt_id32(r.try_get(4)?, "iq")?.map(IqId),
-                at: r.try_get(5)?,
-                detail: r.try_get(6)?,
-                acknowledged_at: r.try_get(7)?,
-                acknowledged_by: r.try_get(8)?,
-            })
-        }
+    fn incident_from(r: &impl Columns) -> Result<Incident, StoreError> {
+        let site: i64 = r.col(1)?;
+        let kind: String = r.col(2)?;
+        Ok(Incident {
+            id: r.col(0)?,
+            site: SiteId(id32(site, "site")?),
+            kind: IncidentKind::from_code(&kind)
+                .ok_or_else(|| StoreError::internal(format!("unknown incident kind `{kind}`")))?,
+            door: opt_id32(r.col(3)?, "door")?.map(DoorId),
+            iq: opt_id32(r.col(4)?, "iq")?.map(IqId),
+            at: r.col(5)?,
+            detail: r.col(6)?,
+            acknowledged_at: r.col(7)?,
+            acknowledged_by: r.col(8)?,
+        })
+    }
 
-        pub(super) async fn insert(conn: &mut ops::Conn, actor: &str, new: &NewIncident) -> Result<Incident, StoreError> {
+    pub(super) async fn insert(conn: Conn<'_>, actor: &str, new: &NewIncident) -> Result<Incident, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let detail = clean_detail(&new.detail);
-            let iq_seq = new.iq_seq.map(i64::try_from).transpose().map_err(StoreError::internal)?;
+            let iq_seq = new
+                .iq_seq
+                .map(i64::try_from)
+                .transpose()
+                .map_err(StoreError::internal)?;
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO incidents (site, kind, door, iq, iq_seq, at, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT DO NOTHING RETURNING id",
+             ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(i64::from(new.site.0))
             .bind(new.kind.code())
@@ -208,19 +208,38 @@ macro_rules! incident_ops {
             };
             let json = incident_json(&incident);
             let now = now_seconds();
-            ops::insert_audit(conn, None, now, actor, "raise_incident", &format!("incident:{id}"), None, Some(&json)).await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "raise_incident",
+                &format!("incident:{id}"),
+                None,
+                Some(&json),
+            )
+            .await?;
             let data = serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?;
             ops::enqueue_event(conn, new.site, &new.kind.event_kind(), new.at, data).await?;
             Ok(incident)
-        }
+        })
+    }
 
-        pub(super) async fn get(conn: &mut ops::Conn, id: i64) -> Result<Option<Incident>, StoreError> {
+    pub(super) async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Incident>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(incident_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn acknowledge(conn: &mut ops::Conn, actor: &str, before: &Incident, now: i64) -> Result<Incident, StoreError> {
+    pub(super) async fn acknowledge(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Incident,
+        now: i64,
+    ) -> Result<Incident, StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE incidents SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
                 .bind(now)
                 .bind(actor)
@@ -244,10 +263,12 @@ macro_rules! incident_ops {
             )
             .await?;
             Ok(after)
-        }
+        })
+    }
 
-        pub(super) async fn query(conn: &mut ops::Conn, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(format!("{COLS} WHERE site = "));
+    pub(super) async fn query(conn: Conn<'_>, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let mut qb = sqlx::QueryBuilder::<ops::Db>::new(format!("{COLS} WHERE site = "));
             qb.push_bind(i64::from(q.site.0));
             if let Some(kind) = q.kind {
                 qb.push(" AND kind = ").push_bind(kind.code());
@@ -270,9 +291,16 @@ macro_rules! incident_ops {
             qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit));
             let rows = qb.build().fetch_all(&mut *conn).await?;
             rows.iter().map(incident_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn incidents_after(conn: &mut ops::Conn, site: SiteId, after: i64, limit: u32) -> Result<Vec<Incident>, StoreError> {
+    pub(super) async fn incidents_after(
+        conn: Conn<'_>,
+        site: SiteId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE site = $1 AND id > $2 ORDER BY id LIMIT $3");
             let rows = sqlx::query(&sql)
                 .bind(i64::from(site.0))
@@ -281,18 +309,20 @@ macro_rules! incident_ops {
                 .fetch_all(&mut *conn)
                 .await?;
             rows.iter().map(incident_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn entries_after(
-            conn: &mut ops::Conn,
-            site: SiteId,
-            person: Option<PersonId>,
-            after: i64,
-            limit: u32,
-        ) -> Result<Vec<StoredEntry>, StoreError> {
-            let mut qb = sqlx::QueryBuilder::<$db>::new(
+    pub(super) async fn entries_after(
+        conn: Conn<'_>,
+        site: SiteId,
+        person: Option<PersonId>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let mut qb = sqlx::QueryBuilder::<ops::Db>::new(
                 "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule \
-                 FROM entries WHERE site = ",
+             FROM entries WHERE site = ",
             );
             qb.push_bind(i64::from(site.0));
             if let Some(p) = person {
@@ -304,25 +334,27 @@ macro_rules! incident_ops {
             rows.iter()
                 .map(|r| {
                     crate::entries::stored_entry(
-                        r.try_get(0)?,
-                        r.try_get(1)?,
-                        r.try_get(2)?,
-                        r.try_get(3)?,
-                        r.try_get(4)?,
-                        r.try_get(5)?,
-                        r.try_get(6)?,
-                        r.try_get(7)?,
-                        r.try_get(8)?,
-                        r.try_get(9)?,
-                        r.try_get(10)?,
-                        r.try_get(11)?,
-                        r.try_get(12)?,
+                        r.col(0)?,
+                        r.col(1)?,
+                        r.col(2)?,
+                        r.col(3)?,
+                        r.col(4)?,
+                        r.col(5)?,
+                        r.col(6)?,
+                        r.col(7)?,
+                        r.col(8)?,
+                        r.col(9)?,
+                        r.col(10)?,
+                        r.col(11)?,
+                        r.col(12)?,
                     )
                 })
                 .collect()
-        }
+        })
+    }
 
-        pub(super) async fn heads(conn: &mut ops::Conn, site: SiteId) -> Result<(i64, i64), StoreError> {
+    pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(i64, i64), StoreError> {
+        each_backend!(conn, |conn| {
             let entries: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM entries WHERE site = $1")
                 .bind(i64::from(site.0))
                 .fetch_one(&mut *conn)
@@ -332,23 +364,30 @@ macro_rules! incident_ops {
                 .fetch_one(&mut *conn)
                 .await?;
             Ok((entries.unwrap_or(0), incidents.unwrap_or(0)))
-        }
+        })
+    }
 
-        pub(super) async fn retention(conn: &mut ops::Conn, site: SiteId) -> Result<Option<i64>, StoreError> {
-            Ok(sqlx::query_scalar("SELECT entries_retention_days FROM sites WHERE id = $1")
-                .bind(i64::from(site.0))
-                .fetch_optional(&mut *conn)
-                .await?)
-        }
+    pub(super) async fn retention(conn: Conn<'_>, site: SiteId) -> Result<Option<i64>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query_scalar("SELECT entries_retention_days FROM sites WHERE id = $1")
+                    .bind(i64::from(site.0))
+                    .fetch_optional(&mut *conn)
+                    .await?,
+            )
+        })
+    }
 
-        pub(super) async fn unassigned(
-            conn: &mut ops::Conn,
-            site: SiteId,
-            kind: Option<CredentialKind>,
-            after: u32,
-            limit: u32,
-        ) -> Result<Vec<CredentialId>, StoreError> {
-            let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT id FROM credentials WHERE owner IS NULL AND site = ");
+    pub(super) async fn unassigned(
+        conn: Conn<'_>,
+        site: SiteId,
+        kind: Option<CredentialKind>,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<CredentialId>, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let mut qb =
+                sqlx::QueryBuilder::<ops::Db>::new("SELECT id FROM credentials WHERE owner IS NULL AND site = ");
             qb.push_bind(i64::from(site.0));
             if let Some(kind) = kind {
                 qb.push(" AND kind = ").push_bind(i64::from(kind_code(kind)));
@@ -356,21 +395,23 @@ macro_rules! incident_ops {
             qb.push(" AND id > ").push_bind(i64::from(after));
             qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
             let ids: Vec<i64> = qb.build_query_scalar::<i64>().fetch_all(&mut *conn).await?;
-            ids.into_iter().map(|id| id32(id, "credential").map(CredentialId)).collect()
-        }
+            ids.into_iter()
+                .map(|id| id32(id, "credential").map(CredentialId))
+                .collect()
+        })
+    }
 
-        pub(super) async fn audit_action(conn: &mut ops::Conn, actor: &str, action: &str, entity: &str, after: &str) -> Result<(), StoreError> {
+    pub(super) async fn audit_action(
+        conn: Conn<'_>,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        after: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             ops::insert_audit(conn, None, now_seconds(), actor, action, entity, None, Some(after)).await
-        }
-    };
-}
-
-mod sqlite_incidents {
-    incident_ops!(sqlx::Sqlite, crate::sql::sqlite);
-}
-
-mod pg_incidents {
-    incident_ops!(sqlx::Postgres, crate::sql::postgres);
+        })
+    }
 }
 
 fn no_incident(site: SiteId, id: i64) -> StoreError {
@@ -386,9 +427,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn raise_incident(&self, actor: &str, incident: &NewIncident) -> Result<Incident, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
-            m::insert(conn, actor, incident).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert(db.conn(), actor, incident).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The incident `id` of `site`.
@@ -396,8 +438,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn incident(&self, site: SiteId, id: i64) -> Result<Option<Incident>, StoreError> {
-        let found = on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| m::get(conn, id)
-            .await?);
+        let found = {
+            let mut db = self.reader().await?;
+            queries::get(db.conn(), id).await?
+        };
         Ok(found.filter(|i| i.site == site))
     }
 
@@ -413,17 +457,20 @@ impl Store {
         id: i64,
         now: i64,
     ) -> Result<Incident, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
-            let before = m::get(conn, id)
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::get(db.conn(), id)
                 .await?
                 .filter(|i| i.site == site)
                 .ok_or_else(|| no_incident(site, id))?;
             if before.acknowledged_at.is_some() {
                 before
             } else {
-                m::acknowledge(conn, actor, &before, now).await?
+                queries::acknowledge(db.conn(), actor, &before, now).await?
             }
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// A page of a site's incidents, newest first.
@@ -437,9 +484,7 @@ impl Store {
                 query.limit
             )));
         }
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::query(conn, query).await?
-        }))
+        queries::query(self.reader().await?.conn(), query).await
     }
 
     /// A site's incidents with an id above `after`, oldest first, at most `limit`.
@@ -447,9 +492,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn incidents_after(&self, site: SiteId, after: i64, limit: u32) -> Result<Vec<Incident>, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::incidents_after(conn, site, after, limit).await?
-        }))
+        queries::incidents_after(self.reader().await?.conn(), site, after, limit).await
     }
 
     /// A site's entries (only `person`'s, if given) with an id above `after`, in id
@@ -464,9 +507,7 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::entries_after(conn, site, person, after, limit).await?
-        }))
+        queries::entries_after(self.reader().await?.conn(), site, person, after, limit).await
     }
 
     /// The highest entry id and incident id of `site` (0 when there is none): where a
@@ -475,9 +516,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn event_heads(&self, site: SiteId) -> Result<(i64, i64), StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::heads(conn, site).await?
-        }))
+        queries::heads(self.reader().await?.conn(), site).await
     }
 
     /// How many days `site` keeps its entries, or `None` for an unknown site.
@@ -485,9 +524,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn entries_retention(&self, site: SiteId) -> Result<Option<i64>, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::retention(conn, site).await?
-        }))
+        queries::retention(self.reader().await?.conn(), site).await
     }
 
     /// The credentials of `site` that belong to nobody (only of `kind`, if given), with
@@ -502,9 +539,7 @@ impl Store {
         after: u32,
         limit: u32,
     ) -> Result<Vec<CredentialId>, StoreError> {
-        Ok(on_backend!(self, sqlite_incidents, pg_incidents, read, |conn, m| {
-            m::unassigned(conn, site, kind, after, limit).await?
-        }))
+        queries::unassigned(self.reader().await?.conn(), site, kind, after, limit).await
     }
 
     /// Audit an action that changes no stored record (a remote opening, say): `after` is
@@ -513,9 +548,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn audit_action(&self, actor: &str, action: &str, entity: &str, after: &str) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_incidents, pg_incidents, write, |conn, m| {
-            m::audit_action(conn, actor, action, entity, after).await?
-        });
+        let mut db = self.writer().await?;
+        queries::audit_action(db.conn(), actor, action, entity, after).await?;
+        db.commit().await?;
         Ok(())
     }
 }

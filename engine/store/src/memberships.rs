@@ -20,14 +20,11 @@ use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use crate::tokens::IssuedSecret;
 use keyway_core::{CredentialId, PersonId, RoleId, SiteId};
-use sqlx::Row;
 
 /// An account's place on a site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
-    /// The site.
     pub site: SiteId,
-    /// The account.
     pub account: i64,
     /// Its role there.
     pub role: RoleId,
@@ -42,9 +39,7 @@ pub struct Membership {
 /// An invitation to a site, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invitation {
-    /// Its id.
     pub id: i64,
-    /// The site.
     pub site: SiteId,
     /// Who is invited (lowercased).
     pub email: String,
@@ -65,7 +60,6 @@ pub struct Invitation {
 /// A licence: the limits of the site that redeems it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voucher {
-    /// Its id.
     pub id: i64,
     /// The site that redeemed it, if any.
     pub site: Option<SiteId>,
@@ -132,89 +126,99 @@ fn invalid_invitation() -> StoreError {
 /// The longest voucher code.
 pub const MAX_VOUCHER_CODE: usize = 64;
 
-macro_rules! membership_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
-        pub(super) use ops::enqueue_event;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const MEMBER_COLS: &str = "SELECT site, account, role, person, is_owner, created_at FROM site_memberships";
-        const INVITE_COLS: &str = "SELECT id, site, email, role, credential, invited_by, created_at, expires_at, \
-                                   accepted_at FROM invitations";
-        const VOUCHER_COLS: &str = "SELECT id, site, code, max_users, max_app_users, valid_from, valid_until, \
-                                    created_at FROM vouchers";
+    const MEMBER_COLS: &str = "SELECT site, account, role, person, is_owner, created_at FROM site_memberships";
+    const INVITE_COLS: &str = "SELECT id, site, email, role, credential, invited_by, created_at, expires_at, \
+                               accepted_at FROM invitations";
+    const VOUCHER_COLS: &str = "SELECT id, site, code, max_users, max_app_users, valid_from, valid_until, \
+                                created_at FROM vouchers";
 
-        fn member_from(r: &ops::DbRowOf) -> Result<Membership, StoreError> {
-            let person: Option<i64> = r.try_get(3)?;
-            Ok(Membership {
-                site: SiteId(id32(r.try_get(0)?, "site")?),
-                account: r.try_get(1)?,
-                role: role_of(r.try_get(2)?)?,
-                person: opt_id32(person, "person")?.map(PersonId),
-                is_owner: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-            })
-        }
+    fn member_from(r: &impl Columns) -> Result<Membership, StoreError> {
+        let person: Option<i64> = r.col(3)?;
+        Ok(Membership {
+            site: SiteId(id32(r.col(0)?, "site")?),
+            account: r.col(1)?,
+            role: role_of(r.col(2)?)?,
+            person: opt_id32(person, "person")?.map(PersonId),
+            is_owner: r.col(4)?,
+            created_at: r.col(5)?,
+        })
+    }
 
-        fn invite_from(r: &ops::DbRowOf) -> Result<Invitation, StoreError> {
-            let credential: Option<i64> = r.try_get(4)?;
-            Ok(Invitation {
-                id: r.try_get(0)?,
-                site: SiteId(id32(r.try_get(1)?, "site")?),
-                email: r.try_get(2)?,
-                role: role_of(r.try_get(3)?)?,
-                credential: opt_id32(credential, "credential")?.map(CredentialId),
-                invited_by: r.try_get(5)?,
-                created_at: r.try_get(6)?,
-                expires_at: r.try_get(7)?,
-                accepted_at: r.try_get(8)?,
-            })
-        }
+    fn invite_from(r: &impl Columns) -> Result<Invitation, StoreError> {
+        let credential: Option<i64> = r.col(4)?;
+        Ok(Invitation {
+            id: r.col(0)?,
+            site: SiteId(id32(r.col(1)?, "site")?),
+            email: r.col(2)?,
+            role: role_of(r.col(3)?)?,
+            credential: opt_id32(credential, "credential")?.map(CredentialId),
+            invited_by: r.col(5)?,
+            created_at: r.col(6)?,
+            expires_at: r.col(7)?,
+            accepted_at: r.col(8)?,
+        })
+    }
 
-        fn voucher_from(r: &ops::DbRowOf) -> Result<Voucher, StoreError> {
-            let site: Option<i64> = r.try_get(1)?;
-            Ok(Voucher {
-                id: r.try_get(0)?,
-                site: opt_id32(site, "site")?.map(SiteId),
-                code: r.try_get(2)?,
-                max_users: id32(r.try_get(3)?, "max_users")?,
-                max_app_users: id32(r.try_get(4)?, "max_app_users")?,
-                valid_from: r.try_get(5)?,
-                valid_until: r.try_get(6)?,
-                created_at: r.try_get(7)?,
-            })
-        }
+    fn voucher_from(r: &impl Columns) -> Result<Voucher, StoreError> {
+        let site: Option<i64> = r.col(1)?;
+        Ok(Voucher {
+            id: r.col(0)?,
+            site: opt_id32(site, "site")?.map(SiteId),
+            code: r.col(2)?,
+            max_users: id32(r.col(3)?, "max_users")?,
+            max_app_users: id32(r.col(4)?, "max_app_users")?,
+            valid_from: r.col(5)?,
+            valid_until: r.col(6)?,
+            created_at: r.col(7)?,
+        })
+    }
 
-        pub(super) async fn member(conn: &mut ops::Conn, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
+    pub(super) async fn member(conn: Conn<'_>, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{MEMBER_COLS} WHERE site = $1 AND account = $2");
-            let row = sqlx::query(&sql).bind(i64::from(site.0)).bind(account).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(&sql)
+                .bind(i64::from(site.0))
+                .bind(account)
+                .fetch_optional(&mut *conn)
+                .await?;
             row.as_ref().map(member_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn members_of_site(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<Membership>, StoreError> {
+    pub(super) async fn members_of_site(conn: Conn<'_>, site: SiteId) -> Result<Vec<Membership>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{MEMBER_COLS} WHERE site = $1 ORDER BY account");
             let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(member_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn members_of_account(conn: &mut ops::Conn, account: i64) -> Result<Vec<Membership>, StoreError> {
+    pub(super) async fn members_of_account(conn: Conn<'_>, account: i64) -> Result<Vec<Membership>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{MEMBER_COLS} WHERE account = $1 ORDER BY site");
             let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
             rows.iter().map(member_from).collect()
-        }
+        })
+    }
 
-        /// Writes `after` (insert or update) and audits it against `before`.
-        pub(super) async fn put_member(
-            conn: &mut ops::Conn,
-            actor: &str,
-            before: Option<&Membership>,
-            after: &Membership,
-            action: &str,
-        ) -> Result<(), StoreError> {
+    /// Writes `after` (insert or update) and audits it against `before`.
+    pub(super) async fn put_member(
+        conn: Conn<'_>,
+        actor: &str,
+        before: Option<&Membership>,
+        after: &Membership,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query(
                 "INSERT INTO site_memberships (site, account, role, person, is_owner, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (site, account) DO UPDATE SET \
-                 role = excluded.role, person = excluded.person, is_owner = excluded.is_owner",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (site, account) DO UPDATE SET \
+             role = excluded.role, person = excluded.person, is_owner = excluded.is_owner",
             )
             .bind(i64::from(after.site.0))
             .bind(after.account)
@@ -224,108 +228,173 @@ macro_rules! membership_ops {
             .bind(after.created_at)
             .execute(&mut *conn)
             .await
-            .map_err(|e| StoreError::from(e).duplicate(membership_entity(after.site, after.account), format!("site:{} already has an owner", after.site.0)))?;
+            .map_err(|e| {
+                StoreError::from(e).duplicate(
+                    membership_entity(after.site, after.account),
+                    format!("site:{} already has an owner", after.site.0),
+                )
+            })?;
             ops::insert_audit(
-                conn, None, now_seconds(), actor, action, &membership_entity(after.site, after.account),
-                before.map(membership_json).as_deref(), Some(&membership_json(after)),
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                action,
+                &membership_entity(after.site, after.account),
+                before.map(membership_json).as_deref(),
+                Some(&membership_json(after)),
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn remove_member(conn: &mut ops::Conn, actor: &str, before: &Membership) -> Result<(), StoreError> {
+    pub(super) async fn remove_member(conn: Conn<'_>, actor: &str, before: &Membership) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM site_memberships WHERE site = $1 AND account = $2")
                 .bind(i64::from(before.site.0))
                 .bind(before.account)
                 .execute(&mut *conn)
                 .await?;
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "remove_membership", &membership_entity(before.site, before.account),
-                Some(&membership_json(before)), None,
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "remove_membership",
+                &membership_entity(before.site, before.account),
+                Some(&membership_json(before)),
+                None,
             )
             .await
-        }
+        })
+    }
 
-        #[expect(clippy::too_many_arguments, reason = "one column each")]
-        pub(super) async fn insert_invite(
-            conn: &mut ops::Conn,
-            actor: &str,
-            site: SiteId,
-            email: &str,
-            role: RoleId,
-            credential: Option<CredentialId>,
-            invited_by: Option<i64>,
-            hash: &str,
-            expires_at: i64,
-        ) -> Result<Invitation, StoreError> {
+    #[expect(clippy::too_many_arguments, reason = "one column each")]
+    pub(super) async fn insert_invite(
+        conn: Conn<'_>,
+        actor: &str,
+        site: SiteId,
+        email: &str,
+        role: RoleId,
+        credential: Option<CredentialId>,
+        invited_by: Option<i64>,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<Invitation, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO invitations (site, email, role, credential, token_hash, invited_by, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(i64::from(site.0))
-            .bind(email)
-            .bind(i64::from(role.0))
-            .bind(credential.map(|c| i64::from(c.0)))
-            .bind(hash)
-            .bind(invited_by)
-            .bind(now)
-            .bind(expires_at)
-            .fetch_one(&mut *conn)
-            .await?;
+            "INSERT INTO invitations (site, email, role, credential, token_hash, invited_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(i64::from(site.0))
+        .bind(email)
+        .bind(i64::from(role.0))
+        .bind(credential.map(|c| i64::from(c.0)))
+        .bind(hash)
+        .bind(invited_by)
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&mut *conn)
+        .await?;
             let invitation = Invitation {
-                id, site, email: email.to_owned(), role, credential, invited_by, created_at: now, expires_at,
+                id,
+                site,
+                email: email.to_owned(),
+                role,
+                credential,
+                invited_by,
+                created_at: now,
+                expires_at,
                 accepted_at: None,
             };
             ops::insert_audit(
-                conn, None, now, actor, "create_invitation", &format!("invitation:{id}"), None,
+                conn,
+                None,
+                now,
+                actor,
+                "create_invitation",
+                &format!("invitation:{id}"),
+                None,
                 Some(&invitation_json(&invitation)),
             )
             .await?;
             Ok(invitation)
-        }
+        })
+    }
 
-        pub(super) async fn invite(conn: &mut ops::Conn, id: i64) -> Result<Option<Invitation>, StoreError> {
+    pub(super) async fn invite(conn: Conn<'_>, id: i64) -> Result<Option<Invitation>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{INVITE_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(invite_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn live_invite_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<Invitation>, StoreError> {
+    pub(super) async fn live_invite_by_hash(
+        conn: Conn<'_>,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Invitation>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{INVITE_COLS} WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2");
-            let row = sqlx::query(&sql).bind(hash).bind(now).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(&sql)
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
             row.as_ref().map(invite_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn invites_of_site(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
+    pub(super) async fn invites_of_site(conn: Conn<'_>, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{INVITE_COLS} WHERE site = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(invite_from).collect()
-        }
+        })
+    }
 
-        /// Marks a live invitation accepted; false if another acceptance got there first.
-        pub(super) async fn mark_accepted(conn: &mut ops::Conn, id: i64, now: i64) -> Result<bool, StoreError> {
-            Ok(sqlx::query("UPDATE invitations SET accepted_at = $2 WHERE id = $1 AND accepted_at IS NULL AND expires_at > $2")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
+    /// Marks a live invitation accepted; false if another acceptance got there first.
+    pub(super) async fn mark_accepted(conn: Conn<'_>, id: i64, now: i64) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(sqlx::query(
+                "UPDATE invitations SET accepted_at = $2 WHERE id = $1 AND accepted_at IS NULL AND expires_at > $2",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
                 == 1)
-        }
+        })
+    }
 
-        pub(super) async fn delete_invite(conn: &mut ops::Conn, actor: &str, before: &Invitation) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM invitations WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+    pub(super) async fn delete_invite(conn: Conn<'_>, actor: &str, before: &Invitation) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM invitations WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "revoke_invitation", &format!("invitation:{}", before.id),
-                Some(&invitation_json(before)), None,
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "revoke_invitation",
+                &format!("invitation:{}", before.id),
+                Some(&invitation_json(before)),
+                None,
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn insert_voucher(conn: &mut ops::Conn, actor: &str, v: &Voucher) -> Result<Voucher, StoreError> {
+    pub(super) async fn insert_voucher(conn: Conn<'_>, actor: &str, v: &Voucher) -> Result<Voucher, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO vouchers (code, max_users, max_app_users, valid_from, valid_until, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(&v.code)
             .bind(i64::from(v.max_users))
@@ -335,26 +404,43 @@ macro_rules! membership_ops {
             .bind(v.created_at)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| StoreError::from(e).duplicate(format!("voucher `{}`", v.code), "the code is taken".to_owned()))?;
+            .map_err(|e| {
+                StoreError::from(e).duplicate(format!("voucher `{}`", v.code), "the code is taken".to_owned())
+            })?;
             let voucher = Voucher { id, ..v.clone() };
-            ops::insert_audit(conn, None, v.created_at, actor, "create_voucher", &format!("voucher:{id}"), None, Some(&voucher_json(&voucher)))
-                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                v.created_at,
+                actor,
+                "create_voucher",
+                &format!("voucher:{id}"),
+                None,
+                Some(&voucher_json(&voucher)),
+            )
+            .await?;
             Ok(voucher)
-        }
+        })
+    }
 
-        pub(super) async fn voucher_by_id(conn: &mut ops::Conn, id: i64) -> Result<Option<Voucher>, StoreError> {
+    pub(super) async fn voucher_by_id(conn: Conn<'_>, id: i64) -> Result<Option<Voucher>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{VOUCHER_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(voucher_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn voucher_by_code(conn: &mut ops::Conn, code: &str) -> Result<Option<Voucher>, StoreError> {
+    pub(super) async fn voucher_by_code(conn: Conn<'_>, code: &str) -> Result<Option<Voucher>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{VOUCHER_COLS} WHERE code = $1");
             let row = sqlx::query(&sql).bind(code).fetch_optional(&mut *conn).await?;
             row.as_ref().map(voucher_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn vouchers(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
+    pub(super) async fn vouchers(conn: Conn<'_>, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
+        each_backend!(conn, |conn| {
             let rows = match site {
                 Some(site) => {
                     let sql = format!("{VOUCHER_COLS} WHERE site = $1 ORDER BY id");
@@ -366,44 +452,64 @@ macro_rules! membership_ops {
                 }
             };
             rows.iter().map(voucher_from).collect()
-        }
+        })
+    }
 
-        /// Gives an unredeemed voucher to `site`; false if it was taken meanwhile.
-        pub(super) async fn claim_voucher(conn: &mut ops::Conn, id: i64, site: SiteId) -> Result<bool, StoreError> {
-            Ok(sqlx::query("UPDATE vouchers SET site = $2 WHERE id = $1 AND site IS NULL")
-                .bind(id)
-                .bind(i64::from(site.0))
+    /// Gives an unredeemed voucher to `site`; false if it was taken meanwhile.
+    pub(super) async fn claim_voucher(conn: Conn<'_>, id: i64, site: SiteId) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query("UPDATE vouchers SET site = $2 WHERE id = $1 AND site IS NULL")
+                    .bind(id)
+                    .bind(i64::from(site.0))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                    == 1,
+            )
+        })
+    }
+
+    pub(super) async fn delete_voucher(conn: Conn<'_>, actor: &str, before: &Voucher) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM vouchers WHERE id = $1")
+                .bind(before.id)
                 .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                == 1)
-        }
-
-        pub(super) async fn delete_voucher(conn: &mut ops::Conn, actor: &str, before: &Voucher) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM vouchers WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+                .await?;
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "delete_voucher", &format!("voucher:{}", before.id),
-                Some(&voucher_json(before)), None,
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_voucher",
+                &format!("voucher:{}", before.id),
+                Some(&voucher_json(before)),
+                None,
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn audit_voucher(conn: &mut ops::Conn, actor: &str, before: &Voucher, after: &Voucher) -> Result<(), StoreError> {
+    pub(super) async fn audit_voucher(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Voucher,
+        after: &Voucher,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "redeem_voucher", &format!("voucher:{}", before.id),
-                Some(&voucher_json(before)), Some(&voucher_json(after)),
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "redeem_voucher",
+                &format!("voucher:{}", before.id),
+                Some(&voucher_json(before)),
+                Some(&voucher_json(after)),
             )
             .await
-        }
-    };
-}
-
-mod sqlite_members {
-    membership_ops!(crate::sql::sqlite);
-}
-
-mod pg_members {
-    membership_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 fn not_a_member(site: SiteId, account: i64) -> StoreError {
@@ -437,8 +543,9 @@ impl Store {
         role: RoleId,
         person: Option<PersonId>,
     ) -> Result<Membership, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::member(conn, site, account).await?;
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::member(db.conn(), site, account).await?;
             let after = Membership {
                 site,
                 account,
@@ -452,9 +559,11 @@ impl Store {
             } else {
                 "create_membership"
             };
-            m::put_member(conn, actor, before.as_ref(), &after, action).await?;
+            queries::put_member(db.conn(), actor, before.as_ref(), &after, action).await?;
             after
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Make a new site's first owner: `account` joins (or stays) with `role` as owner.
@@ -470,8 +579,9 @@ impl Store {
         account: i64,
         role: RoleId,
     ) -> Result<Membership, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::member(conn, site, account).await?;
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::member(db.conn(), site, account).await?;
             let after = Membership {
                 site,
                 account,
@@ -480,9 +590,11 @@ impl Store {
                 is_owner: true,
                 created_at: before.as_ref().map_or_else(now_seconds, |b| b.created_at),
             };
-            m::put_member(conn, actor, before.as_ref(), &after, "set_owner").await?;
+            queries::put_member(db.conn(), actor, before.as_ref(), &after, "set_owner").await?;
             after
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The membership of `account` on `site`.
@@ -495,9 +607,10 @@ impl Store {
         if let Some(m) = auth.get(&auth.members, &(site.0, account), stamp) {
             return Ok(Some(m));
         }
-        let found = on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::member(conn, site, account).await?
-        });
+        let found = {
+            let mut db = self.reader().await?;
+            queries::member(db.conn(), site, account).await?
+        };
         if let Some(m) = &found {
             auth.put(&auth.members, (site.0, account), m.clone(), stamp);
         }
@@ -509,9 +622,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn site_memberships(&self, site: SiteId) -> Result<Vec<Membership>, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::members_of_site(conn, site).await?
-        }))
+        queries::members_of_site(self.reader().await?.conn(), site).await
     }
 
     /// An account's sites, by site.
@@ -519,9 +630,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn account_memberships(&self, account: i64) -> Result<Vec<Membership>, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::members_of_account(conn, account).await?
-        }))
+        queries::members_of_account(self.reader().await?.conn(), account).await
     }
 
     /// Remove `account` from `site`.
@@ -530,18 +639,18 @@ impl Store {
     /// [`StoreError::NotFound`] if it is not a member; [`StoreError::InUse`] for the
     /// owner, who must transfer ownership first.
     pub async fn remove_membership(&self, actor: &str, site: SiteId, account: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::member(conn, site, account)
-                .await?
-                .ok_or_else(|| not_a_member(site, account))?;
-            if before.is_owner {
-                return Err(StoreError::InUse {
-                    entity: membership_entity(site, account),
-                    used_by: format!("site:{} as its owner; transfer ownership first", site.0),
-                });
-            }
-            m::remove_member(conn, actor, &before).await?;
-        });
+        let mut db = self.writer().await?;
+        let before = queries::member(db.conn(), site, account)
+            .await?
+            .ok_or_else(|| not_a_member(site, account))?;
+        if before.is_owner {
+            return Err(StoreError::InUse {
+                entity: membership_entity(site, account),
+                used_by: format!("site:{} as its owner; transfer ownership first", site.0),
+            });
+        }
+        queries::remove_member(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -565,11 +674,14 @@ impl Store {
         if from == to {
             return Err(StoreError::invalid("ownership can only pass to another member"));
         }
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let old = m::member(conn, site, from)
+        let mut db = self.writer().await?;
+        let out = {
+            let old = queries::member(db.conn(), site, from)
                 .await?
                 .ok_or_else(|| not_a_member(site, from))?;
-            let new = m::member(conn, site, to).await?.ok_or_else(|| not_a_member(site, to))?;
+            let new = queries::member(db.conn(), site, to)
+                .await?
+                .ok_or_else(|| not_a_member(site, to))?;
             if !old.is_owner {
                 return Err(StoreError::invalid(format!(
                     "account:{from} does not own site:{}",
@@ -582,15 +694,15 @@ impl Store {
                 role: former_owner_role,
                 ..old.clone()
             };
-            m::put_member(conn, actor, Some(&old), &old_after, "transfer_ownership").await?;
+            queries::put_member(db.conn(), actor, Some(&old), &old_after, "transfer_ownership").await?;
             let new_after = Membership {
                 is_owner: true,
                 role: owner_role,
                 ..new.clone()
             };
-            m::put_member(conn, actor, Some(&new), &new_after, "transfer_ownership").await?;
-            m::enqueue_event(
-                conn,
+            queries::put_member(db.conn(), actor, Some(&new), &new_after, "transfer_ownership").await?;
+            crate::dispatch::enqueue_event(
+                db.conn(),
                 site,
                 "ownership.transferred",
                 now_seconds(),
@@ -598,7 +710,9 @@ impl Store {
             )
             .await?;
             (old_after, new_after)
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Invite `email` to `site` with `role`, optionally handing over `credential`; the
@@ -624,10 +738,23 @@ impl Store {
         }
         let secret = secrets::fresh("");
         let hash = secrets::hash(&secret);
-        let invitation = on_backend!(self, sqlite_members, pg_members, write, |conn, m| m::insert_invite(
-            conn, actor, site, &email, role, credential, invited_by, &hash, expires_at
-        )
-        .await?);
+        let invitation = {
+            let mut db = self.writer().await?;
+            let out = queries::insert_invite(
+                db.conn(),
+                actor,
+                site,
+                &email,
+                role,
+                credential,
+                invited_by,
+                &hash,
+                expires_at,
+            )
+            .await?;
+            db.commit().await?;
+            out
+        };
         Ok((
             invitation,
             IssuedSecret {
@@ -643,9 +770,7 @@ impl Store {
     /// If the database fails.
     pub async fn invitation_by_secret(&self, secret: &str, now: i64) -> Result<Option<Invitation>, StoreError> {
         let hash = secrets::hash(secret);
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::live_invite_by_hash(conn, &hash, now).await?
-        }))
+        queries::live_invite_by_hash(self.reader().await?.conn(), &hash, now).await
     }
 
     /// A site's invitations, accepted and expired ones included.
@@ -653,9 +778,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn site_invitations(&self, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::invites_of_site(conn, site).await?
-        }))
+        queries::invites_of_site(self.reader().await?.conn(), site).await
     }
 
     /// Accept an invitation as `account` at `now`: it is used up and the account joins
@@ -673,14 +796,15 @@ impl Store {
     ) -> Result<(Invitation, Membership), StoreError> {
         let hash = secrets::hash(secret);
         let actor = format!("account:{account}");
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let invitation = m::live_invite_by_hash(conn, &hash, now)
+        let mut db = self.writer().await?;
+        let out = {
+            let invitation = queries::live_invite_by_hash(db.conn(), &hash, now)
                 .await?
                 .ok_or_else(invalid_invitation)?;
-            if !m::mark_accepted(conn, invitation.id, now).await? {
+            if !queries::mark_accepted(db.conn(), invitation.id, now).await? {
                 return Err(invalid_invitation());
             }
-            if m::member(conn, invitation.site, account).await?.is_some() {
+            if queries::member(db.conn(), invitation.site, account).await?.is_some() {
                 return Err(StoreError::Duplicate {
                     entity: membership_entity(invitation.site, account),
                     detail: "the account is a member of the site already".to_owned(),
@@ -695,7 +819,7 @@ impl Store {
                 is_owner: false,
                 created_at: now,
             };
-            m::put_member(conn, &actor, None, &membership, "accept_invitation").await?;
+            queries::put_member(db.conn(), &actor, None, &membership, "accept_invitation").await?;
             (
                 Invitation {
                     accepted_at: Some(now),
@@ -703,7 +827,9 @@ impl Store {
                 },
                 membership,
             )
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Withdraw an invitation.
@@ -711,12 +837,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown invitation.
     pub async fn revoke_invitation(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::invite(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::invite(db.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("invitation:{id}"),
             })?;
-            m::delete_invite(conn, actor, &before).await?;
-        });
+        queries::delete_invite(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -750,9 +878,10 @@ impl Store {
             valid_until,
             created_at: now_seconds(),
         };
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            m::insert_voucher(conn, actor, &draft).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert_voucher(db.conn(), actor, &draft).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The voucher with this code.
@@ -761,9 +890,7 @@ impl Store {
     /// [`StoreError::Invalid`] for a malformed code.
     pub async fn voucher_by_code(&self, code: &str) -> Result<Option<Voucher>, StoreError> {
         let code = normalise_code(code)?;
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::voucher_by_code(conn, &code).await?
-        }))
+        queries::voucher_by_code(self.reader().await?.conn(), &code).await
     }
 
     /// Every voucher, or those a site redeemed.
@@ -771,9 +898,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn vouchers(&self, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
-        Ok(on_backend!(self, sqlite_members, pg_members, read, |conn, m| {
-            m::vouchers(conn, site).await?
-        }))
+        queries::vouchers(self.reader().await?.conn(), site).await
     }
 
     /// The voucher that sets `site`'s limits at `now`: of those it redeemed and that are
@@ -797,8 +922,9 @@ impl Store {
     /// site redeemed it; [`StoreError::Invalid`] outside its validity.
     pub async fn redeem_voucher(&self, actor: &str, code: &str, site: SiteId, now: i64) -> Result<Voucher, StoreError> {
         let code = normalise_code(code)?;
-        Ok(on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::voucher_by_code(conn, &code)
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::voucher_by_code(db.conn(), &code)
                 .await?
                 .ok_or_else(|| StoreError::NotFound {
                     entity: format!("voucher `{code}`"),
@@ -815,7 +941,7 @@ impl Store {
             if !before.is_valid_at(now) {
                 return Err(StoreError::invalid(format!("voucher `{code}` is not valid now")));
             }
-            if !m::claim_voucher(conn, before.id, site).await? {
+            if !queries::claim_voucher(db.conn(), before.id, site).await? {
                 return Err(StoreError::InUse {
                     entity: format!("voucher `{code}`"),
                     used_by: "another site".to_owned(),
@@ -825,9 +951,11 @@ impl Store {
                 site: Some(site),
                 ..before.clone()
             };
-            m::audit_voucher(conn, actor, &before, &after).await?;
+            queries::audit_voucher(db.conn(), actor, &before, &after).await?;
             after
-        }))
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Delete a voucher.
@@ -835,12 +963,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown voucher.
     pub async fn delete_voucher(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_members, pg_members, write, |conn, m| {
-            let before = m::voucher_by_id(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::voucher_by_id(db.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("voucher:{id}"),
             })?;
-            m::delete_voucher(conn, actor, &before).await?;
-        });
+        queries::delete_voucher(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 }

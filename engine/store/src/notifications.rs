@@ -12,7 +12,6 @@ use crate::codec::id32;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
-use sqlx::Row;
 
 /// The channels a notification setting can choose. Webhooks are endpoints of their own
 /// (`webhooks`), with a secret and a delivery history; push needs the app's gateway,
@@ -26,7 +25,6 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 pub struct NotificationSetting {
     /// Its id (0 for a new one).
     pub id: i64,
-    /// The site.
     pub site: SiteId,
     /// The account it notifies, when it is a person's (e.g. the owner's).
     pub account: Option<i64>,
@@ -45,7 +43,6 @@ pub struct NotificationSetting {
 /// A notification waiting to go out, or sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxItem {
-    /// Its id.
     pub id: i64,
     /// The site it is about.
     pub site: SiteId,
@@ -118,66 +115,76 @@ fn setting_json(s: &NotificationSetting) -> String {
     .to_string()
 }
 
-macro_rules! notification_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const SETTING_COLS: &str = "SELECT id, site, account, event_kind, channel, target, config, enabled \
-                                    FROM notification_settings";
-        const OUTBOX_COLS: &str = "id, site, channel, target, payload, created_at, next_attempt_at, attempts, \
-                                   delivered_at, last_error, webhook";
+    const SETTING_COLS: &str = "SELECT id, site, account, event_kind, channel, target, config, enabled \
+                                FROM notification_settings";
+    const OUTBOX_COLS: &str = "id, site, channel, target, payload, created_at, next_attempt_at, attempts, \
+                               delivered_at, last_error, webhook";
 
-        fn setting_from(r: &ops::DbRowOf) -> Result<NotificationSetting, StoreError> {
-            let site: i64 = r.try_get(1)?;
-            Ok(NotificationSetting {
-                id: r.try_get(0)?,
-                site: SiteId(id32(site, "site")?),
-                account: r.try_get(2)?,
-                event_kind: r.try_get(3)?,
-                channel: r.try_get(4)?,
-                target: r.try_get(5)?,
-                config: r.try_get(6)?,
-                enabled: r.try_get(7)?,
-            })
-        }
+    fn setting_from(r: &impl Columns) -> Result<NotificationSetting, StoreError> {
+        let site: i64 = r.col(1)?;
+        Ok(NotificationSetting {
+            id: r.col(0)?,
+            site: SiteId(id32(site, "site")?),
+            account: r.col(2)?,
+            event_kind: r.col(3)?,
+            channel: r.col(4)?,
+            target: r.col(5)?,
+            config: r.col(6)?,
+            enabled: r.col(7)?,
+        })
+    }
 
-        fn item_from(r: &ops::DbRowOf) -> Result<OutboxItem, StoreError> {
-            let site: i64 = r.try_get(1)?;
-            let attempts: i64 = r.try_get(7)?;
-            Ok(OutboxItem {
-                id: r.try_get(0)?,
-                site: SiteId(id32(site, "site")?),
-                channel: r.try_get(2)?,
-                target: r.try_get(3)?,
-                payload: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-                next_attempt_at: r.try_get(6)?,
-                attempts: id32(attempts, "attempts")?,
-                delivered_at: r.try_get(8)?,
-                last_error: r.try_get(9)?,
-                webhook: r.try_get(10)?,
-            })
-        }
+    fn item_from(r: &impl Columns) -> Result<OutboxItem, StoreError> {
+        let site: i64 = r.col(1)?;
+        let attempts: i64 = r.col(7)?;
+        Ok(OutboxItem {
+            id: r.col(0)?,
+            site: SiteId(id32(site, "site")?),
+            channel: r.col(2)?,
+            target: r.col(3)?,
+            payload: r.col(4)?,
+            created_at: r.col(5)?,
+            next_attempt_at: r.col(6)?,
+            attempts: id32(attempts, "attempts")?,
+            delivered_at: r.col(8)?,
+            last_error: r.col(9)?,
+            webhook: r.col(10)?,
+        })
+    }
 
-        pub(super) async fn setting(conn: &mut ops::Conn, id: i64) -> Result<Option<NotificationSetting>, StoreError> {
+    pub(super) async fn setting(conn: Conn<'_>, id: i64) -> Result<Option<NotificationSetting>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{SETTING_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(setting_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn settings(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
+    pub(super) async fn settings(conn: Conn<'_>, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{SETTING_COLS} WHERE site = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(setting_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn put_setting(conn: &mut ops::Conn, actor: &str, before: Option<&NotificationSetting>, s: &NotificationSetting) -> Result<NotificationSetting, StoreError> {
+    pub(super) async fn put_setting(
+        conn: Conn<'_>,
+        actor: &str,
+        before: Option<&NotificationSetting>,
+        s: &NotificationSetting,
+    ) -> Result<NotificationSetting, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let id: i64 = match before {
                 Some(_) => {
                     sqlx::query(
                         "UPDATE notification_settings SET account = $2, event_kind = $3, channel = $4, target = $5, \
-                         config = $6, enabled = $7 WHERE id = $1",
+                     config = $6, enabled = $7 WHERE id = $1",
                     )
                     .bind(s.id)
                     .bind(s.account)
@@ -192,7 +199,7 @@ macro_rules! notification_ops {
                 }
                 None => sqlx::query_scalar(
                     "INSERT INTO notification_settings (site, account, event_kind, channel, target, config, enabled) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 )
                 .bind(i64::from(s.site.0))
                 .bind(s.account)
@@ -206,26 +213,56 @@ macro_rules! notification_ops {
             };
             let after = NotificationSetting { id, ..s.clone() };
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "put_notification_setting", &format!("notification_setting:{id}"),
-                before.map(setting_json).as_deref(), Some(&setting_json(&after)),
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "put_notification_setting",
+                &format!("notification_setting:{id}"),
+                before.map(setting_json).as_deref(),
+                Some(&setting_json(&after)),
             )
             .await?;
             Ok(after)
-        }
+        })
+    }
 
-        pub(super) async fn delete_setting(conn: &mut ops::Conn, actor: &str, before: &NotificationSetting) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM notification_settings WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+    pub(super) async fn delete_setting(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &NotificationSetting,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM notification_settings WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
             ops::insert_audit(
-                conn, None, now_seconds(), actor, "delete_notification_setting",
-                &format!("notification_setting:{}", before.id), Some(&setting_json(before)), None,
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_notification_setting",
+                &format!("notification_setting:{}", before.id),
+                Some(&setting_json(before)),
+                None,
             )
             .await
-        }
+        })
+    }
 
-        pub(super) async fn enqueue(conn: &mut ops::Conn, site: SiteId, channel: &str, target: &str, payload: &str, now: i64) -> Result<i64, StoreError> {
+    pub(super) async fn enqueue(
+        conn: Conn<'_>,
+        site: SiteId,
+        channel: &str,
+        target: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
                 "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
             )
             .bind(i64::from(site.0))
             .bind(channel)
@@ -234,44 +271,64 @@ macro_rules! notification_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await?)
-        }
+        })
+    }
 
-        pub(super) async fn claim(conn: &mut ops::Conn, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+    pub(super) async fn claim(
+        conn: Conn<'_>,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        each_backend!(conn, |conn| {
             // The due condition is repeated outside the subquery: on PostgreSQL a row a
             // concurrent claim just leased is re-checked against its new version and
             // skipped, so no row goes to two senders.
             let sql = format!(
                 "UPDATE notification_outbox SET next_attempt_at = $2 WHERE id IN (\
-                 SELECT id FROM notification_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-                 ORDER BY next_attempt_at, id LIMIT $3) AND delivered_at IS NULL AND next_attempt_at <= $1 \
-                 RETURNING {OUTBOX_COLS}"
+             SELECT id FROM notification_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $3) AND delivered_at IS NULL AND next_attempt_at <= $1 \
+             RETURNING {OUTBOX_COLS}"
             );
-            let rows = sqlx::query(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(lease_until)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
             let mut items = rows.iter().map(item_from).collect::<Result<Vec<_>, _>>()?;
             items.sort_by_key(|i| i.id);
             Ok(items)
-        }
+        })
+    }
 
-        pub(super) async fn item(conn: &mut ops::Conn, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+    pub(super) async fn item(conn: Conn<'_>, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("SELECT {OUTBOX_COLS} FROM notification_outbox WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(item_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn delivered(conn: &mut ops::Conn, id: i64, now: i64) -> Result<bool, StoreError> {
-            Ok(sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                == 1)
-        }
+    pub(super) async fn delivered(conn: Conn<'_>, id: i64, now: i64) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                    == 1,
+            )
+        })
+    }
 
-        pub(super) async fn failed(conn: &mut ops::Conn, id: i64, error: &str, retry_at: i64) -> Result<bool, StoreError> {
+    pub(super) async fn failed(conn: Conn<'_>, id: i64, error: &str, retry_at: i64) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query(
                 "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
-                 WHERE id = $1 AND delivered_at IS NULL",
+             WHERE id = $1 AND delivered_at IS NULL",
             )
             .bind(id)
             .bind(error)
@@ -280,34 +337,34 @@ macro_rules! notification_ops {
             .await?
             .rows_affected()
                 == 1)
-        }
+        })
+    }
 
-        pub(super) async fn pending(conn: &mut ops::Conn) -> Result<i64, StoreError> {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM notification_outbox WHERE delivered_at IS NULL")
-                .fetch_one(&mut *conn)
-                .await?)
-        }
+    pub(super) async fn pending(conn: Conn<'_>) -> Result<i64, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM notification_outbox WHERE delivered_at IS NULL")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            )
+        })
+    }
 
-        pub(super) async fn purge(conn: &mut ops::Conn, delivered_before: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge(conn: Conn<'_>, delivered_before: i64) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
                 .bind(delivered_before)
                 .execute(&mut *conn)
                 .await?;
-            Ok(sqlx::query("DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
-                .bind(delivered_before)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected())
-        }
-    };
-}
-
-mod sqlite_notifications {
-    notification_ops!(crate::sql::sqlite);
-}
-
-mod pg_notifications {
-    notification_ops!(crate::sql::postgres);
+            Ok(
+                sqlx::query("DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+                    .bind(delivered_before)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+            )
+        })
+    }
 }
 
 fn no_item(id: i64) -> StoreError {
@@ -330,30 +387,27 @@ impl Store {
         setting: &NotificationSetting,
     ) -> Result<NotificationSetting, StoreError> {
         check_setting(setting)?;
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            write,
-            |conn, m| {
-                let before = if setting.id == 0 {
-                    None
-                } else {
-                    let before = m::setting(conn, setting.id)
-                        .await?
-                        .ok_or_else(|| StoreError::NotFound {
-                            entity: format!("notification_setting:{}", setting.id),
-                        })?;
-                    if before.site != setting.site {
-                        return Err(StoreError::invalid(
-                            "a notification setting cannot move to another site",
-                        ));
-                    }
-                    Some(before)
-                };
-                m::put_setting(conn, actor, before.as_ref(), setting).await?
-            }
-        ))
+        let mut db = self.writer().await?;
+        let out = {
+            let before = if setting.id == 0 {
+                None
+            } else {
+                let before = queries::setting(db.conn(), setting.id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        entity: format!("notification_setting:{}", setting.id),
+                    })?;
+                if before.site != setting.site {
+                    return Err(StoreError::invalid(
+                        "a notification setting cannot move to another site",
+                    ));
+                }
+                Some(before)
+            };
+            queries::put_setting(db.conn(), actor, before.as_ref(), setting).await?
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// A site's notification settings.
@@ -361,13 +415,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn notification_settings(&self, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            read,
-            |conn, m| m::settings(conn, site).await?
-        ))
+        queries::settings(self.reader().await?.conn(), site).await
     }
 
     /// Delete a notification setting.
@@ -375,12 +423,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id.
     pub async fn delete_notification_setting(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
-            let before = m::setting(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::setting(db.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("notification_setting:{id}"),
             })?;
-            m::delete_setting(conn, actor, &before).await?;
-        });
+        queries::delete_setting(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -404,13 +454,10 @@ impl Store {
             return Err(StoreError::invalid("a notification target has 1 to 512 bytes"));
         }
         check_object("payload", payload)?;
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            write,
-            |conn, m| m::enqueue(conn, site, channel, target, payload, now).await?
-        ))
+        let mut db = self.writer().await?;
+        let out = queries::enqueue(db.conn(), site, channel, target, payload, now).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Claim up to `limit` notifications due at `now` for sending, leased until
@@ -429,13 +476,10 @@ impl Store {
                 "a claim needs a lease in the future and a limit above 0",
             ));
         }
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            write,
-            |conn, m| m::claim(conn, now, lease_until, i64::from(limit)).await?
-        ))
+        let mut db = self.writer().await?;
+        let out = queries::claim(db.conn(), now, lease_until, i64::from(limit)).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The outbox row `id`.
@@ -443,13 +487,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>, StoreError> {
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            read,
-            |conn, m| m::item(conn, id).await?
-        ))
+        queries::item(self.reader().await?.conn(), id).await
     }
 
     /// Record that `id` was delivered.
@@ -457,9 +495,9 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown or already delivered row.
     pub async fn mark_notification_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        let done = on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
-            m::delivered(conn, id, now).await?
-        });
+        let mut db = self.writer().await?;
+        let done = queries::delivered(db.conn(), id, now).await?;
+        db.commit().await?;
         if done { Ok(()) } else { Err(no_item(id)) }
     }
 
@@ -469,9 +507,9 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown or already delivered row.
     pub async fn mark_notification_failed(&self, id: i64, error: &str, retry_at: i64) -> Result<(), StoreError> {
         let error: String = error.chars().take(1000).collect();
-        let done = on_backend!(self, sqlite_notifications, pg_notifications, write, |conn, m| {
-            m::failed(conn, id, &error, retry_at).await?
-        });
+        let mut db = self.writer().await?;
+        let done = queries::failed(db.conn(), id, &error, retry_at).await?;
+        db.commit().await?;
         if done { Ok(()) } else { Err(no_item(id)) }
     }
 
@@ -481,9 +519,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn pending_notifications(&self) -> Result<u64, StoreError> {
-        let n = on_backend!(self, sqlite_notifications, pg_notifications, read, |conn, m| {
-            m::pending(conn).await?
-        });
+        let n = {
+            let mut db = self.reader().await?;
+            queries::pending(db.conn()).await?
+        };
         u64::try_from(n).map_err(StoreError::internal)
     }
 
@@ -493,12 +532,9 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn purge_delivered_notifications(&self, delivered_before: i64) -> Result<u64, StoreError> {
-        Ok(on_backend!(
-            self,
-            sqlite_notifications,
-            pg_notifications,
-            write,
-            |conn, m| m::purge(conn, delivered_before).await?
-        ))
+        let mut db = self.writer().await?;
+        let out = queries::purge(db.conn(), delivered_before).await?;
+        db.commit().await?;
+        Ok(out)
     }
 }

@@ -11,7 +11,6 @@
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
-use sqlx::Row;
 
 /// The longest name of a site, door, person or group, in characters.
 pub const MAX_NAME: usize = 200;
@@ -53,20 +52,23 @@ impl Named {
     }
 }
 
-macro_rules! operator_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        pub(super) async fn is_operator(conn: &mut ops::Conn, account: i64) -> Result<bool, StoreError> {
+    pub(super) async fn is_operator(conn: Conn<'_>, account: i64) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn| {
             let found: Option<i64> = sqlx::query_scalar("SELECT account FROM operators WHERE account = $1")
                 .bind(account)
                 .fetch_optional(&mut *conn)
                 .await?;
             Ok(found.is_some())
-        }
+        })
+    }
 
-        pub(super) async fn insert(conn: &mut ops::Conn, actor: &str, account: i64) -> Result<(), StoreError> {
+    pub(super) async fn insert(conn: Conn<'_>, actor: &str, account: i64) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             sqlx::query("INSERT INTO operators (account, created_at) VALUES ($1, $2)")
                 .bind(account)
@@ -79,11 +81,22 @@ macro_rules! operator_ops {
                         .unknown_reference(format!("operator:{account}"), format!("account:{account}"))
                 })?;
             let after = serde_json::json!({ "account": account }).to_string();
-            ops::insert_audit(conn, None, now, actor, "create_operator", &format!("operator:{account}"), None, Some(&after))
-                .await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "create_operator",
+                &format!("operator:{account}"),
+                None,
+                Some(&after),
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn delete(conn: &mut ops::Conn, actor: &str, account: i64) -> Result<bool, StoreError> {
+    pub(super) async fn delete(conn: Conn<'_>, actor: &str, account: i64) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let gone = sqlx::query("DELETE FROM operators WHERE account = $1")
                 .bind(account)
                 .execute(&mut *conn)
@@ -105,35 +118,43 @@ macro_rules! operator_ops {
                 .await?;
             }
             Ok(gone)
-        }
+        })
+    }
 
-        pub(super) async fn all(conn: &mut ops::Conn) -> Result<Vec<i64>, StoreError> {
+    pub(super) async fn all(conn: Conn<'_>) -> Result<Vec<i64>, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT account FROM operators ORDER BY account")
                 .fetch_all(&mut *conn)
                 .await?)
-        }
+        })
+    }
 
-        pub(super) async fn end_sessions(conn: &mut ops::Conn, account: i64) -> Result<u64, StoreError> {
+    pub(super) async fn end_sessions(conn: Conn<'_>, account: i64) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query("DELETE FROM sessions WHERE account = $1")
                 .bind(account)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected())
-        }
+        })
+    }
 
-        pub(super) async fn name(conn: &mut ops::Conn, what: Named, id: u32) -> Result<Option<String>, StoreError> {
+    pub(super) async fn name(conn: Conn<'_>, what: Named, id: u32) -> Result<Option<String>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("SELECT name FROM {} WHERE id = $1", what.table());
             Ok(sqlx::query_scalar(&sql)
                 .bind(i64::from(id))
                 .fetch_optional(&mut *conn)
                 .await?)
-        }
+        })
+    }
 
-        pub(super) async fn names(
-            conn: &mut ops::Conn,
-            what: Named,
-            site: Option<SiteId>,
-        ) -> Result<Vec<(u32, String)>, StoreError> {
+    pub(super) async fn names(
+        conn: Conn<'_>,
+        what: Named,
+        site: Option<SiteId>,
+    ) -> Result<Vec<(u32, String)>, StoreError> {
+        each_backend!(conn, |conn| {
             let rows = match site {
                 Some(site) if what != Named::Site => {
                     let sql = format!("SELECT id, name FROM {} WHERE site = $1 ORDER BY id", what.table());
@@ -146,23 +167,29 @@ macro_rules! operator_ops {
             };
             rows.iter()
                 .map(|r| {
-                    let id: i64 = r.try_get(0)?;
+                    let id: i64 = r.col(0)?;
                     let id = u32::try_from(id).map_err(StoreError::internal)?;
-                    Ok((id, r.try_get(1)?))
+                    Ok((id, r.col(1)?))
                 })
                 .collect()
-        }
+        })
+    }
 
-        pub(super) async fn set_name(
-            conn: &mut ops::Conn,
-            actor: &str,
-            what: Named,
-            id: u32,
-            before: &str,
-            name: &str,
-        ) -> Result<(), StoreError> {
+    pub(super) async fn set_name(
+        conn: Conn<'_>,
+        actor: &str,
+        what: Named,
+        id: u32,
+        before: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let sql = format!("UPDATE {} SET name = $1 WHERE id = $2", what.table());
-            sqlx::query(&sql).bind(name).bind(i64::from(id)).execute(&mut *conn).await?;
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(i64::from(id))
+                .execute(&mut *conn)
+                .await?;
             ops::insert_audit(
                 conn,
                 None,
@@ -174,16 +201,8 @@ macro_rules! operator_ops {
                 Some(&serde_json::json!({ "name": name }).to_string()),
             )
             .await
-        }
-    };
-}
-
-mod sqlite_operators {
-    operator_ops!(crate::sql::sqlite);
-}
-
-mod pg_operators {
-    operator_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 impl Store {
@@ -193,10 +212,9 @@ impl Store {
     /// [`StoreError::Duplicate`] if it is one already; [`StoreError::ForeignKey`] for an
     /// unknown account.
     pub async fn add_operator(&self, actor: &str, account: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_operators, pg_operators, write, |conn, m| m::insert(
-            conn, actor, account
-        )
-        .await?);
+        let mut db = self.writer().await?;
+        queries::insert(db.conn(), actor, account).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -205,9 +223,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn is_operator(&self, account: i64) -> Result<bool, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
-            m::is_operator(conn, account).await?
-        }))
+        queries::is_operator(self.reader().await?.conn(), account).await
     }
 
     /// The operators' accounts, ascending.
@@ -215,9 +231,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn operators(&self) -> Result<Vec<i64>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
-            m::all(conn).await?
-        }))
+        queries::all(self.reader().await?.conn()).await
     }
 
     /// Stop `account` being an operator.
@@ -225,10 +239,9 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] if it is not one.
     pub async fn remove_operator(&self, actor: &str, account: i64) -> Result<(), StoreError> {
-        let gone = on_backend!(self, sqlite_operators, pg_operators, write, |conn, m| m::delete(
-            conn, actor, account
-        )
-        .await?);
+        let mut db = self.writer().await?;
+        let gone = queries::delete(db.conn(), actor, account).await?;
+        db.commit().await?;
         if gone {
             Ok(())
         } else {
@@ -243,9 +256,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn end_account_sessions(&self, account: i64) -> Result<u64, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, write, |conn, m| {
-            m::end_sessions(conn, account).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::end_sessions(db.conn(), account).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The name of a site, door, person or group; `None` if it does not exist.
@@ -253,9 +267,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn name(&self, what: Named, id: u32) -> Result<Option<String>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
-            m::name(conn, what, id).await?
-        }))
+        queries::name(self.reader().await?.conn(), what, id).await
     }
 
     /// The names of every entity of a kind, on one site (ignored for sites), by id.
@@ -263,9 +275,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn names(&self, what: Named, site: Option<SiteId>) -> Result<Vec<(u32, String)>, StoreError> {
-        Ok(on_backend!(self, sqlite_operators, pg_operators, read, |conn, m| {
-            m::names(conn, what, site).await?
-        }))
+        queries::names(self.reader().await?.conn(), what, site).await
     }
 
     /// Set the name of a site, door, person or group.
@@ -280,12 +290,14 @@ impl Store {
                 "a name has at most {MAX_NAME} characters and no control characters"
             )));
         }
-        on_backend!(self, sqlite_operators, pg_operators, write, |conn, m| {
-            let before = m::name(conn, what, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::name(db.conn(), what, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("{}:{id}", what.entity()),
             })?;
-            m::set_name(conn, actor, what, id, &before, name).await?
-        });
+        queries::set_name(db.conn(), actor, what, id, &before, name).await?;
+        db.commit().await?;
         Ok(())
     }
 }

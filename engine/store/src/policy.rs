@@ -12,7 +12,6 @@ use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{PolicyWrite, Store, WriteOp, now_seconds};
 use keyway_core::{DoorId, Revision, Schedule, SiteId};
-use sqlx::Row;
 
 /// The largest plugin module accepted, in bytes.
 pub const MAX_PLUGIN_BYTES: usize = 16 << 20;
@@ -22,11 +21,8 @@ pub const MAX_MANIFEST_BYTES: usize = 256 << 10;
 /// An uploaded plugin's description (the module comes from [`Store::plugin_wasm`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPlugin {
-    /// Its id.
     pub id: i64,
-    /// Its name.
     pub name: String,
-    /// Its version.
     pub version: String,
     /// The module's SHA-256, hex.
     pub sha256: String,
@@ -37,13 +33,10 @@ pub struct StoredPlugin {
 /// A policy bundle: a manifest and the plugins it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBundle {
-    /// Its id.
     pub id: i64,
     /// The site it is for (`None`: every site without its own).
     pub site: Option<SiteId>,
-    /// Its name.
     pub name: String,
-    /// Its version.
     pub version: String,
     /// The manifest (TOML).
     pub manifest: String,
@@ -92,7 +85,6 @@ impl ChainedRule {
 /// A door's chain of rules, in the order they run (the first deny wins).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DoorRuleChain {
-    /// The door.
     pub door: DoorId,
     /// Its rules, in order; never empty.
     pub rules: Vec<ChainedRule>,
@@ -180,97 +172,159 @@ fn chain_json(chain: &DoorRuleChain) -> String {
     serde_json::json!({ "door": chain.door.0, "rules": rules }).to_string()
 }
 
-macro_rules! policy_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+pub(crate) mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const PLUGIN_COLS: &str = "SELECT id, name, version, sha256, uploaded_at FROM plugins";
-        const BUNDLE_COLS: &str = "SELECT id, site, name, version, manifest, sha256, active, uploaded_at FROM policy_bundles";
+    const PLUGIN_COLS: &str = "SELECT id, name, version, sha256, uploaded_at FROM plugins";
+    const BUNDLE_COLS: &str =
+        "SELECT id, site, name, version, manifest, sha256, active, uploaded_at FROM policy_bundles";
 
-        fn plugin_from(r: &ops::DbRowOf) -> Result<StoredPlugin, StoreError> {
-            Ok(StoredPlugin {
-                id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                version: r.try_get(2)?,
-                sha256: r.try_get(3)?,
-                uploaded_at: r.try_get(4)?,
-            })
-        }
+    fn plugin_from(r: &impl Columns) -> Result<StoredPlugin, StoreError> {
+        Ok(StoredPlugin {
+            id: r.col(0)?,
+            name: r.col(1)?,
+            version: r.col(2)?,
+            sha256: r.col(3)?,
+            uploaded_at: r.col(4)?,
+        })
+    }
 
-        async fn bundle_from(conn: &mut ops::Conn, r: &ops::DbRowOf) -> Result<StoredBundle, StoreError> {
-            let id: i64 = r.try_get(0)?;
-            let site: Option<i64> = r.try_get(1)?;
-            let plugins: Vec<i64> = sqlx::query_scalar("SELECT plugin FROM policy_bundle_plugins WHERE bundle = $1 ORDER BY plugin")
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?;
+    async fn bundle_from(conn: Conn<'_>, r: &impl Columns) -> Result<StoredBundle, StoreError> {
+        each_backend!(conn, |conn| {
+            let id: i64 = r.col(0)?;
+            let site: Option<i64> = r.col(1)?;
+            let plugins: Vec<i64> =
+                sqlx::query_scalar("SELECT plugin FROM policy_bundle_plugins WHERE bundle = $1 ORDER BY plugin")
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
             Ok(StoredBundle {
                 id,
                 site: codec::opt_id32(site, "site")?.map(SiteId),
-                name: r.try_get(2)?,
-                version: r.try_get(3)?,
-                manifest: r.try_get(4)?,
-                sha256: r.try_get(5)?,
-                active: r.try_get(6)?,
-                uploaded_at: r.try_get(7)?,
+                name: r.col(2)?,
+                version: r.col(3)?,
+                manifest: r.col(4)?,
+                sha256: r.col(5)?,
+                active: r.col(6)?,
+                uploaded_at: r.col(7)?,
                 plugins,
             })
-        }
+        })
+    }
 
-        pub(super) async fn insert_plugin(conn: &mut ops::Conn, actor: &str, name: &str, version: &str, wasm: &[u8]) -> Result<StoredPlugin, StoreError> {
+    pub(super) async fn insert_plugin(
+        conn: Conn<'_>,
+        actor: &str,
+        name: &str,
+        version: &str,
+        wasm: &[u8],
+    ) -> Result<StoredPlugin, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let sha256 = secrets::sha256_hex(wasm);
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO plugins (name, version, sha256, wasm, uploaded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO plugins (name, version, sha256, wasm, uploaded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(&sha256)
+        .bind(wasm)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| StoreError::from(e).duplicate(format!("plugin `{name}` `{version}`"), "that version was uploaded already".to_owned()))?;
+            let plugin = StoredPlugin {
+                id,
+                name: name.to_owned(),
+                version: version.to_owned(),
+                sha256,
+                uploaded_at: now,
+            };
+            let after =
+                serde_json::json!({ "id": id, "name": name, "version": version, "sha256": plugin.sha256 }).to_string();
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "upload_plugin",
+                &format!("plugin:{id}"),
+                None,
+                Some(&after),
             )
-            .bind(name)
-            .bind(version)
-            .bind(&sha256)
-            .bind(wasm)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| StoreError::from(e).duplicate(format!("plugin `{name}` `{version}`"), "that version was uploaded already".to_owned()))?;
-            let plugin = StoredPlugin { id, name: name.to_owned(), version: version.to_owned(), sha256, uploaded_at: now };
-            let after = serde_json::json!({ "id": id, "name": name, "version": version, "sha256": plugin.sha256 }).to_string();
-            ops::insert_audit(conn, None, now, actor, "upload_plugin", &format!("plugin:{id}"), None, Some(&after)).await?;
+            .await?;
             Ok(plugin)
-        }
+        })
+    }
 
-        pub(super) async fn plugin(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
+    pub(super) async fn plugin(conn: Conn<'_>, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{PLUGIN_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(plugin_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn plugins(conn: &mut ops::Conn) -> Result<Vec<StoredPlugin>, StoreError> {
+    pub(super) async fn plugins(conn: Conn<'_>) -> Result<Vec<StoredPlugin>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{PLUGIN_COLS} ORDER BY id");
             let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
             rows.iter().map(plugin_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn plugin_wasm(conn: &mut ops::Conn, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
-        }
-
-        pub(super) async fn plugin_users(conn: &mut ops::Conn, id: i64) -> Result<Vec<i64>, StoreError> {
-            Ok(sqlx::query_scalar("SELECT bundle FROM policy_bundle_plugins WHERE plugin = $1 ORDER BY bundle")
+    pub(super) async fn plugin_wasm(conn: Conn<'_>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = $1")
                 .bind(id)
-                .fetch_all(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?)
-        }
+        })
+    }
 
-        pub(super) async fn delete_plugin(conn: &mut ops::Conn, actor: &str, before: &StoredPlugin) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM plugins WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
+    pub(super) async fn plugin_users(conn: Conn<'_>, id: i64) -> Result<Vec<i64>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query_scalar("SELECT bundle FROM policy_bundle_plugins WHERE plugin = $1 ORDER BY bundle")
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            )
+        })
+    }
+
+    pub(super) async fn delete_plugin(conn: Conn<'_>, actor: &str, before: &StoredPlugin) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM plugins WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
             let json = serde_json::json!({ "id": before.id, "name": before.name, "version": before.version, "sha256": before.sha256 }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "delete_plugin", &format!("plugin:{}", before.id), Some(&json), None).await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_plugin",
+                &format!("plugin:{}", before.id),
+                Some(&json),
+                None,
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn insert_bundle(conn: &mut ops::Conn, actor: &str, draft: &StoredBundle) -> Result<StoredBundle, StoreError> {
+    pub(super) async fn insert_bundle(
+        conn: Conn<'_>,
+        actor: &str,
+        draft: &StoredBundle,
+    ) -> Result<StoredBundle, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO policy_bundles (site, name, version, manifest, sha256, active, uploaded_at) \
-                 VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
             )
             .bind(draft.site.map(|s| i64::from(s.0)))
             .bind(&draft.name)
@@ -280,30 +334,55 @@ macro_rules! policy_ops {
             .bind(draft.uploaded_at)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| StoreError::from(e).duplicate(format!("bundle `{}` `{}`", draft.name, draft.version), "that version was uploaded already".to_owned()))?;
+            .map_err(|e| {
+                StoreError::from(e).duplicate(
+                    format!("bundle `{}` `{}`", draft.name, draft.version),
+                    "that version was uploaded already".to_owned(),
+                )
+            })?;
             for plugin in &draft.plugins {
                 sqlx::query("INSERT INTO policy_bundle_plugins (bundle, plugin) VALUES ($1, $2)")
                     .bind(id)
                     .bind(plugin)
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| StoreError::from(e).unknown_reference(format!("bundle:{id}"), format!("plugin:{plugin}")))?;
+                    .map_err(|e| {
+                        StoreError::from(e).unknown_reference(format!("bundle:{id}"), format!("plugin:{plugin}"))
+                    })?;
             }
             let bundle = StoredBundle { id, ..draft.clone() };
-            ops::insert_audit(conn, None, draft.uploaded_at, actor, "upload_bundle", &format!("bundle:{id}"), None, Some(&bundle_json(&bundle))).await?;
+            ops::insert_audit(
+                conn,
+                None,
+                draft.uploaded_at,
+                actor,
+                "upload_bundle",
+                &format!("bundle:{id}"),
+                None,
+                Some(&bundle_json(&bundle)),
+            )
+            .await?;
             Ok(bundle)
-        }
+        })
+    }
 
-        pub(crate) async fn bundle(conn: &mut ops::Conn, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+    pub(crate) async fn bundle(conn: Conn<'_>, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{BUNDLE_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             match row {
-                Some(r) => Ok(Some(bundle_from(conn, &r).await?)),
+                Some(r) => Ok(Some(bundle_from(Conn::from(&mut *conn), &r).await?)),
                 None => Ok(None),
             }
-        }
+        })
+    }
 
-        pub(super) async fn bundles(conn: &mut ops::Conn, site: Option<SiteId>, only_active: bool) -> Result<Vec<StoredBundle>, StoreError> {
+    pub(super) async fn bundles(
+        conn: Conn<'_>,
+        site: Option<SiteId>,
+        only_active: bool,
+    ) -> Result<Vec<StoredBundle>, StoreError> {
+        each_backend!(conn, |conn| {
             let active = if only_active { " AND active" } else { "" };
             let rows = match site {
                 Some(site) => {
@@ -317,12 +396,14 @@ macro_rules! policy_ops {
             };
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
-                out.push(bundle_from(conn, r).await?);
+                out.push(bundle_from(Conn::from(&mut *conn), r).await?);
             }
             Ok(out)
-        }
+        })
+    }
 
-        pub(crate) async fn activate(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+    pub(crate) async fn activate(conn: Conn<'_>, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             // Deactivate first: the one-active index holds at every statement.
             sqlx::query("UPDATE policy_bundles SET active = FALSE WHERE COALESCE(site, 0) = $1 AND active")
                 .bind(before.site.map_or(0, |s| i64::from(s.0)))
@@ -331,142 +412,282 @@ macro_rules! policy_ops {
             // A sequence, not a time: two activations in one second stay ordered.
             sqlx::query(
                 "UPDATE policy_bundles SET active = TRUE, \
-                 activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM policy_bundles) WHERE id = $1",
+             activation_seq = (SELECT COALESCE(MAX(activation_seq), 0) + 1 FROM policy_bundles) WHERE id = $1",
             )
             .bind(before.id)
             .execute(&mut *conn)
             .await?;
-            let after = StoredBundle { active: true, ..before.clone() };
-            ops::insert_audit(conn, None, now_seconds(), actor, "activate_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), Some(&bundle_json(&after))).await
-        }
-
-        pub(super) async fn previous_bundle(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Option<i64>, StoreError> {
-            Ok(sqlx::query_scalar(
-                "SELECT id FROM policy_bundles WHERE COALESCE(site, 0) = $1 AND NOT active AND activation_seq IS NOT NULL \
-                 ORDER BY activation_seq DESC LIMIT 1",
+            let after = StoredBundle {
+                active: true,
+                ..before.clone()
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "activate_bundle",
+                &format!("bundle:{}", before.id),
+                Some(&bundle_json(before)),
+                Some(&bundle_json(&after)),
             )
-            .bind(site.map_or(0, |s| i64::from(s.0)))
-            .fetch_optional(&mut *conn)
-            .await?)
-        }
+            .await
+        })
+    }
 
-        pub(super) async fn delete_bundle(conn: &mut ops::Conn, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM policy_bundles WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
-            ops::insert_audit(conn, None, now_seconds(), actor, "delete_bundle", &format!("bundle:{}", before.id), Some(&bundle_json(before)), None).await
-        }
+    pub(super) async fn previous_bundle(conn: Conn<'_>, site: Option<SiteId>) -> Result<Option<i64>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(sqlx::query_scalar(
+            "SELECT id FROM policy_bundles WHERE COALESCE(site, 0) = $1 AND NOT active AND activation_seq IS NOT NULL \
+             ORDER BY activation_seq DESC LIMIT 1",
+        )
+        .bind(site.map_or(0, |s| i64::from(s.0)))
+        .fetch_optional(&mut *conn)
+        .await?)
+        })
+    }
 
-        pub(crate) async fn door_rule_chain(conn: &mut ops::Conn, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
-            let rows = sqlx::query("SELECT rule, fail_safe, config FROM door_rule_chains WHERE door = $1 ORDER BY position")
-                .bind(i64::from(door.0))
-                .fetch_all(&mut *conn)
+    pub(super) async fn delete_bundle(conn: Conn<'_>, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM policy_bundles WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
                 .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_bundle",
+                &format!("bundle:{}", before.id),
+                Some(&bundle_json(before)),
+                None,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn door_rule_chain(conn: Conn<'_>, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
+        each_backend!(conn, |conn| {
+            let rows =
+                sqlx::query("SELECT rule, fail_safe, config FROM door_rule_chains WHERE door = $1 ORDER BY position")
+                    .bind(i64::from(door.0))
+                    .fetch_all(&mut *conn)
+                    .await?;
             let rules = rows
                 .iter()
-                .map(|r| Ok(ChainedRule { rule: r.try_get(0)?, fail_safe: r.try_get(1)?, config: config_from_text(r.try_get(2)?)? }))
+                .map(|r| {
+                    Ok(ChainedRule {
+                        rule: r.col(0)?,
+                        fail_safe: r.col(1)?,
+                        config: config_from_text(&r.col::<String>(2)?)?,
+                    })
+                })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok((!rules.is_empty()).then_some(DoorRuleChain { door, rules }))
-        }
+        })
+    }
 
-        pub(super) async fn door_rules(conn: &mut ops::Conn) -> Result<Vec<DoorRuleChain>, StoreError> {
-            let rows = sqlx::query("SELECT door, rule, fail_safe, config FROM door_rule_chains ORDER BY door, position")
-                .fetch_all(&mut *conn)
-                .await?;
+    pub(super) async fn door_rules(conn: Conn<'_>) -> Result<Vec<DoorRuleChain>, StoreError> {
+        each_backend!(conn, |conn| {
+            let rows =
+                sqlx::query("SELECT door, rule, fail_safe, config FROM door_rule_chains ORDER BY door, position")
+                    .fetch_all(&mut *conn)
+                    .await?;
             let mut chains: Vec<DoorRuleChain> = Vec::new();
             for r in &rows {
-                let door = DoorId(codec::id32(r.try_get::<i64, _>(0)?, "door")?);
-                let link = ChainedRule { rule: r.try_get(1)?, fail_safe: r.try_get(2)?, config: config_from_text(r.try_get(3)?)? };
+                let door = DoorId(codec::id32(r.col::<i64>(0)?, "door")?);
+                let link = ChainedRule {
+                    rule: r.col(1)?,
+                    fail_safe: r.col(2)?,
+                    config: config_from_text(&r.col::<String>(3)?)?,
+                };
                 match chains.last_mut() {
                     Some(chain) if chain.door == door => chain.rules.push(link),
-                    _ => chains.push(DoorRuleChain { door, rules: vec![link] }),
+                    _ => chains.push(DoorRuleChain {
+                        door,
+                        rules: vec![link],
+                    }),
                 }
             }
             Ok(chains)
-        }
+        })
+    }
 
-        pub(crate) async fn put_door_rule_chain(conn: &mut ops::Conn, actor: &str, before: Option<&DoorRuleChain>, after: &DoorRuleChain) -> Result<(), StoreError> {
+    pub(crate) async fn put_door_rule_chain(
+        conn: Conn<'_>,
+        actor: &str,
+        before: Option<&DoorRuleChain>,
+        after: &DoorRuleChain,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
-            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1").bind(i64::from(after.door.0)).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
+                .bind(i64::from(after.door.0))
+                .execute(&mut *conn)
+                .await?;
             for (position, link) in after.rules.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO door_rule_chains (door, position, rule, fail_safe, config, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(i64::from(after.door.0))
-                .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                .bind(&link.rule)
-                .bind(link.fail_safe)
-                .bind(config_text(&link.config))
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| StoreError::from(e).unknown_reference("door rule".to_owned(), format!("door:{}", after.door.0)))?;
+                "INSERT INTO door_rule_chains (door, position, rule, fail_safe, config, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(i64::from(after.door.0))
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&link.rule)
+            .bind(link.fail_safe)
+            .bind(config_text(&link.config))
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::from(e).unknown_reference("door rule".to_owned(), format!("door:{}", after.door.0)))?;
             }
-            ops::insert_audit(conn, None, now, actor, "attach_door_rule", &format!("door_rule:{}", after.door.0), before.map(chain_json).as_deref(), Some(&chain_json(after))).await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "attach_door_rule",
+                &format!("door_rule:{}", after.door.0),
+                before.map(chain_json).as_deref(),
+                Some(&chain_json(after)),
+            )
+            .await
+        })
+    }
 
-        pub(crate) async fn audit_rule_state_reset(conn: &mut ops::Conn, actor: &str, rule: &str, site: SiteId, scope: crate::codec::RuleScope) -> Result<(), StoreError> {
-            let before = serde_json::json!({ "rule": rule, "site": site.0, "scope": scope.kind(), "id": scope.id() }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, "reset_rule_state", &format!("rule_state:{rule}"), Some(&before), None).await
-        }
+    pub(crate) async fn audit_rule_state_reset(
+        conn: Conn<'_>,
+        actor: &str,
+        rule: &str,
+        site: SiteId,
+        scope: codec::RuleScope,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let before = serde_json::json!({ "rule": rule, "site": site.0, "scope": scope.kind(), "id": scope.id() })
+                .to_string();
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "reset_rule_state",
+                &format!("rule_state:{rule}"),
+                Some(&before),
+                None,
+            )
+            .await
+        })
+    }
 
-        pub(crate) async fn delete_door_rule_chain(conn: &mut ops::Conn, actor: &str, before: &DoorRuleChain) -> Result<(), StoreError> {
-            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1").bind(i64::from(before.door.0)).execute(&mut *conn).await?;
-            ops::insert_audit(conn, None, now_seconds(), actor, "detach_door_rule", &format!("door_rule:{}", before.door.0), Some(&chain_json(before)), None).await
-        }
+    pub(crate) async fn delete_door_rule_chain(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &DoorRuleChain,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
+                .bind(i64::from(before.door.0))
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "detach_door_rule",
+                &format!("door_rule:{}", before.door.0),
+                Some(&chain_json(before)),
+                None,
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn opening_hours(conn: &mut ops::Conn, site: Option<SiteId>) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
+    pub(super) async fn opening_hours(
+        conn: Conn<'_>,
+        site: Option<SiteId>,
+    ) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
+        each_backend!(conn, |conn| {
             let rows = match site {
-                Some(site) => sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours WHERE site = $1")
-                    .bind(i64::from(site.0))
-                    .fetch_all(&mut *conn)
-                    .await?,
-                None => sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours ORDER BY site")
-                    .fetch_all(&mut *conn)
-                    .await?,
+                Some(site) => {
+                    sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours WHERE site = $1")
+                        .bind(i64::from(site.0))
+                        .fetch_all(&mut *conn)
+                        .await?
+                }
+                None => {
+                    sqlx::query("SELECT site, periods, date_first, date_last FROM site_opening_hours ORDER BY site")
+                        .fetch_all(&mut *conn)
+                        .await?
+                }
             };
             rows.iter()
                 .map(|r| {
-                    let site: i64 = r.try_get(0)?;
-                    let periods: String = r.try_get(1)?;
+                    let site: i64 = r.col(0)?;
+                    let periods: String = r.col(1)?;
                     let periods: Vec<PeriodDto> = serde_json::from_str(&periods).map_err(StoreError::internal)?;
-                    let first: Option<String> = r.try_get(2)?;
-                    let last: Option<String> = r.try_get(3)?;
+                    let first: Option<String> = r.col(2)?;
+                    let last: Option<String> = r.col(3)?;
                     Ok((
                         SiteId(codec::id32(site, "site")?),
                         codec::schedule(&periods, first.as_deref(), last.as_deref())?,
                     ))
                 })
                 .collect()
-        }
+        })
+    }
 
-        pub(crate) async fn put_opening_hours(conn: &mut ops::Conn, actor: &str, site: SiteId, hours: Option<&Schedule>) -> Result<(), StoreError> {
+    pub(crate) async fn put_opening_hours(
+        conn: Conn<'_>,
+        actor: &str,
+        site: SiteId,
+        hours: Option<&Schedule>,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
-            let before = opening_hours(conn, Some(site)).await?.pop().map(|(_, s)| hours_json(&s)).transpose()?;
+            let before = opening_hours(Conn::from(&mut *conn), Some(site))
+                .await?
+                .pop()
+                .map(|(_, s)| hours_json(&s))
+                .transpose()?;
             match hours {
                 Some(schedule) => {
                     let periods = serde_json::to_string(&codec::periods_dto(schedule)).map_err(StoreError::internal)?;
                     let range = schedule.date_range();
                     sqlx::query(
-                        "INSERT INTO site_opening_hours (site, periods, date_first, date_last, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (site) DO UPDATE SET periods = excluded.periods, date_first = excluded.date_first, \
-                         date_last = excluded.date_last, updated_at = excluded.updated_at",
-                    )
-                    .bind(i64::from(site.0))
-                    .bind(periods)
-                    .bind(range.map(|r| r.first.to_string()))
-                    .bind(range.map(|r| r.last.to_string()))
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| StoreError::from(e).unknown_reference("opening hours".to_owned(), format!("site:{}", site.0)))?;
+                    "INSERT INTO site_opening_hours (site, periods, date_first, date_last, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (site) DO UPDATE SET periods = excluded.periods, date_first = excluded.date_first, \
+                     date_last = excluded.date_last, updated_at = excluded.updated_at",
+                )
+                .bind(i64::from(site.0))
+                .bind(periods)
+                .bind(range.map(|r| r.first.to_string()))
+                .bind(range.map(|r| r.last.to_string()))
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| StoreError::from(e).unknown_reference("opening hours".to_owned(), format!("site:{}", site.0)))?;
                 }
                 None => {
-                    sqlx::query("DELETE FROM site_opening_hours WHERE site = $1").bind(i64::from(site.0)).execute(&mut *conn).await?;
+                    sqlx::query("DELETE FROM site_opening_hours WHERE site = $1")
+                        .bind(i64::from(site.0))
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
             let after = hours.map(hours_json).transpose()?;
-            ops::insert_audit(conn, None, now, actor, "set_opening_hours", &format!("site:{}", site.0), before.as_deref(), after.as_deref()).await
-        }
-    };
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "set_opening_hours",
+                &format!("site:{}", site.0),
+                before.as_deref(),
+                after.as_deref(),
+            )
+            .await
+        })
+    }
 }
 
 fn hours_json(schedule: &Schedule) -> Result<String, StoreError> {
@@ -477,14 +698,6 @@ fn hours_json(schedule: &Schedule) -> Result<String, StoreError> {
         "date_last": range.map(|r| r.last.to_string()),
     }))
     .map_err(StoreError::internal)
-}
-
-pub(crate) mod sqlite_policy {
-    policy_ops!(crate::sql::sqlite);
-}
-
-pub(crate) mod pg_policy {
-    policy_ops!(crate::sql::postgres);
 }
 
 pub(crate) fn bundle_not_found(id: i64) -> StoreError {
@@ -521,9 +734,10 @@ impl Store {
                 "the plugin module is not WebAssembly (no `\\0asm` header)",
             ));
         }
-        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            m::insert_plugin(conn, actor, name, version, wasm).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert_plugin(db.conn(), actor, name, version, wasm).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The plugin `id`.
@@ -531,10 +745,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn plugin(&self, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::plugin(
-            conn, id
-        )
-        .await?))
+        queries::plugin(self.reader().await?.conn(), id).await
     }
 
     /// Every uploaded plugin, oldest first.
@@ -542,10 +753,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn plugins(&self) -> Result<Vec<StoredPlugin>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::plugins(
-            conn
-        )
-        .await?))
+        queries::plugins(self.reader().await?.conn()).await
     }
 
     /// The module of plugin `id`.
@@ -553,9 +761,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn plugin_wasm(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
-            m::plugin_wasm(conn, id).await?
-        }))
+        queries::plugin_wasm(self.reader().await?.conn(), id).await
     }
 
     /// Delete plugin `id`.
@@ -564,18 +770,20 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown plugin; [`StoreError::InUse`] while a
     /// bundle deploys it.
     pub async fn delete_plugin(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            let before = m::plugin(conn, id).await?.ok_or_else(|| StoreError::NotFound {
+        let mut db = self.writer().await?;
+        let before = queries::plugin(db.conn(), id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
                 entity: format!("plugin:{id}"),
             })?;
-            if let Some(bundle) = m::plugin_users(conn, id).await?.first() {
-                return Err(StoreError::InUse {
-                    entity: format!("plugin:{id}"),
-                    used_by: format!("bundle:{bundle}"),
-                });
-            }
-            m::delete_plugin(conn, actor, &before).await?;
-        });
+        if let Some(bundle) = queries::plugin_users(db.conn(), id).await?.first() {
+            return Err(StoreError::InUse {
+                entity: format!("plugin:{id}"),
+                used_by: format!("bundle:{bundle}"),
+            });
+        }
+        queries::delete_plugin(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -623,9 +831,10 @@ impl Store {
             uploaded_at: now_seconds(),
             plugins,
         };
-        Ok(on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            m::insert_bundle(conn, actor, &draft).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::insert_bundle(db.conn(), actor, &draft).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// The bundle that was in force for `site` (`None`: the global one) before the one
@@ -634,10 +843,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn previous_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        let id = on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::previous_bundle(
-            conn, site
-        )
-        .await?);
+        let id = {
+            let mut db = self.reader().await?;
+            queries::previous_bundle(db.conn(), site).await?
+        };
         match id {
             Some(id) => self.bundle(id).await,
             None => Ok(None),
@@ -649,10 +858,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn bundle(&self, id: i64) -> Result<Option<StoredBundle>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::bundle(
-            conn, id
-        )
-        .await?))
+        queries::bundle(self.reader().await?.conn(), id).await
     }
 
     /// The bundles of `site` (`None`: the global ones), oldest first.
@@ -660,10 +866,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn bundles(&self, site: Option<SiteId>) -> Result<Vec<StoredBundle>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::bundles(
-            conn, site, false
-        )
-        .await?))
+        queries::bundles(self.reader().await?.conn(), site, false).await
     }
 
     /// The bundle in force for `site`: its own active one, else the active global one.
@@ -671,16 +874,19 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn active_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
-            let own = match site {
-                Some(_) => m::bundles(conn, site, true).await?.pop(),
-                None => None,
-            };
-            match own {
-                Some(b) => Some(b),
-                None => m::bundles(conn, None, true).await?.pop(),
+        Ok({
+            let mut db = self.reader().await?;
+            {
+                let own = match site {
+                    Some(_) => queries::bundles(db.conn(), site, true).await?.pop(),
+                    None => None,
+                };
+                match own {
+                    Some(b) => Some(b),
+                    None => queries::bundles(db.conn(), None, true).await?.pop(),
+                }
             }
-        }))
+        })
     }
 
     /// Make bundle `id` the one in force for its site (or globally), retiring the one
@@ -702,16 +908,18 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown bundle; [`StoreError::InUse`] for the
     /// active one (activate another first).
     pub async fn delete_bundle(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_policy, pg_policy, write, |conn, m| {
-            let before = m::bundle(conn, id).await?.ok_or_else(|| bundle_not_found(id))?;
-            if before.active {
-                return Err(StoreError::InUse {
-                    entity: format!("bundle:{id}"),
-                    used_by: "its site, as the active bundle".to_owned(),
-                });
-            }
-            m::delete_bundle(conn, actor, &before).await?;
-        });
+        let mut db = self.writer().await?;
+        let before = queries::bundle(db.conn(), id)
+            .await?
+            .ok_or_else(|| bundle_not_found(id))?;
+        if before.active {
+            return Err(StoreError::InUse {
+                entity: format!("bundle:{id}"),
+                used_by: "its site, as the active bundle".to_owned(),
+            });
+        }
+        queries::delete_bundle(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -797,9 +1005,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn door_rule_chain(&self, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
-            m::door_rule_chain(conn, door).await?
-        }))
+        queries::door_rule_chain(self.reader().await?.conn(), door).await
     }
 
     /// Every door's chain of rules, by door; what the plugin host's door rules load at
@@ -808,9 +1014,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn door_rules(&self) -> Result<Vec<DoorRuleChain>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
-            m::door_rules(conn).await?
-        }))
+        queries::door_rules(self.reader().await?.conn()).await
     }
 
     /// Set (or clear, with `None`) `site`'s opening hours, with a change-log row that
@@ -835,15 +1039,12 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn opening_hours(&self, site: SiteId) -> Result<Option<Schedule>, StoreError> {
-        Ok(
-            on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| m::opening_hours(
-                conn,
-                Some(site)
-            )
-            .await?)
-            .pop()
-            .map(|(_, s)| s),
-        )
+        Ok({
+            let mut db = self.reader().await?;
+            queries::opening_hours(db.conn(), Some(site)).await?
+        }
+        .pop()
+        .map(|(_, s)| s))
     }
 
     /// Every site's opening hours, by site.
@@ -851,8 +1052,6 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn all_opening_hours(&self) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
-        Ok(on_backend!(self, sqlite_policy, pg_policy, read, |conn, m| {
-            m::opening_hours(conn, None).await?
-        }))
+        queries::opening_hours(self.reader().await?.conn(), None).await
     }
 }

@@ -259,10 +259,11 @@ fn create_change(record: Record, id: u32) -> Result<Change, StoreError> {
 
 /// The per-backend halves of the write path and the follower, expanded once per driver.
 macro_rules! node_ops {
-    ($policy:path, $($ops:tt)*) => {
+    ($($ops:tt)*) => {
         use super::*;
         use $($ops)* as ops;
-        use $policy as policy;
+        use crate::dispatch::Conn;
+        use crate::policy::queries as policy;
 
         /// Apply every change-log row after the node's revision. Caller holds the apply lock.
         pub(crate) async fn catch_up(inner: &Inner, conn: &mut ops::Conn) -> Result<(), StoreError> {
@@ -497,28 +498,28 @@ macro_rules! node_ops {
         async fn policy_write(tx: &mut ops::Conn, actor: &str, write: PolicyWrite) -> Result<PolicyChange, StoreError> {
             Ok(match write {
                 PolicyWrite::Activate(id) => {
-                    let before = policy::bundle(tx, id).await?.ok_or_else(|| crate::policy::bundle_not_found(id))?;
-                    policy::activate(tx, actor, &before).await?;
+                    let before = policy::bundle(Conn::from(&mut *tx), id).await?.ok_or_else(|| crate::policy::bundle_not_found(id))?;
+                    policy::activate(Conn::from(&mut *tx), actor, &before).await?;
                     PolicyChange::BundleActivated { bundle: id, site: before.site }
                 }
                 PolicyWrite::Attach(after) => {
-                    let before = policy::door_rule_chain(tx, after.door).await?;
-                    policy::put_door_rule_chain(tx, actor, before.as_ref(), &after).await?;
+                    let before = policy::door_rule_chain(Conn::from(&mut *tx), after.door).await?;
+                    policy::put_door_rule_chain(Conn::from(&mut *tx), actor, before.as_ref(), &after).await?;
                     PolicyChange::DoorRule { door: after.door, rules: after.rules }
                 }
                 PolicyWrite::Detach(door) => {
-                    let before = policy::door_rule_chain(tx, door).await?.ok_or_else(|| StoreError::NotFound {
+                    let before = policy::door_rule_chain(Conn::from(&mut *tx), door).await?.ok_or_else(|| StoreError::NotFound {
                         entity: format!("door_rule:{}", door.0),
                     })?;
-                    policy::delete_door_rule_chain(tx, actor, &before).await?;
+                    policy::delete_door_rule_chain(Conn::from(&mut *tx), actor, &before).await?;
                     PolicyChange::DoorRule { door, rules: Vec::new() }
                 }
                 PolicyWrite::Hours(site, hours) => {
-                    policy::put_opening_hours(tx, actor, site, hours.as_ref()).await?;
+                    policy::put_opening_hours(Conn::from(&mut *tx), actor, site, hours.as_ref()).await?;
                     PolicyChange::OpeningHours { site, hours }
                 }
                 PolicyWrite::ResetRuleState { rule, site, scope } => {
-                    policy::audit_rule_state_reset(tx, actor, &rule, site, scope).await?;
+                    policy::audit_rule_state_reset(Conn::from(&mut *tx), actor, &rule, site, scope).await?;
                     PolicyChange::RuleStateReset { rule, site, scope }
                 }
             })
@@ -557,11 +558,11 @@ macro_rules! node_ops {
 }
 
 mod sqlite_node {
-    node_ops!(crate::policy::sqlite_policy, crate::sql::sqlite);
+    node_ops!(crate::sql::sqlite);
 }
 
 mod pg_node {
-    node_ops!(crate::policy::pg_policy, crate::sql::postgres);
+    node_ops!(crate::sql::postgres);
 }
 
 /// The parts of the model read in parallel at start-up.

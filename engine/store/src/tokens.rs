@@ -17,7 +17,6 @@ use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
-use sqlx::Row;
 
 /// A secret made for someone, shown once.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,7 +39,6 @@ impl std::fmt::Debug for IssuedSecret {
 /// An API token, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiToken {
-    /// Its id.
     pub id: i64,
     /// The account it acts as.
     pub account: i64,
@@ -79,47 +77,52 @@ fn invalid_reset() -> StoreError {
     StoreError::invalid("the reset link is invalid, used or expired")
 }
 
-macro_rules! token_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const TOKEN_COLS: &str = "SELECT id, account, site, name, scopes, created_at, expires_at, last_used_at, \
-                                  revoked_at FROM api_tokens";
+    const TOKEN_COLS: &str = "SELECT id, account, site, name, scopes, created_at, expires_at, last_used_at, \
+                              revoked_at FROM api_tokens";
 
-        fn token_from(r: &ops::DbRowOf) -> Result<ApiToken, StoreError> {
-            let scopes: String = r.try_get(4)?;
-            let site: Option<i64> = r.try_get(2)?;
-            Ok(ApiToken {
-                id: r.try_get(0)?,
-                account: r.try_get(1)?,
-                site: opt_id32(site, "site")?.map(SiteId),
-                name: r.try_get(3)?,
-                scopes: serde_json::from_str(&scopes).map_err(StoreError::internal)?,
-                created_at: r.try_get(5)?,
-                expires_at: r.try_get(6)?,
-                last_used_at: r.try_get(7)?,
-                revoked_at: r.try_get(8)?,
-            })
-        }
+    fn token_from(r: &impl Columns) -> Result<ApiToken, StoreError> {
+        let scopes: String = r.col(4)?;
+        let site: Option<i64> = r.col(2)?;
+        Ok(ApiToken {
+            id: r.col(0)?,
+            account: r.col(1)?,
+            site: opt_id32(site, "site")?.map(SiteId),
+            name: r.col(3)?,
+            scopes: serde_json::from_str(&scopes).map_err(StoreError::internal)?,
+            created_at: r.col(5)?,
+            expires_at: r.col(6)?,
+            last_used_at: r.col(7)?,
+            revoked_at: r.col(8)?,
+        })
+    }
 
-        pub(super) async fn enabled_account(conn: &mut ops::Conn, email: &str) -> Result<Option<i64>, StoreError> {
-            Ok(sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1 AND NOT disabled")
-                .bind(email)
-                .fetch_optional(&mut *conn)
-                .await?)
-        }
+    pub(super) async fn enabled_account(conn: Conn<'_>, email: &str) -> Result<Option<i64>, StoreError> {
+        each_backend!(conn, |conn| {
+            Ok(
+                sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1 AND NOT disabled")
+                    .bind(email)
+                    .fetch_optional(&mut *conn)
+                    .await?,
+            )
+        })
+    }
 
-        pub(super) async fn insert_reset(
-            conn: &mut ops::Conn,
-            hash: &str,
-            account: i64,
-            now: i64,
-            expires_at: i64,
-        ) -> Result<(), StoreError> {
+    pub(super) async fn insert_reset(
+        conn: Conn<'_>,
+        hash: &str,
+        account: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query(
                 "INSERT INTO password_reset_tokens (token_hash, account, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
+             VALUES ($1, $2, $3, $4)",
             )
             .bind(hash)
             .bind(account)
@@ -127,28 +130,36 @@ macro_rules! token_ops {
             .bind(expires_at)
             .execute(&mut *conn)
             .await?;
-            ops::insert_audit(conn, None, now, "system", "issue_password_reset", &format!("account:{account}"), None, None)
-                .await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                "system",
+                "issue_password_reset",
+                &format!("account:{account}"),
+                None,
+                None,
+            )
+            .await
+        })
+    }
 
-        /// Marks the token used if it is live; the account it was for.
-        pub(super) async fn take_reset(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    /// Marks the token used if it is live; the account it was for.
+    pub(super) async fn take_reset(conn: Conn<'_>, hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
                 "UPDATE password_reset_tokens SET used_at = $2 \
-                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING account",
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING account",
             )
             .bind(hash)
             .bind(now)
             .fetch_optional(&mut *conn)
             .await?)
-        }
+        })
+    }
 
-        pub(super) async fn finish_reset(
-            conn: &mut ops::Conn,
-            account: i64,
-            phc: &str,
-            now: i64,
-        ) -> Result<(), StoreError> {
+    pub(super) async fn finish_reset(conn: Conn<'_>, account: i64, phc: &str, now: i64) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
                 .bind(phc)
                 .bind(account)
@@ -165,11 +176,22 @@ macro_rules! token_ops {
                 .bind(account)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(conn, None, now, &format!("account:{account}"), "reset_password", &format!("account:{account}"), None, None)
-                .await
-        }
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                &format!("account:{account}"),
+                "reset_password",
+                &format!("account:{account}"),
+                None,
+                None,
+            )
+            .await
+        })
+    }
 
-        pub(super) async fn purge(conn: &mut ops::Conn, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge(conn: Conn<'_>, now: i64) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn| {
             let resets = sqlx::query("DELETE FROM password_reset_tokens WHERE expires_at <= $1 OR used_at IS NOT NULL")
                 .bind(now)
                 .execute(&mut *conn)
@@ -181,24 +203,26 @@ macro_rules! token_ops {
                 .await?
                 .rows_affected();
             Ok(resets + sessions)
-        }
+        })
+    }
 
-        #[expect(clippy::too_many_arguments, reason = "one column each")]
-        pub(super) async fn insert_token(
-            conn: &mut ops::Conn,
-            actor: &str,
-            account: i64,
-            site: Option<SiteId>,
-            name: &str,
-            scopes: &[String],
-            hash: &str,
-            expires_at: Option<i64>,
-        ) -> Result<ApiToken, StoreError> {
+    #[expect(clippy::too_many_arguments, reason = "one column each")]
+    pub(super) async fn insert_token(
+        conn: Conn<'_>,
+        actor: &str,
+        account: i64,
+        site: Option<SiteId>,
+        name: &str,
+        scopes: &[String],
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<ApiToken, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let scopes_json = serde_json::to_string(scopes).map_err(StoreError::internal)?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO api_tokens (account, site, name, token_hash, scopes, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(account)
             .bind(site.map(|s| i64::from(s.0)))
@@ -220,65 +244,93 @@ macro_rules! token_ops {
                 last_used_at: None,
                 revoked_at: None,
             };
-            ops::insert_audit(conn, None, now, actor, "create_api_token", &format!("api_token:{id}"), None, Some(&token_json(&token)))
-                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "create_api_token",
+                &format!("api_token:{id}"),
+                None,
+                Some(&token_json(&token)),
+            )
+            .await?;
             Ok(token)
-        }
+        })
+    }
 
-        pub(super) async fn live_token_by_hash(conn: &mut ops::Conn, hash: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
+    pub(super) async fn live_token_by_hash(
+        conn: Conn<'_>,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!(
                 "{TOKEN_COLS} WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
-                 AND account IN (SELECT id FROM accounts WHERE NOT disabled)"
+             AND account IN (SELECT id FROM accounts WHERE NOT disabled)"
             );
-            let row = sqlx::query(&sql).bind(hash).bind(now).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(&sql)
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
             row.as_ref().map(token_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn touch(conn: &mut ops::Conn, id: i64, now: i64) -> Result<(), StoreError> {
+    pub(super) async fn touch(conn: Conn<'_>, id: i64, now: i64) -> Result<(), StoreError> {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
             Ok(())
-        }
+        })
+    }
 
-        pub(super) async fn token(conn: &mut ops::Conn, id: i64) -> Result<Option<ApiToken>, StoreError> {
+    pub(super) async fn token(conn: Conn<'_>, id: i64) -> Result<Option<ApiToken>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{TOKEN_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(token_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn tokens(conn: &mut ops::Conn, account: i64) -> Result<Vec<ApiToken>, StoreError> {
+    pub(super) async fn tokens(conn: Conn<'_>, account: i64) -> Result<Vec<ApiToken>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{TOKEN_COLS} WHERE account = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
             rows.iter().map(token_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn revoke(conn: &mut ops::Conn, actor: &str, before: &ApiToken) -> Result<ApiToken, StoreError> {
+    pub(super) async fn revoke(conn: Conn<'_>, actor: &str, before: &ApiToken) -> Result<ApiToken, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            let after = ApiToken { revoked_at: before.revoked_at.or(Some(now)), ..before.clone() };
+            let after = ApiToken {
+                revoked_at: before.revoked_at.or(Some(now)),
+                ..before.clone()
+            };
             ops::insert_audit(
-                conn, None, now, actor, "revoke_api_token", &format!("api_token:{}", before.id),
-                Some(&token_json(before)), Some(&token_json(&after)),
+                conn,
+                None,
+                now,
+                actor,
+                "revoke_api_token",
+                &format!("api_token:{}", before.id),
+                Some(&token_json(before)),
+                Some(&token_json(&after)),
             )
             .await?;
             Ok(after)
-        }
-    };
-}
-
-mod sqlite_tokens {
-    token_ops!(crate::sql::sqlite);
-}
-
-mod pg_tokens {
-    token_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 impl Store {
@@ -294,15 +346,20 @@ impl Store {
         let email = email.trim().to_lowercase();
         let secret = secrets::fresh("");
         let hash = secrets::hash(&secret);
-        let issued = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
-            match m::enabled_account(conn, &email).await? {
-                Some(account) => {
-                    m::insert_reset(conn, &hash, account, now, expires_at).await?;
-                    true
+        let issued = {
+            let mut db = self.writer().await?;
+            let out = {
+                match queries::enabled_account(db.conn(), &email).await? {
+                    Some(account) => {
+                        queries::insert_reset(db.conn(), &hash, account, now, expires_at).await?;
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            }
-        });
+            };
+            db.commit().await?;
+            out
+        };
         Ok(issued.then_some(IssuedSecret {
             secret,
             expires_at: Some(expires_at),
@@ -324,11 +381,18 @@ impl Store {
         check_password_strength(new_password)?;
         let phc = hash_password(new_password).await?;
         let hash = secrets::hash(secret);
-        let account = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
-            let account = m::take_reset(conn, &hash, now).await?.ok_or_else(invalid_reset)?;
-            m::finish_reset(conn, account, &phc, now).await?;
-            account
-        });
+        let account = {
+            let mut db = self.writer().await?;
+            let out = {
+                let account = queries::take_reset(db.conn(), &hash, now)
+                    .await?
+                    .ok_or_else(invalid_reset)?;
+                queries::finish_reset(db.conn(), account, &phc, now).await?;
+                account
+            };
+            db.commit().await?;
+            out
+        };
         self.account(account).await?.ok_or_else(invalid_reset)
     }
 
@@ -337,10 +401,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn purge_expired_secrets(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::purge(
-            conn, now
-        )
-        .await?))
+        let mut db = self.writer().await?;
+        let out = queries::purge(db.conn(), now).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Make an API token for `account`; the secret is returned once.
@@ -380,10 +444,9 @@ impl Store {
         }
         let secret = secrets::fresh("kw_");
         let hash = secrets::hash(&secret);
-        let token = on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| m::insert_token(
-            conn, actor, account, site, name, scopes, &hash, expires_at
-        )
-        .await?);
+        let mut db = self.writer().await?;
+        let token = queries::insert_token(db.conn(), actor, account, site, name, scopes, &hash, expires_at).await?;
+        db.commit().await?;
         Ok((token, IssuedSecret { secret, expires_at }))
     }
 
@@ -406,9 +469,7 @@ impl Store {
                 return Ok(None);
             }
             None => {
-                let Some(token) = on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| {
-                    m::live_token_by_hash(conn, &hash, now).await?
-                }) else {
+                let Some(token) = queries::live_token_by_hash(self.reader().await?.conn(), &hash, now).await? else {
                     return Ok(None);
                 };
                 token
@@ -418,10 +479,9 @@ impl Store {
             auth.put(&auth.tokens, hash, token.clone(), stamp);
             return Ok(Some(token));
         }
-        on_backend!(self, sqlite_tokens, pg_tokens, write_untracked, |conn, m| m::touch(
-            conn, token.id, now
-        )
-        .await?);
+        let mut db = self.writer_untracked().await?;
+        queries::touch(db.conn(), token.id, now).await?;
+        db.commit().await?;
         let token = ApiToken {
             last_used_at: Some(now),
             ..token
@@ -435,10 +495,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn api_token(&self, id: i64) -> Result<Option<ApiToken>, StoreError> {
-        Ok(on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| m::token(
-            conn, id
-        )
-        .await?))
+        queries::token(self.reader().await?.conn(), id).await
     }
 
     /// An account's API tokens, revoked ones included, oldest first.
@@ -446,10 +503,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn api_tokens(&self, account: i64) -> Result<Vec<ApiToken>, StoreError> {
-        Ok(on_backend!(self, sqlite_tokens, pg_tokens, read, |conn, m| m::tokens(
-            conn, account
-        )
-        .await?))
+        queries::tokens(self.reader().await?.conn(), account).await
     }
 
     /// Revoke an API token (again is a no-op).
@@ -457,11 +511,16 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown token.
     pub async fn revoke_api_token(&self, actor: &str, id: i64) -> Result<ApiToken, StoreError> {
-        Ok(on_backend!(self, sqlite_tokens, pg_tokens, write, |conn, m| {
-            let before = m::token(conn, id).await?.ok_or_else(|| StoreError::NotFound {
-                entity: format!("api_token:{id}"),
-            })?;
-            m::revoke(conn, actor, &before).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::token(db.conn(), id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: format!("api_token:{id}"),
+                })?;
+            queries::revoke(db.conn(), actor, &before).await?
+        };
+        db.commit().await?;
+        Ok(out)
     }
 }

@@ -20,7 +20,6 @@ use crate::dispatch::secrets;
 use crate::error::StoreError;
 use crate::store::{Store, now_seconds};
 use keyway_core::SiteId;
-use sqlx::Row;
 
 /// Most endpoints a site may have.
 pub const MAX_WEBHOOKS_PER_SITE: usize = 20;
@@ -36,9 +35,7 @@ const HELD: i64 = i64::MAX / 2;
 /// A webhook endpoint of a site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
-    /// Its id.
     pub id: i64,
-    /// The site.
     pub site: SiteId,
     /// Where events are POSTed.
     pub url: String,
@@ -72,7 +69,6 @@ pub fn event_matches(pattern: &str, kind: &str) -> bool {
 /// One attempt to deliver to an endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookDelivery {
-    /// Its id.
     pub id: i64,
     /// The endpoint.
     pub webhook: i64,
@@ -122,7 +118,6 @@ pub struct QueuedMail {
     pub to: String,
     /// The subject line.
     pub subject: String,
-    /// The body.
     pub body: String,
 }
 
@@ -173,67 +168,80 @@ fn webhook_json(w: &Webhook) -> String {
     .to_string()
 }
 
-macro_rules! webhook_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
-        pub(super) use ops::enqueue_event as ops_enqueue_event;
+mod queries {
+    //! The SQL of this concern, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
 
-        const COLS: &str = "SELECT id, site, url, events, created_at, paused_at, failures FROM webhooks";
+    const COLS: &str = "SELECT id, site, url, events, created_at, paused_at, failures FROM webhooks";
 
-        fn webhook_from(r: &ops::DbRowOf) -> Result<Webhook, StoreError> {
-            let site: i64 = r.try_get(1)?;
-            let events: String = r.try_get(3)?;
-            let failures: i64 = r.try_get(6)?;
-            Ok(Webhook {
-                id: r.try_get(0)?,
-                site: SiteId(id32(site, "site")?),
-                url: r.try_get(2)?,
-                events: serde_json::from_str(&events).map_err(StoreError::internal)?,
-                created_at: r.try_get(4)?,
-                paused_at: r.try_get(5)?,
-                failures: id32(failures, "failures")?,
-            })
-        }
+    fn webhook_from(r: &impl Columns) -> Result<Webhook, StoreError> {
+        let site: i64 = r.col(1)?;
+        let events: String = r.col(3)?;
+        let failures: i64 = r.col(6)?;
+        Ok(Webhook {
+            id: r.col(0)?,
+            site: SiteId(id32(site, "site")?),
+            url: r.col(2)?,
+            events: serde_json::from_str(&events).map_err(StoreError::internal)?,
+            created_at: r.col(4)?,
+            paused_at: r.col(5)?,
+            failures: id32(failures, "failures")?,
+        })
+    }
 
-        fn delivery_from(r: &ops::DbRowOf) -> Result<WebhookDelivery, StoreError> {
-            let attempt: i64 = r.try_get(3)?;
-            let status: Option<i64> = r.try_get(5)?;
-            let duration: i64 = r.try_get(7)?;
-            Ok(WebhookDelivery {
-                id: r.try_get(0)?,
-                webhook: r.try_get(1)?,
-                outbox: r.try_get(2)?,
-                attempt: id32(attempt, "attempt")?,
-                at: r.try_get(4)?,
-                status: status.map(|s| u16::try_from(s).map_err(StoreError::internal)).transpose()?,
-                error: r.try_get(6)?,
-                duration_ms: id32(duration, "duration")?,
-            })
-        }
+    fn delivery_from(r: &impl Columns) -> Result<WebhookDelivery, StoreError> {
+        let attempt: i64 = r.col(3)?;
+        let status: Option<i64> = r.col(5)?;
+        let duration: i64 = r.col(7)?;
+        Ok(WebhookDelivery {
+            id: r.col(0)?,
+            webhook: r.col(1)?,
+            outbox: r.col(2)?,
+            attempt: id32(attempt, "attempt")?,
+            at: r.col(4)?,
+            status: status
+                .map(|s| u16::try_from(s).map_err(StoreError::internal))
+                .transpose()?,
+            error: r.col(6)?,
+            duration_ms: id32(duration, "duration")?,
+        })
+    }
 
-        pub(super) async fn get(conn: &mut ops::Conn, id: i64) -> Result<Option<Webhook>, StoreError> {
+    pub(super) async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Webhook>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
             row.as_ref().map(webhook_from).transpose()
-        }
+        })
+    }
 
-        pub(super) async fn of_site(conn: &mut ops::Conn, site: SiteId) -> Result<Vec<Webhook>, StoreError> {
+    pub(super) async fn of_site(conn: Conn<'_>, site: SiteId) -> Result<Vec<Webhook>, StoreError> {
+        each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE site = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(i64::from(site.0)).fetch_all(&mut *conn).await?;
             rows.iter().map(webhook_from).collect()
-        }
+        })
+    }
 
-        pub(super) async fn secret(conn: &mut ops::Conn, id: i64) -> Result<Option<String>, StoreError> {
+    pub(super) async fn secret(conn: Conn<'_>, id: i64) -> Result<Option<String>, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT secret FROM webhooks WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?)
-        }
+        })
+    }
 
-        pub(super) async fn insert(
-            conn: &mut ops::Conn, actor: &str, site: SiteId, url: &str, events: &[String], secret: &str,
-        ) -> Result<Webhook, StoreError> {
+    pub(super) async fn insert(
+        conn: Conn<'_>,
+        actor: &str,
+        site: SiteId,
+        url: &str,
+        events: &[String],
+        secret: &str,
+    ) -> Result<Webhook, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let now = now_seconds();
             let events_json = serde_json::to_string(events).map_err(StoreError::internal)?;
             let id: i64 = sqlx::query_scalar(
@@ -246,58 +254,155 @@ macro_rules! webhook_ops {
             .bind(now)
             .fetch_one(&mut *conn)
             .await?;
-            let after = Webhook { id, site, url: url.to_owned(), events: events.to_vec(), created_at: now, paused_at: None, failures: 0 };
-            ops::insert_audit(conn, None, now, actor, "create_webhook", &format!("webhook:{id}"), None, Some(&webhook_json(&after))).await?;
+            let after = Webhook {
+                id,
+                site,
+                url: url.to_owned(),
+                events: events.to_vec(),
+                created_at: now,
+                paused_at: None,
+                failures: 0,
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "create_webhook",
+                &format!("webhook:{id}"),
+                None,
+                Some(&webhook_json(&after)),
+            )
+            .await?;
             Ok(after)
-        }
+        })
+    }
 
-        pub(super) async fn delete(conn: &mut ops::Conn, actor: &str, before: &Webhook) -> Result<(), StoreError> {
+    pub(super) async fn delete(conn: Conn<'_>, actor: &str, before: &Webhook) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
             // Its pending deliveries go with it; delivered ones are history and stay until purged.
             sqlx::query("DELETE FROM notification_outbox WHERE webhook = $1 AND delivered_at IS NULL")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("DELETE FROM webhook_deliveries WHERE webhook = $1").bind(before.id).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
-            ops::insert_audit(conn, None, now_seconds(), actor, "delete_webhook", &format!("webhook:{}", before.id), Some(&webhook_json(before)), None).await
-        }
-
-        pub(super) async fn set_secret(conn: &mut ops::Conn, actor: &str, before: &Webhook, secret: &str) -> Result<(), StoreError> {
-            sqlx::query("UPDATE webhooks SET secret = $2 WHERE id = $1").bind(before.id).bind(secret).execute(&mut *conn).await?;
-            ops::insert_audit(conn, None, now_seconds(), actor, "rotate_webhook_secret", &format!("webhook:{}", before.id), None, None).await
-        }
-
-        pub(super) async fn resume(conn: &mut ops::Conn, actor: &str, before: &Webhook, now: i64) -> Result<Webhook, StoreError> {
-            sqlx::query("UPDATE webhooks SET paused_at = NULL, failures = 0 WHERE id = $1").bind(before.id).execute(&mut *conn).await?;
-            sqlx::query("UPDATE notification_outbox SET next_attempt_at = $2 WHERE webhook = $1 AND delivered_at IS NULL")
+            sqlx::query("DELETE FROM webhook_deliveries WHERE webhook = $1")
                 .bind(before.id)
-                .bind(now)
                 .execute(&mut *conn)
                 .await?;
-            let after = Webhook { paused_at: None, failures: 0, ..before.clone() };
-            ops::insert_audit(conn, None, now, actor, "resume_webhook", &format!("webhook:{}", before.id), Some(&webhook_json(before)), Some(&webhook_json(&after))).await?;
-            Ok(after)
-        }
-
-        async fn enqueue(conn: &mut ops::Conn, site: SiteId, channel: &str, target: &str, payload: &str, due: i64, webhook: Option<i64>) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            sqlx::query("DELETE FROM webhooks WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "delete_webhook",
+                &format!("webhook:{}", before.id),
+                Some(&webhook_json(before)),
+                None,
             )
-            .bind(i64::from(site.0))
-            .bind(channel)
-            .bind(target)
-            .bind(payload)
-            .bind(now_seconds())
-            .bind(due)
-            .bind(webhook)
+            .await
+        })
+    }
+
+    pub(super) async fn set_secret(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Webhook,
+        secret: &str,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("UPDATE webhooks SET secret = $2 WHERE id = $1")
+                .bind(before.id)
+                .bind(secret)
+                .execute(&mut *conn)
+                .await?;
+            ops::insert_audit(
+                conn,
+                None,
+                now_seconds(),
+                actor,
+                "rotate_webhook_secret",
+                &format!("webhook:{}", before.id),
+                None,
+                None,
+            )
+            .await
+        })
+    }
+
+    pub(super) async fn resume(conn: Conn<'_>, actor: &str, before: &Webhook, now: i64) -> Result<Webhook, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            sqlx::query("UPDATE webhooks SET paused_at = NULL, failures = 0 WHERE id = $1")
+                .bind(before.id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "UPDATE notification_outbox SET next_attempt_at = $2 WHERE webhook = $1 AND delivered_at IS NULL",
+            )
+            .bind(before.id)
+            .bind(now)
             .execute(&mut *conn)
             .await?;
-            Ok(())
-        }
+            let after = Webhook {
+                paused_at: None,
+                failures: 0,
+                ..before.clone()
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                now,
+                actor,
+                "resume_webhook",
+                &format!("webhook:{}", before.id),
+                Some(&webhook_json(before)),
+                Some(&webhook_json(&after)),
+            )
+            .await?;
+            Ok(after)
+        })
+    }
 
-        pub(super) async fn queue_test(conn: &mut ops::Conn, hook: &Webhook, now: i64) -> Result<i64, StoreError> {
-            let event = ops::enqueue_event(conn, hook.site, "webhook.test", now, serde_json::json!({"webhook": hook.id})).await?;
+    async fn enqueue(
+        conn: Conn<'_>,
+        site: SiteId,
+        channel: &str,
+        target: &str,
+        payload: &str,
+        due: i64,
+        webhook: Option<i64>,
+    ) -> Result<(), StoreError> {
+        each_backend!(conn, |conn| {
+            sqlx::query(
+            "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(i64::from(site.0))
+        .bind(channel)
+        .bind(target)
+        .bind(payload)
+        .bind(now_seconds())
+        .bind(due)
+        .bind(webhook)
+        .execute(&mut *conn)
+        .await?;
+            Ok(())
+        })
+    }
+
+    pub(super) async fn queue_test(conn: Conn<'_>, hook: &Webhook, now: i64) -> Result<i64, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let event = ops::enqueue_event(
+                conn,
+                hook.site,
+                "webhook.test",
+                now,
+                serde_json::json!({"webhook": hook.id}),
+            )
+            .await?;
             // The event row is done at once: only this endpoint receives it.
             sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1")
                 .bind(event)
@@ -311,46 +416,57 @@ macro_rules! webhook_ops {
             .to_string();
             let due = if hook.paused_at.is_some() { HELD } else { now };
             Ok(sqlx::query_scalar(
-                "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
-                 VALUES ($1, 'webhook', $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(i64::from(hook.site.0))
-            .bind(&hook.url)
-            .bind(&body)
-            .bind(now)
-            .bind(due)
-            .bind(hook.id)
-            .fetch_one(&mut *conn)
-            .await?)
-        }
+            "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
+             VALUES ($1, 'webhook', $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(i64::from(hook.site.0))
+        .bind(&hook.url)
+        .bind(&body)
+        .bind(now)
+        .bind(due)
+        .bind(hook.id)
+        .fetch_one(&mut *conn)
+        .await?)
+        })
+    }
 
-        /// The e-mail address of `site`'s owner.
-        async fn owner_email(conn: &mut ops::Conn, site: SiteId) -> Result<Option<String>, StoreError> {
+    /// The e-mail address of `site`'s owner.
+    async fn owner_email(conn: Conn<'_>, site: SiteId) -> Result<Option<String>, StoreError> {
+        each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
                 "SELECT a.email FROM site_memberships m JOIN accounts a ON a.id = m.account \
-                 WHERE m.site = $1 AND m.is_owner = $2",
+             WHERE m.site = $1 AND m.is_owner = $2",
             )
             .bind(i64::from(site.0))
             .bind(true)
             .fetch_optional(&mut *conn)
             .await?)
-        }
+        })
+    }
 
-        pub(super) async fn expand(conn: &mut ops::Conn, event: i64, mails: &[QueuedMail], now: i64) -> Result<usize, StoreError> {
+    pub(super) async fn expand(
+        conn: Conn<'_>,
+        event: i64,
+        mails: &[QueuedMail],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        each_backend!(conn, |conn| {
             let row = sqlx::query(
                 "SELECT site, target, payload FROM notification_outbox \
-                 WHERE id = $1 AND channel = 'event' AND delivered_at IS NULL",
+             WHERE id = $1 AND channel = 'event' AND delivered_at IS NULL",
             )
             .bind(event)
             .fetch_optional(&mut *conn)
             .await?;
             let Some(row) = row else {
-                return Err(StoreError::NotFound { entity: format!("event:{event} (pending)") });
+                return Err(StoreError::NotFound {
+                    entity: format!("event:{event} (pending)"),
+                });
             };
-            let site: i64 = row.try_get(0)?;
+            let site: i64 = row.col(0)?;
             let site = SiteId(id32(site, "site")?);
-            let kind: String = row.try_get(1)?;
-            let payload: String = row.try_get(2)?;
+            let kind: String = row.col(1)?;
+            let payload: String = row.col(2)?;
             let mut body: serde_json::Value = serde_json::from_str(&payload).map_err(StoreError::internal)?;
             if let Some(object) = body.as_object_mut() {
                 object.insert("id".to_owned(), serde_json::Value::String(format!("evt_{event}")));
@@ -358,14 +474,32 @@ macro_rules! webhook_ops {
             let body = body.to_string();
             let mut queued = 0;
             for mail in mails {
-                enqueue(conn, site, "email", &mail.to, &mail_payload(&mail.subject, &mail.body), now, None).await?;
+                enqueue(
+                    Conn::from(&mut *conn),
+                    site,
+                    "email",
+                    &mail.to,
+                    &mail_payload(&mail.subject, &mail.body),
+                    now,
+                    None,
+                )
+                .await?;
                 queued += 1;
             }
-            for hook in of_site(conn, site).await? {
+            for hook in of_site(Conn::from(&mut *conn), site).await? {
                 if hook.wants(&kind) {
                     // A paused endpoint's deliveries wait for it to be resumed.
                     let due = if hook.paused_at.is_some() { HELD } else { now };
-                    enqueue(conn, site, "webhook", &hook.url, &body, due, Some(hook.id)).await?;
+                    enqueue(
+                        Conn::from(&mut *conn),
+                        site,
+                        "webhook",
+                        &hook.url,
+                        &body,
+                        due,
+                        Some(hook.id),
+                    )
+                    .await?;
                     queued += 1;
                 }
             }
@@ -375,10 +509,12 @@ macro_rules! webhook_ops {
                 .execute(&mut *conn)
                 .await?;
             Ok(queued)
-        }
+        })
+    }
 
-        /// Records one attempt; answers whether it paused the endpoint.
-        pub(super) async fn record(conn: &mut ops::Conn, hook: &Webhook, a: &WebhookAttempt) -> Result<bool, StoreError> {
+    /// Records one attempt; answers whether it paused the endpoint.
+    pub(super) async fn record(conn: Conn<'_>, hook: &Webhook, a: &WebhookAttempt) -> Result<bool, StoreError> {
+        each_backend!(conn, |conn, ops| {
             let attempts: Option<i64> = sqlx::query_scalar(
                 "SELECT attempts FROM notification_outbox WHERE id = $1 AND webhook = $2 AND delivered_at IS NULL",
             )
@@ -387,11 +523,13 @@ macro_rules! webhook_ops {
             .fetch_optional(&mut *conn)
             .await?;
             let Some(attempts) = attempts else {
-                return Err(StoreError::NotFound { entity: format!("outbox:{} (pending, for webhook:{})", a.outbox, hook.id) });
+                return Err(StoreError::NotFound {
+                    entity: format!("outbox:{} (pending, for webhook:{})", a.outbox, hook.id),
+                });
             };
             sqlx::query(
                 "INSERT INTO webhook_deliveries (webhook, outbox, attempt, at, status, error, duration_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(hook.id)
             .bind(a.outbox)
@@ -408,21 +546,25 @@ macro_rules! webhook_ops {
                     .bind(a.at)
                     .execute(&mut *conn)
                     .await?;
-                sqlx::query("UPDATE webhooks SET failures = 0 WHERE id = $1").bind(hook.id).execute(&mut *conn).await?;
+                sqlx::query("UPDATE webhooks SET failures = 0 WHERE id = $1")
+                    .bind(hook.id)
+                    .execute(&mut *conn)
+                    .await?;
                 return Ok(false);
             };
             sqlx::query(
-                "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
-            )
-            .bind(a.outbox)
-            .bind(error)
-            .bind(a.retry_at)
-            .execute(&mut *conn)
-            .await?;
-            let failures: i64 = sqlx::query_scalar("UPDATE webhooks SET failures = failures + 1 WHERE id = $1 RETURNING failures")
-                .bind(hook.id)
-                .fetch_one(&mut *conn)
-                .await?;
+            "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+        )
+        .bind(a.outbox)
+        .bind(error)
+        .bind(a.retry_at)
+        .execute(&mut *conn)
+        .await?;
+            let failures: i64 =
+                sqlx::query_scalar("UPDATE webhooks SET failures = failures + 1 WHERE id = $1 RETURNING failures")
+                    .bind(hook.id)
+                    .fetch_one(&mut *conn)
+                    .await?;
             let already_paused: Option<i64> = sqlx::query_scalar("SELECT paused_at FROM webhooks WHERE id = $1")
                 .bind(hook.id)
                 .fetch_one(&mut *conn)
@@ -430,30 +572,66 @@ macro_rules! webhook_ops {
             if failures < i64::from(PAUSE_AFTER_FAILURES) || already_paused.is_some() {
                 return Ok(false);
             }
-            sqlx::query("UPDATE webhooks SET paused_at = $2 WHERE id = $1").bind(hook.id).bind(a.at).execute(&mut *conn).await?;
-            sqlx::query("UPDATE notification_outbox SET next_attempt_at = $2 WHERE webhook = $1 AND delivered_at IS NULL")
+            sqlx::query("UPDATE webhooks SET paused_at = $2 WHERE id = $1")
                 .bind(hook.id)
-                .bind(HELD)
+                .bind(a.at)
                 .execute(&mut *conn)
                 .await?;
-            let after = Webhook { paused_at: Some(a.at), failures: id32(failures, "failures")?, ..hook.clone() };
-            ops::insert_audit(conn, None, a.at, "system", "pause_webhook", &format!("webhook:{}", hook.id), Some(&webhook_json(hook)), Some(&webhook_json(&after))).await?;
-            if let Some(owner) = owner_email(conn, hook.site).await? {
+            sqlx::query(
+                "UPDATE notification_outbox SET next_attempt_at = $2 WHERE webhook = $1 AND delivered_at IS NULL",
+            )
+            .bind(hook.id)
+            .bind(HELD)
+            .execute(&mut *conn)
+            .await?;
+            let after = Webhook {
+                paused_at: Some(a.at),
+                failures: id32(failures, "failures")?,
+                ..hook.clone()
+            };
+            ops::insert_audit(
+                conn,
+                None,
+                a.at,
+                "system",
+                "pause_webhook",
+                &format!("webhook:{}", hook.id),
+                Some(&webhook_json(hook)),
+                Some(&webhook_json(&after)),
+            )
+            .await?;
+            if let Some(owner) = owner_email(Conn::from(&mut *conn), hook.site).await? {
                 let subject = format!("Keyway: webhook {} paused", hook.id);
                 let body = format!(
                     "The webhook {} of site {} ({}) failed {failures} times in a row and is paused. \
-                     Its deliveries are kept; resume it once the receiver is fixed. Last error: {error}",
+                 Its deliveries are kept; resume it once the receiver is fixed. Last error: {error}",
                     hook.id, hook.site.0, hook.url,
                 );
-                enqueue(conn, hook.site, "email", &owner, &mail_payload(&subject, &body), a.at, None).await?;
+                enqueue(
+                    Conn::from(&mut *conn),
+                    hook.site,
+                    "email",
+                    &owner,
+                    &mail_payload(&subject, &body),
+                    a.at,
+                    None,
+                )
+                .await?;
             }
             Ok(true)
-        }
+        })
+    }
 
-        pub(super) async fn deliveries(conn: &mut ops::Conn, webhook: i64, before: i64, limit: i64) -> Result<Vec<WebhookDelivery>, StoreError> {
+    pub(super) async fn deliveries(
+        conn: Conn<'_>,
+        webhook: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        each_backend!(conn, |conn| {
             let rows = sqlx::query(
                 "SELECT id, webhook, outbox, attempt, at, status, error, duration_ms FROM webhook_deliveries \
-                 WHERE webhook = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+             WHERE webhook = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
             )
             .bind(webhook)
             .bind(before)
@@ -461,16 +639,8 @@ macro_rules! webhook_ops {
             .fetch_all(&mut *conn)
             .await?;
             rows.iter().map(delivery_from).collect()
-        }
-    };
-}
-
-mod sqlite_webhooks {
-    webhook_ops!(crate::sql::sqlite);
-}
-
-mod pg_webhooks {
-    webhook_ops!(crate::sql::postgres);
+        })
+    }
 }
 
 fn no_webhook(site: SiteId, id: i64) -> StoreError {
@@ -494,15 +664,20 @@ impl Store {
     ) -> Result<(Webhook, String), StoreError> {
         check_webhook(url, events)?;
         let secret = secrets::fresh("whsec_");
-        let hook = on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            if m::of_site(conn, site).await?.len() >= MAX_WEBHOOKS_PER_SITE {
-                return Err(StoreError::invalid(format!(
-                    "site:{} has {MAX_WEBHOOKS_PER_SITE} webhooks, the most a site may have",
-                    site.0
-                )));
-            }
-            m::insert(conn, actor, site, url, events, &secret).await?
-        });
+        let hook = {
+            let mut db = self.writer().await?;
+            let out = {
+                if queries::of_site(db.conn(), site).await?.len() >= MAX_WEBHOOKS_PER_SITE {
+                    return Err(StoreError::invalid(format!(
+                        "site:{} has {MAX_WEBHOOKS_PER_SITE} webhooks, the most a site may have",
+                        site.0
+                    )));
+                }
+                queries::insert(db.conn(), actor, site, url, events, &secret).await?
+            };
+            db.commit().await?;
+            out
+        };
         Ok((hook, secret))
     }
 
@@ -511,9 +686,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhooks(&self, site: SiteId) -> Result<Vec<Webhook>, StoreError> {
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, read, |conn, m| {
-            m::of_site(conn, site).await?
-        }))
+        queries::of_site(self.reader().await?.conn(), site).await
     }
 
     /// The endpoint `id` of `site`.
@@ -521,8 +694,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhook(&self, site: SiteId, id: i64) -> Result<Option<Webhook>, StoreError> {
-        let found = on_backend!(self, sqlite_webhooks, pg_webhooks, read, |conn, m| m::get(conn, id)
-            .await?);
+        let found = {
+            let mut db = self.reader().await?;
+            queries::get(db.conn(), id).await?
+        };
         Ok(found.filter(|w| w.site == site))
     }
 
@@ -531,12 +706,18 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhook_with_secret(&self, id: i64) -> Result<Option<(Webhook, String)>, StoreError> {
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, read, |conn, m| {
-            match (m::get(conn, id).await?, m::secret(conn, id).await?) {
-                (Some(hook), Some(secret)) => Some((hook, secret)),
-                _ => None,
+        Ok({
+            let mut db = self.reader().await?;
+            {
+                match (
+                    queries::get(db.conn(), id).await?,
+                    queries::secret(db.conn(), id).await?,
+                ) {
+                    (Some(hook), Some(secret)) => Some((hook, secret)),
+                    _ => None,
+                }
             }
-        }))
+        })
     }
 
     /// Remove endpoint `id` of `site`, its pending deliveries and its history.
@@ -544,13 +725,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
     pub async fn delete_webhook(&self, actor: &str, site: SiteId, id: i64) -> Result<(), StoreError> {
-        on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            let before = m::get(conn, id)
-                .await?
-                .filter(|w| w.site == site)
-                .ok_or_else(|| no_webhook(site, id))?;
-            m::delete(conn, actor, &before).await?;
-        });
+        let mut db = self.writer().await?;
+        let before = queries::get(db.conn(), id)
+            .await?
+            .filter(|w| w.site == site)
+            .ok_or_else(|| no_webhook(site, id))?;
+        queries::delete(db.conn(), actor, &before).await?;
+        db.commit().await?;
         Ok(())
     }
 
@@ -561,13 +742,13 @@ impl Store {
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
     pub async fn rotate_webhook_secret(&self, actor: &str, site: SiteId, id: i64) -> Result<String, StoreError> {
         let secret = secrets::fresh("whsec_");
-        on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            let before = m::get(conn, id)
-                .await?
-                .filter(|w| w.site == site)
-                .ok_or_else(|| no_webhook(site, id))?;
-            m::set_secret(conn, actor, &before, &secret).await?;
-        });
+        let mut db = self.writer().await?;
+        let before = queries::get(db.conn(), id)
+            .await?
+            .filter(|w| w.site == site)
+            .ok_or_else(|| no_webhook(site, id))?;
+        queries::set_secret(db.conn(), actor, &before, &secret).await?;
+        db.commit().await?;
         Ok(secret)
     }
 
@@ -577,13 +758,16 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
     pub async fn resume_webhook(&self, actor: &str, site: SiteId, id: i64, now: i64) -> Result<Webhook, StoreError> {
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            let before = m::get(conn, id)
+        let mut db = self.writer().await?;
+        let out = {
+            let before = queries::get(db.conn(), id)
                 .await?
                 .filter(|w| w.site == site)
                 .ok_or_else(|| no_webhook(site, id))?;
-            m::resume(conn, actor, &before, now).await?
-        }))
+            queries::resume(db.conn(), actor, &before, now).await?
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Queue a `webhook.test` event for endpoint `id` of `site` alone (held while it is
@@ -592,13 +776,16 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
     pub async fn queue_webhook_test(&self, site: SiteId, id: i64, now: i64) -> Result<i64, StoreError> {
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            let hook = m::get(conn, id)
+        let mut db = self.writer().await?;
+        let out = {
+            let hook = queries::get(db.conn(), id)
                 .await?
                 .filter(|w| w.site == site)
                 .ok_or_else(|| no_webhook(site, id))?;
-            m::queue_test(conn, &hook, now).await?
-        }))
+            queries::queue_test(db.conn(), &hook, now).await?
+        };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Queue event `kind` of `site` for notification (the notify plugin and the site's
@@ -617,9 +804,10 @@ impl Store {
         if !data.is_object() || data.to_string().len() > crate::MAX_PAYLOAD_BYTES {
             return Err(StoreError::invalid("event data is a JSON object of at most 64 KiB"));
         }
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            m::ops_enqueue_event(conn, site, kind, at, data).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = { crate::dispatch::enqueue_event(db.conn(), site, kind, at, data).await? };
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Expand the claimed event `event`: queue `mails` and one delivery per endpoint of
@@ -630,9 +818,10 @@ impl Store {
     /// [`StoreError::NotFound`] for a row that is not a pending event (another sender
     /// expanded it first).
     pub async fn expand_event(&self, event: i64, mails: &[QueuedMail], now: i64) -> Result<usize, StoreError> {
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            m::expand(conn, event, mails, now).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::expand(db.conn(), event, mails, now).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Record an attempt to deliver outbox row `attempt.outbox` to `hook`: its history
@@ -644,9 +833,10 @@ impl Store {
     pub async fn record_webhook_attempt(&self, hook: &Webhook, attempt: &WebhookAttempt) -> Result<bool, StoreError> {
         let mut attempt = attempt.clone();
         attempt.error = attempt.error.map(|e| e.chars().take(1000).collect());
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, write, |conn, m| {
-            m::record(conn, hook, &attempt).await?
-        }))
+        let mut db = self.writer().await?;
+        let out = queries::record(db.conn(), hook, &attempt).await?;
+        db.commit().await?;
+        Ok(out)
     }
 
     /// Endpoint `id`'s delivery attempts, newest first: up to `limit` with ids below
@@ -661,8 +851,6 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
         let before = before.unwrap_or(i64::MAX);
-        Ok(on_backend!(self, sqlite_webhooks, pg_webhooks, read, |conn, m| {
-            m::deliveries(conn, id, before, i64::from(limit)).await?
-        }))
+        queries::deliveries(self.reader().await?.conn(), id, before, i64::from(limit)).await
     }
 }
