@@ -968,12 +968,39 @@ const LIST_VIEW_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type ListViewCell = Arc<tokio::sync::Mutex<Option<Arc<SiteView>>>>;
 
+type ViewsBySite = Mutex<HashMap<SiteId, (ListViewCell, Instant)>>;
+
 /// The views full lists are built from: one per site, at the latest revision a list was
 /// asked at, so the IQs of a site that fetch lists at one revision (many reconnecting at
-/// once) share one view. A view unused for a minute is dropped.
-#[derive(Debug, Default)]
+/// once) share one view. A view unused for a minute is dropped, by a sweeper task that
+/// runs while any view is kept: a site's view (its whole offline list) must not stay in
+/// memory because no other list was asked for since.
+#[derive(Debug)]
 pub(crate) struct ListViews {
-    by_site: Mutex<HashMap<SiteId, (ListViewCell, Instant)>>,
+    by_site: Arc<ViewsBySite>,
+    sweeping: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a view is kept after its last use ([`LIST_VIEW_KEPT`]; shorter in tests).
+    kept: std::time::Duration,
+}
+
+impl Default for ListViews {
+    fn default() -> Self {
+        ListViews {
+            by_site: Arc::default(),
+            sweeping: Arc::default(),
+            kept: LIST_VIEW_KEPT,
+        }
+    }
+}
+
+/// Drops the views unused for `kept` at `now`; answers whether none is left.
+fn drop_idle_views(
+    by_site: &mut HashMap<SiteId, (ListViewCell, Instant)>,
+    now: Instant,
+    kept: std::time::Duration,
+) -> bool {
+    by_site.retain(|_, (_, used)| now.saturating_duration_since(*used) < kept);
+    by_site.is_empty()
 }
 
 impl ListViews {
@@ -984,14 +1011,7 @@ impl ListViews {
     pub(crate) async fn of(&self, node: &Node, iq: IqId) -> Result<Arc<SiteView>, BackendError> {
         let revision = node.snapshot().load().revision();
         let site = node.iq_site(iq).ok_or(BackendError::Refused)?;
-        let cell = {
-            let mut by_site = self.by_site.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = Instant::now();
-            by_site.retain(|s, (_, used)| *s == site || now.duration_since(*used) < LIST_VIEW_KEPT);
-            let (cell, used) = by_site.entry(site).or_insert_with(|| (ListViewCell::default(), now));
-            *used = now;
-            Arc::clone(cell)
-        };
+        let cell = self.cell(site);
         let mut cached = cell.lock().await;
         if let Some(view) = cached.as_ref()
             && view.revision() >= revision
@@ -1007,6 +1027,53 @@ impl ListViews {
         .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         *cached = Some(Arc::clone(&view));
         Ok(view)
+    }
+
+    /// The cell holding `site`'s view, marked used now.
+    fn cell(&self, site: SiteId) -> ListViewCell {
+        let cell = {
+            let mut by_site = self.by_site.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let (cell, used) = by_site.entry(site).or_insert_with(|| (ListViewCell::default(), now));
+            *used = now;
+            Arc::clone(cell)
+        };
+        self.keep_sweeping();
+        cell
+    }
+
+    /// Starts the sweeper unless it runs. It wakes every `kept`, drops the views unused
+    /// that long, and ends when none is left (or the views are dropped);
+    /// the next [`ListViews::of`] starts it again.
+    fn keep_sweeping(&self) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let by_site = Arc::downgrade(&self.by_site);
+        let sweeping = Arc::clone(&self.sweeping);
+        let kept = self.kept;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(kept).await;
+                let Some(by_site) = by_site.upgrade() else {
+                    return;
+                };
+                let mut by_site = by_site.lock().unwrap_or_else(PoisonError::into_inner);
+                if drop_idle_views(&mut by_site, Instant::now(), kept) {
+                    // Cleared under the lock: an `of` that adds a view after this sees
+                    // the flag down and starts a new sweeper.
+                    sweeping.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// How many sites have a view kept.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.by_site.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -1025,6 +1092,50 @@ mod tests {
     const SITE: SiteId = SiteId(1);
     const OTHER: SiteId = SiteId(2);
     const IQS: [IqId; 2] = [IqId(1), IqId(2)];
+
+    #[test]
+    fn a_view_is_dropped_once_unused_for_the_kept_time() {
+        let kept = std::time::Duration::from_secs(60);
+        let start = Instant::now();
+        let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+        let cases = [
+            // (last used, swept at, kept?)
+            (0, 59, true),
+            (0, 60, false),
+            (30, 60, true),
+            (30, 90, false),
+            // A use stamped after the sweep read its clock.
+            (61, 60, true),
+        ];
+        for (used, now, stays) in cases {
+            let mut by_site = HashMap::from([(SITE, (ListViewCell::default(), at(used)))]);
+            let empty = drop_idle_views(&mut by_site, at(now), kept);
+            assert_eq!(by_site.contains_key(&SITE), stays, "used at {used}, swept at {now}");
+            assert_eq!(empty, !stays);
+        }
+    }
+
+    /// Idle views go without any further list request, the sweeper stops when none is
+    /// left, and the next view starts it again. Waits for the outcome (up to 10 s) rather
+    /// than timing it, so a slow machine only makes it slower.
+    #[tokio::test]
+    async fn idle_list_views_are_dropped_without_another_request() {
+        use std::sync::atomic::Ordering;
+        let views = ListViews {
+            kept: std::time::Duration::from_millis(50),
+            ..ListViews::default()
+        };
+        for _ in 0..2 {
+            drop(views.cell(SITE));
+            drop(views.cell(OTHER));
+            assert!(views.sweeping.load(Ordering::Acquire));
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while views.kept() > 0 || views.sweeping.load(Ordering::Acquire) {
+                assert!(Instant::now() < deadline, "{} views still kept", views.kept());
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
 
     fn credential(id: u32, owner: Option<u32>, kind: CredentialKind, offline: bool, until: Option<i64>) -> Record {
         Record::Credential(CredentialRecord {
