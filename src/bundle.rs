@@ -151,10 +151,7 @@ pub enum BundleCliError {
     Runtime(PluginError),
     /// A path that must be a directory is not one.
     #[error("`{path}` is not a directory")]
-    NotADirectory {
-        /// The path.
-        path: PathBuf,
-    },
+    NotADirectory { path: PathBuf },
     /// A file could not be read.
     #[error("cannot read `{path}`: {reason}")]
     Read {
@@ -174,7 +171,6 @@ pub enum BundleCliError {
     /// A rule chain was refused.
     #[error("door {door}: {reason}")]
     Chain {
-        /// The door.
         door: u32,
         /// Why.
         reason: String,

@@ -79,7 +79,6 @@ pub(crate) enum Via {
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
-    /// The account.
     pub(crate) account: i64,
     /// How.
     pub(crate) via: Via,

@@ -68,9 +68,7 @@ pub struct LinkAdvert {
     /// The link CA's certificate (DER), written by the link at its first start; read
     /// when a code is issued.
     pub ca_file: PathBuf,
-    /// The control port.
     pub control_port: u16,
-    /// The bulk port.
     pub bulk_port: u16,
     /// The host names in the server's certificate.
     pub server_names: Vec<String>,

@@ -66,10 +66,7 @@ pub enum ApiError {
     },
     /// The body is larger than allowed.
     #[error("the request body is larger than the limit of {limit} bytes")]
-    PayloadTooLarge {
-        /// The limit.
-        limit: usize,
-    },
+    PayloadTooLarge { limit: usize },
     /// The body is not of the media type the route takes.
     #[error("the request body must be `{expected}`")]
     UnsupportedMediaType {

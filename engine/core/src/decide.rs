@@ -186,7 +186,6 @@ pub fn decide(snapshot: &Snapshot, door: DoorId, presented: Presented<'_>, at: T
 /// One request of a batch: what [`decide`] takes, as one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecisionRequest<'a> {
-    /// The door.
     pub door: DoorId,
     /// What its reader presented.
     pub presented: Presented<'a>,

@@ -39,10 +39,7 @@ pub enum ModelError {
         to: String,
     },
     /// A record would move an entity to another site.
-    SiteChange {
-        /// The entity.
-        entity: String,
-    },
+    SiteChange { entity: String },
     /// A credential's secret does not fit its kind.
     MalformedSecret {
         /// The credential.

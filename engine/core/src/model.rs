@@ -17,7 +17,6 @@ pub const IQ_MAX_REMOTE_USERS: u32 = 10_000;
 /// A site.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SiteRecord {
-    /// Its id.
     pub id: SiteId,
     /// The site's time zone; schedules are evaluated on its wall clock.
     pub time_zone: TimeZone,
@@ -30,7 +29,6 @@ pub struct SiteRecord {
 /// An IQ gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IqRecord {
-    /// Its id.
     pub id: IqId,
     /// The site it serves.
     pub site: SiteId,
@@ -51,13 +49,11 @@ pub enum DoorMode {
 /// A door.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DoorRecord {
-    /// Its id.
     pub id: DoorId,
     /// The site it belongs to.
     pub site: SiteId,
     /// The IQ it is paired with, if any.
     pub iq: Option<IqId>,
-    /// Its mode.
     pub mode: DoorMode,
     /// Lockdown of this door alone.
     pub lockdown: bool,
@@ -136,11 +132,9 @@ impl CredentialKind {
 /// A credential. It belongs to a site; its secret is unique per site and kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CredentialRecord {
-    /// Its id.
     pub id: CredentialId,
     /// The site it works on.
     pub site: SiteId,
-    /// Its kind.
     pub kind: CredentialKind,
     /// What the reader sees: tag UID, key id or PIN digits.
     pub secret: Vec<u8>,
@@ -167,7 +161,6 @@ pub struct CredentialRecord {
 /// An access group: its members may open its doors while its schedule is open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupRecord {
-    /// Its id.
     pub id: GroupId,
     /// The site it belongs to.
     pub site: SiteId,
@@ -182,18 +175,15 @@ pub struct GroupRecord {
 /// A named schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleRecord {
-    /// Its id.
     pub id: ScheduleId,
     /// The site it belongs to.
     pub site: SiteId,
-    /// The schedule.
     pub schedule: Schedule,
 }
 
 /// A named holiday calendar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CalendarRecord {
-    /// Its id.
     pub id: CalendarId,
     /// The holidays.
     pub calendar: HolidayCalendar,

@@ -52,7 +52,6 @@ pub struct CertIdentity {
 /// An authenticated IQ.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IqProfile {
-    /// Its site.
     pub site: SiteId,
     /// Its id.
     pub iq: IqId,
@@ -63,7 +62,6 @@ pub struct IqProfile {
 /// What a valid enrolment code was issued for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnrolmentGrant {
-    /// The site.
     pub site: SiteId,
     /// The IQ registered with the code.
     pub iq: IqId,
@@ -219,7 +217,6 @@ pub enum OfflineCause {
 pub enum SecurityEvent {
     /// It named a door that is not its own.
     ForeignDoor {
-        /// The door.
         door: DoorId,
         /// The message that named it.
         message: &'static str,

@@ -103,7 +103,6 @@ pub enum ClientEvent {
     Push {
         /// The frame number (what a `PUSH_ACK` names).
         seq: u32,
-        /// The message.
         message: Message,
     },
     /// An error frame not answering any request (a fatal one closes the connection).

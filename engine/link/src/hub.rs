@@ -36,7 +36,6 @@ const JOIN_QUEUE: usize = 1_024;
 /// A session joining its site's hub.
 #[derive(Clone, Debug)]
 pub(crate) struct Join {
-    /// The IQ.
     pub(crate) iq: IqId,
     /// The serial of the certificate the session authenticated with.
     pub(crate) serial: Option<String>,

@@ -338,7 +338,6 @@ impl std::fmt::Debug for Enrol {
 /// `ENROLLED`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enrolled {
-    /// Site.
     pub site: u32,
     /// IQ id.
     pub iq: u32,
@@ -371,7 +370,6 @@ pub struct HeartbeatAck {
 /// One request of `DECIDE`. Its `Debug` hides the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DecideItem {
-    /// Door.
     pub door: u32,
     /// Credential kind, `None` when unknown.
     pub kind: Option<CredentialKind>,
@@ -401,7 +399,6 @@ impl std::fmt::Debug for DecideItem {
 pub struct Passage {
     /// The IQ's passage number: a passage sent again (its ack was lost) has the same one.
     pub id: u64,
-    /// Door.
     pub door: u32,
     /// Credential kind read, `None` when unknown.
     pub kind: Option<CredentialKind>,
@@ -452,7 +449,6 @@ pub struct Decisions {
 pub struct EntryItem {
     /// The IQ's entry sequence number.
     pub seq: u64,
-    /// Door.
     pub door: u32,
     /// When, ms.
     pub at: i64,
@@ -489,7 +485,6 @@ pub struct Revocation {
 /// A grant of an offline entry: a door, limited by a schedule or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OfflineGrant {
-    /// Door.
     pub door: u32,
     /// Schedule, `None` for any time.
     pub schedule: Option<u32>,
@@ -500,7 +495,6 @@ pub struct OfflineGrant {
 pub struct OfflineEntry {
     /// Credential id.
     pub credential: u32,
-    /// Kind.
     pub kind: CredentialKind,
     /// What the reader sees.
     pub secret: Vec<u8>,
@@ -544,9 +538,7 @@ pub struct OfflinePeriod {
 /// A schedule of an offline list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfflineSchedule {
-    /// Id.
     pub id: u32,
-    /// Periods.
     pub periods: Vec<OfflinePeriod>,
     /// First day (yyyymmdd), inclusive.
     pub from: Option<u32>,
@@ -557,9 +549,7 @@ pub struct OfflineSchedule {
 /// `OFFLINE_DELTA`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfflineDelta {
-    /// From revision.
     pub from_revision: u64,
-    /// To revision.
     pub to_revision: u64,
     /// Entries added or replaced.
     pub upserts: Vec<OfflineEntry>,
@@ -572,7 +562,6 @@ pub struct OfflineDelta {
 pub struct DoorCommand {
     /// The node's id of the command.
     pub command_id: u64,
-    /// Door.
     pub door: u32,
     /// What to do.
     pub command: DoorCommandKind,
@@ -607,7 +596,6 @@ pub struct Incident {
 /// `PIN_CHECK`. Its `Debug` hides the PIN.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PinCheck {
-    /// Person.
     pub person: u32,
     /// Digits typed.
     pub pin: Vec<u8>,
@@ -624,9 +612,7 @@ impl std::fmt::Debug for PinCheck {
 /// `FIRMWARE_AVAILABLE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareAvailable {
-    /// Version.
     pub version: String,
-    /// Size.
     pub size: u64,
     /// Digest.
     pub sha256: [u8; 32],
@@ -638,7 +624,6 @@ pub struct FirmwareAvailable {
 /// `OFFLINE_LIST_BEGIN`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfflineListBegin {
-    /// Revision.
     pub revision: u64,
     /// Tag entries.
     pub tags: u32,
@@ -648,7 +633,6 @@ pub struct OfflineListBegin {
     pub chunks: u32,
     /// The site's IANA time zone.
     pub time_zone: String,
-    /// Schedules.
     pub schedules: Vec<OfflineSchedule>,
     /// Holidays, yyyymmdd.
     pub holidays: Vec<u32>,
@@ -659,14 +643,12 @@ pub struct OfflineListBegin {
 pub struct OfflineListChunk {
     /// Index from 0.
     pub index: u32,
-    /// Entries.
     pub entries: Vec<OfflineEntry>,
 }
 
 /// `FIRMWARE_GET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareGet {
-    /// Version.
     pub version: String,
     /// First byte wanted.
     pub offset: u64,
@@ -677,7 +659,6 @@ pub struct FirmwareGet {
 /// `FIRMWARE_CHUNK`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareChunk {
-    /// Version.
     pub version: String,
     /// Whole size.
     pub size: u64,
@@ -692,7 +673,6 @@ pub struct FirmwareChunk {
 /// `ERROR`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorFrame {
-    /// Code.
     pub code: ErrorCode,
     /// Whether the sender closes the connection after it.
     pub fatal: bool,

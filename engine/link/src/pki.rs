@@ -357,7 +357,6 @@ impl LinkPki {
 /// What an IQ holds to connect: its key, its certificate and the CAs it trusts.
 #[derive(Clone)]
 pub struct IqCredentials {
-    /// Its site.
     pub site: SiteId,
     /// Its id.
     pub iq: IqId,

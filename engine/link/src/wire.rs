@@ -17,7 +17,6 @@ pub enum DecodeError {
     /// A length or count is over its limit.
     #[error("`{field}` is {got}, over its limit of {limit}")]
     TooLong {
-        /// The field.
         field: &'static str,
         /// What the peer sent.
         got: usize,
@@ -194,7 +193,6 @@ pub struct Writer<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("`{field}` is {got}, over its limit of {limit}")]
 pub struct EncodeError {
-    /// The field.
     pub field: &'static str,
     /// Its size.
     pub got: usize,

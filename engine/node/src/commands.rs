@@ -63,7 +63,6 @@ pub struct OfflineListSize {
 /// HTTP with the download token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareOffer {
-    /// Its version.
     pub version: String,
     /// Its size in bytes.
     pub size: u64,

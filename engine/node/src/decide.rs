@@ -21,7 +21,6 @@ pub enum Source {
     /// An IQ online, with the sequence number of its request (entries are stored once
     /// per IQ and sequence).
     Iq {
-        /// The IQ.
         iq: IqId,
         /// Its sequence number for this request.
         sequence: u64,
@@ -33,7 +32,6 @@ pub enum Source {
 /// One request to decide.
 #[derive(Clone, Copy, Debug)]
 pub struct DecisionRequest<'a> {
-    /// The door.
     pub door: DoorId,
     /// What was presented.
     pub presented: Presented<'a>,

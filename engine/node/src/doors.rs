@@ -24,7 +24,6 @@ pub const REMOTE_OPEN_NOT_DELIVERED: &str = "remote_open_not_delivered";
 /// A passage as a door's IQ reports it: what was read, and whether the door opened.
 #[derive(Clone, Copy, Debug)]
 pub struct PassageReport<'a> {
-    /// The door.
     pub door: DoorId,
     /// The credential read, when the IQ knows it (a kind this version does not know is
     /// `None`: the passage counts for nobody).

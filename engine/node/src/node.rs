@@ -20,7 +20,6 @@ pub const SYSTEM_ACTOR: &str = "system";
 /// How a node is opened.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The store.
     pub store: StoreConfig,
     /// The bundle directory to run when the store has no active bundle (a first start).
     /// The binary's configuration owns its default (`policies/default`).

@@ -143,10 +143,7 @@ pub enum PluginError {
     },
     /// The plugin tried to grow a table beyond [`Limits::max_table_elements`](crate::Limits::max_table_elements).
     #[error("exceeded the table limit of {limit} elements")]
-    TableLimit {
-        /// The limit.
-        limit: usize,
-    },
+    TableLimit { limit: usize },
     /// The plugin overflowed its stack (deep recursion).
     #[error("wasm stack overflow (the cap is {limit} bytes; deep recursion?)")]
     StackOverflow {
@@ -241,27 +238,19 @@ pub enum RoleTableError {
     IdTooLarge {
         /// The role.
         name: String,
-        /// Its id.
         id: u16,
     },
     /// Two roles share an id.
     #[error("role id {id} is declared twice")]
-    DuplicateId {
-        /// The id.
-        id: u16,
-    },
+    DuplicateId { id: u16 },
     /// Two roles share a name.
     #[error("role name `{name}` is declared twice")]
-    DuplicateName {
-        /// The name.
-        name: String,
-    },
+    DuplicateName { name: String },
     /// A role refers to a role id that is not in the table.
     #[error("role `{role}` refers to unknown role id {id} in `{field}`")]
     UnknownRole {
         /// The referring role.
         role: String,
-        /// The field.
         field: &'static str,
         /// The unknown id.
         id: u16,
@@ -274,12 +263,7 @@ pub enum RoleTableError {
     },
     /// A capability name is empty or not `lowercase.dotted`.
     #[error("capability `{name}` of role `{role}` is not a lowercase dotted name")]
-    BadCapability {
-        /// The role.
-        role: String,
-        /// The name.
-        name: String,
-    },
+    BadCapability { role: String, name: String },
 }
 
 /// A policy bundle failed to load or validate. The running bundle, if any, stays.
@@ -319,9 +303,7 @@ pub enum BundleError {
     /// A `.wasm` file does not have the hash the manifest pins.
     #[error("plugin `{plugin}`: `{file}` has sha256 {found}, the manifest pins {expected}")]
     HashMismatch {
-        /// The plugin.
         plugin: String,
-        /// The file.
         file: String,
         /// The manifest's hash.
         expected: String,
@@ -331,7 +313,6 @@ pub enum BundleError {
     /// A plugin failed to load, validate or answer.
     #[error("plugin `{plugin}`: {source}")]
     Plugin {
-        /// The plugin.
         plugin: String,
         /// What went wrong.
         source: PluginError,

@@ -170,7 +170,6 @@ impl RuleLink {
 /// The context of one decision, beyond what [`Decision`] carries.
 #[derive(Clone, Copy, Debug)]
 pub struct DoorContext<'a> {
-    /// The door.
     pub door: DoorId,
     /// The door's site: whose opening hours apply.
     pub site: SiteId,
@@ -197,10 +196,7 @@ pub enum RuleOutcome {
     /// It allowed.
     Allowed,
     /// It denied.
-    Denied {
-        /// Its reason.
-        reason: String,
-    },
+    Denied { reason: String },
     /// It had no opinion.
     Abstained,
     /// It failed; the door's fail mode decided.
@@ -452,18 +448,12 @@ pub enum AttachError {
     },
     /// A chain names the same rule twice.
     #[error("rule `{rule}` appears twice in the chain of door {door}")]
-    Duplicate {
-        /// The rule.
-        rule: String,
-        /// The door.
-        door: u32,
-    },
+    Duplicate { rule: String, door: u32 },
     /// A chain is longer than [`MAX_CHAIN`].
     #[error("a chain of {len} rules for door {door}, over the limit of {max}")]
     ChainTooLong {
         /// The chain's length.
         len: usize,
-        /// The door.
         door: u32,
         /// The limit.
         max: usize,
@@ -472,9 +462,7 @@ pub enum AttachError {
     /// takes none, or because it is too large or holds what no configuration holds.
     #[error("the configuration of rule `{rule}` for door {door} is refused: {reason}")]
     Config {
-        /// The rule.
         rule: String,
-        /// The door.
         door: u32,
         /// Why, printable.
         reason: String,
@@ -836,7 +824,6 @@ impl DoorRules {
 /// A passage an IQ reported at a door: what actually happened after a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Passage {
-    /// The door.
     pub door: DoorId,
     /// The door's site.
     pub site: SiteId,

@@ -61,7 +61,6 @@ pub struct PopulationSpec {
     pub doors: u32,
     /// Access groups in all.
     pub groups: u32,
-    /// The seed.
     pub seed: u64,
 }
 
@@ -97,7 +96,6 @@ impl PopulationSpec {
 /// A generated credential's presentation: what a reader would send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GeneratedRequest {
-    /// The door.
     pub door: DoorId,
     /// The kind read.
     pub kind: CredentialKind,

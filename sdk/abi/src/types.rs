@@ -88,13 +88,9 @@ pub struct VoucherTerms {
 /// Current counts on the site, before the change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// People.
     pub people: u32,
-    /// App users.
     pub app_users: u32,
-    /// Doors.
     pub doors: u32,
-    /// IQs.
     pub iqs: u32,
 }
 
@@ -252,7 +248,6 @@ pub enum Channel {
 /// Who receives a notification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
-    /// The person.
     pub person: u32,
     /// The address on the channel: an email address, a device token, a phone number.
     pub address: String,
@@ -274,7 +269,6 @@ pub struct NotificationSettings {
 /// The input of the notify hook: one event, off the hot path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyInput {
-    /// The event.
     pub event: Event,
     /// The site's settings.
     pub settings: NotificationSettings,
@@ -289,7 +283,6 @@ pub struct Notification {
     pub channel: Channel,
     /// A one-line subject.
     pub subject: String,
-    /// The body.
     pub body: String,
 }
 
@@ -347,7 +340,6 @@ pub struct CoreVerdict<'a> {
 /// than most rules do). On the wire a `Cow` is exactly a `String` / `Vec<u8>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DoorRuleInput<'a> {
-    /// The door.
     pub door: u32,
     /// The person, when the credential is known and assigned.
     pub person: Option<u32>,
@@ -425,7 +417,6 @@ pub enum StateUpdate {
 /// The output of a door rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoorRuleOutput {
-    /// The verdict.
     pub verdict: RuleVerdict,
     /// The new per-person state.
     pub state: StateUpdate,
@@ -526,7 +517,6 @@ impl DoorRuleOutput {
 /// what happened, not what was decided.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PassageInput<'a> {
-    /// The door.
     pub door: u32,
     /// The door's site.
     pub site: u32,

@@ -65,7 +65,6 @@ pub(crate) struct SignUp {
 /// An account.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AccountView {
-    /// Its id.
     pub id: i64,
     /// Its e-mail, lowercased.
     pub email: String,
@@ -118,7 +117,6 @@ pub(crate) async fn sign_up(
 pub(crate) struct SignIn {
     /// The account's e-mail.
     pub email: String,
-    /// Its password.
     pub password: String,
 }
 
@@ -129,7 +127,6 @@ pub(crate) struct SessionView {
     pub token: String,
     /// When it expires, in seconds since the epoch.
     pub expires_at: i64,
-    /// The account.
     pub account: AccountView,
 }
 
@@ -450,11 +447,8 @@ pub(crate) struct NewToken {
 /// An API token, without its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TokenView {
-    /// Its id.
     pub id: i64,
-    /// Its name.
     pub name: String,
-    /// Its scopes.
     pub scopes: Vec<String>,
     /// Its site, if limited to one.
     pub site: Option<u32>,
@@ -486,7 +480,6 @@ impl From<ApiToken> for TokenView {
 /// A token just made, with its secret (shown once).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IssuedToken {
-    /// The token.
     pub token: TokenView,
     /// The secret, for `Authorization: Bearer`; it is not shown again.
     pub secret: String,

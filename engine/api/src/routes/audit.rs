@@ -40,7 +40,6 @@ pub(crate) struct AuditFilter {
 /// One audited change.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditView {
-    /// Its id.
     pub id: i64,
     /// The revision of a model change.
     pub revision: Option<u64>,

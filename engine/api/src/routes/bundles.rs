@@ -36,9 +36,7 @@ pub(crate) struct PluginUpload {
 pub(crate) struct PluginView {
     /// Its id, for a bundle's `plugins`.
     pub id: i64,
-    /// Its name.
     pub name: String,
-    /// Its version.
     pub version: String,
     /// The module's SHA-256 (hex), which a manifest pins.
     pub sha256: String,
@@ -62,7 +60,6 @@ impl From<StoredPlugin> for PluginView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewBundle {
-    /// Its name.
     pub name: String,
     /// Its version; a name and version are uploaded once.
     pub version: String,
@@ -75,11 +72,8 @@ pub(crate) struct NewBundle {
 /// A stored bundle.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BundleView {
-    /// Its id.
     pub id: i64,
-    /// Its name.
     pub name: String,
-    /// Its version.
     pub version: String,
     /// The manifest's SHA-256 (hex).
     pub sha256: String,
@@ -117,7 +111,6 @@ pub(crate) struct Activated {
 /// One rule of a door's chain, as a site sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DoorRuleView {
-    /// The door.
     pub door: u32,
     /// Its place in the door's chain, from 0 (rules run in this order).
     pub position: u32,
@@ -140,7 +133,6 @@ pub(crate) struct SitePolicy {
     pub sha256: Option<String>,
     /// Its stored id.
     pub id: Option<i64>,
-    /// Its version.
     pub version: Option<String>,
     /// The rule plugins of the bundle, which doors may attach.
     pub rules: Vec<String>,

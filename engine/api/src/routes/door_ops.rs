@@ -33,7 +33,6 @@ use utoipa::ToSchema;
 /// What became of a command for one door.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Delivery {
-    /// The door.
     pub door: u32,
     /// Whether the door's IQ acknowledged it.
     pub delivered: bool,
@@ -74,7 +73,6 @@ pub(crate) enum ModeName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetMode {
-    /// The mode.
     pub mode: ModeName,
     /// The schedule of a `scheduled` mode (one of the site's); absent otherwise.
     pub schedule: Option<u32>,
@@ -85,7 +83,6 @@ pub(crate) struct SetMode {
 pub(crate) struct DoorState {
     /// The door.
     pub id: u32,
-    /// Its name.
     pub name: String,
     /// Its IQ, if paired.
     pub iq: Option<u32>,
@@ -115,7 +112,6 @@ pub(crate) struct DoorStateChanged {
 /// A site's lockdown after a change.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SiteLockdown {
-    /// The site.
     pub site: u32,
     /// Whether the site is in lockdown now.
     pub lockdown: bool,
@@ -130,7 +126,6 @@ pub(crate) struct SiteLockdown {
 /// The outcome of a remote opening.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RemoteOpened {
-    /// The door.
     pub door: u32,
     /// Whether the door's IQ carried it out.
     pub delivered: bool,

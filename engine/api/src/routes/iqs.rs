@@ -55,7 +55,6 @@ pub(crate) struct RegisterIq {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IqName {
-    /// The name.
     pub name: String,
 }
 
@@ -95,11 +94,8 @@ impl From<OfflineListSize> for OfflineListView {
 /// An IQ and its state.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IqView {
-    /// Its id.
     pub id: u32,
-    /// Its name.
     pub name: String,
-    /// Its model.
     pub model: String,
     /// Its serial number (absent for IQs made before registration details existed).
     pub serial: Option<String>,
@@ -150,7 +146,6 @@ pub(crate) struct LinkDetails {
 /// A newly registered IQ.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IqRegistered {
-    /// The IQ.
     pub iq: IqView,
     /// How to enrol it.
     pub enrolment: Enrolment,
@@ -185,7 +180,6 @@ pub(crate) struct DoorIq {
 /// A person's activation on an IQ (the PIN itself is never shown).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ActivationView {
-    /// The person.
     pub person: u32,
     /// Wrong PINs since the last right one.
     pub failed_attempts: u32,
@@ -230,11 +224,9 @@ pub(crate) struct AssignFirmware {
 /// A firmware file IQs may be given.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FirmwareView {
-    /// Its id.
     pub id: i64,
     /// The IQ model it is for.
     pub model: String,
-    /// Its version.
     pub version: String,
     /// The SHA-256 of its bytes, hex.
     pub sha256: String,
@@ -804,7 +796,6 @@ pub(crate) async fn list_firmware(
 /// An IQ after a firmware assignment.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FirmwareAssigned {
-    /// The IQ.
     pub iq: IqView,
     /// Whether the IQ was told now (it has a session on this node and runs another
     /// version). An IQ not told now is offered the file when it next connects.

@@ -166,7 +166,6 @@ pub(crate) async fn set_retention(
 /// An incident at a door or an IQ.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IncidentView {
-    /// Its id.
     pub id: i64,
     /// `door_forced`, `door_left_open`, `tamper`, `battery_low` or `iq_offline`.
     pub kind: String,

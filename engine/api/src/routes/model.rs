@@ -86,23 +86,19 @@ pub(crate) async fn credential_of(state: &AppState, site: SiteId, id: u32) -> Re
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DoorName {
-    /// Its name.
     pub name: String,
 }
 
 /// A door.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DoorView {
-    /// Its id.
     pub id: u32,
-    /// Its name.
     pub name: String,
 }
 
 /// A door just changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DoorChanged {
-    /// The door.
     pub door: DoorView,
     /// The revision the change produced (absent for a rename, which is not part of the
     /// decision model).
@@ -260,7 +256,6 @@ pub(crate) struct PersonView {
 /// A person just changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PersonChanged {
-    /// The person.
     pub person: PersonView,
     /// The revision the change produced.
     pub revision: u64,
@@ -468,7 +463,6 @@ impl Kind {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CredentialValue {
-    /// The kind.
     pub kind: Kind,
     /// The value: hex for tags and digital keys, digits for PINs.
     pub value: String,
@@ -498,7 +492,6 @@ impl CredentialValue {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewCredential {
-    /// The kind.
     pub kind: Kind,
     /// The value: hex for tags and digital keys, digits for PINs.
     pub value: String,
@@ -516,9 +509,7 @@ pub(crate) struct NewCredential {
 /// A credential; its value is never shown in full.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CredentialView {
-    /// Its id.
     pub id: u32,
-    /// Its kind.
     pub kind: Kind,
     /// The last characters of its value (tags and keys), or nothing (PINs).
     pub hint: String,
@@ -531,7 +522,6 @@ pub(crate) struct CredentialView {
 /// A credential just changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CredentialChanged {
-    /// The credential.
     pub credential: CredentialView,
     /// The revision the change produced.
     pub revision: u64,
@@ -675,9 +665,7 @@ pub(crate) async fn revoke_credential(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecideRequest {
-    /// The site.
     pub site: u32,
-    /// The door.
     pub door: u32,
     /// What was presented.
     pub credential: CredentialValue,

@@ -32,13 +32,9 @@ pub(crate) struct NewSetting {
 /// A notification setting.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SettingView {
-    /// Its id.
     pub id: i64,
-    /// The event kind.
     pub event_kind: String,
-    /// The channel.
     pub channel: String,
-    /// The target.
     pub target: String,
     /// Whether it is on.
     pub enabled: bool,

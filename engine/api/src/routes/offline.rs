@@ -26,7 +26,6 @@ const MAX_NAMED: usize = 100;
 /// Keys a write pushed out of one IQ's offline list.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct PushedOut {
-    /// The IQ.
     pub iq: u32,
     /// How many keys this write pushed out of its list.
     pub count: u32,

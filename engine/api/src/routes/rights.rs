@@ -56,7 +56,6 @@ pub(crate) struct NewSchedule {
 /// A schedule just made.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedSchedule {
-    /// Its id.
     pub id: u32,
     /// The revision that made it.
     pub revision: u64,
@@ -208,7 +207,6 @@ pub(crate) async fn remove_schedule(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GroupBody {
-    /// Its name.
     pub name: String,
     /// The doors it opens (of this site).
     #[serde(default)]
@@ -223,22 +221,16 @@ pub(crate) struct GroupBody {
 /// An access group.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct GroupView {
-    /// Its id.
     pub id: u32,
-    /// Its name.
     pub name: String,
-    /// Its doors.
     pub doors: Vec<u32>,
-    /// Its schedule.
     pub schedule: Option<u32>,
-    /// Its members.
     pub members: Vec<u32>,
 }
 
 /// A group just changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct GroupChanged {
-    /// The group.
     pub group: GroupView,
     /// The revision the change produced.
     pub revision: u64,
@@ -434,11 +426,9 @@ pub(crate) struct EntryFilter {
 /// One entry of the log.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct EntryView {
-    /// Its id.
     pub id: i64,
     /// When, RFC 3339.
     pub at: String,
-    /// The door.
     pub door: u32,
     /// The person, if known.
     pub person: Option<u32>,

@@ -32,7 +32,6 @@ pub(crate) struct StateQuery {
 /// What a door rule keeps for a person, a door or a site, on the node that answered.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RuleStateView {
-    /// The rule.
     pub rule: String,
     /// `person`, `door` or `site`.
     pub scope: &'static str,

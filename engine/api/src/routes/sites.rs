@@ -31,7 +31,6 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewSite {
-    /// Its name.
     pub name: String,
     /// Its IANA time zone, e.g. `Europe/Madrid`.
     pub time_zone: String,
@@ -43,11 +42,8 @@ pub(crate) struct NewSite {
 /// A site, with the caller's role on it.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SiteView {
-    /// Its id.
     pub id: u32,
-    /// Its name.
     pub name: String,
-    /// Its time zone.
     pub time_zone: String,
     /// Whether the whole site is in lockdown.
     pub lockdown: bool,
@@ -62,7 +58,6 @@ pub(crate) struct SiteView {
 /// A site just made.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedSite {
-    /// The site.
     pub site: SiteView,
     /// The revision that created it.
     pub revision: u64,
@@ -130,7 +125,6 @@ pub(crate) struct SiteChanges {
 /// A site as changed.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UpdatedSite {
-    /// The site.
     pub site: SiteView,
     /// The revision of the change (the current one when only the name changed, which
     /// decisions do not read).
@@ -332,13 +326,11 @@ pub(crate) async fn get_site(
 /// A member of a site.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MemberView {
-    /// The account.
     pub account: i64,
     /// Its e-mail.
     pub email: String,
     /// Its role id.
     pub role: u16,
-    /// Its role name.
     pub role_name: String,
     /// Whether it owns the site.
     pub owner: bool,
@@ -569,9 +561,7 @@ pub(crate) struct NewInvitation {
 /// An invitation, without its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct InvitationView {
-    /// Its id.
     pub id: i64,
-    /// The site.
     pub site: u32,
     /// Who is invited.
     pub email: String,

@@ -37,9 +37,7 @@ pub(crate) struct NewVoucher {
 /// A voucher.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct VoucherView {
-    /// Its id.
     pub id: i64,
-    /// Its code.
     pub code: String,
     /// The site that redeemed it, if any.
     pub site: Option<u32>,
@@ -316,7 +314,6 @@ fn near_cap_follow_up(site: SiteId, what: Counted, v: Voucher) -> FollowUp {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Redeem {
-    /// The code.
     pub code: String,
 }
 

@@ -33,7 +33,6 @@ pub(crate) struct NewWebhook {
 /// A webhook endpoint.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WebhookView {
-    /// Its id.
     pub id: i64,
     /// Where events are POSTed.
     pub url: String,
@@ -83,7 +82,6 @@ pub(crate) struct WebhookSecret {
 /// One attempt to deliver.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeliveryView {
-    /// Its id.
     pub id: i64,
     /// The delivery's idempotency id (`Keyway-Delivery`), the same on every retry.
     pub delivery: i64,
