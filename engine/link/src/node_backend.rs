@@ -456,7 +456,7 @@ impl LinkBackend for NodeBackend {
         let decisions = self.node.decide_batch(&node_requests).await;
         let revision = decisions
             .first()
-            .map_or_else(|| view_revision(&self.node), |d| d.ruled.core.revision);
+            .map_or_else(|| view_revision(&self.node), |d| d.revision);
         Ok(DecisionBatch {
             revision,
             outcomes: decisions

@@ -48,12 +48,24 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) policy: PolicyHost,
-    /// The newest revision the policy task has applied.
+    /// The newest revision the policy task has applied, for waiters.
     pub(crate) policy_applied: watch::Sender<u64>,
+    /// The same, for the decision path: one atomic load, no lock.
+    pub(crate) policy_revision: std::sync::atomic::AtomicU64,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) metrics: DecisionMetrics,
     pub(crate) commands: ArcSwap<Arc<dyn DoorCommands>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// The policy state is current with `revision`: decisions report at least it, and
+    /// waiters on it wake.
+    pub(crate) fn mark_policy_applied(&self, revision: u64) {
+        self.policy_revision
+            .fetch_max(revision, std::sync::atomic::Ordering::Release);
+        self.policy_applied.send_replace(revision);
+    }
 }
 
 /// One Keyway node. Cheap to clone; every clone is the same node.
@@ -128,6 +140,7 @@ impl Node {
             runtime,
             policy: host,
             policy_applied: watch::channel(at.0).0,
+            policy_revision: std::sync::atomic::AtomicU64::new(at.0),
             shutdown: watch::channel(false).0,
             metrics: DecisionMetrics::default(),
             commands: ArcSwap::from_pointee(no_link),

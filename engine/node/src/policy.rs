@@ -215,7 +215,7 @@ pub(crate) async fn follow(inner: Arc<Inner>, mut after: Revision) {
                         after = resync(&inner).await;
                         break;
                     }
-                    inner.policy_applied.send_replace(item.revision.0);
+                    inner.mark_policy_applied(item.revision.0);
                 }
                 Err(keyway_store::FeedError::Closed) => return,
                 Err(e) => {
@@ -245,7 +245,7 @@ async fn resync(inner: &Inner) -> Revision {
         .await;
         match result {
             Ok(()) => {
-                inner.policy_applied.send_replace(at.0);
+                inner.mark_policy_applied(at.0);
                 return at;
             }
             Err(e) => {

@@ -703,7 +703,8 @@ pub(crate) struct DecisionView {
     pub group: Option<u32>,
     /// The granting group's schedule.
     pub schedule: Option<u32>,
-    /// The revision it was taken on.
+    /// The newest revision the decision reflects: every change up to it, to people and
+    /// doors or to the door's rules, was in force.
     pub revision: u64,
     /// The door rule that took part, if any.
     pub rule: Option<RuleView>,
@@ -716,7 +717,9 @@ pub(crate) struct DecisionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CheckView {
     /// Which check: `door`, `credential`, `revoked`, `owner`, `blocked`, `validity`,
-    /// `lockdown`, `office_mode`, `rights`, `door_rule`.
+    /// `lockdown`, `office_mode`, `rights`, then `door_rule` once per rule of the door's
+    /// chain that ran, in order (once, `not_applicable`, for a door without rules); a
+    /// rule's detail names it and gives its deny reason or its failure.
     pub check: String,
     /// `passed`, `failed`, `opened`, `not_applicable` or `not_reached`.
     pub outcome: String,
@@ -754,7 +757,7 @@ fn decision_view(d: &NodeDecision) -> DecisionView {
         reason: d.reason_code().to_owned(),
         group,
         schedule,
-        revision: d.ruled.core.revision.0,
+        revision: d.revision.0,
         rule: d.ruled.rule.as_ref().map(|r| RuleView {
             name: r.rule.to_string(),
             sha256: r.sha256.as_ref().map(ToString::to_string),
@@ -773,25 +776,46 @@ fn explained(d: &NodeDecision, explanation: &keyway_core::Explanation) -> Vec<Ch
             detail: c.detail.clone(),
         })
         .collect();
-    let rule = match &d.ruled.rule {
-        None => CheckView {
+    if d.ruled.rule.is_none() {
+        checks.push(CheckView {
             check: "door_rule".to_owned(),
             outcome: "not_applicable".to_owned(),
             detail: "no rule on this door".to_owned(),
-        },
-        Some(trace) => CheckView {
-            check: "door_rule".to_owned(),
-            outcome: if d.effect() == Effect::Allow {
-                "passed"
-            } else {
-                "failed"
-            }
-            .to_owned(),
-            detail: format!("`{}` ruled `{}`", trace.rule, d.reason_code()),
-        },
-    };
-    checks.push(rule);
+        });
+    }
+    // One check per rule that ran, in the chain's order, with what it said: the text a
+    // rule denies with is what explains a `rule_denied`.
+    checks.extend(d.ruled.rules().map(rule_check));
     checks
+}
+
+fn rule_check(trace: &keyway_plugin_host::RuleTrace) -> CheckView {
+    use keyway_plugin_host::{FailMode, RuleOutcome};
+    let rule = &trace.rule;
+    let (outcome, detail) = match &trace.outcome {
+        RuleOutcome::Allowed => ("passed", format!("`{rule}` allowed")),
+        RuleOutcome::Abstained => ("passed", format!("`{rule}` abstained: the core's answer stands")),
+        RuleOutcome::Denied { reason } => ("failed", format!("`{rule}` denied: {reason}")),
+        RuleOutcome::Failed {
+            error,
+            fail: FailMode::Safe,
+        } => (
+            "passed",
+            format!("`{rule}` failed ({error}); the door is fail-safe, so the rule was skipped"),
+        ),
+        RuleOutcome::Failed {
+            error,
+            fail: FailMode::Secure,
+        } => (
+            "failed",
+            format!("`{rule}` failed ({error}); the door is fail-secure, so it stays shut"),
+        ),
+    };
+    CheckView {
+        check: "door_rule".to_owned(),
+        outcome: outcome.to_owned(),
+        detail,
+    }
 }
 
 struct Prepared {
@@ -874,15 +898,8 @@ pub(crate) async fn decide(
         return Ok(Json(decision_view(&d)));
     }
     // One snapshot for the decision and its explanation, so both are of one revision.
-    let snapshot = state.node().snapshot().load_full();
-    let dry = DecisionRequest {
-        source: Source::DryRun,
-        ..request(&p)
-    };
-    let d = NodeDecision {
-        ruled: state.node().decide_unlogged(&snapshot, &dry),
-        logged: false,
-    };
+    let dry = request(&p);
+    let (d, snapshot) = state.node().decide_dry(&dry);
     let explanation = keyway_core::explain(&snapshot, p.door, dry.presented, p.at);
     Ok(Json(DecisionView {
         checks: Some(explained(&d, &explanation)),

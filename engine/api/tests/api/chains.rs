@@ -97,6 +97,35 @@ async fn a_door_runs_its_chain_with_its_own_settings() {
         );
         assert_eq!(decided["rule"]["name"], "two-person", "{decided}");
     }
+    // Explained, the same denial names each rule of the chain and what it said.
+    let body = json!({
+        "site": s, "door": w.door.0,
+        "credential": {"kind": "tag", "value": "01020304"},
+        "at": "2026-11-23T09:30:00+01:00",
+    });
+    let (status, explained) =
+        w.h.call("POST", "/v1/decide?explain=true", Some(&owner), Some(body))
+            .await;
+    assert_eq!(status.as_u16(), 200, "{explained}");
+    assert_eq!(explained["reason"], "rule_denied", "{explained}");
+    let rule_checks: Vec<(&str, &str)> = explained["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "door_rule")
+        .map(|c| (c["outcome"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rule_checks,
+        [
+            ("passed", "`business-hours` allowed"),
+            (
+                "failed",
+                "`two-person` denied: two-person rule: waiting for a second person, one of them an escort"
+            ),
+        ],
+        "{explained}"
+    );
     // `PUT .../rule` does not wipe a chain it cannot show; `.../rules` replaces it, and
     // then `PUT .../rule` replaces a door's one rule.
     let one_rule = format!("/v1/sites/{s}/doors/{}/rule", w.door.0);

@@ -83,6 +83,18 @@ async fn rules_and_entries() {
             assert!(tries < 100, "{}: attachment never reached the plugin host", case.name);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // Decisions come to report the newest revision, that of the attachment (a policy
+        // change, which leaves the model's snapshot at its own revision).
+        let applied = node.store().status().applied;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while node.decide_dry(&request(s.door, case.hour, Source::DryRun)).0.revision != applied {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: never reported {applied:?}",
+                case.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let d = node
             .decide(&request(
                 s.door,
@@ -112,7 +124,7 @@ async fn rules_and_entries() {
         assert_eq!(entry.reason, case.reason, "{}", case.name);
         assert_eq!(entry.allowed, case.effect == Effect::Allow, "{}", case.name);
         assert_eq!(entry.iq, Some((IqId(7), i as u64)), "{}", case.name);
-        assert_eq!(entry.revision, d.ruled.core.revision, "{}", case.name);
+        assert_eq!((entry.revision, d.revision), (applied, applied), "{}", case.name);
         match (case.logged_rule, &entry.rule) {
             (None, None) => {}
             (Some(prefix), Some(rule)) => {
@@ -138,10 +150,10 @@ async fn batch_is_one_revision_and_dry_runs_are_not_logged() {
     let requests: Vec<_> = (0..10).map(|_| request(s.door, 9, Source::DryRun)).collect();
     let out = node.decide_batch(&requests).await;
     assert_eq!(out.len(), 10);
-    let revision = out[0].ruled.core.revision;
+    let revision = out[0].revision;
     assert!(
         out.iter()
-            .all(|d| d.ruled.core.revision == revision && !d.logged && d.effect() == Effect::Allow)
+            .all(|d| d.revision == revision && !d.logged && d.effect() == Effect::Allow)
     );
     node.store().entries().flush().await.unwrap();
     assert_eq!(node.store().entries().count().await.unwrap(), 0);
