@@ -330,11 +330,8 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            queries::by_id(db.conn(), id).await?
-        }
-        .map(|(a, _)| a))
+        let found = queries::by_id(self.reader().await?.conn(), id).await?;
+        Ok(found.map(|(a, _)| a))
     }
 
     /// The enabled account whose email and password match, or `None` (the same answer for
@@ -349,10 +346,7 @@ impl Store {
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(None);
         }
-        let found = {
-            let mut db = self.reader().await?;
-            queries::by_email(db.conn(), &email).await?
-        };
+        let found = queries::by_email(self.reader().await?.conn(), &email).await?;
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || match found {
             Some((account, phc)) if verify(&password, &phc) && !account.disabled => Some(account),
@@ -441,10 +435,7 @@ impl Store {
             AuthCache::forget(&auth.sessions, &key);
             return Ok(None);
         }
-        let found = {
-            let mut db = self.reader().await?;
-            queries::session(db.conn(), token_hash, now).await?
-        };
+        let found = queries::session(self.reader().await?.conn(), token_hash, now).await?;
         Ok(found.map(|(account, expires_at)| {
             auth.put(&auth.sessions, key, CachedSession { account, expires_at }, stamp);
             account

@@ -613,11 +613,8 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_activation(&self, iq: IqId, person: PersonId) -> Result<Option<IqActivation>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            queries::activation(db.conn(), iq, person).await?
-        }
-        .map(|(a, _)| a))
+        let found = queries::activation(self.reader().await?.conn(), iq, person).await?;
+        Ok(found.map(|(a, _)| a))
     }
 
     /// The activations on `iq`, by person.

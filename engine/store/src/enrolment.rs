@@ -258,14 +258,10 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            {
-                match queries::iq_site(db.conn(), iq).await? {
-                    Some(site) => Some((site, queries::iq_doors(db.conn(), iq).await?)),
-                    None => None,
-                }
-            }
+        let mut db = self.reader().await?;
+        Ok(match queries::iq_site(db.conn(), iq).await? {
+            Some(site) => Some((site, queries::iq_doors(db.conn(), iq).await?)),
+            None => None,
         })
     }
 

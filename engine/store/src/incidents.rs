@@ -438,10 +438,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn incident(&self, site: SiteId, id: i64) -> Result<Option<Incident>, StoreError> {
-        let found = {
-            let mut db = self.reader().await?;
-            queries::get(db.conn(), id).await?
-        };
+        let found = queries::get(self.reader().await?.conn(), id).await?;
         Ok(found.filter(|i| i.site == site))
     }
 

@@ -607,10 +607,7 @@ impl Store {
         if let Some(m) = auth.get(&auth.members, &(site.0, account), stamp) {
             return Ok(Some(m));
         }
-        let found = {
-            let mut db = self.reader().await?;
-            queries::member(db.conn(), site, account).await?
-        };
+        let found = queries::member(self.reader().await?.conn(), site, account).await?;
         if let Some(m) = &found {
             auth.put(&auth.members, (site.0, account), m.clone(), stamp);
         }

@@ -519,10 +519,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn pending_notifications(&self) -> Result<u64, StoreError> {
-        let n = {
-            let mut db = self.reader().await?;
-            queries::pending(db.conn()).await?
-        };
+        let n = queries::pending(self.reader().await?.conn()).await?;
         u64::try_from(n).map_err(StoreError::internal)
     }
 

@@ -843,10 +843,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn previous_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        let id = {
-            let mut db = self.reader().await?;
-            queries::previous_bundle(db.conn(), site).await?
-        };
+        let id = queries::previous_bundle(self.reader().await?.conn(), site).await?;
         match id {
             Some(id) => self.bundle(id).await,
             None => Ok(None),
@@ -874,18 +871,14 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn active_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            {
-                let own = match site {
-                    Some(_) => queries::bundles(db.conn(), site, true).await?.pop(),
-                    None => None,
-                };
-                match own {
-                    Some(b) => Some(b),
-                    None => queries::bundles(db.conn(), None, true).await?.pop(),
-                }
-            }
+        let mut db = self.reader().await?;
+        let own = match site {
+            Some(_) => queries::bundles(db.conn(), site, true).await?.pop(),
+            None => None,
+        };
+        Ok(match own {
+            Some(b) => Some(b),
+            None => queries::bundles(db.conn(), None, true).await?.pop(),
         })
     }
 
@@ -1039,12 +1032,8 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn opening_hours(&self, site: SiteId) -> Result<Option<Schedule>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            queries::opening_hours(db.conn(), Some(site)).await?
-        }
-        .pop()
-        .map(|(_, s)| s))
+        let hours = queries::opening_hours(self.reader().await?.conn(), Some(site)).await?;
+        Ok(hours.into_iter().next_back().map(|(_, s)| s))
     }
 
     /// Every site's opening hours, by site.

@@ -694,10 +694,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhook(&self, site: SiteId, id: i64) -> Result<Option<Webhook>, StoreError> {
-        let found = {
-            let mut db = self.reader().await?;
-            queries::get(db.conn(), id).await?
-        };
+        let found = queries::get(self.reader().await?.conn(), id).await?;
         Ok(found.filter(|w| w.site == site))
     }
 
@@ -706,18 +703,16 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhook_with_secret(&self, id: i64) -> Result<Option<(Webhook, String)>, StoreError> {
-        Ok({
-            let mut db = self.reader().await?;
-            {
-                match (
-                    queries::get(db.conn(), id).await?,
-                    queries::secret(db.conn(), id).await?,
-                ) {
-                    (Some(hook), Some(secret)) => Some((hook, secret)),
-                    _ => None,
-                }
-            }
-        })
+        let mut db = self.reader().await?;
+        Ok(
+            match (
+                queries::get(db.conn(), id).await?,
+                queries::secret(db.conn(), id).await?,
+            ) {
+                (Some(hook), Some(secret)) => Some((hook, secret)),
+                _ => None,
+            },
+        )
     }
 
     /// Remove endpoint `id` of `site`, its pending deliveries and its history.
