@@ -165,13 +165,20 @@ impl Writer<'_> {
     }
 }
 
-impl Store {
+impl crate::db::Db {
     /// A connection for reads.
     pub(crate) async fn reader(&self) -> Result<Reader, StoreError> {
-        Ok(match &self.inner.db {
+        Ok(match self {
             crate::db::Db::Sqlite { read, .. } => Reader::Sqlite(read.acquire().await?),
             crate::db::Db::Postgres { pool, .. } => Reader::Postgres(pool.acquire().await?),
         })
+    }
+}
+
+impl Store {
+    /// A connection for reads.
+    pub(crate) async fn reader(&self) -> Result<Reader, StoreError> {
+        self.inner.db.reader().await
     }
 
     /// A write transaction that may change what authentication reads.

@@ -366,12 +366,10 @@ impl EntriesLog {
                 query.limit
             )));
         }
-        let entries = match &self.db {
-            Db::Sqlite { read, .. } => crate::sql::sqlite::query_entries(&mut *read.acquire().await?, query).await?,
-            Db::Postgres { pool, .. } => {
-                crate::sql::postgres::query_entries(&mut *pool.acquire().await?, query).await?
-            }
-        };
+        let entries = each_backend!(self.db.reader().await?.conn(), |conn, ops| ops::query_entries(
+            conn, query
+        )
+        .await)?;
         let next = if entries.len() == query.limit as usize {
             entries.last().map(|e| Cursor {
                 at: e.entry.at.as_microsecond(),
@@ -476,10 +474,8 @@ impl EntriesLog {
     /// # Errors
     /// If the database fails.
     pub async fn count(&self) -> Result<u64, StoreError> {
-        match &self.db {
-            Db::Sqlite { read, .. } => crate::sql::sqlite::count_entries(&mut *read.acquire().await?).await,
-            Db::Postgres { pool, .. } => crate::sql::postgres::count_entries(&mut *pool.acquire().await?).await,
-        }
+        each_backend!(self.db.reader().await?.conn(), |conn, ops| ops::count_entries(conn)
+            .await)
     }
 }
 

@@ -974,10 +974,8 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn record(&self, target: Target) -> Result<Option<Record>, StoreError> {
-        match &self.inner.db {
-            Db::Sqlite { read, .. } => crate::sql::sqlite::load_record(&mut *read.acquire().await?, target).await,
-            Db::Postgres { pool, .. } => crate::sql::postgres::load_record(&mut *pool.acquire().await?, target).await,
-        }
+        each_backend!(self.reader().await?.conn(), |conn, ops| ops::load_record(conn, target)
+            .await)
     }
 
     /// Every record the database holds, and the revision they are at.
@@ -997,10 +995,7 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn revisions(&self) -> Result<Vec<Revision>, StoreError> {
-        let revs = match &self.inner.db {
-            Db::Sqlite { read, .. } => crate::sql::sqlite::revisions(&mut *read.acquire().await?).await?,
-            Db::Postgres { pool, .. } => crate::sql::postgres::revisions(&mut *pool.acquire().await?).await?,
-        };
+        let revs = each_backend!(self.reader().await?.conn(), |conn, ops| ops::revisions(conn).await)?;
         Ok(revs.into_iter().map(Revision).collect())
     }
 
@@ -1009,10 +1004,7 @@ impl Store {
     /// # Errors
     /// If the database cannot be read.
     pub async fn audit(&self, entity: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
-        match &self.inner.db {
-            Db::Sqlite { read, .. } => crate::sql::sqlite::audit(&mut *read.acquire().await?, entity).await,
-            Db::Postgres { pool, .. } => crate::sql::postgres::audit(&mut *pool.acquire().await?, entity).await,
-        }
+        each_backend!(self.reader().await?.conn(), |conn, ops| ops::audit(conn, entity).await)
     }
 
     /// Limit the SQLite file to `pages` pages (`None`: no limit beyond SQLite's own). For
