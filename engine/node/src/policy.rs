@@ -193,6 +193,9 @@ async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
 pub(crate) async fn follow(inner: Arc<Inner>, mut after: Revision) {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
+        if *shutdown.borrow() {
+            return;
+        }
         let mut stream = match inner.store.subscribe(after).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -249,8 +252,17 @@ async fn resync(inner: &Inner) -> Revision {
                 return at;
             }
             Err(e) => {
+                // A closing node stops retrying: `Node::close` waits for this task, and
+                // the store it reads may already refuse.
+                let mut shutdown = inner.shutdown.subscribe();
+                if *shutdown.borrow() {
+                    return at;
+                }
                 tracing::error!(error = %e, "policy state reload failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = shutdown.wait_for(|closing| *closing) => return at,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
     }
