@@ -130,7 +130,14 @@ fn run_admin(command: AdminCommand) -> ExitCode {
             }
         };
         let outcome = job.run(&node).await;
-        node.close().await;
+        // The job's writes are committed; a close that does not end (a background task
+        // of the node waiting on something) must not keep the command from exiting.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), node.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the node did not close within 10 s; exiting anyway");
+        }
         match outcome {
             Ok(message) => {
                 println!("{message}");
