@@ -224,7 +224,8 @@ impl AdminJob {
                 content,
             } => node
                 .store()
-                .upload_firmware("operator:cli", &model, &version, &content)
+                .devices()
+                .upload_firmware("operator:cli", &model, &version, &content, jiff::Timestamp::now())
                 .await
                 .map(|f| {
                     format!(

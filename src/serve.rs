@@ -325,6 +325,7 @@ pub async fn serve(
 async fn adopt_bundle(node: &Node, dir: &std::path::Path) -> Result<(), ServeError> {
     if node
         .store()
+        .policy_records()
         .active_bundle(None)
         .await
         .map_err(keyway_node::NodeError::from)?
@@ -341,7 +342,7 @@ async fn adopt_bundle(node: &Node, dir: &std::path::Path) -> Result<(), ServeErr
             );
             Ok(())
         }
-        Err(e) => match node.store().active_bundle(None).await {
+        Err(e) => match node.store().policy_records().active_bundle(None).await {
             Ok(Some(_)) => {
                 tracing::warn!(error = %e, "another node stored the first bundle first");
                 Ok(())

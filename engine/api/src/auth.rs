@@ -25,7 +25,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use keyway_core::SiteId;
 use keyway_plugin_host::{Capability, RoleTable};
-use keyway_store::{ApiToken, Membership};
+use keyway_store::{AccountId, ApiToken, Membership};
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -49,9 +49,22 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Now, in seconds since the epoch.
-pub(crate) fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+/// Now: handlers read the clock here and pass the instant to the store.
+pub(crate) fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+/// `seconds` after `from`, or the last representable instant (year 9999) past it.
+pub(crate) fn after(from: jiff::Timestamp, seconds: i64) -> jiff::Timestamp {
+    from.checked_add(jiff::SignedDuration::from_secs(seconds))
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// The instant a request gave as seconds since the epoch; a 422 naming `field` when it is
+/// outside the years -9999 to 9999.
+pub(crate) fn instant(field: &str, seconds: i64) -> Result<jiff::Timestamp, ApiError> {
+    jiff::Timestamp::from_second(seconds)
+        .map_err(|_| ApiError::invalid(format!("`{field}` is not a time Keyway can store")))
 }
 
 /// What kind of thing a route does, for token scopes.
@@ -79,7 +92,7 @@ pub(crate) enum Via {
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
-    pub(crate) account: i64,
+    pub(crate) account: AccountId,
     /// How.
     pub(crate) via: Via,
 }
@@ -122,7 +135,7 @@ impl FromRequestParts<AppState> for Caller {
         let now = now();
         if let Some(token) = bearer(parts) {
             if token.starts_with("kw_") {
-                let found = store.api_token_by_secret(token, now).await?;
+                let found = store.accounts().token_by_secret(token, now).await?;
                 return found
                     .map(|t| Caller {
                         account: t.account,
@@ -131,7 +144,7 @@ impl FromRequestParts<AppState> for Caller {
                     .ok_or(ApiError::Unauthenticated);
             }
             let hash = hash_secret(token);
-            return match store.session_account(&hash, now).await? {
+            return match store.accounts().session_account(&hash, now).await? {
                 Some(account) => Ok(Caller {
                     account,
                     via: Via::Session(hash),
@@ -141,7 +154,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         if let Some(secret) = cookie(parts) {
             let hash = hash_secret(secret);
-            if let Some(account) = store.session_account(&hash, now).await? {
+            if let Some(account) = store.accounts().session_account(&hash, now).await? {
                 return Ok(Caller {
                     account,
                     via: Via::Session(hash),
@@ -156,8 +169,8 @@ impl Caller {
     /// The actor written in the audit log.
     pub(crate) fn actor(&self) -> String {
         match &self.via {
-            Via::Session(_) => format!("account:{}", self.account),
-            Via::Token(t) => format!("account:{}/token:{}", self.account, t.id),
+            Via::Session(_) => self.account.to_string(),
+            Via::Token(t) => format!("{}/token:{}", self.account, t.id.get()),
         }
     }
 
@@ -216,7 +229,8 @@ impl Caller {
         state
             .node()
             .store()
-            .membership(site, self.account)
+            .memberships()
+            .get(site, self.account)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("site {} does not exist or you are not a member", site.0)))
     }
@@ -237,7 +251,7 @@ impl Caller {
 
     /// Whether the caller is an instance operator.
     pub(crate) async fn is_operator(&self, state: &AppState) -> Result<bool, ApiError> {
-        Ok(state.node().store().is_operator(self.account).await?)
+        Ok(state.node().store().accounts().is_operator(self.account).await?)
     }
 
     /// Refuse a caller who is not the instance operator, saying that only the operator

@@ -312,7 +312,10 @@ pub async fn create_operator(node: &Node, email: &str, password: &str) -> Result
         });
     }
     let store = node.store();
-    let account = store.create_account("cli", email, password, "operator").await?;
-    store.add_operator("cli", account.id).await?;
+    let account = store
+        .accounts()
+        .create("cli", email, password, "operator", auth::now())
+        .await?;
+    store.accounts().add_operator("cli", account.id, auth::now()).await?;
     Ok(account)
 }

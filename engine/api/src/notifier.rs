@@ -233,13 +233,13 @@ pub fn signature(secret: &str, unix: i64, body: &str) -> String {
 }
 
 /// When a row that failed `attempts` times before is due again.
-fn retry_at(now: i64, attempts: u32) -> i64 {
+fn retry_at(now: jiff::Timestamp, attempts: u32) -> jiff::Timestamp {
     let exponent = attempts.min(20);
     let ceiling = FIRST_RETRY_SECS.saturating_mul(1_i64 << exponent).min(MAX_RETRY_SECS);
     // Full jitter in the upper half, so that endpoints that failed together do not
     // retry together.
     let mut rng = rand::rngs::SmallRng::from_os_rng();
-    now + rng.random_range(ceiling / 2..=ceiling)
+    crate::auth::after(now, rng.random_range(ceiling / 2..=ceiling))
 }
 
 /// The plugin ABI's name for event `kind` and the detail its plugin sees. Blocks,
@@ -262,8 +262,8 @@ fn abi_event(kind: &str, detail: &str) -> Option<(EventKind, String)> {
     }
 }
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
 }
 
 impl AppState {
@@ -278,7 +278,8 @@ impl AppState {
         let items = self
             .node()
             .store()
-            .claim_notifications(start, start + LEASE_SECS, BATCH)
+            .notifications()
+            .claim(start, crate::auth::after(start, LEASE_SECS), BATCH)
             .await?;
         let count = items.len();
         for item in items {
@@ -288,7 +289,7 @@ impl AppState {
                 "webhook" => self.send_webhook(&item).await,
                 other => {
                     tracing::error!(
-                        id = item.id,
+                        id = item.id.get(),
                         channel = other,
                         "outbox row of an unknown channel left alone"
                     );
@@ -296,15 +297,16 @@ impl AppState {
                 }
             };
             if let Err(e) = outcome {
-                tracing::warn!(id = item.id, channel = item.channel, error = %e, "notification step failed; retried later");
+                tracing::warn!(id = item.id.get(), channel = item.channel, error = %e, "notification step failed; retried later");
                 let _ = self
                     .node()
                     .store()
-                    .mark_notification_failed(item.id, &e.to_string(), retry_at(now(), item.attempts))
+                    .notifications()
+                    .mark_failed(item.id, &e.to_string(), retry_at(now(), item.attempts))
                     .await;
             }
         }
-        let depth = self.node().store().pending_notifications().await?;
+        let depth = self.node().store().notifications().pending().await?;
         self.inner.notify_metrics.outbox_depth.store(depth, Ordering::Relaxed);
         Ok(count)
     }
@@ -322,7 +324,8 @@ impl AppState {
                 match self
                     .node()
                     .store()
-                    .purge_delivered_notifications(now() - RETENTION_SECS)
+                    .notifications()
+                    .purge_delivered(crate::auth::after(now(), -RETENTION_SECS))
                     .await
                 {
                     Ok(n) => tracing::debug!(purged = n, "delivered notifications past retention purged"),
@@ -357,7 +360,7 @@ impl AppState {
         let event: serde_json::Value = serde_json::from_str(&item.payload)
             .map_err(|e| ApiError::internal(format!("event {} is not JSON: {e}", item.id)))?;
         let kind = item.target.as_str();
-        let settings = store.notification_settings(item.site).await?;
+        let settings = store.notifications().settings(item.site).await?;
         let addresses: Vec<String> = settings
             .into_iter()
             .filter(|s| s.enabled && s.channel == "email" && event_matches(&s.event_kind, kind))
@@ -366,14 +369,15 @@ impl AppState {
         let mut mails = Vec::new();
         if !addresses.is_empty() {
             let site_name = store
-                .name(Named::Site, item.site.0)
+                .names()
+                .get(Named::Site, item.site.0)
                 .await?
                 .unwrap_or_else(|| format!("site {}", item.site.0));
             let data = &event["data"];
             let door = self.named(Named::Door, data["door"].as_u64()).await?;
             let person = self.named(Named::Person, data["person"].as_u64()).await?;
             let detail = data["detail"].as_str().unwrap_or("").to_owned();
-            let at = event["created_at"].as_i64().unwrap_or(item.created_at);
+            let at = event["created_at"].as_i64().unwrap_or(item.created_at.as_second());
             for address in addresses {
                 mails.extend(
                     self.compose(
@@ -391,7 +395,7 @@ impl AppState {
             }
         }
         self.inner.notify_metrics.events.fetch_add(1, Ordering::Relaxed);
-        match store.expand_event(item.id, &mails, now()).await {
+        match store.notifications().expand_event(item.id, &mails, now()).await {
             Ok(_) => Ok(()),
             // Another node expanded it while this one's lease ran out: nothing to do.
             Err(StoreError::NotFound { .. }) => Ok(()),
@@ -403,7 +407,7 @@ impl AppState {
         let Some(id) = id.and_then(|i| u32::try_from(i).ok()) else {
             return Ok(None);
         };
-        let name = self.node().store().name(what, id).await?;
+        let name = self.node().store().names().get(what, id).await?;
         Ok(Some((id, name.unwrap_or_else(|| format!("#{id}")))))
     }
 
@@ -495,7 +499,11 @@ impl AppState {
         let sent = self.send_mail(&item.target, subject, body).await;
         self.inner.notify_metrics.count(0, sent.is_ok());
         sent?;
-        self.node().store().mark_notification_delivered(item.id, now()).await?;
+        self.node()
+            .store()
+            .notifications()
+            .mark_delivered(item.id, now())
+            .await?;
         Ok(())
     }
 
@@ -505,7 +513,7 @@ impl AppState {
             return Err(ApiError::internal(format!("webhook row {} names no endpoint", item.id)));
         };
         // A removed endpoint takes its pending rows with it; nothing is left to send.
-        let Some((hook, secret)) = store.webhook_with_secret(id).await? else {
+        let Some((hook, secret)) = store.notifications().webhook_with_secret(id).await? else {
             return Ok(());
         };
         let at = now();
@@ -519,8 +527,8 @@ impl AppState {
                     .webhooks
                     .post(&hook.url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(SIGNATURE_HEADER, signature(&secret, at, &item.payload))
-                    .header(DELIVERY_HEADER, item.id.to_string())
+                    .header(SIGNATURE_HEADER, signature(&secret, at.as_second(), &item.payload))
+                    .header(DELIVERY_HEADER, item.id.get().to_string())
                     .body(item.payload.clone())
                     .send()
                     .await;
@@ -543,10 +551,10 @@ impl AppState {
             duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
             retry_at: retry_at(at, item.attempts),
         };
-        match store.record_webhook_attempt(&hook, &attempt).await {
+        match store.notifications().record_webhook_attempt(&hook, &attempt).await {
             Ok(true) => {
                 tracing::warn!(
-                    webhook = hook.id,
+                    webhook = hook.id.get(),
                     site = hook.site.0,
                     "webhook paused after failing repeatedly"
                 );
@@ -645,7 +653,7 @@ mod tests {
         for attempts in 0..30 {
             let ceiling = (FIRST_RETRY_SECS << attempts.min(20)).min(MAX_RETRY_SECS);
             for _ in 0..20 {
-                let wait = retry_at(1000, attempts) - 1000;
+                let wait = retry_at(jiff::Timestamp::from_second(1000).unwrap(), attempts).as_second() - 1000;
                 assert!((ceiling / 2..=ceiling).contains(&wait), "{attempts}: {wait}");
             }
         }

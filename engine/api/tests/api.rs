@@ -28,3 +28,8 @@ mod siteops;
 mod stories;
 #[path = "api/webhooks.rs"]
 mod webhooks;
+
+/// The instant `seconds` after the epoch: tests write times as seconds.
+fn t(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).unwrap()
+}

@@ -459,7 +459,7 @@ impl Hub {
 /// store records that serial for it. A store failure keeps the session (the next
 /// handshake checks again).
 async fn still_valid(node: &Node, iq: IqId, serial: Option<&str>) -> bool {
-    match node.store().iq_certificate(iq).await {
+    match node.store().devices().certificate(iq).await {
         Ok(Some(cert)) => serial.is_none_or(|s| s == cert.serial),
         Ok(None) => false,
         Err(e) => {

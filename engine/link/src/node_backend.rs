@@ -219,7 +219,8 @@ impl NodeBackend {
     pub async fn revoke(&self, actor: &str, iq: IqId) -> Result<(), BackendError> {
         self.node
             .store()
-            .revoke_iq_certificate(actor, iq)
+            .devices()
+            .revoke_certificate(actor, iq, Timestamp::now())
             .await
             .map_err(unavailable)?;
         self.shared.close_sessions(iq);
@@ -238,7 +239,7 @@ impl NodeBackend {
             door: None,
             iq: Some(iq),
             iq_seq: None,
-            at: Timestamp::now().as_second(),
+            at: Timestamp::now(),
             detail: "missed 3 heartbeats".to_owned(),
         };
         if let Err(e) = self.node.raise_incident(LINK_ACTOR, incident).await {
@@ -251,8 +252,8 @@ impl NodeBackend {
     /// connection.
     async fn offer_assigned_firmware(&self, iq: IqId, running: &str) {
         let store = self.node.store();
-        let file = match store.iq_details(iq).await {
-            Ok(Some(IqDetails { firmware: Some(id), .. })) => store.firmware(id).await,
+        let file = match store.devices().iq(iq).await {
+            Ok(Some(IqDetails { firmware: Some(id), .. })) => store.devices().firmware(id).await,
             Ok(_) => return,
             Err(e) => Err(e),
         };
@@ -391,14 +392,14 @@ fn view_revision(node: &Node) -> Revision {
 impl LinkBackend for NodeBackend {
     async fn authenticate(&self, identity: &CertIdentity) -> Result<IqProfile, BackendError> {
         let store = self.node.store();
-        let Some((site, doors)) = store.iq_profile(identity.iq).await.map_err(store_err)? else {
+        let Some((site, doors)) = store.devices().profile(identity.iq).await.map_err(store_err)? else {
             return Err(BackendError::Refused);
         };
         if site != identity.site {
             return Err(BackendError::Refused);
         }
         let serial = identity.serial.to_ascii_lowercase();
-        let cert = store.iq_certificate(identity.iq).await.map_err(store_err)?;
+        let cert = store.devices().certificate(identity.iq).await.map_err(store_err)?;
         if cert.is_none_or(|c| c.serial != serial) {
             return Err(BackendError::Refused);
         }
@@ -415,7 +416,8 @@ impl LinkBackend for NodeBackend {
         match self
             .node
             .store()
-            .redeem_enrolment_code(&hash, Timestamp::now().as_second())
+            .devices()
+            .redeem_enrolment_code(&hash, Timestamp::now())
             .await
             .map_err(store_err)?
         {
@@ -427,7 +429,14 @@ impl LinkBackend for NodeBackend {
     async fn certificate_issued(&self, iq: IqId, serial: &str, not_after: Timestamp) -> Result<(), BackendError> {
         self.node
             .store()
-            .record_iq_certificate(LINK_ACTOR, iq, &serial.to_ascii_lowercase(), not_after.as_second())
+            .devices()
+            .record_certificate(
+                LINK_ACTOR,
+                iq,
+                &serial.to_ascii_lowercase(),
+                not_after,
+                Timestamp::now(),
+            )
             .await
             .map_err(store_err)
     }
@@ -570,7 +579,8 @@ impl LinkBackend for NodeBackend {
         let check = self
             .node
             .store()
-            .check_iq_pin(iq, person, pin, Timestamp::now().as_second())
+            .devices()
+            .check_pin(iq, person, pin, Timestamp::now())
             .await
             .map_err(store_err)?;
         Ok(pin_verdict(check))
@@ -587,16 +597,22 @@ impl LinkBackend for NodeBackend {
         // An IQ registered with a model gets only that model's files; one written before
         // registration details existed (no model) may fetch any.
         let model = store
-            .iq_details(iq)
+            .devices()
+            .iq(iq)
             .await
             .map_err(store_err)?
             .map(|d| d.model)
             .filter(|m| !m.is_empty());
-        let files = store.firmware_files(model.as_deref()).await.map_err(store_err)?;
+        let files = store
+            .devices()
+            .firmware_files(model.as_deref())
+            .await
+            .map_err(store_err)?;
         let Some(file) = files.iter().rev().find(|f| f.version == version) else {
             return Err(BackendError::NotFound);
         };
         let content = store
+            .devices()
             .firmware_content(file.id)
             .await
             .map_err(store_err)?
@@ -669,7 +685,9 @@ impl LinkBackend for NodeBackend {
                     door: incident.door.map(DoorId),
                     iq: Some(iq),
                     iq_seq: Some(incident.id),
-                    at: incident.at.div_euclid(1000),
+                    // An IQ clock past jiff's range (year 9999) is a broken clock, not a
+                    // reason to lose the incident: it is stamped when it arrived.
+                    at: Timestamp::from_millisecond(incident.at).unwrap_or_else(|_| Timestamp::now()),
                     detail: incident.detail,
                 };
                 // Not acknowledged unless stored: the IQ reports it again.

@@ -32,3 +32,8 @@ mod node;
 mod offline;
 #[path = "link/session.rs"]
 mod session;
+
+/// The instant `seconds` after the epoch: tests write times as seconds.
+fn t(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).unwrap()
+}

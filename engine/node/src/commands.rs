@@ -79,8 +79,11 @@ impl crate::Node {
     /// The offer of `file` (assigned to `iq`) to `iq`, with a fresh download token. A
     /// store failure leaves the token out: the bulk port still serves the file.
     pub async fn firmware_offer(&self, iq: IqId, file: keyway_store::FirmwareFile) -> FirmwareOffer {
-        let expires = jiff::Timestamp::now().as_second() + FIRMWARE_DOWNLOAD_TTL_SECS;
-        let download_token = match self.store().issue_firmware_download(iq, expires).await {
+        let now = jiff::Timestamp::now();
+        let expires = now
+            .checked_add(jiff::SignedDuration::from_secs(FIRMWARE_DOWNLOAD_TTL_SECS))
+            .unwrap_or(jiff::Timestamp::MAX);
+        let download_token = match self.store().devices().issue_firmware_download(iq, expires, now).await {
             Ok(issued) => Some(issued.secret),
             Err(e) => {
                 tracing::warn!(%iq, error = %e, "no firmware download token issued");

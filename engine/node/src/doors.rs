@@ -113,7 +113,13 @@ impl Node {
             },
         });
         self.store()
-            .audit_action(actor, "remote_open", &door.to_string(), &detail.to_string())
+            .audit_action(
+                actor,
+                "remote_open",
+                &door.to_string(),
+                &detail.to_string(),
+                Timestamp::now(),
+            )
             .await?;
         Ok(RemoteOpening {
             outcome,
@@ -145,7 +151,11 @@ impl Node {
                 }));
             }
         }
-        Ok(self.store().raise_incident(actor, &incident).await?)
+        Ok(self
+            .store()
+            .incidents()
+            .raise(actor, &incident, Timestamp::now())
+            .await?)
     }
 
     /// Tell the door's rules of a passage (each rule that exports the passage hook, in

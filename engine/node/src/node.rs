@@ -122,7 +122,7 @@ impl Node {
         let runtime = Arc::new(runtime);
         // The revision the policy state is read at: the feed follows from there.
         let at = store.status().applied;
-        let bundle = match store.active_bundle(None).await? {
+        let bundle = match store.policy_records().active_bundle(None).await? {
             Some(stored) => policy::load_stored(&store, &runtime, &stored).await?,
             None => {
                 let dir = bundle_dir.ok_or(NodeError::NoBundle)?;

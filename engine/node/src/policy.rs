@@ -98,13 +98,15 @@ pub(crate) async fn load_stored(
     bundle: &StoredBundle,
 ) -> Result<Bundle, NodeError> {
     let manifest = Manifest::parse(&bundle.manifest).map_err(|reason| BundleError::Manifest {
-        path: format!("bundle:{}", bundle.id).into(),
+        path: bundle.id.to_string().into(),
         reason,
     })?;
     let mut modules = Vec::with_capacity(bundle.plugins.len());
     for id in &bundle.plugins {
-        let Some(meta) = store.plugin(*id).await? else { continue };
-        if let Some(wasm) = store.plugin_wasm(*id).await? {
+        let Some(meta) = store.policy_records().plugin(*id).await? else {
+            continue;
+        };
+        if let Some(wasm) = store.policy_records().plugin_wasm(*id).await? {
             modules.push((meta.sha256, wasm));
         }
     }
@@ -133,7 +135,7 @@ pub(crate) async fn load_stored(
 /// Reloads door rules and opening hours from the tables (at start, and when the policy
 /// task lost its place in the feed).
 pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Result<(), NodeError> {
-    let stored = store.door_rules().await?;
+    let stored = store.policy_records().door_rules().await?;
     let rules = host.door_rules();
     let wanted: std::collections::HashSet<DoorId> = stored.iter().map(|a| a.door).collect();
     for chain in &stored {
@@ -149,7 +151,8 @@ pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Resu
     for door in snapshot_doors {
         let _ = rules.detach(door);
     }
-    host.opening_hours().replace_all(store.all_opening_hours().await?);
+    host.opening_hours()
+        .replace_all(store.policy_records().all_opening_hours().await?);
     Ok(())
 }
 
@@ -157,9 +160,9 @@ pub(crate) async fn reload_attachments(store: &Store, host: &PolicyHost) -> Resu
 async fn apply(inner: &Inner, change: &PolicyChange) -> Result<(), NodeError> {
     match change {
         PolicyChange::BundleActivated { bundle, site: None } => {
-            let Some(stored) = inner.store.bundle(*bundle).await? else {
+            let Some(stored) = inner.store.policy_records().bundle(*bundle).await? else {
                 return Err(NodeError::Store(keyway_store::StoreError::NotFound {
-                    entity: format!("bundle:{bundle}"),
+                    entity: bundle.to_string(),
                 }));
             };
             let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
@@ -236,7 +239,7 @@ async fn resync(inner: &Inner) -> Revision {
     loop {
         let at = inner.store.status().applied;
         let result = async {
-            if let Some(stored) = inner.store.active_bundle(None).await? {
+            if let Some(stored) = inner.store.policy_records().active_bundle(None).await? {
                 let loaded = load_stored(&inner.store, &inner.runtime, &stored).await?;
                 // No door is left without its rules meanwhile: the reload below replaces
                 // each door's chain with what the tables say, and a rule the bundle lacks
@@ -334,7 +337,7 @@ impl Node {
         })
         .await
         .map_err(|e| NodeError::Runtime(e.to_string()))??;
-        let (_, revision) = self.store().set_door_rules(actor, door, rules).await?;
+        let (_, revision) = self.store().policy_records().set_door_rules(actor, door, rules).await?;
         self.policy_applied(revision).await
     }
 
@@ -343,7 +346,7 @@ impl Node {
     /// # Errors
     /// [`keyway_store::StoreError::NotFound`] if the door has none.
     pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<Revision, NodeError> {
-        let revision = self.store().detach_door_rule(actor, door).await?;
+        let revision = self.store().policy_records().detach_door_rule(actor, door).await?;
         self.policy_applied(revision).await
     }
 
@@ -357,7 +360,11 @@ impl Node {
         site: SiteId,
         hours: Option<&Schedule>,
     ) -> Result<Revision, NodeError> {
-        let revision = self.store().set_opening_hours(actor, site, hours).await?;
+        let revision = self
+            .store()
+            .policy_records()
+            .set_opening_hours(actor, site, hours)
+            .await?;
         self.policy_applied(revision).await
     }
 
@@ -368,21 +375,24 @@ impl Node {
     /// # Errors
     /// [`NodeError::Bundle`], [`NodeError::RuleWouldDangle`],
     /// [`NodeError::ConfigWouldBreak`], store errors.
-    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<(StoredBundle, Revision), NodeError> {
+    pub async fn activate_bundle(
+        &self,
+        actor: &str,
+        id: keyway_store::BundleId,
+    ) -> Result<(StoredBundle, Revision), NodeError> {
         let stored = self
             .store()
+            .policy_records()
             .bundle(id)
             .await?
-            .ok_or_else(|| keyway_store::StoreError::NotFound {
-                entity: format!("bundle:{id}"),
-            })?;
+            .ok_or_else(|| keyway_store::StoreError::NotFound { entity: id.to_string() })?;
         if stored.site.is_some() {
             return Err(NodeError::Bundle(BundleError::Invalid(
                 "a bundle for one site cannot be activated: this node runs one global bundle for every site".to_owned(),
             )));
         }
         let loaded = load_stored(self.store(), &self.inner.runtime, &stored).await?;
-        let chains = self.store().door_rules().await?;
+        let chains = self.store().policy_records().door_rules().await?;
         for chain in &chains {
             for link in &chain.rules {
                 if loaded.rule(&link.rule).is_none() {
@@ -410,7 +420,7 @@ impl Node {
             bundle: stored.name.clone(),
             reason: e.to_string(),
         })?;
-        let (bundle, revision) = self.store().activate_bundle(actor, id).await?;
+        let (bundle, revision) = self.store().policy_records().activate_bundle(actor, id).await?;
         self.policy_applied(revision).await?;
         self.sync_role_flags().await?;
         Ok((bundle, revision))
@@ -437,7 +447,7 @@ impl Node {
             path: manifest_path.clone(),
             reason,
         })?;
-        let stored_plugins = self.store().plugins().await?;
+        let stored_plugins = self.store().policy_records().plugins().await?;
         let mut ids = Vec::with_capacity(manifest.plugins.len());
         for (name, entry) in &manifest.plugins {
             let wasm = read_capped(&dir.join(&entry.file), keyway_store::MAX_PLUGIN_BYTES)?;
@@ -450,7 +460,13 @@ impl Node {
             }
             let id = match stored_plugins.iter().find(|p| p.sha256 == sha) {
                 Some(p) => p.id,
-                None => self.store().upload_plugin(actor, name, &sha[..12], &wasm).await?.id,
+                None => {
+                    self.store()
+                        .policy_records()
+                        .upload_plugin(actor, name, &sha[..12], &wasm, jiff::Timestamp::now())
+                        .await?
+                        .id
+                }
             };
             ids.push(id);
         }
@@ -459,6 +475,7 @@ impl Node {
         let sha = Sha256::of(text.as_bytes()).to_string();
         let existing = self
             .store()
+            .policy_records()
             .bundles(None)
             .await?
             .into_iter()
@@ -467,7 +484,16 @@ impl Node {
             Some(b) => b,
             None => {
                 self.store()
-                    .upload_bundle(actor, None, &manifest.bundle.name, &sha[..12], &text, &ids)
+                    .policy_records()
+                    .upload_bundle(
+                        actor,
+                        None,
+                        &manifest.bundle.name,
+                        &sha[..12],
+                        &text,
+                        &ids,
+                        jiff::Timestamp::now(),
+                    )
                     .await?
             }
         };

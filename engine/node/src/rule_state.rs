@@ -62,7 +62,11 @@ impl Node {
                 bundle: bundle.name().to_owned(),
             });
         }
-        let revision = self.store().reset_rule_state(actor, rule, site, scope).await?;
+        let revision = self
+            .store()
+            .policy_records()
+            .reset_rule_state(actor, rule, site, scope)
+            .await?;
         self.policy_applied(revision).await
     }
 }

@@ -8,23 +8,25 @@
 
 use crate::auth_cache::{AuthCache, CachedSession};
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::AccountId;
+use crate::store::Store;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use jiff::Timestamp;
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
-    pub id: i64,
+    pub id: AccountId,
     /// The email it signs in with, lowercased.
     pub email: String,
     /// The name shown.
     pub display_name: String,
     /// Whether it may sign in.
     pub disabled: bool,
-    /// When it was made, in seconds since the epoch.
-    pub created_at: i64,
+    /// When it was made.
+    pub created_at: Timestamp,
 }
 
 fn hasher() -> Argon2<'static> {
@@ -113,7 +115,7 @@ mod queries {
                 email: r.col(1)?,
                 display_name: r.col(2)?,
                 disabled: r.col(3)?,
-                created_at: r.col(5)?,
+                created_at: r.time(5)?,
             },
             r.col(4)?,
         ))
@@ -121,7 +123,7 @@ mod queries {
 
     const COLS: &str = "SELECT id, email, display_name, disabled, password_hash, created_at FROM accounts";
 
-    pub(super) async fn by_id(conn: Conn<'_>, id: i64) -> Result<Option<(Account, String)>, StoreError> {
+    pub(super) async fn by_id(conn: Conn<'_>, id: AccountId) -> Result<Option<(Account, String)>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -143,17 +145,17 @@ mod queries {
         email: &str,
         display_name: &str,
         phc: &str,
+        now: Timestamp,
     ) -> Result<Account, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
-            let id: i64 = sqlx::query_scalar(
+            let id: AccountId = sqlx::query_scalar(
                 "INSERT INTO accounts (email, password_hash, display_name, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING id",
             )
             .bind(email)
             .bind(phc)
             .bind(display_name)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -164,15 +166,15 @@ mod queries {
                 email: email.to_owned(),
                 display_name: display_name.to_owned(),
                 disabled: false,
-                created_at: now,
+                created_at: crate::dispatch::whole(now),
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "create_account",
-                &format!("account:{id}"),
+                &id.to_string(),
                 None,
                 Some(&account_json(&account)),
             )
@@ -188,6 +190,7 @@ mod queries {
         after: &Account,
         phc: Option<&str>,
         action: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query(
@@ -203,10 +206,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 action,
-                &format!("account:{}", after.id),
+                &after.id.to_string(),
                 Some(&account_json(before)),
                 Some(&account_json(after)),
             )
@@ -214,7 +217,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete(conn: Conn<'_>, actor: &str, before: &Account) -> Result<(), StoreError> {
+    pub(super) async fn delete(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Account,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             // Checked in the deleting transaction: a transfer landing meanwhile cannot
             // leave a site without an owner (memberships go with the account).
@@ -227,7 +235,7 @@ mod queries {
             if !owned.is_empty() {
                 let sites: Vec<String> = owned.iter().map(|s| format!("site:{s}")).collect();
                 return Err(StoreError::InUse {
-                    entity: format!("account:{}", before.id),
+                    entity: before.id.to_string(),
                     used_by: format!("{} as its owner; transfer ownership first", sites.join(", ")),
                 });
             }
@@ -238,10 +246,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_account",
-                &format!("account:{}", before.id),
+                &before.id.to_string(),
                 Some(&account_json(before)),
                 None,
             )
@@ -252,35 +260,42 @@ mod queries {
     pub(super) async fn put_session(
         conn: Conn<'_>,
         token_hash: &str,
-        account: i64,
-        expires_at: i64,
+        account: AccountId,
+        now: Timestamp,
+        expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn| {
-            let now = now_seconds();
             sqlx::query(
                 "INSERT INTO sessions (token_hash, account, created_at, expires_at, last_seen_at) \
              VALUES ($1, $2, $3, $4, $3)",
             )
             .bind(token_hash)
             .bind(account)
-            .bind(now)
-            .bind(expires_at)
+            .bind(now.as_second())
+            .bind(expires_at.as_second())
             .execute(&mut *conn)
             .await?;
             Ok(())
         })
     }
 
-    pub(super) async fn session(conn: Conn<'_>, token_hash: &str, now: i64) -> Result<Option<(i64, i64)>, StoreError> {
+    pub(super) async fn session(
+        conn: Conn<'_>,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(AccountId, Timestamp)>, StoreError> {
         each_backend!(conn, |conn| {
-            Ok(sqlx::query_as(
+            let found: Option<(AccountId, i64)> = sqlx::query_as(
                 "SELECT s.account, s.expires_at FROM sessions s JOIN accounts a ON a.id = s.account \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND NOT a.disabled",
             )
             .bind(token_hash)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_optional(&mut *conn)
-            .await?)
+            .await?;
+            Ok(found
+                .map(|(account, expires)| Ok::<_, sqlx::Error>((account, crate::dispatch::seconds_to_time(expires)?)))
+                .transpose()?)
         })
     }
 
@@ -296,31 +311,44 @@ mod queries {
     }
 }
 
-fn not_found(id: i64) -> StoreError {
-    StoreError::NotFound {
-        entity: format!("account:{id}"),
-    }
+fn not_found(id: AccountId) -> StoreError {
+    StoreError::NotFound { entity: id.to_string() }
+}
+
+/// Accounts of the admin API and their sessions: [`Store::accounts`].
+#[derive(Clone, Copy, Debug)]
+pub struct Accounts<'s> {
+    pub(crate) store: &'s Store,
 }
 
 impl Store {
-    /// Create an account; the password is stored as an argon2id hash.
+    /// Accounts and their sessions.
+    #[must_use]
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { store: self }
+    }
+}
+
+impl Accounts<'_> {
+    /// Create an account at `now`; the password is stored as an argon2id hash.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed email or a password that fails
     /// [`check_password_strength`];
     /// [`StoreError::Duplicate`] if the email is taken.
-    pub async fn create_account(
+    pub async fn create(
         &self,
         actor: &str,
         email: &str,
         password: &str,
         display_name: &str,
+        now: Timestamp,
     ) -> Result<Account, StoreError> {
         let email = normalise_email(email)?;
         check_password_strength(password)?;
         let phc = hash_password(password).await?;
-        let mut db = self.writer().await?;
-        let out = queries::insert(db.conn(), actor, &email, display_name, &phc).await?;
+        let mut db = self.store.writer().await?;
+        let out = queries::insert(db.conn(), actor, &email, display_name, &phc, now).await?;
         db.commit().await?;
         Ok(out)
     }
@@ -329,8 +357,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database cannot be read.
-    pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
-        let found = queries::by_id(self.reader().await?.conn(), id).await?;
+    pub async fn get(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let found = queries::by_id(self.store.reader().await?.conn(), id).await?;
         Ok(found.map(|(a, _)| a))
     }
 
@@ -346,7 +374,7 @@ impl Store {
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(None);
         }
-        let found = queries::by_email(self.reader().await?.conn(), &email).await?;
+        let found = queries::by_email(self.store.reader().await?.conn(), &email).await?;
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || match found {
             Some((account, phc)) if verify(&password, &phc) && !account.disabled => Some(account),
@@ -367,12 +395,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account; [`StoreError::Invalid`] for a weak
     /// password.
-    pub async fn set_password(&self, actor: &str, id: i64, password: &str) -> Result<(), StoreError> {
+    pub async fn set_password(
+        &self,
+        actor: &str,
+        id: AccountId,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         check_password_strength(password)?;
         let phc = hash_password(password).await?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
-        queries::update(db.conn(), actor, &before, &before, Some(&phc), "set_password").await?;
+        queries::update(db.conn(), actor, &before, &before, Some(&phc), "set_password", now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -381,14 +415,20 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account.
-    pub async fn set_account_disabled(&self, actor: &str, id: i64, disabled: bool) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn set_disabled(
+        &self,
+        actor: &str,
+        id: AccountId,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
         let after = Account {
             disabled,
             ..before.clone()
         };
-        queries::update(db.conn(), actor, &before, &after, None, "set_account_disabled").await?;
+        queries::update(db.conn(), actor, &before, &after, None, "set_account_disabled", now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -398,24 +438,30 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown account; [`StoreError::InUse`] for the
     /// owner of a site (ownership is transferred first).
-    pub async fn delete_account(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete(&self, actor: &str, id: AccountId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let (before, _) = queries::by_id(db.conn(), id).await?.ok_or_else(|| not_found(id))?;
-        queries::delete(db.conn(), actor, &before).await?;
+        queries::delete(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
 
-    /// Record a session for `account`, by the hash of its token, valid until `expires_at`
-    /// (seconds since the epoch).
+    /// Record a session for `account` begun at `now`, by the hash of its token, valid
+    /// until `expires_at`.
     ///
     /// # Errors
     /// [`StoreError::ForeignKey`] for an unknown account; [`StoreError::Duplicate`] for a
     /// token hash already in use.
-    pub async fn create_session(&self, account: i64, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+    pub async fn create_session(
+        &self,
+        account: AccountId,
+        token_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
         // A new session changes nothing the auth cache holds (it keeps found sessions only).
-        let mut db = self.writer_untracked().await?;
-        queries::put_session(db.conn(), token_hash, account, expires_at).await?;
+        let mut db = self.store.writer_untracked().await?;
+        queries::put_session(db.conn(), token_hash, account, now, expires_at).await?;
         db.commit().await?;
         Ok(())
     }
@@ -424,10 +470,10 @@ impl Store {
     ///
     /// # Errors
     /// If the database cannot be read.
-    pub async fn session_account(&self, token_hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        let auth = &self.inner.auth;
+    pub async fn session_account(&self, token_hash: &str, now: Timestamp) -> Result<Option<AccountId>, StoreError> {
+        let auth = &self.store.inner.auth;
         let key = token_hash.to_owned();
-        let stamp = self.auth_stamp();
+        let stamp = self.store.auth_stamp();
         if let Some(s) = auth.get(&auth.sessions, &key, stamp) {
             if s.expires_at > now {
                 return Ok(Some(s.account));
@@ -435,7 +481,7 @@ impl Store {
             AuthCache::forget(&auth.sessions, &key);
             return Ok(None);
         }
-        let found = queries::session(self.reader().await?.conn(), token_hash, now).await?;
+        let found = queries::session(self.store.reader().await?.conn(), token_hash, now).await?;
         Ok(found.map(|(account, expires_at)| {
             auth.put(&auth.sessions, key, CachedSession { account, expires_at }, stamp);
             account
@@ -447,7 +493,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn end_session(&self, token_hash: &str) -> Result<bool, StoreError> {
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::end_session(db.conn(), token_hash).await?;
         db.commit().await?;
         Ok(out)

@@ -99,8 +99,8 @@ impl<K: Eq + Hash, V: Clone> Table<K, V> {
 /// A session as authentication needs it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CachedSession {
-    pub(crate) account: i64,
-    pub(crate) expires_at: i64,
+    pub(crate) account: crate::AccountId,
+    pub(crate) expires_at: jiff::Timestamp,
 }
 
 /// The node's auth cache (see the module's documentation).
@@ -109,7 +109,7 @@ pub(crate) struct AuthCache {
     ttl: Duration,
     pub(crate) sessions: Table<String, CachedSession>,
     pub(crate) tokens: Table<String, crate::ApiToken>,
-    pub(crate) members: Table<(u32, i64), crate::Membership>,
+    pub(crate) members: Table<(u32, crate::AccountId), crate::Membership>,
 }
 
 impl AuthCache {
@@ -180,14 +180,14 @@ mod tests {
             &cache.sessions,
             "h".to_owned(),
             CachedSession {
-                account: 1,
-                expires_at: 9,
+                account: crate::AccountId(1),
+                expires_at: jiff::Timestamp::from_second(9).unwrap(),
             },
             stamp,
         );
         assert_eq!(
             cache.get(&cache.sessions, &"h".to_owned(), stamp).map(|s| s.account),
-            Some(1)
+            Some(crate::AccountId(1))
         );
         // Another revision: stale.
         assert!(cache.get(&cache.sessions, &"h".to_owned(), cache.stamp(8)).is_none());
@@ -200,8 +200,8 @@ mod tests {
             &off.sessions,
             "h".to_owned(),
             CachedSession {
-                account: 1,
-                expires_at: 9,
+                account: crate::AccountId(1),
+                expires_at: jiff::Timestamp::from_second(9).unwrap(),
             },
             stamp,
         );
@@ -213,8 +213,8 @@ mod tests {
             &short.sessions,
             "h".to_owned(),
             CachedSession {
-                account: 1,
-                expires_at: 9,
+                account: crate::AccountId(1),
+                expires_at: jiff::Timestamp::from_second(9).unwrap(),
             },
             stamp,
         );
@@ -231,8 +231,8 @@ mod tests {
                 &cache.sessions,
                 format!("{i}"),
                 CachedSession {
-                    account: 1,
-                    expires_at: 9,
+                    account: crate::AccountId(1),
+                    expires_at: jiff::Timestamp::from_second(9).unwrap(),
                 },
                 old,
             );
@@ -242,8 +242,8 @@ mod tests {
             &cache.sessions,
             "fresh".to_owned(),
             CachedSession {
-                account: 2,
-                expires_at: 9,
+                account: crate::AccountId(2),
+                expires_at: jiff::Timestamp::from_second(9).unwrap(),
             },
             new,
         );
@@ -254,7 +254,7 @@ mod tests {
         );
         assert_eq!(
             cache.get(&cache.sessions, &"fresh".to_owned(), new).map(|s| s.account),
-            Some(2)
+            Some(crate::AccountId(2))
         );
     }
 }

@@ -37,7 +37,7 @@ pub enum PolicyChange {
     /// Bundle `bundle` became the one in force (for `site`, or globally).
     BundleActivated {
         /// The stored bundle's id.
-        bundle: i64,
+        bundle: crate::BundleId,
         /// Its site; `None` for the global bundle.
         site: Option<SiteId>,
     },
@@ -305,7 +305,7 @@ pub fn encode(entry: &Logged) -> Result<String, StoreError> {
 fn policy_op(policy: &PolicyChange) -> Op {
     match policy {
         PolicyChange::BundleActivated { bundle, site } => Op::BundleActivated {
-            bundle: *bundle,
+            bundle: bundle.get(),
             site: site.map(|s| s.0),
         },
         PolicyChange::DoorRule { door, rules } => Op::DoorRules {
@@ -398,7 +398,7 @@ pub fn decode(text: &str) -> Result<Logged, StoreError> {
         Op::Reload => return Ok(Logged::Reload),
         Op::BundleActivated { bundle, site } => {
             return Ok(Logged::Policy(PolicyChange::BundleActivated {
-                bundle,
+                bundle: crate::BundleId(bundle),
                 site: site.map(SiteId),
             }));
         }

@@ -17,8 +17,10 @@ use crate::accounts::{hash_password, verify_hash};
 use crate::codec::id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::FirmwareId;
+use crate::store::Store;
 use crate::tokens::IssuedSecret;
+use jiff::Timestamp;
 use keyway_core::{IqId, PersonId, SiteId};
 
 /// Wrong PINs in a row before an activation is blocked.
@@ -36,9 +38,9 @@ pub struct IqActivation {
     /// Whether wrong PINs blocked it.
     pub blocked: bool,
     /// When the person first entered the right PIN, if they have.
-    pub activated_at: Option<i64>,
+    pub activated_at: Option<Timestamp>,
     /// When the PIN was set.
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 /// The answer to a PIN check.
@@ -57,10 +59,10 @@ pub enum PinCheck {
     NotSet,
 }
 
-/// A firmware file's description (the bytes come from [`Store::firmware_content`]).
+/// A firmware file's description (the bytes come from [`Devices::firmware_content`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareFile {
-    pub id: i64,
+    pub id: FirmwareId,
     /// The IQ model it is for.
     pub model: String,
     pub version: String,
@@ -69,7 +71,7 @@ pub struct FirmwareFile {
     /// The size in bytes.
     pub size: u64,
     /// When it was uploaded.
-    pub uploaded_at: i64,
+    pub uploaded_at: Timestamp,
 }
 
 /// What an admin registered about an IQ, beyond the decision model's site.
@@ -84,7 +86,7 @@ pub struct IqDetails {
     /// registration details existed.
     pub serial: Option<String>,
     /// The firmware file assigned to it, if any.
-    pub firmware: Option<i64>,
+    pub firmware: Option<FirmwareId>,
 }
 
 fn activation_entity(iq: IqId, person: PersonId) -> String {
@@ -129,8 +131,8 @@ mod queries {
                 person: PersonId(id32(r.col(1)?, "person")?),
                 failed_attempts: id32(failed, "failed_attempts")?,
                 blocked: r.col(3)?,
-                activated_at: r.col(4)?,
-                created_at: r.col(5)?,
+                activated_at: r.time_opt(4)?,
+                created_at: r.time(5)?,
             },
             r.col(6)?,
         ))
@@ -144,7 +146,7 @@ mod queries {
             version: r.col(2)?,
             sha256: r.col(3)?,
             size: u64::try_from(size).map_err(StoreError::internal)?,
-            uploaded_at: r.col(5)?,
+            uploaded_at: r.time(5)?,
         })
     }
 
@@ -178,9 +180,9 @@ mod queries {
         iq: IqId,
         person: PersonId,
         phc: &str,
+        now: Timestamp,
     ) -> Result<IqActivation, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             sqlx::query(
                 "INSERT INTO iq_activations (iq, person, pin_hash, failed_attempts, blocked, activated_at, created_at) \
              VALUES ($1, $2, $3, 0, FALSE, NULL, $4) ON CONFLICT (iq, person) DO UPDATE SET \
@@ -190,13 +192,13 @@ mod queries {
             .bind(i64::from(iq.0))
             .bind(i64::from(person.0))
             .bind(phc)
-            .bind(now)
+            .bind(now.as_second())
             .execute(&mut *conn)
             .await?;
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "set_iq_pin",
                 &activation_entity(iq, person),
@@ -210,7 +212,7 @@ mod queries {
                 failed_attempts: 0,
                 blocked: false,
                 activated_at: None,
-                created_at: now,
+                created_at: crate::dispatch::whole(now),
             })
         })
     }
@@ -220,7 +222,7 @@ mod queries {
         iq: IqId,
         person: PersonId,
         ok: bool,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<(i64, bool)>, StoreError> {
         each_backend!(conn, |conn| {
             let row = if ok {
@@ -230,7 +232,7 @@ mod queries {
                 )
                 .bind(i64::from(iq.0))
                 .bind(i64::from(person.0))
-                .bind(now)
+                .bind(now.as_second())
                 .fetch_optional(&mut *conn)
                 .await?
             } else {
@@ -254,6 +256,7 @@ mod queries {
         actor: &str,
         iq: IqId,
         person: Option<PersonId>,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
         each_backend!(conn, |conn, ops| {
             let (n, entity, action) = match person {
@@ -278,7 +281,7 @@ mod queries {
                 ),
             };
             let after = serde_json::json!({ "activations_removed": n }).to_string();
-            ops::insert_audit(conn, None, now_seconds(), actor, action, &entity, None, Some(&after)).await?;
+            ops::insert_audit(conn, None, now.as_second(), actor, action, &entity, None, Some(&after)).await?;
             Ok(n)
         })
     }
@@ -329,6 +332,7 @@ mod queries {
         before: &IqDetails,
         model: &str,
         serial: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE iqs SET model = $2, serial = $3 WHERE id = $1")
@@ -348,7 +352,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "set_iq_details",
                 &format!("iq:{}", before.id.0),
@@ -363,7 +367,8 @@ mod queries {
         conn: Conn<'_>,
         actor: &str,
         before: &IqDetails,
-        firmware: Option<i64>,
+        firmware: Option<FirmwareId>,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE iqs SET firmware = $2 WHERE id = $1")
@@ -377,12 +382,12 @@ mod queries {
                 .bind(firmware)
                 .execute(&mut *conn)
                 .await?;
-            let old = serde_json::json!({ "firmware": before.firmware }).to_string();
-            let new = serde_json::json!({ "firmware": firmware }).to_string();
+            let old = serde_json::json!({ "firmware": before.firmware.map(FirmwareId::get) }).to_string();
+            let new = serde_json::json!({ "firmware": firmware.map(FirmwareId::get) }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "assign_firmware",
                 &format!("iq:{}", before.id.0),
@@ -397,13 +402,13 @@ mod queries {
         conn: Conn<'_>,
         hash: &str,
         iq: IqId,
-        firmware: i64,
-        expires_at: i64,
+        firmware: FirmwareId,
+        expires_at: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn| {
-            let now = now_seconds();
             sqlx::query("DELETE FROM firmware_downloads WHERE expires_at <= $1")
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(
@@ -412,8 +417,8 @@ mod queries {
         .bind(hash)
         .bind(i64::from(iq.0))
         .bind(firmware)
-        .bind(expires_at)
-        .bind(now)
+        .bind(expires_at.as_second())
+        .bind(now.as_second())
         .execute(&mut *conn)
         .await?;
             Ok(())
@@ -423,7 +428,7 @@ mod queries {
     pub(super) async fn download(
         conn: Conn<'_>,
         hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
         each_backend!(conn, |conn| {
             let row = sqlx::query(
@@ -433,7 +438,7 @@ mod queries {
              WHERE d.token_hash = $1 AND d.expires_at > $2",
             )
             .bind(hash)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_optional(&mut *conn)
             .await?;
             row.map(|r| Ok((IqId(id32(r.col(6)?, "iq")?), firmware_from(&r)?)))
@@ -457,12 +462,12 @@ mod queries {
         model: &str,
         version: &str,
         content: &[u8],
+        now: Timestamp,
     ) -> Result<FirmwareFile, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let sha256 = secrets::sha256_hex(content);
             let size = i64::try_from(content.len()).map_err(StoreError::internal)?;
-            let id: i64 = sqlx::query_scalar(
+            let id: FirmwareId = sqlx::query_scalar(
                 "INSERT INTO firmware_files (model, version, sha256, size, content, uploaded_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
@@ -471,7 +476,7 @@ mod queries {
             .bind(&sha256)
             .bind(size)
             .bind(content)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -486,16 +491,16 @@ mod queries {
                 version: version.to_owned(),
                 sha256,
                 size: u64::try_from(content.len()).map_err(StoreError::internal)?,
-                uploaded_at: now,
+                uploaded_at: crate::dispatch::whole(now),
             };
-            let after = serde_json::json!({ "id": id, "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
+            let after = serde_json::json!({ "id": id.get(), "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "upload_firmware",
-                &format!("firmware:{id}"),
+                &id.to_string(),
                 None,
                 Some(&after),
             )
@@ -504,7 +509,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn firmware(conn: Conn<'_>, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
+    pub(super) async fn firmware(conn: Conn<'_>, id: FirmwareId) -> Result<Option<FirmwareFile>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{FW_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -528,7 +533,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn firmware_content(conn: Conn<'_>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn firmware_content(conn: Conn<'_>, id: FirmwareId) -> Result<Option<Vec<u8>>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT content FROM firmware_files WHERE id = $1")
                 .bind(id)
@@ -537,20 +542,25 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete_firmware(conn: Conn<'_>, actor: &str, before: &FirmwareFile) -> Result<(), StoreError> {
+    pub(super) async fn delete_firmware(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &FirmwareFile,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM firmware_files WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            let json = serde_json::json!({ "id": before.id, "model": before.model, "version": before.version, "sha256": before.sha256 }).to_string();
+            let json = serde_json::json!({ "id": before.id.get(), "model": before.model, "version": before.version, "sha256": before.sha256 }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_firmware",
-                &format!("firmware:{}", before.id),
+                &before.id.to_string(),
                 Some(&json),
                 None,
             )
@@ -559,24 +569,39 @@ mod queries {
     }
 }
 
+/// IQ registration details, activation PINs and firmware: [`Store::devices`].
+#[derive(Clone, Copy, Debug)]
+pub struct Devices<'s> {
+    pub(crate) store: &'s Store,
+}
+
 impl Store {
+    /// IQ registration details, activation PINs and firmware.
+    #[must_use]
+    pub fn devices(&self) -> Devices<'_> {
+        Devices { store: self }
+    }
+}
+
+impl Devices<'_> {
     /// Set `person`'s activation PIN for `iq` (4 to 8 digits); the person activates by
     /// entering it. Replaces any PIN and clears a block.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed PIN; [`StoreError::ForeignKey`] for an
     /// unknown IQ or person.
-    pub async fn set_iq_pin(
+    pub async fn set_pin(
         &self,
         actor: &str,
         iq: IqId,
         person: PersonId,
         pin: &str,
+        now: Timestamp,
     ) -> Result<IqActivation, StoreError> {
         check_pin(pin)?;
         let phc = hash_password(pin).await?;
-        let mut db = self.writer().await?;
-        let out = queries::put_activation(db.conn(), actor, iq, person, &phc).await?;
+        let mut db = self.store.writer().await?;
+        let out = queries::put_activation(db.conn(), actor, iq, person, &phc, now).await?;
         db.commit().await?;
         Ok(out)
     }
@@ -586,15 +611,21 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn check_iq_pin(&self, iq: IqId, person: PersonId, pin: &str, now: i64) -> Result<PinCheck, StoreError> {
-        let Some((activation, phc)) = queries::activation(self.reader().await?.conn(), iq, person).await? else {
+    pub async fn check_pin(
+        &self,
+        iq: IqId,
+        person: PersonId,
+        pin: &str,
+        now: Timestamp,
+    ) -> Result<PinCheck, StoreError> {
+        let Some((activation, phc)) = queries::activation(self.store.reader().await?.conn(), iq, person).await? else {
             return Ok(PinCheck::NotSet);
         };
         if activation.blocked {
             return Ok(PinCheck::Blocked);
         }
         let ok = check_pin(pin).is_ok() && verify_hash(pin, &phc).await?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let recorded = queries::record_attempt(db.conn(), iq, person, ok, now).await?;
         db.commit().await?;
         Ok(match recorded {
@@ -612,8 +643,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn iq_activation(&self, iq: IqId, person: PersonId) -> Result<Option<IqActivation>, StoreError> {
-        let found = queries::activation(self.reader().await?.conn(), iq, person).await?;
+    pub async fn activation(&self, iq: IqId, person: PersonId) -> Result<Option<IqActivation>, StoreError> {
+        let found = queries::activation(self.store.reader().await?.conn(), iq, person).await?;
         Ok(found.map(|(a, _)| a))
     }
 
@@ -621,8 +652,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn iq_activations(&self, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
-        queries::activations(self.reader().await?.conn(), iq).await
+    pub async fn activations(&self, iq: IqId) -> Result<Vec<IqActivation>, StoreError> {
+        queries::activations(self.store.reader().await?.conn(), iq).await
     }
 
     /// An admin's "Reset PIN" for one person on one IQ: the activation is removed and the
@@ -630,9 +661,9 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the person has no activation there.
-    pub async fn reset_iq_pin(&self, actor: &str, iq: IqId, person: PersonId) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
-        if queries::delete_activations(db.conn(), actor, iq, Some(person)).await? == 0 {
+    pub async fn reset_pin(&self, actor: &str, iq: IqId, person: PersonId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
+        if queries::delete_activations(db.conn(), actor, iq, Some(person), now).await? == 0 {
             return Err(StoreError::NotFound {
                 entity: activation_entity(iq, person),
             });
@@ -646,15 +677,15 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown IQ.
-    pub async fn reset_iq(&self, actor: &str, iq: IqId) -> Result<u64, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn reset(&self, actor: &str, iq: IqId, now: Timestamp) -> Result<u64, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = {
             if !queries::iq_exists(db.conn(), iq).await? {
                 return Err(StoreError::NotFound {
                     entity: format!("iq:{}", iq.0),
                 });
             }
-            queries::delete_activations(db.conn(), actor, iq, None).await?
+            queries::delete_activations(db.conn(), actor, iq, None, now).await?
         };
         db.commit().await?;
         Ok(out)
@@ -671,6 +702,7 @@ impl Store {
         model: &str,
         version: &str,
         content: &[u8],
+        now: Timestamp,
     ) -> Result<FirmwareFile, StoreError> {
         check_label("firmware model", model)?;
         check_label("firmware version", version)?;
@@ -680,8 +712,8 @@ impl Store {
                 content.len()
             )));
         }
-        let mut db = self.writer().await?;
-        let out = queries::insert_firmware(db.conn(), actor, model, version, content).await?;
+        let mut db = self.store.writer().await?;
+        let out = queries::insert_firmware(db.conn(), actor, model, version, content, now).await?;
         db.commit().await?;
         Ok(out)
     }
@@ -690,8 +722,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn firmware(&self, id: i64) -> Result<Option<FirmwareFile>, StoreError> {
-        queries::firmware(self.reader().await?.conn(), id).await
+    pub async fn firmware(&self, id: FirmwareId) -> Result<Option<FirmwareFile>, StoreError> {
+        queries::firmware(self.store.reader().await?.conn(), id).await
     }
 
     /// Firmware files, of one model or all, oldest upload first.
@@ -699,29 +731,27 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn firmware_files(&self, model: Option<&str>) -> Result<Vec<FirmwareFile>, StoreError> {
-        queries::firmware_files(self.reader().await?.conn(), model).await
+        queries::firmware_files(self.store.reader().await?.conn(), model).await
     }
 
     /// The bytes of firmware file `id`.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn firmware_content(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        queries::firmware_content(self.reader().await?.conn(), id).await
+    pub async fn firmware_content(&self, id: FirmwareId) -> Result<Option<Vec<u8>>, StoreError> {
+        queries::firmware_content(self.store.reader().await?.conn(), id).await
     }
 
     /// Delete firmware file `id`.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown file.
-    pub async fn delete_firmware(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_firmware(&self, actor: &str, id: FirmwareId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::firmware(db.conn(), id)
             .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: format!("firmware:{id}"),
-            })?;
-        queries::delete_firmware(db.conn(), actor, &before).await?;
+            .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
+        queries::delete_firmware(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -730,16 +760,16 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn iq_details(&self, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
-        queries::iq_details(self.reader().await?.conn(), iq).await
+    pub async fn iq(&self, iq: IqId) -> Result<Option<IqDetails>, StoreError> {
+        queries::iq_details(self.store.reader().await?.conn(), iq).await
     }
 
     /// The IQs of `site`, by id.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn site_iqs(&self, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
-        queries::site_iqs(self.reader().await?.conn(), site).await
+    pub async fn of_site(&self, site: SiteId) -> Result<Vec<IqDetails>, StoreError> {
+        queries::site_iqs(self.store.reader().await?.conn(), site).await
     }
 
     /// The IQ registered with `serial`, on any site.
@@ -747,7 +777,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn iq_by_serial(&self, serial: &str) -> Result<Option<IqDetails>, StoreError> {
-        queries::iq_by_serial(self.reader().await?.conn(), serial).await
+        queries::iq_by_serial(self.store.reader().await?.conn(), serial).await
     }
 
     /// Record `iq`'s model and serial number.
@@ -755,16 +785,23 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed model or serial; [`StoreError::Duplicate`]
     /// if another IQ has the serial; [`StoreError::NotFound`] for an unknown IQ.
-    pub async fn set_iq_details(&self, actor: &str, iq: IqId, model: &str, serial: &str) -> Result<(), StoreError> {
+    pub async fn set_details(
+        &self,
+        actor: &str,
+        iq: IqId,
+        model: &str,
+        serial: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         check_label("model", model)?;
         check_label("serial number", serial)?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let before = queries::iq_details(db.conn(), iq)
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 entity: format!("iq:{}", iq.0),
             })?;
-        queries::set_iq_details(db.conn(), actor, &before, model, serial).await?;
+        queries::set_iq_details(db.conn(), actor, &before, model, serial, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -775,22 +812,27 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the IQ has no firmware assigned; if the database fails.
-    pub async fn issue_firmware_download(&self, iq: IqId, expires_at: i64) -> Result<IssuedSecret, StoreError> {
+    pub async fn issue_firmware_download(
+        &self,
+        iq: IqId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<IssuedSecret, StoreError> {
         let secret = secrets::fresh("kwf_");
         let hash = secrets::hash(&secret);
         // Nothing authentication reads changes: the auth cache stays.
-        let mut db = self.writer_untracked().await?;
+        let mut db = self.store.writer_untracked().await?;
         let details = queries::iq_details(db.conn(), iq).await?;
         let Some(firmware) = details.and_then(|d| d.firmware) else {
             return Err(StoreError::NotFound {
                 entity: format!("firmware assigned to iq:{}", iq.0),
             });
         };
-        queries::put_download(db.conn(), &hash, iq, firmware, expires_at).await?;
+        queries::put_download(db.conn(), &hash, iq, firmware, expires_at, now).await?;
         db.commit().await?;
         Ok(IssuedSecret {
             secret,
-            expires_at: Some(expires_at),
+            expires_at: Some(crate::dispatch::whole(expires_at)),
         })
     }
 
@@ -799,9 +841,13 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn firmware_download(&self, secret: &str, now: i64) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
+    pub async fn firmware_download(
+        &self,
+        secret: &str,
+        now: Timestamp,
+    ) -> Result<Option<(IqId, FirmwareFile)>, StoreError> {
         let hash = secrets::hash(secret);
-        queries::download(self.reader().await?.conn(), &hash, now).await
+        queries::download(self.store.reader().await?.conn(), &hash, now).await
     }
 
     /// Assign the firmware file `firmware` to `iq` (or none). The file must be for the
@@ -810,8 +856,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown IQ or file; [`StoreError::Invalid`] when the
     /// file is for another model.
-    pub async fn assign_firmware(&self, actor: &str, iq: IqId, firmware: Option<i64>) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn assign_firmware(
+        &self,
+        actor: &str,
+        iq: IqId,
+        firmware: Option<FirmwareId>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::iq_details(db.conn(), iq)
             .await?
             .ok_or_else(|| StoreError::NotFound {
@@ -820,17 +872,15 @@ impl Store {
         if let Some(id) = firmware {
             let file = queries::firmware(db.conn(), id)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    entity: format!("firmware:{id}"),
-                })?;
+                .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
             if file.model != before.model {
                 return Err(StoreError::invalid(format!(
-                    "firmware {id} is for model `{}`, and iq {} is a `{}`",
+                    "{id} is for model `{}`, and iq {} is a `{}`",
                     file.model, iq.0, before.model
                 )));
             }
         }
-        queries::assign_firmware(db.conn(), actor, &before, firmware).await?;
+        queries::assign_firmware(db.conn(), actor, &before, firmware, now).await?;
         db.commit().await?;
         Ok(())
     }

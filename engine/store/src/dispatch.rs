@@ -82,6 +82,28 @@ impl<T> Column for T where
 pub(crate) trait Columns {
     /// The value in column `index`.
     fn col<T: Column>(&self, index: usize) -> Result<T, sqlx::Error>;
+
+    /// The instant in column `index`, stored as whole seconds since the epoch.
+    fn time(&self, index: usize) -> Result<jiff::Timestamp, sqlx::Error> {
+        seconds_to_time(self.col(index)?)
+    }
+
+    /// The instant in column `index` when it is not `NULL`.
+    fn time_opt(&self, index: usize) -> Result<Option<jiff::Timestamp>, sqlx::Error> {
+        self.col::<Option<i64>>(index)?.map(seconds_to_time).transpose()
+    }
+}
+
+/// `t` as the database keeps it, whole seconds (floored): what a record built from a
+/// caller's instant holds, so that it equals the same record read back later.
+pub(crate) fn whole(t: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// An instant read back from its stored seconds; a value outside jiff's range (which no
+/// Keyway write makes) is a decode error rather than a silently clamped time.
+pub(crate) fn seconds_to_time(seconds: i64) -> Result<jiff::Timestamp, sqlx::Error> {
+    jiff::Timestamp::from_second(seconds).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 impl Columns for sqlx::sqlite::SqliteRow {
@@ -102,10 +124,11 @@ pub(crate) async fn enqueue_event(
     conn: Conn<'_>,
     site: keyway_core::SiteId,
     kind: &str,
-    at: i64,
+    at: jiff::Timestamp,
     data: serde_json::Value,
-) -> Result<i64, StoreError> {
-    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, data).await)
+) -> Result<crate::OutboxId, StoreError> {
+    let at = at.as_second();
+    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, data).await).map(crate::OutboxId)
 }
 
 /// A pooled connection for reads.

@@ -10,8 +10,9 @@
 //! never written to the audit log.
 
 use crate::codec::id32;
+use crate::devices::Devices;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use jiff::Timestamp;
 use keyway_core::{DoorId, IqId, SiteId};
 
 /// The certificate recorded for an IQ.
@@ -20,10 +21,10 @@ pub struct IqCertificate {
     pub iq: IqId,
     /// The serial number, lowercase hex.
     pub serial: String,
-    /// When it expires, in seconds since the epoch.
-    pub not_after: i64,
-    /// When it was issued, in seconds since the epoch.
-    pub issued_at: i64,
+    /// When it expires.
+    pub not_after: Timestamp,
+    /// When it was issued.
+    pub issued_at: Timestamp,
 }
 
 fn check_hash(code_hash: &str) -> Result<(), StoreError> {
@@ -76,10 +77,10 @@ mod queries {
         actor: &str,
         iq: IqId,
         code_hash: &str,
-        expires_at: i64,
+        expires_at: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             // One live code per IQ: a new one replaces the unused ones.
             sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
                 .bind(i64::from(iq.0))
@@ -90,15 +91,15 @@ mod queries {
         )
         .bind(code_hash)
         .bind(i64::from(iq.0))
-        .bind(expires_at)
-        .bind(now)
+        .bind(expires_at.as_second())
+        .bind(now.as_second())
         .execute(&mut *conn)
         .await?;
-            let after = serde_json::json!({ "expires_at": expires_at }).to_string();
+            let after = serde_json::json!({ "expires_at": expires_at.as_second() }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "issue_enrolment_code",
                 &iq_entity(iq),
@@ -109,14 +110,14 @@ mod queries {
         })
     }
 
-    pub(super) async fn redeem(conn: Conn<'_>, code_hash: &str, now: i64) -> Result<Option<IqId>, StoreError> {
+    pub(super) async fn redeem(conn: Conn<'_>, code_hash: &str, now: Timestamp) -> Result<Option<IqId>, StoreError> {
         each_backend!(conn, |conn, ops| {
             let iq: Option<i64> = sqlx::query_scalar(
                 "UPDATE iq_enrolment_codes SET used_at = $2 \
              WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING iq",
             )
             .bind(code_hash)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_optional(&mut *conn)
             .await?;
             let Some(iq) = iq else { return Ok(None) };
@@ -124,7 +125,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 &iq_entity(iq),
                 "redeem_enrolment_code",
                 &iq_entity(iq),
@@ -141,10 +142,10 @@ mod queries {
         actor: &str,
         iq: IqId,
         serial: &str,
-        not_after: i64,
+        not_after: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let before: Option<String> = sqlx::query_scalar("SELECT serial FROM iq_certificates WHERE iq = $1")
                 .bind(i64::from(iq.0))
                 .fetch_optional(&mut *conn)
@@ -156,16 +157,16 @@ mod queries {
             )
             .bind(i64::from(iq.0))
             .bind(serial)
-            .bind(not_after)
-            .bind(now)
+            .bind(not_after.as_second())
+            .bind(now.as_second())
             .execute(&mut *conn)
             .await?;
             let before = before.map(|s| serde_json::json!({ "serial": s }).to_string());
-            let after = serde_json::json!({ "serial": serial, "not_after": not_after }).to_string();
+            let after = serde_json::json!({ "serial": serial, "not_after": not_after.as_second() }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "issue_iq_certificate",
                 &iq_entity(iq),
@@ -186,15 +187,15 @@ mod queries {
                 Ok(IqCertificate {
                     iq: IqId(id32(r.col(0)?, "iq")?),
                     serial: r.col(1)?,
-                    not_after: r.col(2)?,
-                    issued_at: r.col(3)?,
+                    not_after: r.time(2)?,
+                    issued_at: r.time(3)?,
                 })
             })
             .transpose()
         })
     }
 
-    pub(super) async fn revoke(conn: Conn<'_>, actor: &str, iq: IqId) -> Result<bool, StoreError> {
+    pub(super) async fn revoke(conn: Conn<'_>, actor: &str, iq: IqId, now: Timestamp) -> Result<bool, StoreError> {
         each_backend!(conn, |conn, ops| {
             let before: Option<String> =
                 sqlx::query_scalar("DELETE FROM iq_certificates WHERE iq = $1 RETURNING serial")
@@ -211,7 +212,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "revoke_iq_certificate",
                 &iq_entity(iq),
@@ -224,9 +225,9 @@ mod queries {
     }
 }
 
-impl Store {
+impl Devices<'_> {
     /// Records a one-time enrolment code for `iq`, by its hash (the link's
-    /// `enrol::hash_code`), valid until `expires_at` (seconds since the epoch). Any unused
+    /// `enrol::hash_code`), valid until `expires_at`. Any unused
     /// code of the IQ is replaced.
     ///
     /// # Errors
@@ -238,17 +239,18 @@ impl Store {
         actor: &str,
         iq: IqId,
         code_hash: &str,
-        expires_at: i64,
+        expires_at: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         check_hash(code_hash)?;
-        if expires_at <= now_seconds() {
+        if expires_at <= now {
             return Err(StoreError::invalid("an enrolment code must expire in the future"));
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         if queries::iq_site(db.conn(), iq).await?.is_none() {
             return Err(StoreError::NotFound { entity: iq_entity(iq) });
         }
-        queries::insert_code(db.conn(), actor, iq, code_hash, expires_at).await?;
+        queries::insert_code(db.conn(), actor, iq, code_hash, expires_at, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -257,8 +259,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn iq_profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
-        let mut db = self.reader().await?;
+    pub async fn profile(&self, iq: IqId) -> Result<Option<(SiteId, Vec<DoorId>)>, StoreError> {
+        let mut db = self.store.reader().await?;
         Ok(match queries::iq_site(db.conn(), iq).await? {
             Some(site) => Some((site, queries::iq_doors(db.conn(), iq).await?)),
             None => None,
@@ -271,11 +273,15 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn redeem_enrolment_code(&self, code_hash: &str, now: i64) -> Result<Option<(SiteId, IqId)>, StoreError> {
+    pub async fn redeem_enrolment_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(SiteId, IqId)>, StoreError> {
         if check_hash(code_hash).is_err() {
             return Ok(None);
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             match queries::redeem(db.conn(), code_hash, now).await? {
                 Some(iq) => queries::iq_site(db.conn(), iq).await?.map(|site| (site, iq)),
@@ -292,16 +298,17 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed serial; [`StoreError::ForeignKey`] for an
     /// unknown IQ.
-    pub async fn record_iq_certificate(
+    pub async fn record_certificate(
         &self,
         actor: &str,
         iq: IqId,
         serial: &str,
-        not_after: i64,
+        not_after: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         check_serial(serial)?;
-        let mut db = self.writer().await?;
-        queries::put_certificate(db.conn(), actor, iq, serial, not_after).await?;
+        let mut db = self.store.writer().await?;
+        queries::put_certificate(db.conn(), actor, iq, serial, not_after, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -310,8 +317,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn iq_certificate(&self, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
-        queries::certificate(self.reader().await?.conn(), iq).await
+    pub async fn certificate(&self, iq: IqId) -> Result<Option<IqCertificate>, StoreError> {
+        queries::certificate(self.store.reader().await?.conn(), iq).await
     }
 
     /// Revokes `iq`'s certificate (its serial is forgotten, so it no longer
@@ -320,9 +327,9 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn revoke_iq_certificate(&self, actor: &str, iq: IqId) -> Result<bool, StoreError> {
-        let mut db = self.writer().await?;
-        let out = queries::revoke(db.conn(), actor, iq).await?;
+    pub async fn revoke_certificate(&self, actor: &str, iq: IqId, now: Timestamp) -> Result<bool, StoreError> {
+        let mut db = self.store.writer().await?;
+        let out = queries::revoke(db.conn(), actor, iq, now).await?;
         db.commit().await?;
         Ok(out)
     }

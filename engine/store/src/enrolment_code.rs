@@ -2,7 +2,7 @@
 //! them for storage.
 //!
 //! The HTTP API makes a code when an admin registers or resets an IQ and keeps only its
-//! hash ([`Store::issue_enrolment_code`](crate::Store::issue_enrolment_code)); the link
+//! hash ([`Devices::issue_enrolment_code`](crate::Devices::issue_enrolment_code)); the link
 //! hashes the code an IQ presents and redeems it. Both sides use this module, so they
 //! cannot disagree on the hash. A code is a secret: it is never logged.
 

@@ -11,7 +11,9 @@
 use crate::codec::{id32, kind_code, opt_id32};
 use crate::entries::StoredEntry;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::IncidentId;
+use crate::store::Store;
+use jiff::Timestamp;
 use keyway_core::{CredentialId, CredentialKind, DoorId, IqId, PersonId, SiteId};
 
 /// What happened at a door or an IQ.
@@ -80,8 +82,8 @@ pub struct NewIncident {
     /// The IQ's own number for it: a second report with the same IQ and number is the
     /// same incident (stored and notified once).
     pub iq_seq: Option<u64>,
-    /// When, in seconds since the epoch.
-    pub at: i64,
+    /// When.
+    pub at: Timestamp,
     /// Free text from the reporter (capped, control characters removed).
     pub detail: String,
 }
@@ -89,7 +91,7 @@ pub struct NewIncident {
 /// An incident as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incident {
-    pub id: i64,
+    pub id: IncidentId,
     pub site: SiteId,
     /// What happened.
     pub kind: IncidentKind,
@@ -97,12 +99,12 @@ pub struct Incident {
     pub door: Option<DoorId>,
     /// The IQ, if any.
     pub iq: Option<IqId>,
-    /// When, in seconds since the epoch.
-    pub at: i64,
+    /// When.
+    pub at: Timestamp,
     /// The reporter's text.
     pub detail: String,
     /// When it was acknowledged, if it was.
-    pub acknowledged_at: Option<i64>,
+    pub acknowledged_at: Option<Timestamp>,
     /// Who acknowledged it.
     pub acknowledged_by: Option<String>,
 }
@@ -118,16 +120,16 @@ pub struct IncidentQuery {
     /// Only acknowledged (`true`) or open (`false`) ones.
     pub acknowledged: Option<bool>,
     /// Only with an id below this (the cursor of the previous page).
-    pub before: Option<i64>,
+    pub before: Option<IncidentId>,
     /// Page size, 1 to 10,000.
     pub limit: u32,
 }
 
 fn incident_json(i: &Incident) -> String {
     serde_json::json!({
-        "id": i.id, "site": i.site.0, "kind": i.kind.code(), "door": i.door.map(|d| d.0),
-        "iq": i.iq.map(|q| q.0), "at": i.at, "detail": i.detail,
-        "acknowledged_at": i.acknowledged_at, "acknowledged_by": i.acknowledged_by,
+        "id": i.id.get(), "site": i.site.0, "kind": i.kind.code(), "door": i.door.map(|d| d.0),
+        "iq": i.iq.map(|q| q.0), "at": i.at.as_second(), "detail": i.detail,
+        "acknowledged_at": i.acknowledged_at.map(Timestamp::as_second), "acknowledged_by": i.acknowledged_by,
     })
     .to_string()
 }
@@ -157,14 +159,19 @@ mod queries {
                 .ok_or_else(|| StoreError::internal(format!("unknown incident kind `{kind}`")))?,
             door: opt_id32(r.col(3)?, "door")?.map(DoorId),
             iq: opt_id32(r.col(4)?, "iq")?.map(IqId),
-            at: r.col(5)?,
+            at: r.time(5)?,
             detail: r.col(6)?,
-            acknowledged_at: r.col(7)?,
+            acknowledged_at: r.time_opt(7)?,
             acknowledged_by: r.col(8)?,
         })
     }
 
-    pub(super) async fn insert(conn: Conn<'_>, actor: &str, new: &NewIncident) -> Result<Incident, StoreError> {
+    pub(super) async fn insert(
+        conn: Conn<'_>,
+        actor: &str,
+        new: &NewIncident,
+        now: Timestamp,
+    ) -> Result<Incident, StoreError> {
         each_backend!(conn, |conn, ops| {
             let detail = clean_detail(&new.detail);
             let iq_seq = new
@@ -172,7 +179,7 @@ mod queries {
                 .map(i64::try_from)
                 .transpose()
                 .map_err(StoreError::internal)?;
-            let id: Option<i64> = sqlx::query_scalar(
+            let id: Option<IncidentId> = sqlx::query_scalar(
                 "INSERT INTO incidents (site, kind, door, iq, iq_seq, at, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT DO NOTHING RETURNING id",
             )
@@ -181,7 +188,7 @@ mod queries {
             .bind(new.door.map(|d| i64::from(d.0)))
             .bind(new.iq.map(|q| i64::from(q.0)))
             .bind(iq_seq)
-            .bind(new.at)
+            .bind(new.at.as_second())
             .bind(&detail)
             .fetch_optional(&mut *conn)
             .await?;
@@ -201,31 +208,31 @@ mod queries {
                 kind: new.kind,
                 door: new.door,
                 iq: new.iq,
-                at: new.at,
+                // As stored: whole seconds, so the answer equals a later read.
+                at: crate::dispatch::seconds_to_time(new.at.as_second())?,
                 detail,
                 acknowledged_at: None,
                 acknowledged_by: None,
             };
             let json = incident_json(&incident);
-            let now = now_seconds();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "raise_incident",
-                &format!("incident:{id}"),
+                &id.to_string(),
                 None,
                 Some(&json),
             )
             .await?;
             let data = serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?;
-            ops::enqueue_event(conn, new.site, &new.kind.event_kind(), new.at, data).await?;
+            ops::enqueue_event(conn, new.site, &new.kind.event_kind(), new.at.as_second(), data).await?;
             Ok(incident)
         })
     }
 
-    pub(super) async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Incident>, StoreError> {
+    pub(super) async fn get(conn: Conn<'_>, id: IncidentId) -> Result<Option<Incident>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -237,27 +244,27 @@ mod queries {
         conn: Conn<'_>,
         actor: &str,
         before: &Incident,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Incident, StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE incidents SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
-                .bind(now)
+                .bind(now.as_second())
                 .bind(actor)
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
             let after = Incident {
-                acknowledged_at: Some(now),
+                acknowledged_at: Some(crate::dispatch::whole(now)),
                 acknowledged_by: Some(actor.to_owned()),
                 ..before.clone()
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "acknowledge_incident",
-                &format!("incident:{}", before.id),
+                &before.id.to_string(),
                 Some(&incident_json(before)),
                 Some(&incident_json(&after)),
             )
@@ -297,7 +304,7 @@ mod queries {
     pub(super) async fn incidents_after(
         conn: Conn<'_>,
         site: SiteId,
-        after: i64,
+        after: IncidentId,
         limit: u32,
     ) -> Result<Vec<Incident>, StoreError> {
         each_backend!(conn, |conn| {
@@ -353,7 +360,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(i64, i64), StoreError> {
+    pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(i64, IncidentId), StoreError> {
         each_backend!(conn, |conn| {
             let entries: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM entries WHERE site = $1")
                 .bind(i64::from(site.0))
@@ -363,7 +370,7 @@ mod queries {
                 .bind(i64::from(site.0))
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok((entries.unwrap_or(0), incidents.unwrap_or(0)))
+            Ok((entries.unwrap_or(0), IncidentId(incidents.unwrap_or(0))))
         })
     }
 
@@ -407,28 +414,44 @@ mod queries {
         action: &str,
         entity: &str,
         after: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            ops::insert_audit(conn, None, now_seconds(), actor, action, entity, None, Some(after)).await
+            ops::insert_audit(conn, None, now.as_second(), actor, action, entity, None, Some(after)).await
         })
     }
 }
 
-fn no_incident(site: SiteId, id: i64) -> StoreError {
+fn no_incident(site: SiteId, id: IncidentId) -> StoreError {
     StoreError::NotFound {
-        entity: format!("incident:{id} of site:{}", site.0),
+        entity: format!("{id} of site:{}", site.0),
     }
 }
 
+/// Incidents (forced doors, tampering, IQs offline) and their acknowledgement:
+/// [`Store::incidents`].
+#[derive(Clone, Copy, Debug)]
+pub struct Incidents<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// Incidents and their acknowledgement.
+    #[must_use]
+    pub fn incidents(&self) -> Incidents<'_> {
+        Incidents { store: self }
+    }
+}
+
+impl Incidents<'_> {
     /// Record an incident, its audit row and its notification event (one outbox row the
     /// notification worker expands), in one transaction.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn raise_incident(&self, actor: &str, incident: &NewIncident) -> Result<Incident, StoreError> {
-        let mut db = self.writer().await?;
-        let out = queries::insert(db.conn(), actor, incident).await?;
+    pub async fn raise(&self, actor: &str, incident: &NewIncident, now: Timestamp) -> Result<Incident, StoreError> {
+        let mut db = self.store.writer().await?;
+        let out = queries::insert(db.conn(), actor, incident, now).await?;
         db.commit().await?;
         Ok(out)
     }
@@ -437,8 +460,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn incident(&self, site: SiteId, id: i64) -> Result<Option<Incident>, StoreError> {
-        let found = queries::get(self.reader().await?.conn(), id).await?;
+    pub async fn get(&self, site: SiteId, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let found = queries::get(self.store.reader().await?.conn(), id).await?;
         Ok(found.filter(|i| i.site == site))
     }
 
@@ -447,14 +470,14 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an incident that is not `site`'s.
-    pub async fn acknowledge_incident(
+    pub async fn acknowledge(
         &self,
         actor: &str,
         site: SiteId,
-        id: i64,
-        now: i64,
+        id: IncidentId,
+        now: Timestamp,
     ) -> Result<Incident, StoreError> {
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::get(db.conn(), id)
                 .await?
@@ -474,24 +497,26 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a limit out of range.
-    pub async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+    pub async fn query(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
         if !(1..=10_000).contains(&query.limit) {
             return Err(StoreError::invalid(format!(
                 "page size `{}` out of range 1 to 10000",
                 query.limit
             )));
         }
-        queries::query(self.reader().await?.conn(), query).await
+        queries::query(self.store.reader().await?.conn(), query).await
     }
 
     /// A site's incidents with an id above `after`, oldest first, at most `limit`.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn incidents_after(&self, site: SiteId, after: i64, limit: u32) -> Result<Vec<Incident>, StoreError> {
-        queries::incidents_after(self.reader().await?.conn(), site, after, limit).await
+    pub async fn after(&self, site: SiteId, after: IncidentId, limit: u32) -> Result<Vec<Incident>, StoreError> {
+        queries::incidents_after(self.store.reader().await?.conn(), site, after, limit).await
     }
+}
 
+impl Store {
     /// A site's entries (only `person`'s, if given) with an id above `after`, in id
     /// order, at most `limit`: the tail a live stream resumes from.
     ///
@@ -512,7 +537,7 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn event_heads(&self, site: SiteId) -> Result<(i64, i64), StoreError> {
+    pub async fn event_heads(&self, site: SiteId) -> Result<(i64, IncidentId), StoreError> {
         queries::heads(self.reader().await?.conn(), site).await
     }
 
@@ -544,9 +569,16 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn audit_action(&self, actor: &str, action: &str, entity: &str, after: &str) -> Result<(), StoreError> {
+    pub async fn audit_action(
+        &self,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        after: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let mut db = self.writer().await?;
-        queries::audit_action(db.conn(), actor, action, entity, after).await?;
+        queries::audit_action(db.conn(), actor, action, entity, after, now).await?;
         db.commit().await?;
         Ok(())
     }

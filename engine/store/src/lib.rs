@@ -10,7 +10,11 @@
 //!   `NOTIFY` and polling anyway; [`Store::status`] reports the applied revision and lag.
 //! - [`EntriesLog`] appends door entries in batches from a bounded queue and answers
 //!   queries with cursor pagination, retention and CSV export.
-//! - The admin API's own records, each with typed errors and an audit row per change:
+//! - The admin API's own records, one facet per concern ([`Store::accounts`],
+//!   [`Store::memberships`], [`Store::devices`], [`Store::policy_records`],
+//!   [`Store::notifications`], [`Store::incidents`], [`Store::names`]) taking typed ids
+//!   ([`AccountId`], ...), `jiff::Timestamp`s and the caller's `now`, each with typed
+//!   errors and an audit row per change:
 //!   accounts, sessions and password-reset tokens (`accounts`, `tokens`), API tokens,
 //!   site memberships, ownership, invitations and vouchers (`memberships`), IQ
 //!   activation PINs and firmware (`devices`), plugins, bundles, door-rule attachments
@@ -37,6 +41,7 @@ pub mod enrolment_code;
 mod entries;
 mod error;
 mod feed;
+mod ids;
 mod import;
 mod incidents;
 mod memberships;
@@ -49,11 +54,11 @@ mod target;
 mod tokens;
 mod webhooks;
 
-pub use accounts::{Account, MAX_PASSWORD_BYTES, check_password_strength};
+pub use accounts::{Account, Accounts, MAX_PASSWORD_BYTES, check_password_strength};
 pub use auth_cache::DEFAULT_AUTH_CACHE_TTL;
 pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
 pub use db::default_url;
-pub use devices::{FirmwareFile, IqActivation, IqDetails, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
+pub use devices::{Devices, FirmwareFile, IqActivation, IqDetails, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
 pub use enrolment::IqCertificate;
 pub use entries::{
     Cursor, DEFAULT_RETENTION_DAYS, ENTRIES_CSV_HEADER, EntriesConfig, EntriesLog, EntriesStats, Entry, EntryPage,
@@ -61,14 +66,18 @@ pub use entries::{
 };
 pub use error::{Cause, ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
+pub use ids::{
+    AccountId, BundleId, DeliveryId, FirmwareId, IncidentId, InvitationId, OutboxId, PluginId, SettingId, TokenId,
+    VoucherId, WebhookId,
+};
 pub use import::{ImportPerson, ImportTag, Imported, MAX_EXTERNAL_ID, MAX_IMPORT_ROWS, check_external_id};
-pub use incidents::{Incident, IncidentKind, IncidentQuery, MAX_INCIDENT_DETAIL, NewIncident};
-pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Voucher};
-pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, OutboxItem};
-pub use operators::{MAX_NAME, Named};
+pub use incidents::{Incident, IncidentKind, IncidentQuery, Incidents, MAX_INCIDENT_DETAIL, NewIncident};
+pub use memberships::{Invitation, MAX_VOUCHER_CODE, Membership, Memberships, Voucher};
+pub use notifications::{CHANNELS, MAX_PAYLOAD_BYTES, NotificationSetting, Notifications, OutboxItem};
+pub use operators::{MAX_NAME, Named, Names};
 pub use policy::{
     ChainedRule, DoorRuleChain, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, MAX_RULE_CHAIN, MAX_RULE_CONFIG_BYTES,
-    StoredBundle, StoredPlugin, check_rule_chain,
+    PolicyRecords, StoredBundle, StoredPlugin, check_rule_chain,
 };
 pub use store::{AuditRow, FollowUp, LoadTimings, NodeStatus, PendingEvent, Store, StoreConfig, Written};
 pub use target::Target;

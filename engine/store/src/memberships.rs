@@ -17,15 +17,17 @@
 use crate::codec::{id32, opt_id32};
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::{AccountId, InvitationId, VoucherId};
+use crate::store::Store;
 use crate::tokens::IssuedSecret;
+use jiff::Timestamp;
 use keyway_core::{CredentialId, PersonId, RoleId, SiteId};
 
 /// An account's place on a site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
     pub site: SiteId,
-    pub account: i64,
+    pub account: AccountId,
     /// Its role there.
     pub role: RoleId,
     /// The person record that opens doors for it, if linked.
@@ -33,13 +35,13 @@ pub struct Membership {
     /// Whether it owns the site.
     pub is_owner: bool,
     /// When it joined.
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 /// An invitation to a site, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invitation {
-    pub id: i64,
+    pub id: InvitationId,
     pub site: SiteId,
     /// Who is invited (lowercased).
     pub email: String,
@@ -48,19 +50,19 @@ pub struct Invitation {
     /// A credential to assign to them on acceptance, if any.
     pub credential: Option<CredentialId>,
     /// The account that invited them.
-    pub invited_by: Option<i64>,
+    pub invited_by: Option<AccountId>,
     /// When it was made.
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When it stops working.
-    pub expires_at: i64,
+    pub expires_at: Timestamp,
     /// When it was accepted, if it was.
-    pub accepted_at: Option<i64>,
+    pub accepted_at: Option<Timestamp>,
 }
 
 /// A licence: the limits of the site that redeems it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voucher {
-    pub id: i64,
+    pub id: VoucherId,
     /// The site that redeemed it, if any.
     pub site: Option<SiteId>,
     /// The code printed on it (uppercased).
@@ -70,24 +72,24 @@ pub struct Voucher {
     /// The most app users (accounts) the site may have.
     pub max_app_users: u32,
     /// From when it counts, if bounded.
-    pub valid_from: Option<i64>,
+    pub valid_from: Option<Timestamp>,
     /// Until when it counts, if bounded.
-    pub valid_until: Option<i64>,
+    pub valid_until: Option<Timestamp>,
     /// When it was made.
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 impl Voucher {
     /// Whether it counts at `now`.
     #[must_use]
-    pub fn is_valid_at(&self, now: i64) -> bool {
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
         self.valid_from.is_none_or(|f| f <= now) && self.valid_until.is_none_or(|u| now < u)
     }
 }
 
 fn membership_json(m: &Membership) -> String {
     serde_json::json!({
-        "site": m.site.0, "account": m.account, "role": m.role.0,
+        "site": m.site.0, "account": m.account.get(), "role": m.role.0,
         "person": m.person.map(|p| p.0), "is_owner": m.is_owner,
     })
     .to_string()
@@ -95,16 +97,18 @@ fn membership_json(m: &Membership) -> String {
 
 fn invitation_json(i: &Invitation) -> String {
     serde_json::json!({
-        "id": i.id, "site": i.site.0, "email": i.email, "role": i.role.0,
-        "credential": i.credential.map(|c| c.0), "expires_at": i.expires_at, "accepted_at": i.accepted_at,
+        "id": i.id.get(), "site": i.site.0, "email": i.email, "role": i.role.0,
+        "credential": i.credential.map(|c| c.0), "expires_at": i.expires_at.as_second(),
+        "accepted_at": i.accepted_at.map(Timestamp::as_second),
     })
     .to_string()
 }
 
 fn voucher_json(v: &Voucher) -> String {
     serde_json::json!({
-        "id": v.id, "site": v.site.map(|s| s.0), "code": v.code, "max_users": v.max_users,
-        "max_app_users": v.max_app_users, "valid_from": v.valid_from, "valid_until": v.valid_until,
+        "id": v.id.get(), "site": v.site.map(|s| s.0), "code": v.code, "max_users": v.max_users,
+        "max_app_users": v.max_app_users, "valid_from": v.valid_from.map(Timestamp::as_second),
+        "valid_until": v.valid_until.map(Timestamp::as_second),
     })
     .to_string()
 }
@@ -115,8 +119,8 @@ fn role_of(v: i64) -> Result<RoleId, StoreError> {
         .map_err(|_| StoreError::internal(format!("role `{v}` out of range")))
 }
 
-fn membership_entity(site: SiteId, account: i64) -> String {
-    format!("membership:{}:{account}", site.0)
+fn membership_entity(site: SiteId, account: AccountId) -> String {
+    format!("membership:{}:{}", site.0, account.get())
 }
 
 fn invalid_invitation() -> StoreError {
@@ -145,7 +149,7 @@ mod queries {
             role: role_of(r.col(2)?)?,
             person: opt_id32(person, "person")?.map(PersonId),
             is_owner: r.col(4)?,
-            created_at: r.col(5)?,
+            created_at: r.time(5)?,
         })
     }
 
@@ -158,9 +162,9 @@ mod queries {
             role: role_of(r.col(3)?)?,
             credential: opt_id32(credential, "credential")?.map(CredentialId),
             invited_by: r.col(5)?,
-            created_at: r.col(6)?,
-            expires_at: r.col(7)?,
-            accepted_at: r.col(8)?,
+            created_at: r.time(6)?,
+            expires_at: r.time(7)?,
+            accepted_at: r.time_opt(8)?,
         })
     }
 
@@ -172,13 +176,17 @@ mod queries {
             code: r.col(2)?,
             max_users: id32(r.col(3)?, "max_users")?,
             max_app_users: id32(r.col(4)?, "max_app_users")?,
-            valid_from: r.col(5)?,
-            valid_until: r.col(6)?,
-            created_at: r.col(7)?,
+            valid_from: r.time_opt(5)?,
+            valid_until: r.time_opt(6)?,
+            created_at: r.time(7)?,
         })
     }
 
-    pub(super) async fn member(conn: Conn<'_>, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
+    pub(super) async fn member(
+        conn: Conn<'_>,
+        site: SiteId,
+        account: AccountId,
+    ) -> Result<Option<Membership>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{MEMBER_COLS} WHERE site = $1 AND account = $2");
             let row = sqlx::query(&sql)
@@ -198,7 +206,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn members_of_account(conn: Conn<'_>, account: i64) -> Result<Vec<Membership>, StoreError> {
+    pub(super) async fn members_of_account(conn: Conn<'_>, account: AccountId) -> Result<Vec<Membership>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{MEMBER_COLS} WHERE account = $1 ORDER BY site");
             let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
@@ -213,6 +221,7 @@ mod queries {
         before: Option<&Membership>,
         after: &Membership,
         action: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query(
@@ -225,7 +234,7 @@ mod queries {
             .bind(i64::from(after.role.0))
             .bind(after.person.map(|p| i64::from(p.0)))
             .bind(after.is_owner)
-            .bind(after.created_at)
+            .bind(after.created_at.as_second())
             .execute(&mut *conn)
             .await
             .map_err(|e| {
@@ -237,7 +246,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 action,
                 &membership_entity(after.site, after.account),
@@ -248,7 +257,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn remove_member(conn: Conn<'_>, actor: &str, before: &Membership) -> Result<(), StoreError> {
+    pub(super) async fn remove_member(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Membership,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM site_memberships WHERE site = $1 AND account = $2")
                 .bind(i64::from(before.site.0))
@@ -258,7 +272,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "remove_membership",
                 &membership_entity(before.site, before.account),
@@ -277,13 +291,13 @@ mod queries {
         email: &str,
         role: RoleId,
         credential: Option<CredentialId>,
-        invited_by: Option<i64>,
+        invited_by: Option<AccountId>,
         hash: &str,
-        expires_at: i64,
+        expires_at: Timestamp,
+        now: Timestamp,
     ) -> Result<Invitation, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
-            let id: i64 = sqlx::query_scalar(
+            let id: InvitationId = sqlx::query_scalar(
             "INSERT INTO invitations (site, email, role, credential, token_hash, invited_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
@@ -293,8 +307,8 @@ mod queries {
         .bind(credential.map(|c| i64::from(c.0)))
         .bind(hash)
         .bind(invited_by)
-        .bind(now)
-        .bind(expires_at)
+        .bind(now.as_second())
+        .bind(expires_at.as_second())
         .fetch_one(&mut *conn)
         .await?;
             let invitation = Invitation {
@@ -304,17 +318,17 @@ mod queries {
                 role,
                 credential,
                 invited_by,
-                created_at: now,
-                expires_at,
+                created_at: crate::dispatch::whole(now),
+                expires_at: crate::dispatch::whole(expires_at),
                 accepted_at: None,
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "create_invitation",
-                &format!("invitation:{id}"),
+                &id.to_string(),
                 None,
                 Some(&invitation_json(&invitation)),
             )
@@ -323,7 +337,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn invite(conn: Conn<'_>, id: i64) -> Result<Option<Invitation>, StoreError> {
+    pub(super) async fn invite(conn: Conn<'_>, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{INVITE_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -334,13 +348,13 @@ mod queries {
     pub(super) async fn live_invite_by_hash(
         conn: Conn<'_>,
         hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<Invitation>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{INVITE_COLS} WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2");
             let row = sqlx::query(&sql)
                 .bind(hash)
-                .bind(now)
+                .bind(now.as_second())
                 .fetch_optional(&mut *conn)
                 .await?;
             row.as_ref().map(invite_from).transpose()
@@ -356,13 +370,13 @@ mod queries {
     }
 
     /// Marks a live invitation accepted; false if another acceptance got there first.
-    pub(super) async fn mark_accepted(conn: Conn<'_>, id: i64, now: i64) -> Result<bool, StoreError> {
+    pub(super) async fn mark_accepted(conn: Conn<'_>, id: InvitationId, now: Timestamp) -> Result<bool, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query(
                 "UPDATE invitations SET accepted_at = $2 WHERE id = $1 AND accepted_at IS NULL AND expires_at > $2",
             )
             .bind(id)
-            .bind(now)
+            .bind(now.as_second())
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -370,7 +384,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete_invite(conn: Conn<'_>, actor: &str, before: &Invitation) -> Result<(), StoreError> {
+    pub(super) async fn delete_invite(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Invitation,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM invitations WHERE id = $1")
                 .bind(before.id)
@@ -379,10 +398,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "revoke_invitation",
-                &format!("invitation:{}", before.id),
+                &before.id.to_string(),
                 Some(&invitation_json(before)),
                 None,
             )
@@ -392,16 +411,16 @@ mod queries {
 
     pub(super) async fn insert_voucher(conn: Conn<'_>, actor: &str, v: &Voucher) -> Result<Voucher, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let id: i64 = sqlx::query_scalar(
+            let id: VoucherId = sqlx::query_scalar(
                 "INSERT INTO vouchers (code, max_users, max_app_users, valid_from, valid_until, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(&v.code)
             .bind(i64::from(v.max_users))
             .bind(i64::from(v.max_app_users))
-            .bind(v.valid_from)
-            .bind(v.valid_until)
-            .bind(v.created_at)
+            .bind(v.valid_from.map(Timestamp::as_second))
+            .bind(v.valid_until.map(Timestamp::as_second))
+            .bind(v.created_at.as_second())
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -411,10 +430,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                v.created_at,
+                v.created_at.as_second(),
                 actor,
                 "create_voucher",
-                &format!("voucher:{id}"),
+                &id.to_string(),
                 None,
                 Some(&voucher_json(&voucher)),
             )
@@ -423,7 +442,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn voucher_by_id(conn: Conn<'_>, id: i64) -> Result<Option<Voucher>, StoreError> {
+    pub(super) async fn voucher_by_id(conn: Conn<'_>, id: VoucherId) -> Result<Option<Voucher>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{VOUCHER_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -456,7 +475,7 @@ mod queries {
     }
 
     /// Gives an unredeemed voucher to `site`; false if it was taken meanwhile.
-    pub(super) async fn claim_voucher(conn: Conn<'_>, id: i64, site: SiteId) -> Result<bool, StoreError> {
+    pub(super) async fn claim_voucher(conn: Conn<'_>, id: VoucherId, site: SiteId) -> Result<bool, StoreError> {
         each_backend!(conn, |conn| {
             Ok(
                 sqlx::query("UPDATE vouchers SET site = $2 WHERE id = $1 AND site IS NULL")
@@ -470,7 +489,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete_voucher(conn: Conn<'_>, actor: &str, before: &Voucher) -> Result<(), StoreError> {
+    pub(super) async fn delete_voucher(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Voucher,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM vouchers WHERE id = $1")
                 .bind(before.id)
@@ -479,10 +503,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_voucher",
-                &format!("voucher:{}", before.id),
+                &before.id.to_string(),
                 Some(&voucher_json(before)),
                 None,
             )
@@ -495,15 +519,16 @@ mod queries {
         actor: &str,
         before: &Voucher,
         after: &Voucher,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "redeem_voucher",
-                &format!("voucher:{}", before.id),
+                &before.id.to_string(),
                 Some(&voucher_json(before)),
                 Some(&voucher_json(after)),
             )
@@ -512,7 +537,7 @@ mod queries {
     }
 }
 
-fn not_a_member(site: SiteId, account: i64) -> StoreError {
+fn not_a_member(site: SiteId, account: AccountId) -> StoreError {
     StoreError::NotFound {
         entity: membership_entity(site, account),
     }
@@ -529,21 +554,37 @@ fn normalise_code(code: &str) -> Result<String, StoreError> {
     Ok(code)
 }
 
+/// Who administers a site: memberships, ownership, invitations and vouchers:
+/// [`Store::memberships`].
+#[derive(Clone, Copy, Debug)]
+pub struct Memberships<'s> {
+    store: &'s Store,
+}
+
 impl Store {
+    /// Memberships, ownership, invitations and vouchers.
+    #[must_use]
+    pub fn memberships(&self) -> Memberships<'_> {
+        Memberships { store: self }
+    }
+}
+
+impl Memberships<'_> {
     /// Add `account` to `site` with `role` (or change its role and person link). An
     /// existing owner stays owner.
     ///
     /// # Errors
     /// [`StoreError::ForeignKey`] for an unknown site, account or person.
-    pub async fn put_membership(
+    pub async fn put(
         &self,
         actor: &str,
         site: SiteId,
-        account: i64,
+        account: AccountId,
         role: RoleId,
         person: Option<PersonId>,
+        now: Timestamp,
     ) -> Result<Membership, StoreError> {
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::member(db.conn(), site, account).await?;
             let after = Membership {
@@ -552,14 +593,14 @@ impl Store {
                 role,
                 person,
                 is_owner: before.as_ref().is_some_and(|b| b.is_owner),
-                created_at: before.as_ref().map_or_else(now_seconds, |b| b.created_at),
+                created_at: before.as_ref().map_or(crate::dispatch::whole(now), |b| b.created_at),
             };
             let action = if before.is_some() {
                 "update_membership"
             } else {
                 "create_membership"
             };
-            queries::put_member(db.conn(), actor, before.as_ref(), &after, action).await?;
+            queries::put_member(db.conn(), actor, before.as_ref(), &after, action, now).await?;
             after
         };
         db.commit().await?;
@@ -570,16 +611,17 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Duplicate`] if the site has an owner already (use
-    /// [`Store::transfer_ownership`]); [`StoreError::ForeignKey`] for an unknown site or
+    /// [`Memberships::transfer_ownership`]); [`StoreError::ForeignKey`] for an unknown site or
     /// account.
     pub async fn set_first_owner(
         &self,
         actor: &str,
         site: SiteId,
-        account: i64,
+        account: AccountId,
         role: RoleId,
+        now: Timestamp,
     ) -> Result<Membership, StoreError> {
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::member(db.conn(), site, account).await?;
             let after = Membership {
@@ -588,9 +630,9 @@ impl Store {
                 role,
                 person: before.as_ref().and_then(|b| b.person),
                 is_owner: true,
-                created_at: before.as_ref().map_or_else(now_seconds, |b| b.created_at),
+                created_at: before.as_ref().map_or(crate::dispatch::whole(now), |b| b.created_at),
             };
-            queries::put_member(db.conn(), actor, before.as_ref(), &after, "set_owner").await?;
+            queries::put_member(db.conn(), actor, before.as_ref(), &after, "set_owner", now).await?;
             after
         };
         db.commit().await?;
@@ -601,13 +643,13 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn membership(&self, site: SiteId, account: i64) -> Result<Option<Membership>, StoreError> {
-        let auth = &self.inner.auth;
-        let stamp = self.auth_stamp();
+    pub async fn get(&self, site: SiteId, account: AccountId) -> Result<Option<Membership>, StoreError> {
+        let auth = &self.store.inner.auth;
+        let stamp = self.store.auth_stamp();
         if let Some(m) = auth.get(&auth.members, &(site.0, account), stamp) {
             return Ok(Some(m));
         }
-        let found = queries::member(self.reader().await?.conn(), site, account).await?;
+        let found = queries::member(self.store.reader().await?.conn(), site, account).await?;
         if let Some(m) = &found {
             auth.put(&auth.members, (site.0, account), m.clone(), stamp);
         }
@@ -618,16 +660,16 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn site_memberships(&self, site: SiteId) -> Result<Vec<Membership>, StoreError> {
-        queries::members_of_site(self.reader().await?.conn(), site).await
+    pub async fn of_site(&self, site: SiteId) -> Result<Vec<Membership>, StoreError> {
+        queries::members_of_site(self.store.reader().await?.conn(), site).await
     }
 
     /// An account's sites, by site.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn account_memberships(&self, account: i64) -> Result<Vec<Membership>, StoreError> {
-        queries::members_of_account(self.reader().await?.conn(), account).await
+    pub async fn of_account(&self, account: AccountId) -> Result<Vec<Membership>, StoreError> {
+        queries::members_of_account(self.store.reader().await?.conn(), account).await
     }
 
     /// Remove `account` from `site`.
@@ -635,8 +677,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] if it is not a member; [`StoreError::InUse`] for the
     /// owner, who must transfer ownership first.
-    pub async fn remove_membership(&self, actor: &str, site: SiteId, account: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn remove(
+        &self,
+        actor: &str,
+        site: SiteId,
+        account: AccountId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::member(db.conn(), site, account)
             .await?
             .ok_or_else(|| not_a_member(site, account))?;
@@ -646,7 +694,7 @@ impl Store {
                 used_by: format!("site:{} as its owner; transfer ownership first", site.0),
             });
         }
-        queries::remove_member(db.conn(), actor, &before).await?;
+        queries::remove_member(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -659,19 +707,24 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] if either is not a member; [`StoreError::Invalid`] if
     /// `from` is not the owner or `from == to`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the two members, their new roles, the maker and the time"
+    )]
     pub async fn transfer_ownership(
         &self,
         actor: &str,
         site: SiteId,
-        from: i64,
-        to: i64,
+        from: AccountId,
+        to: AccountId,
         owner_role: RoleId,
         former_owner_role: RoleId,
+        now: Timestamp,
     ) -> Result<(Membership, Membership), StoreError> {
         if from == to {
             return Err(StoreError::invalid("ownership can only pass to another member"));
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             let old = queries::member(db.conn(), site, from)
                 .await?
@@ -680,10 +733,7 @@ impl Store {
                 .await?
                 .ok_or_else(|| not_a_member(site, to))?;
             if !old.is_owner {
-                return Err(StoreError::invalid(format!(
-                    "account:{from} does not own site:{}",
-                    site.0
-                )));
+                return Err(StoreError::invalid(format!("{from} does not own site:{}", site.0)));
             }
             // The old owner steps down first: the one-owner index holds at every step.
             let old_after = Membership {
@@ -691,19 +741,19 @@ impl Store {
                 role: former_owner_role,
                 ..old.clone()
             };
-            queries::put_member(db.conn(), actor, Some(&old), &old_after, "transfer_ownership").await?;
+            queries::put_member(db.conn(), actor, Some(&old), &old_after, "transfer_ownership", now).await?;
             let new_after = Membership {
                 is_owner: true,
                 role: owner_role,
                 ..new.clone()
             };
-            queries::put_member(db.conn(), actor, Some(&new), &new_after, "transfer_ownership").await?;
+            queries::put_member(db.conn(), actor, Some(&new), &new_after, "transfer_ownership", now).await?;
             crate::dispatch::enqueue_event(
                 db.conn(),
                 site,
                 "ownership.transferred",
-                now_seconds(),
-                serde_json::json!({"from_account": from, "to_account": to}),
+                now,
+                serde_json::json!({"from_account": from.get(), "to_account": to.get()}),
             )
             .await?;
             (old_after, new_after)
@@ -726,17 +776,18 @@ impl Store {
         email: &str,
         role: RoleId,
         credential: Option<CredentialId>,
-        invited_by: Option<i64>,
-        expires_at: i64,
+        invited_by: Option<AccountId>,
+        expires_at: Timestamp,
+        now: Timestamp,
     ) -> Result<(Invitation, IssuedSecret), StoreError> {
         let email = crate::accounts::normalise_email(email)?;
-        if expires_at <= now_seconds() {
+        if expires_at <= now {
             return Err(StoreError::invalid("the invitation's expiry is in the past"));
         }
         let secret = secrets::fresh("");
         let hash = secrets::hash(&secret);
         let invitation = {
-            let mut db = self.writer().await?;
+            let mut db = self.store.writer().await?;
             let out = queries::insert_invite(
                 db.conn(),
                 actor,
@@ -747,6 +798,7 @@ impl Store {
                 invited_by,
                 &hash,
                 expires_at,
+                now,
             )
             .await?;
             db.commit().await?;
@@ -756,7 +808,7 @@ impl Store {
             invitation,
             IssuedSecret {
                 secret,
-                expires_at: Some(expires_at),
+                expires_at: Some(crate::dispatch::whole(expires_at)),
             },
         ))
     }
@@ -765,17 +817,17 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn invitation_by_secret(&self, secret: &str, now: i64) -> Result<Option<Invitation>, StoreError> {
+    pub async fn invitation_by_secret(&self, secret: &str, now: Timestamp) -> Result<Option<Invitation>, StoreError> {
         let hash = secrets::hash(secret);
-        queries::live_invite_by_hash(self.reader().await?.conn(), &hash, now).await
+        queries::live_invite_by_hash(self.store.reader().await?.conn(), &hash, now).await
     }
 
     /// A site's invitations, accepted and expired ones included.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn site_invitations(&self, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
-        queries::invites_of_site(self.reader().await?.conn(), site).await
+    pub async fn invitations(&self, site: SiteId) -> Result<Vec<Invitation>, StoreError> {
+        queries::invites_of_site(self.store.reader().await?.conn(), site).await
     }
 
     /// Accept an invitation as `account` at `now`: it is used up and the account joins
@@ -787,13 +839,13 @@ impl Store {
     pub async fn accept_invitation(
         &self,
         secret: &str,
-        account: i64,
+        account: AccountId,
         person: Option<PersonId>,
-        now: i64,
+        now: Timestamp,
     ) -> Result<(Invitation, Membership), StoreError> {
         let hash = secrets::hash(secret);
-        let actor = format!("account:{account}");
-        let mut db = self.writer().await?;
+        let actor = account.to_string();
+        let mut db = self.store.writer().await?;
         let out = {
             let invitation = queries::live_invite_by_hash(db.conn(), &hash, now)
                 .await?
@@ -814,12 +866,12 @@ impl Store {
                 role: invitation.role,
                 person,
                 is_owner: false,
-                created_at: now,
+                created_at: crate::dispatch::whole(now),
             };
-            queries::put_member(db.conn(), &actor, None, &membership, "accept_invitation").await?;
+            queries::put_member(db.conn(), &actor, None, &membership, "accept_invitation", now).await?;
             (
                 Invitation {
-                    accepted_at: Some(now),
+                    accepted_at: Some(crate::dispatch::whole(now)),
                     ..invitation
                 },
                 membership,
@@ -833,31 +885,31 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown invitation.
-    pub async fn revoke_invitation(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn revoke_invitation(&self, actor: &str, id: InvitationId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::invite(db.conn(), id)
             .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: format!("invitation:{id}"),
-            })?;
-        queries::delete_invite(db.conn(), actor, &before).await?;
+            .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
+        queries::delete_invite(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
 
-    /// Issue a voucher with these limits.
+    /// Issue a voucher with these limits at `now`.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed code or an empty validity window;
     /// [`StoreError::Duplicate`] for a code in use.
+    #[expect(clippy::too_many_arguments, reason = "a voucher's fields, its maker and the time")]
     pub async fn create_voucher(
         &self,
         actor: &str,
         code: &str,
         max_users: u32,
         max_app_users: u32,
-        valid_from: Option<i64>,
-        valid_until: Option<i64>,
+        valid_from: Option<Timestamp>,
+        valid_until: Option<Timestamp>,
+        now: Timestamp,
     ) -> Result<Voucher, StoreError> {
         let code = normalise_code(code)?;
         if let (Some(f), Some(u)) = (valid_from, valid_until)
@@ -866,16 +918,16 @@ impl Store {
             return Err(StoreError::invalid("a voucher's validity must start before it ends"));
         }
         let draft = Voucher {
-            id: 0,
+            id: VoucherId(0),
             site: None,
             code,
             max_users,
             max_app_users,
-            valid_from,
-            valid_until,
-            created_at: now_seconds(),
+            valid_from: valid_from.map(crate::dispatch::whole),
+            valid_until: valid_until.map(crate::dispatch::whole),
+            created_at: crate::dispatch::whole(now),
         };
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::insert_voucher(db.conn(), actor, &draft).await?;
         db.commit().await?;
         Ok(out)
@@ -887,7 +939,7 @@ impl Store {
     /// [`StoreError::Invalid`] for a malformed code.
     pub async fn voucher_by_code(&self, code: &str) -> Result<Option<Voucher>, StoreError> {
         let code = normalise_code(code)?;
-        queries::voucher_by_code(self.reader().await?.conn(), &code).await
+        queries::voucher_by_code(self.store.reader().await?.conn(), &code).await
     }
 
     /// Every voucher, or those a site redeemed.
@@ -895,7 +947,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn vouchers(&self, site: Option<SiteId>) -> Result<Vec<Voucher>, StoreError> {
-        queries::vouchers(self.reader().await?.conn(), site).await
+        queries::vouchers(self.store.reader().await?.conn(), site).await
     }
 
     /// The voucher that sets `site`'s limits at `now`: of those it redeemed and that are
@@ -903,7 +955,7 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn site_voucher(&self, site: SiteId, now: i64) -> Result<Option<Voucher>, StoreError> {
+    pub async fn site_voucher(&self, site: SiteId, now: Timestamp) -> Result<Option<Voucher>, StoreError> {
         Ok(self
             .vouchers(Some(site))
             .await?
@@ -917,9 +969,15 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown code; [`StoreError::InUse`] if another
     /// site redeemed it; [`StoreError::Invalid`] outside its validity.
-    pub async fn redeem_voucher(&self, actor: &str, code: &str, site: SiteId, now: i64) -> Result<Voucher, StoreError> {
+    pub async fn redeem_voucher(
+        &self,
+        actor: &str,
+        code: &str,
+        site: SiteId,
+        now: Timestamp,
+    ) -> Result<Voucher, StoreError> {
         let code = normalise_code(code)?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::voucher_by_code(db.conn(), &code)
                 .await?
@@ -948,7 +1006,7 @@ impl Store {
                 site: Some(site),
                 ..before.clone()
             };
-            queries::audit_voucher(db.conn(), actor, &before, &after).await?;
+            queries::audit_voucher(db.conn(), actor, &before, &after, now).await?;
             after
         };
         db.commit().await?;
@@ -959,14 +1017,12 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown voucher.
-    pub async fn delete_voucher(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_voucher(&self, actor: &str, id: VoucherId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::voucher_by_id(db.conn(), id)
             .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: format!("voucher:{id}"),
-            })?;
-        queries::delete_voucher(db.conn(), actor, &before).await?;
+            .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
+        queries::delete_voucher(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }

@@ -10,7 +10,9 @@
 
 use crate::codec::id32;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::{AccountId, OutboxId, SettingId, WebhookId};
+use crate::store::Store;
+use jiff::Timestamp;
 use keyway_core::SiteId;
 
 /// The channels a notification setting can choose. Webhooks are endpoints of their own
@@ -24,10 +26,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotificationSetting {
     /// Its id (0 for a new one).
-    pub id: i64,
+    pub id: SettingId,
     pub site: SiteId,
     /// The account it notifies, when it is a person's (e.g. the owner's).
-    pub account: Option<i64>,
+    pub account: Option<AccountId>,
     /// Which events, e.g. `entry.denied`, `incident.tamper`, `admin.change`.
     pub event_kind: String,
     /// One of [`CHANNELS`].
@@ -43,25 +45,25 @@ pub struct NotificationSetting {
 /// A notification waiting to go out, or sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxItem {
-    pub id: i64,
+    pub id: OutboxId,
     /// The site it is about.
     pub site: SiteId,
     /// The channel: `event` (to expand), `email` or `webhook`.
     pub channel: String,
     /// The webhook endpoint, for a `webhook` row.
-    pub webhook: Option<i64>,
+    pub webhook: Option<WebhookId>,
     /// The recipient: an address, a URL, or the kind of an event.
     pub target: String,
     /// What to send, JSON.
     pub payload: String,
     /// When it was queued.
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When it may be tried next.
-    pub next_attempt_at: i64,
+    pub next_attempt_at: Timestamp,
     /// How many times sending failed.
     pub attempts: u32,
     /// When it was delivered, if it was.
-    pub delivered_at: Option<i64>,
+    pub delivered_at: Option<Timestamp>,
     /// The last failure.
     pub last_error: Option<String>,
 }
@@ -109,7 +111,7 @@ fn check_object(what: &str, text: &str) -> Result<(), StoreError> {
 
 fn setting_json(s: &NotificationSetting) -> String {
     serde_json::json!({
-        "id": s.id, "site": s.site.0, "account": s.account, "event_kind": s.event_kind,
+        "id": s.id.get(), "site": s.site.0, "account": s.account.map(AccountId::get), "event_kind": s.event_kind,
         "channel": s.channel, "target": s.target, "enabled": s.enabled,
     })
     .to_string()
@@ -148,16 +150,16 @@ mod queries {
             channel: r.col(2)?,
             target: r.col(3)?,
             payload: r.col(4)?,
-            created_at: r.col(5)?,
-            next_attempt_at: r.col(6)?,
+            created_at: r.time(5)?,
+            next_attempt_at: r.time(6)?,
             attempts: id32(attempts, "attempts")?,
-            delivered_at: r.col(8)?,
+            delivered_at: r.time_opt(8)?,
             last_error: r.col(9)?,
             webhook: r.col(10)?,
         })
     }
 
-    pub(super) async fn setting(conn: Conn<'_>, id: i64) -> Result<Option<NotificationSetting>, StoreError> {
+    pub(super) async fn setting(conn: Conn<'_>, id: SettingId) -> Result<Option<NotificationSetting>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{SETTING_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -178,9 +180,10 @@ mod queries {
         actor: &str,
         before: Option<&NotificationSetting>,
         s: &NotificationSetting,
+        now: Timestamp,
     ) -> Result<NotificationSetting, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let id: i64 = match before {
+            let id: SettingId = match before {
                 Some(_) => {
                     sqlx::query(
                         "UPDATE notification_settings SET account = $2, event_kind = $3, channel = $4, target = $5, \
@@ -215,10 +218,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "put_notification_setting",
-                &format!("notification_setting:{id}"),
+                &id.to_string(),
                 before.map(setting_json).as_deref(),
                 Some(&setting_json(&after)),
             )
@@ -231,6 +234,7 @@ mod queries {
         conn: Conn<'_>,
         actor: &str,
         before: &NotificationSetting,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM notification_settings WHERE id = $1")
@@ -240,10 +244,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_notification_setting",
-                &format!("notification_setting:{}", before.id),
+                &before.id.to_string(),
                 Some(&setting_json(before)),
                 None,
             )
@@ -257,8 +261,8 @@ mod queries {
         channel: &str,
         target: &str,
         payload: &str,
-        now: i64,
-    ) -> Result<i64, StoreError> {
+        now: Timestamp,
+    ) -> Result<OutboxId, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
                 "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at) \
@@ -268,7 +272,7 @@ mod queries {
             .bind(channel)
             .bind(target)
             .bind(payload)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_one(&mut *conn)
             .await?)
         })
@@ -276,8 +280,8 @@ mod queries {
 
     pub(super) async fn claim(
         conn: Conn<'_>,
-        now: i64,
-        lease_until: i64,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         each_backend!(conn, |conn| {
@@ -291,8 +295,8 @@ mod queries {
              RETURNING {OUTBOX_COLS}"
             );
             let rows = sqlx::query(&sql)
-                .bind(now)
-                .bind(lease_until)
+                .bind(now.as_second())
+                .bind(lease_until.as_second())
                 .bind(limit)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -302,7 +306,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn item(conn: Conn<'_>, id: i64) -> Result<Option<OutboxItem>, StoreError> {
+    pub(super) async fn item(conn: Conn<'_>, id: OutboxId) -> Result<Option<OutboxItem>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("SELECT {OUTBOX_COLS} FROM notification_outbox WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -310,12 +314,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delivered(conn: Conn<'_>, id: i64, now: i64) -> Result<bool, StoreError> {
+    pub(super) async fn delivered(conn: Conn<'_>, id: OutboxId, now: Timestamp) -> Result<bool, StoreError> {
         each_backend!(conn, |conn| {
             Ok(
                 sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
                     .bind(id)
-                    .bind(now)
+                    .bind(now.as_second())
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()
@@ -324,7 +328,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn failed(conn: Conn<'_>, id: i64, error: &str, retry_at: i64) -> Result<bool, StoreError> {
+    pub(super) async fn failed(
+        conn: Conn<'_>,
+        id: OutboxId,
+        error: &str,
+        retry_at: Timestamp,
+    ) -> Result<bool, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query(
                 "UPDATE notification_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
@@ -332,7 +341,7 @@ mod queries {
             )
             .bind(id)
             .bind(error)
-            .bind(retry_at)
+            .bind(retry_at.as_second())
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -350,15 +359,15 @@ mod queries {
         })
     }
 
-    pub(super) async fn purge(conn: Conn<'_>, delivered_before: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge(conn: Conn<'_>, delivered_before: Timestamp) -> Result<u64, StoreError> {
         each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM webhook_deliveries WHERE at < $1")
-                .bind(delivered_before)
+                .bind(delivered_before.as_second())
                 .execute(&mut *conn)
                 .await?;
             Ok(
                 sqlx::query("DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
-                    .bind(delivered_before)
+                    .bind(delivered_before.as_second())
                     .execute(&mut *conn)
                     .await?
                     .rows_affected(),
@@ -367,35 +376,48 @@ mod queries {
     }
 }
 
-fn no_item(id: i64) -> StoreError {
-    StoreError::NotFound {
-        entity: format!("outbox:{id}"),
-    }
+fn no_item(id: OutboxId) -> StoreError {
+    StoreError::NotFound { entity: id.to_string() }
+}
+
+/// Notification settings, the outbox, and webhooks: [`Store::notifications`].
+#[derive(Clone, Copy, Debug)]
+pub struct Notifications<'s> {
+    pub(crate) store: &'s Store,
 }
 
 impl Store {
-    /// Create (`id` 0) or replace a notification setting.
+    /// Notification settings, the outbox, and webhooks.
+    #[must_use]
+    pub fn notifications(&self) -> Notifications<'_> {
+        Notifications { store: self }
+    }
+}
+
+impl Notifications<'_> {
+    /// Create (`id` 0) or replace a notification setting at `now`.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for an unknown channel, a malformed event kind, target or
     /// config; [`StoreError::NotFound`] for an unknown id; [`StoreError::ForeignKey`] for
     /// an unknown site or account; [`StoreError::Invalid`] when an update names another
     /// site.
-    pub async fn put_notification_setting(
+    pub async fn put_setting(
         &self,
         actor: &str,
         setting: &NotificationSetting,
+        now: Timestamp,
     ) -> Result<NotificationSetting, StoreError> {
         check_setting(setting)?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = {
-            let before = if setting.id == 0 {
+            let before = if setting.id == SettingId(0) {
                 None
             } else {
                 let before = queries::setting(db.conn(), setting.id)
                     .await?
                     .ok_or_else(|| StoreError::NotFound {
-                        entity: format!("notification_setting:{}", setting.id),
+                        entity: setting.id.to_string(),
                     })?;
                 if before.site != setting.site {
                     return Err(StoreError::invalid(
@@ -404,7 +426,7 @@ impl Store {
                 }
                 Some(before)
             };
-            queries::put_setting(db.conn(), actor, before.as_ref(), setting).await?
+            queries::put_setting(db.conn(), actor, before.as_ref(), setting, now).await?
         };
         db.commit().await?;
         Ok(out)
@@ -414,22 +436,20 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn notification_settings(&self, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
-        queries::settings(self.reader().await?.conn(), site).await
+    pub async fn settings(&self, site: SiteId) -> Result<Vec<NotificationSetting>, StoreError> {
+        queries::settings(self.store.reader().await?.conn(), site).await
     }
 
     /// Delete a notification setting.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown id.
-    pub async fn delete_notification_setting(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_setting(&self, actor: &str, id: SettingId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::setting(db.conn(), id)
             .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: format!("notification_setting:{id}"),
-            })?;
-        queries::delete_setting(db.conn(), actor, &before).await?;
+            .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
+        queries::delete_setting(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -439,14 +459,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] for an unknown channel, an empty target or a payload that
     /// is not a JSON object or is oversized.
-    pub async fn enqueue_notification(
+    pub async fn enqueue(
         &self,
         site: SiteId,
         channel: &str,
         target: &str,
         payload: &str,
-        now: i64,
-    ) -> Result<i64, StoreError> {
+        now: Timestamp,
+    ) -> Result<OutboxId, StoreError> {
         if !CHANNELS.contains(&channel) {
             return Err(StoreError::invalid(format!("unknown channel `{channel}`")));
         }
@@ -454,7 +474,7 @@ impl Store {
             return Err(StoreError::invalid("a notification target has 1 to 512 bytes"));
         }
         check_object("payload", payload)?;
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::enqueue(db.conn(), site, channel, target, payload, now).await?;
         db.commit().await?;
         Ok(out)
@@ -465,10 +485,10 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a lease that ends before `now` or a zero limit.
-    pub async fn claim_notifications(
+    pub async fn claim(
         &self,
-        now: i64,
-        lease_until: i64,
+        now: Timestamp,
+        lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         if lease_until <= now || limit == 0 {
@@ -476,7 +496,7 @@ impl Store {
                 "a claim needs a lease in the future and a limit above 0",
             ));
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::claim(db.conn(), now, lease_until, i64::from(limit)).await?;
         db.commit().await?;
         Ok(out)
@@ -486,16 +506,16 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn outbox_item(&self, id: i64) -> Result<Option<OutboxItem>, StoreError> {
-        queries::item(self.reader().await?.conn(), id).await
+    pub async fn outbox_item(&self, id: OutboxId) -> Result<Option<OutboxItem>, StoreError> {
+        queries::item(self.store.reader().await?.conn(), id).await
     }
 
     /// Record that `id` was delivered.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown or already delivered row.
-    pub async fn mark_notification_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn mark_delivered(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let done = queries::delivered(db.conn(), id, now).await?;
         db.commit().await?;
         if done { Ok(()) } else { Err(no_item(id)) }
@@ -505,9 +525,9 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown or already delivered row.
-    pub async fn mark_notification_failed(&self, id: i64, error: &str, retry_at: i64) -> Result<(), StoreError> {
+    pub async fn mark_failed(&self, id: OutboxId, error: &str, retry_at: Timestamp) -> Result<(), StoreError> {
         let error: String = error.chars().take(1000).collect();
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let done = queries::failed(db.conn(), id, &error, retry_at).await?;
         db.commit().await?;
         if done { Ok(()) } else { Err(no_item(id)) }
@@ -518,8 +538,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn pending_notifications(&self) -> Result<u64, StoreError> {
-        let n = queries::pending(self.reader().await?.conn()).await?;
+    pub async fn pending(&self) -> Result<u64, StoreError> {
+        let n = queries::pending(self.store.reader().await?.conn()).await?;
         u64::try_from(n).map_err(StoreError::internal)
     }
 
@@ -528,8 +548,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn purge_delivered_notifications(&self, delivered_before: i64) -> Result<u64, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn purge_delivered(&self, delivered_before: Timestamp) -> Result<u64, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = queries::purge(db.conn(), delivered_before).await?;
         db.commit().await?;
         Ok(out)

@@ -8,8 +8,11 @@
 //! Names (of sites, doors, people, access groups) live in the model tables' `name`
 //! columns, which the decision model ignores; setting one is audited without a revision.
 
+use crate::accounts::Accounts;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::AccountId;
+use crate::store::Store;
+use jiff::Timestamp;
 use keyway_core::SiteId;
 
 /// The longest name of a site, door, person or group, in characters.
@@ -57,7 +60,7 @@ mod queries {
     use super::*;
     use crate::dispatch::{Columns, Conn};
 
-    pub(super) async fn is_operator(conn: Conn<'_>, account: i64) -> Result<bool, StoreError> {
+    pub(super) async fn is_operator(conn: Conn<'_>, account: AccountId) -> Result<bool, StoreError> {
         each_backend!(conn, |conn| {
             let found: Option<i64> = sqlx::query_scalar("SELECT account FROM operators WHERE account = $1")
                 .bind(account)
@@ -67,27 +70,34 @@ mod queries {
         })
     }
 
-    pub(super) async fn insert(conn: Conn<'_>, actor: &str, account: i64) -> Result<(), StoreError> {
+    pub(super) async fn insert(
+        conn: Conn<'_>,
+        actor: &str,
+        account: AccountId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             sqlx::query("INSERT INTO operators (account, created_at) VALUES ($1, $2)")
                 .bind(account)
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| {
                     StoreError::from(e)
-                        .duplicate(format!("operator:{account}"), "the account is an operator already")
-                        .unknown_reference(format!("operator:{account}"), format!("account:{account}"))
+                        .duplicate(
+                            format!("operator:{}", account.get()),
+                            "the account is an operator already",
+                        )
+                        .unknown_reference(format!("operator:{}", account.get()), account.to_string())
                 })?;
-            let after = serde_json::json!({ "account": account }).to_string();
+            let after = serde_json::json!({ "account": account.get() }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "create_operator",
-                &format!("operator:{account}"),
+                &format!("operator:{}", account.get()),
                 None,
                 Some(&after),
             )
@@ -95,7 +105,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete(conn: Conn<'_>, actor: &str, account: i64) -> Result<bool, StoreError> {
+    pub(super) async fn delete(
+        conn: Conn<'_>,
+        actor: &str,
+        account: AccountId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         each_backend!(conn, |conn, ops| {
             let gone = sqlx::query("DELETE FROM operators WHERE account = $1")
                 .bind(account)
@@ -104,14 +119,14 @@ mod queries {
                 .rows_affected()
                 > 0;
             if gone {
-                let before = serde_json::json!({ "account": account }).to_string();
+                let before = serde_json::json!({ "account": account.get() }).to_string();
                 ops::insert_audit(
                     conn,
                     None,
-                    now_seconds(),
+                    now.as_second(),
                     actor,
                     "delete_operator",
-                    &format!("operator:{account}"),
+                    &format!("operator:{}", account.get()),
                     Some(&before),
                     None,
                 )
@@ -121,7 +136,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn all(conn: Conn<'_>) -> Result<Vec<i64>, StoreError> {
+    pub(super) async fn all(conn: Conn<'_>) -> Result<Vec<AccountId>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT account FROM operators ORDER BY account")
                 .fetch_all(&mut *conn)
@@ -129,7 +144,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn end_sessions(conn: Conn<'_>, account: i64) -> Result<u64, StoreError> {
+    pub(super) async fn end_sessions(conn: Conn<'_>, account: AccountId) -> Result<u64, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query("DELETE FROM sessions WHERE account = $1")
                 .bind(account)
@@ -182,6 +197,7 @@ mod queries {
         id: u32,
         before: &str,
         name: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             let sql = format!("UPDATE {} SET name = $1 WHERE id = $2", what.table());
@@ -193,7 +209,7 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "set_name",
                 &format!("{}:{id}", what.entity()),
@@ -205,15 +221,15 @@ mod queries {
     }
 }
 
-impl Store {
+impl Accounts<'_> {
     /// Make `account` an instance operator.
     ///
     /// # Errors
     /// [`StoreError::Duplicate`] if it is one already; [`StoreError::ForeignKey`] for an
     /// unknown account.
-    pub async fn add_operator(&self, actor: &str, account: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
-        queries::insert(db.conn(), actor, account).await?;
+    pub async fn add_operator(&self, actor: &str, account: AccountId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
+        queries::insert(db.conn(), actor, account, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -222,31 +238,31 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn is_operator(&self, account: i64) -> Result<bool, StoreError> {
-        queries::is_operator(self.reader().await?.conn(), account).await
+    pub async fn is_operator(&self, account: AccountId) -> Result<bool, StoreError> {
+        queries::is_operator(self.store.reader().await?.conn(), account).await
     }
 
     /// The operators' accounts, ascending.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn operators(&self) -> Result<Vec<i64>, StoreError> {
-        queries::all(self.reader().await?.conn()).await
+    pub async fn operators(&self) -> Result<Vec<AccountId>, StoreError> {
+        queries::all(self.store.reader().await?.conn()).await
     }
 
     /// Stop `account` being an operator.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if it is not one.
-    pub async fn remove_operator(&self, actor: &str, account: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
-        let gone = queries::delete(db.conn(), actor, account).await?;
+    pub async fn remove_operator(&self, actor: &str, account: AccountId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
+        let gone = queries::delete(db.conn(), actor, account, now).await?;
         db.commit().await?;
         if gone {
             Ok(())
         } else {
             Err(StoreError::NotFound {
-                entity: format!("operator:{account}"),
+                entity: format!("operator:{}", account.get()),
             })
         }
     }
@@ -255,27 +271,43 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn end_account_sessions(&self, account: i64) -> Result<u64, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn end_sessions(&self, account: AccountId) -> Result<u64, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = queries::end_sessions(db.conn(), account).await?;
         db.commit().await?;
         Ok(out)
     }
+}
 
+/// The display names of model entities: [`Store::names`].
+#[derive(Clone, Copy, Debug)]
+pub struct Names<'s> {
+    store: &'s Store,
+}
+
+impl Store {
+    /// The display names of sites, doors, people, groups and IQs.
+    #[must_use]
+    pub fn names(&self) -> Names<'_> {
+        Names { store: self }
+    }
+}
+
+impl Names<'_> {
     /// The name of a site, door, person or group; `None` if it does not exist.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn name(&self, what: Named, id: u32) -> Result<Option<String>, StoreError> {
-        queries::name(self.reader().await?.conn(), what, id).await
+    pub async fn get(&self, what: Named, id: u32) -> Result<Option<String>, StoreError> {
+        queries::name(self.store.reader().await?.conn(), what, id).await
     }
 
     /// The names of every entity of a kind, on one site (ignored for sites), by id.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn names(&self, what: Named, site: Option<SiteId>) -> Result<Vec<(u32, String)>, StoreError> {
-        queries::names(self.reader().await?.conn(), what, site).await
+    pub async fn list(&self, what: Named, site: Option<SiteId>) -> Result<Vec<(u32, String)>, StoreError> {
+        queries::names(self.store.reader().await?.conn(), what, site).await
     }
 
     /// Set the name of a site, door, person or group.
@@ -283,20 +315,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] for a name longer than [`MAX_NAME`] characters or with
     /// control characters; [`StoreError::NotFound`] for an unknown entity.
-    pub async fn set_name(&self, actor: &str, what: Named, id: u32, name: &str) -> Result<(), StoreError> {
+    pub async fn set(&self, actor: &str, what: Named, id: u32, name: &str, now: Timestamp) -> Result<(), StoreError> {
         let name = name.trim();
         if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
             return Err(StoreError::invalid(format!(
                 "a name has at most {MAX_NAME} characters and no control characters"
             )));
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let before = queries::name(db.conn(), what, id)
             .await?
             .ok_or_else(|| StoreError::NotFound {
                 entity: format!("{}:{id}", what.entity()),
             })?;
-        queries::set_name(db.conn(), actor, what, id, &before, name).await?;
+        queries::set_name(db.conn(), actor, what, id, &before, name, now).await?;
         db.commit().await?;
         Ok(())
     }

@@ -10,7 +10,9 @@
 use crate::codec::{self, PeriodDto};
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{PolicyWrite, Store, WriteOp, now_seconds};
+use crate::ids::{BundleId, PluginId};
+use crate::store::{PolicyWrite, Store, WriteOp};
+use jiff::Timestamp;
 use keyway_core::{DoorId, Revision, Schedule, SiteId};
 
 /// The largest plugin module accepted, in bytes.
@@ -18,22 +20,22 @@ pub const MAX_PLUGIN_BYTES: usize = 16 << 20;
 /// The largest bundle manifest accepted, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 256 << 10;
 
-/// An uploaded plugin's description (the module comes from [`Store::plugin_wasm`]).
+/// An uploaded plugin's description (the module comes from [`PolicyRecords::plugin_wasm`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPlugin {
-    pub id: i64,
+    pub id: PluginId,
     pub name: String,
     pub version: String,
     /// The module's SHA-256, hex.
     pub sha256: String,
     /// When it was uploaded.
-    pub uploaded_at: i64,
+    pub uploaded_at: Timestamp,
 }
 
 /// A policy bundle: a manifest and the plugins it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBundle {
-    pub id: i64,
+    pub id: BundleId,
     /// The site it is for (`None`: every site without its own).
     pub site: Option<SiteId>,
     pub name: String,
@@ -45,9 +47,9 @@ pub struct StoredBundle {
     /// Whether it is the one in force.
     pub active: bool,
     /// When it was uploaded.
-    pub uploaded_at: i64,
+    pub uploaded_at: Timestamp,
     /// The plugins it deploys, by id.
-    pub plugins: Vec<i64>,
+    pub plugins: Vec<PluginId>,
 }
 
 /// Most rules one door's chain may hold (the plugin host's limit too).
@@ -90,7 +92,7 @@ pub struct DoorRuleChain {
     pub rules: Vec<ChainedRule>,
 }
 
-/// Checks a chain's shape, as [`Store::set_door_rules`] does before writing it: at least
+/// Checks a chain's shape, as [`PolicyRecords::set_door_rules`] does before writing it: at least
 /// one rule and at most [`MAX_RULE_CHAIN`], well-formed names, no rule twice, and each
 /// configuration within [`MAX_RULE_CONFIG_BYTES`].
 ///
@@ -157,8 +159,8 @@ fn check_name(what: &str, text: &str) -> Result<(), StoreError> {
 
 fn bundle_json(b: &StoredBundle) -> String {
     serde_json::json!({
-        "id": b.id, "site": b.site.map(|s| s.0), "name": b.name, "version": b.version,
-        "sha256": b.sha256, "active": b.active, "plugins": b.plugins,
+        "id": b.id.get(), "site": b.site.map(|s| s.0), "name": b.name, "version": b.version,
+        "sha256": b.sha256, "active": b.active, "plugins": b.plugins.iter().map(|p| p.get()).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -187,15 +189,15 @@ pub(crate) mod queries {
             name: r.col(1)?,
             version: r.col(2)?,
             sha256: r.col(3)?,
-            uploaded_at: r.col(4)?,
+            uploaded_at: r.time(4)?,
         })
     }
 
     async fn bundle_from(conn: Conn<'_>, r: &impl Columns) -> Result<StoredBundle, StoreError> {
         each_backend!(conn, |conn| {
-            let id: i64 = r.col(0)?;
+            let id: BundleId = r.col(0)?;
             let site: Option<i64> = r.col(1)?;
-            let plugins: Vec<i64> =
+            let plugins: Vec<PluginId> =
                 sqlx::query_scalar("SELECT plugin FROM policy_bundle_plugins WHERE bundle = $1 ORDER BY plugin")
                     .bind(id)
                     .fetch_all(&mut *conn)
@@ -208,7 +210,7 @@ pub(crate) mod queries {
                 manifest: r.col(4)?,
                 sha256: r.col(5)?,
                 active: r.col(6)?,
-                uploaded_at: r.col(7)?,
+                uploaded_at: r.time(7)?,
                 plugins,
             })
         })
@@ -220,18 +222,18 @@ pub(crate) mod queries {
         name: &str,
         version: &str,
         wasm: &[u8],
+        now: Timestamp,
     ) -> Result<StoredPlugin, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let sha256 = secrets::sha256_hex(wasm);
-            let id: i64 = sqlx::query_scalar(
+            let id: PluginId = sqlx::query_scalar(
             "INSERT INTO plugins (name, version, sha256, wasm, uploaded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(name)
         .bind(version)
         .bind(&sha256)
         .bind(wasm)
-        .bind(now)
+        .bind(now.as_second())
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| StoreError::from(e).duplicate(format!("plugin `{name}` `{version}`"), "that version was uploaded already".to_owned()))?;
@@ -240,17 +242,18 @@ pub(crate) mod queries {
                 name: name.to_owned(),
                 version: version.to_owned(),
                 sha256,
-                uploaded_at: now,
+                uploaded_at: crate::dispatch::whole(now),
             };
             let after =
-                serde_json::json!({ "id": id, "name": name, "version": version, "sha256": plugin.sha256 }).to_string();
+                serde_json::json!({ "id": id.get(), "name": name, "version": version, "sha256": plugin.sha256 })
+                    .to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "upload_plugin",
-                &format!("plugin:{id}"),
+                &id.to_string(),
                 None,
                 Some(&after),
             )
@@ -259,7 +262,7 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn plugin(conn: Conn<'_>, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
+    pub(super) async fn plugin(conn: Conn<'_>, id: PluginId) -> Result<Option<StoredPlugin>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{PLUGIN_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -275,7 +278,7 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn plugin_wasm(conn: Conn<'_>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn plugin_wasm(conn: Conn<'_>, id: PluginId) -> Result<Option<Vec<u8>>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = $1")
                 .bind(id)
@@ -284,7 +287,7 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn plugin_users(conn: Conn<'_>, id: i64) -> Result<Vec<i64>, StoreError> {
+    pub(super) async fn plugin_users(conn: Conn<'_>, id: PluginId) -> Result<Vec<BundleId>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(
                 sqlx::query_scalar("SELECT bundle FROM policy_bundle_plugins WHERE plugin = $1 ORDER BY bundle")
@@ -295,20 +298,25 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn delete_plugin(conn: Conn<'_>, actor: &str, before: &StoredPlugin) -> Result<(), StoreError> {
+    pub(super) async fn delete_plugin(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &StoredPlugin,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM plugins WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            let json = serde_json::json!({ "id": before.id, "name": before.name, "version": before.version, "sha256": before.sha256 }).to_string();
+            let json = serde_json::json!({ "id": before.id.get(), "name": before.name, "version": before.version, "sha256": before.sha256 }).to_string();
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_plugin",
-                &format!("plugin:{}", before.id),
+                &before.id.to_string(),
                 Some(&json),
                 None,
             )
@@ -322,7 +330,7 @@ pub(crate) mod queries {
         draft: &StoredBundle,
     ) -> Result<StoredBundle, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let id: i64 = sqlx::query_scalar(
+            let id: BundleId = sqlx::query_scalar(
                 "INSERT INTO policy_bundles (site, name, version, manifest, sha256, active, uploaded_at) \
              VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
             )
@@ -331,7 +339,7 @@ pub(crate) mod queries {
             .bind(&draft.version)
             .bind(&draft.manifest)
             .bind(&draft.sha256)
-            .bind(draft.uploaded_at)
+            .bind(draft.uploaded_at.as_second())
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -346,18 +354,16 @@ pub(crate) mod queries {
                     .bind(plugin)
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| {
-                        StoreError::from(e).unknown_reference(format!("bundle:{id}"), format!("plugin:{plugin}"))
-                    })?;
+                    .map_err(|e| StoreError::from(e).unknown_reference(id.to_string(), plugin.to_string()))?;
             }
             let bundle = StoredBundle { id, ..draft.clone() };
             ops::insert_audit(
                 conn,
                 None,
-                draft.uploaded_at,
+                draft.uploaded_at.as_second(),
                 actor,
                 "upload_bundle",
-                &format!("bundle:{id}"),
+                &id.to_string(),
                 None,
                 Some(&bundle_json(&bundle)),
             )
@@ -366,7 +372,7 @@ pub(crate) mod queries {
         })
     }
 
-    pub(crate) async fn bundle(conn: Conn<'_>, id: i64) -> Result<Option<StoredBundle>, StoreError> {
+    pub(crate) async fn bundle(conn: Conn<'_>, id: BundleId) -> Result<Option<StoredBundle>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{BUNDLE_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -402,7 +408,12 @@ pub(crate) mod queries {
         })
     }
 
-    pub(crate) async fn activate(conn: Conn<'_>, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+    pub(crate) async fn activate(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &StoredBundle,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             // Deactivate first: the one-active index holds at every statement.
             sqlx::query("UPDATE policy_bundles SET active = FALSE WHERE COALESCE(site, 0) = $1 AND active")
@@ -424,10 +435,10 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "activate_bundle",
-                &format!("bundle:{}", before.id),
+                &before.id.to_string(),
                 Some(&bundle_json(before)),
                 Some(&bundle_json(&after)),
             )
@@ -435,7 +446,7 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn previous_bundle(conn: Conn<'_>, site: Option<SiteId>) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn previous_bundle(conn: Conn<'_>, site: Option<SiteId>) -> Result<Option<BundleId>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
             "SELECT id FROM policy_bundles WHERE COALESCE(site, 0) = $1 AND NOT active AND activation_seq IS NOT NULL \
@@ -447,7 +458,12 @@ pub(crate) mod queries {
         })
     }
 
-    pub(super) async fn delete_bundle(conn: Conn<'_>, actor: &str, before: &StoredBundle) -> Result<(), StoreError> {
+    pub(super) async fn delete_bundle(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &StoredBundle,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM policy_bundles WHERE id = $1")
                 .bind(before.id)
@@ -456,10 +472,10 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_bundle",
-                &format!("bundle:{}", before.id),
+                &before.id.to_string(),
                 Some(&bundle_json(before)),
                 None,
             )
@@ -519,9 +535,9 @@ pub(crate) mod queries {
         actor: &str,
         before: Option<&DoorRuleChain>,
         after: &DoorRuleChain,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
                 .bind(i64::from(after.door.0))
                 .execute(&mut *conn)
@@ -535,7 +551,7 @@ pub(crate) mod queries {
             .bind(&link.rule)
             .bind(link.fail_safe)
             .bind(config_text(&link.config))
-            .bind(now)
+            .bind(now.as_second())
             .execute(&mut *conn)
             .await
             .map_err(|e| StoreError::from(e).unknown_reference("door rule".to_owned(), format!("door:{}", after.door.0)))?;
@@ -543,7 +559,7 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "attach_door_rule",
                 &format!("door_rule:{}", after.door.0),
@@ -560,6 +576,7 @@ pub(crate) mod queries {
         rule: &str,
         site: SiteId,
         scope: codec::RuleScope,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             let before = serde_json::json!({ "rule": rule, "site": site.0, "scope": scope.kind(), "id": scope.id() })
@@ -567,7 +584,7 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "reset_rule_state",
                 &format!("rule_state:{rule}"),
@@ -582,6 +599,7 @@ pub(crate) mod queries {
         conn: Conn<'_>,
         actor: &str,
         before: &DoorRuleChain,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
@@ -591,7 +609,7 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "detach_door_rule",
                 &format!("door_rule:{}", before.door.0),
@@ -641,9 +659,9 @@ pub(crate) mod queries {
         actor: &str,
         site: SiteId,
         hours: Option<&Schedule>,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let before = opening_hours(Conn::from(&mut *conn), Some(site))
                 .await?
                 .pop()
@@ -662,7 +680,7 @@ pub(crate) mod queries {
                 .bind(periods)
                 .bind(range.map(|r| r.first.to_string()))
                 .bind(range.map(|r| r.last.to_string()))
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| StoreError::from(e).unknown_reference("opening hours".to_owned(), format!("site:{}", site.0)))?;
@@ -678,7 +696,7 @@ pub(crate) mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "set_opening_hours",
                 &format!("site:{}", site.0),
@@ -700,13 +718,25 @@ fn hours_json(schedule: &Schedule) -> Result<String, StoreError> {
     .map_err(StoreError::internal)
 }
 
-pub(crate) fn bundle_not_found(id: i64) -> StoreError {
-    StoreError::NotFound {
-        entity: format!("bundle:{id}"),
-    }
+pub(crate) fn bundle_not_found(id: BundleId) -> StoreError {
+    StoreError::NotFound { entity: id.to_string() }
+}
+
+/// The stored policy: plugins, bundles, door rules and opening hours: [`Store::policy_records`].
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyRecords<'s> {
+    pub(crate) store: &'s Store,
 }
 
 impl Store {
+    /// The stored policy: plugins, bundles, door rules and opening hours.
+    #[must_use]
+    pub fn policy_records(&self) -> PolicyRecords<'_> {
+        PolicyRecords { store: self }
+    }
+}
+
+impl PolicyRecords<'_> {
     /// Store a plugin module as `name` `version`. The module must at least look like
     /// WebAssembly; the plugin host validates the rest when a bundle loads it.
     ///
@@ -720,6 +750,7 @@ impl Store {
         name: &str,
         version: &str,
         wasm: &[u8],
+        now: Timestamp,
     ) -> Result<StoredPlugin, StoreError> {
         check_name("plugin name", name)?;
         check_name("plugin version", version)?;
@@ -734,8 +765,8 @@ impl Store {
                 "the plugin module is not WebAssembly (no `\\0asm` header)",
             ));
         }
-        let mut db = self.writer().await?;
-        let out = queries::insert_plugin(db.conn(), actor, name, version, wasm).await?;
+        let mut db = self.store.writer().await?;
+        let out = queries::insert_plugin(db.conn(), actor, name, version, wasm, now).await?;
         db.commit().await?;
         Ok(out)
     }
@@ -744,8 +775,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn plugin(&self, id: i64) -> Result<Option<StoredPlugin>, StoreError> {
-        queries::plugin(self.reader().await?.conn(), id).await
+    pub async fn plugin(&self, id: PluginId) -> Result<Option<StoredPlugin>, StoreError> {
+        queries::plugin(self.store.reader().await?.conn(), id).await
     }
 
     /// Every uploaded plugin, oldest first.
@@ -753,15 +784,15 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn plugins(&self) -> Result<Vec<StoredPlugin>, StoreError> {
-        queries::plugins(self.reader().await?.conn()).await
+        queries::plugins(self.store.reader().await?.conn()).await
     }
 
     /// The module of plugin `id`.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn plugin_wasm(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        queries::plugin_wasm(self.reader().await?.conn(), id).await
+    pub async fn plugin_wasm(&self, id: PluginId) -> Result<Option<Vec<u8>>, StoreError> {
+        queries::plugin_wasm(self.store.reader().await?.conn(), id).await
     }
 
     /// Delete plugin `id`.
@@ -769,20 +800,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown plugin; [`StoreError::InUse`] while a
     /// bundle deploys it.
-    pub async fn delete_plugin(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_plugin(&self, actor: &str, id: PluginId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::plugin(db.conn(), id)
             .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: format!("plugin:{id}"),
-            })?;
+            .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
         if let Some(bundle) = queries::plugin_users(db.conn(), id).await?.first() {
             return Err(StoreError::InUse {
-                entity: format!("plugin:{id}"),
-                used_by: format!("bundle:{bundle}"),
+                entity: id.to_string(),
+                used_by: bundle.to_string(),
             });
         }
-        queries::delete_plugin(db.conn(), actor, &before).await?;
+        queries::delete_plugin(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -794,6 +823,7 @@ impl Store {
     /// [`StoreError::Invalid`] for a malformed name, version or manifest (empty,
     /// oversized or not TOML); [`StoreError::ForeignKey`] for an unknown site or plugin;
     /// [`StoreError::Duplicate`] for a version uploaded already.
+    #[expect(clippy::too_many_arguments, reason = "a bundle's fields, its maker and the time")]
     pub async fn upload_bundle(
         &self,
         actor: &str,
@@ -801,7 +831,8 @@ impl Store {
         name: &str,
         version: &str,
         manifest: &str,
-        plugins: &[i64],
+        plugins: &[PluginId],
+        now: Timestamp,
     ) -> Result<StoredBundle, StoreError> {
         check_name("bundle name", name)?;
         check_name("bundle version", version)?;
@@ -821,17 +852,17 @@ impl Store {
         plugins.sort_unstable();
         plugins.dedup();
         let draft = StoredBundle {
-            id: 0,
+            id: BundleId(0),
             site,
             name: name.to_owned(),
             version: version.to_owned(),
             manifest: manifest.to_owned(),
             sha256: secrets::sha256_hex(manifest.as_bytes()),
             active: false,
-            uploaded_at: now_seconds(),
+            uploaded_at: crate::dispatch::whole(now),
             plugins,
         };
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::insert_bundle(db.conn(), actor, &draft).await?;
         db.commit().await?;
         Ok(out)
@@ -843,7 +874,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn previous_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        let id = queries::previous_bundle(self.reader().await?.conn(), site).await?;
+        let id = queries::previous_bundle(self.store.reader().await?.conn(), site).await?;
         match id {
             Some(id) => self.bundle(id).await,
             None => Ok(None),
@@ -854,8 +885,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn bundle(&self, id: i64) -> Result<Option<StoredBundle>, StoreError> {
-        queries::bundle(self.reader().await?.conn(), id).await
+    pub async fn bundle(&self, id: BundleId) -> Result<Option<StoredBundle>, StoreError> {
+        queries::bundle(self.store.reader().await?.conn(), id).await
     }
 
     /// The bundles of `site` (`None`: the global ones), oldest first.
@@ -863,7 +894,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn bundles(&self, site: Option<SiteId>) -> Result<Vec<StoredBundle>, StoreError> {
-        queries::bundles(self.reader().await?.conn(), site, false).await
+        queries::bundles(self.store.reader().await?.conn(), site, false).await
     }
 
     /// The bundle in force for `site`: its own active one, else the active global one.
@@ -871,7 +902,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn active_bundle(&self, site: Option<SiteId>) -> Result<Option<StoredBundle>, StoreError> {
-        let mut db = self.reader().await?;
+        let mut db = self.store.reader().await?;
         let own = match site {
             Some(_) => queries::bundles(db.conn(), site, true).await?.pop(),
             None => None,
@@ -889,8 +920,11 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown bundle.
-    pub async fn activate_bundle(&self, actor: &str, id: i64) -> Result<(StoredBundle, Revision), StoreError> {
-        let written = self.commit(actor, WriteOp::Policy(PolicyWrite::Activate(id))).await?;
+    pub async fn activate_bundle(&self, actor: &str, id: BundleId) -> Result<(StoredBundle, Revision), StoreError> {
+        let written = self
+            .store
+            .commit(actor, WriteOp::Policy(PolicyWrite::Activate(id)))
+            .await?;
         let bundle = self.bundle(id).await?.ok_or_else(|| bundle_not_found(id))?;
         Ok((bundle, written.revision))
     }
@@ -900,27 +934,27 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown bundle; [`StoreError::InUse`] for the
     /// active one (activate another first).
-    pub async fn delete_bundle(&self, actor: &str, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_bundle(&self, actor: &str, id: BundleId, now: Timestamp) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::bundle(db.conn(), id)
             .await?
             .ok_or_else(|| bundle_not_found(id))?;
         if before.active {
             return Err(StoreError::InUse {
-                entity: format!("bundle:{id}"),
+                entity: id.to_string(),
                 used_by: "its site, as the active bundle".to_owned(),
             });
         }
-        queries::delete_bundle(db.conn(), actor, &before).await?;
+        queries::delete_bundle(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
 
     /// Attach the door rule named `rule` to `door` as its only rule (replacing any chain),
-    /// with no configuration of its own. See [`Store::set_door_rules`].
+    /// with no configuration of its own. See [`PolicyRecords::set_door_rules`].
     ///
     /// # Errors
-    /// As [`Store::set_door_rules`].
+    /// As [`PolicyRecords::set_door_rules`].
     pub async fn attach_door_rule(
         &self,
         actor: &str,
@@ -950,6 +984,7 @@ impl Store {
         check_rule_chain(&rules)?;
         let after = DoorRuleChain { door, rules };
         let written = self
+            .store
             .commit(actor, WriteOp::Policy(PolicyWrite::Attach(after.clone())))
             .await?;
         Ok((after, written.revision))
@@ -961,6 +996,7 @@ impl Store {
     /// [`StoreError::NotFound`] if the door has none.
     pub async fn detach_door_rule(&self, actor: &str, door: DoorId) -> Result<Revision, StoreError> {
         Ok(self
+            .store
             .commit(actor, WriteOp::Policy(PolicyWrite::Detach(door)))
             .await?
             .revision)
@@ -981,6 +1017,7 @@ impl Store {
     ) -> Result<Revision, StoreError> {
         check_name("rule name", rule)?;
         Ok(self
+            .store
             .commit(
                 actor,
                 WriteOp::Policy(PolicyWrite::ResetRuleState {
@@ -998,7 +1035,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn door_rule_chain(&self, door: DoorId) -> Result<Option<DoorRuleChain>, StoreError> {
-        queries::door_rule_chain(self.reader().await?.conn(), door).await
+        queries::door_rule_chain(self.store.reader().await?.conn(), door).await
     }
 
     /// Every door's chain of rules, by door; what the plugin host's door rules load at
@@ -1007,7 +1044,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn door_rules(&self) -> Result<Vec<DoorRuleChain>, StoreError> {
-        queries::door_rules(self.reader().await?.conn()).await
+        queries::door_rules(self.store.reader().await?.conn()).await
     }
 
     /// Set (or clear, with `None`) `site`'s opening hours, with a change-log row that
@@ -1022,6 +1059,7 @@ impl Store {
         hours: Option<&Schedule>,
     ) -> Result<Revision, StoreError> {
         Ok(self
+            .store
             .commit(actor, WriteOp::Policy(PolicyWrite::Hours(site, hours.cloned())))
             .await?
             .revision)
@@ -1032,7 +1070,7 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn opening_hours(&self, site: SiteId) -> Result<Option<Schedule>, StoreError> {
-        let hours = queries::opening_hours(self.reader().await?.conn(), Some(site)).await?;
+        let hours = queries::opening_hours(self.store.reader().await?.conn(), Some(site)).await?;
         Ok(hours.into_iter().next_back().map(|(_, s)| s))
     }
 
@@ -1041,6 +1079,6 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn all_opening_hours(&self) -> Result<Vec<(SiteId, Schedule)>, StoreError> {
-        queries::opening_hours(self.reader().await?.conn(), None).await
+        queries::opening_hours(self.store.reader().await?.conn(), None).await
     }
 }

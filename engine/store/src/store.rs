@@ -143,7 +143,7 @@ pub(crate) enum WriteOp {
 
 /// A policy write: rows of the policy tables plus a change-log row, in one transaction.
 pub(crate) enum PolicyWrite {
-    Activate(i64),
+    Activate(crate::BundleId),
     Attach(crate::policy::DoorRuleChain),
     Detach(keyway_core::DoorId),
     Hours(keyway_core::SiteId, Option<keyway_core::Schedule>),
@@ -320,7 +320,9 @@ macro_rules! node_ops {
                     "revision `r{rev}` taken while the snapshot is at `r{applied}`"
                 )));
             }
-            let now = now_seconds();
+            // The change log and the audit stamp a model write with the commit's own time.
+            let clock = jiff::Timestamp::now();
+            let now = clock.as_second();
             let (change, id, follow_up) = match op {
                 WriteOp::Import(records) => {
                     ops::import(tx, &records).await?;
@@ -331,7 +333,7 @@ macro_rules! node_ops {
                     return Ok((rev, None, Committed::Reload));
                 }
                 WriteOp::Policy(write) => {
-                    let change = policy_write(tx, actor, write).await?;
+                    let change = policy_write(tx, actor, write, clock).await?;
                     ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Policy(change.clone()))?).await?;
                     ops::notify(tx, rev).await?;
                     return Ok((rev, None, Committed::Policy(change)));
@@ -495,31 +497,36 @@ macro_rules! node_ops {
         }
 
         /// The policy rows of `write`, audited; answers the change-log entry.
-        async fn policy_write(tx: &mut ops::Conn, actor: &str, write: PolicyWrite) -> Result<PolicyChange, StoreError> {
+        async fn policy_write(
+            tx: &mut ops::Conn,
+            actor: &str,
+            write: PolicyWrite,
+            now: jiff::Timestamp,
+        ) -> Result<PolicyChange, StoreError> {
             Ok(match write {
                 PolicyWrite::Activate(id) => {
                     let before = policy::bundle(Conn::from(&mut *tx), id).await?.ok_or_else(|| crate::policy::bundle_not_found(id))?;
-                    policy::activate(Conn::from(&mut *tx), actor, &before).await?;
+                    policy::activate(Conn::from(&mut *tx), actor, &before, now).await?;
                     PolicyChange::BundleActivated { bundle: id, site: before.site }
                 }
                 PolicyWrite::Attach(after) => {
                     let before = policy::door_rule_chain(Conn::from(&mut *tx), after.door).await?;
-                    policy::put_door_rule_chain(Conn::from(&mut *tx), actor, before.as_ref(), &after).await?;
+                    policy::put_door_rule_chain(Conn::from(&mut *tx), actor, before.as_ref(), &after, now).await?;
                     PolicyChange::DoorRule { door: after.door, rules: after.rules }
                 }
                 PolicyWrite::Detach(door) => {
                     let before = policy::door_rule_chain(Conn::from(&mut *tx), door).await?.ok_or_else(|| StoreError::NotFound {
                         entity: format!("door_rule:{}", door.0),
                     })?;
-                    policy::delete_door_rule_chain(Conn::from(&mut *tx), actor, &before).await?;
+                    policy::delete_door_rule_chain(Conn::from(&mut *tx), actor, &before, now).await?;
                     PolicyChange::DoorRule { door, rules: Vec::new() }
                 }
                 PolicyWrite::Hours(site, hours) => {
-                    policy::put_opening_hours(Conn::from(&mut *tx), actor, site, hours.as_ref()).await?;
+                    policy::put_opening_hours(Conn::from(&mut *tx), actor, site, hours.as_ref(), now).await?;
                     PolicyChange::OpeningHours { site, hours }
                 }
                 PolicyWrite::ResetRuleState { rule, site, scope } => {
-                    policy::audit_rule_state_reset(Conn::from(&mut *tx), actor, &rule, site, scope).await?;
+                    policy::audit_rule_state_reset(Conn::from(&mut *tx), actor, &rule, site, scope, now).await?;
                     PolicyChange::RuleStateReset { rule, site, scope }
                 }
             })

@@ -10,12 +10,13 @@
 //! Asking for a reset for an unknown email is not an error: the caller gets `None`, sends
 //! nothing, and answers the requester exactly as it would otherwise.
 
-use crate::accounts::{Account, check_password_strength, hash_password};
+use crate::accounts::{Account, Accounts, check_password_strength, hash_password};
 use crate::auth_cache::AuthCache;
 use crate::codec::opt_id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::{AccountId, TokenId};
+use jiff::Timestamp;
 use keyway_core::SiteId;
 
 /// A secret made for someone, shown once.
@@ -23,8 +24,8 @@ use keyway_core::SiteId;
 pub struct IssuedSecret {
     /// The secret itself; the store keeps only its hash.
     pub secret: String,
-    /// When it stops working, in seconds since the epoch (`None`: never).
-    pub expires_at: Option<i64>,
+    /// When it stops working (`None`: never).
+    pub expires_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for IssuedSecret {
@@ -39,9 +40,9 @@ impl std::fmt::Debug for IssuedSecret {
 /// An API token, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiToken {
-    pub id: i64,
+    pub id: TokenId,
     /// The account it acts as.
-    pub account: i64,
+    pub account: AccountId,
     /// The one site it may touch (`None`: the account's sites).
     pub site: Option<SiteId>,
     /// A name for people.
@@ -49,26 +50,27 @@ pub struct ApiToken {
     /// What it may do, e.g. `entries.read`; empty means what its account may do.
     pub scopes: Vec<String>,
     /// When it was made.
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When it stops working, if ever.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When it was last presented.
-    pub last_used_at: Option<i64>,
+    pub last_used_at: Option<Timestamp>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The longest name of an API token, in characters.
 pub const MAX_TOKEN_NAME: usize = 100;
-/// How stale an API token's `last_used_at` may get, in seconds.
-pub const TOKEN_USE_RESOLUTION: i64 = 60;
+/// How stale an API token's `last_used_at` may get.
+pub const TOKEN_USE_RESOLUTION: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 /// The most scopes on one API token.
 pub const MAX_TOKEN_SCOPES: usize = 32;
 
 fn token_json(t: &ApiToken) -> String {
     serde_json::json!({
         "id": t.id, "account": t.account, "site": t.site.map(|s| s.0), "name": t.name,
-        "scopes": t.scopes, "expires_at": t.expires_at, "revoked_at": t.revoked_at,
+        "scopes": t.scopes, "expires_at": t.expires_at.map(Timestamp::as_second),
+        "revoked_at": t.revoked_at.map(Timestamp::as_second),
     })
     .to_string()
 }
@@ -94,14 +96,14 @@ mod queries {
             site: opt_id32(site, "site")?.map(SiteId),
             name: r.col(3)?,
             scopes: serde_json::from_str(&scopes).map_err(StoreError::internal)?,
-            created_at: r.col(5)?,
-            expires_at: r.col(6)?,
-            last_used_at: r.col(7)?,
-            revoked_at: r.col(8)?,
+            created_at: r.time(5)?,
+            expires_at: r.time_opt(6)?,
+            last_used_at: r.time_opt(7)?,
+            revoked_at: r.time_opt(8)?,
         })
     }
 
-    pub(super) async fn enabled_account(conn: Conn<'_>, email: &str) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn enabled_account(conn: Conn<'_>, email: &str) -> Result<Option<AccountId>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(
                 sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1 AND NOT disabled")
@@ -115,9 +117,9 @@ mod queries {
     pub(super) async fn insert_reset(
         conn: Conn<'_>,
         hash: &str,
-        account: i64,
-        now: i64,
-        expires_at: i64,
+        account: AccountId,
+        now: Timestamp,
+        expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query(
@@ -126,17 +128,17 @@ mod queries {
             )
             .bind(hash)
             .bind(account)
-            .bind(now)
-            .bind(expires_at)
+            .bind(now.as_second())
+            .bind(expires_at.as_second())
             .execute(&mut *conn)
             .await?;
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 "system",
                 "issue_password_reset",
-                &format!("account:{account}"),
+                &account.to_string(),
                 None,
                 None,
             )
@@ -145,20 +147,29 @@ mod queries {
     }
 
     /// Marks the token used if it is live; the account it was for.
-    pub(super) async fn take_reset(conn: Conn<'_>, hash: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn take_reset(
+        conn: Conn<'_>,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<AccountId>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar(
                 "UPDATE password_reset_tokens SET used_at = $2 \
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING account",
             )
             .bind(hash)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_optional(&mut *conn)
             .await?)
         })
     }
 
-    pub(super) async fn finish_reset(conn: Conn<'_>, account: i64, phc: &str, now: i64) -> Result<(), StoreError> {
+    pub(super) async fn finish_reset(
+        conn: Conn<'_>,
+        account: AccountId,
+        phc: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
                 .bind(phc)
@@ -169,7 +180,7 @@ mod queries {
             // password end.
             sqlx::query("UPDATE password_reset_tokens SET used_at = $2 WHERE account = $1 AND used_at IS NULL")
                 .bind(account)
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("DELETE FROM sessions WHERE account = $1")
@@ -179,10 +190,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now,
-                &format!("account:{account}"),
+                now.as_second(),
+                &account.to_string(),
                 "reset_password",
-                &format!("account:{account}"),
+                &account.to_string(),
                 None,
                 None,
             )
@@ -190,7 +201,8 @@ mod queries {
         })
     }
 
-    pub(super) async fn purge(conn: Conn<'_>, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge(conn: Conn<'_>, now: Timestamp) -> Result<u64, StoreError> {
+        let now = now.as_second();
         each_backend!(conn, |conn| {
             let resets = sqlx::query("DELETE FROM password_reset_tokens WHERE expires_at <= $1 OR used_at IS NOT NULL")
                 .bind(now)
@@ -210,17 +222,17 @@ mod queries {
     pub(super) async fn insert_token(
         conn: Conn<'_>,
         actor: &str,
-        account: i64,
+        account: AccountId,
         site: Option<SiteId>,
         name: &str,
         scopes: &[String],
         hash: &str,
-        expires_at: Option<i64>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
     ) -> Result<ApiToken, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let scopes_json = serde_json::to_string(scopes).map_err(StoreError::internal)?;
-            let id: i64 = sqlx::query_scalar(
+            let id: TokenId = sqlx::query_scalar(
                 "INSERT INTO api_tokens (account, site, name, token_hash, scopes, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
@@ -229,8 +241,8 @@ mod queries {
             .bind(name)
             .bind(hash)
             .bind(&scopes_json)
-            .bind(now)
-            .bind(expires_at)
+            .bind(now.as_second())
+            .bind(expires_at.map(Timestamp::as_second))
             .fetch_one(&mut *conn)
             .await?;
             let token = ApiToken {
@@ -239,18 +251,18 @@ mod queries {
                 site,
                 name: name.to_owned(),
                 scopes: scopes.to_vec(),
-                created_at: now,
-                expires_at,
+                created_at: crate::dispatch::whole(now),
+                expires_at: expires_at.map(crate::dispatch::whole),
                 last_used_at: None,
                 revoked_at: None,
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "create_api_token",
-                &format!("api_token:{id}"),
+                &id.to_string(),
                 None,
                 Some(&token_json(&token)),
             )
@@ -262,7 +274,7 @@ mod queries {
     pub(super) async fn live_token_by_hash(
         conn: Conn<'_>,
         hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<ApiToken>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!(
@@ -271,17 +283,17 @@ mod queries {
             );
             let row = sqlx::query(&sql)
                 .bind(hash)
-                .bind(now)
+                .bind(now.as_second())
                 .fetch_optional(&mut *conn)
                 .await?;
             row.as_ref().map(token_from).transpose()
         })
     }
 
-    pub(super) async fn touch(conn: Conn<'_>, id: i64, now: i64) -> Result<(), StoreError> {
+    pub(super) async fn touch(conn: Conn<'_>, id: TokenId, now: Timestamp) -> Result<(), StoreError> {
         each_backend!(conn, |conn| {
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-                .bind(now)
+                .bind(now.as_second())
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
@@ -289,7 +301,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn token(conn: Conn<'_>, id: i64) -> Result<Option<ApiToken>, StoreError> {
+    pub(super) async fn token(conn: Conn<'_>, id: TokenId) -> Result<Option<ApiToken>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{TOKEN_COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -297,7 +309,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn tokens(conn: Conn<'_>, account: i64) -> Result<Vec<ApiToken>, StoreError> {
+    pub(super) async fn tokens(conn: Conn<'_>, account: AccountId) -> Result<Vec<ApiToken>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{TOKEN_COLS} WHERE account = $1 ORDER BY id");
             let rows = sqlx::query(&sql).bind(account).fetch_all(&mut *conn).await?;
@@ -305,25 +317,29 @@ mod queries {
         })
     }
 
-    pub(super) async fn revoke(conn: Conn<'_>, actor: &str, before: &ApiToken) -> Result<ApiToken, StoreError> {
+    pub(super) async fn revoke(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &ApiToken,
+        now: Timestamp,
+    ) -> Result<ApiToken, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now)
+                .bind(now.as_second())
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
             let after = ApiToken {
-                revoked_at: before.revoked_at.or(Some(now)),
+                revoked_at: before.revoked_at.or(Some(crate::dispatch::whole(now))),
                 ..before.clone()
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "revoke_api_token",
-                &format!("api_token:{}", before.id),
+                &before.id.to_string(),
                 Some(&token_json(before)),
                 Some(&token_json(&after)),
             )
@@ -333,21 +349,25 @@ mod queries {
     }
 }
 
-impl Store {
-    /// Start a password reset for `email`: a single-use secret for the reset link, valid
-    /// until `expires_at`. `None` when no enabled account has that email. The caller must
+impl Accounts<'_> {
+    /// Start a password reset for `email` at `now`: a single-use secret for the reset
+    /// link, valid until `expires_at`. `None` when no enabled account has that email. The caller must
     /// answer the requester identically either way and should not make the answer wait
     /// on this call (storing a token takes longer than finding none).
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn issue_password_reset(&self, email: &str, expires_at: i64) -> Result<Option<IssuedSecret>, StoreError> {
-        let now = now_seconds();
+    pub async fn issue_password_reset(
+        &self,
+        email: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Option<IssuedSecret>, StoreError> {
         let email = email.trim().to_lowercase();
         let secret = secrets::fresh("");
         let hash = secrets::hash(&secret);
         let issued = {
-            let mut db = self.writer().await?;
+            let mut db = self.store.writer().await?;
             let out = {
                 match queries::enabled_account(db.conn(), &email).await? {
                     Some(account) => {
@@ -362,7 +382,7 @@ impl Store {
         };
         Ok(issued.then_some(IssuedSecret {
             secret,
-            expires_at: Some(expires_at),
+            expires_at: Some(crate::dispatch::whole(expires_at)),
         }))
     }
 
@@ -376,13 +396,13 @@ impl Store {
         &self,
         secret: &str,
         new_password: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Account, StoreError> {
         check_password_strength(new_password)?;
         let phc = hash_password(new_password).await?;
         let hash = secrets::hash(secret);
         let account = {
-            let mut db = self.writer().await?;
+            let mut db = self.store.writer().await?;
             let out = {
                 let account = queries::take_reset(db.conn(), &hash, now)
                     .await?
@@ -393,33 +413,35 @@ impl Store {
             db.commit().await?;
             out
         };
-        self.account(account).await?.ok_or_else(invalid_reset)
+        self.get(account).await?.ok_or_else(invalid_reset)
     }
 
     /// Delete used and expired reset tokens and expired sessions; how many went.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn purge_expired_secrets(&self, now: i64) -> Result<u64, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn purge_expired_secrets(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = queries::purge(db.conn(), now).await?;
         db.commit().await?;
         Ok(out)
     }
 
-    /// Make an API token for `account`; the secret is returned once.
+    /// Make an API token for `account` at `now`; the secret is returned once.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for an empty or long name, too many or malformed scopes, or
     /// an expiry in the past; [`StoreError::ForeignKey`] for an unknown account or site.
-    pub async fn create_api_token(
+    #[expect(clippy::too_many_arguments, reason = "a token's fields, its maker and the time")]
+    pub async fn create_token(
         &self,
         actor: &str,
-        account: i64,
+        account: AccountId,
         site: Option<SiteId>,
         name: &str,
         scopes: &[String],
-        expires_at: Option<i64>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
     ) -> Result<(ApiToken, IssuedSecret), StoreError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME {
@@ -439,13 +461,14 @@ impl Store {
                 "scope `{bad}` must be lowercase letters, dots and underscores"
             )));
         }
-        if expires_at.is_some_and(|e| e <= now_seconds()) {
+        if expires_at.is_some_and(|e| e <= now) {
             return Err(StoreError::invalid("the token's expiry is in the past"));
         }
         let secret = secrets::fresh("kw_");
         let hash = secrets::hash(&secret);
-        let mut db = self.writer().await?;
-        let token = queries::insert_token(db.conn(), actor, account, site, name, scopes, &hash, expires_at).await?;
+        let mut db = self.store.writer().await?;
+        let token =
+            queries::insert_token(db.conn(), actor, account, site, name, scopes, &hash, expires_at, now).await?;
         db.commit().await?;
         Ok((token, IssuedSecret { secret, expires_at }))
     }
@@ -457,10 +480,10 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn api_token_by_secret(&self, secret: &str, now: i64) -> Result<Option<ApiToken>, StoreError> {
+    pub async fn token_by_secret(&self, secret: &str, now: Timestamp) -> Result<Option<ApiToken>, StoreError> {
         let hash = secrets::hash(secret);
-        let auth = &self.inner.auth;
-        let stamp = self.auth_stamp();
+        let auth = &self.store.inner.auth;
+        let stamp = self.store.auth_stamp();
         let token = match auth.get(&auth.tokens, &hash, stamp) {
             // Revocation and disabling invalidate the cache; only expiry is checked here.
             Some(t) if t.expires_at.is_none_or(|e| e > now) => t,
@@ -469,21 +492,25 @@ impl Store {
                 return Ok(None);
             }
             None => {
-                let Some(token) = queries::live_token_by_hash(self.reader().await?.conn(), &hash, now).await? else {
+                let Some(token) = queries::live_token_by_hash(self.store.reader().await?.conn(), &hash, now).await?
+                else {
                     return Ok(None);
                 };
                 token
             }
         };
-        if token.last_used_at.is_some_and(|t| now - t < TOKEN_USE_RESOLUTION) {
+        if token
+            .last_used_at
+            .is_some_and(|t| now.duration_since(t) < TOKEN_USE_RESOLUTION)
+        {
             auth.put(&auth.tokens, hash, token.clone(), stamp);
             return Ok(Some(token));
         }
-        let mut db = self.writer_untracked().await?;
+        let mut db = self.store.writer_untracked().await?;
         queries::touch(db.conn(), token.id, now).await?;
         db.commit().await?;
         let token = ApiToken {
-            last_used_at: Some(now),
+            last_used_at: Some(crate::dispatch::whole(now)),
             ..token
         };
         auth.put(&auth.tokens, hash, token.clone(), stamp);
@@ -494,31 +521,29 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn api_token(&self, id: i64) -> Result<Option<ApiToken>, StoreError> {
-        queries::token(self.reader().await?.conn(), id).await
+    pub async fn token(&self, id: TokenId) -> Result<Option<ApiToken>, StoreError> {
+        queries::token(self.store.reader().await?.conn(), id).await
     }
 
     /// An account's API tokens, revoked ones included, oldest first.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn api_tokens(&self, account: i64) -> Result<Vec<ApiToken>, StoreError> {
-        queries::tokens(self.reader().await?.conn(), account).await
+    pub async fn tokens(&self, account: AccountId) -> Result<Vec<ApiToken>, StoreError> {
+        queries::tokens(self.store.reader().await?.conn(), account).await
     }
 
     /// Revoke an API token (again is a no-op).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown token.
-    pub async fn revoke_api_token(&self, actor: &str, id: i64) -> Result<ApiToken, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn revoke_token(&self, actor: &str, id: TokenId, now: Timestamp) -> Result<ApiToken, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::token(db.conn(), id)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    entity: format!("api_token:{id}"),
-                })?;
-            queries::revoke(db.conn(), actor, &before).await?
+                .ok_or_else(|| StoreError::NotFound { entity: id.to_string() })?;
+            queries::revoke(db.conn(), actor, &before, now).await?
         };
         db.commit().await?;
         Ok(out)

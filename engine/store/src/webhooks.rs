@@ -4,21 +4,23 @@
 //! Events (an incident, a transferred ownership, a denied entry) are queued in the
 //! notification outbox as `event` rows, in the transaction that made them. The
 //! notification worker claims an event, runs it through the notify plugin, and hands the
-//! e-mails it produced to [`Store::expand_event`], which in one transaction queues them,
+//! e-mails it produced to [`Notifications::expand_event`](crate::Notifications::expand_event), which in one transaction queues them,
 //! queues one `webhook` row for each endpoint of the site subscribed to the event's kind,
 //! and marks the event done: an event is expanded exactly once, and no delivery is lost
 //! to a crash between the steps.
 //!
-//! A delivery attempt is recorded with [`Store::record_webhook_attempt`]: the history
+//! A delivery attempt is recorded with [`Notifications::record_webhook_attempt`](crate::Notifications::record_webhook_attempt): the history
 //! row, the outbox row's new state and the endpoint's run of failures move together. At
 //! [`PAUSE_AFTER_FAILURES`] failures in a row the endpoint is paused: its pending rows
-//! are held (not claimed) until [`Store::resume_webhook`], and the site's owner is sent
+//! are held (not claimed) until [`Notifications::resume_webhook`](crate::Notifications::resume_webhook), and the site's owner is sent
 //! an e-mail saying so, queued in the same transaction.
 
 use crate::codec::id32;
 use crate::dispatch::secrets;
 use crate::error::StoreError;
-use crate::store::{Store, now_seconds};
+use crate::ids::{DeliveryId, OutboxId, WebhookId};
+use jiff::Timestamp;
+
 use keyway_core::SiteId;
 
 /// Most endpoints a site may have.
@@ -35,16 +37,16 @@ const HELD: i64 = i64::MAX / 2;
 /// A webhook endpoint of a site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
-    pub id: i64,
+    pub id: WebhookId,
     pub site: SiteId,
     /// Where events are POSTed.
     pub url: String,
     /// The event kinds it receives: exact kinds, `incident.*`-style prefixes, or `*`.
     pub events: Vec<String>,
     /// When it was made, Unix seconds.
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When it was paused for failing, if it is.
-    pub paused_at: Option<i64>,
+    pub paused_at: Option<Timestamp>,
     /// Failed deliveries in a row.
     pub failures: u32,
 }
@@ -69,15 +71,15 @@ pub fn event_matches(pattern: &str, kind: &str) -> bool {
 /// One attempt to deliver to an endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookDelivery {
-    pub id: i64,
+    pub id: DeliveryId,
     /// The endpoint.
-    pub webhook: i64,
+    pub webhook: WebhookId,
     /// The outbox row it delivered; its id is the delivery's idempotency key.
-    pub outbox: i64,
+    pub outbox: OutboxId,
     /// Which attempt at that row, from 1.
     pub attempt: u32,
-    /// When, Unix seconds.
-    pub at: i64,
+    /// When.
+    pub at: Timestamp,
     /// The HTTP status that came back, if any did.
     pub status: Option<u16>,
     /// Why it failed, if it did.
@@ -98,17 +100,17 @@ impl WebhookDelivery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookAttempt {
     /// The outbox row.
-    pub outbox: i64,
-    /// When it was made, Unix seconds.
-    pub at: i64,
+    pub outbox: OutboxId,
+    /// When it was made.
+    pub at: Timestamp,
     /// The HTTP status, if the receiver answered.
     pub status: Option<u16>,
     /// Why it failed: a transport error or a non-2xx answer. `None` is a success.
     pub error: Option<String>,
     /// How long it took, in milliseconds.
     pub duration_ms: u32,
-    /// When to try again after a failure, Unix seconds.
-    pub retry_at: i64,
+    /// When to try again after a failure.
+    pub retry_at: Timestamp,
 }
 
 /// An e-mail an event produced, to queue when the event is expanded.
@@ -163,7 +165,8 @@ fn check_webhook(url: &str, events: &[String]) -> Result<(), StoreError> {
 fn webhook_json(w: &Webhook) -> String {
     // The secret is never audited.
     serde_json::json!({
-        "id": w.id, "site": w.site.0, "url": w.url, "events": w.events, "paused_at": w.paused_at,
+        "id": w.id.get(), "site": w.site.0, "url": w.url, "events": w.events,
+        "paused_at": w.paused_at.map(Timestamp::as_second),
     })
     .to_string()
 }
@@ -184,8 +187,8 @@ mod queries {
             site: SiteId(id32(site, "site")?),
             url: r.col(2)?,
             events: serde_json::from_str(&events).map_err(StoreError::internal)?,
-            created_at: r.col(4)?,
-            paused_at: r.col(5)?,
+            created_at: r.time(4)?,
+            paused_at: r.time_opt(5)?,
             failures: id32(failures, "failures")?,
         })
     }
@@ -199,7 +202,7 @@ mod queries {
             webhook: r.col(1)?,
             outbox: r.col(2)?,
             attempt: id32(attempt, "attempt")?,
-            at: r.col(4)?,
+            at: r.time(4)?,
             status: status
                 .map(|s| u16::try_from(s).map_err(StoreError::internal))
                 .transpose()?,
@@ -208,7 +211,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Webhook>, StoreError> {
+    pub(super) async fn get(conn: Conn<'_>, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
         each_backend!(conn, |conn| {
             let sql = format!("{COLS} WHERE id = $1");
             let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await?;
@@ -224,7 +227,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn secret(conn: Conn<'_>, id: i64) -> Result<Option<String>, StoreError> {
+    pub(super) async fn secret(conn: Conn<'_>, id: WebhookId) -> Result<Option<String>, StoreError> {
         each_backend!(conn, |conn| {
             Ok(sqlx::query_scalar("SELECT secret FROM webhooks WHERE id = $1")
                 .bind(id)
@@ -240,18 +243,18 @@ mod queries {
         url: &str,
         events: &[String],
         secret: &str,
+        now: Timestamp,
     ) -> Result<Webhook, StoreError> {
         each_backend!(conn, |conn, ops| {
-            let now = now_seconds();
             let events_json = serde_json::to_string(events).map_err(StoreError::internal)?;
-            let id: i64 = sqlx::query_scalar(
+            let id: WebhookId = sqlx::query_scalar(
                 "INSERT INTO webhooks (site, url, secret, events, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
             .bind(i64::from(site.0))
             .bind(url)
             .bind(secret)
             .bind(&events_json)
-            .bind(now)
+            .bind(now.as_second())
             .fetch_one(&mut *conn)
             .await?;
             let after = Webhook {
@@ -259,17 +262,17 @@ mod queries {
                 site,
                 url: url.to_owned(),
                 events: events.to_vec(),
-                created_at: now,
+                created_at: crate::dispatch::whole(now),
                 paused_at: None,
                 failures: 0,
             };
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "create_webhook",
-                &format!("webhook:{id}"),
+                &id.to_string(),
                 None,
                 Some(&webhook_json(&after)),
             )
@@ -278,7 +281,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn delete(conn: Conn<'_>, actor: &str, before: &Webhook) -> Result<(), StoreError> {
+    pub(super) async fn delete(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Webhook,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             // Its pending deliveries go with it; delivered ones are history and stay until purged.
             sqlx::query("DELETE FROM notification_outbox WHERE webhook = $1 AND delivered_at IS NULL")
@@ -296,10 +304,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "delete_webhook",
-                &format!("webhook:{}", before.id),
+                &before.id.to_string(),
                 Some(&webhook_json(before)),
                 None,
             )
@@ -312,6 +320,7 @@ mod queries {
         actor: &str,
         before: &Webhook,
         secret: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE webhooks SET secret = $2 WHERE id = $1")
@@ -322,10 +331,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now_seconds(),
+                now.as_second(),
                 actor,
                 "rotate_webhook_secret",
-                &format!("webhook:{}", before.id),
+                &before.id.to_string(),
                 None,
                 None,
             )
@@ -333,7 +342,12 @@ mod queries {
         })
     }
 
-    pub(super) async fn resume(conn: Conn<'_>, actor: &str, before: &Webhook, now: i64) -> Result<Webhook, StoreError> {
+    pub(super) async fn resume(
+        conn: Conn<'_>,
+        actor: &str,
+        before: &Webhook,
+        now: Timestamp,
+    ) -> Result<Webhook, StoreError> {
         each_backend!(conn, |conn, ops| {
             sqlx::query("UPDATE webhooks SET paused_at = NULL, failures = 0 WHERE id = $1")
                 .bind(before.id)
@@ -343,7 +357,7 @@ mod queries {
                 "UPDATE notification_outbox SET next_attempt_at = $2 WHERE webhook = $1 AND delivered_at IS NULL",
             )
             .bind(before.id)
-            .bind(now)
+            .bind(now.as_second())
             .execute(&mut *conn)
             .await?;
             let after = Webhook {
@@ -354,10 +368,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                now,
+                now.as_second(),
                 actor,
                 "resume_webhook",
-                &format!("webhook:{}", before.id),
+                &before.id.to_string(),
                 Some(&webhook_json(before)),
                 Some(&webhook_json(&after)),
             )
@@ -366,6 +380,7 @@ mod queries {
         })
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one column each")]
     async fn enqueue(
         conn: Conn<'_>,
         site: SiteId,
@@ -373,7 +388,8 @@ mod queries {
         target: &str,
         payload: &str,
         due: i64,
-        webhook: Option<i64>,
+        webhook: Option<WebhookId>,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         each_backend!(conn, |conn| {
             sqlx::query(
@@ -384,7 +400,7 @@ mod queries {
         .bind(channel)
         .bind(target)
         .bind(payload)
-        .bind(now_seconds())
+        .bind(now.as_second())
         .bind(due)
         .bind(webhook)
         .execute(&mut *conn)
@@ -393,28 +409,32 @@ mod queries {
         })
     }
 
-    pub(super) async fn queue_test(conn: Conn<'_>, hook: &Webhook, now: i64) -> Result<i64, StoreError> {
+    pub(super) async fn queue_test(conn: Conn<'_>, hook: &Webhook, now: Timestamp) -> Result<OutboxId, StoreError> {
         each_backend!(conn, |conn, ops| {
             let event = ops::enqueue_event(
                 conn,
                 hook.site,
                 "webhook.test",
-                now,
-                serde_json::json!({"webhook": hook.id}),
+                now.as_second(),
+                serde_json::json!({"webhook": hook.id.get()}),
             )
             .await?;
             // The event row is done at once: only this endpoint receives it.
             sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1")
                 .bind(event)
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await?;
             let body = serde_json::json!({
-                "id": format!("evt_{event}"), "type": "webhook.test", "site": hook.site.0, "created_at": now,
-                "data": {"webhook": hook.id},
+                "id": format!("evt_{event}"), "type": "webhook.test", "site": hook.site.0,
+                "created_at": now.as_second(), "data": {"webhook": hook.id.get()},
             })
             .to_string();
-            let due = if hook.paused_at.is_some() { HELD } else { now };
+            let due = if hook.paused_at.is_some() {
+                HELD
+            } else {
+                now.as_second()
+            };
             Ok(sqlx::query_scalar(
             "INSERT INTO notification_outbox (site, channel, target, payload, created_at, next_attempt_at, webhook) \
              VALUES ($1, 'webhook', $2, $3, $4, $5, $6) RETURNING id",
@@ -422,7 +442,7 @@ mod queries {
         .bind(i64::from(hook.site.0))
         .bind(&hook.url)
         .bind(&body)
-        .bind(now)
+        .bind(now.as_second())
         .bind(due)
         .bind(hook.id)
         .fetch_one(&mut *conn)
@@ -446,9 +466,9 @@ mod queries {
 
     pub(super) async fn expand(
         conn: Conn<'_>,
-        event: i64,
+        event: OutboxId,
         mails: &[QueuedMail],
-        now: i64,
+        now: Timestamp,
     ) -> Result<usize, StoreError> {
         each_backend!(conn, |conn| {
             let row = sqlx::query(
@@ -460,7 +480,7 @@ mod queries {
             .await?;
             let Some(row) = row else {
                 return Err(StoreError::NotFound {
-                    entity: format!("event:{event} (pending)"),
+                    entity: format!("event:{} (pending)", event.get()),
                 });
             };
             let site: i64 = row.col(0)?;
@@ -469,7 +489,10 @@ mod queries {
             let payload: String = row.col(2)?;
             let mut body: serde_json::Value = serde_json::from_str(&payload).map_err(StoreError::internal)?;
             if let Some(object) = body.as_object_mut() {
-                object.insert("id".to_owned(), serde_json::Value::String(format!("evt_{event}")));
+                object.insert(
+                    "id".to_owned(),
+                    serde_json::Value::String(format!("evt_{}", event.get())),
+                );
             }
             let body = body.to_string();
             let mut queued = 0;
@@ -480,8 +503,9 @@ mod queries {
                     "email",
                     &mail.to,
                     &mail_payload(&mail.subject, &mail.body),
-                    now,
+                    now.as_second(),
                     None,
+                    now,
                 )
                 .await?;
                 queued += 1;
@@ -489,7 +513,11 @@ mod queries {
             for hook in of_site(Conn::from(&mut *conn), site).await? {
                 if hook.wants(&kind) {
                     // A paused endpoint's deliveries wait for it to be resumed.
-                    let due = if hook.paused_at.is_some() { HELD } else { now };
+                    let due = if hook.paused_at.is_some() {
+                        HELD
+                    } else {
+                        now.as_second()
+                    };
                     enqueue(
                         Conn::from(&mut *conn),
                         site,
@@ -498,6 +526,7 @@ mod queries {
                         &body,
                         due,
                         Some(hook.id),
+                        now,
                     )
                     .await?;
                     queued += 1;
@@ -505,7 +534,7 @@ mod queries {
             }
             sqlx::query("UPDATE notification_outbox SET delivered_at = $2 WHERE id = $1")
                 .bind(event)
-                .bind(now)
+                .bind(now.as_second())
                 .execute(&mut *conn)
                 .await?;
             Ok(queued)
@@ -524,7 +553,7 @@ mod queries {
             .await?;
             let Some(attempts) = attempts else {
                 return Err(StoreError::NotFound {
-                    entity: format!("outbox:{} (pending, for webhook:{})", a.outbox, hook.id),
+                    entity: format!("{} (pending, for {})", a.outbox, hook.id),
                 });
             };
             sqlx::query(
@@ -534,7 +563,7 @@ mod queries {
             .bind(hook.id)
             .bind(a.outbox)
             .bind(attempts + 1)
-            .bind(a.at)
+            .bind(a.at.as_second())
             .bind(a.status.map(i64::from))
             .bind(a.error.as_deref())
             .bind(i64::from(a.duration_ms))
@@ -543,7 +572,7 @@ mod queries {
             let Some(error) = &a.error else {
                 sqlx::query("UPDATE notification_outbox SET delivered_at = $2, attempts = attempts + 1 WHERE id = $1")
                     .bind(a.outbox)
-                    .bind(a.at)
+                    .bind(a.at.as_second())
                     .execute(&mut *conn)
                     .await?;
                 sqlx::query("UPDATE webhooks SET failures = 0 WHERE id = $1")
@@ -557,7 +586,7 @@ mod queries {
         )
         .bind(a.outbox)
         .bind(error)
-        .bind(a.retry_at)
+        .bind(a.retry_at.as_second())
         .execute(&mut *conn)
         .await?;
             let failures: i64 =
@@ -574,7 +603,7 @@ mod queries {
             }
             sqlx::query("UPDATE webhooks SET paused_at = $2 WHERE id = $1")
                 .bind(hook.id)
-                .bind(a.at)
+                .bind(a.at.as_second())
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(
@@ -592,10 +621,10 @@ mod queries {
             ops::insert_audit(
                 conn,
                 None,
-                a.at,
+                a.at.as_second(),
                 "system",
                 "pause_webhook",
-                &format!("webhook:{}", hook.id),
+                &hook.id.to_string(),
                 Some(&webhook_json(hook)),
                 Some(&webhook_json(&after)),
             )
@@ -613,8 +642,9 @@ mod queries {
                     "email",
                     &owner,
                     &mail_payload(&subject, &body),
-                    a.at,
+                    a.at.as_second(),
                     None,
+                    a.at,
                 )
                 .await?;
             }
@@ -624,8 +654,8 @@ mod queries {
 
     pub(super) async fn deliveries(
         conn: Conn<'_>,
-        webhook: i64,
-        before: i64,
+        webhook: WebhookId,
+        before: DeliveryId,
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
         each_backend!(conn, |conn| {
@@ -643,13 +673,13 @@ mod queries {
     }
 }
 
-fn no_webhook(site: SiteId, id: i64) -> StoreError {
+fn no_webhook(site: SiteId, id: WebhookId) -> StoreError {
     StoreError::NotFound {
-        entity: format!("webhook:{id} of site:{}", site.0),
+        entity: format!("{id} of site:{}", site.0),
     }
 }
 
-impl Store {
+impl crate::notifications::Notifications<'_> {
     /// Add an endpoint to `site`; its signing secret is answered once here.
     ///
     /// # Errors
@@ -661,11 +691,12 @@ impl Store {
         site: SiteId,
         url: &str,
         events: &[String],
+        now: Timestamp,
     ) -> Result<(Webhook, String), StoreError> {
         check_webhook(url, events)?;
         let secret = secrets::fresh("whsec_");
         let hook = {
-            let mut db = self.writer().await?;
+            let mut db = self.store.writer().await?;
             let out = {
                 if queries::of_site(db.conn(), site).await?.len() >= MAX_WEBHOOKS_PER_SITE {
                     return Err(StoreError::invalid(format!(
@@ -673,7 +704,7 @@ impl Store {
                         site.0
                     )));
                 }
-                queries::insert(db.conn(), actor, site, url, events, &secret).await?
+                queries::insert(db.conn(), actor, site, url, events, &secret, now).await?
             };
             db.commit().await?;
             out
@@ -686,15 +717,15 @@ impl Store {
     /// # Errors
     /// If the database fails.
     pub async fn webhooks(&self, site: SiteId) -> Result<Vec<Webhook>, StoreError> {
-        queries::of_site(self.reader().await?.conn(), site).await
+        queries::of_site(self.store.reader().await?.conn(), site).await
     }
 
     /// The endpoint `id` of `site`.
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn webhook(&self, site: SiteId, id: i64) -> Result<Option<Webhook>, StoreError> {
-        let found = queries::get(self.reader().await?.conn(), id).await?;
+    pub async fn webhook(&self, site: SiteId, id: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        let found = queries::get(self.store.reader().await?.conn(), id).await?;
         Ok(found.filter(|w| w.site == site))
     }
 
@@ -702,8 +733,8 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn webhook_with_secret(&self, id: i64) -> Result<Option<(Webhook, String)>, StoreError> {
-        let mut db = self.reader().await?;
+    pub async fn webhook_with_secret(&self, id: WebhookId) -> Result<Option<(Webhook, String)>, StoreError> {
+        let mut db = self.store.reader().await?;
         Ok(
             match (
                 queries::get(db.conn(), id).await?,
@@ -719,13 +750,19 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
-    pub async fn delete_webhook(&self, actor: &str, site: SiteId, id: i64) -> Result<(), StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn delete_webhook(
+        &self,
+        actor: &str,
+        site: SiteId,
+        id: WebhookId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut db = self.store.writer().await?;
         let before = queries::get(db.conn(), id)
             .await?
             .filter(|w| w.site == site)
             .ok_or_else(|| no_webhook(site, id))?;
-        queries::delete(db.conn(), actor, &before).await?;
+        queries::delete(db.conn(), actor, &before, now).await?;
         db.commit().await?;
         Ok(())
     }
@@ -735,14 +772,20 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
-    pub async fn rotate_webhook_secret(&self, actor: &str, site: SiteId, id: i64) -> Result<String, StoreError> {
+    pub async fn rotate_webhook_secret(
+        &self,
+        actor: &str,
+        site: SiteId,
+        id: WebhookId,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
         let secret = secrets::fresh("whsec_");
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let before = queries::get(db.conn(), id)
             .await?
             .filter(|w| w.site == site)
             .ok_or_else(|| no_webhook(site, id))?;
-        queries::set_secret(db.conn(), actor, &before, &secret).await?;
+        queries::set_secret(db.conn(), actor, &before, &secret, now).await?;
         db.commit().await?;
         Ok(secret)
     }
@@ -752,8 +795,14 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
-    pub async fn resume_webhook(&self, actor: &str, site: SiteId, id: i64, now: i64) -> Result<Webhook, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn resume_webhook(
+        &self,
+        actor: &str,
+        site: SiteId,
+        id: WebhookId,
+        now: Timestamp,
+    ) -> Result<Webhook, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = {
             let before = queries::get(db.conn(), id)
                 .await?
@@ -770,8 +819,13 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an endpoint that is not `site`'s.
-    pub async fn queue_webhook_test(&self, site: SiteId, id: i64, now: i64) -> Result<i64, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn queue_webhook_test(
+        &self,
+        site: SiteId,
+        id: WebhookId,
+        now: Timestamp,
+    ) -> Result<OutboxId, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = {
             let hook = queries::get(db.conn(), id)
                 .await?
@@ -793,13 +847,13 @@ impl Store {
         &self,
         site: SiteId,
         kind: &str,
-        at: i64,
+        at: Timestamp,
         data: serde_json::Value,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<OutboxId, StoreError> {
         if !data.is_object() || data.to_string().len() > crate::MAX_PAYLOAD_BYTES {
             return Err(StoreError::invalid("event data is a JSON object of at most 64 KiB"));
         }
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = { crate::dispatch::enqueue_event(db.conn(), site, kind, at, data).await? };
         db.commit().await?;
         Ok(out)
@@ -812,8 +866,13 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] for a row that is not a pending event (another sender
     /// expanded it first).
-    pub async fn expand_event(&self, event: i64, mails: &[QueuedMail], now: i64) -> Result<usize, StoreError> {
-        let mut db = self.writer().await?;
+    pub async fn expand_event(
+        &self,
+        event: OutboxId,
+        mails: &[QueuedMail],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut db = self.store.writer().await?;
         let out = queries::expand(db.conn(), event, mails, now).await?;
         db.commit().await?;
         Ok(out)
@@ -828,7 +887,7 @@ impl Store {
     pub async fn record_webhook_attempt(&self, hook: &Webhook, attempt: &WebhookAttempt) -> Result<bool, StoreError> {
         let mut attempt = attempt.clone();
         attempt.error = attempt.error.map(|e| e.chars().take(1000).collect());
-        let mut db = self.writer().await?;
+        let mut db = self.store.writer().await?;
         let out = queries::record(db.conn(), hook, &attempt).await?;
         db.commit().await?;
         Ok(out)
@@ -841,11 +900,11 @@ impl Store {
     /// If the database fails.
     pub async fn webhook_deliveries(
         &self,
-        id: i64,
-        before: Option<i64>,
+        id: WebhookId,
+        before: Option<DeliveryId>,
         limit: u32,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
-        let before = before.unwrap_or(i64::MAX);
-        queries::deliveries(self.reader().await?.conn(), id, before, i64::from(limit)).await
+        let before = before.unwrap_or(DeliveryId(i64::MAX));
+        queries::deliveries(self.store.reader().await?.conn(), id, before, i64::from(limit)).await
     }
 }

@@ -1,7 +1,9 @@
 //! Accounts and authentication: sign up, sign in and out (one session or all of them),
 //! the current account, password reset by e-mailed link, and scoped API tokens.
 
-use crate::auth::{Access, Caller, SCOPES, SESSION_COOKIE, Via, client_address, fresh_secret, hash_secret, now};
+use crate::auth::{
+    Access, Caller, SCOPES, SESSION_COOKIE, Via, after, client_address, fresh_secret, hash_secret, instant, now,
+};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::{Pagination, page_of};
@@ -10,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyway_core::SiteId;
-use keyway_store::{Account, ApiToken, MAX_PASSWORD_BYTES};
+use keyway_store::{Account, AccountId, ApiToken, MAX_PASSWORD_BYTES, TokenId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -79,7 +81,7 @@ pub(crate) struct AccountView {
 impl AccountView {
     fn of(a: Account, operator: bool) -> Self {
         AccountView {
-            id: a.id,
+            id: a.id.get(),
             email: a.email,
             display_name: a.display_name,
             operator,
@@ -106,7 +108,8 @@ pub(crate) async fn sign_up(
     let account = state
         .node()
         .store()
-        .create_account("signup", &body.email, &body.password, body.display_name.trim())
+        .accounts()
+        .create("signup", &body.email, &body.password, body.display_name.trim(), now())
         .await?;
     Ok((StatusCode::CREATED, Json(AccountView::of(account, false))))
 }
@@ -148,16 +151,19 @@ pub(crate) async fn sign_in(
         .check(&[format!("email:{email}"), format!("ip:{address}")])?;
     let store = state.node().store();
     let account = store
+        .accounts()
         .verify_password(&email, &body.password)
         .await?
         .ok_or(ApiError::BadCredentials)?;
     let secret = fresh_secret("ks_")?;
     let lifetime = i64::try_from(state.config().session_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
-    let expires_at = now().saturating_add(lifetime);
+    let now = now();
+    let expires_at = after(now, lifetime);
     store
-        .create_session(account.id, &hash_secret(&secret), expires_at)
+        .accounts()
+        .create_session(account.id, &hash_secret(&secret), now, expires_at)
         .await?;
-    let operator = store.is_operator(account.id).await?;
+    let operator = store.accounts().is_operator(account.id).await?;
     let cookie = format!(
         "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={lifetime}{}",
         if state.config().secure_cookie { "; Secure" } else { "" }
@@ -166,7 +172,7 @@ pub(crate) async fn sign_in(
         StatusCode::CREATED,
         Json(SessionView {
             token: secret,
-            expires_at,
+            expires_at: expires_at.as_second(),
             account: AccountView::of(account, operator),
         }),
     )
@@ -197,7 +203,7 @@ fn clear_cookie(state: &AppState) -> HeaderMap {
 pub(crate) async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.allow(Access::Account, None)?;
     if let Via::Session(hash) = &caller.via {
-        state.node().store().end_session(hash).await?;
+        state.node().store().accounts().end_session(hash).await?;
     }
     Ok((StatusCode::NO_CONTENT, clear_cookie(&state)).into_response())
 }
@@ -207,7 +213,7 @@ pub(crate) async fn sign_out(State(state): State<AppState>, caller: Caller) -> R
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub(crate) async fn sign_out_everywhere(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.allow(Access::Account, None)?;
-    state.node().store().end_account_sessions(caller.account).await?;
+    state.node().store().accounts().end_sessions(caller.account).await?;
     Ok((StatusCode::NO_CONTENT, clear_cookie(&state)).into_response())
 }
 
@@ -217,8 +223,12 @@ pub(crate) async fn sign_out_everywhere(State(state): State<AppState>, caller: C
 pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<AccountView>, ApiError> {
     caller.allow(Access::Read, None)?;
     let store = state.node().store();
-    let account = store.account(caller.account).await?.ok_or(ApiError::Unauthenticated)?;
-    let operator = store.is_operator(caller.account).await?;
+    let account = store
+        .accounts()
+        .get(caller.account)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let operator = store.accounts().is_operator(caller.account).await?;
     Ok(Json(AccountView::of(account, operator)))
 }
 
@@ -244,19 +254,29 @@ pub(crate) async fn delete_me(
 ) -> Result<Response, ApiError> {
     caller.allow(Access::Account, None)?;
     let store = state.node().store();
-    let account = store.account(caller.account).await?.ok_or(ApiError::Unauthenticated)?;
+    let account = store
+        .accounts()
+        .get(caller.account)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
     state.inner.login_limiter.check(&[format!("email:{}", account.email)])?;
-    if store.verify_password(&account.email, &body.password).await?.is_none() {
+    if store
+        .accounts()
+        .verify_password(&account.email, &body.password)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::BadCredentials);
     }
-    if store.is_operator(account.id).await? {
+    if store.accounts().is_operator(account.id).await? {
         return Err(ApiError::Conflict {
             code: "operator_account",
             message: "the instance operator's account is not deleted over HTTP".to_owned(),
         });
     }
     let owned: Vec<String> = store
-        .account_memberships(account.id)
+        .memberships()
+        .of_account(account.id)
         .await?
         .into_iter()
         .filter(|m| m.is_owner)
@@ -268,11 +288,12 @@ pub(crate) async fn delete_me(
             message: format!("this account owns site {}: transfer ownership first", owned.join(", ")),
         });
     }
-    store.delete_account(&caller.actor(), account.id).await?;
+    store.accounts().delete(&caller.actor(), account.id, now()).await?;
     Ok((StatusCode::NO_CONTENT, clear_cookie(&state)).into_response())
 }
 
-async fn set_disabled(state: &AppState, caller: &Caller, id: i64, disabled: bool) -> Result<AccountView, ApiError> {
+async fn set_disabled(state: &AppState, caller: &Caller, raw_id: i64, disabled: bool) -> Result<AccountView, ApiError> {
+    let id = AccountId(raw_id);
     caller
         .require_operator(state, Access::Account, "disables and enables accounts")
         .await?;
@@ -283,15 +304,19 @@ async fn set_disabled(state: &AppState, caller: &Caller, id: i64, disabled: bool
             message: "the operator cannot disable their own account".to_owned(),
         });
     }
-    store.set_account_disabled(&caller.actor(), id, disabled).await?;
+    store
+        .accounts()
+        .set_disabled(&caller.actor(), id, disabled, now())
+        .await?;
     if disabled {
-        store.end_account_sessions(id).await?;
+        store.accounts().end_sessions(id).await?;
     }
     let account = store
-        .account(id)
+        .accounts()
+        .get(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("account {id} does not exist")))?;
-    let operator = store.is_operator(id).await?;
+        .ok_or_else(|| ApiError::not_found(format!("account {raw_id} does not exist")))?;
+    let operator = store.accounts().is_operator(id).await?;
     Ok(AccountView::of(account, operator))
 }
 
@@ -362,7 +387,8 @@ pub(crate) async fn request_reset(
         match background
             .node()
             .store()
-            .issue_password_reset(&email, now().saturating_add(lifetime))
+            .accounts()
+            .issue_password_reset(&email, now(), after(now(), lifetime))
             .await
         {
             Ok(Some(issued)) => {
@@ -415,6 +441,7 @@ pub(crate) async fn confirm_reset(
     state
         .node()
         .store()
+        .accounts()
         .redeem_password_reset(&body.token, &body.password, now())
         .await
         .map_err(|e| match e {
@@ -465,14 +492,14 @@ pub(crate) struct TokenView {
 impl From<ApiToken> for TokenView {
     fn from(t: ApiToken) -> Self {
         TokenView {
-            id: t.id,
+            id: t.id.get(),
             name: t.name,
             scopes: t.scopes,
             site: t.site.map(|s| s.0),
-            created_at: t.created_at,
-            expires_at: t.expires_at,
-            last_used_at: t.last_used_at,
-            revoked_at: t.revoked_at,
+            created_at: t.created_at.as_second(),
+            expires_at: t.expires_at.map(jiff::Timestamp::as_second),
+            last_used_at: t.last_used_at.map(jiff::Timestamp::as_second),
+            revoked_at: t.revoked_at.map(jiff::Timestamp::as_second),
         }
     }
 }
@@ -511,16 +538,19 @@ pub(crate) async fn create_token(
     if let Some(site) = site {
         caller.member(&state, Access::Account, site).await?;
     }
+    let expires_at = body.expires_at.map(|e| instant("expires_at", e)).transpose()?;
     let (token, issued) = state
         .node()
         .store()
-        .create_api_token(
+        .accounts()
+        .create_token(
             &caller.actor(),
             caller.account,
             site,
             &body.name,
             &body.scopes,
-            body.expires_at,
+            expires_at,
+            now(),
         )
         .await?;
     Ok((
@@ -542,8 +572,8 @@ pub(crate) async fn list_tokens(
     Query(p): Query<Pagination>,
 ) -> Result<Json<TokenPage>, ApiError> {
     caller.allow(Access::Account, None)?;
-    let tokens = state.node().store().api_tokens(caller.account).await?;
-    let (items, next_cursor) = p.page(tokens, |t| t.id)?;
+    let tokens = state.node().store().accounts().tokens(caller.account).await?;
+    let (items, next_cursor) = p.page(tokens, |t| t.id.get())?;
     Ok(Json(TokenPage {
         items: items.into_iter().map(TokenView::from).collect(),
         next_cursor,
@@ -562,9 +592,15 @@ pub(crate) async fn revoke_token(
 ) -> Result<Json<TokenView>, ApiError> {
     caller.allow(Access::Account, None)?;
     let store = state.node().store();
-    match store.api_token(id).await? {
+    match store.accounts().token(TokenId(id)).await? {
         Some(t) if t.account == caller.account => {}
         _ => return Err(ApiError::not_found(format!("token {id} does not exist"))),
     }
-    Ok(Json(store.revoke_api_token(&caller.actor(), id).await?.into()))
+    Ok(Json(
+        store
+            .accounts()
+            .revoke_token(&caller.actor(), TokenId(id), now())
+            .await?
+            .into(),
+    ))
 }

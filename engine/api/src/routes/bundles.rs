@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use keyway_core::{Record, SiteId};
-use keyway_store::{MAX_PLUGIN_BYTES, StoredBundle, StoredPlugin, Target};
+use keyway_store::{MAX_PLUGIN_BYTES, PluginId, StoredBundle, StoredPlugin, Target};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -47,11 +47,11 @@ pub(crate) struct PluginView {
 impl From<StoredPlugin> for PluginView {
     fn from(p: StoredPlugin) -> Self {
         PluginView {
-            id: p.id,
+            id: p.id.get(),
             name: p.name,
             version: p.version,
             sha256: p.sha256,
-            uploaded_at: p.uploaded_at,
+            uploaded_at: p.uploaded_at.as_second(),
         }
     }
 }
@@ -88,13 +88,13 @@ pub(crate) struct BundleView {
 impl From<StoredBundle> for BundleView {
     fn from(b: StoredBundle) -> Self {
         BundleView {
-            id: b.id,
+            id: b.id.get(),
             name: b.name,
             version: b.version,
             sha256: b.sha256,
             active: b.active,
-            uploaded_at: b.uploaded_at,
-            plugins: b.plugins,
+            uploaded_at: b.uploaded_at.as_second(),
+            plugins: b.plugins.into_iter().map(|id| id.get()).collect(),
         }
     }
 }
@@ -183,7 +183,14 @@ pub(crate) async fn upload_plugin(
     let stored = state
         .node()
         .store()
-        .upload_plugin(&caller.actor(), &upload.name, &upload.version, &body)
+        .policy_records()
+        .upload_plugin(
+            &caller.actor(),
+            &upload.name,
+            &upload.version,
+            &body,
+            crate::auth::now(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
@@ -200,8 +207,8 @@ pub(crate) async fn list_plugins(
     caller
         .require_operator(&state, Access::Read, "administers plugins and bundles")
         .await?;
-    let all = state.node().store().plugins().await?;
-    let (page, next_cursor) = p.page(all, |x| x.id)?;
+    let all = state.node().store().policy_records().plugins().await?;
+    let (page, next_cursor) = p.page(all, |x| x.id.get())?;
     Ok(Json(PluginPage {
         items: page.into_iter().map(PluginView::from).collect(),
         next_cursor,
@@ -224,13 +231,15 @@ pub(crate) async fn upload_bundle(
     let stored = state
         .node()
         .store()
+        .policy_records()
         .upload_bundle(
             &caller.actor(),
             None,
             &body.name,
             &body.version,
             &body.manifest,
-            &body.plugins,
+            &body.plugins.iter().copied().map(PluginId).collect::<Vec<_>>(),
+            crate::auth::now(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
@@ -248,8 +257,8 @@ pub(crate) async fn list_bundles(
     caller
         .require_operator(&state, Access::Read, "administers plugins and bundles")
         .await?;
-    let all = state.node().store().bundles(None).await?;
-    let (page, next_cursor) = p.page(all, |b| b.id)?;
+    let all = state.node().store().policy_records().bundles(None).await?;
+    let (page, next_cursor) = p.page(all, |b| b.id.get())?;
     Ok(Json(BundlePage {
         items: page.into_iter().map(BundleView::from).collect(),
         next_cursor,
@@ -272,7 +281,10 @@ pub(crate) async fn activate_bundle(
     caller
         .require_operator(&state, Access::Write, "administers plugins and bundles")
         .await?;
-    let (bundle, revision) = state.node().activate_bundle(&caller.actor(), id).await?;
+    let (bundle, revision) = state
+        .node()
+        .activate_bundle(&caller.actor(), keyway_store::BundleId(id))
+        .await?;
     Ok(Json(Activated {
         bundle: bundle.into(),
         revision: revision.0,
@@ -291,7 +303,7 @@ pub(crate) async fn rollback_bundle(
     caller
         .require_operator(&state, Access::Write, "administers plugins and bundles")
         .await?;
-    let Some(previous) = state.node().store().previous_bundle(None).await? else {
+    let Some(previous) = state.node().store().policy_records().previous_bundle(None).await? else {
         return Err(ApiError::Conflict {
             code: "no_previous_bundle",
             message: "no bundle was in force before the current one".to_owned(),
@@ -318,9 +330,9 @@ pub(crate) async fn site_policy(
     caller.member(&state, Access::Read, site).await?;
     let store = state.node().store();
     let running = state.node().policy().bundle();
-    let stored = store.active_bundle(None).await?;
+    let stored = store.policy_records().active_bundle(None).await?;
     let mut door_rules = Vec::new();
-    for chain in store.door_rules().await? {
+    for chain in store.policy_records().door_rules().await? {
         if let Some(Record::Door(d)) = store.record(Target::Door(chain.door)).await?
             && d.site == site
         {
@@ -338,7 +350,7 @@ pub(crate) async fn site_policy(
     Ok(Json(SitePolicy {
         bundle: running.name().to_owned(),
         sha256: stored.as_ref().map(|b| b.sha256.clone()),
-        id: stored.as_ref().map(|b| b.id),
+        id: (stored.as_ref().map(|b| b.id)).map(|id| id.get()),
         version: stored.map(|b| b.version),
         rules: running.rule_names().map(str::to_owned).collect(),
         door_rules,

@@ -162,7 +162,8 @@ async fn door_state(state: &AppState, d: &DoorRecord) -> Result<DoorState, ApiEr
         name: state
             .node()
             .store()
-            .name(Named::Door, d.id.0)
+            .names()
+            .get(Named::Door, d.id.0)
             .await?
             .unwrap_or_default(),
         iq: d.iq.map(|q| q.0),
@@ -303,7 +304,7 @@ async fn site_lockdown(state: &AppState, caller: &Caller, site: u32, on: bool) -
         .store()
         .write(&caller.actor(), Change::SetSiteLockdown { site, on })
         .await?;
-    let doors = state.node().store().names(Named::Door, Some(site)).await?;
+    let doors = state.node().store().names().list(Named::Door, Some(site)).await?;
     let mut deliveries = Vec::with_capacity(doors.len());
     for (door, _) in doors {
         let door = DoorId(door);

@@ -301,7 +301,7 @@ pub(crate) async fn import_people(
 /// The site's groups by name (a name two groups share maps to both).
 async fn group_names(state: &AppState, site: SiteId) -> Result<HashMap<String, Vec<GroupId>>, ApiError> {
     let mut by_name: HashMap<String, Vec<GroupId>> = HashMap::new();
-    for (id, name) in state.node().store().names(Named::Group, Some(site)).await? {
+    for (id, name) in state.node().store().names().list(Named::Group, Some(site)).await? {
         by_name.entry(name).or_default().push(GroupId(id));
     }
     Ok(by_name)

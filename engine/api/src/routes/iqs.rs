@@ -197,8 +197,8 @@ impl From<IqActivation> for ActivationView {
             person: a.person.0,
             failed_attempts: a.failed_attempts,
             blocked: a.blocked,
-            activated_at: a.activated_at,
-            created_at: a.created_at,
+            activated_at: a.activated_at.map(jiff::Timestamp::as_second),
+            created_at: a.created_at.as_second(),
         }
     }
 }
@@ -239,12 +239,12 @@ pub(crate) struct FirmwareView {
 impl From<FirmwareFile> for FirmwareView {
     fn from(f: FirmwareFile) -> Self {
         FirmwareView {
-            id: f.id,
+            id: f.id.get(),
             model: f.model,
             version: f.version,
             sha256: f.sha256,
             size: f.size,
-            uploaded_at: f.uploaded_at,
+            uploaded_at: f.uploaded_at.as_second(),
         }
     }
 }
@@ -266,7 +266,7 @@ pub(crate) struct FirmwareQuery {
 
 /// `iq` when it belongs to `site`; 404 otherwise.
 async fn iq_of(state: &AppState, site: SiteId, iq: u32) -> Result<IqDetails, ApiError> {
-    match state.node().store().iq_details(IqId(iq)).await? {
+    match state.node().store().devices().iq(IqId(iq)).await? {
         Some(d) if d.site == site => Ok(d),
         _ => Err(ApiError::not_found(format!(
             "iq {iq} does not exist on site {}",
@@ -280,7 +280,8 @@ async fn paired_doors(state: &AppState, iq: IqId) -> Result<Vec<u32>, ApiError> 
     Ok(state
         .node()
         .store()
-        .iq_profile(iq)
+        .devices()
+        .profile(iq)
         .await?
         .map(|(_, doors)| doors.into_iter().map(|door| door.0).collect())
         .unwrap_or_default())
@@ -288,7 +289,7 @@ async fn paired_doors(state: &AppState, iq: IqId) -> Result<Vec<u32>, ApiError> 
 
 async fn view(state: &AppState, d: IqDetails) -> Result<IqView, ApiError> {
     let store = state.node().store();
-    let certificate = store.iq_certificate(d.id).await?;
+    let certificate = store.devices().certificate(d.id).await?;
     let doors = paired_doors(state, d.id).await?;
     let link = state.node().door_commands().state(d.id);
     Ok(IqView {
@@ -298,11 +299,11 @@ async fn view(state: &AppState, d: IqDetails) -> Result<IqView, ApiError> {
         serial: d.serial,
         doors,
         enrolled: certificate.is_some(),
-        certificate_expires_at: certificate.map(|c| c.not_after),
+        certificate_expires_at: (certificate.map(|c| c.not_after)).map(jiff::Timestamp::as_second),
         online: link.online,
         last_seen: link.last_seen,
         firmware_reported: link.firmware,
-        firmware_assigned: d.firmware,
+        firmware_assigned: d.firmware.map(|id| id.get()),
         offline_list: link.offline_list.map(OfflineListView::from),
     })
 }
@@ -310,15 +311,17 @@ async fn view(state: &AppState, d: IqDetails) -> Result<IqView, ApiError> {
 /// A fresh enrolment code for `iq`, stored hashed.
 async fn enrolment(state: &AppState, caller: &Caller, iq: IqId) -> Result<Enrolment, ApiError> {
     let code = enrolment_code::new_code();
-    let expires_at = crate::auth::now().saturating_add(ENROLMENT_CODE_LIFETIME_SECS);
+    let now = crate::auth::now();
+    let expires_at = crate::auth::after(now, ENROLMENT_CODE_LIFETIME_SECS);
     state
         .node()
         .store()
-        .issue_enrolment_code(&caller.actor(), iq, &enrolment_code::hash_code(&code), expires_at)
+        .devices()
+        .issue_enrolment_code(&caller.actor(), iq, &enrolment_code::hash_code(&code), expires_at, now)
         .await?;
     Ok(Enrolment {
         code,
-        expires_at,
+        expires_at: expires_at.as_second(),
         link: link_details(state).await,
     })
 }
@@ -366,7 +369,7 @@ pub(crate) async fn register_iq(
         .await?;
     let name = check_name(&body.name)?;
     let store = state.node().store();
-    if store.iq_by_serial(&body.serial).await?.is_some() {
+    if store.devices().iq_by_serial(&body.serial).await?.is_some() {
         return Err(ApiError::Conflict {
             code: "duplicate",
             message: format!("an IQ with serial number `{}` is registered already", body.serial),
@@ -378,8 +381,14 @@ pub(crate) async fn register_iq(
     // The details are checked after the IQ exists (the store checks them against the
     // row); on a refusal the IQ is removed again so nothing half-registered stays.
     let details = async {
-        store.set_iq_details(&actor, id, &body.model, &body.serial).await?;
-        store.set_name(&actor, Named::Iq, id.0, name).await
+        store
+            .devices()
+            .set_details(&actor, id, &body.model, &body.serial, crate::auth::now())
+            .await?;
+        store
+            .names()
+            .set(&actor, Named::Iq, id.0, name, crate::auth::now())
+            .await
     }
     .await;
     if let Err(e) = details {
@@ -413,7 +422,7 @@ pub(crate) async fn list_iqs(
 ) -> Result<Json<IqPage>, ApiError> {
     let site = SiteId(site);
     caller.member(&state, Access::Read, site).await?;
-    let all = state.node().store().site_iqs(site).await?;
+    let all = state.node().store().devices().of_site(site).await?;
     let (page, next_cursor) = p.page(all, |d| i64::from(d.id.0))?;
     let mut items = Vec::with_capacity(page.len());
     for d in page {
@@ -459,7 +468,8 @@ pub(crate) async fn rename_iq(
     state
         .node()
         .store()
-        .set_name(&caller.actor(), Named::Iq, iq, name)
+        .names()
+        .set(&caller.actor(), Named::Iq, iq, name, crate::auth::now())
         .await?;
     Ok(Json(view(&state, iq_of(&state, site, iq).await?).await?))
 }
@@ -517,7 +527,7 @@ pub(crate) async fn new_enrolment_code(
         .with_capability(&state, Access::Write, site, Capability::DOOR_LOCKDOWN)
         .await?;
     let d = iq_of(&state, site, iq).await?;
-    if state.node().store().iq_certificate(d.id).await?.is_some() {
+    if state.node().store().devices().certificate(d.id).await?.is_some() {
         return Err(ApiError::Conflict {
             code: "enrolled",
             message: format!("iq {iq} is enrolled already; an owner resets it to enrol a device again"),
@@ -545,12 +555,15 @@ pub(crate) async fn reset_iq(
     let d = iq_of(&state, site, iq).await?;
     let store = state.node().store();
     let actor = caller.actor();
-    store.revoke_iq_certificate(&actor, d.id).await?;
+    store
+        .devices()
+        .revoke_certificate(&actor, d.id, crate::auth::now())
+        .await?;
     let sessions_closed = state.node().door_commands().close_sessions(d.id);
     // The IQ's record written again (unchanged) tells every other node through the
     // change feed; each rechecks the certificate of the sessions it holds and closes them.
     let revision = store.write(&actor, Change::PutIq(IqRecord { id: d.id, site })).await?;
-    let activations_removed = store.reset_iq(&actor, d.id).await?;
+    let activations_removed = store.devices().reset(&actor, d.id, crate::auth::now()).await?;
     let enrolment = enrolment(&state, &caller, d.id).await?;
     Ok(Json(IqReset {
         iq: view(&state, d).await?,
@@ -579,7 +592,7 @@ pub(crate) async fn pair_door(
         .await?;
     let record = door_of(&state, site, door).await?;
     let iq = match body.iq {
-        Some(iq) => match state.node().store().iq_details(IqId(iq)).await? {
+        Some(iq) => match state.node().store().devices().iq(IqId(iq)).await? {
             Some(d) if d.site == site => Some(d.id),
             _ => {
                 return Err(ApiError::invalid(format!("iq {iq} does not exist on site {}", site.0)));
@@ -615,7 +628,7 @@ pub(crate) async fn list_activations(
         .with_capability(&state, Access::Read, site, Capability::IQ_RESET_PIN)
         .await?;
     let d = iq_of(&state, site, iq).await?;
-    let all = state.node().store().iq_activations(d.id).await?;
+    let all = state.node().store().devices().activations(d.id).await?;
     let (page, next_cursor) = p.page(all, |a| i64::from(a.person.0))?;
     Ok(Json(ActivationPage {
         items: page.into_iter().map(ActivationView::from).collect(),
@@ -648,7 +661,8 @@ pub(crate) async fn set_own_pin(
     let activation = state
         .node()
         .store()
-        .set_iq_pin(&caller.actor(), d.id, person, &body.pin)
+        .devices()
+        .set_pin(&caller.actor(), d.id, person, &body.pin, crate::auth::now())
         .await?;
     Ok(Json(activation.into()))
 }
@@ -673,7 +687,8 @@ pub(crate) async fn reset_pin(
     state
         .node()
         .store()
-        .reset_iq_pin(&caller.actor(), d.id, PersonId(person))
+        .devices()
+        .reset_pin(&caller.actor(), d.id, PersonId(person), crate::auth::now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -729,10 +744,12 @@ pub(crate) async fn download_firmware(
         .ok_or(ApiError::Unauthenticated)?;
     let store = state.node().store();
     let (iq, file) = store
-        .firmware_download(token, jiff::Timestamp::now().as_second())
+        .devices()
+        .firmware_download(token, crate::auth::now())
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     let content = store
+        .devices()
         .firmware_content(file.id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
@@ -781,12 +798,17 @@ pub(crate) async fn list_firmware(
     Query(q): Query<FirmwareQuery>,
 ) -> Result<Json<FirmwarePage>, ApiError> {
     caller.allow(Access::Read, None)?;
-    let files = state.node().store().firmware_files(q.model.as_deref()).await?;
+    let files = state
+        .node()
+        .store()
+        .devices()
+        .firmware_files(q.model.as_deref())
+        .await?;
     let p = Pagination {
         cursor: q.cursor,
         limit: q.limit,
     };
-    let (page, next_cursor) = p.page(files, |f| f.id)?;
+    let (page, next_cursor) = p.page(files, |f| f.id.get())?;
     Ok(Json(FirmwarePage {
         items: page.into_iter().map(FirmwareView::from).collect(),
         next_cursor,
@@ -824,13 +846,22 @@ pub(crate) async fn assign_firmware(
     let file = match body.firmware {
         Some(id) => Some(
             store
-                .firmware(id)
+                .devices()
+                .firmware(keyway_store::FirmwareId(id))
                 .await?
                 .ok_or_else(|| ApiError::invalid(format!("firmware {id} does not exist")))?,
         ),
         None => None,
     };
-    store.assign_firmware(&caller.actor(), d.id, body.firmware).await?;
+    store
+        .devices()
+        .assign_firmware(
+            &caller.actor(),
+            d.id,
+            body.firmware.map(keyway_store::FirmwareId),
+            crate::auth::now(),
+        )
+        .await?;
     let link = state.node().door_commands();
     let offered = match file {
         Some(file) if link.state(d.id).firmware.as_deref() != Some(file.version.as_str()) => {

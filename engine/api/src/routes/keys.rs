@@ -279,11 +279,13 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
         other => other.into(),
     };
     let invitation = store
+        .memberships()
         .invitation_by_secret(token, now)
         .await?
         .ok_or_else(invalid_invitation)?;
     let Some(credential) = invitation.credential else {
         let (_, m) = store
+            .memberships()
             .accept_invitation(token, caller.account, None, now)
             .await
             .map_err(map)?;
@@ -300,7 +302,7 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
             });
         }
     };
-    if store.membership(site, caller.account).await?.is_some() {
+    if store.memberships().get(site, caller.account).await?.is_some() {
         return Err(ApiError::Conflict {
             code: "duplicate",
             message: format!("you are a member of site {} already", site.0),
@@ -321,7 +323,10 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
         )
         .await?;
     let person = PersonId(written.id.ok_or_else(|| ApiError::internal("no person id"))?);
-    let accepted = store.accept_invitation(token, caller.account, Some(person), now).await;
+    let accepted = store
+        .memberships()
+        .accept_invitation(token, caller.account, Some(person), now)
+        .await;
     let m = match accepted {
         Ok((_, m)) => m,
         Err(e) => {
@@ -333,7 +338,8 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
         }
     };
     store
-        .set_name(&actor, Named::Person, person.0, &invitation.email)
+        .names()
+        .set(&actor, Named::Person, person.0, &invitation.email, crate::auth::now())
         .await?;
     assign_to(state, &actor, tag, person).await?;
     Ok(m)

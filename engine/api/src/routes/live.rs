@@ -183,19 +183,15 @@ pub(crate) struct IncidentView {
     pub acknowledged_by: Option<String>,
 }
 
-fn rfc3339(seconds: i64) -> String {
-    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
-}
-
 fn incident_view(i: Incident) -> IncidentView {
     IncidentView {
-        id: i.id,
+        id: i.id.get(),
         kind: i.kind.code().to_owned(),
         door: i.door.map(|d| d.0),
         iq: i.iq.map(|q| q.0),
-        at: rfc3339(i.at),
+        at: i.at.to_string(),
         detail: i.detail,
-        acknowledged_at: i.acknowledged_at.map(rfc3339),
+        acknowledged_at: i.acknowledged_at.map(|t| t.to_string()),
         acknowledged_by: i.acknowledged_by,
     }
 }
@@ -260,18 +256,19 @@ pub(crate) async fn list_incidents(
     let mut found = state
         .node()
         .store()
-        .incidents(&IncidentQuery {
+        .incidents()
+        .query(&IncidentQuery {
             site,
             kind,
             door: f.door.map(DoorId),
             acknowledged: f.acknowledged,
-            before,
+            before: before.map(keyway_store::IncidentId),
             limit: limit.saturating_add(1),
         })
         .await?;
     let next_cursor = if found.len() > limit as usize {
         found.truncate(limit as usize);
-        found.last().map(|i| i.id.to_string())
+        found.last().map(|i| i.id.get().to_string())
     } else {
         None
     };
@@ -298,7 +295,13 @@ pub(crate) async fn acknowledge_incident(
     let acknowledged = state
         .node()
         .store()
-        .acknowledge_incident(&caller.actor(), site, incident, crate::auth::now())
+        .incidents()
+        .acknowledge(
+            &caller.actor(),
+            site,
+            keyway_store::IncidentId(incident),
+            crate::auth::now(),
+        )
         .await
         .map_err(|e| match e {
             keyway_store::StoreError::NotFound { .. } => {
@@ -369,8 +372,12 @@ impl Tail {
                 .push_back(Event::default().event("entry").id(self.at.id()).data(data));
         }
         if self.incidents {
-            for i in store.incidents_after(self.site, self.at.incident, BATCH).await? {
-                self.at.incident = i.id;
+            for i in store
+                .incidents()
+                .after(self.site, keyway_store::IncidentId(self.at.incident), BATCH)
+                .await?
+            {
+                self.at.incident = i.id.get();
                 let data = serde_json::to_string(&incident_view(i)).map_err(ApiError::internal)?;
                 self.pending
                     .push_back(Event::default().event("incident").id(self.at.id()).data(data));
@@ -444,7 +451,10 @@ pub(crate) async fn events(
         Some(at) => at,
         None => {
             let (entry, incident) = state.node().store().event_heads(site).await?;
-            Position { entry, incident }
+            Position {
+                entry,
+                incident: incident.get(),
+            }
         }
     };
     let closing = state.closing();

@@ -138,7 +138,10 @@ pub(crate) async fn create_door(
         )
         .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no door id"))?;
-    store.set_name(&caller.actor(), Named::Door, id, name).await?;
+    store
+        .names()
+        .set(&caller.actor(), Named::Door, id, name, crate::auth::now())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(DoorChanged {
@@ -164,7 +167,7 @@ pub(crate) async fn list_doors(
 ) -> Result<Json<DoorPage>, ApiError> {
     let site = SiteId(site);
     caller.member(&state, Access::Read, site).await?;
-    let all = state.node().store().names(Named::Door, Some(site)).await?;
+    let all = state.node().store().names().list(Named::Door, Some(site)).await?;
     let (page, next_cursor) = p.page(all, |(id, _)| i64::from(*id))?;
     Ok(Json(DoorPage {
         items: page.into_iter().map(|(id, name)| DoorView { id, name }).collect(),
@@ -193,7 +196,8 @@ pub(crate) async fn rename_door(
     state
         .node()
         .store()
-        .set_name(&caller.actor(), Named::Door, door, name)
+        .names()
+        .set(&caller.actor(), Named::Door, door, name, crate::auth::now())
         .await?;
     Ok(Json(DoorChanged {
         door: DoorView {
@@ -307,7 +311,10 @@ pub(crate) async fn create_person(
         )
         .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no person id"))?;
-    store.set_name(&caller.actor(), Named::Person, id, name).await?;
+    store
+        .names()
+        .set(&caller.actor(), Named::Person, id, name, crate::auth::now())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(PersonChanged {
@@ -335,7 +342,7 @@ pub(crate) async fn list_people(
 ) -> Result<Json<PersonPage>, ApiError> {
     let site = SiteId(site);
     caller.member(&state, Access::Read, site).await?;
-    let names = state.node().store().names(Named::Person, Some(site)).await?;
+    let names = state.node().store().names().list(Named::Person, Some(site)).await?;
     let (page, next_cursor) = p.page(names, |(id, _)| i64::from(*id))?;
     let bundle = state.node().policy().bundle();
     let mut items = Vec::with_capacity(page.len());

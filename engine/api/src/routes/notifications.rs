@@ -43,7 +43,7 @@ pub(crate) struct SettingView {
 impl From<NotificationSetting> for SettingView {
     fn from(s: NotificationSetting) -> Self {
         SettingView {
-            id: s.id,
+            id: s.id.get(),
             event_kind: s.event_kind,
             channel: s.channel,
             target: s.target,
@@ -69,8 +69,8 @@ pub(crate) async fn list_settings(
     caller
         .with_capability(&state, Access::Read, site, Capability::NOTIFICATIONS_CONFIGURE)
         .await?;
-    let all = state.node().store().notification_settings(site).await?;
-    let (page, next_cursor) = p.page(all, |s| s.id)?;
+    let all = state.node().store().notifications().settings(site).await?;
+    let (page, next_cursor) = p.page(all, |s| s.id.get())?;
     Ok(Json(SettingPage {
         items: page.into_iter().map(SettingView::from).collect(),
         next_cursor,
@@ -94,7 +94,7 @@ pub(crate) async fn create_setting(
         .with_capability(&state, Access::Write, site, Capability::NOTIFICATIONS_CONFIGURE)
         .await?;
     let setting = NotificationSetting {
-        id: 0,
+        id: keyway_store::SettingId(0),
         site,
         account: Some(caller.account),
         event_kind: body.event_kind,
@@ -106,7 +106,8 @@ pub(crate) async fn create_setting(
     let stored = state
         .node()
         .store()
-        .put_notification_setting(&caller.actor(), &setting)
+        .notifications()
+        .put_setting(&caller.actor(), &setting, crate::auth::now())
         .await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
@@ -126,12 +127,21 @@ pub(crate) async fn delete_setting(
         .with_capability(&state, Access::Write, site, Capability::NOTIFICATIONS_CONFIGURE)
         .await?;
     let store = state.node().store();
-    if !store.notification_settings(site).await?.iter().any(|s| s.id == id) {
+    if !store
+        .notifications()
+        .settings(site)
+        .await?
+        .iter()
+        .any(|s| s.id == keyway_store::SettingId(id))
+    {
         return Err(ApiError::not_found(format!(
             "notification setting {id} does not exist on site {}",
             site.0
         )));
     }
-    store.delete_notification_setting(&caller.actor(), id).await?;
+    store
+        .notifications()
+        .delete_setting(&caller.actor(), keyway_store::SettingId(id), crate::auth::now())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -92,7 +92,7 @@ pub(crate) async fn get_rules(
     Path((site, door)): Path<(u32, u32)>,
 ) -> Result<Json<RuleChain>, ApiError> {
     let door = site_door(&state, &caller, site, door).await?;
-    let chain = state.node().store().door_rule_chain(door).await?;
+    let chain = state.node().store().policy_records().door_rule_chain(door).await?;
     Ok(Json(RuleChain {
         rules: chain
             .map(|c| c.rules.into_iter().map(AttachRule::from).collect())
@@ -148,7 +148,7 @@ pub(crate) async fn attach_rule(
     Json(body): Json<AttachRule>,
 ) -> Result<Json<Revisioned>, ApiError> {
     let door = door_admin(&state, &caller, site, door).await?;
-    if let Some(chain) = state.node().store().door_rule_chain(door).await?
+    if let Some(chain) = state.node().store().policy_records().door_rule_chain(door).await?
         && (chain.rules.len() > 1 || chain.rules.iter().any(|r| !r.config.is_empty()))
     {
         return Err(ApiError::Conflict {

@@ -304,7 +304,10 @@ pub(crate) async fn create_group(
     let watch = OfflineWatch::start(&state, site);
     let written = store.create(&caller.actor(), Record::Group(record.clone())).await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no group id"))?;
-    store.set_name(&caller.actor(), Named::Group, id, name).await?;
+    store
+        .names()
+        .set(&caller.actor(), Named::Group, id, name, crate::auth::now())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(GroupChanged {
@@ -334,7 +337,7 @@ pub(crate) async fn list_groups(
 ) -> Result<Json<GroupPage>, ApiError> {
     let site = SiteId(site);
     caller.member(&state, Access::Read, site).await?;
-    let names = state.node().store().names(Named::Group, Some(site)).await?;
+    let names = state.node().store().names().list(Named::Group, Some(site)).await?;
     let (page, next_cursor) = p.page(names, |(id, _)| i64::from(*id))?;
     let mut items = Vec::with_capacity(page.len());
     for (id, name) in page {
@@ -368,7 +371,10 @@ pub(crate) async fn replace_group(
     let watch = OfflineWatch::start(&state, site);
     let revision = store.write(&caller.actor(), Change::PutGroup(record.clone())).await?;
     let pushed_out = watch.pushed_out(&state);
-    store.set_name(&caller.actor(), Named::Group, id, name).await?;
+    store
+        .names()
+        .set(&caller.actor(), Named::Group, id, name, crate::auth::now())
+        .await?;
     Ok(Json(GroupChanged {
         group: group_view(name.to_owned(), &record),
         revision: revision.0,

@@ -202,7 +202,7 @@ pub(crate) async fn update_site(
         revision = store.write(&actor, Change::PutSite(record)).await?;
     }
     if let Some(name) = name {
-        store.set_name(&actor, Named::Site, site.0, name).await?;
+        store.names().set(&actor, Named::Site, site.0, name, now()).await?;
     }
     let m = caller.member(&state, Access::Read, site).await?;
     Ok(Json(UpdatedSite {
@@ -216,7 +216,7 @@ async fn site_view(state: &AppState, m: &Membership) -> Result<SiteView, ApiErro
     let Some(Record::Site(site)) = store.record(Target::Site(m.site)).await? else {
         return Err(ApiError::not_found(format!("site {} does not exist", m.site.0)));
     };
-    let name = store.name(Named::Site, m.site.0).await?.unwrap_or_default();
+    let name = store.names().get(Named::Site, m.site.0).await?.unwrap_or_default();
     let bundle = state.node().policy().bundle();
     Ok(SiteView {
         id: m.site.0,
@@ -275,8 +275,11 @@ pub(crate) async fn create_site(
         )
         .await?;
     let site = SiteId(written.id.ok_or_else(|| ApiError::internal("no site id"))?);
-    store.set_name(&actor, Named::Site, site.0, name).await?;
-    let m = store.set_first_owner(&actor, site, caller.account, owner_role).await?;
+    store.names().set(&actor, Named::Site, site.0, name, now()).await?;
+    let m = store
+        .memberships()
+        .set_first_owner(&actor, site, caller.account, owner_role, now())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedSite {
@@ -295,7 +298,7 @@ pub(crate) async fn list_sites(
     Query(p): Query<Pagination>,
 ) -> Result<Json<SitePage>, ApiError> {
     caller.allow(Access::Read, None)?;
-    let mut memberships = state.node().store().account_memberships(caller.account).await?;
+    let mut memberships = state.node().store().memberships().of_account(caller.account).await?;
     if let crate::auth::Via::Token(t) = &caller.via
         && let Some(own) = t.site
     {
@@ -344,12 +347,13 @@ async fn member_view(state: &AppState, roles: &RoleTable, m: Membership) -> Resu
     let email = state
         .node()
         .store()
-        .account(m.account)
+        .accounts()
+        .get(m.account)
         .await?
         .map(|a| a.email)
         .unwrap_or_default();
     Ok(MemberView {
-        account: m.account,
+        account: m.account.get(),
         email,
         role: m.role.0,
         role_name: role_name(roles, m.role),
@@ -369,8 +373,8 @@ pub(crate) async fn list_members(
     Query(p): Query<Pagination>,
 ) -> Result<Json<MemberPage>, ApiError> {
     caller.member(&state, Access::Read, SiteId(site)).await?;
-    let members = state.node().store().site_memberships(SiteId(site)).await?;
-    let (page, next_cursor) = p.page(members, |m| m.account)?;
+    let members = state.node().store().memberships().of_site(SiteId(site)).await?;
+    let (page, next_cursor) = p.page(members, |m| m.account.get())?;
     let bundle = state.node().policy().bundle();
     let mut items = Vec::with_capacity(page.len());
     for m in page {
@@ -391,7 +395,8 @@ async fn target_member(state: &AppState, site: SiteId, account: i64) -> Result<M
     state
         .node()
         .store()
-        .membership(site, account)
+        .memberships()
+        .get(site, keyway_store::AccountId(account))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {account} is not a member of site {}", site.0)))
 }
@@ -432,7 +437,15 @@ pub(crate) async fn change_role(
     let m = state
         .node()
         .store()
-        .put_membership(&caller.actor(), site, account, new_role, target.person)
+        .memberships()
+        .put(
+            &caller.actor(),
+            site,
+            keyway_store::AccountId(account),
+            new_role,
+            target.person,
+            now(),
+        )
         .await?;
     Ok(Json(member_view(&state, roles, m).await?))
 }
@@ -468,7 +481,8 @@ pub(crate) async fn remove_member(
     state
         .node()
         .store()
-        .remove_membership(&caller.actor(), site, account)
+        .memberships()
+        .remove(&caller.actor(), site, keyway_store::AccountId(account), now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -530,6 +544,7 @@ pub(crate) async fn transfer(
     let (old, new) = state
         .node()
         .store()
+        .memberships()
         .transfer_ownership(
             &caller.actor(),
             site,
@@ -537,6 +552,7 @@ pub(crate) async fn transfer(
             target.account,
             owner_role,
             former_role,
+            now(),
         )
         .await?;
     Ok(Json(Transferred {
@@ -579,12 +595,12 @@ page_of!(InvitationPage, InvitationView);
 
 fn invitation_view(roles: &RoleTable, i: Invitation) -> InvitationView {
     InvitationView {
-        id: i.id,
+        id: i.id.get(),
         site: i.site.0,
         email: i.email,
         role: role_name(roles, i.role),
-        expires_at: i.expires_at,
-        accepted_at: i.accepted_at,
+        expires_at: i.expires_at.as_second(),
+        accepted_at: i.accepted_at.map(jiff::Timestamp::as_second),
         credential: i.credential.map(|c| c.0),
     }
 }
@@ -622,6 +638,7 @@ pub(crate) async fn invite(
     let (invitation, issued) = state
         .node()
         .store()
+        .memberships()
         .create_invitation(
             &caller.actor(),
             site,
@@ -629,13 +646,15 @@ pub(crate) async fn invite(
             role,
             credential,
             Some(caller.account),
-            now().saturating_add(lifetime),
+            crate::auth::after(now(), lifetime),
+            now(),
         )
         .await?;
     let site_name = state
         .node()
         .store()
-        .name(Named::Site, site.0)
+        .names()
+        .get(Named::Site, site.0)
         .await?
         .unwrap_or_default();
     let link = format!(
@@ -668,8 +687,8 @@ pub(crate) async fn list_invitations(
     let (_, bundle) = caller
         .with_capability(&state, Access::Read, site, Capability::PEOPLE_INVITE)
         .await?;
-    let all = state.node().store().site_invitations(site).await?;
-    let (page, next_cursor) = p.page(all, |i| i.id)?;
+    let all = state.node().store().memberships().invitations(site).await?;
+    let (page, next_cursor) = p.page(all, |i| i.id.get())?;
     Ok(Json(InvitationPage {
         items: page.into_iter().map(|i| invitation_view(bundle.roles(), i)).collect(),
         next_cursor,
@@ -691,13 +710,22 @@ pub(crate) async fn revoke_invitation(
         .with_capability(&state, Access::Write, site, Capability::PEOPLE_INVITE)
         .await?;
     let store = state.node().store();
-    if !store.site_invitations(site).await?.iter().any(|i| i.id == id) {
+    if !store
+        .memberships()
+        .invitations(site)
+        .await?
+        .iter()
+        .any(|i| i.id == keyway_store::InvitationId(id))
+    {
         return Err(ApiError::not_found(format!(
             "invitation {id} does not exist on site {}",
             site.0
         )));
     }
-    store.revoke_invitation(&caller.actor(), id).await?;
+    store
+        .memberships()
+        .revoke_invitation(&caller.actor(), keyway_store::InvitationId(id), now())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

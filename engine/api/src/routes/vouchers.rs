@@ -3,7 +3,7 @@
 //! app user (a digital key) beyond a cap is refused with an error naming the cap and the
 //! count; nobody is ever suspended silently.
 
-use crate::auth::{Access, Caller, now};
+use crate::auth::{Access, Caller, instant, now};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::{Pagination, page_of};
@@ -54,13 +54,13 @@ pub(crate) struct VoucherView {
 impl From<Voucher> for VoucherView {
     fn from(v: Voucher) -> Self {
         VoucherView {
-            id: v.id,
+            id: v.id.get(),
             code: v.code,
             site: v.site.map(|s| s.0),
             max_users: v.max_users,
             max_app_users: v.max_app_users,
-            valid_from: v.valid_from,
-            valid_until: v.valid_until,
+            valid_from: v.valid_from.map(jiff::Timestamp::as_second),
+            valid_until: v.valid_until.map(jiff::Timestamp::as_second),
         }
     }
 }
@@ -83,13 +83,15 @@ pub(crate) async fn create_voucher(
     let v = state
         .node()
         .store()
+        .memberships()
         .create_voucher(
             &caller.actor(),
             &body.code,
             body.max_users,
             body.max_app_users,
-            body.valid_from,
-            body.valid_until,
+            body.valid_from.map(|t| instant("valid_from", t)).transpose()?,
+            body.valid_until.map(|t| instant("valid_until", t)).transpose()?,
+            now(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(v.into())))
@@ -107,8 +109,8 @@ pub(crate) async fn list_vouchers(
     caller
         .require_operator(&state, Access::Read, "issues and lists vouchers")
         .await?;
-    let all = state.node().store().vouchers(None).await?;
-    let (page, next_cursor) = p.page(all, |v| v.id)?;
+    let all = state.node().store().memberships().vouchers(None).await?;
+    let (page, next_cursor) = p.page(all, |v| v.id.get())?;
     Ok(Json(VoucherPage {
         items: page.into_iter().map(VoucherView::from).collect(),
         next_cursor,
@@ -224,7 +226,7 @@ async fn admit(
     wanted: u32,
 ) -> Result<(u32, Option<String>, Voucher), ApiError> {
     let at = now();
-    let Some(v) = state.node().store().site_voucher(site, at).await? else {
+    let Some(v) = state.node().store().memberships().site_voucher(site, at).await? else {
         return Err(ApiError::Unprocessable {
             code: "voucher_required",
             message: format!(
@@ -242,7 +244,7 @@ async fn admit(
             bundle.voucher(&VoucherInput {
                 voucher: VoucherTerms {
                     tier: String::new(),
-                    valid_until: terms.valid_until,
+                    valid_until: terms.valid_until.map(jiff::Timestamp::as_second),
                 },
                 counts: AbiCounts {
                     people: c.people,
@@ -252,7 +254,7 @@ async fn admit(
                 },
                 change: what.abi(),
                 delta: i32::try_from(delta).unwrap_or(i32::MAX),
-                at_unix: at,
+                at_unix: at.as_second(),
                 issued: Some(IssuedVoucher {
                     code: terms.code.clone(),
                     max_users: terms.max_users,
@@ -337,6 +339,7 @@ pub(crate) async fn redeem(
     let v = state
         .node()
         .store()
+        .memberships()
         .redeem_voucher(&caller.actor(), &body.code, site, now())
         .await?;
     Ok(Json(Licence {
@@ -357,7 +360,7 @@ pub(crate) async fn licence(
 ) -> Result<Json<Licence>, ApiError> {
     let site = SiteId(site);
     caller.member(&state, Access::Read, site).await?;
-    let v = state.node().store().site_voucher(site, now()).await?;
+    let v = state.node().store().memberships().site_voucher(site, now()).await?;
     Ok(Json(Licence {
         voucher: v.map(VoucherView::from),
         counts: counts(&state, site),

@@ -51,12 +51,12 @@ pub(crate) struct WebhookView {
 impl From<Webhook> for WebhookView {
     fn from(w: Webhook) -> Self {
         WebhookView {
-            id: w.id,
+            id: w.id.get(),
             url: w.url,
             events: w.events,
-            created_at: w.created_at,
+            created_at: w.created_at.as_second(),
             status: if w.paused_at.is_some() { "paused" } else { "active" }.to_owned(),
-            paused_at: w.paused_at,
+            paused_at: w.paused_at.map(jiff::Timestamp::as_second),
             failures: w.failures,
         }
     }
@@ -103,10 +103,10 @@ impl From<WebhookDelivery> for DeliveryView {
     fn from(d: WebhookDelivery) -> Self {
         DeliveryView {
             succeeded: d.succeeded(),
-            id: d.id,
-            delivery: d.outbox,
+            id: d.id.get(),
+            delivery: d.outbox.get(),
             attempt: d.attempt,
-            at: d.at,
+            at: d.at.as_second(),
             status: d.status,
             error: d.error,
             duration_ms: d.duration_ms,
@@ -129,7 +129,8 @@ async fn endpoint(state: &AppState, site: SiteId, id: i64) -> Result<Webhook, Ap
     state
         .node()
         .store()
-        .webhook(site, id)
+        .notifications()
+        .webhook(site, keyway_store::WebhookId(id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("webhook {id} does not exist on site {}", site.0)))
 }
@@ -153,7 +154,8 @@ pub(crate) async fn create_webhook(
     let (hook, secret) = state
         .node()
         .store()
-        .create_webhook(&caller.actor(), site, &body.url, &body.events)
+        .notifications()
+        .create_webhook(&caller.actor(), site, &body.url, &body.events, crate::auth::now())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -176,8 +178,8 @@ pub(crate) async fn list_webhooks(
     Query(p): Query<Pagination>,
 ) -> Result<Json<WebhookPage>, ApiError> {
     let site = configure(&state, &caller, site, Access::Read).await?;
-    let all = state.node().store().webhooks(site).await?;
-    let (page, next_cursor) = p.page(all, |w| w.id)?;
+    let all = state.node().store().notifications().webhooks(site).await?;
+    let (page, next_cursor) = p.page(all, |w| w.id.get())?;
     Ok(Json(WebhookPage {
         items: page.into_iter().map(WebhookView::from).collect(),
         next_cursor,
@@ -209,7 +211,12 @@ pub(crate) async fn delete_webhook(
     Path((site, id)): Path<(u32, i64)>,
 ) -> Result<StatusCode, ApiError> {
     let site = configure(&state, &caller, site, Access::Write).await?;
-    state.node().store().delete_webhook(&caller.actor(), site, id).await?;
+    state
+        .node()
+        .store()
+        .notifications()
+        .delete_webhook(&caller.actor(), site, keyway_store::WebhookId(id), crate::auth::now())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,7 +235,8 @@ pub(crate) async fn resume_webhook(
     let hook = state
         .node()
         .store()
-        .resume_webhook(&caller.actor(), site, id, crate::auth::now())
+        .notifications()
+        .resume_webhook(&caller.actor(), site, keyway_store::WebhookId(id), crate::auth::now())
         .await?;
     Ok(Json(hook.into()))
 }
@@ -247,7 +255,8 @@ pub(crate) async fn rotate_secret(
     let secret = state
         .node()
         .store()
-        .rotate_webhook_secret(&caller.actor(), site, id)
+        .notifications()
+        .rotate_webhook_secret(&caller.actor(), site, keyway_store::WebhookId(id), crate::auth::now())
         .await?;
     Ok(Json(WebhookSecret { secret }))
 }
@@ -270,11 +279,12 @@ pub(crate) async fn list_deliveries(
     let mut items = state
         .node()
         .store()
-        .webhook_deliveries(hook.id, before, limit + 1)
+        .notifications()
+        .webhook_deliveries(hook.id, before.map(keyway_store::DeliveryId), limit + 1)
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|d| d.id.to_string())
+        items.last().map(|d| d.id.get().to_string())
     } else {
         None
     };
@@ -306,7 +316,13 @@ pub(crate) async fn test_webhook(
     let delivery = state
         .node()
         .store()
-        .queue_webhook_test(site, id, crate::auth::now())
+        .notifications()
+        .queue_webhook_test(site, keyway_store::WebhookId(id), crate::auth::now())
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(TestQueued { delivery })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestQueued {
+            delivery: delivery.get(),
+        }),
+    ))
 }

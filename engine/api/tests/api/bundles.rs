@@ -42,6 +42,7 @@ async fn two_bundles(w: &World) -> i64 {
     let other =
         w.h.node
             .store()
+            .policy_records()
             .upload_bundle(
                 "test",
                 None,
@@ -49,10 +50,11 @@ async fn two_bundles(w: &World) -> i64 {
                 &format!("again-{}", unique()),
                 &default_manifest(),
                 &stored.plugins,
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
-    other.id
+    other.id.get()
 }
 
 /// The path and body of a policy-administration route of the matrix.
@@ -76,7 +78,10 @@ pub async fn body_for(w: &World, route: &str, path: &mut String) -> Option<Value
         }
         "POST /v1/bundles/rollback" => {
             let second = two_bundles(w).await;
-            w.h.node.activate_bundle("test", second).await.unwrap();
+            w.h.node
+                .activate_bundle("test", keyway_store::BundleId(second))
+                .await
+                .unwrap();
             None
         }
         _ => None,
@@ -153,9 +158,9 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
         )
         .await;
     assert_eq!(status, 200, "{v}");
-    let plugins = w.h.node.store().plugins().await.unwrap();
+    let plugins = w.h.node.store().policy_records().plugins().await.unwrap();
     let two_person = plugins.iter().find(|p| p.name == "two-person").unwrap().id;
-    let ids: Vec<i64> = default.plugins.iter().copied().filter(|id| *id != two_person).collect();
+    let ids: Vec<keyway_store::PluginId> = default.plugins.iter().copied().filter(|id| *id != two_person).collect();
     let (status, slim) =
         w.h.call(
             "POST",
@@ -176,7 +181,7 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     let (_, policy) =
         w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
             .await;
-    assert_eq!(policy["id"], default.id, "{policy}");
+    assert_eq!(policy["id"], default.id.get(), "{policy}");
     assert_eq!(policy["door_rules"][0]["rule"], "two-person", "{policy}");
 
     // Without the attachment it goes in; the rule is gone for every site.
@@ -217,7 +222,7 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
     // Rollback: the default is back, and with it the rule.
     let (status, v) = w.h.call("POST", "/v1/bundles/rollback", Some(&op), None).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["bundle"]["id"], default.id, "{v}");
+    assert_eq!(v["bundle"]["id"], default.id.get(), "{v}");
     let (_, policy) =
         w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
             .await;
@@ -233,10 +238,10 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
         .filter(|b| b["active"] == true)
         .collect();
     assert_eq!(active.len(), 1);
-    assert_eq!(active[0]["id"], default.id);
+    assert_eq!(active[0]["id"], default.id.get());
 
     // Bad bundles: each refused with its reason, none stored.
-    let before = w.h.node.store().bundles(None).await.unwrap().len();
+    let before = w.h.node.store().policy_records().bundles(None).await.unwrap().len();
     for (body, want, code) in [
         (
             json!({"name": "x", "version": "1", "manifest": "[bundle", "plugins": []}),
@@ -272,7 +277,10 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
         let (status, v) = w.h.call("POST", "/v1/bundles", Some(&op), Some(body.clone())).await;
         assert_eq!((status.as_u16(), v["code"].as_str()), (want, Some(code)), "{body}: {v}");
     }
-    assert_eq!(w.h.node.store().bundles(None).await.unwrap().len(), before);
+    assert_eq!(
+        w.h.node.store().policy_records().bundles(None).await.unwrap().len(),
+        before
+    );
     // A bundle that pins a module it was not uploaded with does not load: refused.
     let (_, broken) =
         w.h.call(
@@ -297,7 +305,8 @@ async fn bundles_uploaded_refused_activated_and_rolled_back() {
         w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
             .await;
     assert_eq!(
-        policy["id"], default.id,
+        policy["id"],
+        default.id.get(),
         "the refusals left the bundle in force: {policy}"
     );
 }
@@ -322,7 +331,7 @@ async fn rollback_needs_an_earlier_bundle_and_modules_fit_the_body_limit() {
         (413, Some("payload_too_large")),
         "{v}"
     );
-    assert!(w.h.node.store().plugins().await.unwrap().is_empty());
+    assert!(w.h.node.store().policy_records().plugins().await.unwrap().is_empty());
     w.h.node.adopt_bundle_dir("test", &bundle_dir()).await.unwrap();
     let (status, v) = w.h.call("POST", "/v1/bundles/rollback", Some(&op), None).await;
     assert_eq!(

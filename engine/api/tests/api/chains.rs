@@ -298,7 +298,8 @@ async fn an_activation_that_would_break_a_doors_settings_is_refused() {
     )
     .unwrap();
     let uploaded = store
-        .upload_plugin("test", "two-person", "v1", &old_rule)
+        .policy_records()
+        .upload_plugin("test", "two-person", "v1", &old_rule, jiff::Timestamp::now())
         .await
         .unwrap();
     let manifest = std::fs::read_to_string(bundle_dir().join("bundle.toml")).unwrap();
@@ -306,8 +307,8 @@ async fn an_activation_that_would_break_a_doors_settings_is_refused() {
     let manifest = manifest
         .replace(&pinned, &uploaded.sha256)
         .replace(r#"hooks = ["door_rule", "door_config"]"#, r#"hooks = ["door_rule"]"#);
-    let plugins = store.plugins().await.unwrap();
-    let mut ids: Vec<i64> = default
+    let plugins = store.policy_records().plugins().await.unwrap();
+    let mut ids: Vec<keyway_store::PluginId> = default
         .plugins
         .iter()
         .copied()
@@ -316,14 +317,23 @@ async fn an_activation_that_would_break_a_doors_settings_is_refused() {
         .collect();
     ids.sort_unstable();
     let older = store
-        .upload_bundle("test", None, "default", "older-two-person", &manifest, &ids)
+        .policy_records()
+        .upload_bundle(
+            "test",
+            None,
+            "default",
+            "older-two-person",
+            &manifest,
+            &ids,
+            jiff::Timestamp::now(),
+        )
         .await
         .unwrap();
     let rules = format!("/v1/sites/{s}/doors/{}/rules", w.door.0);
     let with_settings = json!({"rules": [{"rule": "two-person", "config": {"window_s": 10}}]});
     let (status, answer) = w.h.call("PUT", &rules, Some(&owner), Some(with_settings)).await;
     assert_eq!(status.as_u16(), 200, "{answer}");
-    let activate = format!("/v1/bundles/{}/activate", older.id);
+    let activate = format!("/v1/bundles/{}/activate", older.id.get());
     let (status, answer) = w.h.call("POST", &activate, Some(&op), None).await;
     assert_eq!(
         (status.as_u16(), answer["code"].as_str()),
@@ -341,7 +351,7 @@ async fn an_activation_that_would_break_a_doors_settings_is_refused() {
     let (_, policy) =
         w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
             .await;
-    assert_eq!(policy["id"], default.id, "{policy}");
+    assert_eq!(policy["id"], default.id.get(), "{policy}");
     // Without the door's settings, the same activation goes in.
     let (status, _) =
         w.h.call(
@@ -357,7 +367,7 @@ async fn an_activation_that_would_break_a_doors_settings_is_refused() {
     let (_, policy) =
         w.h.call("GET", &format!("/v1/sites/{s}/policy"), Some(&owner), None)
             .await;
-    assert_eq!(policy["id"], older.id, "{policy}");
+    assert_eq!(policy["id"], older.id.get(), "{policy}");
 }
 
 /// The sha256 the manifest pins for `file`.

@@ -401,8 +401,8 @@ fn decisions_over_http_agree_with_the_core_after_any_admin_calls() {
             let site = v["site"]["id"].as_u64().unwrap() as u32;
             let code = format!("PROP-{}", unique());
             let store = h.node.store();
-            store.create_voucher("test", &code, 1000, 1000, None, None).await.unwrap();
-            store.redeem_voucher("test", &code, SiteId(site), 0).await.unwrap();
+            store.memberships().create_voucher("test", &code, 1000, 1000, None, None, jiff::Timestamp::now()).await.unwrap();
+            store.memberships().redeem_voucher("test", &code, SiteId(site), crate::t(0)).await.unwrap();
             let mut made = Made::default();
             // A small site to start from, so random calls change something that decides.
             let prologue = [

@@ -211,8 +211,16 @@ async fn the_voucher_caps_new_people_in_row_order() {
     assert_eq!(status, 201, "{v}");
     let site = keyway_core::SiteId(v["site"]["id"].as_u64().unwrap() as u32);
     let store = w.h.node.store();
-    store.create_voucher("test", "SMALL-3", 3, 1, None, None).await.unwrap();
-    store.redeem_voucher("test", "SMALL-3", site, 0).await.unwrap();
+    store
+        .memberships()
+        .create_voucher("test", "SMALL-3", 3, 1, None, None, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .memberships()
+        .redeem_voucher("test", "SMALL-3", site, crate::t(0))
+        .await
+        .unwrap();
     let rows: Vec<Value> = (1..=5)
         .map(|i| row(&format!("S-{i}"), &format!("P{i}"), None, &[], &[]))
         .collect();
@@ -236,7 +244,8 @@ async fn the_voucher_caps_new_people_in_row_order() {
     assert_eq!(w.h.node.snapshot().load().voucher_counts(site).people, 3);
     // 3 of 3 is past 90%: the crossing is queued once, with the import.
     let due = store
-        .claim_notifications(i64::MAX / 4, i64::MAX / 4 + 60, 100)
+        .notifications()
+        .claim(crate::t(253_402_207_000), crate::t(253_402_207_100), 100)
         .await
         .unwrap();
     let near: Vec<_> = due

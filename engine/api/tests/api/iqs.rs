@@ -46,7 +46,8 @@ pub async fn iq(w: &World, site: SiteId) -> IqId {
             .unwrap(),
     );
     store
-        .set_iq_details("test", id, "IQ2", &format!("SN-T{}", unique()))
+        .devices()
+        .set_details("test", id, "IQ2", &format!("SN-T{}", unique()), jiff::Timestamp::now())
         .await
         .unwrap();
     id
@@ -82,12 +83,24 @@ pub async fn body_for(w: &World, route: &str, who: Who, path: &mut String) -> Op
             // The caller's own person: link one to their membership first (tokens act for
             // the owner).
             let account = w.account(who);
-            if let Some(m) = store.membership(site, account).await.unwrap()
+            if let Some(m) = store
+                .memberships()
+                .get(site, keyway_store::AccountId(account))
+                .await
+                .unwrap()
                 && m.person.is_none()
             {
                 let person = w.h.person(site).await;
                 store
-                    .put_membership("test", site, account, m.role, Some(person))
+                    .memberships()
+                    .put(
+                        "test",
+                        site,
+                        keyway_store::AccountId(account),
+                        m.role,
+                        Some(person),
+                        jiff::Timestamp::now(),
+                    )
                     .await
                     .unwrap();
             }
@@ -97,7 +110,11 @@ pub async fn body_for(w: &World, route: &str, who: Who, path: &mut String) -> Op
         "DELETE /v1/sites/{site}/iqs/{iq}/activations/{person}" => {
             let iq = iq(w, site).await;
             let person = w.h.person(site).await;
-            store.set_iq_pin("test", iq, person, "1234").await.unwrap();
+            store
+                .devices()
+                .set_pin("test", iq, person, "1234", jiff::Timestamp::now())
+                .await
+                .unwrap();
             *path = path
                 .replace("{iq}", &iq.0.to_string())
                 .replace("{person}", &person.0.to_string());
@@ -105,7 +122,14 @@ pub async fn body_for(w: &World, route: &str, who: Who, path: &mut String) -> Op
         }
         "PUT /v1/sites/{site}/iqs/{iq}/firmware" => {
             let file = store
-                .upload_firmware("test", "IQ2", &format!("9.{}", unique()), b"image")
+                .devices()
+                .upload_firmware(
+                    "test",
+                    "IQ2",
+                    &format!("9.{}", unique()),
+                    b"image",
+                    jiff::Timestamp::now(),
+                )
                 .await
                 .unwrap();
             *path = path.replace("{iq}", &iq(w, site).await.0.to_string());
@@ -194,10 +218,21 @@ async fn registering_an_iq_gives_a_code_the_link_redeems_once() {
     let hash = keyway_store::enrolment_code::hash_code(&code);
     let now = jiff::Timestamp::now().as_second();
     assert_eq!(
-        store.redeem_enrolment_code(&hash, now).await.unwrap(),
+        store
+            .devices()
+            .redeem_enrolment_code(&hash, crate::t(now))
+            .await
+            .unwrap(),
         Some((w.site, id))
     );
-    assert_eq!(store.redeem_enrolment_code(&hash, now).await.unwrap(), None);
+    assert_eq!(
+        store
+            .devices()
+            .redeem_enrolment_code(&hash, crate::t(now))
+            .await
+            .unwrap(),
+        None
+    );
     // Nothing in the audit log carries the code.
     let audit = serde_json::to_string(
         &store
@@ -212,7 +247,8 @@ async fn registering_an_iq_gives_a_code_the_link_redeems_once() {
     assert!(!audit.contains(&code), "the enrolment code leaked into the audit log");
     // Once a certificate is recorded the IQ is enrolled, and a new code needs a reset.
     store
-        .record_iq_certificate("test", id, "0abc", now + 3600)
+        .devices()
+        .record_certificate("test", id, "0abc", crate::t(now + 3600), jiff::Timestamp::now())
         .await
         .unwrap();
     let path = format!("/v1/sites/{}/iqs/{}", w.site.0, id.0);
@@ -230,7 +266,7 @@ async fn registration_refusals_leave_nothing_behind() {
     let admin = w.bearer(Who::Admin).await.unwrap();
     register(&w, &admin, "SN-DUP").await;
     let iqs = format!("/v1/sites/{}/iqs", w.site.0);
-    let before = w.h.node.store().site_iqs(w.site).await.unwrap().len();
+    let before = w.h.node.store().devices().of_site(w.site).await.unwrap().len();
     // (body, status, code)
     let cases = [
         (
@@ -266,7 +302,7 @@ async fn registration_refusals_leave_nothing_behind() {
             "{body}: {v}"
         );
     }
-    assert_eq!(w.h.node.store().site_iqs(w.site).await.unwrap().len(), before);
+    assert_eq!(w.h.node.store().devices().of_site(w.site).await.unwrap().len(), before);
     let snapshot = w.h.node.snapshot().load_full();
     let in_model = snapshot
         .records()
@@ -381,7 +417,7 @@ async fn doors_pair_and_the_list_shows_state_as_the_link_knows_it() {
             .await;
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(*link.sessions.lock().unwrap(), vec![b]);
-    assert!(w.h.node.store().iq_details(a).await.unwrap().is_none());
+    assert!(w.h.node.store().devices().iq(a).await.unwrap().is_none());
     assert!(w.h.node.snapshot().load().iq_record(a).is_none());
     let (s, _) =
         w.h.call("GET", &format!("/v1/sites/{site}/iqs/{}", a.0), Some(&admin), None)
@@ -418,7 +454,15 @@ async fn pins_activate_reset_per_person_and_per_iq() {
     assert_eq!((s.as_u16(), v["code"].as_str()), (409, Some("no_person")), "{v}");
     let person = w.h.person(site).await;
     store
-        .put_membership("test", site, w.account(Who::Basic), RoleId(3), Some(person))
+        .memberships()
+        .put(
+            "test",
+            site,
+            keyway_store::AccountId(w.account(Who::Basic)),
+            RoleId(3),
+            Some(person),
+            jiff::Timestamp::now(),
+        )
         .await
         .unwrap();
     for (pin, status) in [
@@ -440,7 +484,11 @@ async fn pins_activate_reset_per_person_and_per_iq() {
     }
     let now = jiff::Timestamp::now().as_second();
     assert_eq!(
-        store.check_iq_pin(iq, person, "4821", now).await.unwrap(),
+        store
+            .devices()
+            .check_pin(iq, person, "4821", crate::t(now))
+            .await
+            .unwrap(),
         keyway_store::PinCheck::Accepted
     );
 
@@ -462,7 +510,11 @@ async fn pins_activate_reset_per_person_and_per_iq() {
         .await;
     assert_eq!(s.as_u16(), 204, "{v}");
     assert_eq!(
-        store.check_iq_pin(iq, person, "4821", now).await.unwrap(),
+        store
+            .devices()
+            .check_pin(iq, person, "4821", crate::t(now))
+            .await
+            .unwrap(),
         keyway_store::PinCheck::NotSet
     );
     let (s, _) =
@@ -487,9 +539,14 @@ async fn pins_activate_reset_per_person_and_per_iq() {
         .await;
     assert_eq!(s.as_u16(), 200);
     let other = w.h.person(site).await;
-    store.set_iq_pin("test", iq, other, "7777").await.unwrap();
     store
-        .record_iq_certificate("test", iq, "0abc", now + 3600)
+        .devices()
+        .set_pin("test", iq, other, "7777", jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .devices()
+        .record_certificate("test", iq, "0abc", crate::t(now + 3600), jiff::Timestamp::now())
         .await
         .unwrap();
     link.sessions.lock().unwrap().push(iq);
@@ -503,8 +560,8 @@ async fn pins_activate_reset_per_person_and_per_iq() {
     assert_eq!(v["revision"].as_u64(), Some(w.h.node.snapshot().load().revision().0));
     assert_eq!(v["iq"]["enrolled"], false);
     assert_eq!(v["enrolment"]["code"].as_str().unwrap().len(), 20);
-    assert!(store.iq_certificate(iq).await.unwrap().is_none());
-    assert!(store.iq_activations(iq).await.unwrap().is_empty());
+    assert!(store.devices().certificate(iq).await.unwrap().is_none());
+    assert!(store.devices().activations(iq).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,11 +573,13 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
     let admin = w.bearer(Who::Admin).await.unwrap();
     let iq = iq(&w, w.site).await;
     let right = store
-        .upload_firmware("test", "IQ2", "3.0.0", b"new image")
+        .devices()
+        .upload_firmware("test", "IQ2", "3.0.0", b"new image", jiff::Timestamp::now())
         .await
         .unwrap();
     let wrong = store
-        .upload_firmware("test", "IQ1", "3.0.0", b"old model")
+        .devices()
+        .upload_firmware("test", "IQ1", "3.0.0", b"old model", jiff::Timestamp::now())
         .await
         .unwrap();
     let path = format!("/v1/sites/{}/iqs/{}/firmware", w.site.0, iq.0);
@@ -536,7 +595,7 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
                 .await;
         assert_eq!(s.as_u16(), status, "{firmware}: {v}");
     }
-    assert_eq!(store.iq_details(iq).await.unwrap().unwrap().firmware, Some(right.id));
+    assert_eq!(store.devices().iq(iq).await.unwrap().unwrap().firmware, Some(right.id));
     // Offline: not offered now. Online: offered, with the file's digest.
     assert!(link.offers.lock().unwrap().is_empty());
     link.sessions.lock().unwrap().push(iq);
@@ -544,7 +603,7 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
         w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": right.id})))
             .await;
     assert_eq!((s.as_u16(), v["offered"].as_bool()), (200, Some(true)), "{v}");
-    assert_eq!(v["iq"]["firmware_assigned"], right.id);
+    assert_eq!(v["iq"]["firmware_assigned"], right.id.get());
     let offers = link.offers.lock().unwrap().clone();
     assert_eq!(offers.len(), 1);
     let (offered_to, offer) = &offers[0];
@@ -564,7 +623,7 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
         .iter()
         .map(|f| f["id"].as_i64().unwrap())
         .collect();
-    assert!(ids.contains(&right.id) && !ids.contains(&wrong.id), "{v}");
+    assert!(ids.contains(&right.id.get()) && !ids.contains(&wrong.id.get()), "{v}");
     // Unassigning.
     let (s, v) =
         w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": null})))
@@ -574,8 +633,12 @@ async fn firmware_is_assigned_only_for_the_iq_model_and_offered_to_it() {
     // A deleted file is unassigned with it.
     w.h.call("PUT", &path, Some(&admin), Some(json!({"firmware": right.id})))
         .await;
-    store.delete_firmware("test", right.id).await.unwrap();
-    assert_eq!(store.iq_details(iq).await.unwrap().unwrap().firmware, None);
+    store
+        .devices()
+        .delete_firmware("test", right.id, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(store.devices().iq(iq).await.unwrap().unwrap().firmware, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,8 +799,16 @@ async fn an_iq_downloads_its_firmware_over_http_with_its_token() {
     let store = w.h.node.store();
     let gateway = iq(&w, w.site).await;
     let image: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-    let file = store.upload_firmware("test", "IQ2", "4.0.0", &image).await.unwrap();
-    store.assign_firmware("test", gateway, Some(file.id)).await.unwrap();
+    let file = store
+        .devices()
+        .upload_firmware("test", "IQ2", "4.0.0", &image, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .devices()
+        .assign_firmware("test", gateway, Some(file.id), jiff::Timestamp::now())
+        .await
+        .unwrap();
     let offer = w.h.node.firmware_offer(gateway, file.clone()).await;
     let token = offer.download_token.clone().expect("a download token");
     assert!(token.starts_with("kwf_"));
@@ -807,8 +878,16 @@ async fn an_iq_downloads_its_firmware_over_http_with_its_token() {
             "unauthenticated"
         );
     }
-    let newer = store.upload_firmware("test", "IQ2", "4.0.1", b"newer").await.unwrap();
-    store.assign_firmware("test", gateway, Some(newer.id)).await.unwrap();
+    let newer = store
+        .devices()
+        .upload_firmware("test", "IQ2", "4.0.1", b"newer", jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .devices()
+        .assign_firmware("test", gateway, Some(newer.id), jiff::Timestamp::now())
+        .await
+        .unwrap();
     let (s, _, _) = get(Some(token), None).await;
     assert_eq!(s, 401, "the token was for the file assigned before");
     let fresh = w.h.node.firmware_offer(gateway, newer).await.download_token.unwrap();

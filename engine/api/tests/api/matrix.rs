@@ -108,14 +108,29 @@ pub fn documented_routes() -> BTreeSet<String> {
 async fn fresh_member(w: &World) -> i64 {
     let store = w.h.node.store();
     let a = store
-        .create_account("test", &format!("m{}@example.com", unique()), PASSWORD, "")
+        .accounts()
+        .create(
+            "test",
+            &format!("m{}@example.com", unique()),
+            PASSWORD,
+            "",
+            jiff::Timestamp::now(),
+        )
         .await
         .unwrap();
     store
-        .put_membership("test", w.site, a.id, keyway_core::RoleId(3), None)
+        .memberships()
+        .put(
+            "test",
+            w.site,
+            a.id,
+            keyway_core::RoleId(3),
+            None,
+            jiff::Timestamp::now(),
+        )
         .await
         .unwrap();
-    a.id
+    a.id.get()
 }
 
 /// The concrete path and body of `route` for `who`, with fresh entities where the call
@@ -133,10 +148,17 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         "DELETE /v1/me" => Some(json!({"password": "Not-The-Password-9"})),
         "POST /v1/accounts/{account}/disable" | "POST /v1/accounts/{account}/enable" => {
             let account = store
-                .create_account("test", &format!("d{n}@example.com"), PASSWORD, "")
+                .accounts()
+                .create(
+                    "test",
+                    &format!("d{n}@example.com"),
+                    PASSWORD,
+                    "",
+                    jiff::Timestamp::now(),
+                )
                 .await
                 .unwrap();
-            path = path.replace("{account}", &account.id.to_string());
+            path = path.replace("{account}", &account.id.get().to_string());
             None
         }
         "POST /v1/password-resets" => Some(json!({"email": "basic@example.com"})),
@@ -144,10 +166,19 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         "POST /v1/tokens" => Some(json!({"name": "ci", "scopes": ["read"]})),
         "DELETE /v1/tokens/{token}" => {
             let (t, _) = store
-                .create_api_token("test", w.account(who), None, "x", &[], None)
+                .accounts()
+                .create_token(
+                    "test",
+                    keyway_store::AccountId(w.account(who)),
+                    None,
+                    "x",
+                    &[],
+                    None,
+                    jiff::Timestamp::now(),
+                )
                 .await
                 .unwrap();
-            path = path.replace("{token}", &t.id.to_string());
+            path = path.replace("{token}", &t.id.get().to_string());
             None
         }
         "POST /v1/sites" => Some(json!({"name": format!("Site {n}"), "time_zone": "UTC"})),
@@ -166,6 +197,7 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         }
         "DELETE /v1/sites/{site}/invitations/{invitation}" => {
             let (i, _) = store
+                .memberships()
                 .create_invitation(
                     "test",
                     site,
@@ -173,16 +205,18 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
                     keyway_core::RoleId(3),
                     None,
                     None,
-                    far,
+                    crate::t(far),
+                    jiff::Timestamp::now(),
                 )
                 .await
                 .unwrap();
-            path = path.replace("{invitation}", &i.id.to_string());
+            path = path.replace("{invitation}", &i.id.get().to_string());
             None
         }
         "POST /v1/invitations/accept" => {
             let fresh = w.h.bare_site().await;
             let (_, issued) = store
+                .memberships()
                 .create_invitation(
                     "test",
                     fresh,
@@ -190,7 +224,8 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
                     keyway_core::RoleId(3),
                     None,
                     None,
-                    far,
+                    crate::t(far),
+                    jiff::Timestamp::now(),
                 )
                 .await
                 .unwrap();
@@ -200,7 +235,8 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         "POST /v1/sites/{site}/voucher" => {
             let code = format!("R-{n}");
             store
-                .create_voucher("test", &code, 100_000, 100_000, None, None)
+                .memberships()
+                .create_voucher("test", &code, 100_000, 100_000, None, None, jiff::Timestamp::now())
                 .await
                 .unwrap();
             Some(json!({"code": code}))
@@ -256,7 +292,7 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
         }
         "DELETE /v1/sites/{site}/notifications/{setting}" => {
             let setting = keyway_store::NotificationSetting {
-                id: 0,
+                id: keyway_store::SettingId(0),
                 site,
                 account: None,
                 event_kind: "entry.denied".into(),
@@ -265,8 +301,12 @@ pub async fn request_for(w: &World, route: &str, who: Who) -> (String, String, O
                 config: "{}".into(),
                 enabled: true,
             };
-            let stored = store.put_notification_setting("test", &setting).await.unwrap();
-            path = path.replace("{setting}", &stored.id.to_string());
+            let stored = store
+                .notifications()
+                .put_setting("test", &setting, jiff::Timestamp::now())
+                .await
+                .unwrap();
+            path = path.replace("{setting}", &stored.id.get().to_string());
             None
         }
         "PUT /v1/sites/{site}/doors/{door}/rule" => {

@@ -79,7 +79,7 @@ pub async fn body_for(w: &World, route: &str, path: &mut String) -> Option<Value
                 .raise_incident("test", new_incident(site, IncidentKind::Tamper, Some(w.door)))
                 .await
                 .unwrap();
-            *path = path.replace("{incident}", &i.id.to_string());
+            *path = path.replace("{incident}", &i.id.get().to_string());
             None
         }
         "GET /v1/sites/{site}/events" => {
@@ -97,7 +97,7 @@ fn new_incident(site: SiteId, kind: IncidentKind, door: Option<DoorId>) -> NewIn
         door,
         iq: None,
         iq_seq: None,
-        at: jiff::Timestamp::now().as_second(),
+        at: crate::t(jiff::Timestamp::now().as_second()),
         detail: "seen by a test".into(),
     }
 }
@@ -175,11 +175,27 @@ impl Scene {
         let other = w.h.person(site).await;
         w.h.credential(site, hex::decode(OTHER_TAG).unwrap(), Some(other)).await;
         store
-            .put_membership("test", site, w.account(Who::Basic), RoleId(3), Some(person))
+            .memberships()
+            .put(
+                "test",
+                site,
+                keyway_store::AccountId(w.account(Who::Basic)),
+                RoleId(3),
+                Some(person),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         store
-            .put_membership("test", site, w.account(Who::Admin), RoleId(1), Some(admin_person))
+            .memberships()
+            .put(
+                "test",
+                site,
+                keyway_store::AccountId(w.account(Who::Admin)),
+                RoleId(1),
+                Some(admin_person),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         // Only the site admin's person has a right on the door.
@@ -677,13 +693,19 @@ async fn unassigned_tags_restore_and_invitations_with_a_tag() {
             )
             .await;
     assert_eq!(status, 200, "{v}");
-    let m = store.membership(sc.w.site, guest).await.unwrap().unwrap();
+    let m = store
+        .memberships()
+        .get(sc.w.site, keyway_store::AccountId(guest))
+        .await
+        .unwrap()
+        .unwrap();
     let person = m.person.unwrap();
     let record = sc.w.h.node.snapshot().load().credential_record(loose).unwrap();
     assert_eq!(record.owner, Some(person));
     assert_eq!(
         store
-            .name(keyway_store::Named::Person, person.0)
+            .names()
+            .get(keyway_store::Named::Person, person.0)
             .await
             .unwrap()
             .as_deref(),
@@ -741,7 +763,7 @@ async fn incidents_listed_filtered_and_acknowledged() {
         .iter()
         .map(|i| i["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, [battery.id, forced.id]);
+    assert_eq!(ids, [battery.id.get(), forced.id.get()]);
     let (_, v) = sc
         .call(
             "GET",
@@ -749,14 +771,14 @@ async fn incidents_listed_filtered_and_acknowledged() {
             None,
         )
         .await;
-    assert_eq!(v["items"][0]["id"], forced.id, "{v}");
+    assert_eq!(v["items"][0]["id"], forced.id.get(), "{v}");
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     let (_, v) = sc.call("GET", &format!("/v1/sites/{s}/incidents?limit=1"), None).await;
     let cursor = v["next_cursor"].as_str().unwrap().to_owned();
     let (_, v) = sc
         .call("GET", &format!("/v1/sites/{s}/incidents?limit=1&cursor={cursor}"), None)
         .await;
-    assert_eq!(v["items"][0]["id"], forced.id, "{v}");
+    assert_eq!(v["items"][0]["id"], forced.id.get(), "{v}");
     for (query, want) in [
         ("kind=fire", 422),
         ("cursor=x", 400),
@@ -767,7 +789,7 @@ async fn incidents_listed_filtered_and_acknowledged() {
         assert_eq!(status.as_u16(), want, "{query}: {v}");
     }
 
-    let path = format!("/v1/sites/{s}/incidents/{}/acknowledge", forced.id);
+    let path = format!("/v1/sites/{s}/incidents/{}/acknowledge", forced.id.get());
     let (status, v) = sc.call("POST", &path, None).await;
     assert_eq!(status, 200, "{v}");
     assert!(v["acknowledged_at"].is_string());
@@ -777,7 +799,7 @@ async fn incidents_listed_filtered_and_acknowledged() {
         .call("GET", &format!("/v1/sites/{s}/incidents?acknowledged=false"), None)
         .await;
     assert_eq!(open["items"].as_array().unwrap().len(), 1);
-    for missing in [battery.id + 1000, -1] {
+    for missing in [battery.id.get() + 1000, -1] {
         let (status, _) = sc
             .call("POST", &format!("/v1/sites/{s}/incidents/{missing}/acknowledge"), None)
             .await;
@@ -791,7 +813,7 @@ async fn incidents_listed_filtered_and_acknowledged() {
     let (status, _) = sc
         .call(
             "POST",
-            &format!("/v1/sites/{s}/incidents/{}/acknowledge", their.id),
+            &format!("/v1/sites/{s}/incidents/{}/acknowledge", their.id.get()),
             None,
         )
         .await;

@@ -697,12 +697,14 @@ async fn the_tour_schedules_groups_decisions_and_entries() {
     assert_eq!(v["items"].as_array().unwrap().len(), 0, "linked to nobody");
     w.h.node
         .store()
-        .put_membership(
+        .memberships()
+        .put(
             "test",
             w.site,
-            w.account(Who::Basic),
+            keyway_store::AccountId(w.account(Who::Basic)),
             keyway_core::RoleId(3),
             Some(keyway_core::PersonId(bob as u32)),
+            jiff::Timestamp::now(),
         )
         .await
         .unwrap();

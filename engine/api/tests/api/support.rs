@@ -373,7 +373,15 @@ impl World {
         ] {
             let (id, _) = h.account(email).await;
             store
-                .put_membership("test", site, id, RoleId(role), None)
+                .memberships()
+                .put(
+                    "test",
+                    site,
+                    keyway_store::AccountId(id),
+                    RoleId(role),
+                    None,
+                    jiff::Timestamp::now(),
+                )
                 .await
                 .unwrap();
             accounts.push((who, id));
@@ -393,12 +401,17 @@ impl World {
         let op = keyway_api::create_operator(&h.node, "operator@example.com", PASSWORD)
             .await
             .unwrap();
-        accounts.push((Who::Operator, op.id));
+        accounts.push((Who::Operator, op.id.get()));
         store
-            .create_voucher("test", "BIG-1", 100_000, 100_000, None, None)
+            .memberships()
+            .create_voucher("test", "BIG-1", 100_000, 100_000, None, None, jiff::Timestamp::now())
             .await
             .unwrap();
-        store.redeem_voucher("test", "BIG-1", site, 0).await.unwrap();
+        store
+            .memberships()
+            .redeem_voucher("test", "BIG-1", site, crate::t(0))
+            .await
+            .unwrap();
         let door = h.door(site).await;
         let mut tokens = Vec::new();
         for (who, scopes) in [
@@ -408,7 +421,16 @@ impl World {
         ] {
             let scopes: Vec<String> = scopes.into_iter().map(String::from).collect();
             let (_, issued) = store
-                .create_api_token("test", owner, Some(site), "t", &scopes, None)
+                .accounts()
+                .create_token(
+                    "test",
+                    keyway_store::AccountId(owner),
+                    Some(site),
+                    "t",
+                    &scopes,
+                    None,
+                    jiff::Timestamp::now(),
+                )
                 .await
                 .unwrap();
             tokens.push((who, issued.secret));
@@ -445,7 +467,13 @@ impl World {
                 self.h
                     .node
                     .store()
-                    .create_session(self.account(who), &hash, jiff::Timestamp::now().as_second() + 3600)
+                    .accounts()
+                    .create_session(
+                        keyway_store::AccountId(self.account(who)),
+                        &hash,
+                        jiff::Timestamp::now(),
+                        crate::t(jiff::Timestamp::now().as_second() + 3600),
+                    )
                     .await
                     .unwrap();
                 Some(secret)

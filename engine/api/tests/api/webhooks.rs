@@ -33,18 +33,29 @@ async fn endpoint(w: &World, site: SiteId) -> i64 {
     let (hook, _) =
         w.h.node
             .store()
-            .create_webhook("test", site, "https://hooks.example.com/keyway", &["*".to_owned()])
+            .notifications()
+            .create_webhook(
+                "test",
+                site,
+                "https://hooks.example.com/keyway",
+                &["*".to_owned()],
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
-    hook.id
+    hook.id.get()
 }
 
 /// The path and body of a webhook route of the matrix.
 pub async fn body_for(w: &World, route: &str, path: &mut String) -> Option<Value> {
     // The matrix makes many; a site keeps at most 20.
     let store = w.h.node.store();
-    for hook in store.webhooks(w.site).await.unwrap() {
-        store.delete_webhook("test", w.site, hook.id).await.unwrap();
+    for hook in store.notifications().webhooks(w.site).await.unwrap() {
+        store
+            .notifications()
+            .delete_webhook("test", w.site, hook.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
     }
     if route.contains("{webhook}") {
         *path = path.replace("{webhook}", &endpoint(w, w.site).await.to_string());
@@ -112,7 +123,7 @@ fn door_forced(w: &World) -> NewIncident {
         door: Some(w.door),
         iq: None,
         iq_seq: None,
-        at: jiff::Timestamp::now().as_second(),
+        at: crate::t(jiff::Timestamp::now().as_second()),
         detail: "contact open without a grant".into(),
     }
 }
@@ -171,7 +182,7 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
     let event = verified(headers, body, &secret);
     assert_eq!(event["type"], "incident.door_forced", "{event}");
     assert_eq!(event["site"], s);
-    assert_eq!(event["data"]["id"], incident.id);
+    assert_eq!(event["data"]["id"], incident.id.get());
     assert_eq!(event["data"]["door"], w.door.0);
     assert!(event["id"].as_str().unwrap().starts_with("evt_"), "{event}");
     let first_delivery: i64 = headers[keyway_api::DELIVERY_HEADER].to_str().unwrap().parse().unwrap();
@@ -218,11 +229,12 @@ async fn incidents_reach_the_owner_by_mail_and_signed_webhooks() {
     let pending =
         w.h.node
             .store()
-            .outbox_item(failed["delivery"].as_i64().unwrap())
+            .notifications()
+            .outbox_item(keyway_store::OutboxId(failed["delivery"].as_i64().unwrap()))
             .await
             .unwrap()
             .unwrap();
-    let wait = pending.next_attempt_at - jiff::Timestamp::now().as_second();
+    let wait = pending.next_attempt_at.as_second() - jiff::Timestamp::now().as_second();
     assert!(
         (10..=31).contains(&wait),
         "the first retry comes 15 to 30 s later: {wait}"
@@ -498,7 +510,15 @@ async fn webhook_bad_input() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(w.h.fingerprint().await, before, "nothing was stored");
-    assert!(w.h.node.store().webhooks(w.site).await.unwrap().is_empty());
+    assert!(
+        w.h.node
+            .store()
+            .notifications()
+            .webhooks(w.site)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A voucher at 90% of its cap queues `voucher.near_cap` once, as the count crosses.
@@ -517,8 +537,16 @@ async fn a_voucher_near_its_cap_is_an_event_once() {
     assert_eq!(status, 201, "{v}");
     let site = SiteId(u32::try_from(v["site"]["id"].as_u64().unwrap()).unwrap());
     let store = w.h.node.store();
-    store.create_voucher("test", "TEN-1", 10, 10, None, None).await.unwrap();
-    store.redeem_voucher("test", "TEN-1", site, 0).await.unwrap();
+    store
+        .memberships()
+        .create_voucher("test", "TEN-1", 10, 10, None, None, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .memberships()
+        .redeem_voucher("test", "TEN-1", site, crate::t(0))
+        .await
+        .unwrap();
     for n in 0..10 {
         let (status, v) =
             w.h.call(
@@ -531,7 +559,8 @@ async fn a_voucher_near_its_cap_is_an_event_once() {
         assert_eq!(status, 201, "{v}");
     }
     let queued = store
-        .claim_notifications(i64::MAX - 10, i64::MAX - 5, 100)
+        .notifications()
+        .claim(crate::t(253_402_207_000), crate::t(253_402_207_100), 100)
         .await
         .unwrap();
     let near: Vec<_> = queued.iter().filter(|i| i.target == "voucher.near_cap").collect();

@@ -145,7 +145,8 @@ impl Setup {
         let expires = Timestamp::now().as_second() + 600;
         self.node
             .store()
-            .issue_enrolment_code(ACTOR, iq, &enrol::hash_code(&code), expires)
+            .devices()
+            .issue_enrolment_code(ACTOR, iq, &enrol::hash_code(&code), crate::t(expires), Timestamp::now())
             .await
             .unwrap();
         enrol(
@@ -794,12 +795,21 @@ async fn passages_over_the_link_arm_anti_passback() {
 async fn assigned_firmware_is_offered_on_connect() {
     let s = setup().await;
     let store = s.node.store();
-    store.set_iq_details(ACTOR, s.ids.iq, "IQ2", "SN-OFFER").await.unwrap();
-    let file = store
-        .upload_firmware(ACTOR, "IQ2", "5.0.0", b"image bytes")
+    store
+        .devices()
+        .set_details(ACTOR, s.ids.iq, "IQ2", "SN-OFFER", Timestamp::now())
         .await
         .unwrap();
-    store.assign_firmware(ACTOR, s.ids.iq, Some(file.id)).await.unwrap();
+    let file = store
+        .devices()
+        .upload_firmware(ACTOR, "IQ2", "5.0.0", b"image bytes", Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .devices()
+        .assign_firmware(ACTOR, s.ids.iq, Some(file.id), Timestamp::now())
+        .await
+        .unwrap();
     let credentials = s.enrol().await;
     // (firmware the IQ runs, whether it is offered 5.0.0)
     for (running, offered) in [("4.9.0", true), ("5.0.0", false)] {
@@ -826,7 +836,12 @@ async fn assigned_firmware_is_offered_on_connect() {
                 // reads it with `firmware_download`).
                 let token = offer.download_token.expect("a download token");
                 let now = Timestamp::now().as_second();
-                let (iq, good_for) = store.firmware_download(&token, now).await.unwrap().unwrap();
+                let (iq, good_for) = store
+                    .devices()
+                    .firmware_download(&token, crate::t(now))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!((iq, good_for.id), (s.ids.iq, file.id));
             }
             None => assert!(!offered, "{running}: no offer"),
@@ -861,7 +876,12 @@ async fn a_reset_on_another_node_closes_the_session_here() {
         "a valid certificate's session was closed"
     );
 
-    other.store().revoke_iq_certificate(ACTOR, s.ids.iq).await.unwrap();
+    other
+        .store()
+        .devices()
+        .revoke_certificate(ACTOR, s.ids.iq, Timestamp::now())
+        .await
+        .unwrap();
     other.store().write(ACTOR, touch).await.unwrap();
     let mut closed = false;
     while let Some(event) = client.next_event_within(Duration::from_secs(5)).await {
@@ -895,14 +915,14 @@ async fn missed_heartbeats_raise_an_iq_offline_incident() {
     config.heartbeats = true;
     let alive = IqClient::connect(config.clone(), s.enrol().await).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(s.node.store().incidents(&query).await.unwrap().is_empty());
+    assert!(s.node.store().incidents().query(&query).await.unwrap().is_empty());
     alive.close().await;
 
     config.heartbeats = false;
     let _quiet = IqClient::connect(config, s.enrol().await).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let incident = loop {
-        let found = s.node.store().incidents(&query).await.unwrap();
+        let found = s.node.store().incidents().query(&query).await.unwrap();
         if let Some(i) = found.into_iter().next() {
             break i;
         }

@@ -61,10 +61,14 @@ async fn rules_and_entries() {
             // Through the store, as another node with an older bundle could have done:
             // the node itself refuses unknown rules (tested below).
             Some((rule, safe)) => {
-                node.store().attach_door_rule(ACTOR, s.door, rule, safe).await.unwrap();
+                node.store()
+                    .policy_records()
+                    .attach_door_rule(ACTOR, s.door, rule, safe)
+                    .await
+                    .unwrap();
             }
             None => {
-                let _ = node.store().detach_door_rule(ACTOR, s.door).await;
+                let _ = node.store().policy_records().detach_door_rule(ACTOR, s.door).await;
             }
         }
         // The policy task applies the attachment from the feed.
@@ -179,7 +183,7 @@ async fn attaching_a_rule_the_bundle_lacks_is_refused() {
         other => panic!("expected UnknownRule, got {other:?}"),
     }
     assert_eq!(node.store().status().applied, before, "nothing was written");
-    assert!(node.store().door_rules().await.unwrap().is_empty());
+    assert!(node.store().policy_records().door_rules().await.unwrap().is_empty());
     // A known rule attaches, and the node's own plugin host has it when the call returns.
     node.attach_door_rule(ACTOR, s.door, "anti-passback", false)
         .await

@@ -80,7 +80,16 @@ async fn two_nodes_agree_after_every_policy_change() {
         .collect();
     assert_eq!(names, [("anti-passback", true), ("two-person", false)]);
     assert_eq!(links[1].config.int("window_s"), Ok(Some(10)));
-    assert_eq!(a.store().door_rule_chain(s.door).await.unwrap().unwrap().rules, chain);
+    assert_eq!(
+        a.store()
+            .policy_records()
+            .door_rule_chain(s.door)
+            .await
+            .unwrap()
+            .unwrap()
+            .rules,
+        chain
+    );
     let mut bad = ChainedRule::new("two-person", false);
     bad.config = serde_json::from_str(r#"{"window_s": 0}"#).unwrap();
     let err = b.set_door_rules(ACTOR, s.door, vec![bad]).await.unwrap_err();
@@ -89,7 +98,16 @@ async fn two_nodes_agree_after_every_policy_change() {
             .contains("the configuration of rule `two-person` for door"),
         "{err}"
     );
-    assert_eq!(a.store().door_rule_chain(s.door).await.unwrap().unwrap().rules, chain);
+    assert_eq!(
+        a.store()
+            .policy_records()
+            .door_rule_chain(s.door)
+            .await
+            .unwrap()
+            .unwrap()
+            .rules,
+        chain
+    );
     assert_eq!(same_decision(&b, &a, s.door, 9).await, (Effect::Deny, "rule_denied"));
 
     a.close().await;

@@ -8,14 +8,21 @@ async fn accounts_and_sessions() {
     on_each_backend!(|db| {
         let store = db.open("a").await;
         let account = store
-            .create_account(ACTOR, " Owner@Example.com ", "Correct-Horse-1", "Owner")
+            .accounts()
+            .create(
+                ACTOR,
+                " Owner@Example.com ",
+                "Correct-Horse-1",
+                "Owner",
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         assert_eq!(account.email, "owner@example.com");
-        assert_eq!(store.account(account.id).await.unwrap(), Some(account.clone()));
+        assert_eq!(store.accounts().get(account.id).await.unwrap(), Some(account.clone()));
 
         // The hash is argon2id, never the password.
-        let audit = store.audit(Some(&format!("account:{}", account.id))).await.unwrap();
+        let audit = store.audit(Some(&account.id.to_string())).await.unwrap();
         assert_eq!(audit.last().unwrap().action, "create_account");
         assert!(
             !audit
@@ -36,35 +43,61 @@ async fn accounts_and_sessions() {
             ("not an email", "Correct-Horse-1", false),
         ];
         for (email, password, ok) in cases {
-            let got = store.verify_password(email, password).await.unwrap();
+            let got = store.accounts().verify_password(email, password).await.unwrap();
             assert_eq!(got.is_some(), ok, "{email} / {password}");
         }
 
         // Typed errors.
         let dup = store
-            .create_account(ACTOR, "owner@example.com", "Another-Pass-2", "")
+            .accounts()
+            .create(ACTOR, "owner@example.com", "Another-Pass-2", "", jiff::Timestamp::now())
             .await
             .unwrap_err();
         assert_eq!(dup.kind(), ErrorKind::Duplicate, "{dup}");
         let short = store
-            .create_account(ACTOR, "x@example.com", "short", "")
+            .accounts()
+            .create(ACTOR, "x@example.com", "short", "", jiff::Timestamp::now())
             .await
             .unwrap_err();
         assert_eq!(short.kind(), ErrorKind::Invalid, "{short}");
         let bad = store
-            .create_account(ACTOR, "no-at-sign", "Long-Enough-3", "")
+            .accounts()
+            .create(ACTOR, "no-at-sign", "Long-Enough-3", "", jiff::Timestamp::now())
             .await
             .unwrap_err();
         assert_eq!(bad.kind(), ErrorKind::Invalid, "{bad}");
-        let missing = store.set_password(ACTOR, 999, "Long-Enough-3").await.unwrap_err();
+        let missing = store
+            .accounts()
+            .set_password(
+                ACTOR,
+                keyway_store::AccountId(999),
+                "Long-Enough-3",
+                jiff::Timestamp::now(),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
-        let orphan = store.create_session(999, "hash-x", i64::MAX).await.unwrap_err();
+        let orphan = store
+            .accounts()
+            .create_session(
+                keyway_store::AccountId(999),
+                "hash-x",
+                jiff::Timestamp::now(),
+                jiff::Timestamp::MAX,
+            )
+            .await
+            .unwrap_err();
         assert_eq!(orphan.kind(), ErrorKind::ForeignKey, "{orphan}");
 
         // Password change.
-        store.set_password(ACTOR, account.id, "New-Password-4").await.unwrap();
+        store
+            .accounts()
+            .set_password(ACTOR, account.id, "New-Password-4", jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert!(
             store
+                .accounts()
                 .verify_password("owner@example.com", "Correct-Horse-1")
                 .await
                 .unwrap()
@@ -72,6 +105,7 @@ async fn accounts_and_sessions() {
         );
         assert!(
             store
+                .accounts()
                 .verify_password("owner@example.com", "New-Password-4")
                 .await
                 .unwrap()
@@ -79,30 +113,83 @@ async fn accounts_and_sessions() {
         );
 
         // Sessions: live, expired, disabled account, ended.
-        store.create_session(account.id, "hash-1", 2_000).await.unwrap();
-        assert_eq!(store.session_account("hash-1", 1_000).await.unwrap(), Some(account.id));
-        assert_eq!(store.session_account("hash-1", 2_000).await.unwrap(), None);
-        let again = store.create_session(account.id, "hash-1", 3_000).await.unwrap_err();
+        store
+            .accounts()
+            .create_session(account.id, "hash-1", jiff::Timestamp::now(), crate::t(2_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .accounts()
+                .session_account("hash-1", crate::t(1_000))
+                .await
+                .unwrap(),
+            Some(account.id)
+        );
+        assert_eq!(
+            store
+                .accounts()
+                .session_account("hash-1", crate::t(2_000))
+                .await
+                .unwrap(),
+            None
+        );
+        let again = store
+            .accounts()
+            .create_session(account.id, "hash-1", jiff::Timestamp::now(), crate::t(3_000))
+            .await
+            .unwrap_err();
         assert_eq!(again.kind(), ErrorKind::Duplicate, "{again}");
-        store.set_account_disabled(ACTOR, account.id, true).await.unwrap();
-        assert_eq!(store.session_account("hash-1", 1_000).await.unwrap(), None);
+        store
+            .accounts()
+            .set_disabled(ACTOR, account.id, true, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .accounts()
+                .session_account("hash-1", crate::t(1_000))
+                .await
+                .unwrap(),
+            None
+        );
         assert!(
             store
+                .accounts()
                 .verify_password("owner@example.com", "New-Password-4")
                 .await
                 .unwrap()
                 .is_none()
         );
-        store.set_account_disabled(ACTOR, account.id, false).await.unwrap();
-        assert!(store.end_session("hash-1").await.unwrap());
-        assert!(!store.end_session("hash-1").await.unwrap());
+        store
+            .accounts()
+            .set_disabled(ACTOR, account.id, false, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.accounts().end_session("hash-1").await.unwrap());
+        assert!(!store.accounts().end_session("hash-1").await.unwrap());
 
         // Delete: gone, audited with its last state.
-        store.create_session(account.id, "hash-2", 2_000).await.unwrap();
-        store.delete_account(ACTOR, account.id).await.unwrap();
-        assert_eq!(store.account(account.id).await.unwrap(), None);
-        assert_eq!(store.session_account("hash-2", 1_000).await.unwrap(), None);
-        let audit = store.audit(Some(&format!("account:{}", account.id))).await.unwrap();
+        store
+            .accounts()
+            .create_session(account.id, "hash-2", jiff::Timestamp::now(), crate::t(2_000))
+            .await
+            .unwrap();
+        store
+            .accounts()
+            .delete(ACTOR, account.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.accounts().get(account.id).await.unwrap(), None);
+        assert_eq!(
+            store
+                .accounts()
+                .session_account("hash-2", crate::t(1_000))
+                .await
+                .unwrap(),
+            None
+        );
+        let audit = store.audit(Some(&account.id.to_string())).await.unwrap();
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(
             actions,
@@ -125,16 +212,34 @@ async fn database_refusals_are_worded_by_keyway() {
     on_each_backend!(|db| {
         let store = db.open("a").await;
         let account = store
-            .create_account(ACTOR, "refusals@example.com", "Correct-Horse-1", "")
+            .accounts()
+            .create(
+                ACTOR,
+                "refusals@example.com",
+                "Correct-Horse-1",
+                "",
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
-        store.create_session(account.id, "same-hash", i64::MAX).await.unwrap();
+        store
+            .accounts()
+            .create_session(account.id, "same-hash", jiff::Timestamp::now(), jiff::Timestamp::MAX)
+            .await
+            .unwrap();
         let duplicate = store
-            .create_session(account.id, "same-hash", i64::MAX)
+            .accounts()
+            .create_session(account.id, "same-hash", jiff::Timestamp::now(), jiff::Timestamp::MAX)
             .await
             .unwrap_err();
         let orphan = store
-            .create_session(account.id + 1000, "other-hash", i64::MAX)
+            .accounts()
+            .create_session(
+                keyway_store::AccountId(account.id.get() + 1000),
+                "other-hash",
+                jiff::Timestamp::now(),
+                jiff::Timestamp::MAX,
+            )
             .await
             .unwrap_err();
         let cases = [
@@ -168,7 +273,14 @@ async fn database_refusals_are_worded_by_keyway() {
             assert!(error.with_causes().len() > text.len());
         }
         // Nothing was lost: the first session still signs in.
-        assert_eq!(store.session_account("same-hash", 0).await.unwrap(), Some(account.id));
+        assert_eq!(
+            store
+                .accounts()
+                .session_account("same-hash", crate::t(0))
+                .await
+                .unwrap(),
+            Some(account.id)
+        );
         store.close().await;
     });
 }

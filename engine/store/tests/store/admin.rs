@@ -6,7 +6,9 @@
 
 use crate::support::*;
 use keyway_core::*;
-use keyway_store::{ChainedRule, ErrorKind, Logged, NotificationSetting, PinCheck, PolicyChange, Store, StoreError};
+use keyway_store::{
+    AccountId, ChainedRule, ErrorKind, Logged, NotificationSetting, PinCheck, PolicyChange, Store, StoreError,
+};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -21,9 +23,10 @@ fn kind<T: std::fmt::Debug>(r: Result<T, StoreError>) -> ErrorKind {
     r.unwrap_err().kind()
 }
 
-async fn account(store: &Store, email: &str) -> i64 {
+async fn account(store: &Store, email: &str) -> AccountId {
     store
-        .create_account(ACTOR, email, "Correct-Horse-1", "")
+        .accounts()
+        .create(ACTOR, email, "Correct-Horse-1", "", jiff::Timestamp::now())
         .await
         .unwrap()
         .id
@@ -74,18 +77,24 @@ async fn password_reset_tokens() {
     on_each_backend!(|db| {
         let store = db.open("a").await;
         let id = account(&store, "owner@example.com").await;
-        store.create_session(id, "session-1", i64::MAX).await.unwrap();
+        store
+            .accounts()
+            .create_session(id, "session-1", jiff::Timestamp::now(), jiff::Timestamp::MAX)
+            .await
+            .unwrap();
 
         // Unknown and disabled accounts get nothing to send, the same shape of answer.
         assert!(
             store
-                .issue_password_reset("nobody@example.com", NOW + HOUR)
+                .accounts()
+                .issue_password_reset("nobody@example.com", jiff::Timestamp::now(), crate::t(NOW + HOUR))
                 .await
                 .unwrap()
                 .is_none()
         );
         let issued = store
-            .issue_password_reset(" OWNER@example.com ", NOW + HOUR)
+            .accounts()
+            .issue_password_reset(" OWNER@example.com ", jiff::Timestamp::now(), crate::t(NOW + HOUR))
             .await
             .unwrap()
             .unwrap();
@@ -95,12 +104,13 @@ async fn password_reset_tokens() {
             "debug output redacts the secret"
         );
         let other = store
-            .issue_password_reset("owner@example.com", NOW + HOUR)
+            .accounts()
+            .issue_password_reset("owner@example.com", jiff::Timestamp::now(), crate::t(NOW + HOUR))
             .await
             .unwrap()
             .unwrap();
         assert_ne!(issued.secret, other.secret);
-        for row in store.audit(Some(&format!("account:{id}"))).await.unwrap() {
+        for row in store.audit(Some(&id.to_string())).await.unwrap() {
             let text = format!("{:?} {:?}", row.before, row.after);
             assert!(!text.contains(&issued.secret), "the audit never holds a secret");
         }
@@ -113,16 +123,22 @@ async fn password_reset_tokens() {
             (issued.secret.as_str(), "New-Password-9", NOW + HOUR),
         ];
         for (secret, password, now) in refusals {
-            let e = store.redeem_password_reset(secret, password, now).await.unwrap_err();
+            let e = store
+                .accounts()
+                .redeem_password_reset(secret, password, crate::t(now))
+                .await
+                .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
         }
         let account = store
-            .redeem_password_reset(&issued.secret, "New-Password-9", NOW)
+            .accounts()
+            .redeem_password_reset(&issued.secret, "New-Password-9", crate::t(NOW))
             .await
             .unwrap();
         assert_eq!(account.id, id);
         assert!(
             store
+                .accounts()
                 .verify_password("owner@example.com", "Correct-Horse-1")
                 .await
                 .unwrap()
@@ -130,13 +146,18 @@ async fn password_reset_tokens() {
         );
         assert!(
             store
+                .accounts()
                 .verify_password("owner@example.com", "New-Password-9")
                 .await
                 .unwrap()
                 .is_some()
         );
         assert_eq!(
-            store.session_account("session-1", NOW).await.unwrap(),
+            store
+                .accounts()
+                .session_account("session-1", crate::t(NOW))
+                .await
+                .unwrap(),
             None,
             "sessions end"
         );
@@ -144,7 +165,8 @@ async fn password_reset_tokens() {
         // Single use, and the account's other link died with it.
         for secret in [&issued.secret, &other.secret] {
             let e = store
-                .redeem_password_reset(secret, "Third-Password-3", NOW)
+                .accounts()
+                .redeem_password_reset(secret, "Third-Password-3", crate::t(NOW))
                 .await
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
@@ -154,14 +176,15 @@ async fn password_reset_tokens() {
             );
         }
         assert!(
-            audit_actions(&store, &format!("account:{id}"))
+            audit_actions(&store, &id.to_string())
                 .await
                 .contains(&"reset_password".to_owned())
         );
 
         // A race for one token: exactly one redemption wins.
         let raced = store
-            .issue_password_reset("owner@example.com", NOW + HOUR)
+            .accounts()
+            .issue_password_reset("owner@example.com", jiff::Timestamp::now(), crate::t(NOW + HOUR))
             .await
             .unwrap()
             .unwrap();
@@ -170,7 +193,8 @@ async fn password_reset_tokens() {
             let (store, secret) = (store.clone(), raced.secret.clone());
             tasks.push(tokio::spawn(async move {
                 store
-                    .redeem_password_reset(&secret, &format!("Racer-Pass-{i}"), NOW)
+                    .accounts()
+                    .redeem_password_reset(&secret, &format!("Racer-Pass-{i}"), crate::t(NOW))
                     .await
                     .is_ok()
             }));
@@ -181,15 +205,27 @@ async fn password_reset_tokens() {
         }
         assert_eq!(wins, 1);
 
-        store.set_account_disabled(ACTOR, id, true).await.unwrap();
+        store
+            .accounts()
+            .set_disabled(ACTOR, id, true, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert!(
             store
-                .issue_password_reset("owner@example.com", NOW + HOUR)
+                .accounts()
+                .issue_password_reset("owner@example.com", jiff::Timestamp::now(), crate::t(NOW + HOUR))
                 .await
                 .unwrap()
                 .is_none()
         );
-        assert!(store.purge_expired_secrets(NOW + 2 * HOUR).await.unwrap() >= 3);
+        assert!(
+            store
+                .accounts()
+                .purge_expired_secrets(crate::t(NOW + 2 * HOUR))
+                .await
+                .unwrap()
+                >= 3
+        );
         store.close().await;
     });
 }
@@ -203,7 +239,16 @@ async fn api_tokens() {
         let scopes = vec!["entries.read".to_owned()];
         let expiry = far_future();
         let (token, issued) = store
-            .create_api_token(ACTOR, owner, Some(ids.site), " export ", &scopes, Some(expiry))
+            .accounts()
+            .create_token(
+                ACTOR,
+                owner,
+                Some(ids.site),
+                " export ",
+                &scopes,
+                Some(crate::t(expiry)),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         assert!(issued.secret.starts_with("kw_"));
@@ -212,62 +257,133 @@ async fn api_tokens() {
             ("export", Some(ids.site), scopes.clone())
         );
         let now = expiry - HOUR;
-        let found = store.api_token_by_secret(&issued.secret, now).await.unwrap().unwrap();
-        assert_eq!((found.id, found.last_used_at), (token.id, Some(now)));
+        let found = store
+            .accounts()
+            .token_by_secret(&issued.secret, crate::t(now))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.id, found.last_used_at), (token.id, Some(crate::t(now))));
         // Use is recorded at a resolution, not on every request.
-        let soon = now + keyway_store::TOKEN_USE_RESOLUTION - 1;
-        let later = now + keyway_store::TOKEN_USE_RESOLUTION;
+        let soon = now + keyway_store::TOKEN_USE_RESOLUTION.as_secs() - 1;
+        let later = now + keyway_store::TOKEN_USE_RESOLUTION.as_secs();
         for (at, recorded) in [(soon, now), (later, later)] {
-            store.api_token_by_secret(&issued.secret, at).await.unwrap().unwrap();
+            store
+                .accounts()
+                .token_by_secret(&issued.secret, crate::t(at))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
-                store.api_token(token.id).await.unwrap().unwrap().last_used_at,
-                Some(recorded),
+                store.accounts().token(token.id).await.unwrap().unwrap().last_used_at,
+                Some(crate::t(recorded)),
                 "{at}"
             );
         }
-        assert_eq!(store.api_token_by_secret("kw_wrong", now).await.unwrap(), None);
         assert_eq!(
-            store.api_token_by_secret(&issued.secret, expiry).await.unwrap(),
+            store
+                .accounts()
+                .token_by_secret("kw_wrong", crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .accounts()
+                .token_by_secret(&issued.secret, crate::t(expiry))
+                .await
+                .unwrap(),
             None,
             "expired"
         );
 
         let long = "n".repeat(101);
         let many: Vec<String> = (0..33).map(|i| format!("s{}", "x".repeat(i))).collect();
-        type Case<'a> = (&'a str, i64, Vec<String>, Option<i64>, ErrorKind);
+        type Case<'a> = (&'a str, AccountId, Vec<String>, Option<i64>, ErrorKind);
         let cases: [Case<'_>; 6] = [
             ("", owner, vec![], None, ErrorKind::Invalid),
             (&long, owner, vec![], None, ErrorKind::Invalid),
             ("t", owner, vec!["Entries.Read".into()], None, ErrorKind::Invalid),
             ("t", owner, many, None, ErrorKind::Invalid),
             ("t", owner, vec![], Some(1), ErrorKind::Invalid),
-            ("t", 9999, vec![], None, ErrorKind::ForeignKey),
+            ("t", AccountId(9999), vec![], None, ErrorKind::ForeignKey),
         ];
         for (name, account, scopes, expires, want) in cases {
             let got = kind(
                 store
-                    .create_api_token(ACTOR, account, None, name, &scopes, expires)
+                    .accounts()
+                    .create_token(
+                        ACTOR,
+                        account,
+                        None,
+                        name,
+                        &scopes,
+                        expires.map(crate::t),
+                        jiff::Timestamp::now(),
+                    )
                     .await,
             );
             assert_eq!(got, want, "{name} {account} {scopes:?} {expires:?}");
         }
         assert_eq!(
-            store.api_tokens(owner).await.unwrap().len(),
+            store.accounts().tokens(owner).await.unwrap().len(),
             1,
             "refusals wrote nothing"
         );
 
         // Disabling the account stops the token; enabling brings it back; revoking ends it.
-        store.set_account_disabled(ACTOR, owner, true).await.unwrap();
-        assert_eq!(store.api_token_by_secret(&issued.secret, now).await.unwrap(), None);
-        store.set_account_disabled(ACTOR, owner, false).await.unwrap();
-        assert!(store.api_token_by_secret(&issued.secret, now).await.unwrap().is_some());
-        let revoked = store.revoke_api_token(ACTOR, token.id).await.unwrap();
-        assert!(revoked.revoked_at.is_some());
-        assert_eq!(store.api_token_by_secret(&issued.secret, now).await.unwrap(), None);
-        assert_eq!(kind(store.revoke_api_token(ACTOR, 9999).await), ErrorKind::NotFound);
+        store
+            .accounts()
+            .set_disabled(ACTOR, owner, true, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            audit_actions(&store, &format!("api_token:{}", token.id)).await,
+            store
+                .accounts()
+                .token_by_secret(&issued.secret, crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .accounts()
+            .set_disabled(ACTOR, owner, false, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(
+            store
+                .accounts()
+                .token_by_secret(&issued.secret, crate::t(now))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let revoked = store
+            .accounts()
+            .revoke_token(ACTOR, token.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(revoked.revoked_at.is_some());
+        assert_eq!(
+            store
+                .accounts()
+                .token_by_secret(&issued.secret, crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            kind(
+                store
+                    .accounts()
+                    .revoke_token(ACTOR, keyway_store::TokenId(9999), jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            audit_actions(&store, &token.id.to_string()).await,
             ["create_api_token", "revoke_api_token"]
         );
         store.close().await;
@@ -284,56 +400,104 @@ async fn memberships_and_ownership() {
         let b = account(&store, "b@example.com").await;
         let c = account(&store, "c@example.com").await;
 
-        let first = store.set_first_owner(ACTOR, ids.site, a, owner_role).await.unwrap();
+        let first = store
+            .memberships()
+            .set_first_owner(ACTOR, ids.site, a, owner_role, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert!(first.is_owner);
         assert_eq!(
-            kind(store.set_first_owner(ACTOR, ids.site, b, owner_role).await),
+            kind(
+                store
+                    .memberships()
+                    .set_first_owner(ACTOR, ids.site, b, owner_role, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Duplicate
         );
         store
-            .put_membership(ACTOR, ids.site, b, admin_role, Some(ids.person))
+            .memberships()
+            .put(ACTOR, ids.site, b, admin_role, Some(ids.person), jiff::Timestamp::now())
             .await
             .unwrap();
         store
-            .put_membership(ACTOR, ids.site, c, basic_role, None)
+            .memberships()
+            .put(ACTOR, ids.site, c, basic_role, None, jiff::Timestamp::now())
             .await
             .unwrap();
         // Changing the owner's role leaves it owner.
         let again = store
-            .put_membership(ACTOR, ids.site, a, owner_role, None)
+            .memberships()
+            .put(ACTOR, ids.site, a, owner_role, None, jiff::Timestamp::now())
             .await
             .unwrap();
         assert!(again.is_owner);
 
         let refusals = [
             (
-                kind(store.put_membership(ACTOR, ids.site, 9999, basic_role, None).await),
-                ErrorKind::ForeignKey,
-            ),
-            (
-                kind(store.put_membership(ACTOR, SiteId(999), c, basic_role, None).await),
-                ErrorKind::ForeignKey,
-            ),
-            (
                 kind(
                     store
-                        .put_membership(ACTOR, ids.site, c, basic_role, Some(PersonId(999)))
+                        .memberships()
+                        .put(
+                            ACTOR,
+                            ids.site,
+                            AccountId(9999),
+                            basic_role,
+                            None,
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::ForeignKey,
             ),
             (
-                kind(store.remove_membership(ACTOR, ids.site, a).await),
+                kind(
+                    store
+                        .memberships()
+                        .put(ACTOR, SiteId(999), c, basic_role, None, jiff::Timestamp::now())
+                        .await,
+                ),
+                ErrorKind::ForeignKey,
+            ),
+            (
+                kind(
+                    store
+                        .memberships()
+                        .put(
+                            ACTOR,
+                            ids.site,
+                            c,
+                            basic_role,
+                            Some(PersonId(999)),
+                            jiff::Timestamp::now(),
+                        )
+                        .await,
+                ),
+                ErrorKind::ForeignKey,
+            ),
+            (
+                kind(
+                    store
+                        .memberships()
+                        .remove(ACTOR, ids.site, a, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::InUse,
             ),
             (
-                kind(store.remove_membership(ACTOR, ids.site, 9999).await),
+                kind(
+                    store
+                        .memberships()
+                        .remove(ACTOR, ids.site, AccountId(9999), jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::NotFound,
             ),
             (
                 kind(
                     store
-                        .transfer_ownership(ACTOR, ids.site, b, c, owner_role, admin_role)
+                        .memberships()
+                        .transfer_ownership(ACTOR, ids.site, b, c, owner_role, admin_role, jiff::Timestamp::now())
                         .await,
                 ),
                 ErrorKind::Invalid,
@@ -341,7 +505,8 @@ async fn memberships_and_ownership() {
             (
                 kind(
                     store
-                        .transfer_ownership(ACTOR, ids.site, a, a, owner_role, admin_role)
+                        .memberships()
+                        .transfer_ownership(ACTOR, ids.site, a, a, owner_role, admin_role, jiff::Timestamp::now())
                         .await,
                 ),
                 ErrorKind::Invalid,
@@ -349,7 +514,16 @@ async fn memberships_and_ownership() {
             (
                 kind(
                     store
-                        .transfer_ownership(ACTOR, ids.site, a, 9999, owner_role, admin_role)
+                        .memberships()
+                        .transfer_ownership(
+                            ACTOR,
+                            ids.site,
+                            a,
+                            AccountId(9999),
+                            owner_role,
+                            admin_role,
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::NotFound,
@@ -365,13 +539,14 @@ async fn memberships_and_ownership() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            owners(store.site_memberships(ids.site).await.unwrap()),
+            owners(store.memberships().of_site(ids.site).await.unwrap()),
             [a],
             "refusals changed nothing"
         );
 
         let (old, new) = store
-            .transfer_ownership(ACTOR, ids.site, a, b, owner_role, admin_role)
+            .memberships()
+            .transfer_ownership(ACTOR, ids.site, a, b, owner_role, admin_role, jiff::Timestamp::now())
             .await
             .unwrap();
         assert_eq!(
@@ -379,12 +554,16 @@ async fn memberships_and_ownership() {
             (false, admin_role, true, owner_role)
         );
         assert_eq!(new.person, Some(ids.person), "the person link survives");
-        assert_eq!(owners(store.site_memberships(ids.site).await.unwrap()), [b]);
-        store.remove_membership(ACTOR, ids.site, a).await.unwrap();
-        assert_eq!(store.membership(ids.site, a).await.unwrap(), None);
-        assert_eq!(store.account_memberships(c).await.unwrap().len(), 1);
+        assert_eq!(owners(store.memberships().of_site(ids.site).await.unwrap()), [b]);
+        store
+            .memberships()
+            .remove(ACTOR, ids.site, a, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.memberships().get(ids.site, a).await.unwrap(), None);
+        assert_eq!(store.memberships().of_account(c).await.unwrap().len(), 1);
         assert_eq!(
-            audit_actions(&store, &format!("membership:{}:{a}", ids.site.0)).await,
+            audit_actions(&store, &format!("membership:{}:{}", ids.site.0, a.get())).await,
             [
                 "set_owner",
                 "update_membership",
@@ -398,14 +577,16 @@ async fn memberships_and_ownership() {
         for to in [a, c] {
             if to == a {
                 store
-                    .put_membership(ACTOR, ids.site, a, admin_role, None)
+                    .memberships()
+                    .put(ACTOR, ids.site, a, admin_role, None, jiff::Timestamp::now())
                     .await
                     .unwrap();
             }
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 store
-                    .transfer_ownership(ACTOR, ids.site, b, to, owner_role, admin_role)
+                    .memberships()
+                    .transfer_ownership(ACTOR, ids.site, b, to, owner_role, admin_role, jiff::Timestamp::now())
                     .await
                     .is_ok()
             }));
@@ -415,7 +596,7 @@ async fn memberships_and_ownership() {
             wins += usize::from(t.await.unwrap());
         }
         assert_eq!(wins, 1);
-        assert_eq!(owners(store.site_memberships(ids.site).await.unwrap()).len(), 1);
+        assert_eq!(owners(store.memberships().of_site(ids.site).await.unwrap()).len(), 1);
         store.close().await;
     });
 }
@@ -428,6 +609,7 @@ async fn invitations() {
         let inviter = account(&store, "owner@example.com").await;
         let expiry = far_future();
         let (invitation, issued) = store
+            .memberships()
             .create_invitation(
                 ACTOR,
                 ids.site,
@@ -435,7 +617,8 @@ async fn invitations() {
                 RoleId(3),
                 Some(ids.credential),
                 Some(inviter),
-                expiry,
+                crate::t(expiry),
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
@@ -445,11 +628,19 @@ async fn invitations() {
         );
         let now = expiry - HOUR;
         assert_eq!(
-            store.invitation_by_secret(&issued.secret, now).await.unwrap(),
+            store
+                .memberships()
+                .invitation_by_secret(&issued.secret, crate::t(now))
+                .await
+                .unwrap(),
             Some(invitation.clone())
         );
         assert_eq!(
-            store.invitation_by_secret(&issued.secret, expiry).await.unwrap(),
+            store
+                .memberships()
+                .invitation_by_secret(&issued.secret, crate::t(expiry))
+                .await
+                .unwrap(),
             None,
             "expired"
         );
@@ -458,7 +649,17 @@ async fn invitations() {
             (
                 kind(
                     store
-                        .create_invitation(ACTOR, ids.site, "not-an-email", RoleId(3), None, None, expiry)
+                        .memberships()
+                        .create_invitation(
+                            ACTOR,
+                            ids.site,
+                            "not-an-email",
+                            RoleId(3),
+                            None,
+                            None,
+                            crate::t(expiry),
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::Invalid,
@@ -466,7 +667,17 @@ async fn invitations() {
             (
                 kind(
                     store
-                        .create_invitation(ACTOR, ids.site, "x@example.com", RoleId(3), None, None, 1)
+                        .memberships()
+                        .create_invitation(
+                            ACTOR,
+                            ids.site,
+                            "x@example.com",
+                            RoleId(3),
+                            None,
+                            None,
+                            crate::t(1),
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::Invalid,
@@ -474,7 +685,17 @@ async fn invitations() {
             (
                 kind(
                     store
-                        .create_invitation(ACTOR, SiteId(999), "x@example.com", RoleId(3), None, None, expiry)
+                        .memberships()
+                        .create_invitation(
+                            ACTOR,
+                            SiteId(999),
+                            "x@example.com",
+                            RoleId(3),
+                            None,
+                            None,
+                            crate::t(expiry),
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::ForeignKey,
@@ -482,6 +703,7 @@ async fn invitations() {
             (
                 kind(
                     store
+                        .memberships()
                         .create_invitation(
                             ACTOR,
                             ids.site,
@@ -489,7 +711,8 @@ async fn invitations() {
                             RoleId(3),
                             Some(CredentialId(999)),
                             None,
-                            expiry,
+                            crate::t(expiry),
+                            jiff::Timestamp::now(),
                         )
                         .await,
                 ),
@@ -499,22 +722,41 @@ async fn invitations() {
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        assert_eq!(store.site_invitations(ids.site).await.unwrap().len(), 1);
+        assert_eq!(store.memberships().invitations(ids.site).await.unwrap().len(), 1);
 
         // A member already: refused, and the invitation stays usable.
-        let e = store.accept_invitation(&issued.secret, inviter, None, now).await;
+        let e = store
+            .memberships()
+            .accept_invitation(&issued.secret, inviter, None, crate::t(now))
+            .await;
         assert!(e.is_ok(), "{e:?}");
         let (second, second_secret) = store
-            .create_invitation(ACTOR, ids.site, "again@example.com", RoleId(2), None, None, expiry)
+            .memberships()
+            .create_invitation(
+                ACTOR,
+                ids.site,
+                "again@example.com",
+                RoleId(2),
+                None,
+                None,
+                crate::t(expiry),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         assert_eq!(
-            kind(store.accept_invitation(&second_secret.secret, inviter, None, now).await),
+            kind(
+                store
+                    .memberships()
+                    .accept_invitation(&second_secret.secret, inviter, None, crate::t(now))
+                    .await
+            ),
             ErrorKind::Duplicate
         );
         assert!(
             store
-                .invitation_by_secret(&second_secret.secret, now)
+                .memberships()
+                .invitation_by_secret(&second_secret.secret, crate::t(now))
                 .await
                 .unwrap()
                 .is_some()
@@ -526,7 +768,11 @@ async fn invitations() {
             let id = account(&store, &format!("racer{i}@example.com")).await;
             let (store, secret) = (store.clone(), second_secret.secret.clone());
             tasks.push(tokio::spawn(async move {
-                store.accept_invitation(&secret, id, None, now).await.is_ok()
+                store
+                    .memberships()
+                    .accept_invitation(&secret, id, None, crate::t(now))
+                    .await
+                    .is_ok()
             }));
         }
         let mut wins = 0;
@@ -535,27 +781,41 @@ async fn invitations() {
         }
         assert_eq!(wins, 1);
         assert_eq!(
-            store.invitation_by_secret(&second_secret.secret, now).await.unwrap(),
+            store
+                .memberships()
+                .invitation_by_secret(&second_secret.secret, crate::t(now))
+                .await
+                .unwrap(),
             None
         );
-        let members = store.site_memberships(ids.site).await.unwrap();
+        let members = store.memberships().of_site(ids.site).await.unwrap();
         assert_eq!(members.iter().filter(|m| m.role == RoleId(2)).count(), 1);
 
         assert_eq!(
             kind(
                 store
-                    .accept_invitation("f".repeat(64).as_str(), inviter, None, now)
+                    .memberships()
+                    .accept_invitation("f".repeat(64).as_str(), inviter, None, crate::t(now))
                     .await
             ),
             ErrorKind::Invalid
         );
-        store.revoke_invitation(ACTOR, second.id).await.unwrap();
+        store
+            .memberships()
+            .revoke_invitation(ACTOR, second.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            kind(store.revoke_invitation(ACTOR, second.id).await),
+            kind(
+                store
+                    .memberships()
+                    .revoke_invitation(ACTOR, second.id, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
         assert_eq!(
-            audit_actions(&store, &format!("invitation:{}", second.id)).await,
+            audit_actions(&store, &second.id.to_string()).await,
             ["create_invitation", "revoke_invitation"]
         );
         store.close().await;
@@ -569,78 +829,182 @@ async fn vouchers() {
         let ids = model(&store).await;
         let other = second_site(&store).await;
         let v = store
-            .create_voucher(ACTOR, " gold-100 ", 100, 10, Some(NOW), Some(NOW + 365 * 24 * HOUR))
+            .memberships()
+            .create_voucher(
+                ACTOR,
+                " gold-100 ",
+                100,
+                10,
+                Some(crate::t(NOW)),
+                Some(crate::t(NOW + 365 * 24 * HOUR)),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         assert_eq!((v.code.as_str(), v.site), ("GOLD-100", None));
         let later = store
-            .create_voucher(ACTOR, "LATER", 5, 1, Some(NOW + 10 * HOUR), None)
+            .memberships()
+            .create_voucher(
+                ACTOR,
+                "LATER",
+                5,
+                1,
+                Some(crate::t(NOW + 10 * HOUR)),
+                None,
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
 
         let refusals = [
             (
-                kind(store.create_voucher(ACTOR, "gold-100", 1, 1, None, None).await),
+                kind(
+                    store
+                        .memberships()
+                        .create_voucher(ACTOR, "gold-100", 1, 1, None, None, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Duplicate,
             ),
             (
-                kind(store.create_voucher(ACTOR, "", 1, 1, None, None).await),
+                kind(
+                    store
+                        .memberships()
+                        .create_voucher(ACTOR, "", 1, 1, None, None, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.create_voucher(ACTOR, "bad code!", 1, 1, None, None).await),
+                kind(
+                    store
+                        .memberships()
+                        .create_voucher(ACTOR, "bad code!", 1, 1, None, None, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.create_voucher(ACTOR, &"X".repeat(65), 1, 1, None, None).await),
+                kind(
+                    store
+                        .memberships()
+                        .create_voucher(ACTOR, &"X".repeat(65), 1, 1, None, None, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.create_voucher(ACTOR, "WINDOW", 1, 1, Some(NOW), Some(NOW)).await),
+                kind(
+                    store
+                        .memberships()
+                        .create_voucher(
+                            ACTOR,
+                            "WINDOW",
+                            1,
+                            1,
+                            Some(crate::t(NOW)),
+                            Some(crate::t(NOW)),
+                            jiff::Timestamp::now(),
+                        )
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.redeem_voucher(ACTOR, "NOPE", ids.site, NOW).await),
+                kind(
+                    store
+                        .memberships()
+                        .redeem_voucher(ACTOR, "NOPE", ids.site, crate::t(NOW))
+                        .await,
+                ),
                 ErrorKind::NotFound,
             ),
             (
-                kind(store.redeem_voucher(ACTOR, "LATER", ids.site, NOW).await),
+                kind(
+                    store
+                        .memberships()
+                        .redeem_voucher(ACTOR, "LATER", ids.site, crate::t(NOW))
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.redeem_voucher(ACTOR, "GOLD-100", SiteId(999), NOW).await),
+                kind(
+                    store
+                        .memberships()
+                        .redeem_voucher(ACTOR, "GOLD-100", SiteId(999), crate::t(NOW))
+                        .await,
+                ),
                 ErrorKind::ForeignKey,
             ),
         ];
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        assert_eq!(store.site_voucher(ids.site, NOW).await.unwrap(), None);
+        assert_eq!(
+            store.memberships().site_voucher(ids.site, crate::t(NOW)).await.unwrap(),
+            None
+        );
 
-        let redeemed = store.redeem_voucher(ACTOR, "gold-100", ids.site, NOW).await.unwrap();
+        let redeemed = store
+            .memberships()
+            .redeem_voucher(ACTOR, "gold-100", ids.site, crate::t(NOW))
+            .await
+            .unwrap();
         assert_eq!(redeemed.site, Some(ids.site));
         assert_eq!(
-            store.redeem_voucher(ACTOR, "GOLD-100", ids.site, NOW).await.unwrap(),
+            store
+                .memberships()
+                .redeem_voucher(ACTOR, "GOLD-100", ids.site, crate::t(NOW))
+                .await
+                .unwrap(),
             redeemed,
             "idempotent"
         );
         assert_eq!(
-            kind(store.redeem_voucher(ACTOR, "GOLD-100", other, NOW).await),
+            kind(
+                store
+                    .memberships()
+                    .redeem_voucher(ACTOR, "GOLD-100", other, crate::t(NOW))
+                    .await
+            ),
             ErrorKind::InUse
         );
-        assert_eq!(store.site_voucher(ids.site, NOW).await.unwrap(), Some(redeemed.clone()));
         assert_eq!(
-            store.site_voucher(ids.site, NOW + 366 * 24 * HOUR).await.unwrap(),
+            store.memberships().site_voucher(ids.site, crate::t(NOW)).await.unwrap(),
+            Some(redeemed.clone())
+        );
+        assert_eq!(
+            store
+                .memberships()
+                .site_voucher(ids.site, crate::t(NOW + 366 * 24 * HOUR))
+                .await
+                .unwrap(),
             None,
             "lapsed"
         );
-        assert_eq!(store.vouchers(None).await.unwrap().len(), 2);
-        assert_eq!(store.voucher_by_code("later").await.unwrap(), Some(later.clone()));
-
-        store.delete_voucher(ACTOR, later.id).await.unwrap();
-        assert_eq!(kind(store.delete_voucher(ACTOR, later.id).await), ErrorKind::NotFound);
+        assert_eq!(store.memberships().vouchers(None).await.unwrap().len(), 2);
         assert_eq!(
-            audit_actions(&store, &format!("voucher:{}", v.id)).await,
+            store.memberships().voucher_by_code("later").await.unwrap(),
+            Some(later.clone())
+        );
+
+        store
+            .memberships()
+            .delete_voucher(ACTOR, later.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(
+                store
+                    .memberships()
+                    .delete_voucher(ACTOR, later.id, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            audit_actions(&store, &v.id.to_string()).await,
             ["create_voucher", "redeem_voucher"]
         );
         store.close().await;
@@ -654,37 +1018,65 @@ async fn iq_activations_and_firmware() {
         let ids = model(&store).await;
         for pin in ["", "123", "123456789", "12a4", " 1234", "١٢٣٤"] {
             assert_eq!(
-                kind(store.set_iq_pin(ACTOR, ids.iq, ids.person, pin).await),
+                kind(
+                    store
+                        .devices()
+                        .set_pin(ACTOR, ids.iq, ids.person, pin, jiff::Timestamp::now())
+                        .await
+                ),
                 ErrorKind::Invalid,
                 "{pin:?}"
             );
         }
         assert_eq!(
-            kind(store.set_iq_pin(ACTOR, ids.iq, PersonId(999), "1234").await),
+            kind(
+                store
+                    .devices()
+                    .set_pin(ACTOR, ids.iq, PersonId(999), "1234", jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::ForeignKey
         );
         assert_eq!(
-            kind(store.set_iq_pin(ACTOR, IqId(999), ids.person, "1234").await),
+            kind(
+                store
+                    .devices()
+                    .set_pin(ACTOR, IqId(999), ids.person, "1234", jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::ForeignKey
         );
         assert_eq!(
-            store.check_iq_pin(ids.iq, ids.person, "1234", NOW).await.unwrap(),
+            store
+                .devices()
+                .check_pin(ids.iq, ids.person, "1234", crate::t(NOW))
+                .await
+                .unwrap(),
             PinCheck::NotSet
         );
 
-        store.set_iq_pin(ACTOR, ids.iq, ids.person, "4321").await.unwrap();
+        store
+            .devices()
+            .set_pin(ACTOR, ids.iq, ids.person, "4321", jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            store.check_iq_pin(ids.iq, ids.person, "4321", NOW).await.unwrap(),
+            store
+                .devices()
+                .check_pin(ids.iq, ids.person, "4321", crate::t(NOW))
+                .await
+                .unwrap(),
             PinCheck::Accepted
         );
         assert_eq!(
             store
-                .iq_activation(ids.iq, ids.person)
+                .devices()
+                .activation(ids.iq, ids.person)
                 .await
                 .unwrap()
                 .unwrap()
                 .activated_at,
-            Some(NOW)
+            Some(crate::t(NOW))
         );
         // Wrong PINs count down, a right one resets the count, the fifth wrong in a row blocks.
         let steps = [
@@ -699,29 +1091,68 @@ async fn iq_activations_and_firmware() {
         ];
         for (pin, want) in steps {
             assert_eq!(
-                store.check_iq_pin(ids.iq, ids.person, pin, NOW).await.unwrap(),
+                store
+                    .devices()
+                    .check_pin(ids.iq, ids.person, pin, crate::t(NOW))
+                    .await
+                    .unwrap(),
                 want,
                 "{pin}"
             );
         }
-        assert!(store.iq_activation(ids.iq, ids.person).await.unwrap().unwrap().blocked);
+        assert!(
+            store
+                .devices()
+                .activation(ids.iq, ids.person)
+                .await
+                .unwrap()
+                .unwrap()
+                .blocked
+        );
 
         // An admin's reset: the person activates again.
-        store.reset_iq_pin(ACTOR, ids.iq, ids.person).await.unwrap();
+        store
+            .devices()
+            .reset_pin(ACTOR, ids.iq, ids.person, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            store.check_iq_pin(ids.iq, ids.person, "4321", NOW).await.unwrap(),
+            store
+                .devices()
+                .check_pin(ids.iq, ids.person, "4321", crate::t(NOW))
+                .await
+                .unwrap(),
             PinCheck::NotSet
         );
         assert_eq!(
-            kind(store.reset_iq_pin(ACTOR, ids.iq, ids.person).await),
+            kind(
+                store
+                    .devices()
+                    .reset_pin(ACTOR, ids.iq, ids.person, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
         // The owner's reset of the IQ: everyone activates again.
-        store.set_iq_pin(ACTOR, ids.iq, ids.person, "5555").await.unwrap();
-        assert_eq!(store.iq_activations(ids.iq).await.unwrap().len(), 1);
-        assert_eq!(store.reset_iq(ACTOR, ids.iq).await.unwrap(), 1);
-        assert!(store.iq_activations(ids.iq).await.unwrap().is_empty());
-        assert_eq!(kind(store.reset_iq(ACTOR, IqId(999)).await), ErrorKind::NotFound);
+        store
+            .devices()
+            .set_pin(ACTOR, ids.iq, ids.person, "5555", jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.devices().activations(ids.iq).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .devices()
+                .reset(ACTOR, ids.iq, jiff::Timestamp::now())
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.devices().activations(ids.iq).await.unwrap().is_empty());
+        assert_eq!(
+            kind(store.devices().reset(ACTOR, IqId(999), jiff::Timestamp::now()).await),
+            ErrorKind::NotFound
+        );
         assert_eq!(
             audit_actions(&store, &format!("iq:{}", ids.iq.0))
                 .await
@@ -731,51 +1162,96 @@ async fn iq_activations_and_firmware() {
         );
 
         // Firmware.
-        let fw = store.upload_firmware(ACTOR, "iq2", "2.4.1", b"abc").await.unwrap();
+        let fw = store
+            .devices()
+            .upload_firmware(ACTOR, "iq2", "2.4.1", b"abc", jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
             fw.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(fw.size, 3);
         assert_eq!(
-            store.firmware_content(fw.id).await.unwrap().as_deref(),
+            store.devices().firmware_content(fw.id).await.unwrap().as_deref(),
             Some(&b"abc"[..])
         );
         let oversized = vec![0u8; keyway_store::MAX_FIRMWARE_BYTES + 1];
         let refusals = [
             (
-                kind(store.upload_firmware(ACTOR, "iq2", "2.4.1", b"xyz").await),
+                kind(
+                    store
+                        .devices()
+                        .upload_firmware(ACTOR, "iq2", "2.4.1", b"xyz", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Duplicate,
             ),
             (
-                kind(store.upload_firmware(ACTOR, "iq2", "2.4.2", b"").await),
+                kind(
+                    store
+                        .devices()
+                        .upload_firmware(ACTOR, "iq2", "2.4.2", b"", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.upload_firmware(ACTOR, "iq2", "2.4.2", &oversized).await),
+                kind(
+                    store
+                        .devices()
+                        .upload_firmware(ACTOR, "iq2", "2.4.2", &oversized, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.upload_firmware(ACTOR, "iq 2", "2.4.2", b"x").await),
+                kind(
+                    store
+                        .devices()
+                        .upload_firmware(ACTOR, "iq 2", "2.4.2", b"x", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.upload_firmware(ACTOR, "iq2", "../../etc", b"x").await),
+                kind(
+                    store
+                        .devices()
+                        .upload_firmware(ACTOR, "iq2", "../../etc", b"x", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
         ];
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        store.upload_firmware(ACTOR, "iq3", "1.0", b"other").await.unwrap();
+        store
+            .devices()
+            .upload_firmware(ACTOR, "iq3", "1.0", b"other", jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            store.firmware_files(Some("iq2")).await.unwrap(),
+            store.devices().firmware_files(Some("iq2")).await.unwrap(),
             std::slice::from_ref(&fw)
         );
-        assert_eq!(store.firmware_files(None).await.unwrap().len(), 2);
-        store.delete_firmware(ACTOR, fw.id).await.unwrap();
-        assert_eq!(store.firmware(fw.id).await.unwrap(), None);
-        assert_eq!(kind(store.delete_firmware(ACTOR, fw.id).await), ErrorKind::NotFound);
+        assert_eq!(store.devices().firmware_files(None).await.unwrap().len(), 2);
+        store
+            .devices()
+            .delete_firmware(ACTOR, fw.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.devices().firmware(fw.id).await.unwrap(), None);
+        assert_eq!(
+            kind(
+                store
+                    .devices()
+                    .delete_firmware(ACTOR, fw.id, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
         store.close().await;
     });
 }
@@ -799,29 +1275,53 @@ async fn iq_details_and_firmware_assignment() {
                 .id
                 .unwrap(),
         );
-        store.set_iq_details(ACTOR, ids.iq, "IQ2", "SN-1").await.unwrap();
+        store
+            .devices()
+            .set_details(ACTOR, ids.iq, "IQ2", "SN-1", jiff::Timestamp::now())
+            .await
+            .unwrap();
         let refusals = [
             (
-                kind(store.set_iq_details(ACTOR, other, "IQ2", "SN-1").await),
+                kind(
+                    store
+                        .devices()
+                        .set_details(ACTOR, other, "IQ2", "SN-1", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Duplicate,
             ),
             (
-                kind(store.set_iq_details(ACTOR, other, "IQ 2", "SN-2").await),
+                kind(
+                    store
+                        .devices()
+                        .set_details(ACTOR, other, "IQ 2", "SN-2", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.set_iq_details(ACTOR, other, "IQ2", "").await),
+                kind(
+                    store
+                        .devices()
+                        .set_details(ACTOR, other, "IQ2", "", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.set_iq_details(ACTOR, IqId(999), "IQ2", "SN-3").await),
+                kind(
+                    store
+                        .devices()
+                        .set_details(ACTOR, IqId(999), "IQ2", "SN-3", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::NotFound,
             ),
         ];
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        let details = store.iq_details(ids.iq).await.unwrap().unwrap();
+        let details = store.devices().iq(ids.iq).await.unwrap().unwrap();
         assert_eq!(
             (
                 details.site,
@@ -831,40 +1331,88 @@ async fn iq_details_and_firmware_assignment() {
             ),
             (ids.site, "IQ2", Some("SN-1"), None)
         );
-        assert_eq!(store.iq_by_serial("SN-1").await.unwrap().map(|d| d.id), Some(ids.iq));
-        assert_eq!(store.iq_details(other).await.unwrap().unwrap().serial, None);
-        assert_eq!(store.site_iqs(ids.site).await.unwrap().len(), 2);
+        assert_eq!(
+            store.devices().iq_by_serial("SN-1").await.unwrap().map(|d| d.id),
+            Some(ids.iq)
+        );
+        assert_eq!(store.devices().iq(other).await.unwrap().unwrap().serial, None);
+        assert_eq!(store.devices().of_site(ids.site).await.unwrap().len(), 2);
         assert!(
             audit_actions(&store, &format!("iq:{}", ids.iq.0))
                 .await
                 .contains(&"set_iq_details".to_owned())
         );
 
-        let right = store.upload_firmware(ACTOR, "IQ2", "3.0", b"image").await.unwrap();
-        let wrong = store.upload_firmware(ACTOR, "IQ1", "3.0", b"image").await.unwrap();
+        let right = store
+            .devices()
+            .upload_firmware(ACTOR, "IQ2", "3.0", b"image", jiff::Timestamp::now())
+            .await
+            .unwrap();
+        let wrong = store
+            .devices()
+            .upload_firmware(ACTOR, "IQ1", "3.0", b"image", jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            kind(store.assign_firmware(ACTOR, ids.iq, Some(wrong.id)).await),
+            kind(
+                store
+                    .devices()
+                    .assign_firmware(ACTOR, ids.iq, Some(wrong.id), jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Invalid
         );
         assert_eq!(
-            kind(store.assign_firmware(ACTOR, ids.iq, Some(4242)).await),
+            kind(
+                store
+                    .devices()
+                    .assign_firmware(
+                        ACTOR,
+                        ids.iq,
+                        Some(keyway_store::FirmwareId(4242)),
+                        jiff::Timestamp::now()
+                    )
+                    .await
+            ),
             ErrorKind::NotFound
         );
         assert_eq!(
-            kind(store.assign_firmware(ACTOR, IqId(999), None).await),
+            kind(
+                store
+                    .devices()
+                    .assign_firmware(ACTOR, IqId(999), None, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
-        store.assign_firmware(ACTOR, ids.iq, Some(right.id)).await.unwrap();
+        store
+            .devices()
+            .assign_firmware(ACTOR, ids.iq, Some(right.id), jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            store.iq_details(ids.iq).await.unwrap().unwrap().firmware,
+            store.devices().iq(ids.iq).await.unwrap().unwrap().firmware,
             Some(right.id)
         );
         // Download tokens: for the file assigned, until expiry, until another is assigned.
         let now = jiff::Timestamp::now().as_second();
-        let issued = store.issue_firmware_download(ids.iq, now + 3600).await.unwrap();
-        let expired = store.issue_firmware_download(ids.iq, now - 1).await.unwrap();
+        let issued = store
+            .devices()
+            .issue_firmware_download(ids.iq, crate::t(now + 3600), jiff::Timestamp::now())
+            .await
+            .unwrap();
+        let expired = store
+            .devices()
+            .issue_firmware_download(ids.iq, crate::t(now - 1), jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            kind(store.issue_firmware_download(other, now + 3600).await),
+            kind(
+                store
+                    .devices()
+                    .issue_firmware_download(other, crate::t(now + 3600), jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound,
             "an IQ with nothing assigned gets no token"
         );
@@ -872,7 +1420,8 @@ async fn iq_details_and_firmware_assignment() {
             let store = store.clone();
             async move {
                 store
-                    .firmware_download(&secret, now)
+                    .devices()
+                    .firmware_download(&secret, crate::t(now))
                     .await
                     .unwrap()
                     .map(|(iq, f)| (iq, f.id))
@@ -881,19 +1430,43 @@ async fn iq_details_and_firmware_assignment() {
         assert_eq!(good_for(issued.secret.clone()).await, Some((ids.iq, right.id)));
         assert_eq!(good_for(expired.secret).await, None, "expired");
         assert_eq!(good_for("kwf_nothing".to_owned()).await, None, "unknown");
-        let newer = store.upload_firmware(ACTOR, "IQ2", "3.1", b"image 2").await.unwrap();
-        store.assign_firmware(ACTOR, ids.iq, Some(newer.id)).await.unwrap();
+        let newer = store
+            .devices()
+            .upload_firmware(ACTOR, "IQ2", "3.1", b"image 2", jiff::Timestamp::now())
+            .await
+            .unwrap();
+        store
+            .devices()
+            .assign_firmware(ACTOR, ids.iq, Some(newer.id), jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(good_for(issued.secret).await, None, "another file assigned since");
-        let again = store.issue_firmware_download(ids.iq, now + 3600).await.unwrap();
+        let again = store
+            .devices()
+            .issue_firmware_download(ids.iq, crate::t(now + 3600), jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(good_for(again.secret.clone()).await, Some((ids.iq, newer.id)));
         // Assigning the same file again keeps its tokens.
-        store.assign_firmware(ACTOR, ids.iq, Some(newer.id)).await.unwrap();
+        store
+            .devices()
+            .assign_firmware(ACTOR, ids.iq, Some(newer.id), jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(good_for(again.secret).await, Some((ids.iq, newer.id)));
-        store.assign_firmware(ACTOR, ids.iq, Some(right.id)).await.unwrap();
+        store
+            .devices()
+            .assign_firmware(ACTOR, ids.iq, Some(right.id), jiff::Timestamp::now())
+            .await
+            .unwrap();
 
         // Deleting the file unassigns it (the foreign key sets null).
-        store.delete_firmware(ACTOR, right.id).await.unwrap();
-        assert_eq!(store.iq_details(ids.iq).await.unwrap().unwrap().firmware, None);
+        store
+            .devices()
+            .delete_firmware(ACTOR, right.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.devices().iq(ids.iq).await.unwrap().unwrap().firmware, None);
         store.close().await;
     });
 }
@@ -910,56 +1483,128 @@ async fn plugins_bundles_rules_and_hours() {
         let ids = model(&store).await;
         let wasm = standard_plugin("business-hours");
         let plugin = store
-            .upload_plugin(ACTOR, "business-hours", "1.0.0", &wasm)
+            .policy_records()
+            .upload_plugin(ACTOR, "business-hours", "1.0.0", &wasm, jiff::Timestamp::now())
             .await
             .unwrap();
-        assert_eq!(store.plugin_wasm(plugin.id).await.unwrap(), Some(wasm.clone()));
+        assert_eq!(
+            store.policy_records().plugin_wasm(plugin.id).await.unwrap(),
+            Some(wasm.clone())
+        );
         let roles = store
-            .upload_plugin(ACTOR, "roles-standard", "1.0.0", &standard_plugin("roles-standard"))
+            .policy_records()
+            .upload_plugin(
+                ACTOR,
+                "roles-standard",
+                "1.0.0",
+                &standard_plugin("roles-standard"),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         let too_big = vec![0u8; keyway_store::MAX_PLUGIN_BYTES + 1];
         let refusals = [
             (
-                kind(store.upload_plugin(ACTOR, "business-hours", "1.0.0", &wasm).await),
+                kind(
+                    store
+                        .policy_records()
+                        .upload_plugin(ACTOR, "business-hours", "1.0.0", &wasm, jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Duplicate,
-            ),
-            (
-                kind(store.upload_plugin(ACTOR, "x", "1", b"").await),
-                ErrorKind::Invalid,
-            ),
-            (
-                kind(store.upload_plugin(ACTOR, "x", "1", b"\x7fELF\x02\x01").await),
-                ErrorKind::Invalid,
-            ),
-            (
-                kind(store.upload_plugin(ACTOR, "x", "1", &too_big).await),
-                ErrorKind::Invalid,
-            ),
-            (
-                kind(store.upload_plugin(ACTOR, "bad name", "1", &wasm).await),
-                ErrorKind::Invalid,
             ),
             (
                 kind(
                     store
-                        .upload_bundle(ACTOR, None, "std", "1", "not = [toml", &[plugin.id])
+                        .policy_records()
+                        .upload_plugin(ACTOR, "x", "1", b"", jiff::Timestamp::now())
                         .await,
                 ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.upload_bundle(ACTOR, None, "std", "1", "", &[plugin.id]).await),
+                kind(
+                    store
+                        .policy_records()
+                        .upload_plugin(ACTOR, "x", "1", b"\x7fELF\x02\x01", jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.upload_bundle(ACTOR, None, "std", "1", "a = 1", &[9999]).await),
+                kind(
+                    store
+                        .policy_records()
+                        .upload_plugin(ACTOR, "x", "1", &too_big, jiff::Timestamp::now())
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .policy_records()
+                        .upload_plugin(ACTOR, "bad name", "1", &wasm, jiff::Timestamp::now())
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .policy_records()
+                        .upload_bundle(
+                            ACTOR,
+                            None,
+                            "std",
+                            "1",
+                            "not = [toml",
+                            &[plugin.id],
+                            jiff::Timestamp::now(),
+                        )
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .policy_records()
+                        .upload_bundle(ACTOR, None, "std", "1", "", &[plugin.id], jiff::Timestamp::now())
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .policy_records()
+                        .upload_bundle(
+                            ACTOR,
+                            None,
+                            "std",
+                            "1",
+                            "a = 1",
+                            &[keyway_store::PluginId(9999)],
+                            jiff::Timestamp::now(),
+                        )
+                        .await,
+                ),
                 ErrorKind::ForeignKey,
             ),
             (
                 kind(
                     store
-                        .upload_bundle(ACTOR, Some(SiteId(999)), "std", "1", "a = 1", &[])
+                        .policy_records()
+                        .upload_bundle(
+                            ACTOR,
+                            Some(SiteId(999)),
+                            "std",
+                            "1",
+                            "a = 1",
+                            &[],
+                            jiff::Timestamp::now(),
+                        )
                         .await,
                 ),
                 ErrorKind::ForeignKey,
@@ -968,40 +1613,73 @@ async fn plugins_bundles_rules_and_hours() {
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        assert_eq!(store.plugins().await.unwrap().len(), 2);
+        assert_eq!(store.policy_records().plugins().await.unwrap().len(), 2);
         assert!(
-            store.bundles(None).await.unwrap().is_empty(),
+            store.policy_records().bundles(None).await.unwrap().is_empty(),
             "a refused bundle leaves no rows"
         );
 
         let manifest = "[bundle]\nname = \"std\"\n";
         let global = store
-            .upload_bundle(ACTOR, None, "std", "1", manifest, &[plugin.id, roles.id, plugin.id])
+            .policy_records()
+            .upload_bundle(
+                ACTOR,
+                None,
+                "std",
+                "1",
+                manifest,
+                &[plugin.id, roles.id, plugin.id],
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         assert_eq!(global.plugins, [plugin.id, roles.id]);
         assert_eq!(
-            kind(store.upload_bundle(ACTOR, None, "std", "1", manifest, &[]).await),
+            kind(
+                store
+                    .policy_records()
+                    .upload_bundle(ACTOR, None, "std", "1", manifest, &[], jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Duplicate
         );
         let global2 = store
-            .upload_bundle(ACTOR, None, "std", "2", manifest, &[roles.id])
+            .policy_records()
+            .upload_bundle(ACTOR, None, "std", "2", manifest, &[roles.id], jiff::Timestamp::now())
             .await
             .unwrap();
         let own = store
-            .upload_bundle(ACTOR, Some(ids.site), "std", "1", manifest, &[roles.id])
+            .policy_records()
+            .upload_bundle(
+                ACTOR,
+                Some(ids.site),
+                "std",
+                "1",
+                manifest,
+                &[roles.id],
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
-        assert_eq!(store.active_bundle(Some(ids.site)).await.unwrap(), None);
-        store.activate_bundle(ACTOR, global.id).await.unwrap();
         assert_eq!(
-            store.active_bundle(Some(ids.site)).await.unwrap().map(|b| b.id),
+            store.policy_records().active_bundle(Some(ids.site)).await.unwrap(),
+            None
+        );
+        store.policy_records().activate_bundle(ACTOR, global.id).await.unwrap();
+        assert_eq!(
+            store
+                .policy_records()
+                .active_bundle(Some(ids.site))
+                .await
+                .unwrap()
+                .map(|b| b.id),
             Some(global.id),
             "falls back to global"
         );
-        store.activate_bundle(ACTOR, global2.id).await.unwrap();
-        store.activate_bundle(ACTOR, own.id).await.unwrap();
-        let active: Vec<i64> = store
+        store.policy_records().activate_bundle(ACTOR, global2.id).await.unwrap();
+        store.policy_records().activate_bundle(ACTOR, own.id).await.unwrap();
+        let active: Vec<keyway_store::BundleId> = store
+            .policy_records()
             .bundles(None)
             .await
             .unwrap()
@@ -1011,23 +1689,68 @@ async fn plugins_bundles_rules_and_hours() {
             .collect();
         assert_eq!(active, [global2.id], "one active global bundle");
         assert_eq!(
-            store.active_bundle(Some(ids.site)).await.unwrap().map(|b| b.id),
+            store
+                .policy_records()
+                .active_bundle(Some(ids.site))
+                .await
+                .unwrap()
+                .map(|b| b.id),
             Some(own.id)
         );
-        assert_eq!(store.active_bundle(None).await.unwrap().map(|b| b.id), Some(global2.id));
-        assert_eq!(kind(store.delete_bundle(ACTOR, own.id).await), ErrorKind::InUse);
-        assert_eq!(kind(store.delete_plugin(ACTOR, plugin.id).await), ErrorKind::InUse);
-        store.delete_bundle(ACTOR, global.id).await.unwrap();
-        store.delete_plugin(ACTOR, plugin.id).await.unwrap();
-        assert_eq!(kind(store.delete_plugin(ACTOR, plugin.id).await), ErrorKind::NotFound);
-        assert_eq!(kind(store.activate_bundle(ACTOR, global.id).await), ErrorKind::NotFound);
+        assert_eq!(
+            store.policy_records().active_bundle(None).await.unwrap().map(|b| b.id),
+            Some(global2.id)
+        );
+        assert_eq!(
+            kind(
+                store
+                    .policy_records()
+                    .delete_bundle(ACTOR, own.id, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::InUse
+        );
+        assert_eq!(
+            kind(
+                store
+                    .policy_records()
+                    .delete_plugin(ACTOR, plugin.id, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::InUse
+        );
+        store
+            .policy_records()
+            .delete_bundle(ACTOR, global.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        store
+            .policy_records()
+            .delete_plugin(ACTOR, plugin.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(
+                store
+                    .policy_records()
+                    .delete_plugin(ACTOR, plugin.id, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(store.policy_records().activate_bundle(ACTOR, global.id).await),
+            ErrorKind::NotFound
+        );
 
         // Door rules.
         store
+            .policy_records()
             .attach_door_rule(ACTOR, ids.door, "business-hours", false)
             .await
             .unwrap();
         store
+            .policy_records()
             .attach_door_rule(ACTOR, ids.door, "anti-passback", true)
             .await
             .unwrap();
@@ -1035,30 +1758,42 @@ async fn plugins_bundles_rules_and_hours() {
             (
                 kind(
                     store
+                        .policy_records()
                         .attach_door_rule(ACTOR, DoorId(999), "business-hours", false)
                         .await,
                 ),
                 ErrorKind::ForeignKey,
             ),
             (
-                kind(store.attach_door_rule(ACTOR, ids.door, "", false).await),
-                ErrorKind::Invalid,
-            ),
-            (
-                kind(store.attach_door_rule(ACTOR, ids.door, &"r".repeat(65), false).await),
-                ErrorKind::Invalid,
-            ),
-            (
-                kind(store.detach_door_rule(ACTOR, DoorId(999)).await),
-                ErrorKind::NotFound,
-            ),
-            (
-                kind(store.set_door_rules(ACTOR, ids.door, Vec::new()).await),
+                kind(
+                    store
+                        .policy_records()
+                        .attach_door_rule(ACTOR, ids.door, "", false)
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
                 kind(
                     store
+                        .policy_records()
+                        .attach_door_rule(ACTOR, ids.door, &"r".repeat(65), false)
+                        .await,
+                ),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(store.policy_records().detach_door_rule(ACTOR, DoorId(999)).await),
+                ErrorKind::NotFound,
+            ),
+            (
+                kind(store.policy_records().set_door_rules(ACTOR, ids.door, Vec::new()).await),
+                ErrorKind::Invalid,
+            ),
+            (
+                kind(
+                    store
+                        .policy_records()
                         .set_door_rules(
                             ACTOR,
                             ids.door,
@@ -1071,6 +1806,7 @@ async fn plugins_bundles_rules_and_hours() {
             (
                 kind(
                     store
+                        .policy_records()
                         .set_door_rules(
                             ACTOR,
                             ids.door,
@@ -1083,6 +1819,7 @@ async fn plugins_bundles_rules_and_hours() {
             (
                 kind(
                     store
+                        .policy_records()
                         .set_door_rules(ACTOR, ids.door, vec![configured("a", json!({"x": "y".repeat(5000)}))])
                         .await,
                 ),
@@ -1092,7 +1829,7 @@ async fn plugins_bundles_rules_and_hours() {
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        let rules = store.door_rules().await.unwrap();
+        let rules = store.policy_records().door_rules().await.unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].rules, [ChainedRule::new("anti-passback", true)]);
 
@@ -1102,9 +1839,22 @@ async fn plugins_bundles_rules_and_hours() {
             configured("two-person", json!({"window_s": 10, "escort_groups": [9]})),
             ChainedRule::new("business-hours", true),
         ];
-        let (_, revision) = store.set_door_rules(ACTOR, ids.door, chain.clone()).await.unwrap();
-        assert_eq!(store.door_rule_chain(ids.door).await.unwrap().unwrap().rules, chain);
-        let rules = store.door_rules().await.unwrap();
+        let (_, revision) = store
+            .policy_records()
+            .set_door_rules(ACTOR, ids.door, chain.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .policy_records()
+                .door_rule_chain(ids.door)
+                .await
+                .unwrap()
+                .unwrap()
+                .rules,
+            chain
+        );
+        let rules = store.policy_records().door_rules().await.unwrap();
         assert_eq!((rules.len(), rules[0].door, &rules[0].rules), (1, ids.door, &chain));
         let logged = store
             .subscribe(Revision(revision.0 - 1))
@@ -1120,9 +1870,9 @@ async fn plugins_bundles_rules_and_hours() {
                 rules: chain
             })
         );
-        store.detach_door_rule(ACTOR, ids.door).await.unwrap();
-        assert!(store.door_rules().await.unwrap().is_empty());
-        assert_eq!(store.door_rule_chain(ids.door).await.unwrap(), None);
+        store.policy_records().detach_door_rule(ACTOR, ids.door).await.unwrap();
+        assert!(store.policy_records().door_rules().await.unwrap().is_empty());
+        assert_eq!(store.policy_records().door_rule_chain(ids.door).await.unwrap(), None);
         assert_eq!(
             audit_actions(&store, &format!("door_rule:{}", ids.door.0)).await,
             [
@@ -1142,19 +1892,34 @@ async fn plugins_bundles_rules_and_hours() {
             None,
         )
         .unwrap();
-        store.set_opening_hours(ACTOR, ids.site, Some(&hours)).await.unwrap();
-        assert_eq!(store.opening_hours(ids.site).await.unwrap(), Some(hours.clone()));
-        assert_eq!(store.all_opening_hours().await.unwrap(), [(ids.site, hours)]);
+        store
+            .policy_records()
+            .set_opening_hours(ACTOR, ids.site, Some(&hours))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.policy_records().opening_hours(ids.site).await.unwrap(),
+            Some(hours.clone())
+        );
+        assert_eq!(
+            store.policy_records().all_opening_hours().await.unwrap(),
+            [(ids.site, hours)]
+        );
         assert_eq!(
             kind(
                 store
+                    .policy_records()
                     .set_opening_hours(ACTOR, SiteId(999), Some(&Schedule::always()))
                     .await
             ),
             ErrorKind::ForeignKey
         );
-        store.set_opening_hours(ACTOR, ids.site, None).await.unwrap();
-        assert_eq!(store.opening_hours(ids.site).await.unwrap(), None);
+        store
+            .policy_records()
+            .set_opening_hours(ACTOR, ids.site, None)
+            .await
+            .unwrap();
+        assert_eq!(store.policy_records().opening_hours(ids.site).await.unwrap(), None);
         store.close().await;
     });
 }
@@ -1166,7 +1931,7 @@ async fn notification_settings_and_outbox() {
         let ids = model(&store).await;
         let owner = account(&store, "owner@example.com").await;
         let setting = NotificationSetting {
-            id: 0,
+            id: keyway_store::SettingId(0),
             site: ids.site,
             account: Some(owner),
             event_kind: "entry.denied".into(),
@@ -1175,15 +1940,21 @@ async fn notification_settings_and_outbox() {
             config: "{}".into(),
             enabled: true,
         };
-        let saved = store.put_notification_setting(ACTOR, &setting).await.unwrap();
-        assert_ne!(saved.id, 0);
+        let saved = store
+            .notifications()
+            .put_setting(ACTOR, &setting, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_ne!(saved.id, keyway_store::SettingId(0));
         let updated = store
-            .put_notification_setting(
+            .notifications()
+            .put_setting(
                 ACTOR,
                 &NotificationSetting {
                     enabled: false,
                     ..saved.clone()
                 },
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
@@ -1205,8 +1976,8 @@ async fn notification_settings_and_outbox() {
             (bad(&|s| s.config = "[1, 2]".into()), ErrorKind::Invalid),
             (bad(&|s| s.config = "{".into()), ErrorKind::Invalid),
             (bad(&|s| s.site = SiteId(999)), ErrorKind::ForeignKey),
-            (bad(&|s| s.account = Some(9999)), ErrorKind::ForeignKey),
-            (bad(&|s| s.id = 9999), ErrorKind::NotFound),
+            (bad(&|s| s.account = Some(AccountId(9999))), ErrorKind::ForeignKey),
+            (bad(&|s| s.id = keyway_store::SettingId(9999)), ErrorKind::NotFound),
             (
                 bad(&|s| {
                     s.id = saved.id;
@@ -1216,16 +1987,34 @@ async fn notification_settings_and_outbox() {
             ),
         ];
         for (s, want) in cases {
-            assert_eq!(kind(store.put_notification_setting(ACTOR, &s).await), want, "{s:?}");
+            assert_eq!(
+                kind(
+                    store
+                        .notifications()
+                        .put_setting(ACTOR, &s, jiff::Timestamp::now())
+                        .await
+                ),
+                want,
+                "{s:?}"
+            );
         }
         assert_eq!(
-            store.notification_settings(ids.site).await.unwrap(),
+            store.notifications().settings(ids.site).await.unwrap(),
             std::slice::from_ref(&updated),
             "refusals changed nothing"
         );
-        store.delete_notification_setting(ACTOR, saved.id).await.unwrap();
+        store
+            .notifications()
+            .delete_setting(ACTOR, saved.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
         assert_eq!(
-            kind(store.delete_notification_setting(ACTOR, saved.id).await),
+            kind(
+                store
+                    .notifications()
+                    .delete_setting(ACTOR, saved.id, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
 
@@ -1239,7 +2028,8 @@ async fn notification_settings_and_outbox() {
             assert_eq!(
                 kind(
                     store
-                        .enqueue_notification(ids.site, channel, target, payload, NOW)
+                        .notifications()
+                        .enqueue(ids.site, channel, target, payload, crate::t(NOW))
                         .await
                 ),
                 ErrorKind::Invalid
@@ -1249,15 +2039,33 @@ async fn notification_settings_and_outbox() {
         for i in 0..3 {
             queued.push(
                 store
-                    .enqueue_notification(ids.site, "email", "owner@example.com", &format!("{{\"n\":{i}}}"), NOW)
+                    .notifications()
+                    .enqueue(
+                        ids.site,
+                        "email",
+                        "owner@example.com",
+                        &format!("{{\"n\":{i}}}"),
+                        crate::t(NOW),
+                    )
                     .await
                     .unwrap(),
             );
         }
-        assert_eq!(kind(store.claim_notifications(NOW, NOW, 10).await), ErrorKind::Invalid);
-        let first = store.claim_notifications(NOW, NOW + 60, 2).await.unwrap();
+        assert_eq!(
+            kind(store.notifications().claim(crate::t(NOW), crate::t(NOW), 10).await),
+            ErrorKind::Invalid
+        );
+        let first = store
+            .notifications()
+            .claim(crate::t(NOW), crate::t(NOW + 60), 2)
+            .await
+            .unwrap();
         assert_eq!(first.iter().map(|i| i.id).collect::<Vec<_>>(), &queued[..2]);
-        let second = store.claim_notifications(NOW, NOW + 60, 10).await.unwrap();
+        let second = store
+            .notifications()
+            .claim(crate::t(NOW), crate::t(NOW + 60), 10)
+            .await
+            .unwrap();
         assert_eq!(
             second.iter().map(|i| i.id).collect::<Vec<_>>(),
             &queued[2..],
@@ -1265,37 +2073,57 @@ async fn notification_settings_and_outbox() {
         );
         assert!(
             store
-                .claim_notifications(NOW + 1, NOW + 60, 10)
+                .notifications()
+                .claim(crate::t(NOW + 1), crate::t(NOW + 60), 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        store.mark_notification_delivered(queued[0], NOW + 1).await.unwrap();
+        store
+            .notifications()
+            .mark_delivered(queued[0], crate::t(NOW + 1))
+            .await
+            .unwrap();
         assert_eq!(
-            kind(store.mark_notification_delivered(queued[0], NOW + 2).await),
+            kind(store.notifications().mark_delivered(queued[0], crate::t(NOW + 2)).await),
             ErrorKind::NotFound
         );
         store
-            .mark_notification_failed(queued[1], "smtp: 451 try later", NOW + 300)
+            .notifications()
+            .mark_failed(queued[1], "smtp: 451 try later", crate::t(NOW + 300))
             .await
             .unwrap();
-        let failed = store.outbox_item(queued[1]).await.unwrap().unwrap();
+        let failed = store.notifications().outbox_item(queued[1]).await.unwrap().unwrap();
         assert_eq!(
             (failed.attempts, failed.next_attempt_at, failed.last_error.as_deref()),
-            (1, NOW + 300, Some("smtp: 451 try later"))
+            (1, crate::t(NOW + 300), Some("smtp: 451 try later"))
         );
         // After the lease, the unsent row comes back; the failed one waits for its retry time.
-        let expired = store.claim_notifications(NOW + 61, NOW + 120, 10).await.unwrap();
+        let expired = store
+            .notifications()
+            .claim(crate::t(NOW + 61), crate::t(NOW + 120), 10)
+            .await
+            .unwrap();
         assert_eq!(expired.iter().map(|i| i.id).collect::<Vec<_>>(), [queued[2]]);
-        assert_eq!(store.purge_delivered_notifications(NOW + 2).await.unwrap(), 1);
-        assert_eq!(store.outbox_item(queued[0]).await.unwrap(), None);
+        assert_eq!(
+            store.notifications().purge_delivered(crate::t(NOW + 2)).await.unwrap(),
+            1
+        );
+        assert_eq!(store.notifications().outbox_item(queued[0]).await.unwrap(), None);
 
         // Concurrent senders never share a row.
         let mut many = HashSet::new();
         for i in 0..40 {
             many.insert(
                 store
-                    .enqueue_notification(ids.site, "email", "many@example.com", &format!("{{\"n\":{i}}}"), NOW)
+                    .notifications()
+                    .enqueue(
+                        ids.site,
+                        "email",
+                        "many@example.com",
+                        &format!("{{\"n\":{i}}}"),
+                        crate::t(NOW),
+                    )
                     .await
                     .unwrap(),
             );
@@ -1306,7 +2134,11 @@ async fn notification_settings_and_outbox() {
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = store.claim_notifications(NOW + 500, NOW + 600, 3).await.unwrap();
+                    let got = store
+                        .notifications()
+                        .claim(crate::t(NOW + 500), crate::t(NOW + 600), 3)
+                        .await
+                        .unwrap();
                     if got.is_empty() {
                         return mine;
                     }
@@ -1318,7 +2150,7 @@ async fn notification_settings_and_outbox() {
         for t in tasks {
             claimed.extend(t.await.unwrap());
         }
-        let unique: HashSet<i64> = claimed.iter().copied().collect();
+        let unique: HashSet<keyway_store::OutboxId> = claimed.iter().copied().collect();
         assert_eq!(unique.len(), claimed.len(), "a row went to two senders");
         assert!(many.is_subset(&unique));
         store.close().await;
@@ -1332,71 +2164,141 @@ async fn operators_sessions_and_names() {
         let ids = model(&store).await;
         let op = account(&store, "operator@example.com").await;
         let other = account(&store, "other@example.com").await;
-        assert!(!store.is_operator(op).await.unwrap());
-        store.add_operator(ACTOR, op).await.unwrap();
-        assert!(store.is_operator(op).await.unwrap());
-        assert!(!store.is_operator(other).await.unwrap());
-        assert_eq!(kind(store.add_operator(ACTOR, op).await), ErrorKind::Duplicate);
-        assert_eq!(kind(store.add_operator(ACTOR, 9999).await), ErrorKind::ForeignKey);
-        assert_eq!(store.operators().await.unwrap(), [op], "refusals wrote nothing");
-        assert_eq!(kind(store.remove_operator(ACTOR, other).await), ErrorKind::NotFound);
-        store.remove_operator(ACTOR, op).await.unwrap();
-        assert!(store.operators().await.unwrap().is_empty());
+        assert!(!store.accounts().is_operator(op).await.unwrap());
+        store
+            .accounts()
+            .add_operator(ACTOR, op, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.accounts().is_operator(op).await.unwrap());
+        assert!(!store.accounts().is_operator(other).await.unwrap());
         assert_eq!(
-            audit_actions(&store, &format!("operator:{op}")).await,
+            kind(store.accounts().add_operator(ACTOR, op, jiff::Timestamp::now()).await),
+            ErrorKind::Duplicate
+        );
+        assert_eq!(
+            kind(
+                store
+                    .accounts()
+                    .add_operator(ACTOR, AccountId(9999), jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::ForeignKey
+        );
+        assert_eq!(
+            store.accounts().operators().await.unwrap(),
+            [op],
+            "refusals wrote nothing"
+        );
+        assert_eq!(
+            kind(
+                store
+                    .accounts()
+                    .remove_operator(ACTOR, other, jiff::Timestamp::now())
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        store
+            .accounts()
+            .remove_operator(ACTOR, op, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.accounts().operators().await.unwrap().is_empty());
+        assert_eq!(
+            audit_actions(&store, &format!("operator:{}", op.get())).await,
             ["create_operator", "delete_operator"]
         );
         // Deleting the account removes its operator row.
-        store.add_operator(ACTOR, other).await.unwrap();
-        store.delete_account(ACTOR, other).await.unwrap();
-        assert!(store.operators().await.unwrap().is_empty());
+        store
+            .accounts()
+            .add_operator(ACTOR, other, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        store
+            .accounts()
+            .delete(ACTOR, other, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.accounts().operators().await.unwrap().is_empty());
 
         // Log out everywhere ends every session of one account and no other.
         let third = account(&store, "third@example.com").await;
         let far = far_future();
         for hash in ["h1", "h2"] {
-            store.create_session(op, hash, far).await.unwrap();
+            store
+                .accounts()
+                .create_session(op, hash, jiff::Timestamp::now(), crate::t(far))
+                .await
+                .unwrap();
         }
-        store.create_session(third, "h3", far).await.unwrap();
-        assert_eq!(store.end_account_sessions(op).await.unwrap(), 2);
+        store
+            .accounts()
+            .create_session(third, "h3", jiff::Timestamp::now(), crate::t(far))
+            .await
+            .unwrap();
+        assert_eq!(store.accounts().end_sessions(op).await.unwrap(), 2);
         let now = jiff::Timestamp::now().as_second();
-        assert_eq!(store.session_account("h1", now).await.unwrap(), None);
-        assert_eq!(store.session_account("h3", now).await.unwrap(), Some(third));
+        assert_eq!(
+            store.accounts().session_account("h1", crate::t(now)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.accounts().session_account("h3", crate::t(now)).await.unwrap(),
+            Some(third)
+        );
 
         // Names of model entities.
         use keyway_store::Named;
         store
-            .set_name(ACTOR, Named::Site, ids.site.0, " Head office ")
+            .names()
+            .set(ACTOR, Named::Site, ids.site.0, " Head office ", jiff::Timestamp::now())
             .await
             .unwrap();
         store
-            .set_name(ACTOR, Named::Door, ids.door.0, "Front 🚪")
+            .names()
+            .set(ACTOR, Named::Door, ids.door.0, "Front 🚪", jiff::Timestamp::now())
             .await
             .unwrap();
         assert_eq!(
-            store.name(Named::Site, ids.site.0).await.unwrap().as_deref(),
+            store.names().get(Named::Site, ids.site.0).await.unwrap().as_deref(),
             Some("Head office")
         );
         assert_eq!(
-            store.names(Named::Door, Some(ids.site)).await.unwrap(),
+            store.names().list(Named::Door, Some(ids.site)).await.unwrap(),
             [(ids.door.0, "Front 🚪".to_owned())]
         );
-        assert_eq!(store.name(Named::Door, 9999).await.unwrap(), None);
+        assert_eq!(store.names().get(Named::Door, 9999).await.unwrap(), None);
         assert_eq!(
-            kind(store.set_name(ACTOR, Named::Door, 9999, "x").await),
+            kind(
+                store
+                    .names()
+                    .set(ACTOR, Named::Door, 9999, "x", jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
         let long = "n".repeat(keyway_store::MAX_NAME + 1);
         assert_eq!(
-            kind(store.set_name(ACTOR, Named::Door, ids.door.0, &long).await),
+            kind(
+                store
+                    .names()
+                    .set(ACTOR, Named::Door, ids.door.0, &long, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Invalid
         );
         assert_eq!(
-            kind(store.set_name(ACTOR, Named::Door, ids.door.0, "a\nb").await),
+            kind(
+                store
+                    .names()
+                    .set(ACTOR, Named::Door, ids.door.0, "a\nb", jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Invalid
         );
         assert_eq!(
-            store.name(Named::Door, ids.door.0).await.unwrap().as_deref(),
+            store.names().get(Named::Door, ids.door.0).await.unwrap().as_deref(),
             Some("Front 🚪")
         );
         assert_eq!(

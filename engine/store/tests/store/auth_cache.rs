@@ -6,7 +6,8 @@ use keyway_core::{Change, RoleId};
 use keyway_store::Store;
 use std::time::{Duration, Instant};
 
-const FAR: i64 = i64::MAX / 2;
+/// Beyond any test, and within the instants a `Timestamp` holds (year 9999).
+const FAR: i64 = 253_402_207_000;
 
 /// What one check reads, and what it should find after the change.
 struct Seen {
@@ -18,10 +19,24 @@ struct Seen {
 
 async fn seen(store: &Store, account: i64, site: keyway_core::SiteId, secret: &str) -> Seen {
     let now = jiff::Timestamp::now().as_second();
-    let member = store.membership(site, account).await.unwrap();
+    let member = store
+        .memberships()
+        .get(site, keyway_store::AccountId(account))
+        .await
+        .unwrap();
     Seen {
-        session: store.session_account("session-hash", now).await.unwrap() == Some(account),
-        token: store.api_token_by_secret(secret, now).await.unwrap().is_some(),
+        session: store
+            .accounts()
+            .session_account("session-hash", crate::t(now))
+            .await
+            .unwrap()
+            == Some(keyway_store::AccountId(account)),
+        token: store
+            .accounts()
+            .token_by_secret(secret, crate::t(now))
+            .await
+            .unwrap()
+            .is_some(),
         member: member.is_some(),
         member_person: member.is_some_and(|m| m.person.is_some()),
     }
@@ -30,19 +45,39 @@ async fn seen(store: &Store, account: i64, site: keyway_core::SiteId, secret: &s
 /// One account with a session, a token and a membership linked to the model's person.
 async fn signed_in(store: &Store, ids: &Ids) -> (i64, String) {
     let account = store
-        .create_account(ACTOR, "cached@example.com", "Correct-Horse-1", "Cached")
-        .await
-        .unwrap();
-    store.create_session(account.id, "session-hash", FAR).await.unwrap();
-    let (_, issued) = store
-        .create_api_token(ACTOR, account.id, None, "ci", &[], None)
+        .accounts()
+        .create(
+            ACTOR,
+            "cached@example.com",
+            "Correct-Horse-1",
+            "Cached",
+            jiff::Timestamp::now(),
+        )
         .await
         .unwrap();
     store
-        .put_membership(ACTOR, ids.site, account.id, RoleId(3), Some(ids.person))
+        .accounts()
+        .create_session(account.id, "session-hash", jiff::Timestamp::now(), crate::t(FAR))
         .await
         .unwrap();
-    (account.id, issued.secret)
+    let (_, issued) = store
+        .accounts()
+        .create_token(ACTOR, account.id, None, "ci", &[], None, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .memberships()
+        .put(
+            ACTOR,
+            ids.site,
+            account.id,
+            RoleId(3),
+            Some(ids.person),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    (account.id.get(), issued.secret)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,27 +87,49 @@ async fn every_change_is_seen_by_the_next_read() {
     let cases: [(&str, Act, [bool; 4]); 6] = [
         (
             "session ended",
-            |s, _, _| Box::pin(async move { assert!(s.end_session("session-hash").await.unwrap()) }),
+            |s, _, _| Box::pin(async move { assert!(s.accounts().end_session("session-hash").await.unwrap()) }),
             [false, true, true, true],
         ),
         (
             "token revoked",
             |s, account, _| {
                 Box::pin(async move {
-                    let id = s.api_tokens(account).await.unwrap()[0].id;
-                    s.revoke_api_token(ACTOR, id).await.unwrap();
+                    let id = s.accounts().tokens(keyway_store::AccountId(account)).await.unwrap()[0].id;
+                    s.accounts()
+                        .revoke_token(ACTOR, id, jiff::Timestamp::now())
+                        .await
+                        .unwrap();
                 })
             },
             [true, false, true, true],
         ),
         (
             "account disabled",
-            |s, account, _| Box::pin(async move { s.set_account_disabled(ACTOR, account, true).await.unwrap() }),
+            |s, account, _| {
+                Box::pin(async move {
+                    s.accounts()
+                        .set_disabled(ACTOR, keyway_store::AccountId(account), true, jiff::Timestamp::now())
+                        .await
+                        .unwrap()
+                })
+            },
             [false, false, true, true],
         ),
         (
             "membership removed",
-            |s, account, ids| Box::pin(async move { s.remove_membership(ACTOR, ids.site, account).await.unwrap() }),
+            |s, account, ids| {
+                Box::pin(async move {
+                    s.memberships()
+                        .remove(
+                            ACTOR,
+                            ids.site,
+                            keyway_store::AccountId(account),
+                            jiff::Timestamp::now(),
+                        )
+                        .await
+                        .unwrap()
+                })
+            },
             [true, true, false, false],
         ),
         (
@@ -87,7 +144,14 @@ async fn every_change_is_seen_by_the_next_read() {
         ),
         (
             "account deleted",
-            |s, account, _| Box::pin(async move { s.delete_account(ACTOR, account).await.unwrap() }),
+            |s, account, _| {
+                Box::pin(async move {
+                    s.accounts()
+                        .delete(ACTOR, keyway_store::AccountId(account), jiff::Timestamp::now())
+                        .await
+                        .unwrap()
+                })
+            },
             [false, false, false, false],
         ),
     ];
@@ -158,12 +222,35 @@ async fn the_ttl_bounds_what_a_change_behind_the_stores_back_leaves_cached() {
     config.auth_cache_ttl = Duration::ZERO;
     let store = Store::open(config).await.unwrap();
     let now = jiff::Timestamp::now().as_second();
-    store.create_session(account, "session-hash", FAR).await.unwrap();
-    assert_eq!(store.session_account("session-hash", now).await.unwrap(), Some(account));
+    store
+        .accounts()
+        .create_session(
+            keyway_store::AccountId(account),
+            "session-hash",
+            jiff::Timestamp::now(),
+            crate::t(FAR),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .accounts()
+            .session_account("session-hash", crate::t(now))
+            .await
+            .unwrap(),
+        Some(keyway_store::AccountId(account))
+    );
     let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
     sqlx::query("DELETE FROM sessions").execute(&pool).await.unwrap();
     pool.close().await;
-    assert_eq!(store.session_account("session-hash", now).await.unwrap(), None);
+    assert_eq!(
+        store
+            .accounts()
+            .session_account("session-hash", crate::t(now))
+            .await
+            .unwrap(),
+        None
+    );
     store.close().await;
     db.cleanup().await;
 }
@@ -187,10 +274,21 @@ async fn a_revocation_on_one_node_reaches_the_others_cache_within_a_second() {
     let s = seen(&b, account, ids.site, &secret).await;
     assert!(s.session && s.token && s.member, "node B reads them");
 
-    let id = a.api_tokens(account).await.unwrap()[0].id;
-    a.revoke_api_token(ACTOR, id).await.unwrap();
-    a.end_session("session-hash").await.unwrap();
-    a.remove_membership(ACTOR, ids.site, account).await.unwrap();
+    let id = a.accounts().tokens(keyway_store::AccountId(account)).await.unwrap()[0].id;
+    a.accounts()
+        .revoke_token(ACTOR, id, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    a.accounts().end_session("session-hash").await.unwrap();
+    a.memberships()
+        .remove(
+            ACTOR,
+            ids.site,
+            keyway_store::AccountId(account),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
     let written = Instant::now();
     loop {
         let s = seen(&b, account, ids.site, &secret).await;

@@ -25,89 +25,201 @@ async fn enrolment_codes_and_certificates() {
         // Refusals leave nothing behind.
         let refusals = [
             (
-                kind(store.issue_enrolment_code(ACTOR, ids.iq, "abc", later).await),
+                kind(
+                    store
+                        .devices()
+                        .issue_enrolment_code(ACTOR, ids.iq, "abc", crate::t(later), jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.issue_enrolment_code(ACTOR, ids.iq, &hash('A'), later).await),
+                kind(
+                    store
+                        .devices()
+                        .issue_enrolment_code(ACTOR, ids.iq, &hash('A'), crate::t(later), jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.issue_enrolment_code(ACTOR, ids.iq, &hash('a'), now - 1).await),
+                kind(
+                    store
+                        .devices()
+                        .issue_enrolment_code(ACTOR, ids.iq, &hash('a'), crate::t(now - 1), jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::Invalid,
             ),
             (
-                kind(store.issue_enrolment_code(ACTOR, IqId(999), &hash('a'), later).await),
+                kind(
+                    store
+                        .devices()
+                        .issue_enrolment_code(ACTOR, IqId(999), &hash('a'), crate::t(later), jiff::Timestamp::now())
+                        .await,
+                ),
                 ErrorKind::NotFound,
             ),
         ];
         for (i, (got, want)) in refusals.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
-        assert_eq!(store.redeem_enrolment_code(&hash('a'), now).await.unwrap(), None);
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('a'), crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
 
         // A code redeems once, for its site and IQ.
         store
-            .issue_enrolment_code(ACTOR, ids.iq, &hash('a'), later)
+            .devices()
+            .issue_enrolment_code(ACTOR, ids.iq, &hash('a'), crate::t(later), jiff::Timestamp::now())
             .await
             .unwrap();
-        assert_eq!(store.redeem_enrolment_code("not a hash", now).await.unwrap(), None);
         assert_eq!(
-            store.redeem_enrolment_code(&hash('a'), now).await.unwrap(),
+            store
+                .devices()
+                .redeem_enrolment_code("not a hash", crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('a'), crate::t(now))
+                .await
+                .unwrap(),
             Some((ids.site, ids.iq))
         );
-        assert_eq!(store.redeem_enrolment_code(&hash('a'), now).await.unwrap(), None);
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('a'), crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
 
         // An expired code does not redeem; a newer code replaces an unused one.
         store
-            .issue_enrolment_code(ACTOR, ids.iq, &hash('b'), later)
+            .devices()
+            .issue_enrolment_code(ACTOR, ids.iq, &hash('b'), crate::t(later), jiff::Timestamp::now())
             .await
             .unwrap();
-        assert_eq!(store.redeem_enrolment_code(&hash('b'), later).await.unwrap(), None);
-        store
-            .issue_enrolment_code(ACTOR, ids.iq, &hash('c'), later)
-            .await
-            .unwrap();
-        assert_eq!(store.redeem_enrolment_code(&hash('b'), now).await.unwrap(), None);
         assert_eq!(
-            store.redeem_enrolment_code(&hash('c'), now).await.unwrap(),
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('b'), crate::t(later))
+                .await
+                .unwrap(),
+            None
+        );
+        store
+            .devices()
+            .issue_enrolment_code(ACTOR, ids.iq, &hash('c'), crate::t(later), jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('b'), crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('c'), crate::t(now))
+                .await
+                .unwrap(),
             Some((ids.site, ids.iq))
         );
 
         // The IQ's profile: its site and paired doors.
-        let (site, doors) = store.iq_profile(ids.iq).await.unwrap().unwrap();
+        let (site, doors) = store.devices().profile(ids.iq).await.unwrap().unwrap();
         assert_eq!(site, ids.site);
         assert!(doors.contains(&ids.door), "{doors:?}");
-        assert_eq!(store.iq_profile(IqId(999)).await.unwrap(), None);
+        assert_eq!(store.devices().profile(IqId(999)).await.unwrap(), None);
 
         // Certificates: the last serial recorded is the one in force.
-        assert_eq!(store.iq_certificate(ids.iq).await.unwrap(), None);
+        assert_eq!(store.devices().certificate(ids.iq).await.unwrap(), None);
         assert_eq!(
-            kind(store.record_iq_certificate(ACTOR, ids.iq, "", later).await),
+            kind(
+                store
+                    .devices()
+                    .record_certificate(ACTOR, ids.iq, "", crate::t(later), jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Invalid
         );
         assert_eq!(
-            kind(store.record_iq_certificate(ACTOR, ids.iq, "0x1F", later).await),
+            kind(
+                store
+                    .devices()
+                    .record_certificate(ACTOR, ids.iq, "0x1F", crate::t(later), jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::Invalid
         );
         assert_eq!(
-            kind(store.record_iq_certificate(ACTOR, IqId(999), "01", later).await),
+            kind(
+                store
+                    .devices()
+                    .record_certificate(ACTOR, IqId(999), "01", crate::t(later), jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::ForeignKey
         );
-        store.record_iq_certificate(ACTOR, ids.iq, "01ab", later).await.unwrap();
-        store.record_iq_certificate(ACTOR, ids.iq, "02cd", later).await.unwrap();
-        let cert = store.iq_certificate(ids.iq).await.unwrap().unwrap();
-        assert_eq!((cert.iq, cert.serial.as_str(), cert.not_after), (ids.iq, "02cd", later));
+        store
+            .devices()
+            .record_certificate(ACTOR, ids.iq, "01ab", crate::t(later), jiff::Timestamp::now())
+            .await
+            .unwrap();
+        store
+            .devices()
+            .record_certificate(ACTOR, ids.iq, "02cd", crate::t(later), jiff::Timestamp::now())
+            .await
+            .unwrap();
+        let cert = store.devices().certificate(ids.iq).await.unwrap().unwrap();
+        assert_eq!(
+            (cert.iq, cert.serial.as_str(), cert.not_after),
+            (ids.iq, "02cd", crate::t(later))
+        );
 
         // Revoking forgets the serial and the unused codes.
         store
-            .issue_enrolment_code(ACTOR, ids.iq, &hash('d'), later)
+            .devices()
+            .issue_enrolment_code(ACTOR, ids.iq, &hash('d'), crate::t(later), jiff::Timestamp::now())
             .await
             .unwrap();
-        assert!(store.revoke_iq_certificate(ACTOR, ids.iq).await.unwrap());
-        assert_eq!(store.iq_certificate(ids.iq).await.unwrap(), None);
-        assert_eq!(store.redeem_enrolment_code(&hash('d'), now).await.unwrap(), None);
-        assert!(!store.revoke_iq_certificate(ACTOR, ids.iq).await.unwrap());
+        assert!(
+            store
+                .devices()
+                .revoke_certificate(ACTOR, ids.iq, jiff::Timestamp::now())
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.devices().certificate(ids.iq).await.unwrap(), None);
+        assert_eq!(
+            store
+                .devices()
+                .redeem_enrolment_code(&hash('d'), crate::t(now))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            !store
+                .devices()
+                .revoke_certificate(ACTOR, ids.iq, jiff::Timestamp::now())
+                .await
+                .unwrap()
+        );
 
         // Audited, and no code or hash in the audit log.
         let audit = store.audit(Some(&format!("iq:{}", ids.iq.0))).await.unwrap();

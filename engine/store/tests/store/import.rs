@@ -86,7 +86,10 @@ async fn an_import_writes_every_change_once_or_nothing() {
             .await
             .unwrap();
         assert_eq!(found, HashMap::from([("HR-1".to_owned(), ada)]));
-        assert_eq!(store.name(Named::Person, ada.0).await.unwrap().as_deref(), Some("Ada"));
+        assert_eq!(
+            store.names().get(Named::Person, ada.0).await.unwrap().as_deref(),
+            Some("Ada")
+        );
 
         // (case, rows, error kind): each refused whole, nothing written.
         let cases = [

@@ -18,14 +18,14 @@ fn incident(site: SiteId, kind: IncidentKind, door: Option<DoorId>, iq: Option<(
         door,
         iq: iq.map(|(i, _)| i),
         iq_seq: iq.map(|(_, s)| s),
-        at: NOW,
+        at: crate::t(NOW),
         detail: "reported\nby test".to_owned(),
     }
 }
 
 fn setting(site: SiteId, event_kind: &str, target: &str) -> NotificationSetting {
     NotificationSetting {
-        id: 0,
+        id: keyway_store::SettingId(0),
         site,
         account: None,
         event_kind: event_kind.to_owned(),
@@ -58,36 +58,50 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             ("entry.denied", "denied@example.com"),
         ] {
             store
-                .put_notification_setting(ACTOR, &setting(ids.site, kind, target))
+                .notifications()
+                .put_setting(ACTOR, &setting(ids.site, kind, target), jiff::Timestamp::now())
                 .await
                 .unwrap();
         }
 
         let forced = store
-            .raise_incident(
+            .incidents()
+            .raise(
                 "iq:1",
                 &incident(ids.site, IncidentKind::DoorForced, Some(ids.door), Some((ids.iq, 7))),
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
         assert_eq!(forced.detail, "reportedby test", "control characters are dropped");
         // The same report again (its ack was lost) is the same incident, notified once.
         let again = store
-            .raise_incident(
+            .incidents()
+            .raise(
                 "iq:1",
                 &incident(ids.site, IncidentKind::DoorForced, Some(ids.door), Some((ids.iq, 7))),
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
         assert_eq!(again, forced);
         let battery = store
-            .raise_incident("node", &incident(ids.site, IncidentKind::BatteryLow, None, None))
+            .incidents()
+            .raise(
+                "node",
+                &incident(ids.site, IncidentKind::BatteryLow, None, None),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
 
         // Each incident queued one event for the notification worker (stored once, so
         // notified once), whatever the settings: the worker routes it.
-        let claimed = store.claim_notifications(NOW * 2, NOW * 2 + 60, 100).await.unwrap();
+        let claimed = store
+            .notifications()
+            .claim(crate::t(NOW * 2), crate::t(NOW * 2 + 60), 100)
+            .await
+            .unwrap();
         let events: Vec<_> = claimed
             .iter()
             .map(|i| (i.channel.as_str(), i.target.as_str()))
@@ -99,13 +113,14 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
         let payload: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
         assert_eq!(payload["type"], "incident.door_forced", "{payload}");
         assert_eq!(payload["site"], ids.site.0, "{payload}");
-        assert_eq!(payload["data"]["id"], forced.id, "{payload}");
+        assert_eq!(payload["data"]["id"], forced.id.get(), "{payload}");
 
         // Lists: newest first, filters, cursor.
-        let all = store.incidents(&query(ids.site)).await.unwrap();
+        let all = store.incidents().query(&query(ids.site)).await.unwrap();
         assert_eq!(all.iter().map(|i| i.id).collect::<Vec<_>>(), [battery.id, forced.id]);
         let only_forced = store
-            .incidents(&IncidentQuery {
+            .incidents()
+            .query(&IncidentQuery {
                 kind: Some(IncidentKind::DoorForced),
                 ..query(ids.site)
             })
@@ -113,7 +128,8 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             .unwrap();
         assert_eq!(only_forced, std::slice::from_ref(&forced));
         let at_door = store
-            .incidents(&IncidentQuery {
+            .incidents()
+            .query(&IncidentQuery {
                 door: Some(ids.door),
                 ..query(ids.site)
             })
@@ -121,7 +137,8 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             .unwrap();
         assert_eq!(at_door.len(), 1);
         let page = store
-            .incidents(&IncidentQuery {
+            .incidents()
+            .query(&IncidentQuery {
                 limit: 1,
                 ..query(ids.site)
             })
@@ -129,7 +146,8 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             .unwrap();
         assert_eq!(page, std::slice::from_ref(&battery));
         let next = store
-            .incidents(&IncidentQuery {
+            .incidents()
+            .query(&IncidentQuery {
                 before: Some(page[0].id),
                 ..query(ids.site)
             })
@@ -138,7 +156,8 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
         assert_eq!(next, std::slice::from_ref(&forced));
         assert_eq!(
             store
-                .incidents(&IncidentQuery {
+                .incidents()
+                .query(&IncidentQuery {
                     limit: 0,
                     ..query(ids.site)
                 })
@@ -149,37 +168,41 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
 
         // Acknowledged once; again changes nothing; another site's id is not found.
         let acked = store
-            .acknowledge_incident(ACTOR, ids.site, forced.id, NOW + 5)
+            .incidents()
+            .acknowledge(ACTOR, ids.site, forced.id, crate::t(NOW + 5))
             .await
             .unwrap();
-        assert_eq!(acked.acknowledged_at, Some(NOW + 5));
+        assert_eq!(acked.acknowledged_at, Some(crate::t(NOW + 5)));
         assert_eq!(acked.acknowledged_by.as_deref(), Some(ACTOR));
         let twice = store
-            .acknowledge_incident("other", ids.site, forced.id, NOW + 9)
+            .incidents()
+            .acknowledge("other", ids.site, forced.id, crate::t(NOW + 9))
             .await
             .unwrap();
         assert_eq!(twice, acked);
         assert!(matches!(
             store
-                .acknowledge_incident(ACTOR, SiteId(ids.site.0 + 1000), forced.id, NOW)
+                .incidents()
+                .acknowledge(ACTOR, SiteId(ids.site.0 + 1000), forced.id, crate::t(NOW))
                 .await,
             Err(StoreError::NotFound { .. })
         ));
         let open = store
-            .incidents(&IncidentQuery {
+            .incidents()
+            .query(&IncidentQuery {
                 acknowledged: Some(false),
                 ..query(ids.site)
             })
             .await
             .unwrap();
         assert_eq!(open, std::slice::from_ref(&battery));
-        let audit = store.audit(Some(&format!("incident:{}", forced.id))).await.unwrap();
+        let audit = store.audit(Some(&forced.id.to_string())).await.unwrap();
         let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions, ["raise_incident", "acknowledge_incident"]);
 
         // The live tail after an id, and the heads a stream starts from.
         assert_eq!(
-            store.incidents_after(ids.site, forced.id, 10).await.unwrap(),
+            store.incidents().after(ids.site, forced.id, 10).await.unwrap(),
             std::slice::from_ref(&battery)
         );
         let entry = |person| Entry {
@@ -211,7 +234,10 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
                 .is_empty()
         );
         assert_eq!(store.event_heads(ids.site).await.unwrap(), (tail[1].id, battery.id));
-        assert_eq!(store.event_heads(SiteId(ids.site.0 + 1000)).await.unwrap(), (0, 0));
+        assert_eq!(
+            store.event_heads(SiteId(ids.site.0 + 1000)).await.unwrap(),
+            (0, keyway_store::IncidentId(0))
+        );
         store.close().await;
     });
 }
@@ -258,7 +284,13 @@ async fn unassigned_credentials_and_retention() {
         assert_eq!(store.entries_retention(SiteId(ids.site.0 + 1000)).await.unwrap(), None);
 
         store
-            .audit_action(ACTOR, "remote_open", "door:1", "{\"delivered\":false}")
+            .audit_action(
+                ACTOR,
+                "remote_open",
+                "door:1",
+                "{\"delivered\":false}",
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         let audit = store.audit(Some("door:1")).await.unwrap();

@@ -18,3 +18,8 @@ mod incidents;
 mod schema;
 mod two_nodes;
 mod webhooks;
+
+/// The instant `seconds` after the epoch: tests write times as seconds.
+fn t(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).unwrap()
+}

@@ -19,12 +19,12 @@ fn events(list: &[&str]) -> Vec<String> {
 
 fn failure(outbox: i64, at: i64) -> WebhookAttempt {
     WebhookAttempt {
-        outbox,
-        at,
+        outbox: keyway_store::OutboxId(outbox),
+        at: crate::t(at),
         status: Some(503),
         error: Some("503 service unavailable".into()),
         duration_ms: 12,
-        retry_at: at + 30,
+        retry_at: crate::t(at + 30),
     }
 }
 
@@ -34,15 +34,26 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         let store = db.open("a").await;
         let ids = model(&store).await;
         let owner = store
-            .create_account(ACTOR, "owner@example.com", "Correct-Horse-1", "Owner")
+            .accounts()
+            .create(
+                ACTOR,
+                "owner@example.com",
+                "Correct-Horse-1",
+                "Owner",
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         store
-            .set_first_owner(ACTOR, ids.site, owner.id, RoleId(1))
+            .memberships()
+            .set_first_owner(ACTOR, ids.site, owner.id, RoleId(1), jiff::Timestamp::now())
             .await
             .unwrap();
         // The owner is told of pauses; their account cannot go while they own the site.
-        assert_eq!(kind(store.delete_account(ACTOR, owner.id).await), ErrorKind::InUse);
+        assert_eq!(
+            kind(store.accounts().delete(ACTOR, owner.id, jiff::Timestamp::now()).await),
+            ErrorKind::InUse
+        );
 
         // Refusals, each specific, none stored.
         let long = format!("https://example.com/{}", "a".repeat(2100));
@@ -56,7 +67,12 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             ("https://example.com/hook", vec!["incident.*".to_owned(); 33]),
         ] {
             assert_eq!(
-                kind(store.create_webhook(ACTOR, ids.site, url, &subscribed).await),
+                kind(
+                    store
+                        .notifications()
+                        .create_webhook(ACTOR, ids.site, url, &subscribed, jiff::Timestamp::now())
+                        .await
+                ),
                 ErrorKind::Invalid,
                 "{url} {subscribed:?}"
             );
@@ -64,37 +80,60 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         assert_eq!(
             kind(
                 store
-                    .create_webhook(ACTOR, SiteId(999), "https://example.com/", &events(&["*"]))
+                    .notifications()
+                    .create_webhook(
+                        ACTOR,
+                        SiteId(999),
+                        "https://example.com/",
+                        &events(&["*"]),
+                        jiff::Timestamp::now()
+                    )
                     .await
             ),
             ErrorKind::ForeignKey
         );
-        assert!(store.webhooks(ids.site).await.unwrap().is_empty());
+        assert!(store.notifications().webhooks(ids.site).await.unwrap().is_empty());
 
         let (incidents, secret) = store
+            .notifications()
             .create_webhook(
                 ACTOR,
                 ids.site,
                 "https://example.com/incidents",
                 &events(&["incident.*"]),
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
         assert!(secret.starts_with("whsec_") && secret.len() == 70, "{secret}");
         let (everything, _) = store
-            .create_webhook(ACTOR, ids.site, "https://example.com/all", &events(&["*"]))
+            .notifications()
+            .create_webhook(
+                ACTOR,
+                ids.site,
+                "https://example.com/all",
+                &events(&["*"]),
+                jiff::Timestamp::now(),
+            )
             .await
             .unwrap();
         let (_ownership, _) = store
+            .notifications()
             .create_webhook(
                 ACTOR,
                 ids.site,
                 "https://example.com/own",
                 &events(&["ownership.transferred"]),
+                jiff::Timestamp::now(),
             )
             .await
             .unwrap();
-        let (_, stored_secret) = store.webhook_with_secret(incidents.id).await.unwrap().unwrap();
+        let (_, stored_secret) = store
+            .notifications()
+            .webhook_with_secret(incidents.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored_secret, secret);
         assert!(
             store
@@ -108,10 +147,11 @@ async fn webhooks_expand_deliver_pause_and_resume() {
 
         // One event: its e-mail and the two endpoints that want it, queued once.
         let event = store
+            .notifications()
             .enqueue_event(
                 ids.site,
                 "incident.tamper",
-                NOW,
+                crate::t(NOW),
                 serde_json::json!({"door": ids.door.0}),
             )
             .await
@@ -119,12 +159,17 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         assert_eq!(
             kind(
                 store
-                    .enqueue_event(ids.site, "incident.tamper", NOW, serde_json::json!([1]))
+                    .notifications()
+                    .enqueue_event(ids.site, "incident.tamper", crate::t(NOW), serde_json::json!([1]))
                     .await
             ),
             ErrorKind::Invalid
         );
-        let claimed = store.claim_notifications(NOW * 2, NOW * 2 + 60, 10).await.unwrap();
+        let claimed = store
+            .notifications()
+            .claim(crate::t(NOW * 2), crate::t(NOW * 2 + 60), 10)
+            .await
+            .unwrap();
         assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), [event]);
         let mail = QueuedMail {
             to: "owner@example.com".into(),
@@ -133,17 +178,22 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         };
         assert_eq!(
             store
-                .expand_event(event, std::slice::from_ref(&mail), NOW)
+                .notifications()
+                .expand_event(event, std::slice::from_ref(&mail), crate::t(NOW))
                 .await
                 .unwrap(),
             3
         );
         assert_eq!(
-            kind(store.expand_event(event, &[mail], NOW).await),
+            kind(store.notifications().expand_event(event, &[mail], crate::t(NOW)).await),
             ErrorKind::NotFound,
             "an event is expanded once"
         );
-        let queued = store.claim_notifications(NOW * 2, NOW * 2 + 60, 10).await.unwrap();
+        let queued = store
+            .notifications()
+            .claim(crate::t(NOW * 2), crate::t(NOW * 2 + 60), 10)
+            .await
+            .unwrap();
         let routes: Vec<_> = queued
             .iter()
             .map(|i| (i.channel.as_str(), i.target.as_str(), i.webhook))
@@ -157,10 +207,14 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             ]
         );
         let body: serde_json::Value = serde_json::from_str(&queued[1].payload).unwrap();
-        assert_eq!(body["id"], format!("evt_{event}"));
+        assert_eq!(body["id"], format!("evt_{}", event.get()));
         assert_eq!(body["type"], "incident.tamper");
         assert_eq!(body["data"]["door"], ids.door.0);
-        store.mark_notification_delivered(queued[0].id, NOW).await.unwrap();
+        store
+            .notifications()
+            .mark_delivered(queued[0].id, crate::t(NOW))
+            .await
+            .unwrap();
         let to_incidents = queued[1].id;
         let to_everything = queued[2].id;
 
@@ -168,11 +222,18 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         let ok = WebhookAttempt {
             status: Some(204),
             error: None,
-            ..failure(to_everything, NOW + 1)
+            ..failure(to_everything.get(), NOW + 1)
         };
-        assert!(!store.record_webhook_attempt(&everything, &ok).await.unwrap());
+        assert!(
+            !store
+                .notifications()
+                .record_webhook_attempt(&everything, &ok)
+                .await
+                .unwrap()
+        );
         assert!(
             store
+                .notifications()
                 .outbox_item(to_everything)
                 .await
                 .unwrap()
@@ -181,14 +242,15 @@ async fn webhooks_expand_deliver_pause_and_resume() {
                 .is_some()
         );
         assert_eq!(
-            kind(store.record_webhook_attempt(&everything, &ok).await),
+            kind(store.notifications().record_webhook_attempt(&everything, &ok).await),
             ErrorKind::NotFound,
             "a delivered row takes no more attempts"
         );
         assert_eq!(
             kind(
                 store
-                    .record_webhook_attempt(&everything, &failure(to_incidents, NOW))
+                    .notifications()
+                    .record_webhook_attempt(&everything, &failure(to_incidents.get(), NOW))
                     .await
             ),
             ErrorKind::NotFound,
@@ -198,49 +260,92 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         // Failures back off; the run of them pauses the endpoint and tells the owner.
         for n in 1..=PAUSE_AFTER_FAILURES {
             let paused = store
-                .record_webhook_attempt(&incidents, &failure(to_incidents, NOW + i64::from(n)))
+                .notifications()
+                .record_webhook_attempt(&incidents, &failure(to_incidents.get(), NOW + i64::from(n)))
                 .await
                 .unwrap();
             assert_eq!(paused, n == PAUSE_AFTER_FAILURES, "attempt {n}");
         }
-        let hook = store.webhook(ids.site, incidents.id).await.unwrap().unwrap();
+        let hook = store
+            .notifications()
+            .webhook(ids.site, incidents.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (hook.paused_at, hook.failures),
-            (Some(NOW + i64::from(PAUSE_AFTER_FAILURES)), PAUSE_AFTER_FAILURES)
+            (
+                Some(crate::t(NOW + i64::from(PAUSE_AFTER_FAILURES))),
+                PAUSE_AFTER_FAILURES
+            )
         );
-        let history = store.webhook_deliveries(incidents.id, None, 100).await.unwrap();
+        let history = store
+            .notifications()
+            .webhook_deliveries(incidents.id, None, 100)
+            .await
+            .unwrap();
         assert_eq!(history.len(), PAUSE_AFTER_FAILURES as usize);
         assert_eq!(history[0].attempt, PAUSE_AFTER_FAILURES, "newest first");
         assert!(history.iter().all(|d| !d.succeeded() && d.status == Some(503)));
         let older = store
+            .notifications()
             .webhook_deliveries(incidents.id, Some(history[4].id), 100)
             .await
             .unwrap();
         assert_eq!(older.len(), history.len() - 5, "the cursor pages back");
-        let due = store.claim_notifications(NOW * 3, NOW * 3 + 60, 10).await.unwrap();
+        let due = store
+            .notifications()
+            .claim(crate::t(NOW * 3), crate::t(NOW * 3 + 60), 10)
+            .await
+            .unwrap();
         assert_eq!(due.len(), 1, "the paused endpoint's row is held: {due:?}");
         assert_eq!(
             (due[0].channel.as_str(), due[0].target.as_str()),
             ("email", "owner@example.com")
         );
         assert!(due[0].payload.contains("paused"), "{}", due[0].payload);
-        store.mark_notification_delivered(due[0].id, NOW).await.unwrap();
+        store
+            .notifications()
+            .mark_delivered(due[0].id, crate::t(NOW))
+            .await
+            .unwrap();
 
         // Events while paused wait too; resuming makes them due.
         let later = store
-            .enqueue_event(ids.site, "incident.door_forced", NOW, serde_json::json!({}))
+            .notifications()
+            .enqueue_event(ids.site, "incident.door_forced", crate::t(NOW), serde_json::json!({}))
             .await
             .unwrap();
-        store.claim_notifications(NOW * 3, NOW * 3 + 60, 10).await.unwrap();
-        assert_eq!(store.expand_event(later, &[], NOW).await.unwrap(), 2);
-        let due = store.claim_notifications(NOW * 4, NOW * 4 + 60, 10).await.unwrap();
+        store
+            .notifications()
+            .claim(crate::t(NOW * 3), crate::t(NOW * 3 + 60), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .notifications()
+                .expand_event(later, &[], crate::t(NOW))
+                .await
+                .unwrap(),
+            2
+        );
+        let due = store
+            .notifications()
+            .claim(crate::t(NOW * 4), crate::t(NOW * 4 + 60), 10)
+            .await
+            .unwrap();
         assert_eq!(due.iter().map(|i| i.webhook).collect::<Vec<_>>(), [Some(everything.id)]);
         let resumed = store
-            .resume_webhook(ACTOR, ids.site, incidents.id, NOW * 5)
+            .notifications()
+            .resume_webhook(ACTOR, ids.site, incidents.id, crate::t(NOW * 5))
             .await
             .unwrap();
         assert_eq!((resumed.paused_at, resumed.failures), (None, 0));
-        let due = store.claim_notifications(NOW * 5, NOW * 5 + 60, 10).await.unwrap();
+        let due = store
+            .notifications()
+            .claim(crate::t(NOW * 5), crate::t(NOW * 5 + 60), 10)
+            .await
+            .unwrap();
         let held: Vec<_> = due.iter().filter(|i| i.webhook == Some(incidents.id)).collect();
         assert_eq!(held.len(), 2, "both held rows are due again: {due:?}");
 
@@ -264,7 +369,11 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             store.entries().append(entry(site, allowed)).await.unwrap();
         }
         store.entries().flush().await.unwrap();
-        let denials = store.claim_notifications(NOW * 6, NOW * 6 + 60, 10).await.unwrap();
+        let denials = store
+            .notifications()
+            .claim(crate::t(NOW * 6), crate::t(NOW * 6 + 60), 10)
+            .await
+            .unwrap();
         let denials: Vec<_> = denials.iter().filter(|i| i.channel == "event").collect();
         assert_eq!(denials.len(), 1, "{denials:?}");
         assert_eq!(
@@ -276,7 +385,11 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         // A block queues `person.blocked` with it; blocking again does not.
         store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
         let _ = store.write(ACTOR, Change::BlockPerson(ids.person)).await;
-        let blocked = store.claim_notifications(NOW * 7, NOW * 7 + 60, 10).await.unwrap();
+        let blocked = store
+            .notifications()
+            .claim(crate::t(NOW * 7), crate::t(NOW * 7 + 60), 10)
+            .await
+            .unwrap();
         let blocked: Vec<_> = blocked.iter().filter(|i| i.target == "person.blocked").collect();
         assert_eq!(blocked.len(), 1, "{blocked:?}");
         assert_eq!(blocked[0].site, ids.site);
@@ -329,7 +442,11 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             .create_with(ACTOR, tag(b"\x0a\x0b\x0c\x0d"), follow_up(ids.site))
             .await;
         assert!(refused.is_err(), "a duplicate tag was written");
-        let queued = store.claim_notifications(NOW * 8, NOW * 8 + 60, 10).await.unwrap();
+        let queued = store
+            .notifications()
+            .claim(crate::t(NOW * 8), crate::t(NOW * 8 + 60), 10)
+            .await
+            .unwrap();
         let queued: Vec<_> = queued.iter().filter(|i| i.target == "voucher.near_cap").collect();
         assert_eq!(queued.len(), 1, "{queued:?}");
         assert!(
@@ -343,35 +460,56 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         // the pending rows.
         let other = crate::admin::second_site(&store).await;
         assert_eq!(
-            kind(store.resume_webhook(ACTOR, other, incidents.id, NOW).await),
+            kind(
+                store
+                    .notifications()
+                    .resume_webhook(ACTOR, other, incidents.id, crate::t(NOW))
+                    .await
+            ),
             ErrorKind::NotFound
         );
         assert_eq!(
-            kind(store.delete_webhook(ACTOR, other, incidents.id).await),
+            kind(
+                store
+                    .notifications()
+                    .delete_webhook(ACTOR, other, incidents.id, jiff::Timestamp::now())
+                    .await
+            ),
             ErrorKind::NotFound
         );
-        assert_eq!(store.webhook(other, incidents.id).await.unwrap(), None);
+        assert_eq!(store.notifications().webhook(other, incidents.id).await.unwrap(), None);
         // Retention: attempts before the cut go with the delivered rows.
-        store.purge_delivered_notifications(NOW + 5).await.unwrap();
+        store.notifications().purge_delivered(crate::t(NOW + 5)).await.unwrap();
         assert!(
             store
+                .notifications()
                 .webhook_deliveries(everything.id, None, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        let kept = store.webhook_deliveries(incidents.id, None, 100).await.unwrap();
+        let kept = store
+            .notifications()
+            .webhook_deliveries(incidents.id, None, 100)
+            .await
+            .unwrap();
         assert_eq!(kept.len(), 6, "attempts at NOW + 5 and later stay: {kept:?}");
         let rotated = store
-            .rotate_webhook_secret(ACTOR, ids.site, incidents.id)
+            .notifications()
+            .rotate_webhook_secret(ACTOR, ids.site, incidents.id, jiff::Timestamp::now())
             .await
             .unwrap();
         assert_ne!(rotated, secret);
-        store.delete_webhook(ACTOR, ids.site, incidents.id).await.unwrap();
-        assert_eq!(store.outbox_item(held[0].id).await.unwrap(), None);
-        assert_eq!(store.webhooks(ids.site).await.unwrap().len(), 2);
+        store
+            .notifications()
+            .delete_webhook(ACTOR, ids.site, incidents.id, jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(store.notifications().outbox_item(held[0].id).await.unwrap(), None);
+        assert_eq!(store.notifications().webhooks(ids.site).await.unwrap().len(), 2);
         assert!(
             store
+                .notifications()
                 .webhook_deliveries(incidents.id, None, 10)
                 .await
                 .unwrap()
