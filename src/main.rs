@@ -216,7 +216,7 @@ impl AdminJob {
         match self {
             AdminJob::CreateOperator { email, password } => keyway_api::create_operator(node, &email, &password)
                 .await
-                .map(|account| format!("operator {} created (account {})", account.email, account.id))
+                .map(|account| format!("operator {} created (account {})", account.email, account.id.get()))
                 .map_err(|e| report(&e)),
             AdminJob::UploadFirmware {
                 model,
@@ -230,7 +230,11 @@ impl AdminJob {
                 .map(|f| {
                     format!(
                         "firmware {} uploaded: model `{}`, version `{}`, {} bytes, sha256 {}",
-                        f.id, f.model, f.version, f.size, f.sha256
+                        f.id.get(),
+                        f.model,
+                        f.version,
+                        f.size,
+                        f.sha256
                     )
                 })
                 .map_err(|e| report(&e)),

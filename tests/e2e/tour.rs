@@ -45,7 +45,7 @@ fn the_readme_tour_works_as_written() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the tour failed:\n{stdout}\n{stderr}");
     for expected in [
-        "operator op@example.org created",
+        "operator op@example.org created (account 1)",
         "a password needs an uppercase letter",
         "\"role_name\":\"site_admin\"",
         "\"effect\":\"allow\",\"reason\":\"granted\"",

@@ -60,11 +60,10 @@ pub(crate) fn after(from: jiff::Timestamp, seconds: i64) -> jiff::Timestamp {
         .unwrap_or(jiff::Timestamp::MAX)
 }
 
-/// The instant a request gave as seconds since the epoch; a 422 naming `field` when it is
-/// outside the years -9999 to 9999.
-pub(crate) fn instant(field: &str, seconds: i64) -> Result<jiff::Timestamp, ApiError> {
-    jiff::Timestamp::from_second(seconds)
-        .map_err(|_| ApiError::invalid(format!("`{field}` is not a time Keyway can store")))
+/// The instant a request gave as seconds since the epoch; a 422 when it is outside the
+/// years -9999 to 9999.
+pub(crate) fn instant(seconds: i64) -> Result<jiff::Timestamp, ApiError> {
+    jiff::Timestamp::from_second(seconds).map_err(|_| ApiError::invalid(format!("`{seconds}` is not a time in range")))
 }
 
 /// What kind of thing a route does, for token scopes.

@@ -538,7 +538,7 @@ pub(crate) async fn create_token(
     if let Some(site) = site {
         caller.member(&state, Access::Account, site).await?;
     }
-    let expires_at = body.expires_at.map(|e| instant("expires_at", e)).transpose()?;
+    let expires_at = body.expires_at.map(instant).transpose()?;
     let (token, issued) = state
         .node()
         .store()

@@ -593,12 +593,7 @@ pub(crate) async fn create_credential(
     } else {
         None
     };
-    let instant = |t: Option<i64>| {
-        t.map(|s| {
-            jiff::Timestamp::from_second(s).map_err(|_| ApiError::invalid(format!("`{s}` is not a time in range")))
-        })
-        .transpose()
-    };
+    let instant = |t: Option<i64>| t.map(crate::auth::instant).transpose();
     let record = CredentialRecord {
         id: CredentialId(0),
         site,

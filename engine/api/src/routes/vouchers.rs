@@ -89,8 +89,8 @@ pub(crate) async fn create_voucher(
             &body.code,
             body.max_users,
             body.max_app_users,
-            body.valid_from.map(|t| instant("valid_from", t)).transpose()?,
-            body.valid_until.map(|t| instant("valid_until", t)).transpose()?,
+            body.valid_from.map(instant).transpose()?,
+            body.valid_until.map(instant).transpose()?,
             now(),
         )
         .await?;
