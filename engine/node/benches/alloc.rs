@@ -32,7 +32,11 @@ fn main() {
     config.bundle_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/default"));
     let node: Node = runtime.block_on(async {
         let node = Node::open(config).await.unwrap();
-        node.store().import("bench", population.records.clone()).await.unwrap();
+        node.store()
+            .model()
+            .import("bench", population.records.clone())
+            .await
+            .unwrap();
         node
     });
     let requests = population.requests(10_000, 17);

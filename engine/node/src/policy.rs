@@ -507,13 +507,14 @@ impl Node {
     /// revision only when they differ.
     pub(crate) async fn sync_role_flags(&self) -> Result<(), NodeError> {
         let flags = self.policy().bundle().roles().role_flags();
-        let stored = self.store().record(keyway_store::Target::Roles).await?;
+        let stored = self.store().model().record(keyway_store::Target::Roles).await?;
         let current = match stored {
             Some(keyway_core::Record::Roles(r)) => Some(r),
             _ => None,
         };
         if current.as_ref() != Some(&flags) {
             self.store()
+                .model()
                 .write(SYSTEM_ACTOR, keyway_core::Change::SetRoles(flags))
                 .await?;
         }

@@ -150,7 +150,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
     // Start-up: import once, then time a cold open (load + snapshot build).
     let store = db.open("bench-a").await;
     let started = Instant::now();
-    store.import("bench", population.records.clone()).await.unwrap();
+    store.model().import("bench", population.records.clone()).await.unwrap();
     println!(
         "[{label}] import of {} records ({} credentials): {:?}",
         population.records.len(),
@@ -181,7 +181,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
             Change::UnblockPerson(person)
         };
         let started = Instant::now();
-        let rev = store.write("bench", change).await.unwrap();
+        let rev = store.model().write("bench", change).await.unwrap();
         let d = decide(
             &store.snapshot().load(),
             door,
@@ -214,7 +214,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
             } else {
                 Change::UnblockPerson(person)
             };
-            let rev = store.write("bench", change).await.unwrap();
+            let rev = store.model().write("bench", change).await.unwrap();
             let committed = Instant::now();
             assert!(b.wait_for(rev, Duration::from_secs(2)).await);
             samples.push(committed.elapsed());
@@ -237,6 +237,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
                 while Instant::now() < deadline {
                     let id = PersonId(base + w * 100_000 + n + writers * 1_000_000);
                     store
+                        .model()
                         .write(
                             "bench",
                             Change::PutPerson(PersonRecord {

@@ -128,7 +128,9 @@ pub(crate) async fn enqueue_event(
     data: serde_json::Value,
 ) -> Result<crate::OutboxId, StoreError> {
     let at = at.as_second();
-    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, data).await).map(crate::OutboxId)
+    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, at, data)
+        .await)
+    .map(crate::OutboxId)
 }
 
 /// A pooled connection for reads.

@@ -12,6 +12,7 @@
 //! with a keyset cursor. Retention deletes entries older than their site's setting
 //! (default 90 days). CSV export is a stream of pages.
 
+use crate::clock::Clock;
 use crate::db::Db;
 use crate::error::StoreError;
 use futures_util::Stream;
@@ -112,7 +113,7 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEntry {
     /// Its id in the log.
-    pub id: i64,
+    pub id: crate::EntryId,
     pub entry: Entry,
 }
 
@@ -207,7 +208,7 @@ pub(crate) fn stored_entry(
 ) -> Result<StoredEntry, StoreError> {
     let id32 = |v: i64| u32::try_from(v).map_err(StoreError::internal);
     Ok(StoredEntry {
-        id,
+        id: crate::EntryId(id),
         entry: Entry {
             site: SiteId(id32(site)?),
             at: Timestamp::from_microsecond(at).map_err(StoreError::internal)?,
@@ -281,7 +282,7 @@ pub struct EntriesLog {
 }
 
 impl EntriesLog {
-    pub(crate) fn start(db: Db, config: EntriesConfig, shutdown: watch::Receiver<bool>) -> EntriesLog {
+    pub(crate) fn start(db: Db, config: EntriesConfig, clock: Clock, shutdown: watch::Receiver<bool>) -> EntriesLog {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Counters::default());
         let (done_tx, done) = watch::channel(false);
@@ -290,11 +291,12 @@ impl EntriesLog {
             rx,
             config.batch.max(1),
             counters.clone(),
+            clock.clone(),
             shutdown.clone(),
             done_tx,
         ));
         let log = EntriesLog { db, tx, counters, done };
-        tokio::spawn(purger(log.clone(), config.purge_interval, shutdown));
+        tokio::spawn(purger(log.clone(), config.purge_interval, clock, shutdown));
         log
     }
 
@@ -373,7 +375,7 @@ impl EntriesLog {
         let next = if entries.len() == query.limit as usize {
             entries.last().map(|e| Cursor {
                 at: e.entry.at.as_microsecond(),
-                id: e.id,
+                id: e.id.get(),
             })
         } else {
             None
@@ -427,7 +429,7 @@ impl EntriesLog {
     /// # Errors
     /// [`StoreError::Invalid`] unless `days` is positive; [`StoreError::NotFound`] for an
     /// unknown site.
-    pub async fn set_retention(&self, actor: &str, site: SiteId, days: u32) -> Result<(), StoreError> {
+    pub async fn set_retention(&self, actor: &str, site: SiteId, days: u32, now: Timestamp) -> Result<(), StoreError> {
         if days == 0 {
             return Err(StoreError::invalid("retention must be at least one day"));
         }
@@ -442,7 +444,7 @@ impl EntriesLog {
                         ops::insert_audit(
                             &mut tx,
                             None,
-                            crate::store::now_seconds(),
+                            now.as_second(),
                             actor,
                             "set_entries_retention",
                             &site.to_string(),
@@ -506,31 +508,34 @@ fn csv_line(out: &mut String, e: &StoredEntry) {
 }
 
 /// Delete entries past their retention every `interval`.
-async fn purger(log: EntriesLog, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn purger(log: EntriesLog, interval: Duration, clock: Clock, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        match log.purge(Timestamp::now()).await {
+        match log.purge(clock.now()).await {
             Ok(n) => tracing::debug!(deleted = n, "entries past retention deleted"),
             Err(e) => tracing::warn!(error = %e, "entries retention purge failed"),
         }
     }
 }
 
-async fn insert_batch(db: &Db, batch: &[Entry]) -> Result<(), StoreError> {
+/// Insert `batch` and queue the denied-entry events it raises, stamped `queued_at`, in
+/// one transaction.
+async fn insert_batch(db: &Db, batch: &[Entry], queued_at: Timestamp) -> Result<(), StoreError> {
+    let queued_at = queued_at.as_second();
     match db {
         Db::Sqlite { write, .. } => {
             let mut tx = write.begin().await?;
             crate::sql::sqlite::insert_entries(&mut tx, batch).await?;
-            crate::sql::sqlite::enqueue_denied_entries(&mut tx, batch).await?;
+            crate::sql::sqlite::enqueue_denied_entries(&mut tx, batch, queued_at).await?;
             tx.commit().await?;
         }
         Db::Postgres { pool, .. } => {
             let mut tx = pool.begin().await?;
             crate::sql::postgres::insert_entries(&mut tx, batch).await?;
-            crate::sql::postgres::enqueue_denied_entries(&mut tx, batch).await?;
+            crate::sql::postgres::enqueue_denied_entries(&mut tx, batch, queued_at).await?;
             tx.commit().await?;
         }
     }
@@ -572,6 +577,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Msg>,
     batch_size: usize,
     counters: Arc<Counters>,
+    clock: Clock,
     mut shutdown: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
@@ -611,7 +617,7 @@ async fn writer(
             if batch.is_empty() {
                 break Ok(());
             }
-            match insert_batch(&db, &batch).await {
+            match insert_batch(&db, &batch, clock.now()).await {
                 Ok(()) => {
                     counters.committed.fetch_add(batch.len() as u64, Ordering::AcqRel);
                     break Ok(());

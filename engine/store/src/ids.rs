@@ -81,3 +81,11 @@ record_id!(
     /// A stored policy bundle.
     BundleId, "bundle:"
 );
+record_id!(
+    /// A row of the entries log.
+    EntryId, "entry:"
+);
+record_id!(
+    /// A row of the audit log.
+    AuditId, "audit:"
+);

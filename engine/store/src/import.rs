@@ -4,18 +4,18 @@
 //! imports from (`external_id`, unique per site), which is how a re-import finds them.
 //!
 //! The caller (the admin API) decides what each row needs: it resolves external ids
-//! ([`Store::people_by_external_id`]), checks roles, vouchers, tags and groups, and hands
+//! ([`Model::people_by_external_id`]), checks roles, vouchers, tags and groups, and hands
 //! the store only what is to be written. The core still validates every change.
 
 use crate::error::StoreError;
-use crate::store::{FollowUp, Store};
+use crate::store::{FollowUp, Model};
 use keyway_core::{CredentialId, CredentialRecord, GroupId, PersonId, RoleId, SiteId};
 use std::collections::HashMap;
 
 /// Longest external id, in characters.
 pub const MAX_EXTERNAL_ID: usize = 128;
 
-/// Most rows one [`Store::import_people`] call takes.
+/// Most rows one [`Model::import_people`] call takes.
 pub const MAX_IMPORT_ROWS: usize = 5_000;
 
 /// A tag an imported person is to hold.
@@ -98,7 +98,7 @@ mod queries {
     }
 }
 
-impl Store {
+impl Model<'_> {
     /// The people of `site` with these external ids, by external id; ids nobody has are
     /// left out.
     ///
@@ -109,7 +109,7 @@ impl Store {
         site: SiteId,
         ids: &[String],
     ) -> Result<HashMap<String, PersonId>, StoreError> {
-        queries::people_by_external_id(self.reader().await?.conn(), site, ids).await
+        queries::people_by_external_id(self.store.reader().await?.conn(), site, ids).await
     }
 
     /// Write `rows` on `site` as `actor` in one transaction: new people (with their name
@@ -121,7 +121,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] for more than [`MAX_IMPORT_ROWS`] rows or a bad external
     /// id; [`StoreError::Duplicate`] for an external id or a tag taken meanwhile; as
-    /// [`Store::write`] otherwise. Either way nothing was written.
+    /// [`Model::write`] otherwise. Either way nothing was written.
     pub async fn import_people(
         &self,
         actor: &str,
@@ -138,6 +138,6 @@ impl Store {
         for row in rows.iter().filter(|r| r.person.is_none()) {
             check_external_id(&row.external_id)?;
         }
-        self.commit_import(actor, site, rows, follow_up).await
+        self.store.commit_import(actor, site, rows, follow_up).await
     }
 }

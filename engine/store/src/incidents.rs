@@ -11,7 +11,7 @@
 use crate::codec::{id32, kind_code, opt_id32};
 use crate::entries::StoredEntry;
 use crate::error::StoreError;
-use crate::ids::IncidentId;
+use crate::ids::{EntryId, IncidentId};
 use crate::store::Store;
 use jiff::Timestamp;
 use keyway_core::{CredentialId, CredentialKind, DoorId, IqId, PersonId, SiteId};
@@ -227,7 +227,15 @@ mod queries {
             )
             .await?;
             let data = serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?;
-            ops::enqueue_event(conn, new.site, &new.kind.event_kind(), new.at.as_second(), data).await?;
+            ops::enqueue_event(
+                conn,
+                new.site,
+                &new.kind.event_kind(),
+                new.at.as_second(),
+                now.as_second(),
+                data,
+            )
+            .await?;
             Ok(incident)
         })
     }
@@ -323,7 +331,7 @@ mod queries {
         conn: Conn<'_>,
         site: SiteId,
         person: Option<PersonId>,
-        after: i64,
+        after: EntryId,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
         each_backend!(conn, |conn, ops| {
@@ -335,7 +343,7 @@ mod queries {
             if let Some(p) = person {
                 qb.push(" AND person = ").push_bind(i64::from(p.0));
             }
-            qb.push(" AND id > ").push_bind(after);
+            qb.push(" AND id > ").push_bind(after.get());
             qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
             let rows = qb.build().fetch_all(&mut *conn).await?;
             rows.iter()
@@ -360,7 +368,7 @@ mod queries {
         })
     }
 
-    pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(i64, IncidentId), StoreError> {
+    pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(EntryId, IncidentId), StoreError> {
         each_backend!(conn, |conn| {
             let entries: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM entries WHERE site = $1")
                 .bind(i64::from(site.0))
@@ -370,7 +378,7 @@ mod queries {
                 .bind(i64::from(site.0))
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok((entries.unwrap_or(0), IncidentId(incidents.unwrap_or(0))))
+            Ok((EntryId(entries.unwrap_or(0)), IncidentId(incidents.unwrap_or(0))))
         })
     }
 
@@ -526,7 +534,7 @@ impl Store {
         &self,
         site: SiteId,
         person: Option<PersonId>,
-        after: i64,
+        after: EntryId,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
         queries::entries_after(self.reader().await?.conn(), site, person, after, limit).await
@@ -537,7 +545,7 @@ impl Store {
     ///
     /// # Errors
     /// If the database fails.
-    pub async fn event_heads(&self, site: SiteId) -> Result<(i64, IncidentId), StoreError> {
+    pub async fn event_heads(&self, site: SiteId) -> Result<(EntryId, IncidentId), StoreError> {
         queries::heads(self.reader().await?.conn(), site).await
     }
 

@@ -2,14 +2,16 @@
 //! the default) or PostgreSQL (several nodes on one database), through sqlx.
 //!
 //! - [`Store`] is one node: it opens the database chosen by URL, migrates it, builds the
-//!   node's [`keyway_core::Snapshot`] from the tables, and keeps it current. Every
-//!   mutation ([`Store::write`], [`Store::create`]) is one transaction with the entity
+//!   node's [`keyway_core::Snapshot`] from the tables, and keeps it current.
+//! - [`Store::model`] is the decision model's facet: every mutation ([`Model::write`],
+//!   [`Model::create`], [`Model::import_people`]) is one transaction with the entity
 //!   rows, an audit row and a `change_log` row carrying the next revision; it returns once
-//!   the node's snapshot holds that revision (read-your-writes).
+//!   the node's snapshot holds that revision (read-your-writes). Reads of the records as
+//!   stored, the revisions and the audit log are there too.
 //! - A follower task applies other nodes' changes in revision order, woken by PostgreSQL
 //!   `NOTIFY` and polling anyway; [`Store::status`] reports the applied revision and lag.
-//! - [`EntriesLog`] appends door entries in batches from a bounded queue and answers
-//!   queries with cursor pagination, retention and CSV export.
+//! - [`Store::entries`] ([`EntriesLog`]) appends door entries in batches from a bounded
+//!   queue and answers queries with cursor pagination, retention and CSV export.
 //! - The admin API's own records, one facet per concern ([`Store::accounts`],
 //!   [`Store::memberships`], [`Store::devices`], [`Store::policy_records`],
 //!   [`Store::notifications`], [`Store::incidents`], [`Store::names`]) taking typed ids
@@ -24,6 +26,8 @@
 //! - [`Store::subscribe`]: the change feed, every applied revision in order (model
 //!   changes, policy changes, reloads), replayable from the change log.
 //! - [`StoreError::kind`] tells client errors (4xx) from faults.
+//! - Times come from the caller (`now` parameters), except the three the store must read
+//!   at the moment they describe, which come from the [`Clock`] it was opened with.
 //!
 //! See `ARCHITECTURE-store.md` beside this crate for the write path, the follower and
 //! their invariants.
@@ -33,6 +37,7 @@ mod dispatch;
 
 mod accounts;
 mod auth_cache;
+mod clock;
 mod codec;
 mod db;
 mod devices;
@@ -56,6 +61,7 @@ mod webhooks;
 
 pub use accounts::{Account, Accounts, MAX_PASSWORD_BYTES, check_password_strength};
 pub use auth_cache::DEFAULT_AUTH_CACHE_TTL;
+pub use clock::Clock;
 pub use codec::{Logged, PolicyChange, RuleScope, decode as decode_change, encode as encode_change};
 pub use db::default_url;
 pub use devices::{Devices, FirmwareFile, IqActivation, IqDetails, MAX_FIRMWARE_BYTES, MAX_PIN_ATTEMPTS, PinCheck};
@@ -67,8 +73,8 @@ pub use entries::{
 pub use error::{Cause, ErrorKind, StoreError};
 pub use feed::{ChangeStream, DEFAULT_FEED_CAPACITY, FeedError, FeedItem, MAX_FEED_REPLAY};
 pub use ids::{
-    AccountId, BundleId, DeliveryId, FirmwareId, IncidentId, InvitationId, OutboxId, PluginId, SettingId, TokenId,
-    VoucherId, WebhookId,
+    AccountId, AuditId, BundleId, DeliveryId, EntryId, FirmwareId, IncidentId, InvitationId, OutboxId, PluginId,
+    SettingId, TokenId, VoucherId, WebhookId,
 };
 pub use import::{ImportPerson, ImportTag, Imported, MAX_EXTERNAL_ID, MAX_IMPORT_ROWS, check_external_id};
 pub use incidents::{Incident, IncidentKind, IncidentQuery, Incidents, MAX_INCIDENT_DETAIL, NewIncident};
@@ -79,7 +85,7 @@ pub use policy::{
     ChainedRule, DoorRuleChain, MAX_MANIFEST_BYTES, MAX_PLUGIN_BYTES, MAX_RULE_CHAIN, MAX_RULE_CONFIG_BYTES,
     PolicyRecords, StoredBundle, StoredPlugin, check_rule_chain,
 };
-pub use store::{AuditRow, FollowUp, LoadTimings, NodeStatus, PendingEvent, Store, StoreConfig, Written};
+pub use store::{AuditRow, FollowUp, LoadTimings, Model, NodeStatus, PendingEvent, Store, StoreConfig, Written};
 pub use target::Target;
 pub use tokens::{ApiToken, IssuedSecret, MAX_TOKEN_NAME, MAX_TOKEN_SCOPES, TOKEN_USE_RESOLUTION};
 pub use webhooks::{

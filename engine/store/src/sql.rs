@@ -161,6 +161,7 @@ macro_rules! backend_ops {
             site: SiteId,
             kind: &str,
             at: i64,
+            queued_at: i64,
             data: serde_json::Value,
         ) -> Result<i64, StoreError> {
             let payload = serde_json::json!({
@@ -174,7 +175,7 @@ macro_rules! backend_ops {
             .bind(i64::from(site.0))
             .bind(kind)
             .bind(&payload)
-            .bind(crate::store::now_seconds())
+            .bind(queued_at)
             .fetch_one(&mut *conn)
             .await?)
         }
@@ -197,7 +198,7 @@ macro_rules! backend_ops {
                             .map(|v| u64::try_from(v).map_err(StoreError::internal))
                             .transpose()?
                             .map(keyway_core::Revision),
-                        at: r.try_get(2)?,
+                        at: crate::dispatch::seconds_to_time(r.try_get(2)?)?,
                         actor: r.try_get(3)?,
                         action: r.try_get(4)?,
                         entity: r.try_get(5)?,
@@ -1039,7 +1040,11 @@ macro_rules! backend_ops {
         /// Queue an `entry.denied` event for each refused entry of `batch` whose site
         /// listens for it (an enabled e-mail setting or a webhook subscribed to it), in the
         /// transaction that logs the entries. Sites that do not listen cost one query.
-        pub(crate) async fn enqueue_denied_entries(conn: &mut Conn, batch: &[crate::Entry]) -> Result<(), StoreError> {
+        pub(crate) async fn enqueue_denied_entries(
+            conn: &mut Conn,
+            batch: &[crate::Entry],
+            queued_at: i64,
+        ) -> Result<(), StoreError> {
             if batch.iter().all(|e| e.allowed) {
                 return Ok(());
             }
@@ -1060,7 +1065,7 @@ macro_rules! backend_ops {
                     "reason": e.reason, "detail": e.reason, "at": at, "iq": e.iq.map(|(iq, _)| iq.0),
                     "rule": e.rule,
                 });
-                enqueue_event(conn, e.site, "entry.denied", at, data).await?;
+                enqueue_event(conn, e.site, "entry.denied", at, queued_at, data).await?;
             }
             Ok(())
         }

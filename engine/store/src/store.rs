@@ -2,7 +2,7 @@
 //!
 //! A [`Store`] owns the database handle and the node's published [`SnapshotCell`].
 //!
-//! **Write path.** [`Store::write`] takes the node's apply lock, opens a transaction,
+//! **Write path.** [`Model::write`] takes the node's apply lock, opens a transaction,
 //! bumps the single-row revision counter (which locks it until commit: writers of every
 //! node are serialised there), catches the snapshot up to the revision before, validates
 //! the change against that snapshot with the core, writes the entity rows, the
@@ -15,6 +15,7 @@
 //! applied revision", a node that lost its connection catches up when it is back.
 
 use crate::auth_cache::{AUTH_CHANGED, AuthCache};
+use crate::clock::Clock;
 use crate::codec::{self, Logged, PolicyChange};
 use crate::db::Db;
 use crate::entries::{EntriesConfig, EntriesLog};
@@ -49,6 +50,8 @@ pub struct StoreConfig {
     /// node's cache at most; zero reads the database on every request. Changes invalidate
     /// the cache at once whatever this is (see `auth_cache`).
     pub auth_cache_ttl: Duration,
+    /// Where the times the store stamps on its own come from (see [`Clock`]).
+    pub clock: Clock,
 }
 
 impl StoreConfig {
@@ -63,6 +66,7 @@ impl StoreConfig {
             entries: EntriesConfig::default(),
             feed_capacity: crate::feed::DEFAULT_FEED_CAPACITY,
             auth_cache_ttl: crate::auth_cache::DEFAULT_AUTH_CACHE_TTL,
+            clock: Clock::system(),
         }
     }
 
@@ -100,11 +104,11 @@ pub struct NodeStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRow {
     /// Its id, increasing.
-    pub id: i64,
+    pub id: crate::AuditId,
     /// The revision of a model change.
     pub revision: Option<Revision>,
-    /// When, in seconds since the epoch.
-    pub at: i64,
+    /// When, to the second.
+    pub at: jiff::Timestamp,
     /// Who.
     pub actor: String,
     /// What, e.g. `block_person`.
@@ -197,6 +201,8 @@ pub(crate) struct Inner {
     pub(crate) feed: Feed,
     /// Sessions, tokens and memberships read for authentication (see `auth_cache`).
     pub(crate) auth: Arc<AuthCache>,
+    /// The time of the store's own stamps.
+    pub(crate) clock: Clock,
 }
 
 /// One node's store: the database plus the node's published snapshot.
@@ -212,10 +218,6 @@ impl std::fmt::Debug for Store {
             .field("applied", &*self.inner.applied.borrow())
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_seconds() -> i64 {
-    jiff::Timestamp::now().as_second()
 }
 
 /// The change that creates `record` under `id`.
@@ -320,9 +322,10 @@ macro_rules! node_ops {
                     "revision `r{rev}` taken while the snapshot is at `r{applied}`"
                 )));
             }
-            // The change log and the audit stamp a model write with the commit's own time.
-            let clock = jiff::Timestamp::now();
-            let now = clock.as_second();
+            // The change log and the audit stamp a model write with the commit's own time,
+            // read under the writers' lock so that it follows revision order.
+            let stamp = inner.clock.now();
+            let now = stamp.as_second();
             let (change, id, follow_up) = match op {
                 WriteOp::Import(records) => {
                     ops::import(tx, &records).await?;
@@ -333,7 +336,7 @@ macro_rules! node_ops {
                     return Ok((rev, None, Committed::Reload));
                 }
                 WriteOp::Policy(write) => {
-                    let change = policy_write(tx, actor, write, clock).await?;
+                    let change = policy_write(tx, actor, write, stamp).await?;
                     ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Policy(change.clone()))?).await?;
                     ops::notify(tx, rev).await?;
                     return Ok((rev, None, Committed::Policy(change)));
@@ -375,10 +378,10 @@ macro_rules! node_ops {
             // queued with the block, so neither is lost without the other.
             if let (Change::BlockPerson(person), Some(site)) = (&change, blocked_site) {
                 let data = serde_json::json!({"person": person.0, "by": actor, "revision": rev});
-                ops::enqueue_event(tx, site, "person.blocked", now, data).await?;
+                ops::enqueue_event(tx, site, "person.blocked", now, now, data).await?;
             }
             if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
-                ops::enqueue_event(tx, event.site, event.kind, now, event.data).await?;
+                ops::enqueue_event(tx, event.site, event.kind, now, now, event.data).await?;
             }
             ops::notify(tx, rev).await?;
             Ok((rev, id, Committed::Model { change, base, next }))
@@ -463,7 +466,7 @@ macro_rules! node_ops {
                 .await
                 .map_err(StoreError::internal)?
                 .map_err(|(_, e)| StoreError::from(e))?;
-            let now = now_seconds();
+            let now = inner.clock.now().as_second();
             let mut logged = Vec::with_capacity(changes.len());
             for (i, change) in changes.into_iter().enumerate() {
                 let rev = first + i as u64;
@@ -490,7 +493,7 @@ macro_rules! node_ops {
             ops::insert_audit(tx, Some(last), now, actor, "import", &format!("site:{}", site.0), None, Some(&summary))
                 .await?;
             if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
-                ops::enqueue_event(tx, event.site, event.kind, now, event.data).await?;
+                ops::enqueue_event(tx, event.site, event.kind, now, now, event.data).await?;
             }
             ops::notify(tx, last).await?;
             Ok((imported, Some(ImportCommitted { base, next: Box::new(next), changes: logged })))
@@ -698,8 +701,9 @@ impl Store {
             last_load: std::sync::Mutex::new(timings),
             feed: Feed::new(config.feed_capacity),
             auth: Arc::new(AuthCache::new(config.auth_cache_ttl)),
+            clock: config.clock.clone(),
         });
-        let entries = EntriesLog::start(db, config.entries, inner.shutdown.subscribe());
+        let entries = EntriesLog::start(db, config.entries, config.clock, inner.shutdown.subscribe());
         let store = Store { inner, entries };
         store.spawn_follower();
         Ok(store)
@@ -765,60 +769,6 @@ impl Store {
         &self.entries
     }
 
-    /// Apply `change` as `actor`: one transaction with the entity rows, the audit row and
-    /// the change-log row. Returns once this node's snapshot holds the new revision.
-    ///
-    /// # Errors
-    /// A client error ([`crate::ErrorKind::is_client_error`]) if the model refuses the
-    /// change; a fault if the database does. Either way nothing was written.
-    pub async fn write(&self, actor: &str, change: Change) -> Result<Revision, StoreError> {
-        Ok(self.commit(actor, WriteOp::Change(change, None)).await?.revision)
-    }
-
-    /// [`Store::write`], queueing the event `follow_up` asks for (if any) in the same
-    /// transaction.
-    ///
-    /// # Errors
-    /// As [`Store::write`]; a failure to queue the event fails the whole write.
-    pub async fn write_with(&self, actor: &str, change: Change, follow_up: FollowUp) -> Result<Revision, StoreError> {
-        Ok(self
-            .commit(actor, WriteOp::Change(change, Some(follow_up)))
-            .await?
-            .revision)
-    }
-
-    /// Create `record` under a new id (its own id is ignored); returns the id.
-    ///
-    /// # Errors
-    /// As [`Store::write`].
-    pub async fn create(&self, actor: &str, record: Record) -> Result<Written, StoreError> {
-        self.commit(actor, WriteOp::Create(record, None)).await
-    }
-
-    /// [`Store::create`], queueing the event `follow_up` asks for (if any) in the same
-    /// transaction.
-    ///
-    /// # Errors
-    /// As [`Store::write`]; a failure to queue the event fails the whole write.
-    pub async fn create_with(&self, actor: &str, record: Record, follow_up: FollowUp) -> Result<Written, StoreError> {
-        self.commit(actor, WriteOp::Create(record, Some(follow_up))).await
-    }
-
-    /// Insert a whole model in one revision (bulk import, e.g. for a first start or a
-    /// benchmark). Followers rebuild their snapshot from the tables.
-    ///
-    /// # Errors
-    /// As [`Store::write`]; the import is refused whole if any record clashes.
-    pub async fn import(&self, actor: &str, records: Vec<Record>) -> Result<Revision, StoreError> {
-        // Validate against the core first: build what the model would become.
-        let mut all = self.inner.cell.load().records();
-        all.extend(records.iter().cloned());
-        tokio::task::spawn_blocking(move || Snapshot::build(Revision(1), all))
-            .await
-            .map_err(StoreError::internal)??;
-        Ok(self.commit(actor, WriteOp::Import(records)).await?.revision)
-    }
-
     pub(crate) async fn commit(&self, actor: &str, op: WriteOp) -> Result<Written, StoreError> {
         let inner = &*self.inner;
         let _apply = inner.apply_lock.lock().await;
@@ -866,7 +816,7 @@ impl Store {
     }
 
     /// Run an import's transaction and publish what it committed (see
-    /// [`Store::import_people`]).
+    /// [`Model::import_people`]).
     pub(crate) async fn commit_import(
         &self,
         actor: &str,
@@ -976,44 +926,6 @@ impl Store {
         }
     }
 
-    /// One record as the database holds it now.
-    ///
-    /// # Errors
-    /// If the database cannot be read.
-    pub async fn record(&self, target: Target) -> Result<Option<Record>, StoreError> {
-        each_backend!(self.reader().await?.conn(), |conn, ops| ops::load_record(conn, target)
-            .await)
-    }
-
-    /// Every record the database holds, and the revision they are at.
-    ///
-    /// # Errors
-    /// If the database cannot be read.
-    pub async fn records(&self) -> Result<(Revision, Vec<Record>), StoreError> {
-        let (rev, records) = match &self.inner.db {
-            Db::Sqlite { read, .. } => sqlite_node::load(&mut *read.acquire().await?).await?,
-            Db::Postgres { pool, .. } => pg_node::load(&mut *pool.acquire().await?).await?,
-        };
-        Ok((Revision(rev), records))
-    }
-
-    /// Every revision in the change log, ascending.
-    ///
-    /// # Errors
-    /// If the database cannot be read.
-    pub async fn revisions(&self) -> Result<Vec<Revision>, StoreError> {
-        let revs = each_backend!(self.reader().await?.conn(), |conn, ops| ops::revisions(conn).await)?;
-        Ok(revs.into_iter().map(Revision).collect())
-    }
-
-    /// The audit log, oldest first; only `entity`'s rows if given (e.g. `person:7`).
-    ///
-    /// # Errors
-    /// If the database cannot be read.
-    pub async fn audit(&self, entity: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
-        each_backend!(self.reader().await?.conn(), |conn, ops| ops::audit(conn, entity).await)
-    }
-
     /// Limit the SQLite file to `pages` pages (`None`: no limit beyond SQLite's own). For
     /// operators capping disk use, and for testing a full disk. The cap holds for every
     /// writer connection, including ones the pool opens later. No-op on PostgreSQL.
@@ -1116,5 +1028,122 @@ async fn listen(
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+/// The decision model's records, and their history: [`Store::model`].
+///
+/// Every write is one transaction with the entity rows, the audit row and the change-log
+/// row of the next revision, and returns once this node's snapshot holds that revision.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'s> {
+    pub(crate) store: &'s Store,
+}
+
+impl Store {
+    /// The decision model: sites, doors, people, credentials, groups, schedules, IQs;
+    /// their writes, reads, revisions and audit.
+    #[must_use]
+    pub fn model(&self) -> Model<'_> {
+        Model { store: self }
+    }
+}
+
+impl Model<'_> {
+    /// Apply `change` as `actor`: one transaction with the entity rows, the audit row and
+    /// the change-log row. Returns once this node's snapshot holds the new revision.
+    ///
+    /// # Errors
+    /// A client error ([`crate::ErrorKind::is_client_error`]) if the model refuses the
+    /// change; a fault if the database does. Either way nothing was written.
+    pub async fn write(&self, actor: &str, change: Change) -> Result<Revision, StoreError> {
+        Ok(self.store.commit(actor, WriteOp::Change(change, None)).await?.revision)
+    }
+
+    /// [`Model::write`], queueing the event `follow_up` asks for (if any) in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`Model::write`]; a failure to queue the event fails the whole write.
+    pub async fn write_with(&self, actor: &str, change: Change, follow_up: FollowUp) -> Result<Revision, StoreError> {
+        Ok(self
+            .store
+            .commit(actor, WriteOp::Change(change, Some(follow_up)))
+            .await?
+            .revision)
+    }
+
+    /// Create `record` under a new id (its own id is ignored); returns the id.
+    ///
+    /// # Errors
+    /// As [`Model::write`].
+    pub async fn create(&self, actor: &str, record: Record) -> Result<Written, StoreError> {
+        self.store.commit(actor, WriteOp::Create(record, None)).await
+    }
+
+    /// [`Model::create`], queueing the event `follow_up` asks for (if any) in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`Model::write`]; a failure to queue the event fails the whole write.
+    pub async fn create_with(&self, actor: &str, record: Record, follow_up: FollowUp) -> Result<Written, StoreError> {
+        self.store.commit(actor, WriteOp::Create(record, Some(follow_up))).await
+    }
+
+    /// Insert a whole model in one revision (bulk import, e.g. for a first start or a
+    /// benchmark). Followers rebuild their snapshot from the tables.
+    ///
+    /// # Errors
+    /// As [`Model::write`]; the import is refused whole if any record clashes.
+    pub async fn import(&self, actor: &str, records: Vec<Record>) -> Result<Revision, StoreError> {
+        // Validate against the core first: build what the model would become.
+        let mut all = self.store.inner.cell.load().records();
+        all.extend(records.iter().cloned());
+        tokio::task::spawn_blocking(move || Snapshot::build(Revision(1), all))
+            .await
+            .map_err(StoreError::internal)??;
+        Ok(self.store.commit(actor, WriteOp::Import(records)).await?.revision)
+    }
+
+    /// One record as the database holds it now.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn record(&self, target: Target) -> Result<Option<Record>, StoreError> {
+        each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::load_record(
+            conn, target
+        )
+        .await)
+    }
+
+    /// Every record the database holds, and the revision they are at.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn records(&self) -> Result<(Revision, Vec<Record>), StoreError> {
+        let (rev, records) = match &self.store.inner.db {
+            Db::Sqlite { read, .. } => sqlite_node::load(&mut *read.acquire().await?).await?,
+            Db::Postgres { pool, .. } => pg_node::load(&mut *pool.acquire().await?).await?,
+        };
+        Ok((Revision(rev), records))
+    }
+
+    /// Every revision in the change log, ascending.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn revisions(&self) -> Result<Vec<Revision>, StoreError> {
+        let revs = each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::revisions(conn)
+            .await)?;
+        Ok(revs.into_iter().map(Revision).collect())
+    }
+
+    /// The audit log, oldest first; only `entity`'s rows if given (e.g. `person:7`).
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn audit(&self, entity: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
+        each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::audit(conn, entity)
+            .await)
     }
 }

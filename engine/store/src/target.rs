@@ -1,4 +1,4 @@
-//! Which entity a change touches: the key of its audit row and of [`crate::Store::record`].
+//! Which entity a change touches: the key of its audit row and of [`crate::Model::record`].
 
 use keyway_core::{CalendarId, Change, CredentialId, DoorId, GroupId, IqId, PersonId, Record, ScheduleId, SiteId};
 use std::fmt;

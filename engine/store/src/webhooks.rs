@@ -416,6 +416,7 @@ mod queries {
                 hook.site,
                 "webhook.test",
                 now.as_second(),
+                now.as_second(),
                 serde_json::json!({"webhook": hook.id.get()}),
             )
             .await?;

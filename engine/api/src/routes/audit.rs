@@ -108,21 +108,21 @@ pub(crate) async fn list_audit(
         ),
         None => None,
     };
-    let rows: Vec<AuditRow> = state.node().store().audit(f.entity.as_deref()).await?;
+    let rows: Vec<AuditRow> = state.node().store().model().audit(f.entity.as_deref()).await?;
     let own = format!("site:{}", site.0);
     let mut items: Vec<AuditView> = rows
         .into_iter()
         .rev()
-        .filter(|r| before_id.is_none_or(|b| r.id < b))
+        .filter(|r| before_id.is_none_or(|b| r.id.get() < b))
         .filter(|r| f.actor.as_ref().is_none_or(|a| &r.actor == a))
-        .filter(|r| f.from.is_none_or(|t| r.at >= t) && f.until.is_none_or(|t| r.at < t))
+        .filter(|r| f.from.is_none_or(|t| r.at.as_second() >= t) && f.until.is_none_or(|t| r.at.as_second() < t))
         .filter_map(|r| {
             let before = state_of(r.before.as_deref());
             let after = state_of(r.after.as_deref());
             (r.entity == own || names_site(&before, site) || names_site(&after, site)).then(|| AuditView {
-                id: r.id,
+                id: r.id.get(),
                 revision: r.revision.map(|v| v.0),
-                at: r.at,
+                at: r.at.as_second(),
                 actor: r.actor,
                 action: r.action,
                 entity: r.entity,

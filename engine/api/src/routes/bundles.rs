@@ -333,7 +333,7 @@ pub(crate) async fn site_policy(
     let stored = store.policy_records().active_bundle(None).await?;
     let mut door_rules = Vec::new();
     for chain in store.policy_records().door_rules().await? {
-        if let Some(Record::Door(d)) = store.record(Target::Door(chain.door)).await?
+        if let Some(Record::Door(d)) = store.model().record(Target::Door(chain.door)).await?
             && d.site == site
         {
             for (position, link) in (0u32..).zip(chain.rules) {

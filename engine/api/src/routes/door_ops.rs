@@ -222,7 +222,13 @@ pub(crate) async fn set_mode(
     let mode = match (body.mode, body.schedule) {
         (ModeName::Normal, None) => DoorMode::Normal,
         (ModeName::Office, None) => DoorMode::Office,
-        (ModeName::Scheduled, Some(s)) => match state.node().store().record(Target::Schedule(ScheduleId(s))).await? {
+        (ModeName::Scheduled, Some(s)) => match state
+            .node()
+            .store()
+            .model()
+            .record(Target::Schedule(ScheduleId(s)))
+            .await?
+        {
             Some(Record::Schedule(r)) if r.site == site => DoorMode::OfficeScheduled(r.id),
             _ => {
                 return Err(ApiError::not_found(format!(
@@ -237,6 +243,7 @@ pub(crate) async fn set_mode(
     let revision = state
         .node()
         .store()
+        .model()
         .write(
             &caller.actor(),
             Change::SetDoorMode {
@@ -263,6 +270,7 @@ async fn door_lockdown(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::SetDoorLockdown { door: DoorId(door), on })
         .await?;
     Ok(Json(changed(state, site, door, revision.0).await?))
@@ -302,6 +310,7 @@ async fn site_lockdown(state: &AppState, caller: &Caller, site: u32, on: bool) -
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::SetSiteLockdown { site, on })
         .await?;
     let doors = state.node().store().names().list(Named::Door, Some(site)).await?;

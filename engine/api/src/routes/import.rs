@@ -185,7 +185,7 @@ pub(crate) async fn import_people(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|p| p.external_id.clone()))
         .collect();
-    let existing = store.people_by_external_id(site, &wanted).await?;
+    let existing = store.model().people_by_external_id(site, &wanted).await?;
     let snapshot = state.node().snapshot().load_full();
     let mut plans: Vec<Result<(Outcome, ImportPerson), String>> = Vec::with_capacity(judged.len());
     for parsed in judged {
@@ -288,7 +288,10 @@ pub(crate) async fn import_people(
     if body.dry_run || to_write.is_empty() {
         return Ok(Json(report));
     }
-    let imported = store.import_people(&caller.actor(), site, to_write, follow_up).await?;
+    let imported = store
+        .model()
+        .import_people(&caller.actor(), site, to_write, follow_up)
+        .await?;
     for (index, done) in written_rows.into_iter().zip(imported) {
         if let Some(row) = report.rows.get_mut(index) {
             row.person = Some(done.person.0);

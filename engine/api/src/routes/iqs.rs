@@ -376,7 +376,10 @@ pub(crate) async fn register_iq(
         });
     }
     let actor = caller.actor();
-    let written = store.create(&actor, Record::Iq(IqRecord { id: IqId(0), site })).await?;
+    let written = store
+        .model()
+        .create(&actor, Record::Iq(IqRecord { id: IqId(0), site }))
+        .await?;
     let id = IqId(written.id.ok_or_else(|| ApiError::internal("no iq id"))?);
     // The details are checked after the IQ exists (the store checks them against the
     // row); on a refusal the IQ is removed again so nothing half-registered stays.
@@ -392,7 +395,7 @@ pub(crate) async fn register_iq(
     }
     .await;
     if let Err(e) = details {
-        if let Err(undo) = store.write(&actor, Change::RemoveIq(id)).await {
+        if let Err(undo) = store.model().write(&actor, Change::RemoveIq(id)).await {
             tracing::error!(iq = %id, error = %undo, "cannot remove a half-registered iq");
         }
         return Err(e.into());
@@ -505,6 +508,7 @@ pub(crate) async fn remove_iq(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RemoveIq(IqId(iq)))
         .await?;
     state.node().door_commands().close_sessions(IqId(iq));
@@ -562,7 +566,10 @@ pub(crate) async fn reset_iq(
     let sessions_closed = state.node().door_commands().close_sessions(d.id);
     // The IQ's record written again (unchanged) tells every other node through the
     // change feed; each rechecks the certificate of the sessions it holds and closes them.
-    let revision = store.write(&actor, Change::PutIq(IqRecord { id: d.id, site })).await?;
+    let revision = store
+        .model()
+        .write(&actor, Change::PutIq(IqRecord { id: d.id, site }))
+        .await?;
     let activations_removed = store.devices().reset(&actor, d.id, crate::auth::now()).await?;
     let enrolment = enrolment(&state, &caller, d.id).await?;
     Ok(Json(IqReset {
@@ -604,6 +611,7 @@ pub(crate) async fn pair_door(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::PutDoor(DoorRecord { iq, ..record }))
         .await?;
     Ok(Json(Revisioned {

@@ -156,6 +156,7 @@ pub(crate) async fn assign_to(
     let revision = state
         .node()
         .store()
+        .model()
         .write(actor, Change::PutCredential(record.clone()))
         .await?;
     Ok((record, revision.0))
@@ -186,9 +187,9 @@ pub(crate) async fn restore(
     let watch = OfflineWatch::start(&state, site);
     let revision = if adds_app_user {
         let then = check_cap(&state, site, Counted::AppUser).await?;
-        store.write_with(&caller.actor(), change, then).await?
+        store.model().write_with(&caller.actor(), change, then).await?
     } else {
-        store.write(&caller.actor(), change).await?
+        store.model().write(&caller.actor(), change).await?
     };
     Ok(axum::Json(CredentialChanged {
         credential: view(&CredentialRecord { revoked: false, ..c }),
@@ -231,6 +232,7 @@ pub(crate) async fn set_offline_access(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::PutCredential(record.clone()))
         .await?;
     Ok(axum::Json(CredentialChanged {
@@ -311,6 +313,7 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
     let then = check_cap(state, site, Counted::User).await?;
     let actor = caller.actor();
     let written = store
+        .model()
         .create_with(
             &actor,
             Record::Person(PersonRecord {
@@ -331,7 +334,7 @@ pub(crate) async fn accept(state: &AppState, caller: &Caller, token: &str) -> Re
         Ok((_, m)) => m,
         Err(e) => {
             // Nobody got the invitation: the person made for it goes again.
-            if let Err(undo) = store.write(&actor, Change::RemovePerson(person)).await {
+            if let Err(undo) = store.model().write(&actor, Change::RemovePerson(person)).await {
                 tracing::warn!(error = %undo, "a person made for a refused invitation was not removed");
             }
             return Err(map(e));

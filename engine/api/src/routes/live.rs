@@ -17,7 +17,7 @@
 //! | read incidents, read retention | `entries.read_all` |
 //! | acknowledge incidents, set retention | `door.lockdown` (site administration) |
 
-use crate::auth::{Access, Caller};
+use crate::auth::{Access, Caller, now};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
 use crate::routes::rights::{EntryFilter, entry_query, entry_scope, entry_view};
@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use keyway_core::{DoorId, PersonId, SiteId};
 use keyway_plugin_host::Capability;
-use keyway_store::{Incident, IncidentKind, IncidentQuery};
+use keyway_store::{EntryId, Incident, IncidentKind, IncidentQuery};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -155,7 +155,7 @@ pub(crate) async fn set_retention(
         .node()
         .store()
         .entries()
-        .set_retention(&caller.actor(), site, body.days)
+        .set_retention(&caller.actor(), site, body.days, now())
         .await?;
     Ok(Json(body))
 }
@@ -300,7 +300,7 @@ pub(crate) async fn acknowledge_incident(
             &caller.actor(),
             site,
             keyway_store::IncidentId(incident),
-            crate::auth::now(),
+            now(),
         )
         .await
         .map_err(|e| match e {
@@ -365,8 +365,11 @@ impl Tail {
             return Ok(0);
         };
         let store = self.state.node().store();
-        for e in store.entries_after(self.site, person, self.at.entry, BATCH).await? {
-            self.at.entry = e.id;
+        for e in store
+            .entries_after(self.site, person, EntryId(self.at.entry), BATCH)
+            .await?
+        {
+            self.at.entry = e.id.get();
             let data = serde_json::to_string(&entry_view(e)).map_err(ApiError::internal)?;
             self.pending
                 .push_back(Event::default().event("entry").id(self.at.id()).data(data));
@@ -452,7 +455,7 @@ pub(crate) async fn events(
         None => {
             let (entry, incident) = state.node().store().event_heads(site).await?;
             Position {
-                entry,
+                entry: entry.get(),
                 incident: incident.get(),
             }
         }

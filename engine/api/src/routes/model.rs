@@ -45,7 +45,7 @@ pub(crate) fn check_name(name: &str) -> Result<&str, ApiError> {
 }
 
 pub(crate) async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result<DoorRecord, ApiError> {
-    match state.node().store().record(Target::Door(DoorId(door))).await? {
+    match state.node().store().model().record(Target::Door(DoorId(door))).await? {
         Some(Record::Door(d)) if d.site == site => Ok(d),
         _ => Err(ApiError::not_found(format!(
             "door {door} does not exist on site {}",
@@ -55,7 +55,13 @@ pub(crate) async fn door_of(state: &AppState, site: SiteId, door: u32) -> Result
 }
 
 pub(crate) async fn person_of(state: &AppState, site: SiteId, person: u32) -> Result<PersonRecord, ApiError> {
-    match state.node().store().record(Target::Person(PersonId(person))).await? {
+    match state
+        .node()
+        .store()
+        .model()
+        .record(Target::Person(PersonId(person)))
+        .await?
+    {
         Some(Record::Person(p)) if p.site == site => Ok(p),
         _ => Err(ApiError::not_found(format!(
             "person {person} does not exist on site {}",
@@ -68,6 +74,7 @@ pub(crate) async fn credential_of(state: &AppState, site: SiteId, id: u32) -> Re
     match state
         .node()
         .store()
+        .model()
         .record(Target::Credential(CredentialId(id)))
         .await?
     {
@@ -126,6 +133,7 @@ pub(crate) async fn create_door(
     let name = check_name(&body.name)?;
     let store = state.node().store();
     let written = store
+        .model()
         .create(
             &caller.actor(),
             Record::Door(DoorRecord {
@@ -226,6 +234,7 @@ pub(crate) async fn remove_door(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RemoveDoor(DoorId(door)))
         .await?;
     Ok(Json(Revisioned::new(revision.0)))
@@ -299,6 +308,7 @@ pub(crate) async fn create_person(
     let then = check_cap(&state, site, Counted::User).await?;
     let store = state.node().store();
     let written = store
+        .model()
         .create_with(
             &caller.actor(),
             Record::Person(PersonRecord {
@@ -377,7 +387,7 @@ async fn set_blocked(
         Change::UnblockPerson(PersonId(person))
     };
     let watch = (!block).then(|| OfflineWatch::start(state, site));
-    let revision = state.node().store().write(&caller.actor(), change).await?;
+    let revision = state.node().store().model().write(&caller.actor(), change).await?;
     Ok(Json(Revisioned {
         revision: revision.0,
         pushed_out: watch.map(|w| w.pushed_out(state)).unwrap_or_default(),
@@ -428,6 +438,7 @@ pub(crate) async fn remove_person(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RemovePerson(PersonId(person)))
         .await?;
     Ok(Json(Revisioned::new(revision.0)))
@@ -610,11 +621,13 @@ pub(crate) async fn create_credential(
     let written = match follow_up {
         Some(then) => {
             store
+                .model()
                 .create_with(&caller.actor(), Record::Credential(record.clone()), then)
                 .await?
         }
         None => {
             store
+                .model()
                 .create(&caller.actor(), Record::Credential(record.clone()))
                 .await?
         }
@@ -651,6 +664,7 @@ pub(crate) async fn revoke_credential(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RevokeCredential(CredentialId(id)))
         .await?;
     Ok(Json(CredentialChanged {

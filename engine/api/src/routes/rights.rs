@@ -151,6 +151,7 @@ pub(crate) async fn create_schedule(
     let written = state
         .node()
         .store()
+        .model()
         .create(
             &caller.actor(),
             Record::Schedule(ScheduleRecord {
@@ -183,7 +184,13 @@ pub(crate) async fn remove_schedule(
     caller
         .with_capability(&state, Access::Write, site, Capability::RIGHTS_GRANT)
         .await?;
-    match state.node().store().record(Target::Schedule(ScheduleId(id))).await? {
+    match state
+        .node()
+        .store()
+        .model()
+        .record(Target::Schedule(ScheduleId(id)))
+        .await?
+    {
         Some(Record::Schedule(s)) if s.site == site => {}
         _ => {
             return Err(ApiError::not_found(format!(
@@ -195,6 +202,7 @@ pub(crate) async fn remove_schedule(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RemoveSchedule(ScheduleId(id)))
         .await?;
     Ok(Json(Revisioned::new(revision.0)))
@@ -273,7 +281,7 @@ fn group_name(name: &str) -> Result<&str, ApiError> {
 }
 
 async fn group_of(state: &AppState, site: SiteId, id: u32) -> Result<GroupRecord, ApiError> {
-    match state.node().store().record(Target::Group(GroupId(id))).await? {
+    match state.node().store().model().record(Target::Group(GroupId(id))).await? {
         Some(Record::Group(g)) if g.site == site => Ok(g),
         _ => Err(ApiError::not_found(format!(
             "group {id} does not exist on site {}",
@@ -302,7 +310,10 @@ pub(crate) async fn create_group(
     let store = state.node().store();
     let record = group_record(GroupId(0), site, &body);
     let watch = OfflineWatch::start(&state, site);
-    let written = store.create(&caller.actor(), Record::Group(record.clone())).await?;
+    let written = store
+        .model()
+        .create(&caller.actor(), Record::Group(record.clone()))
+        .await?;
     let id = written.id.ok_or_else(|| ApiError::internal("no group id"))?;
     store
         .names()
@@ -369,7 +380,10 @@ pub(crate) async fn replace_group(
     let record = group_record(GroupId(id), site, &body);
     let store = state.node().store();
     let watch = OfflineWatch::start(&state, site);
-    let revision = store.write(&caller.actor(), Change::PutGroup(record.clone())).await?;
+    let revision = store
+        .model()
+        .write(&caller.actor(), Change::PutGroup(record.clone()))
+        .await?;
     let pushed_out = watch.pushed_out(&state);
     store
         .names()
@@ -400,6 +414,7 @@ pub(crate) async fn remove_group(
     let revision = state
         .node()
         .store()
+        .model()
         .write(&caller.actor(), Change::RemoveGroup(GroupId(id)))
         .await?;
     Ok(Json(Revisioned::new(revision.0)))
@@ -457,7 +472,7 @@ page_of!(EntryPageView, EntryView);
 /// An entry as the API shows it.
 pub(crate) fn entry_view(e: keyway_store::StoredEntry) -> EntryView {
     EntryView {
-        id: e.id,
+        id: e.id.get(),
         at: e.entry.at.to_string(),
         door: e.entry.door.0,
         person: e.entry.person.map(|p| p.0),

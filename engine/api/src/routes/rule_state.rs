@@ -73,7 +73,7 @@ async fn scope_of(
                 "give `person` or `door`, not both (neither: the site's state)",
             ));
         }
-        (Some(person), None) => match store.record(Target::Person(PersonId(person))).await? {
+        (Some(person), None) => match store.model().record(Target::Person(PersonId(person))).await? {
             Some(Record::Person(p)) if p.site == site => RuleScope::Person(p.id),
             _ => {
                 return Err(ApiError::not_found(format!(
@@ -82,7 +82,7 @@ async fn scope_of(
                 )));
             }
         },
-        (None, Some(door)) => match store.record(Target::Door(DoorId(door))).await? {
+        (None, Some(door)) => match store.model().record(Target::Door(DoorId(door))).await? {
             Some(Record::Door(d)) if d.site == site => RuleScope::Door(d.id),
             _ => {
                 return Err(ApiError::not_found(format!(

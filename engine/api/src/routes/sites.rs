@@ -159,7 +159,7 @@ pub(crate) async fn update_site(
     }
     let store = state.node().store();
     let actor = caller.actor();
-    let Some(Record::Site(mut record)) = store.record(Target::Site(site)).await? else {
+    let Some(Record::Site(mut record)) = store.model().record(Target::Site(site)).await? else {
         return Err(ApiError::not_found(format!("site {} does not exist", site.0)));
     };
     let mut revision = store.status().applied;
@@ -168,6 +168,7 @@ pub(crate) async fn update_site(
             (true, _) => None,
             (false, Some(id)) => {
                 revision = store
+                    .model()
                     .write(
                         &actor,
                         Change::PutCalendar(CalendarRecord {
@@ -180,6 +181,7 @@ pub(crate) async fn update_site(
             }
             (false, None) => {
                 let written = store
+                    .model()
                     .create(
                         &actor,
                         Record::Calendar(CalendarRecord {
@@ -199,7 +201,7 @@ pub(crate) async fn update_site(
         record.time_zone = zone;
     }
     if body.time_zone.is_some() || body.holidays.is_some() {
-        revision = store.write(&actor, Change::PutSite(record)).await?;
+        revision = store.model().write(&actor, Change::PutSite(record)).await?;
     }
     if let Some(name) = name {
         store.names().set(&actor, Named::Site, site.0, name, now()).await?;
@@ -213,7 +215,7 @@ pub(crate) async fn update_site(
 
 async fn site_view(state: &AppState, m: &Membership) -> Result<SiteView, ApiError> {
     let store = state.node().store();
-    let Some(Record::Site(site)) = store.record(Target::Site(m.site)).await? else {
+    let Some(Record::Site(site)) = store.model().record(Target::Site(m.site)).await? else {
         return Err(ApiError::not_found(format!("site {} does not exist", m.site.0)));
     };
     let name = store.names().get(Named::Site, m.site.0).await?.unwrap_or_default();
@@ -251,6 +253,7 @@ pub(crate) async fn create_site(
         None
     } else {
         let written = store
+            .model()
             .create(
                 &actor,
                 Record::Calendar(CalendarRecord {
@@ -264,6 +267,7 @@ pub(crate) async fn create_site(
         ))
     };
     let written = store
+        .model()
         .create(
             &actor,
             Record::Site(SiteRecord {

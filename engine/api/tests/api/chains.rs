@@ -31,7 +31,15 @@ async fn member(w: &World, secret: [u8; 4]) -> GroupId {
         schedule: None,
         members: vec![person],
     };
-    let group = GroupId(store.create("test", Record::Group(group)).await.unwrap().id.unwrap());
+    let group = GroupId(
+        store
+            .model()
+            .create("test", Record::Group(group))
+            .await
+            .unwrap()
+            .id
+            .unwrap(),
+    );
     w.h.credential(w.site, secret.to_vec(), Some(person)).await;
     group
 }

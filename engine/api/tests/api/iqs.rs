@@ -39,6 +39,7 @@ pub async fn iq(w: &World, site: SiteId) -> IqId {
     let store = w.h.node.store();
     let id = IqId(
         store
+            .model()
             .create("test", Record::Iq(IqRecord { id: IqId(0), site }))
             .await
             .unwrap()
@@ -236,6 +237,7 @@ async fn registering_an_iq_gives_a_code_the_link_redeems_once() {
     // Nothing in the audit log carries the code.
     let audit = serde_json::to_string(
         &store
+            .model()
             .audit(None)
             .await
             .unwrap()
@@ -705,7 +707,7 @@ async fn a_write_that_pushes_keys_out_of_an_offline_list_says_so() {
             })
         })
         .collect();
-    store.import("test", records).await.unwrap();
+    store.model().import("test", records).await.unwrap();
     let last = first + tags - 1;
     let group = json!({"name": "All", "doors": [w.door.0], "members": [person.0, blocked.0]});
     let (s, v) =

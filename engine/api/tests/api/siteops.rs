@@ -69,7 +69,11 @@ pub async fn body_for(w: &World, route: &str, path: &mut String) -> Option<Value
         }
         "POST /v1/sites/{site}/credentials/{credential}/restore" => {
             let c = w.h.credential(site, fresh_tag(), None).await;
-            node.store().write("test", Change::RevokeCredential(c)).await.unwrap();
+            node.store()
+                .model()
+                .write("test", Change::RevokeCredential(c))
+                .await
+                .unwrap();
             *path = path.replace("{credential}", &c.0.to_string());
             None
         }
@@ -154,6 +158,7 @@ impl Scene {
         let person = w.h.person(site).await;
         let admin_person = PersonId(
             store
+                .model()
                 .create(
                     "test",
                     Record::Person(PersonRecord {
@@ -201,6 +206,7 @@ impl Scene {
         // Only the site admin's person has a right on the door.
         let group = GroupId(
             store
+                .model()
                 .create(
                     "test",
                     Record::Group(GroupRecord {
@@ -413,6 +419,7 @@ async fn office_mode_and_lockdown() {
     let store = sc.w.h.node.store();
     let iq = IqId(
         store
+            .model()
             .create(
                 "test",
                 Record::Iq(IqRecord {
@@ -425,10 +432,11 @@ async fn office_mode_and_lockdown() {
             .id
             .unwrap(),
     );
-    let Some(Record::Door(door)) = store.record(keyway_store::Target::Door(sc.door)).await.unwrap() else {
+    let Some(Record::Door(door)) = store.model().record(keyway_store::Target::Door(sc.door)).await.unwrap() else {
         panic!("no door")
     };
     store
+        .model()
         .write("test", Change::PutDoor(DoorRecord { iq: Some(iq), ..door }))
         .await
         .unwrap();
@@ -473,6 +481,7 @@ async fn remote_open_is_logged_audited_and_reports_delivery() {
     let store = sc.w.h.node.store();
     let iq = IqId(
         store
+            .model()
             .create(
                 "test",
                 Record::Iq(IqRecord {
@@ -485,10 +494,11 @@ async fn remote_open_is_logged_audited_and_reports_delivery() {
             .id
             .unwrap(),
     );
-    let Some(Record::Door(door)) = store.record(keyway_store::Target::Door(sc.door)).await.unwrap() else {
+    let Some(Record::Door(door)) = store.model().record(keyway_store::Target::Door(sc.door)).await.unwrap() else {
         panic!("no door")
     };
     store
+        .model()
         .write("test", Change::PutDoor(DoorRecord { iq: Some(iq), ..door }))
         .await
         .unwrap();
@@ -520,7 +530,7 @@ async fn remote_open_is_logged_audited_and_reports_delivery() {
         [(true, "remote_open"), (false, "remote_open_not_delivered")],
         "newest first"
     );
-    let audit = store.audit(Some(&sc.door.to_string())).await.unwrap();
+    let audit = store.model().audit(Some(&sc.door.to_string())).await.unwrap();
     assert_eq!(
         audit.iter().filter(|a| a.action == "remote_open").count(),
         2,

@@ -857,13 +857,14 @@ async fn a_site_is_renamed_moved_to_another_zone_and_given_holidays() {
         let store = w.h.node.store().clone();
         let site = w.site;
         async move {
-            let Some(keyway_core::Record::Site(record)) = store.record(keyway_store::Target::Site(site)).await.unwrap()
+            let Some(keyway_core::Record::Site(record)) =
+                store.model().record(keyway_store::Target::Site(site)).await.unwrap()
             else {
                 panic!("no site");
             };
             match record.holiday_calendar {
                 None => None,
-                Some(id) => match store.record(keyway_store::Target::Calendar(id)).await.unwrap() {
+                Some(id) => match store.model().record(keyway_store::Target::Calendar(id)).await.unwrap() {
                     Some(keyway_core::Record::Calendar(c)) => Some(c.calendar),
                     other => panic!("{other:?}"),
                 },

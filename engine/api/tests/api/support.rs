@@ -177,6 +177,7 @@ impl H {
         SiteId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Site(SiteRecord {
@@ -197,6 +198,7 @@ impl H {
         DoorId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Door(DoorRecord {
@@ -218,6 +220,7 @@ impl H {
         PersonId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Person(PersonRecord {
@@ -238,6 +241,7 @@ impl H {
         CredentialId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Credential(CredentialRecord {
@@ -263,6 +267,7 @@ impl H {
         ScheduleId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Schedule(ScheduleRecord {
@@ -282,6 +287,7 @@ impl H {
         GroupId(
             self.node
                 .store()
+                .model()
                 .create(
                     "test",
                     Record::Group(GroupRecord {
@@ -302,7 +308,7 @@ impl H {
     /// A fingerprint of the stored data: the revision and the audit rows.
     pub async fn fingerprint(&self) -> (Revision, usize) {
         let store = self.node.store();
-        (store.status().applied, store.audit(None).await.unwrap().len())
+        (store.status().applied, store.model().audit(None).await.unwrap().len())
     }
 }
 

@@ -36,7 +36,7 @@ struct Setup {
 }
 
 async fn create(node: &Node, record: Record) -> u32 {
-    node.store().create(ACTOR, record).await.unwrap().id.unwrap()
+    node.store().model().create(ACTOR, record).await.unwrap().id.unwrap()
 }
 
 async fn setup() -> Setup {
@@ -192,6 +192,7 @@ async fn an_enrolled_iq_decides_hears_a_block_at_once_and_uploads_once() {
     let written = s
         .node
         .store()
+        .model()
         .write(ACTOR, Change::BlockPerson(s.ids.person))
         .await
         .unwrap();
@@ -433,9 +434,14 @@ async fn a_reconnecting_iq_is_brought_up_to_date_by_replay() {
         })
     };
     let store = s.node.store();
-    store.write(ACTOR, Change::BlockPerson(s.ids.person)).await.unwrap();
+    store
+        .model()
+        .write(ACTOR, Change::BlockPerson(s.ids.person))
+        .await
+        .unwrap();
     let second = PersonId(create(&s.node, person(s.ids.site)).await);
     store
+        .model()
         .write(ACTOR, Change::Grant { person: second, group })
         .await
         .unwrap();
@@ -495,6 +501,7 @@ async fn a_reconnecting_iq_is_brought_up_to_date_by_replay() {
     // Away again: the group changes. Only a full list says what that did.
     let since = now.revision().0;
     store
+        .model()
         .write(
             ACTOR,
             Change::PutGroup(GroupRecord {
@@ -538,7 +545,7 @@ async fn the_list_sent_follows_the_cores_offline_plan() {
             })
         })
         .collect();
-    s.node.store().import("test", records).await.unwrap();
+    s.node.store().model().import("test", records).await.unwrap();
     let client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
     let list = client.fetch_offline_list().await.unwrap();
     let plan = s.node.snapshot().load().offline_plan(s.ids.iq).unwrap();
@@ -604,7 +611,7 @@ async fn the_load_generator_measures_decisions() {
 
     // With network cuts: the IQ decides alone while away, is brought up to date when it
     // comes back, and its offline entries are stored once each.
-    let before: std::collections::HashSet<i64> = entries_of(&s).await.iter().map(|e| e.id).collect();
+    let before: std::collections::HashSet<keyway_store::EntryId> = entries_of(&s).await.iter().map(|e| e.id).collect();
     let config = keyway_link::sim::SimConfig {
         duration: Duration::from_millis(1_500),
         outage: Some(keyway_link::sim::Outage {
@@ -626,7 +633,7 @@ async fn the_load_generator_measures_decisions() {
                 } else {
                     Change::UnblockPerson(person)
                 };
-                node.store().write(ACTOR, change).await.unwrap();
+                node.store().model().write(ACTOR, change).await.unwrap();
             }
         })
     };
@@ -676,6 +683,7 @@ async fn the_load_generator_measures_decisions() {
     }
     s.node
         .store()
+        .model()
         .write(ACTOR, Change::BlockPerson(s.ids.person))
         .await
         .unwrap();
@@ -866,7 +874,7 @@ async fn a_reset_on_another_node_closes_the_session_here() {
         id: s.ids.iq,
         site: s.ids.site,
     });
-    let written = other.store().write(ACTOR, touch.clone()).await.unwrap();
+    let written = other.store().model().write(ACTOR, touch.clone()).await.unwrap();
     s.node.reach(written, Duration::from_secs(5)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let d = client.decide(vec![read(s.ids.door, Timestamp::now())]).await.unwrap();
@@ -882,7 +890,7 @@ async fn a_reset_on_another_node_closes_the_session_here() {
         .revoke_certificate(ACTOR, s.ids.iq, Timestamp::now())
         .await
         .unwrap();
-    other.store().write(ACTOR, touch).await.unwrap();
+    other.store().model().write(ACTOR, touch).await.unwrap();
     let mut closed = false;
     while let Some(event) = client.next_event_within(Duration::from_secs(5)).await {
         if let ClientEvent::Error(e) = event {
@@ -982,7 +990,7 @@ async fn a_live_delta_never_grows_a_list_past_its_cap() {
     let records: Vec<Record> = (0..IQ_MAX_TAGS - 1)
         .map(|i| tag_of(s.ids.site, first + i, s.ids.person, false))
         .collect();
-    s.node.store().import("test", records).await.unwrap();
+    s.node.store().model().import("test", records).await.unwrap();
     let mut client = IqClient::connect(s.client_config(), s.enrol().await).await.unwrap();
     let list = client.fetch_offline_list().await.unwrap();
     assert_eq!(list.entries.len(), IQ_MAX_TAGS as usize);
@@ -1005,6 +1013,7 @@ async fn a_live_delta_never_grows_a_list_past_its_cap() {
     // Revoking a listed tag lets the left-out one back in: only a full list says so.
     let store = s.node.store();
     store
+        .model()
         .write(ACTOR, Change::RevokeCredential(CredentialId(first)))
         .await
         .unwrap();
@@ -1016,6 +1025,7 @@ async fn a_live_delta_never_grows_a_list_past_its_cap() {
 
     // At the cap but not over it, a revocation is a plain delta.
     store
+        .model()
         .write(ACTOR, Change::RevokeCredential(CredentialId(first + 1)))
         .await
         .unwrap();
@@ -1078,6 +1088,7 @@ async fn the_iqs_of_a_site_share_one_push_hub() {
         })
         .unwrap();
     store
+        .model()
         .write(
             ACTOR,
             Change::PutGroup(GroupRecord {
@@ -1123,7 +1134,11 @@ async fn the_iqs_of_a_site_share_one_push_hub() {
         .unwrap();
     assert_eq!(s.backend.push_hubs(), 2, "one hub per site");
 
-    let revision = store.write(ACTOR, Change::BlockPerson(s.ids.person)).await.unwrap();
+    let revision = store
+        .model()
+        .write(ACTOR, Change::BlockPerson(s.ids.person))
+        .await
+        .unwrap();
     for (client, iq) in clients.iter_mut().zip(&iqs) {
         let revocation = loop {
             match client.next_event_within(Duration::from_secs(5)).await {

@@ -14,7 +14,7 @@ async fn block_toggles(node: &Node, person: PersonId, n: usize) {
         } else {
             Change::UnblockPerson(person)
         };
-        node.store().write(ACTOR, change).await.unwrap();
+        node.store().model().write(ACTOR, change).await.unwrap();
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn seed(node: &Node) -> Site {
     let store = node.store();
     let site = SiteId(
         store
+            .model()
             .create(
                 ACTOR,
                 Record::Site(SiteRecord {
@@ -74,6 +75,7 @@ pub async fn seed(node: &Node) -> Site {
     );
     let door = DoorId(
         store
+            .model()
             .create(
                 ACTOR,
                 Record::Door(DoorRecord {
@@ -91,6 +93,7 @@ pub async fn seed(node: &Node) -> Site {
     );
     let person = PersonId(
         store
+            .model()
             .create(
                 ACTOR,
                 Record::Person(PersonRecord {
@@ -106,6 +109,7 @@ pub async fn seed(node: &Node) -> Site {
             .unwrap(),
     );
     store
+        .model()
         .create(
             ACTOR,
             Record::Credential(CredentialRecord {
@@ -123,6 +127,7 @@ pub async fn seed(node: &Node) -> Site {
         .await
         .unwrap();
     store
+        .model()
         .create(
             ACTOR,
             Record::Group(GroupRecord {

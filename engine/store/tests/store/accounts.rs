@@ -22,7 +22,7 @@ async fn accounts_and_sessions() {
         assert_eq!(store.accounts().get(account.id).await.unwrap(), Some(account.clone()));
 
         // The hash is argon2id, never the password.
-        let audit = store.audit(Some(&account.id.to_string())).await.unwrap();
+        let audit = store.model().audit(Some(&account.id.to_string())).await.unwrap();
         assert_eq!(audit.last().unwrap().action, "create_account");
         assert!(
             !audit
@@ -189,7 +189,7 @@ async fn accounts_and_sessions() {
                 .unwrap(),
             None
         );
-        let audit = store.audit(Some(&account.id.to_string())).await.unwrap();
+        let audit = store.model().audit(Some(&account.id.to_string())).await.unwrap();
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(
             actions,

@@ -35,6 +35,7 @@ async fn account(store: &Store, email: &str) -> AccountId {
 pub(crate) async fn second_site(store: &Store) -> SiteId {
     SiteId(
         store
+            .model()
             .create(
                 ACTOR,
                 Record::Site(SiteRecord {
@@ -64,6 +65,7 @@ fn configured(rule: &str, config: serde_json::Value) -> ChainedRule {
 
 async fn audit_actions(store: &Store, entity: &str) -> Vec<String> {
     store
+        .model()
         .audit(Some(entity))
         .await
         .unwrap()
@@ -110,7 +112,7 @@ async fn password_reset_tokens() {
             .unwrap()
             .unwrap();
         assert_ne!(issued.secret, other.secret);
-        for row in store.audit(Some(&id.to_string())).await.unwrap() {
+        for row in store.model().audit(Some(&id.to_string())).await.unwrap() {
             let text = format!("{:?} {:?}", row.before, row.after);
             assert!(!text.contains(&issued.secret), "the audit never holds a secret");
         }
@@ -1263,6 +1265,7 @@ async fn iq_details_and_firmware_assignment() {
         let ids = model(&store).await;
         let other = IqId(
             store
+                .model()
                 .create(
                     ACTOR,
                     Record::Iq(IqRecord {

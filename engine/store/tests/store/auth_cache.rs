@@ -136,8 +136,11 @@ async fn every_change_is_seen_by_the_next_read() {
             "person removed (a model change; the membership loses it by cascade)",
             |s, _, ids| {
                 Box::pin(async move {
-                    s.write(ACTOR, Change::RemoveCredential(ids.credential)).await.unwrap();
-                    s.write(ACTOR, Change::RemovePerson(ids.person)).await.unwrap();
+                    s.model()
+                        .write(ACTOR, Change::RemoveCredential(ids.credential))
+                        .await
+                        .unwrap();
+                    s.model().write(ACTOR, Change::RemovePerson(ids.person)).await.unwrap();
                 })
             },
             [true, true, true, false],

@@ -12,7 +12,7 @@ type Observation = (Revision, BTreeSet<PersonId>);
 
 /// The snapshot and the tables hold the same model at the same revision.
 async fn assert_snapshot_matches_tables(store: &Store) {
-    let (rev, mut records) = store.records().await.unwrap();
+    let (rev, mut records) = store.model().records().await.unwrap();
     let snapshot = store.snapshot().load_full();
     assert_eq!(snapshot.revision(), rev, "snapshot revision vs tables");
     let mut held = snapshot.records();
@@ -37,12 +37,13 @@ async fn check_steps(store: &Store, steps: Vec<Step>) {
     for Step { change, target, expect } in steps {
         let before = store.status().applied;
         let rev = store
+            .model()
             .write(ACTOR, change.clone())
             .await
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
         assert_eq!(rev, Revision(before.0 + 1), "{change:?}");
         assert!(store.snapshot().load().revision() >= rev, "read-your-writes");
-        let got = store.record(target).await.unwrap();
+        let got = store.model().record(target).await.unwrap();
         let normalise = |r: Option<Record>| match r {
             Some(Record::Group(mut g)) => {
                 g.doors.sort();
@@ -52,7 +53,7 @@ async fn check_steps(store: &Store, steps: Vec<Step>) {
             other => other,
         };
         assert_eq!(normalise(got), normalise(expect), "{change:?}");
-        let audit = store.audit(Some(&target.to_string())).await.unwrap();
+        let audit = store.model().audit(Some(&target.to_string())).await.unwrap();
         let last = audit.last().unwrap();
         assert_eq!((last.revision, last.actor.as_str()), (Some(rev), ACTOR));
         assert_snapshot_matches_tables(store).await;
@@ -272,7 +273,7 @@ async fn crud_every_entity() {
         )
         .await;
         // Removing the person kept their credential, unassigned.
-        let cred = store.record(Target::Credential(ids.credential)).await.unwrap();
+        let cred = store.model().record(Target::Credential(ids.credential)).await.unwrap();
         assert!(matches!(cred, Some(Record::Credential(c)) if c.owner.is_none()));
         // A reopened node loads the same model at the same revision.
         let head = store.status().applied;
@@ -292,6 +293,7 @@ async fn typed_errors_write_nothing() {
         let site = ids.site;
         let other_site = SiteId(
             store
+                .model()
                 .create(
                     ACTOR,
                     Record::Site(SiteRecord {
@@ -406,25 +408,29 @@ async fn typed_errors_write_nothing() {
         ];
         for (name, change, kind) in cases {
             let before = store.status().applied;
-            let audit_before = store.audit(None).await.unwrap().len();
-            let err = store.write(ACTOR, change).await.unwrap_err();
+            let audit_before = store.model().audit(None).await.unwrap().len();
+            let err = store.model().write(ACTOR, change).await.unwrap_err();
             assert_eq!(err.kind(), kind, "{name}: {err}");
             assert!(kind.is_client_error(), "{name}");
             assert!(!err.to_string().is_empty());
             assert_eq!(store.status().applied, before, "{name}: no revision taken");
             assert_eq!(
-                store.audit(None).await.unwrap().len(),
+                store.model().audit(None).await.unwrap().len(),
                 audit_before,
                 "{name}: no audit row"
             );
         }
         // Nothing was written, and the revisions stayed contiguous.
-        let revs = store.revisions().await.unwrap();
+        let revs = store.model().revisions().await.unwrap();
         assert_eq!(revs, (1..=9).map(Revision).collect::<Vec<_>>());
         assert_snapshot_matches_tables(&store).await;
         // The next good write takes the next revision.
         assert_eq!(
-            store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap(),
+            store
+                .model()
+                .write(ACTOR, Change::BlockPerson(ids.person))
+                .await
+                .unwrap(),
             Revision(10)
         );
         store.close().await;
@@ -449,6 +455,7 @@ async fn concurrent_writers_read_their_writes() {
                 for i in 0..8u32 {
                     let person = PersonId(1000 + w * 100 + i);
                     let rev = store
+                        .model()
                         .write(
                             ACTOR,
                             Change::PutPerson(PersonRecord {
@@ -482,7 +489,7 @@ async fn concurrent_writers_read_their_writes() {
         assert_eq!(revs.first(), Some(&Revision(base.0 + 1)));
         assert_eq!(revs.last(), Some(&Revision(base.0 + 128)));
         assert_eq!(
-            store.revisions().await.unwrap(),
+            store.model().revisions().await.unwrap(),
             (1..=base.0 + 128).map(Revision).collect::<Vec<_>>()
         );
         // No snapshot shows a write later than its revision, nor misses an earlier one.
@@ -505,8 +512,13 @@ async fn change_log_replays_to_the_same_model() {
     on_each_backend!(|db| {
         let store = db.open("a").await;
         let ids = model(&store).await;
-        store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
         store
+            .model()
+            .write(ACTOR, Change::BlockPerson(ids.person))
+            .await
+            .unwrap();
+        store
+            .model()
             .write(
                 ACTOR,
                 Change::SetDoorLockdown {
@@ -517,10 +529,10 @@ async fn change_log_replays_to_the_same_model() {
             .await
             .unwrap();
         // A node started from scratch applies the log and agrees with the tables.
-        let (_, records) = store.records().await.unwrap();
+        let (_, records) = store.model().records().await.unwrap();
         let replayed = {
             let mut s = Snapshot::build(Revision(0), vec![]).unwrap();
-            for rev in store.revisions().await.unwrap() {
+            for rev in store.model().revisions().await.unwrap() {
                 let text = change_text(&db, rev).await;
                 match keyway_store::decode_change(&text).unwrap() {
                     keyway_store::Logged::Change(c) => s = s.apply(rev, &c).unwrap(),
@@ -569,15 +581,15 @@ async fn import_then_follow() {
         let store = db.open("a").await;
         let population = keyway_sim::Population::generate(keyway_sim::PopulationSpec::scaled_down(1000));
         let count = population.records.len();
-        let rev = store.import(ACTOR, population.records.clone()).await.unwrap();
+        let rev = store.model().import(ACTOR, population.records.clone()).await.unwrap();
         assert_eq!(rev, Revision(1));
         assert_eq!(store.snapshot().load().credential_count(), 1000);
-        let (_, records) = store.records().await.unwrap();
+        let (_, records) = store.model().records().await.unwrap();
         assert_eq!(records.len(), count);
         // Importing the same ids again clashes and writes nothing.
-        let err = store.import(ACTOR, population.records).await.unwrap_err();
+        let err = store.model().import(ACTOR, population.records).await.unwrap_err();
         assert!(err.kind().is_client_error(), "{err}");
-        assert_eq!(store.revisions().await.unwrap(), vec![Revision(1)]);
+        assert_eq!(store.model().revisions().await.unwrap(), vec![Revision(1)]);
         store.close().await;
     });
 }

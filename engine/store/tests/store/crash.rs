@@ -21,6 +21,7 @@ async fn child(url: String) -> ! {
     loop {
         let person = PersonId(100 + i);
         let rev = store
+            .model()
             .write(
                 ACTOR,
                 Change::PutPerson(PersonRecord {
@@ -101,7 +102,7 @@ async fn kill_9_loses_nothing_acknowledged() {
 
         let store = db.open("restarted").await;
         let head = store.status().applied;
-        let revs = store.revisions().await.unwrap();
+        let revs = store.model().revisions().await.unwrap();
         assert_eq!(
             revs,
             (1..=head.0).map(Revision).collect::<Vec<_>>(),
@@ -122,7 +123,11 @@ async fn kill_9_loses_nothing_acknowledged() {
             acks.len()
         );
         // The restarted node writes on from where the log stopped.
-        let next = store.write(ACTOR, Change::BlockPerson(PersonId(100))).await.unwrap();
+        let next = store
+            .model()
+            .write(ACTOR, Change::BlockPerson(PersonId(100)))
+            .await
+            .unwrap();
         assert_eq!(next, Revision(head.0 + 1));
         store.close().await;
     });

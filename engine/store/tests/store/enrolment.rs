@@ -222,7 +222,7 @@ async fn enrolment_codes_and_certificates() {
         );
 
         // Audited, and no code or hash in the audit log.
-        let audit = store.audit(Some(&format!("iq:{}", ids.iq.0))).await.unwrap();
+        let audit = store.model().audit(Some(&format!("iq:{}", ids.iq.0))).await.unwrap();
         let actions: Vec<&str> = audit
             .iter()
             .map(|a| a.action.as_str())

@@ -40,6 +40,7 @@ async fn append_query_paginate_retain_export() {
         let ids = model(&store).await;
         assert_eq!(ids.site, SiteId(1));
         let second = store
+            .model()
             .create(
                 ACTOR,
                 Record::Site(SiteRecord {
@@ -149,10 +150,11 @@ async fn append_query_paginate_retain_export() {
 
         // Retention: site 1 keeps 90 days by default, site 2 is set to 1 day.
         let later = now + SignedDuration::from_hours(24 + 5);
-        store.entries().set_retention(ACTOR, SiteId(2), 1).await.unwrap();
-        let audit = store.audit(Some("site:2")).await.unwrap();
+        store.entries().set_retention(ACTOR, SiteId(2), 1, now).await.unwrap();
+        let audit = store.model().audit(Some("site:2")).await.unwrap();
         let last = audit.last().unwrap();
         assert_eq!((last.action.as_str(), last.revision), ("set_entries_retention", None));
+        assert_eq!(last.at.as_second(), now.as_second(), "stamped with the caller's now");
         assert_eq!(last.after.as_deref(), Some("{\"entries_retention_days\":1}"));
         let purged = store.entries().purge(later).await.unwrap();
         let expected = all
@@ -161,7 +163,11 @@ async fn append_query_paginate_retain_export() {
             .count();
         assert_eq!(purged, expected as u64);
         assert!(purged > 0);
-        let err = store.entries().set_retention(ACTOR, SiteId(99), 1).await.unwrap_err();
+        let err = store
+            .entries()
+            .set_retention(ACTOR, SiteId(99), 1, now)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), keyway_store::ErrorKind::NotFound);
         let err = store
             .entries()

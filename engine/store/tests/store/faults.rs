@@ -72,7 +72,11 @@ async fn read_only_sqlite_file_is_refused_clearly() {
     // Cause gone: the same process opens it, with everything acknowledged.
     let store = Store::open(keyway_store::StoreConfig::new(url)).await.unwrap();
     assert_eq!(store.status().applied, head, "nothing acknowledged lost");
-    store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
+    store
+        .model()
+        .write(ACTOR, Change::BlockPerson(ids.person))
+        .await
+        .unwrap();
     store.close().await;
 }
 
@@ -95,7 +99,7 @@ async fn full_disk_refuses_then_recovers() {
     let mut acked = Vec::new();
     let mut full = None;
     for i in 0..5000u32 {
-        match store.write(ACTOR, person(1000 + i, ids.site)).await {
+        match store.model().write(ACTOR, person(1000 + i, ids.site)).await {
             Ok(rev) => acked.push((rev, PersonId(1000 + i))),
             Err(e) => {
                 full = Some(e);
@@ -126,7 +130,7 @@ async fn full_disk_refuses_then_recovers() {
         .unwrap();
     // Cause gone: lift the cap. The same store writes on, with the next revision.
     store.set_sqlite_page_limit(None).await.unwrap();
-    let next = store.write(ACTOR, person(9999, ids.site)).await.unwrap();
+    let next = store.model().write(ACTOR, person(9999, ids.site)).await.unwrap();
     assert_eq!(next, Revision(head.0 + 1));
     tokio::time::timeout(Duration::from_secs(10), store.entries().flush())
         .await
@@ -138,7 +142,7 @@ async fn full_disk_refuses_then_recovers() {
         assert!(snapshot.has_person(*p));
     }
     assert_eq!(
-        store.revisions().await.unwrap(),
+        store.model().revisions().await.unwrap(),
         (1..=next.0).map(Revision).collect::<Vec<_>>()
     );
     store.close().await;
@@ -162,12 +166,12 @@ async fn postgres_connection_drop_recovers() {
         }
         // A write may fail once with a clear error; the next attempt must succeed.
         let change = person(100 + i, ids.site);
-        match store.write(ACTOR, change.clone()).await {
+        match store.model().write(ACTOR, change.clone()).await {
             Ok(rev) => acked.push(rev),
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
                 errors.push(e.to_string());
-                acked.push(store.write(ACTOR, change).await.unwrap());
+                acked.push(store.model().write(ACTOR, change).await.unwrap());
             }
         }
     }
@@ -175,7 +179,7 @@ async fn postgres_connection_drop_recovers() {
         "{} writes failed over while connections were cut: {errors:?}",
         errors.len()
     );
-    let revs = store.revisions().await.unwrap();
+    let revs = store.model().revisions().await.unwrap();
     assert_eq!(revs, (1..=acked.last().unwrap().0).map(Revision).collect::<Vec<_>>());
     let snapshot = store.snapshot().load_full();
     for i in 0..20u32 {

@@ -28,6 +28,7 @@ async fn an_import_writes_every_change_once_or_nothing() {
         let mut feed = store.subscribe(start).await.unwrap();
         // An unassigned tag for the existing person to take.
         let loose = store
+            .model()
             .create(ACTOR, Record::Credential(tag(ids.site, None, &[9, 9, 9, 9])))
             .await
             .unwrap()
@@ -42,7 +43,7 @@ async fn an_import_writes_every_change_once_or_nothing() {
                 ..new_person("ignored", "ignored", &[], &[])
             },
         ];
-        let imported = store.import_people(ACTOR, ids.site, rows, None).await.unwrap();
+        let imported = store.model().import_people(ACTOR, ids.site, rows, None).await.unwrap();
         let ada = imported[0].person;
         assert_eq!(imported[1].person, ids.person);
         assert_eq!(imported[1].tags[1], loose.id);
@@ -82,6 +83,7 @@ async fn an_import_writes_every_change_once_or_nothing() {
             Some(ids.person)
         );
         let found = store
+            .model()
             .people_by_external_id(ids.site, &["HR-1".to_owned(), "HR-404".to_owned()])
             .await
             .unwrap();
@@ -129,10 +131,15 @@ async fn an_import_writes_every_change_once_or_nothing() {
         ];
         for (case, rows, kind) in cases {
             let before = store.snapshot().load().revision();
-            let err = store.import_people(ACTOR, ids.site, rows, None).await.unwrap_err();
+            let err = store
+                .model()
+                .import_people(ACTOR, ids.site, rows, None)
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), kind, "{case}: {err}");
             assert_eq!(store.snapshot().load().revision(), before, "{case}");
             let left = store
+                .model()
                 .people_by_external_id(ids.site, &["HR-2".to_owned(), "HR-3".to_owned(), "HR-5".to_owned()])
                 .await
                 .unwrap();
@@ -144,7 +151,11 @@ async fn an_import_writes_every_change_once_or_nothing() {
             person: Some(ada),
             ..new_person("HR-1", "Ada", &[], &[])
         };
-        store.import_people(ACTOR, ids.site, vec![nothing], None).await.unwrap();
+        store
+            .model()
+            .import_people(ACTOR, ids.site, vec![nothing], None)
+            .await
+            .unwrap();
         assert_eq!(store.snapshot().load().revision(), before);
 
         // A node opened now loads the same from the tables.

@@ -5,7 +5,7 @@
 use crate::support::*;
 use keyway_core::*;
 use keyway_store::{
-    Entry, ErrorKind, IncidentKind, IncidentQuery, Method, NewIncident, NotificationSetting, StoreError,
+    Entry, EntryId, ErrorKind, IncidentKind, IncidentQuery, Method, NewIncident, NotificationSetting, StoreError,
 };
 use std::borrow::Cow;
 
@@ -196,7 +196,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
             .await
             .unwrap();
         assert_eq!(open, std::slice::from_ref(&battery));
-        let audit = store.audit(Some(&forced.id.to_string())).await.unwrap();
+        let audit = store.model().audit(Some(&forced.id.to_string())).await.unwrap();
         let actions: Vec<_> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions, ["raise_incident", "acknowledge_incident"]);
 
@@ -221,10 +221,13 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
         store.entries().append(entry(Some(ids.person))).await.unwrap();
         store.entries().append(entry(None)).await.unwrap();
         store.entries().flush().await.unwrap();
-        let tail = store.entries_after(ids.site, None, 0, 10).await.unwrap();
+        let tail = store.entries_after(ids.site, None, EntryId(0), 10).await.unwrap();
         assert_eq!(tail.len(), 2);
         assert!(tail[0].id < tail[1].id, "in id order");
-        let mine = store.entries_after(ids.site, Some(ids.person), 0, 10).await.unwrap();
+        let mine = store
+            .entries_after(ids.site, Some(ids.person), EntryId(0), 10)
+            .await
+            .unwrap();
         assert_eq!(mine.len(), 1);
         assert!(
             store
@@ -236,7 +239,7 @@ async fn incidents_are_stored_notified_listed_and_acknowledged() {
         assert_eq!(store.event_heads(ids.site).await.unwrap(), (tail[1].id, battery.id));
         assert_eq!(
             store.event_heads(SiteId(ids.site.0 + 1000)).await.unwrap(),
-            (0, keyway_store::IncidentId(0))
+            (EntryId(0), keyway_store::IncidentId(0))
         );
         store.close().await;
     });
@@ -255,12 +258,17 @@ async fn unassigned_credentials_and_retention() {
                 .is_empty()
         );
         let loose = store
+            .model()
             .create(ACTOR, Record::Credential(tag(ids.site, None, &[1, 2, 3, 4])))
             .await
             .unwrap();
         let loose = CredentialId(loose.id.unwrap());
         // Removing a person leaves their credentials, unassigned.
-        store.write(ACTOR, Change::RemovePerson(ids.person)).await.unwrap();
+        store
+            .model()
+            .write(ACTOR, Change::RemovePerson(ids.person))
+            .await
+            .unwrap();
         let found = store.unassigned_credentials(ids.site, None, 0, 10).await.unwrap();
         assert_eq!(found, [ids.credential, loose]);
         assert_eq!(
@@ -279,7 +287,11 @@ async fn unassigned_credentials_and_retention() {
         );
 
         assert_eq!(store.entries_retention(ids.site).await.unwrap(), Some(90));
-        store.entries().set_retention(ACTOR, ids.site, 7).await.unwrap();
+        store
+            .entries()
+            .set_retention(ACTOR, ids.site, 7, crate::t(1_000))
+            .await
+            .unwrap();
         assert_eq!(store.entries_retention(ids.site).await.unwrap(), Some(7));
         assert_eq!(store.entries_retention(SiteId(ids.site.0 + 1000)).await.unwrap(), None);
 
@@ -293,8 +305,95 @@ async fn unassigned_credentials_and_retention() {
             )
             .await
             .unwrap();
-        let audit = store.audit(Some("door:1")).await.unwrap();
+        let audit = store.model().audit(Some("door:1")).await.unwrap();
         assert!(audit.iter().any(|a| a.action == "remote_open"), "{audit:?}");
         store.close().await;
+    });
+}
+
+/// The three times the store stamps on its own (a model write's audit and change log, the
+/// event a block queues with it, the queue time of a denied entry's event) come from the
+/// store's clock, not the system's; an event's own time stays the entry's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_stamps_come_from_the_store_clock() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    const START: i64 = 1_900_000_000;
+    on_each_backend!(|db| {
+        let clock = Arc::new(AtomicI64::new(START));
+        let mut config = db.config("a");
+        config.clock = {
+            let clock = clock.clone();
+            keyway_store::Clock::new(move || crate::t(clock.load(Ordering::SeqCst)))
+        };
+        let store = keyway_store::Store::open(config).await.unwrap();
+        let ids = model(&store).await;
+        store
+            .notifications()
+            .put_setting(
+                ACTOR,
+                &setting(ids.site, "entry.denied", "d@example.com"),
+                crate::t(START),
+            )
+            .await
+            .unwrap();
+
+        clock.store(START + 10, Ordering::SeqCst);
+        store
+            .model()
+            .write(ACTOR, Change::BlockPerson(ids.person))
+            .await
+            .unwrap();
+        let audit = store
+            .model()
+            .audit(Some(&format!("person:{}", ids.person.0)))
+            .await
+            .unwrap();
+        let block = audit.last().unwrap();
+        assert_eq!(
+            (block.action.as_str(), block.at),
+            ("block_person", crate::t(START + 10))
+        );
+
+        clock.store(START + 20, Ordering::SeqCst);
+        let entry_time = crate::t(1_000_000_000);
+        store
+            .entries()
+            .append(Entry {
+                site: ids.site,
+                at: entry_time,
+                door: ids.door,
+                person: Some(ids.person),
+                credential: Some(ids.credential),
+                method: Method::Tag,
+                allowed: false,
+                reason: Cow::Borrowed("person_blocked"),
+                revision: Revision(1),
+                iq: None,
+                rule: None,
+            })
+            .await
+            .unwrap();
+        store.entries().flush().await.unwrap();
+
+        let claimed = store
+            .notifications()
+            .claim(crate::t(START * 2), crate::t(START * 2 + 60), 100)
+            .await
+            .unwrap();
+        let stamps: Vec<_> = claimed
+            .iter()
+            .map(|i| {
+                let payload: serde_json::Value = serde_json::from_str(&i.payload).unwrap();
+                (i.target.as_str(), i.created_at, payload["created_at"].as_i64().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            stamps,
+            [
+                ("person.blocked", crate::t(START + 10), START + 10),
+                ("entry.denied", crate::t(START + 20), entry_time.as_second()),
+            ]
+        );
     });
 }

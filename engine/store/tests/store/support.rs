@@ -194,6 +194,7 @@ pub fn at_nine() -> jiff::Timestamp {
 /// Create a small model through `store`: one of every entity.
 pub async fn model(store: &Store) -> Ids {
     let calendar = store
+        .model()
         .create(
             ACTOR,
             Record::Calendar(CalendarRecord {
@@ -207,6 +208,7 @@ pub async fn model(store: &Store) -> Ids {
         .unwrap();
     let site = SiteId(
         store
+            .model()
             .create(
                 ACTOR,
                 Record::Site(SiteRecord {
@@ -223,10 +225,12 @@ pub async fn model(store: &Store) -> Ids {
     );
     let id = |w: keyway_store::Written| w.id.unwrap();
     let iq = IqId(id(store
+        .model()
         .create(ACTOR, Record::Iq(IqRecord { id: IqId(0), site }))
         .await
         .unwrap()));
     let schedule = ScheduleId(id(store
+        .model()
         .create(
             ACTOR,
             Record::Schedule(ScheduleRecord {
@@ -238,6 +242,7 @@ pub async fn model(store: &Store) -> Ids {
         .await
         .unwrap()));
     let door = DoorId(id(store
+        .model()
         .create(
             ACTOR,
             Record::Door(DoorRecord {
@@ -251,6 +256,7 @@ pub async fn model(store: &Store) -> Ids {
         .await
         .unwrap()));
     let person = PersonId(id(store
+        .model()
         .create(
             ACTOR,
             Record::Person(PersonRecord {
@@ -263,10 +269,12 @@ pub async fn model(store: &Store) -> Ids {
         .await
         .unwrap()));
     let credential = CredentialId(id(store
+        .model()
         .create(ACTOR, Record::Credential(tag(site, Some(person), &TAG)))
         .await
         .unwrap()));
     let group = GroupId(id(store
+        .model()
         .create(
             ACTOR,
             Record::Group(GroupRecord {

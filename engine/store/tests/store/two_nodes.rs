@@ -15,7 +15,7 @@ async fn block_on_a_denies_on_b_within_a_second() {
     assert!(b.wait_for(a.status().applied, Duration::from_secs(2)).await);
     assert_eq!(decide_tag(&b, ids.door, &TAG).effect, Effect::Allow);
 
-    let rev = a.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
+    let rev = a.model().write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
     let committed = Instant::now();
     // The writing node denies at once (read-your-writes).
     let on_a = decide_tag(&a, ids.door, &TAG);
@@ -72,7 +72,7 @@ async fn cut_off_node_catches_up_without_skipping() {
             role: RoleId(1),
             blocked: i % 2 == 0,
         };
-        last = a.write(ACTOR, Change::PutPerson(person)).await.unwrap();
+        last = a.model().write(ACTOR, Change::PutPerson(person)).await.unwrap();
     }
     // B reconnects by itself and applies every revision in order.
     assert!(
@@ -89,7 +89,7 @@ async fn cut_off_node_catches_up_without_skipping() {
     on_b.sort_by_key(key);
     assert_eq!(on_a, on_b, "both nodes hold the same model");
     assert_eq!(
-        b.revisions().await.unwrap(),
+        b.model().revisions().await.unwrap(),
         (1..=last.0).map(Revision).collect::<Vec<_>>(),
         "no revision skipped"
     );
@@ -116,6 +116,7 @@ async fn writers_on_two_nodes_interleave_in_order() {
                 for i in 0..10u32 {
                     let id = PersonId(2000 + (n as u32) * 1000 + w * 100 + i);
                     let rev = node
+                        .model()
                         .write(
                             ACTOR,
                             Change::PutPerson(PersonRecord {

@@ -136,12 +136,11 @@ async fn webhooks_expand_deliver_pause_and_resume() {
             .unwrap();
         assert_eq!(stored_secret, secret);
         assert!(
-            store
-                .audit(None)
-                .await
-                .unwrap()
-                .iter()
-                .all(|a| !a.after.as_deref().unwrap_or("").contains(&secret)),
+            store.model().audit(None).await.unwrap().iter().all(|a| !a
+                .after
+                .as_deref()
+                .unwrap_or("")
+                .contains(&secret)),
             "the secret is never audited"
         );
 
@@ -383,8 +382,12 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         assert!(denials[0].payload.contains("no_right"), "{}", denials[0].payload);
 
         // A block queues `person.blocked` with it; blocking again does not.
-        store.write(ACTOR, Change::BlockPerson(ids.person)).await.unwrap();
-        let _ = store.write(ACTOR, Change::BlockPerson(ids.person)).await;
+        store
+            .model()
+            .write(ACTOR, Change::BlockPerson(ids.person))
+            .await
+            .unwrap();
+        let _ = store.model().write(ACTOR, Change::BlockPerson(ids.person)).await;
         let blocked = store
             .notifications()
             .claim(crate::t(NOW * 7), crate::t(NOW * 7 + 60), 10)
@@ -420,10 +423,15 @@ async fn webhooks_expand_deliver_pause_and_resume() {
         });
         let before = store.snapshot().load().voucher_counts(ids.site).people;
         store
+            .model()
             .create_with(ACTOR, person.clone(), follow_up(ids.site))
             .await
             .unwrap();
-        store.create_with(ACTOR, person, Box::new(|_, _| None)).await.unwrap();
+        store
+            .model()
+            .create_with(ACTOR, person, Box::new(|_, _| None))
+            .await
+            .unwrap();
         let tag = |secret: &[u8]| {
             Record::Credential(CredentialRecord {
                 id: CredentialId(0),
@@ -437,8 +445,9 @@ async fn webhooks_expand_deliver_pause_and_resume() {
                 revoked: false,
             })
         };
-        store.create(ACTOR, tag(b"\x0a\x0b\x0c\x0d")).await.unwrap();
+        store.model().create(ACTOR, tag(b"\x0a\x0b\x0c\x0d")).await.unwrap();
         let refused = store
+            .model()
             .create_with(ACTOR, tag(b"\x0a\x0b\x0c\x0d"), follow_up(ids.site))
             .await;
         assert!(refused.is_err(), "a duplicate tag was written");
