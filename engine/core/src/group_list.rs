@@ -44,6 +44,33 @@ impl GroupList {
         }
     }
 
+    /// A list from ids already sorted, with duplicates allowed; nothing is allocated
+    /// when the list fits inline (a snapshot build makes a million of these).
+    pub(crate) fn from_sorted(ids: impl Iterator<Item = GroupId> + Clone) -> Self {
+        let mut inline = [GroupId(0); INLINE];
+        let mut len = 0usize;
+        let mut last = None;
+        for id in ids.clone() {
+            if last == Some(id) {
+                continue;
+            }
+            last = Some(id);
+            match inline.get_mut(len) {
+                Some(slot) => *slot = id,
+                None => {
+                    let mut all: Vec<GroupId> = ids.collect();
+                    all.dedup();
+                    return GroupList::Shared(Arc::from(all));
+                }
+            }
+            len += 1;
+        }
+        GroupList::Inline {
+            len: len as u8,
+            ids: inline,
+        }
+    }
+
     #[inline]
     pub(crate) fn as_slice(&self) -> &[GroupId] {
         match self {
@@ -76,6 +103,39 @@ impl GroupList {
         match self {
             GroupList::Inline { .. } => 0,
             GroupList::Shared(ids) => ids.len() * size_of::<GroupId>(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_sorted_is_from_unsorted_on_sorted_input() {
+        let g = |ids: &[u32]| ids.iter().map(|&i| GroupId(i)).collect::<Vec<_>>();
+        let cases: [&[u32]; 8] = [
+            &[],
+            &[7],
+            &[1, 1, 1],
+            &[1, 2, 3, 4],
+            &[1, 1, 2, 2, 3, 3, 4, 4],
+            &[1, 2, 3, 4, 5],
+            &[1, 1, 2, 3, 4, 5, 5, 9],
+            &[u32::MAX - 1, u32::MAX - 1],
+        ];
+        for case in cases {
+            let ids = g(case);
+            let sorted = GroupList::from_sorted(ids.iter().copied());
+            assert_eq!(sorted, GroupList::from_unsorted(ids.clone()), "{case:?}");
+            let mut expected = ids.clone();
+            expected.dedup();
+            assert_eq!(sorted.as_slice(), expected.as_slice(), "{case:?}");
+            assert_eq!(
+                matches!(sorted, GroupList::Inline { .. }),
+                expected.len() <= INLINE,
+                "{case:?}"
+            );
         }
     }
 }

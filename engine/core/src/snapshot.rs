@@ -583,41 +583,63 @@ impl Snapshot {
         }
         // The credential index (key sort, FST and hash index) is the bulk of a build and
         // needs only the sites and people, so it runs on a second thread while the groups
-        // are indexed here. Errors are reported groups first, so the result does not
-        // depend on timing. Where no thread can be had, the credentials are indexed here
-        // after the groups.
+        // and every door's and person's group list are made here. The records come back
+        // once their rows are made, so that freeing a million secrets happens here too
+        // rather than after the index. Errors are reported groups first, so the result
+        // does not depend on timing. Where no thread can be had, the credentials are
+        // indexed here after the groups.
+        let (sites_ref, people_ref) = (&site_table, &person_table);
         let (groups_indexed, credentials_indexed) = std::thread::scope(|scope| {
+            let (hand_over, handed_over) = std::sync::mpsc::channel::<Vec<CredentialRecord>>();
+            let (give_back, given_back) = std::sync::mpsc::channel::<Vec<CredentialRecord>>();
             let job = std::thread::Builder::new()
                 .name("keyway-index".into())
-                .spawn_scoped(scope, || index_credentials(&site_table, &person_table, &credentials));
-            let groups_indexed = index_groups(&site_table, &schedule_table, &door_table, &person_table, groups);
-            let credentials_indexed = match job {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(ModelError::Index {
-                        message: "the credential indexer stopped unexpectedly".into(),
-                    })
-                }),
-                Err(_) => index_credentials(&site_table, &person_table, &credentials),
-            };
-            (groups_indexed, credentials_indexed)
+                .spawn_scoped(scope, move || {
+                    let credentials = handed_over.recv().map_err(|_| ModelError::Index {
+                        message: "the credential indexer got no records".into(),
+                    })?;
+                    let rows = credential_rows(sites_ref, people_ref, &credentials);
+                    // If the builder is gone the records are freed here instead.
+                    let _ = give_back.send(credentials);
+                    let (rows, revoked) = rows?;
+                    Ok((build_base(rows)?, revoked))
+                });
+            match job {
+                Ok(handle) => {
+                    // If the indexer is gone, the records come back in the error and are
+                    // freed with it; the join below reports why.
+                    drop(hand_over.send(credentials));
+                    let groups_indexed = index_groups(&site_table, &schedule_table, &door_table, &person_table, groups);
+                    drop(given_back.recv());
+                    let credentials_indexed = handle.join().unwrap_or_else(|_| {
+                        Err(ModelError::Index {
+                            message: "the credential indexer stopped unexpectedly".into(),
+                        })
+                    });
+                    (groups_indexed, credentials_indexed)
+                }
+                Err(_) => {
+                    let groups_indexed = index_groups(&site_table, &schedule_table, &door_table, &person_table, groups);
+                    let credentials_indexed = credential_rows(&site_table, &person_table, &credentials)
+                        .and_then(|(rows, revoked)| Ok((build_base(rows)?, revoked)));
+                    (groups_indexed, credentials_indexed)
+                }
+            }
         });
-        drop(credentials);
         let IndexedGroups {
             table: group_table,
-            door_groups,
-            mut memberships,
+            door_lists,
+            person_lists,
         } = groups_indexed?;
         let (base, revoked) = credentials_indexed?;
-        for (door, list) in door_groups {
+        for (door, list) in door_lists {
             if let Some(row) = door_table.get_mut(door) {
-                row.groups = GroupList::from_unsorted(list);
+                row.groups = list;
             }
         }
-        memberships.sort_unstable();
-        for chunk in memberships.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(person, _)) = chunk.first() else { continue };
+        for (person, list) in person_lists {
             if let Some(row) = person_table.get_mut(person) {
-                row.groups = GroupList::from_unsorted(chunk.iter().map(|(_, g)| *g).collect());
+                row.groups = list;
             }
         }
 
@@ -1337,8 +1359,10 @@ pub(crate) fn exempt_table(roles: &RoleFlags) -> Vec<bool> {
 
 struct IndexedGroups {
     table: IdMap<GroupRow>,
-    door_groups: IdHashMap<Vec<GroupId>>,
-    memberships: Vec<(u32, GroupId)>,
+    /// Each door's groups, by door id.
+    door_lists: Vec<(u32, GroupList)>,
+    /// Each member's groups, by person id (ascending).
+    person_lists: Vec<(u32, GroupList)>,
 }
 
 fn index_groups(
@@ -1365,18 +1389,32 @@ fn index_groups(
         memberships.extend(row.members.iter().map(|p| (p, g.id)));
         put_new(&mut table, g.id.0, row, g.id)?;
     }
+    let door_lists = door_groups
+        .into_iter()
+        .map(|(door, list)| (door, GroupList::from_unsorted(list)))
+        .collect();
+    memberships.sort_unstable();
+    let person_lists = memberships
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|chunk| {
+            let &(person, _) = chunk.first()?;
+            Some((person, GroupList::from_sorted(chunk.iter().map(|(_, g)| *g))))
+        })
+        .collect();
     Ok(IndexedGroups {
         table,
-        door_groups,
-        memberships,
+        door_lists,
+        person_lists,
     })
 }
 
-fn index_credentials(
+/// The index rows of `credentials`, checked against the sites and people, and the
+/// revoked ones.
+fn credential_rows(
     sites: &IdMap<SiteRow>,
     people: &IdMap<PersonRow>,
     credentials: &[CredentialRecord],
-) -> Result<(CredentialBase, RoaringBitmap), ModelError> {
+) -> Result<(Vec<CredentialRow>, RoaringBitmap), ModelError> {
     let mut revoked = RoaringBitmap::new();
     let mut rows = Vec::with_capacity(credentials.len());
     let mut seen_ids = RoaringBitmap::new();
@@ -1391,7 +1429,7 @@ fn index_credentials(
         }
         rows.push(CredentialRow::from_record(c, key));
     }
-    Ok((build_base(rows)?, revoked))
+    Ok((rows, revoked))
 }
 
 /// The credential base from its rows: sorted by key, checked for duplicate ids and
@@ -1399,7 +1437,45 @@ fn index_credentials(
 fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError> {
     // By key, then id, so a duplicate secret is always reported against the lower id.
     rows.sort_unstable_by_key(|row| (row.key, row.id));
-    let mut ordinal_by_id = IdMap::default();
+    // Ordinals run below `EMPTY_SLOT` (`u32::MAX`), which marks an empty bucket.
+    if u32::try_from(rows.len()).is_err() {
+        return Err(ModelError::Index {
+            message: "too many credentials".into(),
+        });
+    }
+    // The FST is the long, sequential part of a build (it is most of the reference a
+    // build is held to). The id map and the hash index need only the sorted rows, so they
+    // are made on a second thread meanwhile; where no thread can be had, after it.
+    let sorted = &rows;
+    let (index, ids_and_slots) = std::thread::scope(|scope| {
+        let side = std::thread::Builder::new()
+            .name("keyway-index-ids".into())
+            .spawn_scoped(scope, || ids_and_slots(sorted));
+        let index = fst_of(sorted);
+        let ids_and_slots = match side {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(ModelError::Index {
+                    message: "the credential id indexer stopped unexpectedly".into(),
+                })
+            }),
+            Err(_) => ids_and_slots(sorted),
+        };
+        (index, ids_and_slots)
+    });
+    let index = index?;
+    let (ordinal_by_id, slots) = ids_and_slots?;
+    Ok(CredentialBase {
+        index,
+        rows,
+        slots,
+        ordinal_by_id: ordinal_by_id.settled(),
+    })
+}
+
+/// The FST of rows sorted by key, mapping each key to its row's ordinal; refuses a
+/// secret held twice (reported against the lower id, the rows being sorted by id within
+/// a key).
+fn fst_of(rows: &[CredentialRow]) -> Result<fst::Map<Vec<u8>>, ModelError> {
     let mut builder = fst::MapBuilder::memory();
     let mut previous: Option<&CredentialRow> = None;
     for (ordinal, row) in rows.iter().enumerate() {
@@ -1412,25 +1488,26 @@ fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError
             });
         }
         previous = Some(row);
-        let ordinal = u32::try_from(ordinal)
-            .ok()
-            .filter(|o| *o != EMPTY_SLOT)
-            .ok_or_else(|| ModelError::Index {
-                message: "too many credentials".into(),
-            })?;
-        if ordinal_by_id.insert(row.id, ordinal).is_some() {
-            return Err(ModelError::DuplicateId {
-                entity: entity(CredentialId(row.id)),
-            });
-        }
         builder
-            .insert(row.key.as_slice(), u64::from(ordinal))
+            .insert(row.key.as_slice(), ordinal as u64)
             .map_err(|e| ModelError::Index {
                 message: e.to_string().to_lowercase(),
             })?;
     }
-    let index = builder.into_map();
-    // At most half full: a miss ends at the first empty bucket, a few buckets on.
+    Ok(builder.into_map())
+}
+
+/// Each row's ordinal by credential id, and the exact-match hash index (at most half
+/// full, so a miss ends at the first empty bucket a few buckets on).
+fn ids_and_slots(rows: &[CredentialRow]) -> Result<(IdMap<u32>, Box<[Slot]>), ModelError> {
+    let mut ordinal_by_id = IdMap::default();
+    for (ordinal, row) in rows.iter().enumerate() {
+        if ordinal_by_id.insert(row.id, ordinal as u32).is_some() {
+            return Err(ModelError::DuplicateId {
+                entity: entity(CredentialId(row.id)),
+            });
+        }
+    }
     let buckets = rows.len().saturating_mul(2).max(2).next_power_of_two();
     let mut slots = vec![
         Slot {
@@ -1455,12 +1532,7 @@ fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError
             i = (i + 1) & mask;
         }
     }
-    Ok(CredentialBase {
-        index,
-        rows,
-        slots,
-        ordinal_by_id: ordinal_by_id.settled(),
-    })
+    Ok((ordinal_by_id, slots))
 }
 
 fn require_site(sites: &IdMap<SiteRow>, site: SiteId, from: impl fmt::Display) -> Result<(), ModelError> {
