@@ -296,12 +296,7 @@ pub(crate) async fn acknowledge_incident(
         .node()
         .store()
         .incidents()
-        .acknowledge(
-            &caller.actor(),
-            site,
-            keyway_store::IncidentId(incident),
-            now(),
-        )
+        .acknowledge(&caller.actor(), site, keyway_store::IncidentId(incident), now())
         .await
         .map_err(|e| match e {
             keyway_store::StoreError::NotFound { .. } => {
