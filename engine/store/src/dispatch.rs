@@ -149,6 +149,30 @@ impl Reader {
     }
 }
 
+/// A write transaction on the database alone, for writes no cache hears of (the entries
+/// log's batches, its retention and purge). [`DbTx::commit`] commits it; dropping it rolls
+/// it back.
+pub(crate) struct DbTx(WriterTx);
+
+impl DbTx {
+    /// The transaction's connection, for the SQL functions.
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match &mut self.0 {
+            WriterTx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            WriterTx::Postgres(tx) => Conn::Postgres(&mut *tx),
+        }
+    }
+
+    /// Commit.
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        match self.0 {
+            WriterTx::Sqlite(tx) => tx.commit().await?,
+            WriterTx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
 /// A write transaction. [`Writer::commit`] commits it; dropping it rolls it back.
 pub(crate) struct Writer<'s> {
     tx: WriterTx,
@@ -198,6 +222,14 @@ impl crate::db::Db {
             crate::db::Db::Postgres { pool, .. } => Reader::Postgres(pool.acquire().await?),
         })
     }
+
+    /// A write transaction (on SQLite, on the one writer connection).
+    pub(crate) async fn begin(&self) -> Result<DbTx, StoreError> {
+        Ok(DbTx(match self {
+            crate::db::Db::Sqlite { write, .. } => WriterTx::Sqlite(write.begin().await?),
+            crate::db::Db::Postgres { pool, .. } => WriterTx::Postgres(pool.begin().await?),
+        }))
+    }
 }
 
 impl Store {
@@ -218,10 +250,7 @@ impl Store {
     }
 
     async fn begin_writer(&self, tracked: bool) -> Result<Writer<'_>, StoreError> {
-        let tx = match &self.inner.db {
-            crate::db::Db::Sqlite { write, .. } => WriterTx::Sqlite(write.begin().await?),
-            crate::db::Db::Postgres { pool, .. } => WriterTx::Postgres(pool.begin().await?),
-        };
+        let DbTx(tx) = self.inner.db.begin().await?;
         Ok(Writer {
             tx,
             store: self,

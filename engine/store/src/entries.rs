@@ -191,7 +191,7 @@ pub struct EntryPage {
 }
 
 #[expect(clippy::too_many_arguments, reason = "one per column")]
-pub(crate) fn stored_entry(
+fn stored_entry(
     id: i64,
     site: i64,
     at: i64,
@@ -368,10 +368,7 @@ impl EntriesLog {
                 query.limit
             )));
         }
-        let entries = each_backend!(self.db.reader().await?.conn(), |conn, ops| ops::query_entries(
-            conn, query
-        )
-        .await)?;
+        let entries = queries::page(self.db.reader().await?.conn(), query).await?;
         let next = if entries.len() == query.limit as usize {
             entries.last().map(|e| Cursor {
                 at: e.entry.at.as_microsecond(),
@@ -413,14 +410,10 @@ impl EntriesLog {
     /// # Errors
     /// If the database fails.
     pub async fn purge(&self, now: Timestamp) -> Result<u64, StoreError> {
-        match &self.db {
-            Db::Sqlite { write, .. } => {
-                crate::sql::sqlite::purge_entries(&mut *write.acquire().await?, now.as_microsecond()).await
-            }
-            Db::Postgres { pool, .. } => {
-                crate::sql::postgres::purge_entries(&mut *pool.acquire().await?, now.as_microsecond()).await
-            }
-        }
+        let mut tx = self.db.begin().await?;
+        let deleted = queries::purge(tx.conn(), now).await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Keep `site`'s entries for `days` days; audited as `actor`'s change (a setting,
@@ -433,34 +426,26 @@ impl EntriesLog {
         if days == 0 {
             return Err(StoreError::invalid("retention must be at least one day"));
         }
-        macro_rules! set {
-            ($pool:expr, $ops:path) => {{
-                use $ops as ops;
-                let mut tx = $pool.begin().await?;
-                match ops::set_retention(&mut tx, site.0, i64::from(days)).await? {
-                    None => false,
-                    Some(before) => {
-                        let json = |d: i64| format!("{{\"entries_retention_days\":{d}}}");
-                        ops::insert_audit(
-                            &mut tx,
-                            None,
-                            now.as_second(),
-                            actor,
-                            "set_entries_retention",
-                            &site.to_string(),
-                            Some(&json(before)),
-                            Some(&json(i64::from(days))),
-                        )
-                        .await?;
-                        tx.commit().await?;
-                        true
-                    }
-                }
-            }};
-        }
-        let found = match &self.db {
-            Db::Sqlite { write, .. } => set!(write, crate::sql::sqlite),
-            Db::Postgres { pool, .. } => set!(pool, crate::sql::postgres),
+        let mut tx = self.db.begin().await?;
+        let found = match queries::set_retention(tx.conn(), site, days).await? {
+            None => false,
+            Some(before) => {
+                let json = |d: i64| format!("{{\"entries_retention_days\":{d}}}");
+                let (before, after) = (json(before), json(i64::from(days)));
+                each_backend!(tx.conn(), |conn, ops| ops::insert_audit(
+                    conn,
+                    None,
+                    now.as_second(),
+                    actor,
+                    "set_entries_retention",
+                    &site.to_string(),
+                    Some(&before),
+                    Some(&after),
+                )
+                .await)?;
+                tx.commit().await?;
+                true
+            }
         };
         if found {
             Ok(())
@@ -476,8 +461,7 @@ impl EntriesLog {
     /// # Errors
     /// If the database fails.
     pub async fn count(&self) -> Result<u64, StoreError> {
-        each_backend!(self.db.reader().await?.conn(), |conn, ops| ops::count_entries(conn)
-            .await)
+        queries::count(self.db.reader().await?.conn()).await
     }
 }
 
@@ -524,22 +508,10 @@ async fn purger(log: EntriesLog, interval: Duration, clock: Clock, mut shutdown:
 /// Insert `batch` and queue the denied-entry events it raises, stamped `queued_at`, in
 /// one transaction.
 async fn insert_batch(db: &Db, batch: &[Entry], queued_at: Timestamp) -> Result<(), StoreError> {
-    let queued_at = queued_at.as_second();
-    match db {
-        Db::Sqlite { write, .. } => {
-            let mut tx = write.begin().await?;
-            crate::sql::sqlite::insert_entries(&mut tx, batch).await?;
-            crate::sql::sqlite::enqueue_denied_entries(&mut tx, batch, queued_at).await?;
-            tx.commit().await?;
-        }
-        Db::Postgres { pool, .. } => {
-            let mut tx = pool.begin().await?;
-            crate::sql::postgres::insert_entries(&mut tx, batch).await?;
-            crate::sql::postgres::enqueue_denied_entries(&mut tx, batch, queued_at).await?;
-            tx.commit().await?;
-        }
-    }
-    Ok(())
+    let mut tx = db.begin().await?;
+    queries::insert(tx.conn(), batch).await?;
+    queries::enqueue_denied(tx.conn(), batch, queued_at).await?;
+    tx.commit().await
 }
 
 /// Under load (a batch of at least this many entries) the writer waits up to [`LINGER`]
@@ -643,4 +615,202 @@ async fn writer(
         }
     }
     done.send_replace(true);
+}
+
+pub(crate) mod queries {
+    //! The SQL of the entries log, compiled for both backends (see `crate::dispatch`).
+    use super::*;
+    use crate::dispatch::{Columns, Conn};
+
+    const SELECT: &str = "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule FROM entries";
+
+    /// An entry from a row of [`SELECT`].
+    pub(crate) fn entry_from(r: &impl Columns) -> Result<StoredEntry, StoreError> {
+        stored_entry(
+            r.col(0)?,
+            r.col(1)?,
+            r.col(2)?,
+            r.col(3)?,
+            r.col(4)?,
+            r.col(5)?,
+            r.col(6)?,
+            r.col(7)?,
+            r.col(8)?,
+            r.col(9)?,
+            r.col(10)?,
+            r.col(11)?,
+            r.col(12)?,
+        )
+    }
+
+    /// Insert `batch`; an (IQ, sequence) pair already stored is skipped.
+    pub(super) async fn insert(conn: Conn<'_>, batch: &[Entry]) -> Result<(), StoreError> {
+        each_backend!(conn, |conn, ops| {
+            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = sqlx::QueryBuilder::<ops::Db>::new(
+                    "INSERT INTO entries (site, at, door, person, credential, method, allowed, reason, revision, \
+                     iq, iq_seq, rule) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(i64::from(e.site.0))
+                        .push_bind(e.at.as_microsecond())
+                        .push_bind(i64::from(e.door.0))
+                        .push_bind(e.person.map(|p| i64::from(p.0)))
+                        .push_bind(e.credential.map(|c| i64::from(c.0)))
+                        .push_bind(i64::from(e.method.code()))
+                        .push_bind(e.allowed)
+                        .push_bind(e.reason.to_string())
+                        .push_bind(i64::try_from(e.revision.0).unwrap_or(i64::MAX))
+                        .push_bind(e.iq.map(|(iq, _)| i64::from(iq.0)))
+                        .push_bind(e.iq.map(|(_, seq)| i64::try_from(seq).unwrap_or(i64::MAX)))
+                        .push_bind(e.rule.clone());
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Queue an `entry.denied` event, stamped `queued_at`, for each refused entry of
+    /// `batch` whose site listens for it (an enabled e-mail setting or a webhook
+    /// subscribed to it), in the transaction that logs the entries. Sites that do not
+    /// listen cost one query.
+    pub(super) async fn enqueue_denied(
+        conn: Conn<'_>,
+        batch: &[Entry],
+        queued_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        if batch.iter().all(|e| e.allowed) {
+            return Ok(());
+        }
+        let queued_at = queued_at.as_second();
+        each_backend!(conn, |conn, ops| {
+            let listening: Vec<i64> = sqlx::query_scalar(
+                "SELECT site FROM notification_settings WHERE enabled = $1 AND channel = 'email' \
+                 AND event_kind IN ('entry.denied', 'entry.*', '*') \
+                 UNION SELECT site FROM webhooks WHERE events LIKE '%\"entry.denied\"%' \
+                 OR events LIKE '%\"entry.*\"%' OR events LIKE '%\"*\"%'",
+            )
+            .bind(true)
+            .fetch_all(&mut *conn)
+            .await?;
+            for e in batch
+                .iter()
+                .filter(|e| !e.allowed && listening.contains(&i64::from(e.site.0)))
+            {
+                let at = e.at.as_second();
+                let data = serde_json::json!({
+                    "door": e.door.0, "person": e.person.map(|p| p.0),
+                    "credential": e.credential.map(|c| c.0), "method": e.method.code(),
+                    "reason": e.reason, "detail": e.reason, "at": at, "iq": e.iq.map(|(iq, _)| iq.0),
+                    "rule": e.rule,
+                });
+                ops::enqueue_event(conn, e.site, "entry.denied", at, queued_at, data).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One page of entries, newest first.
+    pub(super) async fn page(conn: Conn<'_>, q: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let mut qb = sqlx::QueryBuilder::<ops::Db>::new(SELECT);
+            qb.push(" WHERE site = ").push_bind(i64::from(q.site.0));
+            if let Some(p) = q.person {
+                qb.push(" AND person = ").push_bind(i64::from(p.0));
+            }
+            if let Some(d) = q.door {
+                qb.push(" AND door = ").push_bind(i64::from(d.0));
+            }
+            if let Some(from) = q.from {
+                qb.push(" AND at >= ").push_bind(from.as_microsecond());
+            }
+            if let Some(until) = q.until {
+                qb.push(" AND at < ").push_bind(until.as_microsecond());
+            }
+            if let Some(allowed) = q.allowed {
+                qb.push(" AND allowed = ").push_bind(allowed);
+            }
+            if let Some(c) = q.cursor {
+                qb.push(" AND (at < ")
+                    .push_bind(c.at)
+                    .push(" OR (at = ")
+                    .push_bind(c.at)
+                    .push(" AND id < ")
+                    .push_bind(c.id)
+                    .push("))");
+            }
+            qb.push(" ORDER BY at DESC, id DESC LIMIT ")
+                .push_bind(i64::from(q.limit));
+            let rows = qb.build().fetch_all(&mut *conn).await?;
+            rows.iter().map(entry_from).collect()
+        })
+    }
+
+    /// A site's entries (only `person`'s, if given) with an id above `after`, in id order,
+    /// at most `limit`.
+    pub(crate) async fn after(
+        conn: Conn<'_>,
+        site: SiteId,
+        person: Option<PersonId>,
+        after: crate::EntryId,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
+        each_backend!(conn, |conn, ops| {
+            let mut qb = sqlx::QueryBuilder::<ops::Db>::new(SELECT);
+            qb.push(" WHERE site = ").push_bind(i64::from(site.0));
+            if let Some(p) = person {
+                qb.push(" AND person = ").push_bind(i64::from(p.0));
+            }
+            qb.push(" AND id > ").push_bind(after.get());
+            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+            let rows = qb.build().fetch_all(&mut *conn).await?;
+            rows.iter().map(entry_from).collect()
+        })
+    }
+
+    /// Delete entries past their site's retention at `now`.
+    pub(super) async fn purge(conn: Conn<'_>, now: Timestamp) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn| {
+            let deleted = sqlx::query(
+                "DELETE FROM entries WHERE at < $1 - COALESCE((SELECT s.entries_retention_days FROM sites s \
+                 WHERE s.id = entries.site), $2) * 86400000000",
+            )
+            .bind(now.as_microsecond())
+            .bind(DEFAULT_RETENTION_DAYS)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(deleted)
+        })
+    }
+
+    /// Set a site's retention; the previous one, or `None` if the site does not exist.
+    pub(super) async fn set_retention(conn: Conn<'_>, site: SiteId, days: u32) -> Result<Option<i64>, StoreError> {
+        each_backend!(conn, |conn| {
+            let before: Option<i64> = sqlx::query_scalar("SELECT entries_retention_days FROM sites WHERE id = $1")
+                .bind(i64::from(site.0))
+                .fetch_optional(&mut *conn)
+                .await?;
+            if before.is_some() {
+                sqlx::query("UPDATE sites SET entries_retention_days = $1 WHERE id = $2")
+                    .bind(i64::from(days))
+                    .bind(i64::from(site.0))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(before)
+        })
+    }
+
+    /// How many entries the log holds.
+    pub(super) async fn count(conn: Conn<'_>) -> Result<u64, StoreError> {
+        each_backend!(conn, |conn| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
+                .fetch_one(&mut *conn)
+                .await?;
+            u64::try_from(n).map_err(StoreError::internal)
+        })
+    }
 }

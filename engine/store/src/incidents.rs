@@ -327,47 +327,6 @@ mod queries {
         })
     }
 
-    pub(super) async fn entries_after(
-        conn: Conn<'_>,
-        site: SiteId,
-        person: Option<PersonId>,
-        after: EntryId,
-        limit: u32,
-    ) -> Result<Vec<StoredEntry>, StoreError> {
-        each_backend!(conn, |conn, ops| {
-            let mut qb = sqlx::QueryBuilder::<ops::Db>::new(
-                "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule \
-             FROM entries WHERE site = ",
-            );
-            qb.push_bind(i64::from(site.0));
-            if let Some(p) = person {
-                qb.push(" AND person = ").push_bind(i64::from(p.0));
-            }
-            qb.push(" AND id > ").push_bind(after.get());
-            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-            let rows = qb.build().fetch_all(&mut *conn).await?;
-            rows.iter()
-                .map(|r| {
-                    crate::entries::stored_entry(
-                        r.col(0)?,
-                        r.col(1)?,
-                        r.col(2)?,
-                        r.col(3)?,
-                        r.col(4)?,
-                        r.col(5)?,
-                        r.col(6)?,
-                        r.col(7)?,
-                        r.col(8)?,
-                        r.col(9)?,
-                        r.col(10)?,
-                        r.col(11)?,
-                        r.col(12)?,
-                    )
-                })
-                .collect()
-        })
-    }
-
     pub(super) async fn heads(conn: Conn<'_>, site: SiteId) -> Result<(EntryId, IncidentId), StoreError> {
         each_backend!(conn, |conn| {
             let entries: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM entries WHERE site = $1")
@@ -537,7 +496,7 @@ impl Store {
         after: EntryId,
         limit: u32,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        queries::entries_after(self.reader().await?.conn(), site, person, after, limit).await
+        crate::entries::queries::after(self.reader().await?.conn(), site, person, after, limit).await
     }
 
     /// The highest entry id and incident id of `site` (0 when there is none): where a
