@@ -175,7 +175,7 @@ impl DbTx {
 
 /// A write transaction. [`Writer::commit`] commits it; dropping it rolls it back.
 pub(crate) struct Writer<'s> {
-    tx: WriterTx,
+    tx: DbTx,
     store: &'s Store,
     /// Whether the write may change what authentication reads (accounts, sessions,
     /// tokens, memberships): then other nodes and this node's auth cache hear of it.
@@ -190,23 +190,17 @@ enum WriterTx {
 impl Writer<'_> {
     /// The transaction's connection, for the SQL functions.
     pub(crate) fn conn(&mut self) -> Conn<'_> {
-        match &mut self.tx {
-            WriterTx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
-            WriterTx::Postgres(tx) => Conn::Postgres(&mut *tx),
-        }
+        self.tx.conn()
     }
 
     /// Commit. After it, a read that starts sees the write, the auth cache included.
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        match self.tx {
-            WriterTx::Sqlite(tx) => tx.commit().await?,
-            WriterTx::Postgres(mut tx) => {
-                if self.tracked {
-                    crate::auth_cache::notify_nodes(&mut tx).await?;
-                }
-                tx.commit().await?;
-            }
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        if self.tracked
+            && let WriterTx::Postgres(tx) = &mut self.tx.0
+        {
+            crate::auth_cache::notify_nodes(tx).await?;
         }
+        self.tx.commit().await?;
         if self.tracked {
             self.store.inner.auth.invalidate();
         }
@@ -250,7 +244,7 @@ impl Store {
     }
 
     async fn begin_writer(&self, tracked: bool) -> Result<Writer<'_>, StoreError> {
-        let DbTx(tx) = self.inner.db.begin().await?;
+        let tx = self.inner.db.begin().await?;
         Ok(Writer {
             tx,
             store: self,

@@ -625,7 +625,7 @@ pub(crate) mod queries {
     const SELECT: &str = "SELECT id, site, at, door, person, credential, method, allowed, reason, revision, iq, iq_seq, rule FROM entries";
 
     /// An entry from a row of [`SELECT`].
-    pub(crate) fn entry_from(r: &impl Columns) -> Result<StoredEntry, StoreError> {
+    fn entry_from(r: &impl Columns) -> Result<StoredEntry, StoreError> {
         stored_entry(
             r.col(0)?,
             r.col(1)?,
