@@ -147,7 +147,7 @@ mod queries {
         phc: &str,
         now: Timestamp,
     ) -> Result<Account, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let id: AccountId = sqlx::query_scalar(
                 "INSERT INTO accounts (email, password_hash, display_name, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING id",
@@ -168,8 +168,8 @@ mod queries {
                 disabled: false,
                 created_at: crate::dispatch::whole(now),
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -192,7 +192,7 @@ mod queries {
         action: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query(
                 "UPDATE accounts SET display_name = $1, disabled = $2, \
              password_hash = COALESCE($3, password_hash) WHERE id = $4",
@@ -203,8 +203,8 @@ mod queries {
             .bind(after.id)
             .execute(&mut *conn)
             .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -223,7 +223,7 @@ mod queries {
         before: &Account,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             // Checked in the deleting transaction: a transfer landing meanwhile cannot
             // leave a site without an owner (memberships go with the account).
             let owned: Vec<i64> =
@@ -243,8 +243,8 @@ mod queries {
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

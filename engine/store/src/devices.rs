@@ -182,7 +182,7 @@ mod queries {
         phc: &str,
         now: Timestamp,
     ) -> Result<IqActivation, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query(
                 "INSERT INTO iq_activations (iq, person, pin_hash, failed_attempts, blocked, activated_at, created_at) \
              VALUES ($1, $2, $3, 0, FALSE, NULL, $4) ON CONFLICT (iq, person) DO UPDATE SET \
@@ -195,8 +195,8 @@ mod queries {
             .bind(now.as_second())
             .execute(&mut *conn)
             .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -258,7 +258,7 @@ mod queries {
         person: Option<PersonId>,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let (n, entity, action) = match person {
                 Some(p) => (
                     sqlx::query("DELETE FROM iq_activations WHERE iq = $1 AND person = $2")
@@ -281,7 +281,17 @@ mod queries {
                 ),
             };
             let after = serde_json::json!({ "activations_removed": n }).to_string();
-            ops::insert_audit(conn, None, now.as_second(), actor, action, &entity, None, Some(&after)).await?;
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
+                None,
+                now.as_second(),
+                actor,
+                action,
+                &entity,
+                None,
+                Some(&after),
+            )
+            .await?;
             Ok(n)
         })
     }
@@ -334,7 +344,7 @@ mod queries {
         serial: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE iqs SET model = $2, serial = $3 WHERE id = $1")
                 .bind(i64::from(before.id.0))
                 .bind(model)
@@ -349,8 +359,8 @@ mod queries {
                 })?;
             let old = serde_json::json!({ "model": before.model, "serial": before.serial }).to_string();
             let new = serde_json::json!({ "model": model, "serial": serial }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -370,7 +380,7 @@ mod queries {
         firmware: Option<FirmwareId>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE iqs SET firmware = $2 WHERE id = $1")
                 .bind(i64::from(before.id.0))
                 .bind(firmware)
@@ -384,8 +394,8 @@ mod queries {
                 .await?;
             let old = serde_json::json!({ "firmware": before.firmware.map(FirmwareId::get) }).to_string();
             let new = serde_json::json!({ "firmware": firmware.map(FirmwareId::get) }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -464,7 +474,7 @@ mod queries {
         content: &[u8],
         now: Timestamp,
     ) -> Result<FirmwareFile, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let sha256 = secrets::sha256_hex(content);
             let size = i64::try_from(content.len()).map_err(StoreError::internal)?;
             let id: FirmwareId = sqlx::query_scalar(
@@ -494,8 +504,8 @@ mod queries {
                 uploaded_at: crate::dispatch::whole(now),
             };
             let after = serde_json::json!({ "id": id.get(), "model": model, "version": version, "sha256": file.sha256, "size": file.size }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -548,14 +558,14 @@ mod queries {
         before: &FirmwareFile,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM firmware_files WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
             let json = serde_json::json!({ "id": before.id.get(), "model": before.model, "version": before.version, "sha256": before.sha256 }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

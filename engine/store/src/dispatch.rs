@@ -9,9 +9,8 @@
 //! hand its [`Conn`] to those functions: plain Rust that rustdoc, editors and
 //! code-navigation tools follow.
 //!
-//! The model's own SQL (the change log, the entity tables, the entries, in `sql.rs`) is
-//! still one `macro_rules!` expanded per backend, which the write path and the follower
-//! call with their backend's connection; see ARCHITECTURE-store.md.
+//! The model's own SQL (the change log, the entity tables, the audit log) is in `sql.rs`,
+//! written the same way; see ARCHITECTURE-store.md.
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -24,6 +23,17 @@ pub(crate) enum Conn<'c> {
     Sqlite(&'c mut SqliteConnection),
     /// PostgreSQL.
     Postgres(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection for a shorter borrow, so that one function can hand it to
+    /// several others in turn.
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
 }
 
 impl<'c> From<&'c mut SqliteConnection> for Conn<'c> {
@@ -39,18 +49,19 @@ impl<'c> From<&'c mut PgConnection> for Conn<'c> {
 }
 
 /// `each_backend!(conn, |c, ops| body)`: run `body` with `c` the backend's own connection
-/// (`&mut SqliteConnection` or `&mut PgConnection`) and `ops` the backend's expansion of
-/// `sql.rs` (for `ops::insert_audit` and its kin); `|c| body` when the body needs no
-/// `ops`. The body is compiled once per backend, so the same statements run on both.
+/// (`&mut SqliteConnection` or `&mut PgConnection`) and `ops` the backend's module below
+/// (`ops::Db` for a `QueryBuilder`, `ops::PG` for a dialect branch); `|c| body` when the
+/// body needs no `ops`. The body is compiled once per backend, so the same statements
+/// run on both. To call another SQL function from a body, hand it `Conn::from(&mut *c)`.
 macro_rules! each_backend {
     ($conn:expr, |$c:ident, $ops:ident| $body:expr) => {
         match $conn {
             $crate::dispatch::Conn::Sqlite($c) => {
-                use $crate::sql::sqlite as $ops;
+                use $crate::dispatch::sqlite as $ops;
                 $body
             }
             $crate::dispatch::Conn::Postgres($c) => {
-                use $crate::sql::postgres as $ops;
+                use $crate::dispatch::postgres as $ops;
                 $body
             }
         }
@@ -61,6 +72,22 @@ macro_rules! each_backend {
             $crate::dispatch::Conn::Postgres($c) => $body,
         }
     };
+}
+
+/// What a body of [`each_backend!`] compiled for SQLite names `ops`.
+pub(crate) mod sqlite {
+    /// The driver.
+    pub(crate) type Db = sqlx::Sqlite;
+    /// Whether this is PostgreSQL.
+    pub(crate) const PG: bool = false;
+}
+
+/// What a body of [`each_backend!`] compiled for PostgreSQL names `ops`.
+pub(crate) mod postgres {
+    /// The driver.
+    pub(crate) type Db = sqlx::Postgres;
+    /// Whether this is PostgreSQL.
+    pub(crate) const PG: bool = true;
 }
 
 /// A value both backends decode from a column: what [`Columns::col`] reads.
@@ -128,9 +155,9 @@ pub(crate) async fn enqueue_event(
     data: serde_json::Value,
 ) -> Result<crate::OutboxId, StoreError> {
     let at = at.as_second();
-    each_backend!(conn, |conn, ops| ops::enqueue_event(conn, site, kind, at, at, data)
-        .await)
-    .map(crate::OutboxId)
+    crate::sql::enqueue_event(conn, site, kind, at, at, data)
+        .await
+        .map(crate::OutboxId)
 }
 
 /// A pooled connection for reads.

@@ -80,7 +80,7 @@ mod queries {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             // One live code per IQ: a new one replaces the unused ones.
             sqlx::query("DELETE FROM iq_enrolment_codes WHERE iq = $1 AND used_at IS NULL")
                 .bind(i64::from(iq.0))
@@ -96,8 +96,8 @@ mod queries {
         .execute(&mut *conn)
         .await?;
             let after = serde_json::json!({ "expires_at": expires_at.as_second() }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -111,7 +111,7 @@ mod queries {
     }
 
     pub(super) async fn redeem(conn: Conn<'_>, code_hash: &str, now: Timestamp) -> Result<Option<IqId>, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let iq: Option<i64> = sqlx::query_scalar(
                 "UPDATE iq_enrolment_codes SET used_at = $2 \
              WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING iq",
@@ -122,8 +122,8 @@ mod queries {
             .await?;
             let Some(iq) = iq else { return Ok(None) };
             let iq = IqId(id32(iq, "iq")?);
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 &iq_entity(iq),
@@ -145,7 +145,7 @@ mod queries {
         not_after: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let before: Option<String> = sqlx::query_scalar("SELECT serial FROM iq_certificates WHERE iq = $1")
                 .bind(i64::from(iq.0))
                 .fetch_optional(&mut *conn)
@@ -163,8 +163,8 @@ mod queries {
             .await?;
             let before = before.map(|s| serde_json::json!({ "serial": s }).to_string());
             let after = serde_json::json!({ "serial": serial, "not_after": not_after.as_second() }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -196,7 +196,7 @@ mod queries {
     }
 
     pub(super) async fn revoke(conn: Conn<'_>, actor: &str, iq: IqId, now: Timestamp) -> Result<bool, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let before: Option<String> =
                 sqlx::query_scalar("DELETE FROM iq_certificates WHERE iq = $1 RETURNING serial")
                     .bind(i64::from(iq.0))
@@ -209,8 +209,8 @@ mod queries {
                 .rows_affected();
             let before_json = before.as_ref().map(|s| serde_json::json!({ "serial": s }).to_string());
             let after = serde_json::json!({ "codes_removed": codes }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

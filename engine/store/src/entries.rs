@@ -432,8 +432,8 @@ impl EntriesLog {
             Some(before) => {
                 let json = |d: i64| format!("{{\"entries_retention_days\":{d}}}");
                 let (before, after) = (json(before), json(i64::from(days)));
-                each_backend!(tx.conn(), |conn, ops| ops::insert_audit(
-                    conn,
+                crate::sql::insert_audit(
+                    tx.conn(),
                     None,
                     now.as_second(),
                     actor,
@@ -442,7 +442,7 @@ impl EntriesLog {
                     Some(&before),
                     Some(&after),
                 )
-                .await)?;
+                .await?;
                 tx.commit().await?;
                 true
             }
@@ -685,7 +685,7 @@ pub(crate) mod queries {
             return Ok(());
         }
         let queued_at = queued_at.as_second();
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let listening: Vec<i64> = sqlx::query_scalar(
                 "SELECT site FROM notification_settings WHERE enabled = $1 AND channel = 'email' \
                  AND event_kind IN ('entry.denied', 'entry.*', '*') \
@@ -706,7 +706,7 @@ pub(crate) mod queries {
                     "reason": e.reason, "detail": e.reason, "at": at, "iq": e.iq.map(|(iq, _)| iq.0),
                     "rule": e.rule,
                 });
-                ops::enqueue_event(conn, e.site, "entry.denied", at, queued_at, data).await?;
+                crate::sql::enqueue_event(Conn::from(&mut *conn), e.site, "entry.denied", at, queued_at, data).await?;
             }
             Ok(())
         })

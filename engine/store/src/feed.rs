@@ -204,9 +204,6 @@ impl Store {
     }
 
     async fn changes_after(&self, after: u64, limit: i64) -> Result<Vec<(u64, String)>, StoreError> {
-        each_backend!(self.reader().await?.conn(), |conn, ops| ops::changes_after(
-            conn, after, limit
-        )
-        .await)
+        crate::sql::changes_after(self.reader().await?.conn(), after, limit).await
     }
 }

@@ -172,7 +172,7 @@ mod queries {
         new: &NewIncident,
         now: Timestamp,
     ) -> Result<Incident, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let detail = clean_detail(&new.detail);
             let iq_seq = new
                 .iq_seq
@@ -215,8 +215,8 @@ mod queries {
                 acknowledged_by: None,
             };
             let json = incident_json(&incident);
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -227,8 +227,8 @@ mod queries {
             )
             .await?;
             let data = serde_json::from_str::<serde_json::Value>(&json).map_err(StoreError::internal)?;
-            ops::enqueue_event(
-                conn,
+            crate::sql::enqueue_event(
+                Conn::from(&mut *conn),
                 new.site,
                 &new.kind.event_kind(),
                 new.at.as_second(),
@@ -254,7 +254,7 @@ mod queries {
         before: &Incident,
         now: Timestamp,
     ) -> Result<Incident, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE incidents SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
                 .bind(now.as_second())
                 .bind(actor)
@@ -266,8 +266,8 @@ mod queries {
                 acknowledged_by: Some(actor.to_owned()),
                 ..before.clone()
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -383,8 +383,18 @@ mod queries {
         after: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
-            ops::insert_audit(conn, None, now.as_second(), actor, action, entity, None, Some(after)).await
+        each_backend!(conn, |conn| {
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
+                None,
+                now.as_second(),
+                actor,
+                action,
+                entity,
+                None,
+                Some(after),
+            )
+            .await
         })
     }
 }

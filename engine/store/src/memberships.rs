@@ -223,7 +223,7 @@ mod queries {
         action: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query(
                 "INSERT INTO site_memberships (site, account, role, person, is_owner, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (site, account) DO UPDATE SET \
@@ -243,8 +243,8 @@ mod queries {
                     format!("site:{} already has an owner", after.site.0),
                 )
             })?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -263,14 +263,14 @@ mod queries {
         before: &Membership,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM site_memberships WHERE site = $1 AND account = $2")
                 .bind(i64::from(before.site.0))
                 .bind(before.account)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -296,7 +296,7 @@ mod queries {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<Invitation, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let id: InvitationId = sqlx::query_scalar(
             "INSERT INTO invitations (site, email, role, credential, token_hash, invited_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -322,8 +322,8 @@ mod queries {
                 expires_at: crate::dispatch::whole(expires_at),
                 accepted_at: None,
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -390,13 +390,13 @@ mod queries {
         before: &Invitation,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM invitations WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -410,7 +410,7 @@ mod queries {
     }
 
     pub(super) async fn insert_voucher(conn: Conn<'_>, actor: &str, v: &Voucher) -> Result<Voucher, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let id: VoucherId = sqlx::query_scalar(
                 "INSERT INTO vouchers (code, max_users, max_app_users, valid_from, valid_until, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -427,8 +427,8 @@ mod queries {
                 StoreError::from(e).duplicate(format!("voucher `{}`", v.code), "the code is taken".to_owned())
             })?;
             let voucher = Voucher { id, ..v.clone() };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 v.created_at.as_second(),
                 actor,
@@ -495,13 +495,13 @@ mod queries {
         before: &Voucher,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM vouchers WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -521,9 +521,9 @@ mod queries {
         after: &Voucher,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
-            ops::insert_audit(
-                conn,
+        each_backend!(conn, |conn| {
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

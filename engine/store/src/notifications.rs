@@ -182,7 +182,7 @@ mod queries {
         s: &NotificationSetting,
         now: Timestamp,
     ) -> Result<NotificationSetting, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let id: SettingId = match before {
                 Some(_) => {
                     sqlx::query(
@@ -215,8 +215,8 @@ mod queries {
                 .await?,
             };
             let after = NotificationSetting { id, ..s.clone() };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -236,13 +236,13 @@ mod queries {
         before: &NotificationSetting,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM notification_settings WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

@@ -76,7 +76,7 @@ mod queries {
         account: AccountId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("INSERT INTO operators (account, created_at) VALUES ($1, $2)")
                 .bind(account)
                 .bind(now.as_second())
@@ -91,8 +91,8 @@ mod queries {
                         .unknown_reference(format!("operator:{}", account.get()), account.to_string())
                 })?;
             let after = serde_json::json!({ "account": account.get() }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -111,7 +111,7 @@ mod queries {
         account: AccountId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let gone = sqlx::query("DELETE FROM operators WHERE account = $1")
                 .bind(account)
                 .execute(&mut *conn)
@@ -120,8 +120,8 @@ mod queries {
                 > 0;
             if gone {
                 let before = serde_json::json!({ "account": account.get() }).to_string();
-                ops::insert_audit(
-                    conn,
+                crate::sql::insert_audit(
+                    Conn::from(&mut *conn),
                     None,
                     now.as_second(),
                     actor,
@@ -199,15 +199,15 @@ mod queries {
         name: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let sql = format!("UPDATE {} SET name = $1 WHERE id = $2", what.table());
             sqlx::query(&sql)
                 .bind(name)
                 .bind(i64::from(id))
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

@@ -224,7 +224,7 @@ pub(crate) mod queries {
         wasm: &[u8],
         now: Timestamp,
     ) -> Result<StoredPlugin, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let sha256 = secrets::sha256_hex(wasm);
             let id: PluginId = sqlx::query_scalar(
             "INSERT INTO plugins (name, version, sha256, wasm, uploaded_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -247,8 +247,8 @@ pub(crate) mod queries {
             let after =
                 serde_json::json!({ "id": id.get(), "name": name, "version": version, "sha256": plugin.sha256 })
                     .to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -304,14 +304,14 @@ pub(crate) mod queries {
         before: &StoredPlugin,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM plugins WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
             let json = serde_json::json!({ "id": before.id.get(), "name": before.name, "version": before.version, "sha256": before.sha256 }).to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -329,7 +329,7 @@ pub(crate) mod queries {
         actor: &str,
         draft: &StoredBundle,
     ) -> Result<StoredBundle, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let id: BundleId = sqlx::query_scalar(
                 "INSERT INTO policy_bundles (site, name, version, manifest, sha256, active, uploaded_at) \
              VALUES ($1, $2, $3, $4, $5, FALSE, $6) RETURNING id",
@@ -357,8 +357,8 @@ pub(crate) mod queries {
                     .map_err(|e| StoreError::from(e).unknown_reference(id.to_string(), plugin.to_string()))?;
             }
             let bundle = StoredBundle { id, ..draft.clone() };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 draft.uploaded_at.as_second(),
                 actor,
@@ -414,7 +414,7 @@ pub(crate) mod queries {
         before: &StoredBundle,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             // Deactivate first: the one-active index holds at every statement.
             sqlx::query("UPDATE policy_bundles SET active = FALSE WHERE COALESCE(site, 0) = $1 AND active")
                 .bind(before.site.map_or(0, |s| i64::from(s.0)))
@@ -432,8 +432,8 @@ pub(crate) mod queries {
                 active: true,
                 ..before.clone()
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -464,13 +464,13 @@ pub(crate) mod queries {
         before: &StoredBundle,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM policy_bundles WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -537,7 +537,7 @@ pub(crate) mod queries {
         after: &DoorRuleChain,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
                 .bind(i64::from(after.door.0))
                 .execute(&mut *conn)
@@ -556,8 +556,8 @@ pub(crate) mod queries {
             .await
             .map_err(|e| StoreError::from(e).unknown_reference("door rule".to_owned(), format!("door:{}", after.door.0)))?;
             }
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -578,11 +578,11 @@ pub(crate) mod queries {
         scope: codec::RuleScope,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let before = serde_json::json!({ "rule": rule, "site": site.0, "scope": scope.kind(), "id": scope.id() })
                 .to_string();
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -601,13 +601,13 @@ pub(crate) mod queries {
         before: &DoorRuleChain,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("DELETE FROM door_rule_chains WHERE door = $1")
                 .bind(i64::from(before.door.0))
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -661,7 +661,7 @@ pub(crate) mod queries {
         hours: Option<&Schedule>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let before = opening_hours(Conn::from(&mut *conn), Some(site))
                 .await?
                 .pop()
@@ -693,8 +693,8 @@ pub(crate) mod queries {
                 }
             }
             let after = hours.map(hours_json).transpose()?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

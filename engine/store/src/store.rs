@@ -18,9 +18,11 @@ use crate::auth_cache::{AUTH_CHANGED, AuthCache};
 use crate::clock::Clock;
 use crate::codec::{self, Logged, PolicyChange};
 use crate::db::Db;
+use crate::dispatch::Conn;
 use crate::entries::{EntriesConfig, EntriesLog};
 use crate::error::StoreError;
 use crate::feed::{Feed, FeedItem};
+use crate::sql;
 use crate::target::{self, Target};
 use keyway_core::{Change, Record, Revision, Snapshot, SnapshotCell};
 use std::sync::Arc;
@@ -259,320 +261,353 @@ fn create_change(record: Record, id: u32) -> Result<Change, StoreError> {
     })
 }
 
-/// The per-backend halves of the write path and the follower, expanded once per driver.
-macro_rules! node_ops {
-    ($($ops:tt)*) => {
-        use super::*;
-        use $($ops)* as ops;
-        use crate::dispatch::Conn;
-        use crate::policy::queries as policy;
+// ---- the write path and the follower ------------------------------------------
 
-        /// Apply every change-log row after the node's revision. Caller holds the apply lock.
-        pub(crate) async fn catch_up(inner: &Inner, conn: &mut ops::Conn) -> Result<(), StoreError> {
-            'outer: loop {
-                let applied = *inner.applied.borrow();
-                let rows = ops::changes_after(conn, applied, 1000).await?;
-                if rows.is_empty() {
-                    break;
-                }
-                for (rev, text) in rows {
-                    let expected = inner.applied.borrow().saturating_add(1);
-                    if rev != expected {
-                        return Err(StoreError::internal(format!(
-                            "change log gap: expected `r{expected}`, found `r{rev}`"
-                        )));
-                    }
-                    let logged = codec::decode(&text)?;
-                    let applied_ok = match &logged {
-                        Logged::Change(change) => match inner.cell.apply(Revision(rev), change.clone()) {
-                            Ok(_) => true,
-                            Err(e) => {
-                                tracing::error!(error = %e, revision = rev, "change refused by the snapshot; reloading");
-                                false
-                            }
-                        },
-                        Logged::Policy(_) => true,
-                        Logged::Reload => false,
-                    };
-                    if !applied_ok {
-                        super::reload(inner).await?;
-                        continue 'outer;
-                    }
-                    inner.applied.send_replace(rev);
-                    inner.feed.publish(FeedItem::new(Revision(rev), logged));
-                }
-            }
-            let head = ops::head(conn).await?;
-            inner.head.fetch_max(head, Ordering::AcqRel);
-            Ok(())
+/// Apply every change-log row after the node's revision. Caller holds the apply lock.
+pub(crate) async fn catch_up(inner: &Inner, mut conn: Conn<'_>) -> Result<(), StoreError> {
+    'outer: loop {
+        let applied = *inner.applied.borrow();
+        let rows = sql::changes_after(conn.reborrow(), applied, 1000).await?;
+        if rows.is_empty() {
+            break;
         }
-
-        /// The write path, in `tx`. Caller holds the apply lock.
-        pub(crate) async fn write(
-            inner: &Inner,
-            tx: &mut ops::Conn,
-            actor: &str,
-            op: WriteOp,
-        ) -> Result<(u64, Option<u32>, Committed), StoreError> {
-            let rev = ops::bump_revision(tx).await?;
-            catch_up(inner, tx).await?;
-            let applied = *inner.applied.borrow();
-            if applied.saturating_add(1) != rev {
+        for (rev, text) in rows {
+            let expected = inner.applied.borrow().saturating_add(1);
+            if rev != expected {
                 return Err(StoreError::internal(format!(
-                    "revision `r{rev}` taken while the snapshot is at `r{applied}`"
+                    "change log gap: expected `r{expected}`, found `r{rev}`"
                 )));
             }
-            // The change log and the audit stamp a model write with the commit's own time,
-            // read under the writers' lock so that it follows revision order.
-            let stamp = inner.clock.now();
-            let now = stamp.as_second();
-            let (change, id, follow_up) = match op {
-                WriteOp::Import(records) => {
-                    ops::import(tx, &records).await?;
-                    ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Reload)?).await?;
-                    let summary = format!("{{\"records\":{}}}", records.len());
-                    ops::insert_audit(tx, Some(rev), now, actor, "import", "model", None, Some(&summary)).await?;
-                    ops::notify(tx, rev).await?;
-                    return Ok((rev, None, Committed::Reload));
-                }
-                WriteOp::Policy(write) => {
-                    let change = policy_write(tx, actor, write, stamp).await?;
-                    ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Policy(change.clone()))?).await?;
-                    ops::notify(tx, rev).await?;
-                    return Ok((rev, None, Committed::Policy(change)));
-                }
-                WriteOp::Create(record, then) => {
-                    let id = ops::next_id(tx, Target::of_record(&record).table()).await?;
-                    (create_change(record, id)?, Some(id), then)
-                }
-                WriteOp::Change(change, then) => (change, None, then),
+            let logged = codec::decode(&text)?;
+            let applied_ok = match &logged {
+                Logged::Change(change) => match inner.cell.apply(Revision(rev), change.clone()) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, revision = rev, "change refused by the snapshot; reloading");
+                        false
+                    }
+                },
+                Logged::Policy(_) => true,
+                Logged::Reload => false,
             };
-            let target = Target::of(&change);
-            let before = ops::load_record(tx, target).await?;
-            let blocked_site = match (&change, &before) {
-                (Change::BlockPerson(_), Some(keyway_core::Record::Person(p))) if !p.blocked => Some(p.site),
-                _ => None,
-            };
-            // The core decides what is valid: the change must apply to the snapshot at the
-            // previous revision, or nothing is written. The snapshot it yields is the one
-            // published after the commit: the change is applied once.
-            let base = inner.cell.load_full();
-            let next = Box::new(base.apply(Revision(rev), &change)?);
-            ops::write_change(tx, &change).await?;
-            let after = ops::load_record(tx, target).await?;
-            let before = before.as_ref().map(codec::record_json).transpose()?;
-            let after = after.as_ref().map(codec::record_json).transpose()?;
-            ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Change(change.clone()))?).await?;
-            ops::insert_audit(
-                tx,
+            if !applied_ok {
+                reload(inner).await?;
+                continue 'outer;
+            }
+            inner.applied.send_replace(rev);
+            inner.feed.publish(FeedItem::new(Revision(rev), logged));
+        }
+    }
+    let head = sql::head(conn.reborrow()).await?;
+    inner.head.fetch_max(head, Ordering::AcqRel);
+    Ok(())
+}
+
+/// The write path, in `tx`. Caller holds the apply lock.
+pub(crate) async fn write(
+    inner: &Inner,
+    mut tx: Conn<'_>,
+    actor: &str,
+    op: WriteOp,
+) -> Result<(u64, Option<u32>, Committed), StoreError> {
+    let rev = sql::bump_revision(tx.reborrow()).await?;
+    catch_up(inner, tx.reborrow()).await?;
+    let applied = *inner.applied.borrow();
+    if applied.saturating_add(1) != rev {
+        return Err(StoreError::internal(format!(
+            "revision `r{rev}` taken while the snapshot is at `r{applied}`"
+        )));
+    }
+    // The change log and the audit stamp a model write with the commit's own time,
+    // read under the writers' lock so that it follows revision order.
+    let stamp = inner.clock.now();
+    let now = stamp.as_second();
+    let (change, id, follow_up) = match op {
+        WriteOp::Import(records) => {
+            sql::import(tx.reborrow(), &records).await?;
+            sql::insert_change_log(tx.reborrow(), rev, now, actor, &codec::encode(&Logged::Reload)?).await?;
+            let summary = format!("{{\"records\":{}}}", records.len());
+            sql::insert_audit(
+                tx.reborrow(),
                 Some(rev),
                 now,
                 actor,
-                target::action(&change),
-                &target.to_string(),
-                before.as_deref(),
-                after.as_deref(),
+                "import",
+                "model",
+                None,
+                Some(&summary),
             )
             .await?;
-            // A block is an event the site's owner may want to hear of (the FAQ); it is
-            // queued with the block, so neither is lost without the other.
-            if let (Change::BlockPerson(person), Some(site)) = (&change, blocked_site) {
-                let data = serde_json::json!({"person": person.0, "by": actor, "revision": rev});
-                ops::enqueue_event(tx, site, "person.blocked", now, now, data).await?;
-            }
-            if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
-                ops::enqueue_event(tx, event.site, event.kind, now, now, event.data).await?;
-            }
-            ops::notify(tx, rev).await?;
-            Ok((rev, id, Committed::Model { change, base, next }))
+            sql::notify(tx.reborrow(), rev).await?;
+            return Ok((rev, None, Committed::Reload));
         }
-
-        /// The import write path, in `tx`: every change of `rows`, one revision each,
-        /// validated by the core as one batch on the snapshot at the revision before.
-        /// Caller holds the apply lock.
-        pub(crate) async fn write_import(
-            inner: &Inner,
-            tx: &mut ops::Conn,
-            actor: &str,
-            site: keyway_core::SiteId,
-            rows: Vec<crate::import::ImportPerson>,
-            follow_up: Option<FollowUp>,
-        ) -> Result<(Vec<crate::import::Imported>, Option<ImportCommitted>), StoreError> {
-            use crate::import::{ImportTag, Imported};
-            use keyway_core::{CredentialId, CredentialKind, CredentialRecord, PersonId, PersonRecord};
-            let mut next_person = ops::next_id(tx, "people").await?;
-            let mut next_credential = ops::next_id(tx, "credentials").await?;
-            let take = |next: &mut u32| {
-                let id = *next;
-                *next = next.checked_add(1).ok_or_else(|| StoreError::internal("ids exhausted"))?;
-                Ok::<u32, StoreError>(id)
-            };
-            let mut changes = Vec::new();
-            let mut imported = Vec::with_capacity(rows.len());
-            let mut named = Vec::new();
-            let mut made = 0usize;
-            for row in rows {
-                let person = match row.person {
-                    Some(p) => p,
-                    None => {
-                        let id = PersonId(take(&mut next_person)?);
-                        changes.push(Change::PutPerson(PersonRecord { id, site, role: row.role, blocked: false }));
-                        named.push((id, row.name, row.external_id));
-                        made += 1;
-                        id
-                    }
-                };
-                let mut tags = Vec::with_capacity(row.tags.len());
-                for tag in row.tags {
-                    let record = match tag {
-                        ImportTag::New(secret) => CredentialRecord {
-                            id: CredentialId(take(&mut next_credential)?),
-                            site,
-                            kind: CredentialKind::Tag,
-                            secret,
-                            owner: Some(person),
-                            valid_from: None,
-                            valid_until: None,
-                            offline_access: false,
-                            revoked: false,
-                        },
-                        ImportTag::Assign(existing) => CredentialRecord { owner: Some(person), ..existing },
-                    };
-                    tags.push(record.id);
-                    changes.push(Change::PutCredential(record));
-                }
-                for group in row.groups {
-                    changes.push(Change::Grant { person, group });
-                }
-                imported.push(Imported { person, tags });
-            }
-            if changes.is_empty() {
-                return Ok((imported, None));
-            }
-            let count = changes.len() as u64;
-            let last = ops::bump_revision_by(tx, count).await?;
-            let first = last - (count - 1);
-            catch_up(inner, tx).await?;
-            let applied = *inner.applied.borrow();
-            if applied.saturating_add(1) != first {
-                return Err(StoreError::internal(format!(
-                    "revision `r{first}` taken while the snapshot is at `r{applied}`"
-                )));
-            }
-            let base = inner.cell.load_full();
-            let batch = changes.clone();
-            let from = Arc::clone(&base);
-            let next = tokio::task::spawn_blocking(move || from.apply_batch(Revision(first), &batch))
-                .await
-                .map_err(StoreError::internal)?
-                .map_err(|(_, e)| StoreError::from(e))?;
-            let now = inner.clock.now().as_second();
-            let mut logged = Vec::with_capacity(changes.len());
-            for (i, change) in changes.into_iter().enumerate() {
-                let rev = first + i as u64;
-                ops::write_change(tx, &change).await?;
-                ops::insert_change_log(tx, rev, now, actor, &codec::encode(&Logged::Change(change.clone()))?).await?;
-                let after = match &change {
-                    Change::PutPerson(r) => Some(codec::record_json(&Record::Person(r.clone()))?),
-                    Change::PutCredential(r) => Some(codec::record_json(&Record::Credential(r.clone()))?),
-                    _ => None,
-                };
-                let target = Target::of(&change).to_string();
-                ops::insert_audit(tx, Some(rev), now, actor, target::action(&change), &target, None, after.as_deref())
-                    .await?;
-                logged.push((Revision(rev), change));
-            }
-            for (person, name, external_id) in &named {
-                ops::set_imported_person(tx, *person, name, external_id).await?;
-            }
-            let summary = serde_json::json!({
-                "site": site.0, "rows": imported.len(), "people_made": made,
-                "first_revision": first, "last_revision": last,
-            })
-            .to_string();
-            ops::insert_audit(tx, Some(last), now, actor, "import", &format!("site:{}", site.0), None, Some(&summary))
-                .await?;
-            if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
-                ops::enqueue_event(tx, event.site, event.kind, now, now, event.data).await?;
-            }
-            ops::notify(tx, last).await?;
-            Ok((imported, Some(ImportCommitted { base, next: Box::new(next), changes: logged })))
+        WriteOp::Policy(write) => {
+            let change = policy_write(tx.reborrow(), actor, write, stamp).await?;
+            sql::insert_change_log(
+                tx.reborrow(),
+                rev,
+                now,
+                actor,
+                &codec::encode(&Logged::Policy(change.clone()))?,
+            )
+            .await?;
+            sql::notify(tx.reborrow(), rev).await?;
+            return Ok((rev, None, Committed::Policy(change)));
         }
-
-        /// The policy rows of `write`, audited; answers the change-log entry.
-        async fn policy_write(
-            tx: &mut ops::Conn,
-            actor: &str,
-            write: PolicyWrite,
-            now: jiff::Timestamp,
-        ) -> Result<PolicyChange, StoreError> {
-            Ok(match write {
-                PolicyWrite::Activate(id) => {
-                    let before = policy::bundle(Conn::from(&mut *tx), id).await?.ok_or_else(|| crate::policy::bundle_not_found(id))?;
-                    policy::activate(Conn::from(&mut *tx), actor, &before, now).await?;
-                    PolicyChange::BundleActivated { bundle: id, site: before.site }
-                }
-                PolicyWrite::Attach(after) => {
-                    let before = policy::door_rule_chain(Conn::from(&mut *tx), after.door).await?;
-                    policy::put_door_rule_chain(Conn::from(&mut *tx), actor, before.as_ref(), &after, now).await?;
-                    PolicyChange::DoorRule { door: after.door, rules: after.rules }
-                }
-                PolicyWrite::Detach(door) => {
-                    let before = policy::door_rule_chain(Conn::from(&mut *tx), door).await?.ok_or_else(|| StoreError::NotFound {
-                        entity: format!("door_rule:{}", door.0),
-                    })?;
-                    policy::delete_door_rule_chain(Conn::from(&mut *tx), actor, &before, now).await?;
-                    PolicyChange::DoorRule { door, rules: Vec::new() }
-                }
-                PolicyWrite::Hours(site, hours) => {
-                    policy::put_opening_hours(Conn::from(&mut *tx), actor, site, hours.as_ref(), now).await?;
-                    PolicyChange::OpeningHours { site, hours }
-                }
-                PolicyWrite::ResetRuleState { rule, site, scope } => {
-                    policy::audit_rule_state_reset(Conn::from(&mut *tx), actor, &rule, site, scope, now).await?;
-                    PolicyChange::RuleStateReset { rule, site, scope }
-                }
-            })
+        WriteOp::Create(record, then) => {
+            let id = sql::next_id(tx.reborrow(), Target::of_record(&record).table()).await?;
+            (create_change(record, id)?, Some(id), then)
         }
-
-        /// One part of the model and the revision it is at, in one read transaction.
-        pub(crate) async fn load_part(conn: &mut ops::Conn, part: Part) -> Result<(u64, Vec<Record>), StoreError> {
-            use sqlx::Connection;
-            let mut tx = conn.begin().await?;
-            if ops::PG {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let head = ops::head(&mut tx).await?;
-            let records = ops::load_part(&mut tx, part).await?;
-            tx.commit().await?;
-            Ok((head, records))
-        }
-
-        /// Every record and the revision they are at, read consistently.
-        pub(crate) async fn load(conn: &mut ops::Conn) -> Result<(u64, Vec<Record>), StoreError> {
-            use sqlx::Connection;
-            let mut tx = conn.begin().await?;
-            if ops::PG {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let head = ops::head(&mut tx).await?;
-            let records = ops::load_all(&mut tx).await?;
-            tx.commit().await?;
-            Ok((head, records))
-        }
+        WriteOp::Change(change, then) => (change, None, then),
     };
+    let target = Target::of(&change);
+    let before = sql::load_record(tx.reborrow(), target).await?;
+    let blocked_site = match (&change, &before) {
+        (Change::BlockPerson(_), Some(Record::Person(p))) if !p.blocked => Some(p.site),
+        _ => None,
+    };
+    // The core decides what is valid: the change must apply to the snapshot at the
+    // previous revision, or nothing is written. The snapshot it yields is the one
+    // published after the commit: the change is applied once.
+    let base = inner.cell.load_full();
+    let next = Box::new(base.apply(Revision(rev), &change)?);
+    sql::write_change(tx.reborrow(), &change).await?;
+    let after = sql::load_record(tx.reborrow(), target).await?;
+    let before = before.as_ref().map(codec::record_json).transpose()?;
+    let after = after.as_ref().map(codec::record_json).transpose()?;
+    sql::insert_change_log(
+        tx.reborrow(),
+        rev,
+        now,
+        actor,
+        &codec::encode(&Logged::Change(change.clone()))?,
+    )
+    .await?;
+    sql::insert_audit(
+        tx.reborrow(),
+        Some(rev),
+        now,
+        actor,
+        target::action(&change),
+        &target.to_string(),
+        before.as_deref(),
+        after.as_deref(),
+    )
+    .await?;
+    // A block is an event the site's owner may want to hear of (the FAQ); it is
+    // queued with the block, so neither is lost without the other.
+    if let (Change::BlockPerson(person), Some(site)) = (&change, blocked_site) {
+        let data = serde_json::json!({"person": person.0, "by": actor, "revision": rev});
+        sql::enqueue_event(tx.reborrow(), site, "person.blocked", now, now, data).await?;
+    }
+    if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
+        sql::enqueue_event(tx.reborrow(), event.site, event.kind, now, now, event.data).await?;
+    }
+    sql::notify(tx.reborrow(), rev).await?;
+    Ok((rev, id, Committed::Model { change, base, next }))
 }
 
-mod sqlite_node {
-    node_ops!(crate::sql::sqlite);
+/// The import write path, in `tx`: every change of `rows`, one revision each,
+/// validated by the core as one batch on the snapshot at the revision before.
+/// Caller holds the apply lock.
+pub(crate) async fn write_import(
+    inner: &Inner,
+    mut tx: Conn<'_>,
+    actor: &str,
+    site: keyway_core::SiteId,
+    rows: Vec<crate::import::ImportPerson>,
+    follow_up: Option<FollowUp>,
+) -> Result<(Vec<crate::import::Imported>, Option<ImportCommitted>), StoreError> {
+    use crate::import::{ImportTag, Imported};
+    use keyway_core::{CredentialId, CredentialKind, CredentialRecord, PersonId, PersonRecord};
+    let mut next_person = sql::next_id(tx.reborrow(), "people").await?;
+    let mut next_credential = sql::next_id(tx.reborrow(), "credentials").await?;
+    let take = |next: &mut u32| {
+        let id = *next;
+        *next = next
+            .checked_add(1)
+            .ok_or_else(|| StoreError::internal("ids exhausted"))?;
+        Ok::<u32, StoreError>(id)
+    };
+    let mut changes = Vec::new();
+    let mut imported = Vec::with_capacity(rows.len());
+    let mut named = Vec::new();
+    let mut made = 0usize;
+    for row in rows {
+        let person = match row.person {
+            Some(p) => p,
+            None => {
+                let id = PersonId(take(&mut next_person)?);
+                changes.push(Change::PutPerson(PersonRecord {
+                    id,
+                    site,
+                    role: row.role,
+                    blocked: false,
+                }));
+                named.push((id, row.name, row.external_id));
+                made += 1;
+                id
+            }
+        };
+        let mut tags = Vec::with_capacity(row.tags.len());
+        for tag in row.tags {
+            let record = match tag {
+                ImportTag::New(secret) => CredentialRecord {
+                    id: CredentialId(take(&mut next_credential)?),
+                    site,
+                    kind: CredentialKind::Tag,
+                    secret,
+                    owner: Some(person),
+                    valid_from: None,
+                    valid_until: None,
+                    offline_access: false,
+                    revoked: false,
+                },
+                ImportTag::Assign(existing) => CredentialRecord {
+                    owner: Some(person),
+                    ..existing
+                },
+            };
+            tags.push(record.id);
+            changes.push(Change::PutCredential(record));
+        }
+        for group in row.groups {
+            changes.push(Change::Grant { person, group });
+        }
+        imported.push(Imported { person, tags });
+    }
+    if changes.is_empty() {
+        return Ok((imported, None));
+    }
+    let count = changes.len() as u64;
+    let last = sql::bump_revision_by(tx.reborrow(), count).await?;
+    let first = last - (count - 1);
+    catch_up(inner, tx.reborrow()).await?;
+    let applied = *inner.applied.borrow();
+    if applied.saturating_add(1) != first {
+        return Err(StoreError::internal(format!(
+            "revision `r{first}` taken while the snapshot is at `r{applied}`"
+        )));
+    }
+    let base = inner.cell.load_full();
+    let batch = changes.clone();
+    let from = Arc::clone(&base);
+    let next = tokio::task::spawn_blocking(move || from.apply_batch(Revision(first), &batch))
+        .await
+        .map_err(StoreError::internal)?
+        .map_err(|(_, e)| StoreError::from(e))?;
+    let now = inner.clock.now().as_second();
+    let mut logged = Vec::with_capacity(changes.len());
+    for (i, change) in changes.into_iter().enumerate() {
+        let rev = first + i as u64;
+        sql::write_change(tx.reborrow(), &change).await?;
+        sql::insert_change_log(
+            tx.reborrow(),
+            rev,
+            now,
+            actor,
+            &codec::encode(&Logged::Change(change.clone()))?,
+        )
+        .await?;
+        let after = match &change {
+            Change::PutPerson(r) => Some(codec::record_json(&Record::Person(r.clone()))?),
+            Change::PutCredential(r) => Some(codec::record_json(&Record::Credential(r.clone()))?),
+            _ => None,
+        };
+        let target = Target::of(&change).to_string();
+        sql::insert_audit(
+            tx.reborrow(),
+            Some(rev),
+            now,
+            actor,
+            target::action(&change),
+            &target,
+            None,
+            after.as_deref(),
+        )
+        .await?;
+        logged.push((Revision(rev), change));
+    }
+    for (person, name, external_id) in &named {
+        sql::set_imported_person(tx.reborrow(), *person, name, external_id).await?;
+    }
+    let summary = serde_json::json!({
+        "site": site.0, "rows": imported.len(), "people_made": made,
+        "first_revision": first, "last_revision": last,
+    })
+    .to_string();
+    sql::insert_audit(
+        tx.reborrow(),
+        Some(last),
+        now,
+        actor,
+        "import",
+        &format!("site:{}", site.0),
+        None,
+        Some(&summary),
+    )
+    .await?;
+    if let Some(event) = follow_up.and_then(|f| f(&base, &next)) {
+        sql::enqueue_event(tx.reborrow(), event.site, event.kind, now, now, event.data).await?;
+    }
+    sql::notify(tx.reborrow(), last).await?;
+    Ok((
+        imported,
+        Some(ImportCommitted {
+            base,
+            next: Box::new(next),
+            changes: logged,
+        }),
+    ))
 }
 
-mod pg_node {
-    node_ops!(crate::sql::postgres);
+/// The policy rows of `write`, audited; answers the change-log entry.
+async fn policy_write(
+    mut tx: Conn<'_>,
+    actor: &str,
+    write: PolicyWrite,
+    now: jiff::Timestamp,
+) -> Result<PolicyChange, StoreError> {
+    Ok(match write {
+        PolicyWrite::Activate(id) => {
+            let before = crate::policy::queries::bundle(tx.reborrow(), id)
+                .await?
+                .ok_or_else(|| crate::policy::bundle_not_found(id))?;
+            crate::policy::queries::activate(tx.reborrow(), actor, &before, now).await?;
+            PolicyChange::BundleActivated {
+                bundle: id,
+                site: before.site,
+            }
+        }
+        PolicyWrite::Attach(after) => {
+            let before = crate::policy::queries::door_rule_chain(tx.reborrow(), after.door).await?;
+            crate::policy::queries::put_door_rule_chain(tx.reborrow(), actor, before.as_ref(), &after, now).await?;
+            PolicyChange::DoorRule {
+                door: after.door,
+                rules: after.rules,
+            }
+        }
+        PolicyWrite::Detach(door) => {
+            let before = crate::policy::queries::door_rule_chain(tx.reborrow(), door)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: format!("door_rule:{}", door.0),
+                })?;
+            crate::policy::queries::delete_door_rule_chain(tx.reborrow(), actor, &before, now).await?;
+            PolicyChange::DoorRule {
+                door,
+                rules: Vec::new(),
+            }
+        }
+        PolicyWrite::Hours(site, hours) => {
+            crate::policy::queries::put_opening_hours(tx.reborrow(), actor, site, hours.as_ref(), now).await?;
+            PolicyChange::OpeningHours { site, hours }
+        }
+        PolicyWrite::ResetRuleState { rule, site, scope } => {
+            crate::policy::queries::audit_rule_state_reset(tx.reborrow(), actor, &rule, site, scope, now).await?;
+            PolicyChange::RuleStateReset { rule, site, scope }
+        }
+    })
 }
 
 /// The parts of the model read in parallel at start-up.
@@ -586,48 +621,44 @@ pub(crate) enum Part {
     Credentials,
 }
 
+impl Part {
+    /// Every part: the whole model.
+    pub(crate) const ALL: [Part; 3] = [Part::Structure, Part::People, Part::Credentials];
+}
+
 /// Read the three parts of the model on three connections at once. Each part is read in
 /// its own transaction, with the revision counter; every model write bumps the counter,
 /// so equal counters mean the parts are of one revision. Otherwise (a write landed
 /// between the starts), read everything again in one transaction.
-macro_rules! load_parallel {
-    ($pool:expr, $node:ident) => {{
-        // Each part is its own task, so decoding the parts' rows (JSON for the big
-        // tables) runs on all runtime threads rather than on the caller's.
-        let part = |part| {
-            let pool = $pool.clone();
-            tokio::spawn(async move {
-                let mut conn = pool.acquire().await?;
-                $node::load_part(&mut conn, part).await
-            })
-        };
-        let (a, b, c) = tokio::join!(part(Part::Structure), part(Part::People), part(Part::Credentials));
-        let joined = |r: Result<Result<(u64, Vec<Record>), StoreError>, tokio::task::JoinError>| {
-            r.map_err(StoreError::internal)?
-        };
-        let ((ha, structure), (hb, people), (hc, credentials)) = (joined(a)?, joined(b)?, joined(c)?);
-        if ha == hb && hb == hc {
-            let mut records = Vec::with_capacity(structure.len() + people.len() + credentials.len());
-            records.extend(structure);
-            records.extend(people);
-            records.extend(credentials);
-            (ha, records)
-        } else {
-            $node::load(&mut *$pool.acquire().await?).await?
-        }
-    }};
+async fn load_parallel(db: &Db) -> Result<(u64, Vec<Record>), StoreError> {
+    // Each part is its own task, so decoding the parts' rows (JSON for the big tables)
+    // runs on all runtime threads rather than on the caller's.
+    let part = |part: Part| {
+        let db = db.clone();
+        tokio::spawn(async move { sql::load(db.reader().await?.conn(), &[part]).await })
+    };
+    let (a, b, c) = tokio::join!(part(Part::Structure), part(Part::People), part(Part::Credentials));
+    let joined =
+        |r: Result<Result<(u64, Vec<Record>), StoreError>, tokio::task::JoinError>| r.map_err(StoreError::internal)?;
+    let ((ha, structure), (hb, people), (hc, credentials)) = (joined(a)?, joined(b)?, joined(c)?);
+    if ha == hb && hb == hc {
+        let mut records = Vec::with_capacity(structure.len() + people.len() + credentials.len());
+        records.extend(structure);
+        records.extend(people);
+        records.extend(credentials);
+        Ok((ha, records))
+    } else {
+        sql::load(db.reader().await?.conn(), &Part::ALL).await
+    }
 }
 
 /// Read every record and build a snapshot.
 async fn load_snapshot(db: &Db) -> Result<(Snapshot, LoadTimings), StoreError> {
     let started = std::time::Instant::now();
-    let (head, records) = match db {
-        // SQLite too: with people and credentials read in JSON chunks, the work is in
-        // SQLite's C code on each connection's worker thread, and three readers use the
-        // cores (measured at 1M credentials: 3.9 s read on one connection, 2.1 s on three).
-        Db::Sqlite { read, .. } => load_parallel!(read, sqlite_node),
-        Db::Postgres { pool, .. } => load_parallel!(pool, pg_node),
-    };
+    // SQLite too: with people and credentials read in JSON chunks, the work is in
+    // SQLite's C code on each connection's worker thread, and three readers use the
+    // cores (measured at 1M credentials: 3.9 s read on one connection, 2.1 s on three).
+    let (head, records) = load_parallel(db).await?;
     let read = started.elapsed();
     let count = records.len();
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(Revision(head), records))
@@ -772,20 +803,10 @@ impl Store {
     pub(crate) async fn commit(&self, actor: &str, op: WriteOp) -> Result<Written, StoreError> {
         let inner = &*self.inner;
         let _apply = inner.apply_lock.lock().await;
-        let ((rev, id, committed_op), committed) = match &inner.db {
-            Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
-                let out = sqlite_node::write(inner, &mut tx, actor, op).await?;
-                tx.commit().await?;
-                (out, std::time::Instant::now())
-            }
-            Db::Postgres { pool, .. } => {
-                let mut tx = pool.begin().await?;
-                let out = pg_node::write(inner, &mut tx, actor, op).await?;
-                tx.commit().await?;
-                (out, std::time::Instant::now())
-            }
-        };
+        let mut tx = inner.db.begin().await?;
+        let (rev, id, committed_op) = write(inner, tx.conn(), actor, op).await?;
+        tx.commit().await?;
+        let committed = std::time::Instant::now();
         match committed_op {
             Committed::Model { change, base, next } => {
                 let logged = Logged::Change(change.clone());
@@ -826,20 +847,9 @@ impl Store {
     ) -> Result<Vec<crate::import::Imported>, StoreError> {
         let inner = &*self.inner;
         let _apply = inner.apply_lock.lock().await;
-        let (imported, committed) = match &inner.db {
-            Db::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
-                let out = sqlite_node::write_import(inner, &mut tx, actor, site, rows, follow_up).await?;
-                tx.commit().await?;
-                out
-            }
-            Db::Postgres { pool, .. } => {
-                let mut tx = pool.begin().await?;
-                let out = pg_node::write_import(inner, &mut tx, actor, site, rows, follow_up).await?;
-                tx.commit().await?;
-                out
-            }
-        };
+        let mut tx = inner.db.begin().await?;
+        let (imported, committed) = write_import(inner, tx.conn(), actor, site, rows, follow_up).await?;
+        tx.commit().await?;
         let Some(ImportCommitted { base, next, changes }) = committed else {
             return Ok(imported);
         };
@@ -963,18 +973,9 @@ impl Store {
 
 /// One round of the follower: take a connection, then the apply lock, then catch up.
 async fn follow_once(inner: &Inner) -> Result<(), StoreError> {
-    match &inner.db {
-        Db::Sqlite { read, .. } => {
-            let mut conn = read.acquire().await?;
-            let _apply = inner.apply_lock.lock().await;
-            sqlite_node::catch_up(inner, &mut conn).await
-        }
-        Db::Postgres { pool, .. } => {
-            let mut conn = pool.acquire().await?;
-            let _apply = inner.apply_lock.lock().await;
-            pg_node::catch_up(inner, &mut conn).await
-        }
-    }
+    let mut reader = inner.db.reader().await?;
+    let _apply = inner.apply_lock.lock().await;
+    catch_up(inner, reader.conn()).await
 }
 
 /// The PostgreSQL channel writers notify on commit.
@@ -1110,10 +1111,7 @@ impl Model<'_> {
     /// # Errors
     /// If the database cannot be read.
     pub async fn record(&self, target: Target) -> Result<Option<Record>, StoreError> {
-        each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::load_record(
-            conn, target
-        )
-        .await)
+        sql::load_record(self.store.reader().await?.conn(), target).await
     }
 
     /// Every record the database holds, and the revision they are at.
@@ -1121,10 +1119,7 @@ impl Model<'_> {
     /// # Errors
     /// If the database cannot be read.
     pub async fn records(&self) -> Result<(Revision, Vec<Record>), StoreError> {
-        let (rev, records) = match &self.store.inner.db {
-            Db::Sqlite { read, .. } => sqlite_node::load(&mut *read.acquire().await?).await?,
-            Db::Postgres { pool, .. } => pg_node::load(&mut *pool.acquire().await?).await?,
-        };
+        let (rev, records) = sql::load(self.store.reader().await?.conn(), &Part::ALL).await?;
         Ok((Revision(rev), records))
     }
 
@@ -1133,8 +1128,7 @@ impl Model<'_> {
     /// # Errors
     /// If the database cannot be read.
     pub async fn revisions(&self) -> Result<Vec<Revision>, StoreError> {
-        let revs = each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::revisions(conn)
-            .await)?;
+        let revs = sql::revisions(self.store.reader().await?.conn()).await?;
         Ok(revs.into_iter().map(Revision).collect())
     }
 
@@ -1143,7 +1137,6 @@ impl Model<'_> {
     /// # Errors
     /// If the database cannot be read.
     pub async fn audit(&self, entity: Option<&str>) -> Result<Vec<AuditRow>, StoreError> {
-        each_backend!(self.store.reader().await?.conn(), |conn, ops| ops::audit(conn, entity)
-            .await)
+        sql::audit(self.store.reader().await?.conn(), entity).await
     }
 }

@@ -121,7 +121,7 @@ mod queries {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query(
                 "INSERT INTO password_reset_tokens (token_hash, account, created_at, expires_at) \
              VALUES ($1, $2, $3, $4)",
@@ -132,8 +132,8 @@ mod queries {
             .bind(expires_at.as_second())
             .execute(&mut *conn)
             .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 "system",
@@ -170,7 +170,7 @@ mod queries {
         phc: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
                 .bind(phc)
                 .bind(account)
@@ -187,8 +187,8 @@ mod queries {
                 .bind(account)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 &account.to_string(),
@@ -230,7 +230,7 @@ mod queries {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<ApiToken, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let scopes_json = serde_json::to_string(scopes).map_err(StoreError::internal)?;
             let id: TokenId = sqlx::query_scalar(
                 "INSERT INTO api_tokens (account, site, name, token_hash, scopes, created_at, expires_at) \
@@ -256,8 +256,8 @@ mod queries {
                 last_used_at: None,
                 revoked_at: None,
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -323,7 +323,7 @@ mod queries {
         before: &ApiToken,
         now: Timestamp,
     ) -> Result<ApiToken, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now.as_second())
                 .bind(before.id)
@@ -333,8 +333,8 @@ mod queries {
                 revoked_at: before.revoked_at.or(Some(crate::dispatch::whole(now))),
                 ..before.clone()
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,

@@ -245,7 +245,7 @@ mod queries {
         secret: &str,
         now: Timestamp,
     ) -> Result<Webhook, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let events_json = serde_json::to_string(events).map_err(StoreError::internal)?;
             let id: WebhookId = sqlx::query_scalar(
                 "INSERT INTO webhooks (site, url, secret, events, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -266,8 +266,8 @@ mod queries {
                 paused_at: None,
                 failures: 0,
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -287,7 +287,7 @@ mod queries {
         before: &Webhook,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             // Its pending deliveries go with it; delivered ones are history and stay until purged.
             sqlx::query("DELETE FROM notification_outbox WHERE webhook = $1 AND delivered_at IS NULL")
                 .bind(before.id)
@@ -301,8 +301,8 @@ mod queries {
                 .bind(before.id)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -322,14 +322,14 @@ mod queries {
         secret: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE webhooks SET secret = $2 WHERE id = $1")
                 .bind(before.id)
                 .bind(secret)
                 .execute(&mut *conn)
                 .await?;
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -348,7 +348,7 @@ mod queries {
         before: &Webhook,
         now: Timestamp,
     ) -> Result<Webhook, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             sqlx::query("UPDATE webhooks SET paused_at = NULL, failures = 0 WHERE id = $1")
                 .bind(before.id)
                 .execute(&mut *conn)
@@ -365,8 +365,8 @@ mod queries {
                 failures: 0,
                 ..before.clone()
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 now.as_second(),
                 actor,
@@ -410,9 +410,9 @@ mod queries {
     }
 
     pub(super) async fn queue_test(conn: Conn<'_>, hook: &Webhook, now: Timestamp) -> Result<OutboxId, StoreError> {
-        each_backend!(conn, |conn, ops| {
-            let event = ops::enqueue_event(
-                conn,
+        each_backend!(conn, |conn| {
+            let event = crate::sql::enqueue_event(
+                Conn::from(&mut *conn),
                 hook.site,
                 "webhook.test",
                 now.as_second(),
@@ -544,7 +544,7 @@ mod queries {
 
     /// Records one attempt; answers whether it paused the endpoint.
     pub(super) async fn record(conn: Conn<'_>, hook: &Webhook, a: &WebhookAttempt) -> Result<bool, StoreError> {
-        each_backend!(conn, |conn, ops| {
+        each_backend!(conn, |conn| {
             let attempts: Option<i64> = sqlx::query_scalar(
                 "SELECT attempts FROM notification_outbox WHERE id = $1 AND webhook = $2 AND delivered_at IS NULL",
             )
@@ -619,8 +619,8 @@ mod queries {
                 failures: id32(failures, "failures")?,
                 ..hook.clone()
             };
-            ops::insert_audit(
-                conn,
+            crate::sql::insert_audit(
+                Conn::from(&mut *conn),
                 None,
                 a.at.as_second(),
                 "system",
