@@ -13,7 +13,8 @@
 //!   denies; the time is from sending the block to B's first deny.
 //!
 //! - The IQ link (issue 11): `keyway iq-sim` with 10, 100 and 1,000 simulated IQs over
-//!   TLS, one read per frame and 16, against the same node; and block to IQ: from the
+//!   TLS, one read per frame and 16, back to back against the same node; 1,000 IQs on a
+//!   schedule of 5,000 to 30,000 decisions per second; and block to IQ: from the
 //!   block's HTTP answer until every connected IQ of the site (1, then 20) has the
 //!   revocation, with the IQs on the node that took the block, then on the other node of
 //!   two on PostgreSQL. Then 10,000 idle IQs (`iq-sim --idle`): the server's memory per
@@ -345,9 +346,11 @@ end
 
 /// The IQ link under load: the release `keyway iq-sim` registers `iqs` IQs on the site
 /// over HTTP (a door each, 50 people with tags and a group), enrols them over TLS, and
-/// each sends `DECIDE` frames of `batch` reads back to back for `seconds`; its summary
-/// (decisions per second, frame round-trip percentiles measured by each IQ) is echoed.
-fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
+/// each sends `DECIDE` frames of `batch` reads for `seconds`: back to back, or with
+/// `rate` on a schedule of that many decisions per second across the IQs (latency then
+/// counts from each frame's due time). Its summary (decisions per second, frame
+/// round-trip percentiles measured by each IQ) is echoed.
+fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32, rate: Option<u32>) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
         .args(["iq-sim", "--site", &site.to_string(), "--iqs", &iqs.to_string()])
@@ -360,6 +363,7 @@ fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
             &seconds.to_string(),
         ])
         .args(["--batch", &batch.to_string()])
+        .args(rate.map(|r| format!("--rate={r}")))
         .env("KEYWAY_URL", &api.url)
         .env("KEYWAY_TOKEN", &api.token)
         .env("RUST_LOG", "warn")
@@ -375,8 +379,12 @@ fn link_load(api: &Api, site: u64, iqs: u32, batch: u32, seconds: u32) {
         .lines()
         .filter(|l| l.contains("IQs connected") || l.starts_with("frame latency"))
         .collect();
+    let sending = rate.map_or_else(
+        || "back to back".to_owned(),
+        |r| format!("{r} decisions/s on a schedule"),
+    );
     println!(
-        "IQ link, {iqs} IQs, {batch} read(s) per frame, {seconds} s (whole command {:.1} s): {}",
+        "IQ link, {iqs} IQs, {batch} read(s) per frame, {sending}, {seconds} s (whole command {:.1} s): {}",
         started.elapsed().as_secs_f64(),
         summary.join("; ")
     );
@@ -798,12 +806,18 @@ fn main() {
     block_to_deny_one_node(&owner, site, door, person, rounds);
     admin_writes(&owner, site, rounds, "SQLite");
     if q {
-        // The smoke run goes through the IQ path once too.
+        // The smoke run goes through the IQ path once too, and `iq-sim` on a schedule.
         block_to_iq(&owner, &owner, site, person, 1, 3);
+        link_load(&owner, site, 4, 1, 1, Some(200));
     } else {
         wrk_decide(&owner, site, door, person, 32, 10, "auth cache on");
         for (iqs, batch) in [(10, 1), (100, 1), (1_000, 1), (1_000, 16)] {
-            link_load(&owner, site, iqs, batch, 10);
+            link_load(&owner, site, iqs, batch, 10, None);
+        }
+        // Door reads arriving at a set rate, as at a site: the latency 1,000 gateways see
+        // at each offered load, up to and past what the back-to-back rows answered.
+        for rate in [5_000, 10_000, 20_000, 30_000] {
+            link_load(&owner, site, 1_000, 1, 10, Some(rate));
         }
         block_to_iq(&owner, &owner, site, person, 1, 200);
         block_to_iq(&owner, &owner, site, person, 20, 100);

@@ -51,6 +51,13 @@ pub struct IqSimArgs {
     /// Requests per DECIDE frame (1 to 64).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     batch: u32,
+    /// Send on a schedule: this many decisions per second across all IQs (open loop).
+    /// Each IQ then sends a frame every `iqs x batch / rate` seconds at its own phase,
+    /// and a frame's latency counts from when it was due, so a server that falls behind
+    /// shows it. Without it each IQ sends its next frame as soon as the last is answered
+    /// (closed loop: the most the server answers).
+    #[arg(long, conflicts_with = "idle", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    rate: Option<u32>,
     /// Cut every IQ's connection this often (seconds online between cuts); while cut,
     /// each decides alone from its offline list and uploads those entries on return.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -243,7 +250,11 @@ pub async fn iq_sim(args: IqSimArgs) -> Result<(), SimError> {
     println!(
         "enrolled {} IQs on {control}; {} for {} s",
         iqs.len(),
-        if args.idle { "idle" } else { "sending" },
+        match (args.idle, args.rate) {
+            (true, _) => "idle".to_owned(),
+            (false, Some(rate)) => format!("sending {rate} decisions/s on a schedule"),
+            (false, None) => "sending back to back".to_owned(),
+        },
         args.duration_secs
     );
 
@@ -255,6 +266,9 @@ pub async fn iq_sim(args: IqSimArgs) -> Result<(), SimError> {
             client,
             duration: Duration::from_secs(args.duration_secs),
             batch: args.batch as usize,
+            pace: args
+                .rate
+                .map(|rate| Duration::from_secs_f64(f64::from(args.iqs) * f64::from(args.batch) / f64::from(rate))),
             idle: args.idle,
             outage: args.outage_every_secs.map(|every| Outage {
                 every: Duration::from_secs(every),

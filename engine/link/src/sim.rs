@@ -1,6 +1,13 @@
 //! A load generator for the link: simulated IQs over TLS against a server address,
-//! each sending decision requests back to back, with a summary of decisions per second
-//! and latency percentiles. `keyway iq-sim` and the end-to-end tests drive it.
+//! each sending decision requests back to back (closed loop: the most the server
+//! answers) or on a schedule (open loop: door reads arriving at a set rate, as at a
+//! site), with a summary of decisions per second and latency percentiles. `keyway
+//! iq-sim` and the end-to-end tests drive it.
+//!
+//! On a schedule, each IQ sends one frame every `pace`, the IQs' phases spread evenly
+//! over it, and a frame's latency counts from when it was due rather than when it
+//! left: an IQ held up by a slow answer sends late, and that delay is part of what the
+//! next frame measures (no coordinated omission).
 //!
 //! Idle, each IQ connects, fetches its list, hangs up the bulk session and then only
 //! heartbeats and hears pushes: the load of many connected gateways at rest.
@@ -51,6 +58,8 @@ pub struct SimConfig {
     pub duration: Duration,
     /// Requests per frame.
     pub batch: usize,
+    /// Time between two frames of one IQ (open loop); `None` sends back to back.
+    pub pace: Option<Duration>,
     /// Network cuts, if any.
     pub outage: Option<Outage>,
     /// Idle IQs: each connects, fetches its list, hangs up the bulk session and then only
@@ -224,7 +233,7 @@ async fn run_idle(mut client: IqClient, deadline: Instant, mut count: IqCount) -
 }
 
 /// One IQ's whole run.
-async fn run_one(iq: SimIq, config: SimConfig, gate: Arc<Semaphore>) -> Result<IqCount, ClientError> {
+async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, gate: Arc<Semaphore>) -> Result<IqCount, ClientError> {
     let mut count = IqCount::default();
     let batch = config.batch.max(1);
     let deadline = Instant::now() + config.duration;
@@ -244,6 +253,7 @@ async fn run_one(iq: SimIq, config: SimConfig, gate: Arc<Semaphore>) -> Result<I
     };
     drop(turn);
     let mut next = 0usize;
+    let mut due = Instant::now() + phase;
     let mut online_until = config.outage.map(|o| Instant::now() + o.every);
     while Instant::now() < deadline && !iq.reads.is_empty() {
         if let (Some(outage), Some(until), Some(side)) = (config.outage, online_until, side.as_mut())
@@ -270,7 +280,14 @@ async fn run_one(iq: SimIq, config: SimConfig, gate: Arc<Semaphore>) -> Result<I
             }
             side.upload(&client, &mut count).await?;
             online_until = Some(Instant::now() + outage.every);
+            due = Instant::now();
             continue;
+        }
+        if config.pace.is_some() {
+            if due >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
         }
         let now = Timestamp::now().as_millisecond();
         let items: Vec<DecideItem> = (0..batch)
@@ -278,7 +295,14 @@ async fn run_one(iq: SimIq, config: SimConfig, gate: Arc<Semaphore>) -> Result<I
             .map(|r| DecideItem { at: now, ..r.clone() })
             .collect();
         next = next.wrapping_add(batch);
-        let sent = Instant::now();
+        let sent = match config.pace {
+            Some(pace) => {
+                let scheduled = due;
+                due += pace;
+                scheduled
+            }
+            None => Instant::now(),
+        };
         match client.decide(items).await {
             Ok(answer) => {
                 count.decisions += answer.items.len() as u64;
@@ -313,8 +337,10 @@ pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, Clie
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
-    for iq in iqs {
-        tasks.spawn(run_one(iq, config.clone(), Arc::clone(&gate)));
+    let count = u32::try_from(iqs.len()).unwrap_or(u32::MAX).max(1);
+    for (i, iq) in (0u32..).zip(iqs) {
+        let phase = config.pace.map_or(Duration::ZERO, |pace| pace * i / count);
+        tasks.spawn(run_one(iq, config.clone(), phase, Arc::clone(&gate)));
     }
     let mut summary = SimSummary::default();
     let mut latencies = Vec::new();

@@ -600,6 +600,7 @@ async fn the_load_generator_measures_decisions() {
         client: s.client_config(),
         duration: Duration::from_millis(300),
         batch: 4,
+        pace: None,
         outage: None,
         idle: false,
     };
@@ -608,6 +609,21 @@ async fn the_load_generator_measures_decisions() {
     assert!(summary.decisions > 0 && summary.per_second > 0.0, "{summary:?}");
     let [p50, p90, p99, max] = summary.latency_us;
     assert!(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{summary:?}");
+    let back_to_back = summary.decisions;
+
+    // On a schedule: one frame every 50 ms for 300 ms is at most 6 frames (their due
+    // times are 0, 50, .. 250 ms), however fast the server answers.
+    let paced = keyway_link::sim::SimConfig {
+        pace: Some(Duration::from_millis(50)),
+        ..config.clone()
+    };
+    let summary = keyway_link::sim::run(vec![iq.clone()], &paced).await.unwrap();
+    assert_eq!((summary.connected, summary.errors), (1, 0), "{summary:?}");
+    assert!(
+        (4..=6 * 4).contains(&summary.decisions),
+        "paced frames of 4 over 300 ms: {summary:?} (back to back: {back_to_back})"
+    );
+    assert!(summary.latency_us[0] > 0, "{summary:?}");
 
     // With network cuts: the IQ decides alone while away, is brought up to date when it
     // comes back, and its offline entries are stored once each.
