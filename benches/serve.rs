@@ -14,7 +14,7 @@
 //!
 //! - The IQ link (issue 11): `keyway iq-sim` with 10, 100 and 1,000 simulated IQs over
 //!   TLS, one read per frame and 16, back to back against the same node; 1,000 IQs on a
-//!   schedule of 5,000 to 30,000 decisions per second; and block to IQ: from the
+//!   schedule of 5,000 to 100,000 decisions per second; and block to IQ: from the
 //!   block's HTTP answer until every connected IQ of the site (1, then 20) has the
 //!   revocation, with the IQs on the node that took the block, then on the other node of
 //!   two on PostgreSQL. Then 10,000 idle IQs (`iq-sim --idle`): the server's memory per
@@ -815,9 +815,16 @@ fn main() {
             link_load(&owner, site, iqs, batch, 10, None);
         }
         // Door reads arriving at a set rate, as at a site: the latency 1,000 gateways see
-        // at each offered load, up to and past what the back-to-back rows answered.
-        for rate in [5_000, 10_000, 20_000, 30_000] {
-            link_load(&owner, site, 1_000, 1, 10, Some(rate));
+        // at each offered load, one read per frame and 16 (issue 11's 100,000/s).
+        for (batch, rate) in [
+            (1, 5_000),
+            (1, 10_000),
+            (1, 20_000),
+            (1, 30_000),
+            (16, 50_000),
+            (16, 100_000),
+        ] {
+            link_load(&owner, site, 1_000, batch, 10, Some(rate));
         }
         block_to_iq(&owner, &owner, site, person, 1, 200);
         block_to_iq(&owner, &owner, site, person, 20, 100);

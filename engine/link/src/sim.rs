@@ -71,6 +71,34 @@ pub struct SimConfig {
 /// gateways coming back after an outage do not all land in the same millisecond.
 const CONNECTING_AT_ONCE: usize = 256;
 
+/// The start line: IQs connect a few at a time, and all start sending together.
+struct Start {
+    gate: Semaphore,
+    barrier: tokio::sync::Barrier,
+    at: std::sync::OnceLock<Instant>,
+}
+
+impl Start {
+    fn new(iqs: usize) -> Start {
+        Start {
+            gate: Semaphore::new(CONNECTING_AT_ONCE),
+            barrier: tokio::sync::Barrier::new(iqs.max(1)),
+            at: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Waits until every IQ has connected or failed to.
+    async fn all_ready(&self) {
+        self.barrier.wait().await;
+        self.at.get_or_init(Instant::now);
+    }
+
+    /// Time since every IQ was ready: the run's sending time.
+    fn since_all_ready(&self) -> Duration {
+        self.at.get().map_or(Duration::ZERO, Instant::elapsed)
+    }
+}
+
 /// What a run measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SimSummary {
@@ -194,14 +222,14 @@ fn offline_error(e: OfflineError) -> ClientError {
     ClientError::Unexpected("unusable offline list")
 }
 
-/// An idle IQ's run: its list, then heartbeats and pushes only.
-async fn run_idle(mut client: IqClient, deadline: Instant, mut count: IqCount) -> Result<IqCount, ClientError> {
-    let mut side = OfflineSide {
-        list: OfflineSide::fetch(&client, &mut count).await?,
-        pending: Vec::new(),
-        next_seq: 1,
-    };
-    client.close_bulk().await;
+/// An idle IQ's run: heartbeats and pushes only, its list (fetched while it connected)
+/// kept current.
+async fn run_idle(
+    mut client: IqClient,
+    mut side: OfflineSide,
+    deadline: Instant,
+    mut count: IqCount,
+) -> Result<IqCount, ClientError> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -233,25 +261,39 @@ async fn run_idle(mut client: IqClient, deadline: Instant, mut count: IqCount) -
 }
 
 /// One IQ's whole run.
-async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, gate: Arc<Semaphore>) -> Result<IqCount, ClientError> {
+async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, start: Arc<Start>) -> Result<IqCount, ClientError> {
     let mut count = IqCount::default();
     let batch = config.batch.max(1);
-    let deadline = Instant::now() + config.duration;
-    let turn = gate.acquire_owned().await.map_err(|_| ClientError::Closed)?;
-    let mut client = IqClient::connect(config.client.clone(), iq.credentials.clone()).await?;
-    if config.idle {
-        drop(turn);
-        return run_idle(client, deadline, count).await;
+    // Connect (and fetch the list) in turns, then wait for every IQ to be ready: the
+    // handshakes of a thousand IQs take seconds of CPU, and would otherwise weigh on the
+    // first IQs' traffic.
+    let ready = async {
+        let _turn = start.gate.acquire().await.map_err(|_| ClientError::Closed)?;
+        let client = IqClient::connect(config.client.clone(), iq.credentials.clone()).await?;
+        let side = if config.idle || config.outage.is_some() {
+            Some(OfflineSide {
+                list: OfflineSide::fetch(&client, &mut count).await?,
+                pending: Vec::new(),
+                next_seq: 1,
+            })
+        } else {
+            None
+        };
+        if config.idle {
+            // At rest from here on: the bulk session is for fetching only.
+            client.close_bulk().await;
+        }
+        Ok::<_, ClientError>((client, side))
     }
-    let mut side = match config.outage {
-        Some(_) => Some(OfflineSide {
-            list: OfflineSide::fetch(&client, &mut count).await?,
-            pending: Vec::new(),
-            next_seq: 1,
-        }),
-        None => None,
-    };
-    drop(turn);
+    .await;
+    start.all_ready().await;
+    let (mut client, mut side) = ready?;
+    let deadline = Instant::now() + config.duration;
+    if config.idle
+        && let Some(side) = side
+    {
+        return run_idle(client, side, deadline, count).await;
+    }
     let mut next = 0usize;
     let mut due = Instant::now() + phase;
     let mut online_until = config.outage.map(|o| Instant::now() + o.every);
@@ -283,11 +325,20 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, gate: Arc<Semaph
             due = Instant::now();
             continue;
         }
-        if config.pace.is_some() {
+        // On a schedule, a frame's latency counts from when it was due; when the IQ had
+        // to wait for that moment, from when it woke instead, since the runtime's timer
+        // wakes up to a millisecond late and that delay is the simulator's, not the link's.
+        let mut woke = None;
+        if let Some(pace) = config.pace {
             if due >= deadline {
                 break;
             }
-            tokio::time::sleep_until(due.into()).await;
+            if Instant::now() < due {
+                tokio::time::sleep_until(due.into()).await;
+                woke = Some(Instant::now());
+            }
+            woke = woke.or(Some(due));
+            due += pace;
         }
         let now = Timestamp::now().as_millisecond();
         let items: Vec<DecideItem> = (0..batch)
@@ -295,14 +346,7 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, gate: Arc<Semaph
             .map(|r| DecideItem { at: now, ..r.clone() })
             .collect();
         next = next.wrapping_add(batch);
-        let sent = match config.pace {
-            Some(pace) => {
-                let scheduled = due;
-                due += pace;
-                scheduled
-            }
-            None => Instant::now(),
-        };
+        let sent = woke.unwrap_or_else(Instant::now);
         match client.decide(items).await {
             Ok(answer) => {
                 count.decisions += answer.items.len() as u64;
@@ -334,13 +378,12 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, gate: Arc<Semaph
 /// # Errors
 /// The first connection error, if no IQ connected at all.
 pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, ClientError> {
-    let started = Instant::now();
     let mut tasks = JoinSet::new();
-    let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+    let start = Arc::new(Start::new(iqs.len()));
     let count = u32::try_from(iqs.len()).unwrap_or(u32::MAX).max(1);
     for (i, iq) in (0u32..).zip(iqs) {
         let phase = config.pace.map_or(Duration::ZERO, |pace| pace * i / count);
-        tasks.spawn(run_one(iq, config.clone(), phase, Arc::clone(&gate)));
+        tasks.spawn(run_one(iq, config.clone(), phase, Arc::clone(&start)));
     }
     let mut summary = SimSummary::default();
     let mut latencies = Vec::new();
@@ -381,7 +424,7 @@ pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, Clie
         latencies.get(i).copied().unwrap_or(0)
     };
     summary.latency_us = [pick(50), pick(90), pick(99), pick(100)];
-    let secs = started.elapsed().as_secs_f64();
+    let secs = start.since_all_ready().as_secs_f64();
     if secs > 0.0 {
         summary.per_second = summary.decisions as f64 / secs;
     }
