@@ -5,9 +5,10 @@
 //! iq-sim` and the end-to-end tests drive it.
 //!
 //! On a schedule, each IQ sends one frame every `pace`, the IQs' phases spread evenly
-//! over it, and a frame's latency counts from when it was due rather than when it
-//! left: an IQ held up by a slow answer sends late, and that delay is part of what the
-//! next frame measures (no coordinated omission).
+//! over it. An IQ held up by a slow answer sends its next frame late, and that frame's
+//! latency counts from when it was due, so the delay is measured (no coordinated
+//! omission); a frame the IQ waited for counts from its wake. Every IQ connects before
+//! any sends, so the handshakes do not weigh on the traffic measured.
 //!
 //! Idle, each IQ connects, fetches its list, hangs up the bulk session and then only
 //! heartbeats and hears pushes: the load of many connected gateways at rest.
