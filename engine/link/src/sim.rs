@@ -329,16 +329,17 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, start: Arc<Start
         // On a schedule, a frame's latency counts from when it was due; when the IQ had
         // to wait for that moment, from when it woke instead, since the runtime's timer
         // wakes up to a millisecond late and that delay is the simulator's, not the link's.
-        let mut woke = None;
+        let mut scheduled = None;
         if let Some(pace) = config.pace {
             if due >= deadline {
                 break;
             }
-            if Instant::now() < due {
+            scheduled = Some(if Instant::now() < due {
                 tokio::time::sleep_until(due.into()).await;
-                woke = Some(Instant::now());
-            }
-            woke = woke.or(Some(due));
+                Instant::now()
+            } else {
+                due
+            });
             due += pace;
         }
         let now = Timestamp::now().as_millisecond();
@@ -347,7 +348,7 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, start: Arc<Start
             .map(|r| DecideItem { at: now, ..r.clone() })
             .collect();
         next = next.wrapping_add(batch);
-        let sent = woke.unwrap_or_else(Instant::now);
+        let sent = scheduled.unwrap_or_else(Instant::now);
         match client.decide(items).await {
             Ok(answer) => {
                 count.decisions += answer.items.len() as u64;
@@ -381,9 +382,9 @@ async fn run_one(iq: SimIq, config: SimConfig, phase: Duration, start: Arc<Start
 pub async fn run(iqs: Vec<SimIq>, config: &SimConfig) -> Result<SimSummary, ClientError> {
     let mut tasks = JoinSet::new();
     let start = Arc::new(Start::new(iqs.len()));
-    let count = u32::try_from(iqs.len()).unwrap_or(u32::MAX).max(1);
+    let total = u32::try_from(iqs.len()).unwrap_or(u32::MAX).max(1);
     for (i, iq) in (0u32..).zip(iqs) {
-        let phase = config.pace.map_or(Duration::ZERO, |pace| pace * i / count);
+        let phase = config.pace.map_or(Duration::ZERO, |pace| pace * i / total);
         tasks.spawn(run_one(iq, config.clone(), phase, Arc::clone(&start)));
     }
     let mut summary = SimSummary::default();
