@@ -212,6 +212,11 @@ impl AppState {
                 file.write_all(text.as_bytes())
                     .await
                     .map_err(|e| ApiError::internal(format!("mail file `{}`: {e}", path.display())))?;
+                // Tokio's file hands the write to a blocking thread and returns; without
+                // the flush the caller could answer before the mail is in the file.
+                file.flush()
+                    .await
+                    .map_err(|e| ApiError::internal(format!("mail file `{}`: {e}", path.display())))?;
                 Ok(())
             }
             Mailer::Smtp(transport) => {
