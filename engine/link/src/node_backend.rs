@@ -478,6 +478,8 @@ impl LinkBackend for NodeBackend {
         })
     }
 
+    /// Queues the frame's entries and returns once all are committed: one flush for the
+    /// frame, so an upload of many entries costs one transaction, not one each.
     async fn record_entries(&self, iq: IqId, entries: &[UploadedEntry]) -> Result<(), BackendError> {
         let snapshot = self.node.snapshot().load_full();
         let log = self.node.store().entries();
@@ -503,9 +505,9 @@ impl LinkBackend for NodeBackend {
                 iq: Some((iq, e.seq)),
                 rule: None,
             };
-            log.append_durable(entry).await.map_err(store_err)?;
+            log.append(entry).await.map_err(store_err)?;
         }
-        Ok(())
+        log.flush().await.map_err(store_err)
     }
 
     async fn subscribe(&self, iq: IqId, since: Revision) -> Result<Subscription, BackendError> {

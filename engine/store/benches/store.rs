@@ -1,5 +1,6 @@
 //! Store benchmarks (custom harness): start-up load, commit-to-decision latency, entries
-//! append rate, audit-logged admin writes per second; on SQLite and PostgreSQL.
+//! append rate and CPU per entry, audit-logged admin writes per second; on SQLite and
+//! PostgreSQL.
 //!
 //! `cargo bench -p keyway-store --bench store` runs the full sizes (1M credentials);
 //! `KEYWAY_BENCH_QUICK=1` (or `-- --quick`) runs small ones, for CI. PostgreSQL comes from
@@ -271,6 +272,7 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
         &format!("[{label}] entries append (node with the model loaded)"),
         &store,
         sizes.entries,
+        Traffic::Api,
     )
     .await;
     store.close().await;
@@ -282,19 +284,48 @@ async fn bench_backend(label: &str, db: &BenchDb, population: &Population, sizes
         &format!("[{label}] entries append (entries log alone)"),
         &store,
         sizes.entries,
+        Traffic::Api,
     )
     .await;
     store.close().await;
     alone.drop_db().await;
+
+    // The link's traffic, in rounds on one growing log: the cost per entry as the
+    // indexes grow.
+    let alone = BenchDb::fresh_like(db).await;
+    let store = alone.open("bench-entries").await;
+    for round in 1..=4 {
+        append_entries(
+            &format!("[{label}] entries append, link traffic, round {round} of 4 (entries log alone)"),
+            &store,
+            sizes.entries,
+            Traffic::Link,
+        )
+        .await;
+    }
+    store.close().await;
+    alone.drop_db().await;
 }
 
-async fn append_entries(name: &str, store: &Store, count: u32) {
+/// Which decisions an entries run logs.
+#[derive(Clone, Copy)]
+enum Traffic {
+    /// 10 sites, 1,000 doors, 100,000 people, no IQ: decisions over HTTP.
+    Api,
+    /// One site, 1,000 doors (an IQ each), 50 people, the node's own sequence numbers:
+    /// what `iq-sim --doors-per-iq 1 --people 50` sends in the serve bench.
+    Link,
+}
+
+/// Append `count` entries as fast as the writer takes them; prints the rate and the
+/// process's CPU per entry (the writer's, nearly all of it).
+async fn append_entries(name: &str, store: &Store, count: u32, traffic: Traffic) {
     let started = Instant::now();
+    let cpu = cpu_ticks();
     let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
     for i in 0..count {
-        store
-            .entries()
-            .append(Entry {
+        let entry = match traffic {
+            Traffic::Api => Entry {
                 site: SiteId(1 + i % 10),
                 at: at + jiff::SignedDuration::from_millis(i64::from(i)),
                 door: DoorId(1 + i % 1000),
@@ -306,14 +337,49 @@ async fn append_entries(name: &str, store: &Store, count: u32) {
                 revision: Revision(1),
                 iq: None,
                 rule: None,
-            })
-            .await
-            .unwrap();
+            },
+            Traffic::Link => {
+                // Doors and people in a scattered order, as 1,000 IQs interleave.
+                let door = i.wrapping_mul(7919) % 1000;
+                let person = i.wrapping_mul(104_729) % 50;
+                Entry {
+                    site: SiteId(1),
+                    at: at + jiff::SignedDuration::from_micros(i64::from(i) * 10),
+                    door: DoorId(1 + door),
+                    person: Some(PersonId(1 + person)),
+                    credential: Some(keyway_core::CredentialId(1 + person)),
+                    method: Method::Tag,
+                    allowed: true,
+                    reason: "granted".into(),
+                    revision: Revision(7),
+                    iq: Some((keyway_core::IqId(1 + door), (1 << 62) + u64::from(i))),
+                    rule: None,
+                }
+            }
+        };
+        store.entries().append(entry).await.unwrap();
     }
     store.entries().flush().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
-    println!("{name}: {:.0}/s ({count} in {secs:.2} s)", f64::from(count) / secs);
+    let cpu_us = (cpu_ticks() - cpu) as f64 * 1e6 / USER_HZ / f64::from(count);
+    println!(
+        "{name}: {:.0}/s ({count} in {secs:.2} s), process CPU {cpu_us:.2} us per entry",
+        f64::from(count) / secs
+    );
 }
+
+/// The process's CPU time so far (user plus system), in clock ticks, from `/proc`.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name's closing parenthesis; utime and stime are the
+    // 12th and 13th of them.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let field = |n: usize| fields.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Linux's `USER_HZ`, the unit of `/proc`'s CPU times: 100 on every mainstream build.
+const USER_HZ: f64 = 100.0;
 
 /// A door, a tag secret and its owner from the population, for latency probes.
 fn population_probe(population: &Population) -> (DoorId, Vec<u8>, PersonId) {

@@ -228,13 +228,17 @@ fn stored_entry(
     })
 }
 
-/// The entries queue's size.
+/// The entries queue and how the writer batches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntriesConfig {
     /// Entries the queue holds before appends wait.
     pub queue: usize,
     /// The most entries one batch (one transaction) inserts.
     pub batch: usize,
+    /// The longest a loaded writer (one that found at least 256 entries queued) waits
+    /// to fill its batch before it commits. A flush, a durable append or closing the
+    /// store ends the wait at once, so only entries nobody waits for linger.
+    pub linger: Duration,
     /// How often entries past their retention are deleted.
     pub purge_interval: Duration,
 }
@@ -243,7 +247,8 @@ impl Default for EntriesConfig {
     fn default() -> Self {
         EntriesConfig {
             queue: 65_536,
-            batch: 8_192,
+            batch: 32_768,
+            linger: LINGER,
             purge_interval: Duration::from_secs(3600),
         }
     }
@@ -289,7 +294,7 @@ impl EntriesLog {
         tokio::spawn(writer(
             db.clone(),
             rx,
-            config.batch.max(1),
+            config,
             counters.clone(),
             clock.clone(),
             shutdown.clone(),
@@ -514,49 +519,57 @@ async fn insert_batch(db: &Db, batch: &[Entry], queued_at: Timestamp) -> Result<
     tx.commit().await
 }
 
-/// Under load (a batch of at least this many entries) the writer waits up to [`LINGER`]
-/// for more before it commits. The index pages a batch touches are written once per
-/// transaction, so larger transactions cost less per entry: on SQLite with the entries
-/// table's indexes, 1,000 rows per transaction cost 14.5 us per row and 8,192 rows
-/// 7.0 us (measured on a 2-core VM). A quiet log commits at once, and a flush never waits.
+/// Under load (a batch of at least this many entries) the writer waits up to
+/// [`EntriesConfig::linger`] for more before it commits. A quiet log commits at once.
 const LINGER_FROM: usize = 256;
 
-/// The longest a loaded writer waits to fill its batch.
-const LINGER: Duration = Duration::from_millis(10);
+/// The default linger. The index pages a batch touches are written to the WAL once per
+/// transaction, and each of the (person, at) and (door, at) indexes has an insertion
+/// point per person and per door, so larger transactions cost less per entry: on SQLite,
+/// 8,192 rows per transaction cost about 9 us of CPU per row and 32,768 rows about
+/// 4.5 us (BENCHMARKS.md, section 14). At 100,000 decisions/s a 100 ms linger commits
+/// about 10,000 rows at a time; the entries reach queries that much later under load.
+const LINGER: Duration = Duration::from_millis(100);
 
-/// Sorts received messages into the batch and its acknowledgements; whether one was a
-/// flush.
+/// Sorts received messages into the batch and its acknowledgements; whether somebody
+/// waits for this batch (a flush or a durable append), which ends the linger.
 fn take(msgs: &mut Vec<Msg>, batch: &mut Vec<Entry>, acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>) -> bool {
-    let mut flush = false;
+    let mut awaited = false;
     for msg in msgs.drain(..) {
         match msg {
             Msg::Entry(e) => batch.push(e),
             Msg::Durable(e, ack) => {
+                awaited = true;
                 batch.push(e);
                 acks.push(ack);
             }
             Msg::Flush(ack) => {
-                flush = true;
+                awaited = true;
                 acks.push(ack);
             }
         }
     }
-    flush
+    awaited
 }
 
 async fn writer(
     db: Db,
     mut rx: mpsc::Receiver<Msg>,
-    batch_size: usize,
+    config: EntriesConfig,
     counters: Arc<Counters>,
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
-    let mut msgs = Vec::with_capacity(batch_size);
-    let mut batch = Vec::with_capacity(batch_size);
+    let (batch_size, linger) = (config.batch.max(1), config.linger);
+    // They grow to the largest batch the load brings, not the configured most.
+    let mut msgs = Vec::with_capacity(LINGER_FROM);
+    let mut batch = Vec::with_capacity(LINGER_FROM);
     let mut acks = Vec::new();
     let mut closing = false;
+    // Once a batch is dropped (only while closing), every later acknowledgement reports
+    // it: a flush answers for everything queued before it, dropped entries included.
+    let mut dropped: Option<StoreError> = None;
     loop {
         if closing {
             // Drain what is queued, then stop.
@@ -572,14 +585,22 @@ async fn writer(
         if received == 0 {
             break;
         }
-        let mut flush = take(&mut msgs, &mut batch, &mut acks);
-        if !closing && !flush && batch.len() >= LINGER_FROM {
-            let until = tokio::time::Instant::now() + LINGER;
-            while !flush && batch.len() < batch_size {
+        let mut awaited = take(&mut msgs, &mut batch, &mut acks);
+        if !closing && !awaited && batch.len() >= LINGER_FROM {
+            let until = tokio::time::Instant::now() + linger;
+            while !awaited && batch.len() < batch_size {
                 let room = batch_size - batch.len();
-                match tokio::time::timeout_at(until, rx.recv_many(&mut msgs, room)).await {
-                    Ok(n) if n > 0 => flush = take(&mut msgs, &mut batch, &mut acks),
-                    _ => break,
+                tokio::select! {
+                    n = rx.recv_many(&mut msgs, room) => match n {
+                        0 => break,
+                        _ => awaited = take(&mut msgs, &mut batch, &mut acks),
+                    },
+                    () = tokio::time::sleep_until(until) => break,
+                    // Closing commits what it holds now rather than after the linger.
+                    _ = shutdown.changed() => {
+                        closing = true;
+                        break;
+                    }
                 }
             }
         }
@@ -610,6 +631,10 @@ async fn writer(
             }
         };
         batch.clear();
+        if let Err(e) = &result {
+            dropped.get_or_insert_with(|| e.clone());
+        }
+        let result = dropped.clone().map_or(result, Err);
         for ack in acks.drain(..) {
             let _ = ack.send(result.clone());
         }
@@ -644,13 +669,24 @@ pub(crate) mod queries {
     }
 
     /// Insert `batch`; an (IQ, sequence) pair already stored is skipped.
+    ///
+    /// On SQLite the statement is `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: the
+    /// latter leaves the NOT NULL constraints able to abort a multi-row statement, so
+    /// SQLite keeps a statement journal, a copy of every page before the statement first
+    /// changes it. That copy was about a third of the writer's CPU (BENCHMARKS.md,
+    /// section 14). No column this inserts into a NOT NULL column can be NULL, so the
+    /// two skip the same rows.
     pub(super) async fn insert(conn: Conn<'_>, batch: &[Entry]) -> Result<(), StoreError> {
+        const COLUMNS: &str = "entries (site, at, door, person, credential, method, allowed, reason, revision, \
+                               iq, iq_seq, rule) ";
         each_backend!(conn, |conn, ops| {
             for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-                let mut qb = sqlx::QueryBuilder::<ops::Db>::new(
-                    "INSERT INTO entries (site, at, door, person, credential, method, allowed, reason, revision, \
-                     iq, iq_seq, rule) ",
-                );
+                let mut qb = sqlx::QueryBuilder::<ops::Db>::new(if ops::PG {
+                    "INSERT INTO "
+                } else {
+                    "INSERT OR IGNORE INTO "
+                });
+                qb.push(COLUMNS);
                 qb.push_values(chunk, |mut b, e| {
                     b.push_bind(i64::from(e.site.0))
                         .push_bind(e.at.as_microsecond())
@@ -665,7 +701,9 @@ pub(crate) mod queries {
                         .push_bind(e.iq.map(|(_, seq)| i64::try_from(seq).unwrap_or(i64::MAX)))
                         .push_bind(e.rule.clone());
                 });
-                qb.push(" ON CONFLICT DO NOTHING");
+                if ops::PG {
+                    qb.push(" ON CONFLICT DO NOTHING");
+                }
                 qb.build().execute(&mut *conn).await?;
             }
             Ok(())

@@ -210,3 +210,54 @@ async fn full_queue_pushes_back_never_drops() {
     store.close().await;
     db.cleanup().await;
 }
+
+/// A loaded writer lingers to fill its batch, and whoever waits for the log ends the
+/// linger: a durable append, a flush and closing the store each end it at once.
+/// The test's runtime has one thread, so every `try_append` below is queued before the
+/// writer first runs, and its first batch (over 256 entries) is a loaded one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiter_ends_the_writers_linger() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut config = db.config("a");
+    config.entries.linger = std::time::Duration::from_secs(3600);
+    let store = keyway_store::Store::open(config).await.unwrap();
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let waited = std::time::Duration::from_secs(30);
+    let mut appended = 0;
+    for (round, waiter) in ["durable append", "flush"].into_iter().enumerate() {
+        let round = u32::try_from(round).unwrap() * 10_000;
+        for i in 0..1000 {
+            store.entries().try_append(entry(round + i, now)).unwrap();
+        }
+        appended += 1000;
+        // Let the writer take the batch; it lingers, so nothing is committed yet.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            store.entries().count().await.unwrap(),
+            appended - 1000,
+            "{waiter}: a loaded batch lingers"
+        );
+        let done = match waiter {
+            "durable append" => {
+                appended += 1;
+                tokio::time::timeout(waited, store.entries().append_durable(entry(round + 5000, now))).await
+            }
+            _ => tokio::time::timeout(waited, store.entries().flush()).await,
+        };
+        done.unwrap_or_else(|_| panic!("{waiter}: still lingering after {waited:?}"))
+            .unwrap();
+        assert_eq!(store.entries().count().await.unwrap(), appended, "{waiter}");
+    }
+    // Closing commits a lingering batch rather than waiting it out.
+    for i in 0..1000 {
+        store.entries().try_append(entry(30_000 + i, now)).unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::timeout(waited, store.close())
+        .await
+        .expect("closing waits out the linger");
+    let store = keyway_store::Store::open(db.config("a")).await.unwrap();
+    assert_eq!(store.entries().count().await.unwrap(), appended + 1000, "close");
+    store.close().await;
+    db.cleanup().await;
+}
