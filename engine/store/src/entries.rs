@@ -527,7 +527,7 @@ const LINGER_FROM: usize = 256;
 /// transaction, and each of the (person, at) and (door, at) indexes has an insertion
 /// point per person and per door, so larger transactions cost less per entry: on SQLite,
 /// 8,192 rows per transaction cost about 9 us of CPU per row and 32,768 rows about
-/// 4.5 us (BENCHMARKS.md, section 14). At 100,000 decisions/s a 100 ms linger commits
+/// 4.8 us (BENCHMARKS.md, section 14). At 100,000 decisions/s a 100 ms linger commits
 /// about 10,000 rows at a time; the entries reach queries that much later under load.
 const LINGER: Duration = Duration::from_millis(100);
 
@@ -673,9 +673,9 @@ pub(crate) mod queries {
     /// On SQLite the statement is `INSERT OR IGNORE`, not `ON CONFLICT DO NOTHING`: the
     /// latter leaves the NOT NULL constraints able to abort a multi-row statement, so
     /// SQLite keeps a statement journal, a copy of every page before the statement first
-    /// changes it. That copy was about a third of the writer's CPU (BENCHMARKS.md,
-    /// section 14). No column this inserts into a NOT NULL column can be NULL, so the
-    /// two skip the same rows.
+    /// changes it. Without it the writer's CPU per entry fell by about a third
+    /// (BENCHMARKS.md, section 14). The writer never binds NULL to a NOT NULL column, so
+    /// the two skip the same rows: the (IQ, sequence) pairs already stored.
     pub(super) async fn insert(conn: Conn<'_>, batch: &[Entry]) -> Result<(), StoreError> {
         const COLUMNS: &str = "entries (site, at, door, person, credential, method, allowed, reason, revision, \
                                iq, iq_seq, rule) ";
