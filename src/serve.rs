@@ -546,6 +546,19 @@ fn render_node_metrics(node: &Node, out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE keyway_entries_queue_depth gauge");
     let _ = writeln!(out, "keyway_entries_queue_depth {}", entries.queued);
+    let _ = writeln!(
+        out,
+        "# HELP keyway_entries_committed_total Entries committed, by writer: SQLite's background \
+         writer (idle priority) takes the batches nobody waits for while the queue is short."
+    );
+    let _ = writeln!(out, "# TYPE keyway_entries_committed_total counter");
+    let main = entries.committed.saturating_sub(entries.committed_in_background);
+    let _ = writeln!(out, "keyway_entries_committed_total{{writer=\"main\"}} {main}");
+    let _ = writeln!(
+        out,
+        "keyway_entries_committed_total{{writer=\"background\"}} {}",
+        entries.committed_in_background
+    );
 }
 
 async fn accept_loop(

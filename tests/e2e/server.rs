@@ -22,6 +22,8 @@ fn health_metrics_and_clean_shutdown() {
         "keyway_revision_applied",
         "keyway_follower_lag",
         "keyway_entries_queue_depth",
+        "keyway_entries_committed_total{writer=\"main\"}",
+        "keyway_entries_committed_total{writer=\"background\"}",
         "keyway_notification_outbox_depth",
         "keyway_notifications_sent_total{channel=\"webhook\"}",
         "keyway_notification_failures_total{channel=\"email\"}",

@@ -3,7 +3,9 @@
 //! `sqlite://PATH` (the default: `keyway.db` in the data directory) opens or creates an
 //! embedded database with WAL, `synchronous=FULL` and foreign keys on. It gets one write
 //! connection (SQLite has one writer anyway; a single connection makes the queue explicit
-//! and lets the store set per-connection limits) and a small pool of readers.
+//! and lets the store set per-connection limits), a small pool of readers and, on Linux,
+//! a background writer: a second write connection whose thread runs at `SCHED_IDLE`, for
+//! the entries log's batches that nobody waits for (see [`Db::begin_background`]).
 //! `postgres://...` opens a pool whose connections carry `application_name`
 //! `keyway-<node>`, so an operator can see (or end) one node's sessions.
 
@@ -29,8 +31,16 @@ pub(crate) enum Db {
     Sqlite {
         /// Readers.
         read: SqlitePool,
-        /// The one writer.
+        /// The writer of the model and of every transaction somebody waits for.
         write: SqlitePool,
+        /// The background writer (`SCHED_IDLE`), when the platform gave one.
+        background: Option<SqlitePool>,
+        /// Held for each write transaction on either writer, so that one waits for the
+        /// other here, woken at once, rather than in SQLite's busy handler, which polls.
+        gate: Arc<tokio::sync::Mutex<()>>,
+        /// Main-writer transactions waiting for the gate; a long entries batch commits
+        /// what it has and lets them through (`entries::insert_batch`).
+        waiting: Arc<std::sync::atomic::AtomicUsize>,
         /// The writer's `max_page_count` (0: none beyond SQLite's own). Every writer
         /// connection the pool opens applies it, so a reconnect keeps the cap.
         page_limit: Arc<AtomicU32>,
@@ -60,9 +70,16 @@ impl Db {
         options: &SqliteConnectOptions,
         page_limit: &Arc<AtomicU32>,
     ) -> Result<SqlitePool, sqlx::Error> {
+        Self::sqlite_writer_with(SqlitePoolOptions::new(), options, page_limit).await
+    }
+
+    async fn sqlite_writer_with(
+        pool: SqlitePoolOptions,
+        options: &SqliteConnectOptions,
+        page_limit: &Arc<AtomicU32>,
+    ) -> Result<SqlitePool, sqlx::Error> {
         let limit = Arc::clone(page_limit);
-        SqlitePoolOptions::new()
-            .max_connections(1)
+        pool.max_connections(1)
             .acquire_timeout(acquire_timeout())
             .after_connect(move |conn, _| {
                 let pages = limit.load(Ordering::Acquire);
@@ -118,6 +135,7 @@ impl Db {
                 }
             };
             migrate_with_retry(&SQLITE_MIGRATIONS, || SQLITE_MIGRATIONS.run(&write)).await?;
+            let background = background_writer(&options, &page_limit).await;
             let read = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(acquire_timeout())
@@ -126,6 +144,9 @@ impl Db {
             Ok(Db::Sqlite {
                 read,
                 write,
+                background,
+                gate: Arc::new(tokio::sync::Mutex::new(())),
+                waiting: Arc::default(),
                 page_limit,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -155,13 +176,92 @@ impl Db {
     /// Close every connection.
     pub(crate) async fn close(&self) {
         match self {
-            Db::Sqlite { read, write, .. } => {
+            Db::Sqlite {
+                read,
+                write,
+                background,
+                ..
+            } => {
                 read.close().await;
+                if let Some(background) = background {
+                    background.close().await;
+                }
                 write.close().await;
             }
             Db::Postgres { pool, .. } => pool.close().await,
         }
     }
+}
+
+/// The background writer: one write connection whose SQLite thread runs at `SCHED_IDLE`,
+/// so that it only takes CPU that nothing else wants. Committing a large batch of entries
+/// is tens of milliseconds of CPU; at normal priority a Tokio worker woken meanwhile on
+/// the same core waited for the batch's time slice, which was most of the IQ link's p99 at
+/// 100,000 decisions/s (BENCHMARKS.md, section 15). An idle-policy thread is preempted as
+/// soon as any other thread wants its core.
+///
+/// sqlx starts a connection's thread from the thread that opens it, and a new thread
+/// inherits its creator's policy, so the connection is opened from a short-lived thread
+/// that first lowers its own. `None` (and a warning) where that is refused or not Linux:
+/// the entries then use the main writer, as everything does. The pool keeps its one
+/// connection for good (no idle timeout, no lifetime); should sqlx ever replace it, the
+/// new one runs at normal priority, which costs latency but never correctness.
+async fn background_writer(options: &SqliteConnectOptions, page_limit: &Arc<AtomicU32>) -> Option<SqlitePool> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let (options, page_limit) = (options.clone(), Arc::clone(page_limit));
+    let opener = std::thread::Builder::new()
+        // At most 15 bytes: Linux cuts thread names there.
+        .name("keyway-idle-db".to_owned())
+        .spawn(move || {
+            let opened = lower_to_idle().map(|()| {
+                // No `min_connections`: sqlx would then also open the connection from
+                // a maintenance task on a runtime thread, racing this one. Without it and
+                // with neither timeout, the connection is opened here, by the first
+                // acquire, and kept.
+                let pool = SqlitePoolOptions::new().idle_timeout(None).max_lifetime(None);
+                runtime.block_on(Db::sqlite_writer_with(pool, &options, &page_limit))
+            });
+            let _ = sender.send(opened);
+        });
+    if let Err(e) = opener {
+        tracing::warn!(error = %e, "no background writer: cannot start a thread; entries use the main writer");
+        return None;
+    }
+    match receiver.await {
+        Ok(Ok(Ok(pool))) => Some(pool),
+        Ok(Err(reason)) => {
+            tracing::warn!(%reason, "no background writer: the idle policy was refused; entries use the main writer");
+            None
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "no background writer: cannot connect; entries use the main writer");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("no background writer: its opener stopped; entries use the main writer");
+            None
+        }
+    }
+}
+
+/// Put the calling thread (only it) under `SCHED_IDLE`.
+#[cfg(target_os = "linux")]
+fn lower_to_idle() -> Result<(), String> {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_to_idle() -> Result<(), String> {
+    Err("SCHED_IDLE is Linux only".to_owned())
 }
 
 /// Run migrations, retrying a few times: two nodes migrating one SQLite file at once can
@@ -207,6 +307,59 @@ mod tests {
             .fetch_one(write)
             .await
             .unwrap()
+    }
+
+    /// The scheduling policy of each of this process's threads, by name (`/proc`,
+    /// field 41 of `stat`; the name may hold spaces, so fields count from its `)`).
+    #[cfg(target_os = "linux")]
+    fn thread_policies() -> Vec<(String, u32)> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let name = std::fs::read_to_string(task.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                Some((name.trim().to_owned(), policy(&stat)))
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn policy(stat: &str) -> u32 {
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        after_name.split_whitespace().nth(38).unwrap().parse().unwrap()
+    }
+
+    /// The background writer's SQLite thread runs at `SCHED_IDLE` (policy 5); the
+    /// thread that opened the database keeps its own policy, and so do the others.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_background_writer_runs_at_idle_priority() {
+        const SCHED_IDLE: u32 = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let db = Db::open(&url, "t", 2).await.unwrap();
+        let Db::Sqlite { background, .. } = &db else {
+            panic!("a sqlite url opens sqlite");
+        };
+        let background = background.as_ref().expect("linux gives a background writer");
+        sqlx::query("CREATE TABLE t (x)").execute(background).await.unwrap();
+        let idle: Vec<String> = thread_policies()
+            .into_iter()
+            .filter(|(_, policy)| *policy == SCHED_IDLE)
+            .map(|(name, _)| name)
+            .collect();
+        // Tests run side by side in this process: other databases' background writers
+        // (and openers) may be there too, but nothing else.
+        assert!(idle.iter().any(|name| name.starts_with("sqlx-sqlite-wor")), "{idle:?}");
+        assert!(
+            idle.iter()
+                .all(|name| name.starts_with("sqlx-sqlite-wor") || name == "keyway-idle-db"),
+            "{idle:?}"
+        );
+        let own = policy(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+        assert_eq!(own, 0, "the opening thread keeps SCHED_OTHER");
+        db.close().await;
     }
 
     /// The page cap is a per-connection pragma; a writer connection the pool opens later

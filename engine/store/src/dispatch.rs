@@ -16,6 +16,8 @@ use crate::error::StoreError;
 use crate::store::Store;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A connection of either backend, borrowed from a [`Reader`] or a [`Writer`].
 pub(crate) enum Conn<'c> {
@@ -185,7 +187,7 @@ impl DbTx {
     /// The transaction's connection, for the SQL functions.
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match &mut self.0 {
-            WriterTx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            WriterTx::Sqlite(tx, _) => Conn::Sqlite(&mut *tx),
             WriterTx::Postgres(tx) => Conn::Postgres(&mut *tx),
         }
     }
@@ -193,10 +195,30 @@ impl DbTx {
     /// Commit.
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         match self.0 {
-            WriterTx::Sqlite(tx) => tx.commit().await?,
+            WriterTx::Sqlite(tx, turn) => {
+                tx.commit().await?;
+                drop(turn);
+            }
             WriterTx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
+    }
+}
+
+/// One count in [`Db::main_writer_waiting`]'s counter while it lives, so that a
+/// cancelled wait does not leave it counted.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -210,7 +232,8 @@ pub(crate) struct Writer<'s> {
 }
 
 enum WriterTx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With the writers' gate, held until the transaction ends (see `Db::Sqlite`).
+    Sqlite(Transaction<'static, Sqlite>, tokio::sync::OwnedMutexGuard<()>),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -244,12 +267,58 @@ impl crate::db::Db {
         })
     }
 
-    /// A write transaction (on SQLite, on the one writer connection).
+    /// A write transaction (on SQLite, on the main writer connection).
     pub(crate) async fn begin(&self) -> Result<DbTx, StoreError> {
         Ok(DbTx(match self {
-            crate::db::Db::Sqlite { write, .. } => WriterTx::Sqlite(write.begin().await?),
+            crate::db::Db::Sqlite {
+                write, gate, waiting, ..
+            } => {
+                let turn = {
+                    let _waiting = Waiting::count(waiting);
+                    Arc::clone(gate).lock_owned().await
+                };
+                WriterTx::Sqlite(write.begin().await?, turn)
+            }
             crate::db::Db::Postgres { pool, .. } => WriterTx::Postgres(pool.begin().await?),
         }))
+    }
+
+    /// Whether a main-writer transaction waits for its turn (SQLite; never on
+    /// PostgreSQL, whose writers do not take turns).
+    pub(crate) fn main_writer_waiting(&self) -> bool {
+        match self {
+            crate::db::Db::Sqlite { waiting, .. } => waiting.load(Ordering::Acquire) > 0,
+            crate::db::Db::Postgres { .. } => false,
+        }
+    }
+
+    /// Whether [`Db::begin_background`] has a writer of its own (SQLite on Linux).
+    pub(crate) fn has_background_writer(&self) -> bool {
+        matches!(
+            self,
+            crate::db::Db::Sqlite {
+                background: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// A write transaction for work nobody waits for: on SQLite's background writer (its
+    /// thread at `SCHED_IDLE`) where there is one, otherwise as [`Db::begin`]. It waits
+    /// its turn with the main writer's transactions, and a main writer's transaction that
+    /// comes while it runs waits for it: keep these transactions to work that can wait.
+    pub(crate) async fn begin_background(&self) -> Result<DbTx, StoreError> {
+        match self {
+            crate::db::Db::Sqlite {
+                background: Some(background),
+                gate,
+                ..
+            } => {
+                let turn = Arc::clone(gate).lock_owned().await;
+                Ok(DbTx(WriterTx::Sqlite(background.begin().await?, turn)))
+            }
+            _ => self.begin().await,
+        }
     }
 }
 

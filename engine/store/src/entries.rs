@@ -8,6 +8,11 @@
 //! only once their entries are committed. Entries from an IQ carry its sequence number;
 //! an (IQ, sequence) pair is stored once however often it is uploaded.
 //!
+//! On SQLite, a loaded batch (256 entries or more) that nobody waits for goes to the
+//! background writer, a connection whose thread runs at idle priority
+//! (`Db::begin_background`), so that committing it never takes a core from a decision;
+//! small batches, waiters, a filling queue, closing and retries take the main writer.
+//!
 //! Queries are by site plus optional person, door, time range and result, newest first,
 //! with a keyset cursor. Retention deletes entries older than their site's setting
 //! (default 90 days). CSV export is a stream of pages.
@@ -263,6 +268,7 @@ enum Msg {
 #[derive(Debug, Default)]
 struct Counters {
     committed: AtomicU64,
+    committed_in_background: AtomicU64,
     failed_batches: AtomicU64,
 }
 
@@ -271,6 +277,9 @@ struct Counters {
 pub struct EntriesStats {
     /// Entries committed since start (duplicates included).
     pub committed: u64,
+    /// Of those, the entries committed by SQLite's background writer, at idle priority
+    /// (the rest by the main writer).
+    pub committed_in_background: u64,
     /// Batch inserts that failed and were retried.
     pub failed_batches: u64,
     /// Entries (and flush requests) waiting in the queue now.
@@ -352,6 +361,7 @@ impl EntriesLog {
     pub fn stats(&self) -> EntriesStats {
         EntriesStats {
             committed: self.counters.committed.load(Ordering::Acquire),
+            committed_in_background: self.counters.committed_in_background.load(Ordering::Acquire),
             failed_batches: self.counters.failed_batches.load(Ordering::Acquire),
             queued: self.tx.max_capacity().saturating_sub(self.tx.capacity()),
         }
@@ -510,13 +520,43 @@ async fn purger(log: EntriesLog, interval: Duration, clock: Clock, mut shutdown:
     }
 }
 
-/// Insert `batch` and queue the denied-entry events it raises, stamped `queued_at`, in
-/// one transaction.
-async fn insert_batch(db: &Db, batch: &[Entry], queued_at: Timestamp) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    queries::insert(tx.conn(), batch).await?;
-    queries::enqueue_denied(tx.conn(), batch, queued_at).await?;
-    tx.commit().await
+/// Insert `batch` and queue the denied-entry events it raises, stamped `queued_at`, on
+/// the background writer if `background`. One transaction, unless a main-writer
+/// transaction (a model write) comes to wait for its turn meanwhile: the rows so far are
+/// then committed at the end of the statement under way, and the rest go in a new
+/// transaction after that one, so a block waits for one statement of 1,000 rows rather
+/// than a whole batch. On error, how many rows (from the start) were committed before it.
+async fn insert_batch(
+    db: &Db,
+    batch: &[Entry],
+    queued_at: Timestamp,
+    background: bool,
+) -> Result<(), (usize, StoreError)> {
+    let mut done = 0;
+    while done < batch.len() {
+        let begun = if background {
+            db.begin_background().await
+        } else {
+            db.begin().await
+        };
+        let mut tx = begun.map_err(|e| (done, e))?;
+        let mut end = done;
+        loop {
+            let next = (end + ROWS_PER_STATEMENT).min(batch.len());
+            let chunk = &batch[end..next];
+            queries::insert(tx.conn(), chunk).await.map_err(|e| (done, e))?;
+            queries::enqueue_denied(tx.conn(), chunk, queued_at)
+                .await
+                .map_err(|e| (done, e))?;
+            end = next;
+            if end == batch.len() || db.main_writer_waiting() {
+                break;
+            }
+        }
+        tx.commit().await.map_err(|e| (done, e))?;
+        done = end;
+    }
+    Ok(())
 }
 
 /// Under load (a batch of at least this many entries) the writer waits up to
@@ -530,6 +570,11 @@ const LINGER_FROM: usize = 256;
 /// 4.8 us (BENCHMARKS.md, section 14). At 100,000 decisions/s a 100 ms linger commits
 /// about 10,000 rows at a time; the entries reach queries that much later under load.
 const LINGER: Duration = Duration::from_millis(100);
+
+/// A batch goes to the main writer rather than the background one once more than this
+/// fraction of the queue (a quarter) waits behind it: a queue that fills because the
+/// machine has no spare CPU must not wait for spare CPU to drain.
+const BACKLOG_FRACTION: usize = 4;
 
 /// Sorts received messages into the batch and its acknowledgements; whether somebody
 /// waits for this batch (a flush or a durable append), which ends the linger.
@@ -604,27 +649,53 @@ async fn writer(
                 }
             }
         }
+        // A loaded batch nobody waits for, while the queue is not backing up, goes to the
+        // background writer, at idle priority: its tens of milliseconds of CPU then never
+        // delay a decision. A small batch (a few rows: cheap, and seen at once in the
+        // log), a waiter, closing, a filling queue or a retry take the main writer, so
+        // that none of them depends on spare CPU.
+        let mut background = db.has_background_writer()
+            && batch.len() >= LINGER_FROM
+            && !awaited
+            && !closing
+            && rx.len() < config.queue / BACKLOG_FRACTION;
         let mut backoff = Duration::from_millis(20);
         let mut attempts = 0u32;
+        // Rows of the batch committed so far: a retry inserts only the rest (entries
+        // without an IQ sequence number have no key that would skip them).
+        let mut committed = 0;
         let result = loop {
-            if batch.is_empty() {
+            if committed == batch.len() {
                 break Ok(());
             }
-            match insert_batch(&db, &batch, clock.now()).await {
-                Ok(()) => {
-                    counters.committed.fetch_add(batch.len() as u64, Ordering::AcqRel);
-                    break Ok(());
-                }
-                Err(e) => {
+            let rest = &batch[committed..];
+            let (inserted, failure) = match insert_batch(&db, rest, clock.now(), background).await {
+                Ok(()) => (rest.len(), None),
+                Err((inserted, e)) => (inserted, Some(e)),
+            };
+            committed += inserted;
+            counters.committed.fetch_add(inserted as u64, Ordering::AcqRel);
+            if background {
+                counters
+                    .committed_in_background
+                    .fetch_add(inserted as u64, Ordering::AcqRel);
+            }
+            match failure {
+                None => break Ok(()),
+                Some(e) => {
                     counters.failed_batches.fetch_add(1, Ordering::AcqRel);
                     attempts = attempts.saturating_add(1);
-                    tracing::warn!(error = %e, entries = batch.len(), attempts, "entries batch failed; retrying");
+                    tracing::warn!(error = %e, entries = batch.len() - committed, attempts, "entries batch failed; retrying");
                     // While running, retry until the cause is gone. When closing, give up
                     // after a few tries and say so: those entries were never acknowledged.
                     if closing && attempts >= 5 {
-                        tracing::error!(entries = batch.len(), "store closing: unwritten entries dropped");
+                        tracing::error!(
+                            entries = batch.len() - committed,
+                            "store closing: unwritten entries dropped"
+                        );
                         break Err(e);
                     }
+                    background = false;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

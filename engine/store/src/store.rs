@@ -943,12 +943,20 @@ impl Store {
     /// # Errors
     /// If the pragma cannot be run.
     pub async fn set_sqlite_page_limit(&self, pages: Option<u32>) -> Result<(), StoreError> {
-        if let Db::Sqlite { write, page_limit, .. } = &self.inner.db {
+        if let Db::Sqlite {
+            write,
+            background,
+            page_limit,
+            ..
+        } = &self.inner.db
+        {
             page_limit.store(pages.unwrap_or(0), Ordering::Release);
             let pages = pages.unwrap_or(u32::MAX >> 1);
-            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-                .execute(write)
-                .await?;
+            let pragma = format!("PRAGMA max_page_count = {pages}");
+            sqlx::query(&pragma).execute(write).await?;
+            if let Some(background) = background {
+                sqlx::query(&pragma).execute(background).await?;
+            }
         }
         Ok(())
     }

@@ -261,3 +261,132 @@ async fn a_waiter_ends_the_writers_linger() {
     store.close().await;
     db.cleanup().await;
 }
+
+/// A store whose entries writer commits a loaded batch at once, without lingering.
+async fn open_without_linger(db: &TestDb) -> keyway_store::Store {
+    let mut config = db.config("a");
+    config.entries.linger = std::time::Duration::ZERO;
+    keyway_store::Store::open(config).await.unwrap()
+}
+
+fn new_person(site: SiteId) -> Record {
+    Record::Person(PersonRecord {
+        id: PersonId(0),
+        site,
+        role: RoleId(3),
+        blocked: false,
+    })
+}
+
+/// On SQLite, a loaded batch nobody waits for is committed by the background writer
+/// (its thread at idle priority), taking turns with model writes made meanwhile, which
+/// all succeed; a small batch and a durable append are the main writer's. PostgreSQL has
+/// no background writer. The runtime has one thread, so the first 5,000 entries are all
+/// queued before the writer first runs: one loaded batch, committed without a linger
+/// while the model writes run.
+#[tokio::test(flavor = "current_thread")]
+async fn loaded_batches_nobody_waits_for_go_to_the_background_writer() {
+    on_each_backend!(|db| {
+        let store = open_without_linger(&db).await;
+        let ids = model(&store).await;
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let writes = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    store.model().create(ACTOR, new_person(ids.site)).await.unwrap();
+                }
+            })
+        };
+        let background = |entries: u64| match db.backend {
+            Backend::Sqlite => entries,
+            Backend::Postgres => 0,
+        };
+        let committed = |target: u64| {
+            let store = store.clone();
+            async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while store.entries().stats().committed < target {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{target} entries not committed in 30 s"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                let stats = store.entries().stats();
+                (stats.committed, stats.committed_in_background, stats.failed_batches)
+            }
+        };
+        for i in 0..5000 {
+            store.entries().try_append(entry(i, now)).unwrap();
+        }
+        writes.await.unwrap();
+        assert_eq!(committed(5000).await, (5000, background(5000), 0), "a loaded batch");
+        for i in 0..10 {
+            store.entries().try_append(entry(6000 + i, now)).unwrap();
+        }
+        assert_eq!(committed(5010).await, (5010, background(5000), 0), "a small batch");
+        store.entries().append_durable(entry(9999, now)).await.unwrap();
+        assert_eq!(committed(5011).await, (5011, background(5000), 0), "a durable append");
+        assert_eq!(store.entries().count().await.unwrap(), 5011);
+        let people = store
+            .model()
+            .records()
+            .await
+            .unwrap()
+            .1
+            .iter()
+            .filter(|r| matches!(r, Record::Person(_)))
+            .count();
+        assert_eq!(people, 21, "the model writes made meanwhile");
+        store.close().await;
+    });
+}
+
+/// A model write that comes while a large entries batch commits waits for one statement
+/// of it, not the whole batch: the batch commits what it has, lets the write through and
+/// goes on in a new transaction. Nothing is lost or doubled. Whether the write comes
+/// before the batch, during it or after depends on timing, so each round appends a
+/// batch, lets the writer start on it and writes: the entries committed when the write
+/// returns show where it went. Without the cut it can only be before or after a batch.
+#[tokio::test(flavor = "current_thread")]
+async fn a_model_write_cuts_a_long_entries_batch_short() {
+    on_each_backend!(|db| {
+        let store = open_without_linger(&db).await;
+        let ids = model(&store).await;
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        const BATCH: u64 = 30_000;
+        let mut appended = 0;
+        let mut cut_in = None;
+        for round in 0..5 {
+            let before = appended;
+            // Without an IQ sequence number: a row inserted twice would be counted.
+            for i in 0..BATCH {
+                let mut e = entry(u32::try_from(before + i).unwrap(), now);
+                e.iq = None;
+                store.entries().try_append(e).unwrap();
+            }
+            appended += BATCH;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            store.model().create(ACTOR, new_person(ids.site)).await.unwrap();
+            let when_written = store.entries().count().await.unwrap();
+            store.entries().flush().await.unwrap();
+            assert_eq!(store.entries().count().await.unwrap(), appended, "round {round}");
+            if before < when_written && when_written < appended {
+                cut_in = Some(round);
+                break;
+            }
+            if db.backend == Backend::Postgres {
+                // Its writers do not take turns: nothing to cut.
+                break;
+            }
+        }
+        if db.backend == Backend::Sqlite {
+            assert!(
+                cut_in.is_some(),
+                "in 5 rounds no model write went between two parts of a batch"
+            );
+        }
+        store.close().await;
+    });
+}
