@@ -206,6 +206,97 @@ fn time_limit<'a>(
     h
 }
 
+/// Requests per turn when the limit and `decide` take turns.
+const TURN: usize = 10_000;
+
+/// The limit and `decide` on the same requests, timed as [`take_turns`] does.
+struct Turns {
+    /// Per call, minus the timer.
+    limit: Histogram<u64>,
+    decide: Histogram<u64>,
+    /// Mean per call in batches of 64: the limit, `decide` in a loop, `decide_batch`.
+    batch_means: (f64, f64, f64),
+}
+
+/// The limit and `decide` over `requests`, taking turns by blocks of [`TURN`] requests,
+/// the one going first alternating from block to block, so that both see the same
+/// machine state (a neighbour's burst on this shared VM lands on both, not on one whole
+/// pass) and neither always finds the requests' own bytes in cache. Per-call timings
+/// first, then the batch means, the same way. With `warm_up`, each turn first runs its
+/// block once untimed, so that "warm" still means the block's data is in cache, not
+/// that it was an instant ago before the other took its turn.
+fn take_turns(
+    limit: &limit::Limit,
+    snapshot: &Snapshot,
+    requests: &[&GeneratedRequest],
+    overhead: u64,
+    warm_up: bool,
+) -> Turns {
+    let warm_limit = |block: &[&GeneratedRequest]| {
+        if warm_up {
+            for r in block {
+                black_box(limit.probe_request(r));
+            }
+        }
+    };
+    let warm_decide = |block: &[&GeneratedRequest]| {
+        if warm_up {
+            for r in block {
+                black_box(decide_one(snapshot, r));
+            }
+        }
+    };
+    let mut limit_h = histogram();
+    let mut decide_h = histogram();
+    for (i, block) in requests.chunks(TURN).enumerate() {
+        let mut limit_turn = || {
+            warm_limit(block);
+            limit_h.add(time_limit(limit, block.iter().copied(), overhead)).unwrap();
+        };
+        let mut decide_turn = || {
+            warm_decide(block);
+            decide_h
+                .add(time_keyway(snapshot, block.iter().copied(), overhead))
+                .unwrap();
+        };
+        if i % 2 == 0 {
+            limit_turn();
+            decide_turn();
+        } else {
+            decide_turn();
+            limit_turn();
+        }
+    }
+    let mut sums = (0.0, 0.0, 0.0);
+    for (i, block) in requests.chunks(TURN).enumerate() {
+        let weight = block.len() as f64;
+        let mut turns: [&mut dyn FnMut(); 3] = [
+            &mut || {
+                warm_limit(block);
+                sums.0 += weight * limit_batch_mean(limit, block.iter().copied());
+            },
+            &mut || {
+                warm_decide(block);
+                sums.1 += weight * batch_mean(snapshot, block.iter().copied()).0;
+            },
+            &mut || {
+                warm_decide(block);
+                sums.2 += weight * decide_batch_mean(snapshot, block.iter().copied());
+            },
+        ];
+        turns.rotate_left(i % 3);
+        for turn in turns {
+            turn();
+        }
+    }
+    let calls = requests.len().max(1) as f64;
+    Turns {
+        limit: limit_h,
+        decide: decide_h,
+        batch_means: (sums.0 / calls, sums.1 / calls, sums.2 / calls),
+    }
+}
+
 /// Mean time per probe of the limit, in batches of 64 probes.
 fn limit_batch_mean<'a>(limit: &limit::Limit, requests: impl Iterator<Item = &'a GeneratedRequest>) -> f64 {
     let all: Vec<&GeneratedRequest> = requests.collect();
@@ -514,29 +605,27 @@ fn main() {
     figures.cold_p99 = cold_h.value_at_quantile(0.99);
     figures.warm_p99 = warm_h.value_at_quantile(0.99);
 
-    // 3b. The limit, on the same requests, interleaved with decide so that both see the
+    // 3b. The limit, on the same requests, taking turns with decide so that both see the
     //     same machine state.
     println!("\n## the limit (hash map lookup + credential, person and door rows), same requests");
     let limit = limit::Limit::new(&population.records);
-    let limit_cold = time_limit(&limit, cold.iter(), overhead);
-    let cold_again = time_keyway(&snapshot, cold.iter(), overhead);
-    let limit_warm = time_limit(&limit, warm.iter().cycle().take(cfg.warm_calls), overhead);
-    let warm_again = time_keyway(&snapshot, warm.iter().cycle().take(cfg.warm_calls), overhead);
-    println!("limit cold: {}", summary(&limit_cold));
-    println!("decide cold (again, right after): {}", summary(&cold_again));
-    println!("limit warm: {}", summary(&limit_warm));
-    println!("decide warm (again, right after): {}", summary(&warm_again));
+    let cold_refs: Vec<&GeneratedRequest> = cold.iter().collect();
+    let warm_refs: Vec<&GeneratedRequest> = warm.iter().cycle().take(cfg.warm_calls).collect();
+    let cold_turns = take_turns(&limit, &snapshot, &cold_refs, overhead, false);
+    let warm_turns = take_turns(&limit, &snapshot, &warm_refs, overhead, true);
+    let (limit_cold, cold_again) = (&cold_turns.limit, &cold_turns.decide);
+    let (limit_warm, warm_again) = (&warm_turns.limit, &warm_turns.decide);
+    println!("limit cold: {}", summary(limit_cold));
+    println!("decide cold (taking turns with the limit): {}", summary(cold_again));
+    println!("limit warm: {}", summary(limit_warm));
+    println!("decide warm (taking turns with the limit): {}", summary(warm_again));
     let q = |h: &Histogram<u64>| (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
-    figures.limit_cold = q(&limit_cold);
-    figures.limit_warm = q(&limit_warm);
-    figures.decide_cold = q(&cold_again);
-    figures.decide_warm = q(&warm_again);
-    let limit_cold_mean = limit_batch_mean(&limit, cold.iter());
-    let decide_cold_mean = batch_mean(&snapshot, cold.iter()).0;
-    let batch_cold_mean = decide_batch_mean(&snapshot, cold.iter());
-    let limit_warm_mean = limit_batch_mean(&limit, warm.iter().cycle().take(cfg.warm_calls));
-    let decide_warm_mean = batch_mean(&snapshot, warm.iter().cycle().take(cfg.warm_calls)).0;
-    let batch_warm_mean = decide_batch_mean(&snapshot, warm.iter().cycle().take(cfg.warm_calls));
+    figures.limit_cold = q(limit_cold);
+    figures.limit_warm = q(limit_warm);
+    figures.decide_cold = q(cold_again);
+    figures.decide_warm = q(warm_again);
+    let (limit_cold_mean, decide_cold_mean, batch_cold_mean) = cold_turns.batch_means;
+    let (limit_warm_mean, decide_warm_mean, batch_warm_mean) = warm_turns.batch_means;
     figures.batch_cold = (limit_cold_mean, decide_cold_mean, batch_cold_mean);
     figures.batch_warm = (limit_warm_mean, decide_warm_mean, batch_warm_mean);
     println!("| per call | limit | decide | decide / limit |");

@@ -21,7 +21,7 @@ use crate::model::{
     Record, RoleFlags, ScheduleRecord, SiteRecord,
 };
 use crate::schedule::{HolidayCalendar, Schedule};
-use crate::table::{IdHashMap, IdMap};
+use crate::table::{IdHashMap, IdMap, IdSet};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use roaring::RoaringBitmap;
@@ -227,8 +227,13 @@ struct Slot {
 /// Two indexes over one row array: an open-addressing hash table (linear probing, at
 /// most half full) for the exact match a decision needs, and an FST for ordered and
 /// prefix scans (offline lists, exports, an admin typing the first digits of a tag).
+///
+/// The FST comes in parts, each over a consecutive range of the sorted rows, so that the
+/// parts are built on as many threads as the machine has cores (an FST is otherwise the
+/// one sequential step of a build); streaming them one after the other gives every key in
+/// order.
 struct CredentialBase {
-    index: fst::Map<Vec<u8>>,
+    index: Vec<fst::Map<Vec<u8>>>,
     rows: Vec<CredentialRow>,
     slots: Box<[Slot]>,
     ordinal_by_id: IdMap<u32>,
@@ -388,8 +393,8 @@ pub struct Snapshot {
     pub(crate) people: Layered<PersonRow>,
     pub(crate) schedules: Arc<IdMap<ScheduleRow>>,
     pub(crate) groups: Arc<IdMap<GroupRow>>,
-    pub(crate) blocked: Arc<RoaringBitmap>,
-    pub(crate) revoked: Arc<RoaringBitmap>,
+    pub(crate) blocked: Arc<IdSet>,
+    pub(crate) revoked: Arc<IdSet>,
     pub(crate) lockdown_exempt: Arc<Vec<bool>>,
 }
 
@@ -564,7 +569,7 @@ impl Snapshot {
         }
         drop(doors);
         let mut person_table = IdMap::default();
-        let mut blocked = RoaringBitmap::new();
+        let mut blocked = IdSet::for_universe(people.len());
         for p in people {
             require_site(&site_table, p.site, p.id)?;
             put_new(
@@ -746,14 +751,16 @@ impl Snapshot {
     /// for the base and then the overlay's.
     pub(crate) fn for_each_credential(&self, mut visit: impl FnMut(&CredentialRow)) {
         use fst::Streamer;
-        let mut stream = self.base.index.stream();
-        while let Some((_, ordinal)) = stream.next() {
-            let Ok(ordinal) = u32::try_from(ordinal) else { continue };
-            if self.overlay.tombstones.contains(ordinal) {
-                continue;
-            }
-            if let Some(row) = self.base.rows.get(ordinal as usize) {
-                visit(row);
+        for part in &self.base.index {
+            let mut stream = part.stream();
+            while let Some((_, ordinal)) = stream.next() {
+                let Ok(ordinal) = u32::try_from(ordinal) else { continue };
+                if self.overlay.tombstones.contains(ordinal) {
+                    continue;
+                }
+                if let Some(row) = self.base.rows.get(ordinal as usize) {
+                    visit(row);
+                }
             }
         }
         for row in self.overlay.by_key.values() {
@@ -987,7 +994,7 @@ impl Snapshot {
     /// measure the process's resident size as well.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        let credentials = self.base.index.as_fst().size()
+        let credentials = self.base.index.iter().map(|part| part.as_fst().size()).sum::<usize>()
             + self.base.rows.capacity() * size_of::<CredentialRow>()
             + self.base.slots.len() * size_of::<Slot>()
             + self.base.ordinal_by_id.heap_bytes();
@@ -1026,8 +1033,8 @@ impl Snapshot {
             + self.iqs.heap_bytes()
             + schedules
             + groups
-            + self.blocked.serialized_size()
-            + self.revoked.serialized_size()
+            + self.blocked.heap_bytes()
+            + self.revoked.heap_bytes()
             + self.lockdown_exempt.capacity()
     }
 
@@ -1414,8 +1421,8 @@ fn credential_rows(
     sites: &IdMap<SiteRow>,
     people: &IdMap<PersonRow>,
     credentials: &[CredentialRecord],
-) -> Result<(Vec<CredentialRow>, RoaringBitmap), ModelError> {
-    let mut revoked = RoaringBitmap::new();
+) -> Result<(Vec<CredentialRow>, IdSet), ModelError> {
+    let mut revoked = IdSet::for_universe(credentials.len());
     let mut rows = Vec::with_capacity(credentials.len());
     let mut seen_ids = RoaringBitmap::new();
     for c in credentials {
@@ -1434,7 +1441,16 @@ fn credential_rows(
 
 /// The credential base from its rows: sorted by key, checked for duplicate ids and
 /// secrets, indexed by an FST and by the exact-match hash table.
-fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError> {
+fn build_base(rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError> {
+    build_base_in(rows, build_threads(), MIN_ROWS_PER_FST_PART)
+}
+
+/// [`build_base`] with the FST in up to `threads` parts of at least `min_part_rows` rows.
+fn build_base_in(
+    mut rows: Vec<CredentialRow>,
+    threads: usize,
+    min_part_rows: usize,
+) -> Result<CredentialBase, ModelError> {
     // By key, then id, so a duplicate secret is always reported against the lower id.
     rows.sort_unstable_by_key(|row| (row.key, row.id));
     // Ordinals run below `EMPTY_SLOT` (`u32::MAX`), which marks an empty bucket.
@@ -1443,15 +1459,37 @@ fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError
             message: "too many credentials".into(),
         });
     }
-    // The FST is the long, sequential part of a build (it is most of the reference a
-    // build is held to). The id map and the hash index need only the sorted rows, so they
-    // are made on a second thread meanwhile; where no thread can be had, after it.
+    // The FST is the long part of a build (it is most of the reference a build is held
+    // to). Its parts are built on threads of their own, and the id map and the hash index,
+    // which need only the sorted rows, on one more; where no thread can be had, each
+    // runs after the other here.
     let sorted = &rows;
+    let ranges = fst_ranges(rows.len(), threads, min_part_rows);
     let (index, ids_and_slots) = std::thread::scope(|scope| {
         let side = std::thread::Builder::new()
             .name("keyway-index-ids".into())
             .spawn_scoped(scope, || ids_and_slots(sorted));
-        let index = fst_of(sorted);
+        let (first, rest) = ranges.split_first().map_or((0..0, &[][..]), |(f, r)| (f.clone(), r));
+        let others: Vec<_> = rest
+            .iter()
+            .map(|range| {
+                let job = std::thread::Builder::new()
+                    .name("keyway-index-fst".into())
+                    .spawn_scoped(scope, move || fst_of(sorted, range.clone()));
+                (range, job)
+            })
+            .collect();
+        let mut parts = vec![fst_of(sorted, first)];
+        for (range, job) in others {
+            parts.push(match job {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(ModelError::Index {
+                        message: "a credential index builder stopped unexpectedly".into(),
+                    })
+                }),
+                Err(_) => fst_of(sorted, range.clone()),
+            });
+        }
         let ids_and_slots = match side {
             Ok(handle) => handle.join().unwrap_or_else(|_| {
                 Err(ModelError::Index {
@@ -1460,7 +1498,8 @@ fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError
             }),
             Err(_) => ids_and_slots(sorted),
         };
-        (index, ids_and_slots)
+        // The parts in key order: the first error is the one a single pass would report.
+        (parts.into_iter().collect::<Result<Vec<_>, _>>(), ids_and_slots)
     });
     let index = index?;
     let (ordinal_by_id, slots) = ids_and_slots?;
@@ -1472,13 +1511,37 @@ fn build_base(mut rows: Vec<CredentialRow>) -> Result<CredentialBase, ModelError
     })
 }
 
-/// The FST of rows sorted by key, mapping each key to its row's ordinal; refuses a
-/// secret held twice (reported against the lower id, the rows being sorted by id within
-/// a key).
-fn fst_of(rows: &[CredentialRow]) -> Result<fst::Map<Vec<u8>>, ModelError> {
+/// Rows below which the FST is built in one part: a thread costs more than it saves.
+const MIN_ROWS_PER_FST_PART: usize = 1 << 16;
+
+/// At most this many FST parts, however many cores there are: past a few, the sort and
+/// the row checks before the FST dominate a build.
+const MAX_FST_PARTS: usize = 8;
+
+/// How many threads a build may keep busy: the machine's cores.
+fn build_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Consecutive ranges of `rows` sorted rows, one per FST part: at most one per thread,
+/// each of at least `min_part_rows` rows, and never none.
+fn fst_ranges(rows: usize, threads: usize, min_part_rows: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = threads
+        .min(MAX_FST_PARTS)
+        .min(rows.checked_div(min_part_rows).unwrap_or(rows))
+        .max(1);
+    (0..parts).map(|i| rows * i / parts..rows * (i + 1) / parts).collect()
+}
+
+/// The FST of the rows in `range` of `rows` (sorted by key), mapping each key to its
+/// row's ordinal in `rows`; refuses a secret held twice (reported against the lower id,
+/// the rows being sorted by id within a key), the row just before the range included, so
+/// that parts built apart refuse what one pass would.
+fn fst_of(rows: &[CredentialRow], range: std::ops::Range<usize>) -> Result<fst::Map<Vec<u8>>, ModelError> {
     let mut builder = fst::MapBuilder::memory();
-    let mut previous: Option<&CredentialRow> = None;
-    for (ordinal, row) in rows.iter().enumerate() {
+    let mut previous: Option<&CredentialRow> = range.start.checked_sub(1).and_then(|i| rows.get(i));
+    let start = range.start;
+    for (ordinal, row) in rows.get(range).unwrap_or_default().iter().enumerate() {
         if let Some(prev) = previous
             && prev.key == row.key
         {
@@ -1489,7 +1552,7 @@ fn fst_of(rows: &[CredentialRow]) -> Result<fst::Map<Vec<u8>>, ModelError> {
         }
         previous = Some(row);
         builder
-            .insert(row.key.as_slice(), ordinal as u64)
+            .insert(row.key.as_slice(), (start + ordinal) as u64)
             .map_err(|e| ModelError::Index {
                 message: e.to_string().to_lowercase(),
             })?;
@@ -1683,4 +1746,111 @@ pub(crate) fn check_credential(
             CredentialKind::Pin => "4 to 8 ascii digits",
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fst_ranges_cover_the_rows_in_order() {
+        // (rows, threads, min_part_rows, where each part ends)
+        let cases: [(usize, usize, usize, &[usize]); 7] = [
+            (0, 4, 10, &[0]),
+            (9, 4, 10, &[9]),
+            (20, 1, 10, &[20]),
+            (20, 4, 10, &[10, 20]),
+            (25, 2, 10, &[12, 25]),
+            (100, 4, 10, &[25, 50, 75, 100]),
+            (1_000, 64, 1, &[125, 250, 375, 500, 625, 750, 875, 1_000]),
+        ];
+        for (rows, threads, min, ends) in cases {
+            let expected: Vec<std::ops::Range<usize>> = ends
+                .iter()
+                .scan(0, |start, &end| Some(std::mem::replace(start, end)..end))
+                .collect();
+            assert_eq!(
+                fst_ranges(rows, threads, min),
+                expected,
+                "{rows} rows, {threads} threads, {min}"
+            );
+        }
+    }
+
+    fn row(id: u32, secret: u32) -> CredentialRow {
+        let rec = CredentialRecord {
+            id: CredentialId(id),
+            site: SiteId(1),
+            kind: CredentialKind::Tag,
+            secret: secret.to_be_bytes().to_vec(),
+            owner: None,
+            valid_from: None,
+            valid_until: None,
+            offline_access: false,
+            revoked: false,
+        };
+        let key = CredentialKey::new(rec.kind, rec.site, &rec.secret).unwrap();
+        CredentialRow::from_record(&rec, key)
+    }
+
+    fn streamed(base: &CredentialBase) -> Vec<(Vec<u8>, u64)> {
+        use fst::Streamer;
+        let mut out = Vec::new();
+        for part in &base.index {
+            let mut stream = part.stream();
+            while let Some((key, ordinal)) = stream.next() {
+                out.push((key.to_vec(), ordinal));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_fst_in_parts_streams_and_refuses_as_one() {
+        // Ids in a shuffled order of the secrets, so that sorting moves every row.
+        let rows: Vec<CredentialRow> = (0..1_000u32)
+            .map(|i| row(i + 1, i.wrapping_mul(7_919) % 1_000))
+            .collect();
+        let whole = build_base_in(rows.clone(), 1, 10).unwrap();
+        assert_eq!(whole.index.len(), 1);
+        let expected = streamed(&whole);
+        assert_eq!(expected.len(), 1_000);
+        for threads in [2, 3, 8] {
+            let parted = build_base_in(rows.clone(), threads, 10).unwrap();
+            assert_eq!(parted.index.len(), threads);
+            assert_eq!(streamed(&parted), expected, "{threads} parts");
+            for (key, ordinal) in &expected {
+                assert_eq!(parted.rows[*ordinal as usize].key.as_slice(), key.as_slice());
+            }
+        }
+        // A secret held twice, across each boundary of 4 parts (250, 500, 750 rows) and
+        // inside a part: refused against the lower id, as by one pass. With two
+        // duplicates, the first in key order is the one named.
+        type Duplicates = &'static [(u32, u32)];
+        let cases: [(Duplicates, (u32, u32)); 5] = [
+            (&[(249, 250)], (250, 251)),
+            (&[(499, 500)], (500, 501)),
+            (&[(749, 750)], (750, 751)),
+            (&[(10, 11)], (11, 12)),
+            (&[(900, 901), (249, 250)], (250, 251)),
+        ];
+        for (duplicates, (existing, claimed_by)) in cases {
+            // Rows whose secret is their index, so that sorted position = secret.
+            let mut rows: Vec<CredentialRow> = (0..1_000u32).map(|i| row(i + 1, i)).collect();
+            for &(first, second) in duplicates {
+                rows[second as usize] = row(second + 1, first);
+            }
+            for threads in [1, 4] {
+                let refused = build_base_in(rows.clone(), threads, 10).err();
+                assert_eq!(
+                    refused,
+                    Some(ModelError::DuplicateSecret {
+                        existing: format!("credential:{existing}"),
+                        claimed_by: format!("credential:{claimed_by}"),
+                    }),
+                    "{duplicates:?}, {threads} parts"
+                );
+            }
+        }
+    }
 }
