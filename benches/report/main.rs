@@ -11,7 +11,8 @@
 //!   of `Instant::now()` minus the measured cost of that pair, plus the batch mean;
 //! - the limit (`limit.rs`: a plain hash map lookup and the dependent reads of the
 //!   credential's, person's and door's rows) on the same requests, per call and in
-//!   batches, beside `decide` in a loop and `decide_batch`, with the ratios;
+//!   batches, beside `decide` in a loop and `decide_batch`, with the ratios; the two
+//!   take turns by blocks of 10,000 requests, so that both see the same machine state;
 //! - throughput on one and two threads, each thread with its own request stream over a
 //!   shared `SnapshotCell` (`load()` per decision);
 //! - the time from `SnapshotCell::apply` to a decision that sees the change, on the same
