@@ -1481,23 +1481,13 @@ fn build_base_in(
             .collect();
         let mut parts = vec![fst_of(sorted, first)];
         for (range, job) in others {
-            parts.push(match job {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(ModelError::Index {
-                        message: "a credential index builder stopped unexpectedly".into(),
-                    })
-                }),
-                Err(_) => fst_of(sorted, range.clone()),
-            });
+            parts.push(joined(
+                job,
+                || fst_of(sorted, range.clone()),
+                "a credential index builder",
+            ));
         }
-        let ids_and_slots = match side {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                Err(ModelError::Index {
-                    message: "the credential id indexer stopped unexpectedly".into(),
-                })
-            }),
-            Err(_) => ids_and_slots(sorted),
-        };
+        let ids_and_slots = joined(side, || ids_and_slots(sorted), "the credential id indexer");
         // The parts in key order: the first error is the one a single pass would report.
         (parts.into_iter().collect::<Result<Vec<_>, _>>(), ids_and_slots)
     });
@@ -1509,6 +1499,23 @@ fn build_base_in(
         slots,
         ordinal_by_id: ordinal_by_id.settled(),
     })
+}
+
+/// What a scoped thread returned, or what `inline` returns where the thread could not be
+/// spawned; a thread that panicked is an index error naming `who`.
+fn joined<T>(
+    spawned: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<T, ModelError>>>,
+    inline: impl FnOnce() -> Result<T, ModelError>,
+    who: &str,
+) -> Result<T, ModelError> {
+    match spawned {
+        Ok(handle) => handle.join().unwrap_or_else(|_| {
+            Err(ModelError::Index {
+                message: format!("{who} stopped unexpectedly"),
+            })
+        }),
+        Err(_) => inline(),
+    }
 }
 
 /// Rows below which the FST is built in one part: a thread costs more than it saves.

@@ -266,12 +266,6 @@ enum SetRepr {
     Roaring(roaring::RoaringBitmap),
 }
 
-impl Default for IdSet {
-    fn default() -> Self {
-        IdSet::for_universe(0)
-    }
-}
-
 impl IdSet {
     /// An empty set of ids drawn from `universe` entities.
     pub(crate) fn for_universe(universe: usize) -> IdSet {
